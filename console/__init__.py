@@ -1,0 +1,1 @@
+"""qwen_stack.console"""

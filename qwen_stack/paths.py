@@ -1,0 +1,32 @@
+"""Where the project's files live, from a source checkout or an installed package."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Source checkout: this file is <root>/qwen_stack/paths.py.
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def config_dir() -> Path:
+    """The `config/` folder: the checkout's, else the installed share/qwen_stack/config."""
+    if (SOURCE_ROOT / "config").is_dir():
+        return SOURCE_ROOT / "config"
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory("qwen_stack")) / "config"
+    except Exception as exc:  # pragma: no cover - only on broken installs
+        raise FileNotFoundError("cannot find qwen_stack's config/ folder") from exc
+
+
+def config_file(name: str) -> Path:
+    """A file in config/, or `name` itself when it is a path that exists."""
+    if os.sep in name or Path(name).exists():
+        return Path(name)
+    return config_dir() / name
+
+
+def interfaces_install_dir() -> Path:
+    """colcon install space of ros_ws/ (holds qwen_stack_interfaces)."""
+    return Path(os.environ.get("QWEN_STACK_ROS_WS_INSTALL", SOURCE_ROOT / "ros_ws" / "install"))

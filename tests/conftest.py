@@ -1,0 +1,25 @@
+"""Shared test set-up: every test session gets its own ROS domain so parallel runs never cross-talk."""
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from qwen_stack.rosenv import ros_environment
+
+# Apply the stack's ROS environment to this process (inherited by every subprocess a test starts).
+_DOMAIN = int(os.environ.get("QWEN_STACK_TEST_DOMAIN", random.Random(os.getpid()).randint(1, 100)))
+os.environ.update(ros_environment(domain_id=_DOMAIN))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "ros: needs rclpy and a ROS graph (real topics across processes)")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one)")
+
+
+@pytest.fixture(scope="session")
+def ros_env() -> dict:
+    """Environment for subprocesses that run ROS nodes (same domain as this session)."""
+    return ros_environment(domain_id=_DOMAIN)
