@@ -8,6 +8,20 @@ import pytest
 
 from qwen_stack.rosenv import ros_environment
 
+import sys
+
+from qwen_stack.paths import interfaces_install_dir
+
+# The generated typesupport libraries of ros_ws/ are found through LD_LIBRARY_PATH, which the
+# dynamic loader reads only at process start: re-execute once with it set (as the ROS wheels'
+# bootstrapper does for its own libraries).
+_needed = [str(p / "lib") for p in interfaces_install_dir().glob("*") if (p / "lib").is_dir()]
+if _needed and not all(p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) for p in _needed) \
+        and not os.environ.get("_QWEN_STACK_REEXEC"):
+    _env = ros_environment()
+    _env["_QWEN_STACK_REEXEC"] = "1"
+    os.execve(sys.executable, sys.orig_argv, _env)
+
 # Apply the stack's ROS environment to this process (inherited by every subprocess a test starts).
 _DOMAIN = int(os.environ.get("QWEN_STACK_TEST_DOMAIN", random.Random(os.getpid()).randint(1, 100)))
 os.environ.update(ros_environment(domain_id=_DOMAIN))
