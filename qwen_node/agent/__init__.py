@@ -1,0 +1,1 @@
+"""The agent: output parsing, tool registry, planner loop, backends (ROS-free cores)."""
