@@ -1,0 +1,1 @@
+"""Camera pipeline: frame sources (pure, OpenCV) and the camera_node ROS shell."""

@@ -1,0 +1,57 @@
+"""The pip-world launcher as a user runs it: `qwen-stack launch ...`."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+pytestmark = pytest.mark.ros
+
+
+def _launch(ros_env, *args):
+    return subprocess.Popen([sys.executable, "-m", "qwen_stack.cli", "launch", *args], env=ros_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def test_required_node_death_stops_stack_naming_it(ros_env):
+    proc = _launch(ros_env, "--profile", "camera", "camera.source:=/no/such/dir/")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "required node 'camera' died" in out and "/no/such/dir/" in out
+
+
+def test_bad_override_is_refused_before_start(ros_env):
+    proc = _launch(ros_env, "--profile", "camera", "nosuchnode.fps:=3")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "unknown node 'nosuchnode'" in out
+
+
+def test_two_namespaced_stacks_coexist_and_ctrl_c_stops_them(ros_env):
+    stacks = [_launch(ros_env, "--profile", "camera", "--namespace", ns, "--status-period", "1",
+                      "camera.width:=64", "camera.height:=48", "camera.fps:=5.0") for ns in ("robot1", "robot2")]
+    rclpy.init()
+    node = rclpy.create_node("launcher_test_observer")
+    try:
+        wanted = {"/robot1/camera/image_raw", "/robot2/camera/image_raw"}
+        deadline = time.time() + 30
+        names = set()
+        while time.time() < deadline and not wanted <= names:
+            names = {n for n, _ in node.get_topic_names_and_types()}
+            time.sleep(0.2)
+        assert wanted <= names, names
+        assert node.count_publishers("/robot1/camera/image_raw") == 1
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+    for proc in stacks:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    for proc in stacks:
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert "stack stopped (exit code 0)" in out and "running pid" in out
