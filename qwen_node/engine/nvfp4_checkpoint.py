@@ -1,0 +1,421 @@
+"""NVFP4 checkpoints in the ModelOpt (Hugging Face "unified") layout: write, read, exclusions.
+
+On disk, per quantized linear ``X`` (safetensors, names as in the source checkpoint):
+
+* ``X.weight``          uint8 [out, in/2]          two E2M1 codes per byte, even element low
+* ``X.weight_scale``    float8_e4m3fn [out, in/16] block scales
+* ``X.weight_scale_2``  float32 []                 global scale = amax / (6 * 448)
+* ``X.input_scale``     float32 []                 activation global scale (see below)
+
+plus ``hf_quant_config.json`` (``{"producer": ..., "quantization": {"quant_algo": "NVFP4",
+"kv_cache_quant_algo": null, "group_size": 16, "exclude_modules": [...]}}``) and, in
+``config.json``, the ``quantization_config`` block ModelOpt's export adds (``quant_method:
+"modelopt"``, ``config_groups``, ``ignore``). Everything not quantized is copied unchanged.
+
+Which layers stay in higher precision (``DEFAULT_EXCLUDE``), following the layout of NVIDIA's
+published Qwen3.5 NVFP4 checkpoints and the reasons behind it:
+
+* routed experts (``mlp.experts.*``): NVFP4. They are >90% of the weights of the MoE models and
+  each token reads only K of E of them, so their per-weight error is averaged over few tokens
+  and the memory saved is the point of the format.
+* attention ``q/k/v/o_proj``, DeltaNet ``in_proj_qkv``/``in_proj_z``/``out_proj``, the shared
+  expert and dense MLPs: NVFP4 (large, ordinary GEMMs).
+* kept: the router ``mlp.gate`` (its logits pick the experts: a 4-bit error flips top-k choices,
+  and it is tiny), ``mlp.shared_expert_gate`` (a [1, D] sigmoid gate), DeltaNet ``in_proj_a`` /
+  ``in_proj_b`` (per-head decay and beta inputs of the recurrence: errors compound over the
+  sequence, and they are [Hv, D], tiny), ``conv1d``, all norms, ``embed_tokens`` and ``lm_head``
+  (not GEMMs over a hidden state, or directly shaping the output distribution), the vision
+  tower ``visual`` (small, and image features are sensitive), and the multi-token-prediction
+  head ``mtp`` (used only for speculative drafts).
+
+Non-linear tensors (1-D norms, conv, embeddings) are never candidates; a 2-D ``*.weight`` whose
+input width is not a multiple of 16 stays as it is (reported).
+
+``input_scale``: ModelOpt calibrates it from activations for W4A4 kernels. This writer does no
+calibration; it stores 1.0 and marks the file ``"activation_calibration": "none"`` in the
+producer block. The engine here is weight-only and never reads it; a W4A4 runtime needs a
+calibrated checkpoint.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .nvfp4 import BLOCK_SIZE, NVFP4Tensor, dequantize_nvfp4, quantize_nvfp4
+
+PRODUCER = {"name": "qwen_stack", "version": "0.1.0", "activation_calibration": "none"}
+
+# glob patterns (fnmatch) over module names, i.e. tensor names without ".weight"
+DEFAULT_EXCLUDE: tuple[str, ...] = (
+    "lm_head",
+    "*embed_tokens",
+    "*.mlp.gate",
+    "*.mlp.shared_expert_gate",
+    "*.linear_attn.in_proj_a",
+    "*.linear_attn.in_proj_b",
+    "*.linear_attn.conv1d",
+    "*visual*",
+    "mtp*",
+    "*.mtp.*",
+)
+
+QUANT_SUFFIXES = ("weight_scale", "weight_scale_2", "input_scale")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory or file that cannot be read or written as asked."""
+
+
+# ---------------------------------------------------------------------------------------------
+# exclusions
+
+
+def is_excluded(module: str, patterns: tuple[str, ...] | list[str]) -> bool:
+    """True when module matches an exact name, a glob, or a ModelOpt prefix wildcard ("a.b*")."""
+    return any(module == p or fnmatch.fnmatchcase(module, p) for p in patterns)
+
+
+def is_quantization_candidate(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> bool:
+    """A linear weight: ``*.weight``, 2-D, floating point, input width a multiple of 16."""
+    return (
+        name.endswith(".weight")
+        and len(shape) == 2
+        and dtype in (torch.float32, torch.bfloat16, torch.float16)
+        and shape[-1] % BLOCK_SIZE == 0
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# config files
+
+
+@dataclass(frozen=True)
+class NVFP4QuantConfig:
+    quant_algo: str
+    group_size: int
+    exclude_modules: tuple[str, ...]
+    producer: dict = field(default_factory=dict)
+
+
+def hf_quant_config(exclude_modules: list[str], producer: dict | None = None) -> dict:
+    """The hf_quant_config.json body, laid out as ModelOpt's export writes it."""
+    return {
+        "producer": dict(producer or PRODUCER),
+        "quantization": {
+            "quant_algo": "NVFP4",
+            "kv_cache_quant_algo": None,
+            "group_size": BLOCK_SIZE,
+            "exclude_modules": sorted(exclude_modules),
+        },
+    }
+
+
+def config_json_quantization(hf_cfg: dict) -> dict:
+    """config.json's ``quantization_config``, in ModelOpt's llm-compressor-style layout."""
+    q = hf_cfg["quantization"]
+    group = {"dynamic": False, "num_bits": 4, "type": "float", "group_size": q["group_size"]}
+    return {
+        "config_groups": {"group_0": {"input_activations": dict(group), "weights": dict(group), "targets": ["Linear"]}},
+        "ignore": list(q["exclude_modules"]),
+        "quant_algo": q["quant_algo"],
+        "producer": hf_cfg["producer"],
+        "quant_method": "modelopt",
+    }
+
+
+def read_quant_config(model_dir: str | os.PathLike) -> NVFP4QuantConfig | None:
+    """NVFP4 config of a checkpoint dir, from hf_quant_config.json or config.json; None if unquantized.
+
+    Raises CheckpointError for a quantized checkpoint in another format (this reader is NVFP4-only).
+    """
+    d = Path(model_dir)
+    hf_path, cfg_path = d / "hf_quant_config.json", d / "config.json"
+    if hf_path.exists():
+        body = _read_json(hf_path)
+        q = body.get("quantization")
+        if not isinstance(q, dict):
+            raise CheckpointError(f"{hf_path}: no 'quantization' object")
+        algo, group, exclude = q.get("quant_algo"), q.get("group_size", BLOCK_SIZE), q.get("exclude_modules") or []
+        producer = body.get("producer") or {}
+    elif cfg_path.exists():
+        qc = _read_json(cfg_path).get("quantization_config")
+        if qc is None:
+            return None
+        if qc.get("quant_method") != "modelopt":
+            raise CheckpointError(
+                f"{cfg_path}: quantization_config.quant_method is {qc.get('quant_method')!r}; only ModelOpt NVFP4 is supported"
+            )
+        algo, exclude, producer = qc.get("quant_algo"), qc.get("ignore") or [], qc.get("producer") or {}
+        groups = [g.get("weights", {}).get("group_size") for g in (qc.get("config_groups") or {}).values()]
+        group = next((g for g in groups if g), BLOCK_SIZE)
+    else:
+        raise CheckpointError(f"{d}: no config.json or hf_quant_config.json")
+    if algo != "NVFP4":
+        raise CheckpointError(f"{d}: quant_algo is {algo!r}; only 'NVFP4' is supported")
+    if group != BLOCK_SIZE:
+        raise CheckpointError(f"{d}: group_size {group} not supported (NVFP4 uses {BLOCK_SIZE})")
+    return NVFP4QuantConfig(algo, int(group), tuple(exclude), producer)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read JSON ({exc})") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def safetensors_files(model_dir: str | os.PathLike) -> list[Path]:
+    """The checkpoint's shard files, via model.safetensors.index.json when present."""
+    d = Path(model_dir)
+    index = d / "model.safetensors.index.json"
+    if index.exists():
+        names = sorted(set(_read_json(index).get("weight_map", {}).values()))
+        files = [d / n for n in names]
+        missing = [str(f) for f in files if not f.exists()]
+        if missing:
+            raise CheckpointError(f"{index}: shard files missing: {missing}")
+        return files
+    files = sorted(d.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{d}: no *.safetensors files")
+    return files
+
+
+class NVFP4CheckpointReader:
+    """Lazy tensor access to a (possibly sharded) checkpoint, NVFP4-aware.
+
+    ``quantized_modules`` are the modules with a uint8 ``weight`` and ``weight_scale`` /
+    ``weight_scale_2``; ``nvfp4(module)`` returns their packed tensor (validated), ``tensor(name)``
+    any stored tensor as is, ``dense(name)`` a stored tensor with quantized weights dequantized.
+    """
+
+    def __init__(self, model_dir: str | os.PathLike):
+        self.model_dir = Path(model_dir)
+        self.quant_config = read_quant_config(self.model_dir)
+        self._where: dict[str, Path] = {}
+        self._handles: dict[Path, object] = {}
+        for f in safetensors_files(self.model_dir):
+            h = self._open(f)
+            for k in h.keys():
+                self._where[k] = f
+        suffix = ".weight_scale_2"
+        self.quantized_modules = sorted(
+            k[: -len(suffix)] for k in self._where if k.endswith(suffix) and self.is_quantized(k[: -len(suffix)])
+        )
+
+    def _open(self, f: Path):
+        if f not in self._handles:
+            self._handles[f] = safe_open(str(f), framework="pt")
+        return self._handles[f]
+
+    def keys(self) -> list[str]:
+        return sorted(self._where)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._where
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._open(self._where[name]).get_slice(name).get_shape())
+
+    def tensor(self, name: str) -> torch.Tensor:
+        if name not in self._where:
+            raise KeyError(f"{self.model_dir}: no tensor {name!r}")
+        return self._open(self._where[name]).get_tensor(name)
+
+    def is_quantized(self, module: str) -> bool:
+        return f"{module}.weight_scale_2" in self._where and f"{module}.weight" in self._where
+
+    def nvfp4(self, module: str) -> NVFP4Tensor:
+        """Packed weight of a quantized module, checked against the NVFP4 layout."""
+        w, s, g = (self.tensor(f"{module}.{n}") for n in ("weight", "weight_scale", "weight_scale_2"))
+        if w.dtype == torch.int8:  # some exporters store the packed bytes as I8
+            w = w.view(torch.uint8)
+        if s.dtype == torch.uint8:  # ... or the E4M3 scales as raw bytes
+            s = s.view(torch.float8_e4m3fn)
+        if w.dtype != torch.uint8 or s.dtype != torch.float8_e4m3fn or w.dim() != 2:
+            raise CheckpointError(
+                f"{module}: expected weight uint8 [out, in/2] and weight_scale float8_e4m3fn, got "
+                f"{w.dtype} {tuple(w.shape)} and {s.dtype} {tuple(s.shape)}"
+            )
+        if s.shape != (w.shape[0], w.shape[1] * 2 // BLOCK_SIZE):
+            raise CheckpointError(
+                f"{module}: weight_scale shape {tuple(s.shape)} does not match weight {tuple(w.shape)} "
+                f"(expected {(w.shape[0], w.shape[1] * 2 // BLOCK_SIZE)})"
+            )
+        if g.numel() != 1:
+            raise CheckpointError(f"{module}: weight_scale_2 must be one value, has shape {tuple(g.shape)}")
+        return NVFP4Tensor(w, s, g.float().reshape(()))
+
+    def dense(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A tensor as a float one: a quantized module's ``.weight`` is dequantized."""
+        module = name[: -len(".weight")] if name.endswith(".weight") else None
+        if module is not None and self.is_quantized(module):
+            return dequantize_nvfp4(self.nvfp4(module), dtype or torch.float32)
+        t = self.tensor(name)
+        return t if dtype is None else t.to(dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+@dataclass
+class QuantizeReport:
+    """What ``quantize_checkpoint`` did: tensors by kind, bytes, per-layer relative error."""
+
+    quantized: list[str] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)  # 2-D linear weights kept by an exclusion
+    not_divisible: list[str] = field(default_factory=list)  # 2-D weights whose input width % 16 != 0
+    copied: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    bytes_in_quantized: int = 0  # source bytes of the weights that were quantized
+    bytes_out_quantized: int = 0  # their bytes in NVFP4 (codes + scales + scalars)
+    rel_error: dict[str, float] = field(default_factory=dict)
+
+
+class _ShardWriter:
+    """Accumulates tensors and writes model-0000i-of-0000N.safetensors plus the index."""
+
+    def __init__(self, out_dir: Path, shard_bytes: int):
+        self.out_dir, self.shard_bytes = out_dir, shard_bytes
+        self.pending: dict[str, torch.Tensor] = {}
+        self.pending_bytes = 0
+        self.shards: list[list[str]] = []
+        self.total = 0
+
+    def add(self, name: str, t: torch.Tensor) -> None:
+        n = t.numel() * t.element_size()
+        if self.pending and self.pending_bytes + n > self.shard_bytes:
+            self._flush()
+        self.pending[name] = t.contiguous()
+        self.pending_bytes += n
+        self.total += n
+
+    def _flush(self) -> None:
+        i = len(self.shards)
+        save_file(self.pending, str(self.out_dir / f".shard-{i}.tmp"), metadata={"format": "pt"})
+        self.shards.append(list(self.pending))
+        self.pending, self.pending_bytes = {}, 0
+
+    def close(self) -> None:
+        if self.pending or not self.shards:
+            self._flush()
+        n = len(self.shards)
+        if n == 1:
+            os.replace(self.out_dir / ".shard-0.tmp", self.out_dir / "model.safetensors")
+            return
+        weight_map = {}
+        for i, names in enumerate(self.shards):
+            fname = f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+            os.replace(self.out_dir / f".shard-{i}.tmp", self.out_dir / fname)
+            weight_map.update({k: fname for k in names})
+        index = {"metadata": {"total_size": self.total}, "weight_map": dict(sorted(weight_map.items()))}
+        (self.out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+
+def quantize_checkpoint(
+    model_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    exclude: tuple[str, ...] | list[str] = DEFAULT_EXCLUDE,
+    *,
+    progress: Callable[[str], None] | None = None,
+    shard_bytes: int = 4 << 30,
+    measure_error: bool = True,
+    overwrite: bool = False,
+) -> QuantizeReport:
+    """Write an NVFP4 (ModelOpt layout) copy of a bf16/fp16/fp32 safetensors checkpoint.
+
+    Streams one tensor at a time (peak memory ~ one shard of output plus one source tensor).
+    Non-safetensors files (config, tokenizer, processor) are copied; config.json gains
+    ``quantization_config``. Raises CheckpointError on bad directories or an already quantized source.
+    """
+    src, dst = Path(model_dir), Path(out_dir)
+    say = progress or (lambda _msg: None)
+    if not src.is_dir():
+        raise CheckpointError(f"--model {src}: not a directory")
+    if src.resolve() == dst.resolve():
+        raise CheckpointError("--out must differ from --model")
+    if (src / "config.json").exists() or (src / "hf_quant_config.json").exists():
+        try:
+            already = read_quant_config(src) is not None
+        except CheckpointError:  # quantized in another format
+            already = True
+        if already:
+            raise CheckpointError(f"--model {src}: already quantized; give a bf16/fp16/fp32 checkpoint")
+    files = safetensors_files(src)
+    if dst.exists() and any(dst.iterdir()) and not overwrite:
+        raise CheckpointError(f"--out {dst}: exists and is not empty")
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file() and not f.name.endswith(".safetensors") and f.name not in ("model.safetensors.index.json", "hf_quant_config.json"):
+            shutil.copy2(f, dst / f.name)
+
+    report = QuantizeReport()
+    writer = _ShardWriter(dst, shard_bytes)
+    names = [(f, k) for f in files for k in safe_open(str(f), framework="pt").keys()]
+    say(f"quantizing {len(names)} tensors from {src} ({len(files)} shard(s)) to NVFP4 in {dst}")
+    handles: dict[Path, object] = {}
+    for i, (f, name) in enumerate(names):
+        h = handles.setdefault(f, safe_open(str(f), framework="pt"))
+        t = h.get_tensor(name)
+        nbytes = t.numel() * t.element_size()
+        report.bytes_in += nbytes
+        module = name[: -len(".weight")]
+        shape = tuple(t.shape)
+        if len(shape) == 2 and name.endswith(".weight") and t.is_floating_point() and t.element_size() >= 2:
+            if is_excluded(module, exclude):
+                report.excluded.append(module)
+            elif shape[-1] % BLOCK_SIZE:
+                report.not_divisible.append(module)
+                say(f"[{i + 1}/{len(names)}] {name}: kept, input width {shape[-1]} is not a multiple of {BLOCK_SIZE}")
+            else:
+                q = quantize_nvfp4(t)
+                writer.add(name, q.packed)
+                writer.add(f"{module}.weight_scale", q.block_scale)
+                writer.add(f"{module}.weight_scale_2", q.global_scale.reshape(()))
+                writer.add(f"{module}.input_scale", torch.ones((), dtype=torch.float32))
+                report.quantized.append(module)
+                out_bytes = q.nbytes() + 4
+                report.bytes_in_quantized += nbytes
+                report.bytes_out_quantized += out_bytes
+                report.bytes_out += out_bytes
+                msg = f"[{i + 1}/{len(names)}] {name} {list(shape)} -> nvfp4"
+                if measure_error:
+                    tf = t.float()
+                    err = float((dequantize_nvfp4(q) - tf).norm() / tf.norm().clamp_min(1e-30))
+                    report.rel_error[module] = err
+                    msg += f"  rel_err {err:.4f}"
+                say(msg)
+                continue
+        writer.add(name, t)
+        report.copied += 1
+        report.bytes_out += nbytes
+    writer.close()
+
+    exclude_modules = sorted(set(report.excluded) | set(report.not_divisible))
+    hf_cfg = hf_quant_config(exclude_modules)
+    (dst / "hf_quant_config.json").write_text(json.dumps(hf_cfg, indent=4))
+    cfg_path = dst / "config.json"
+    if cfg_path.exists():
+        cfg = _read_json(cfg_path)
+        cfg["quantization_config"] = config_json_quantization(hf_cfg)
+        cfg_path.write_text(json.dumps(cfg, indent=2))
+    say(
+        f"done: {len(report.quantized)} linears in NVFP4, {len(exclude_modules)} kept, {report.copied} tensors copied; "
+        f"{report.bytes_in / 1e6:.1f} MB -> {report.bytes_out / 1e6:.1f} MB"
+    )
+    return report

@@ -1,0 +1,70 @@
+"""`qwen-stack quantize --model DIR --out DIR [--exclude PATTERN ...]`: write an NVFP4 checkpoint.
+
+The default exclusions (``nvfp4_checkpoint.DEFAULT_EXCLUDE``, reasons in that module's docstring)
+keep the router, shared-expert gate, DeltaNet a/b projections, embeddings, lm_head, vision
+tower and MTP head in their source precision; ``--exclude`` adds glob patterns over module names,
+``--no-default-exclude`` drops the defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+
+from .nvfp4_checkpoint import DEFAULT_EXCLUDE, CheckpointError, quantize_checkpoint
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qwen-stack quantize", description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="source checkpoint dir (bf16/fp16/fp32 safetensors + config.json)")
+    p.add_argument("--out", required=True, help="output dir for the NVFP4 checkpoint (must be empty or new)")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="keep modules matching this glob in source precision (repeatable), e.g. '*.self_attn.*'",
+    )
+    p.add_argument("--no-default-exclude", action="store_true", help="do not apply the default exclusions")
+    p.add_argument("--shard-size-gb", type=float, default=4.0, help="max output shard size in GB (default 4)")
+    p.add_argument("--no-error", action="store_true", help="skip the per-layer relative error measurement")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    return p
+
+
+def quantize_main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.shard_size_gb <= 0:
+        print("qwen-stack quantize: --shard-size-gb must be > 0", file=sys.stderr)
+        return 2
+    exclude = tuple(args.exclude) + (() if args.no_default_exclude else DEFAULT_EXCLUDE)
+    progress = None if args.quiet else (lambda msg: print(msg, flush=True))
+    try:
+        report = quantize_checkpoint(
+            args.model,
+            args.out,
+            exclude,
+            progress=progress,
+            shard_bytes=int(args.shard_size_gb * 1e9),
+            measure_error=not args.no_error,
+            overwrite=args.overwrite,
+        )
+    except CheckpointError as exc:
+        print(f"qwen-stack quantize: {exc}", file=sys.stderr)
+        return 2
+    ratio = report.bytes_out_quantized / max(report.bytes_in_quantized, 1)
+    print(
+        f"quantized {len(report.quantized)} linears ({report.bytes_in_quantized / 1e6:.1f} MB -> "
+        f"{report.bytes_out_quantized / 1e6:.1f} MB, {ratio:.3f}x); kept {len(report.excluded)} excluded "
+        f"and {len(report.not_divisible)} non-divisible linears; checkpoint {report.bytes_in / 1e6:.1f} MB -> "
+        f"{report.bytes_out / 1e6:.1f} MB ({report.bytes_out / max(report.bytes_in, 1):.3f}x)"
+    )
+    if report.rel_error:
+        errs = list(report.rel_error.values())
+        print(f"per-layer relative error: mean {statistics.fmean(errs):.4f}, max {max(errs):.4f} over {len(errs)} layers")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(quantize_main())
