@@ -1,0 +1,241 @@
+"""Supervisor parameters: one flat dataclass built from ROS parameters (or the same YAML file),
+validated at start. Every bad value is refused with a message that names the parameter.
+
+The YAML is a ROS parameters file (config/safety.yaml): `/**: ros__parameters: {...}` or
+`safety_supervisor: ros__parameters: {...}`; nested keys flatten to dotted names (keep_out.table).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from qwen_stack.safety.geometry import polygon_from_flat, ray_extent
+
+NODE_NAME = "safety_supervisor"
+# parameters every rclpy node declares by itself; not ours to validate
+_ROS_OWN_PARAMS = ("use_sim_time", "start_type_description_service")
+
+
+class ConfigError(ValueError):
+    """Invalid supervisor configuration; the message names every offending parameter."""
+
+
+@dataclass
+class SafetyConfig:
+    # --- timing ---
+    control_rate_hz: float = 20.0          # fixed rate of the control loop (watchdog, output refresh)
+    teleop_timeout: float = 0.5            # s without a teleop command: teleop input is stale
+    autonomy_timeout: float = 0.5          # s without an autonomy command: autonomy input is stale
+    teleop_lock_timeout: float = 1.0       # s a held lock may go unrefreshed before it counts as lost (fail safe: STOP)
+    scan_timeout: float = 0.5              # s: older laser scan -> STOP "invalid source"
+    odom_timeout: float = 0.5              # s: older odometry -> STOP "invalid source"
+    require_scan: bool = True              # false only for a base without a laser (disables obstacle zones)
+    # --- velocity limits (base frame, differential drive) ---
+    max_linear_vel: float = 0.5            # m/s forward
+    max_reverse_vel: float = 0.2           # m/s backward (magnitude)
+    max_angular_vel: float = 1.0           # rad/s
+    max_linear_accel: float = 0.5          # m/s^2 when speeding up
+    max_linear_decel: float = 1.0          # m/s^2 when slowing down (stops to zero are not delayed by it)
+    max_angular_accel: float = 2.0         # rad/s^2 when speeding up
+    max_angular_decel: float = 3.0         # rad/s^2 when slowing down
+    max_linear_jerk: float = 0.0           # m/s^3, 0 disables (soft: yields to limits and to not overshooting)
+    max_angular_jerk: float = 0.0          # rad/s^3, 0 disables
+    odom_lag_tolerance: float = 0.2        # m/s: if odometry lags the last sent command by more, do not speed up
+    # --- robot and prediction ---
+    robot_radius: float = 0.25             # m, circular footprint used by every geometric check
+    prediction_horizon: float = 1.0        # s the command is projected ahead for geofence/keep-out/approach
+    prediction_steps: int = 10             # samples along the horizon
+    # --- geofence and keep-out zones (odom frame) ---
+    geofence: list = field(default_factory=lambda: [-5.0, -5.0, 5.0, -5.0, 5.0, 5.0, -5.0, 5.0])
+    keep_out_zones: str = ""               # space-separated names; each needs keep_out.<name>: [x0, y0, ...]
+    keep_out: dict = field(default_factory=dict)   # name -> flat polygon (filled from keep_out.<name>)
+    # --- obstacle zones from the laser (base frame), nav2 collision-monitor style ---
+    laser_x: float = 0.0                   # m, laser position in the base frame
+    laser_y: float = 0.0
+    laser_yaw: float = 0.0                 # rad
+    min_points: int = 1                    # scan points inside a zone needed to trigger it
+    stop_zone: list = field(default_factory=lambda: [0.45, 0.3, 0.45, -0.3, -0.35, -0.3, -0.35, 0.3])
+    slowdown_zone: list = field(default_factory=lambda: [1.0, 0.5, 1.0, -0.5, -0.6, -0.5, -0.6, 0.5])
+    slowdown_ratio: float = 0.3            # fraction of the command kept while the slowdown zone is occupied
+    time_before_collision: float = 1.0     # s: approach check slows so collision is never closer than this
+    stopping_reaction_time: float = 0.1    # s: latency assumed in the stopping-distance speed cap
+    # --- e-stop and operator ---
+    heartbeat_enabled: bool = False        # latch the e-stop when the operator heartbeat is silent
+    heartbeat_timeout: float = 1.0         # s of heartbeat silence that latch the e-stop
+    rearm_max_speed: float = 0.01          # after a reset, a source must send |v| below this before it moves again
+    # --- actions ---
+    policy_file: str = "safety_policy.yaml"  # actuating-services policy (config/ name or path)
+    approval_timeout: float = 30.0         # s an approval request waits; silence means denied
+    # --- reporting ---
+    audit_log_path: str = "~/.ros/qwen_stack/safety_audit.jsonl"  # JSON lines; "" disables (not recommended)
+    audit_fsync: bool = False              # fsync each record (survives power loss; costs ~ms per record)
+    audit_log_sensors: bool = True         # also log a one-line summary of every scan and odometry message
+    diagnostics_period: float = 1.0        # s between /diagnostics summaries and second-publisher checks
+
+    # derived, filled by validate()
+    geofence_poly: np.ndarray | None = field(default=None, repr=False)
+    keep_out_polys: dict = field(default_factory=dict, repr=False)
+    stop_poly: np.ndarray | None = field(default=None, repr=False)
+    slowdown_poly: np.ndarray | None = field(default=None, repr=False)
+    stop_cap_forward: float = field(default=math.inf, repr=False)
+    stop_cap_reverse: float = field(default=math.inf, repr=False)
+
+    @property
+    def control_period(self) -> float:
+        return 1.0 / self.control_rate_hz
+
+
+_POSITIVE = ("control_rate_hz", "teleop_timeout", "autonomy_timeout", "teleop_lock_timeout", "scan_timeout",
+             "odom_timeout", "max_linear_vel", "max_angular_vel", "max_linear_accel", "max_linear_decel",
+             "max_angular_accel", "max_angular_decel", "robot_radius", "prediction_horizon",
+             "heartbeat_timeout", "approval_timeout", "diagnostics_period", "time_before_collision")
+_NON_NEGATIVE = ("max_reverse_vel", "max_linear_jerk", "max_angular_jerk", "odom_lag_tolerance",
+                 "stopping_reaction_time", "rearm_max_speed")
+_DERIVED = ("geofence_poly", "keep_out_polys", "stop_poly", "slowdown_poly", "stop_cap_forward", "stop_cap_reverse")
+
+
+def _stop_speed_cap(margin: float, decel: float, reaction: float) -> float:
+    """Largest v with v*reaction + v^2/(2 decel) <= margin."""
+    if margin <= 0:
+        return 0.0
+    # v^2/(2d) + r v - m = 0  ->  v = d(-r + sqrt(r^2 + 2m/d))
+    return decel * (-reaction + math.sqrt(reaction * reaction + 2.0 * margin / decel))
+
+
+def validate(cfg: SafetyConfig) -> list[str]:
+    """Check every parameter and fill the derived fields; returns error messages (empty when valid)."""
+    errors: list[str] = []
+    for name in _POSITIVE + _NON_NEGATIVE:
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            errors.append(f"{name}: must be a finite number, got {value!r}")
+        elif name in _POSITIVE and value <= 0:
+            errors.append(f"{name}: must be > 0, got {value}")
+        elif value < 0:
+            errors.append(f"{name}: must be >= 0, got {value}")
+    for name in ("laser_x", "laser_y", "laser_yaw"):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            errors.append(f"{name}: must be a finite number, got {v!r}")
+    if not isinstance(cfg.prediction_steps, int) or isinstance(cfg.prediction_steps, bool) \
+            or not 1 <= cfg.prediction_steps <= 100:
+        errors.append(f"prediction_steps: must be an integer in 1..100, got {cfg.prediction_steps!r}")
+    if not isinstance(cfg.min_points, int) or isinstance(cfg.min_points, bool) or cfg.min_points < 1:
+        errors.append(f"min_points: must be an integer >= 1, got {cfg.min_points!r}")
+    if isinstance(cfg.slowdown_ratio, bool) or not isinstance(cfg.slowdown_ratio, (int, float)) \
+            or not 0.0 <= cfg.slowdown_ratio <= 1.0:
+        errors.append(f"slowdown_ratio: must be in [0, 1], got {cfg.slowdown_ratio!r}")
+    for name in ("require_scan", "heartbeat_enabled", "audit_fsync", "audit_log_sensors"):
+        if not isinstance(getattr(cfg, name), bool):
+            errors.append(f"{name}: must be true or false, got {getattr(cfg, name)!r}")
+    for name in ("policy_file", "audit_log_path", "keep_out_zones"):
+        if not isinstance(getattr(cfg, name), str):
+            errors.append(f"{name}: must be a string, got {getattr(cfg, name)!r}")
+    if not errors and cfg.control_period > min(cfg.teleop_timeout, cfg.autonomy_timeout):
+        errors.append(f"control_rate_hz: period {cfg.control_period:.3f} s exceeds an input timeout; "
+                      "the watchdog could not act in time")
+
+    cfg.geofence_poly, err = polygon_from_flat(cfg.geofence, "geofence")
+    if err:
+        errors.append(err)
+    cfg.stop_poly, err = polygon_from_flat(cfg.stop_zone, "stop_zone")
+    if err:
+        errors.append(err)
+    cfg.slowdown_poly, err = polygon_from_flat(cfg.slowdown_zone, "slowdown_zone")
+    if err:
+        errors.append(err)
+    names = cfg.keep_out_zones.split() if isinstance(cfg.keep_out_zones, str) else []
+    if len(set(names)) != len(names):
+        errors.append(f"keep_out_zones: repeated name in {names}")
+    cfg.keep_out_polys = {}
+    for name in names:
+        if name not in cfg.keep_out:
+            errors.append(f"keep_out.{name}: listed in keep_out_zones but not given")
+            continue
+        poly, err = polygon_from_flat(cfg.keep_out[name], f"keep_out.{name}")
+        if err:
+            errors.append(err)
+        else:
+            cfg.keep_out_polys[name] = poly
+    for name in cfg.keep_out:
+        if name not in names:
+            errors.append(f"keep_out.{name}: given but not listed in keep_out_zones")
+
+    if cfg.stop_poly is not None and not errors:
+        from qwen_stack.safety.geometry import points_in_polygon
+
+        if not points_in_polygon(np.zeros((1, 2)), cfg.stop_poly)[0]:
+            errors.append("stop_zone: must contain the robot's origin (base frame)")
+        else:
+            front = ray_extent(cfg.stop_poly, 0.0) - cfg.robot_radius
+            rear = ray_extent(cfg.stop_poly, math.pi) - cfg.robot_radius
+            if front <= 0:
+                errors.append(f"stop_zone: must reach beyond robot_radius ahead of the robot (margin {front:.3f} m)")
+            if rear <= 0 and cfg.max_reverse_vel > 0:
+                errors.append(f"stop_zone: must reach beyond robot_radius behind the robot (margin {rear:.3f} m) "
+                              "when max_reverse_vel > 0")
+            cfg.stop_cap_forward = _stop_speed_cap(front, cfg.max_linear_decel, cfg.stopping_reaction_time)
+            cfg.stop_cap_reverse = _stop_speed_cap(rear, cfg.max_linear_decel, cfg.stopping_reaction_time)
+    return errors
+
+
+def config_from_params(params: dict) -> SafetyConfig:
+    """Flat parameter dict (dotted names) -> validated SafetyConfig; raises ConfigError."""
+    known = {f.name: f for f in dataclasses.fields(SafetyConfig) if f.name not in _DERIVED and f.name != "keep_out"}
+    kwargs: dict = {}
+    keep_out: dict = {}
+    errors: list[str] = []
+    for name, value in params.items():
+        if name in _ROS_OWN_PARAMS or name.startswith("qos_overrides."):
+            continue
+        if name.startswith("keep_out."):
+            keep_out[name[len("keep_out."):]] = value
+        elif name in known:
+            default = known[name].default if known[name].default is not dataclasses.MISSING else None
+            # ROS gives integers for whole-number YAML floats; accept them where a float is expected
+            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            kwargs[name] = list(value) if isinstance(value, tuple) else value
+        else:
+            errors.append(f"{name}: unknown parameter")
+    cfg = SafetyConfig(**kwargs, keep_out=keep_out)
+    errors += validate(cfg)
+    if errors:
+        raise ConfigError("invalid safety supervisor parameters:\n  " + "\n  ".join(errors))
+    return cfg
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def params_from_file(path: str | Path, node_name: str = NODE_NAME) -> dict:
+    """Flat parameters for `node_name` from a ROS parameters file ('/**' entries, then the node's own)."""
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.safe_load(f) or {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: not a ROS parameters file (top level must be a mapping)")
+    params: dict = {}
+    for key in ("/**", node_name, "/" + node_name):
+        section = doc.get(key)
+        if isinstance(section, dict):
+            params.update(_flatten(section.get("ros__parameters", {}) or {}))
+    return params
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> SafetyConfig:
+    params = params_from_file(path)
+    params.update(overrides or {})
+    return config_from_params(params)

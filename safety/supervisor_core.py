@@ -1,0 +1,353 @@
+"""The safety supervisor's pure core: inputs in, (verdict, command actually to send) out. No rclpy.
+
+One `step(now)` per control tick (and per received command, for low latency):
+  e-stop latch -> input mux (teleop > autonomy, teleop lock, timeouts) -> re-arm after reset ->
+  non-finite check -> stale sensors -> velocity limits -> laser zones (stop, slowdown, approach,
+  stopping-distance cap) -> odometry-lag hold -> acceleration/jerk shaping against the last command
+  sent -> geofence/keep-out on the predicted path -> output.
+Any STOP or worse sends exactly zero (a stop is never delayed by acceleration shaping).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qwen_stack.safety.config import SafetyConfig
+from qwen_stack.safety.estop import EStopLatch
+from qwen_stack.safety.geometry import (
+    ScanProjector,
+    distance_to_boundary,
+    first_collision_time,
+    points_in_polygon,
+    predict_poses,
+)
+from qwen_stack.safety.inputs import (
+    ZERO,
+    CommandSource,
+    EStopEvent,
+    LaserScanData,
+    OdometryData,
+    OutputCommand,
+    TeleopLock,
+    VelocityCommand,
+)
+from qwen_stack.safety.verdict import Verdict, VerdictCollector, VerdictLevel
+
+L = VerdictLevel
+# fractions of the shaped command tried by the geofence/keep-out check (1 = as shaped, 0 = hardest allowed braking)
+_GEOFENCE_FRACTIONS = np.array([1.0, 0.75, 0.5, 0.25, 0.0])  # [S]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    verdict: Verdict
+    output: OutputCommand              # the command to send (and that the core now treats as sent)
+    source: str                        # the input judged: "teleop", "autonomy" or "none"
+    requested: VelocityCommand | None  # that input as received (None when there was none)
+    estop_latched: bool
+
+
+@dataclass
+class _AxisState:
+    value: float = 0.0
+    accel: float = 0.0
+
+
+@dataclass
+class SafetyCore:
+    cfg: SafetyConfig
+    start_time: float = 0.0
+    estop: EStopLatch = field(default_factory=EStopLatch)
+
+    def __post_init__(self) -> None:
+        self.commands: dict[str, VelocityCommand] = {}
+        self.lock: TeleopLock | None = None
+        self.scan_stamp: float | None = None
+        self.scan_points = np.zeros((0, 2))            # [P, 2] obstacle points, base frame
+        self.odom: OdometryData | None = None
+        self.last_heartbeat: float | None = None
+        self.armed: set[str] = {s.value for s in CommandSource}
+        self.last_sent_time: float | None = None
+        self.last_step_time: float | None = None
+        self._lin = _AxisState()
+        self._ang = _AxisState()
+        c = self.cfg
+        self._projector = ScanProjector(c.laser_x, c.laser_y, c.laser_yaw)
+        self._horizon_times = np.linspace(0.0, c.prediction_horizon, c.prediction_steps + 1)      # [K]
+        self._approach_times = np.linspace(0.0, c.time_before_collision, c.prediction_steps + 1)[1:]
+        self._timeouts = {CommandSource.TELEOP.value: c.teleop_timeout, CommandSource.AUTONOMY.value: c.autonomy_timeout}
+
+    # ------------------------------------------------------------------ inputs
+    def on_command(self, cmd: VelocityCommand) -> None:
+        self.commands[cmd.source] = cmd
+
+    def on_lock(self, lock: TeleopLock) -> None:
+        self.lock = lock
+
+    def on_scan(self, scan: LaserScanData) -> None:
+        """Project once per scan (not per command): points [P, 2] in the base frame."""
+        self.scan_points = self._projector.points(scan.angle_min, scan.angle_increment, scan.range_min,
+                                                  scan.range_max, scan.ranges)
+        self.scan_stamp = scan.stamp
+
+    def on_odom(self, odom: OdometryData) -> None:
+        self.odom = odom
+
+    def on_heartbeat(self, stamp: float) -> None:
+        self.last_heartbeat = stamp
+
+    def latch(self, event: EStopEvent) -> bool:
+        return self.estop.latch(event)
+
+    def heartbeat_silence(self, now: float) -> str | None:
+        if not self.cfg.heartbeat_enabled:
+            return None
+        since = self.last_heartbeat if self.last_heartbeat is not None else self.start_time
+        if now - since > self.cfg.heartbeat_timeout:
+            what = "never received" if self.last_heartbeat is None else f"silent for {now - since:.2f} s"
+            return f"operator heartbeat {what} (timeout {self.cfg.heartbeat_timeout} s)"
+        return None
+
+    def reset(self, reason: str, operator: str, now: float) -> tuple[bool, str]:
+        ok, msg = self.estop.reset(reason, operator, now, blocked_by=self.heartbeat_silence(now))
+        if ok:
+            self.armed.clear()       # every source must send zero before it moves again
+        return ok, msg
+
+    # ------------------------------------------------------------------ step
+    def step(self, now: float) -> StepResult:
+        col = VerdictCollector()
+        cfg = self.cfg
+        if self.last_step_time is not None and now < self.last_step_time:
+            col.add(L.STOP, f"clock went backwards ({now:.3f} < {self.last_step_time:.3f})")
+        self.last_step_time = now if self.last_step_time is None else max(now, self.last_step_time)
+
+        silence = self.heartbeat_silence(now)
+        if silence and not self.estop.latched:
+            self.estop.latch(EStopEvent("heartbeat", silence, now))
+        if self.estop.latched:
+            cause = self.estop.cause
+            col.add(L.ESTOP, f"e-stop latched by {cause.origin}: {cause.reason}" if cause else "e-stop latched")
+            return self._finish(col, ZERO, "none", None, now)
+
+        source, cmd = self._select(col, now)
+        if cmd is None:
+            return self._finish(col, ZERO, source, None, now)
+
+        if source not in self.armed:
+            if abs(cmd.linear_x) <= cfg.rearm_max_speed and abs(cmd.angular_z) <= cfg.rearm_max_speed:
+                self.armed.add(source)
+            else:
+                col.add(L.REJECT, f"{source} not re-armed after e-stop reset: send a zero command first")
+                return self._finish(col, ZERO, source, cmd, now)
+
+        comps = cmd.components()
+        if not all(math.isfinite(c) for c in comps):
+            names = ("linear_x", "linear_y", "linear_z", "angular_x", "angular_y", "angular_z")
+            bad = ", ".join(f"{n}={c}" for n, c in zip(names, comps) if not math.isfinite(c))
+            col.add(L.STOP, f"non-finite input: {bad}")
+            return self._finish(col, ZERO, source, cmd, now)
+        if any(comps[i] != 0.0 for i in (1, 2, 3, 4)):
+            col.add(L.LIMIT, "non-planar components ignored (differential-drive base)")
+
+        if not self._sensors_valid(col, now):
+            return self._finish(col, ZERO, source, cmd, now)
+
+        v, w = self._clamp_velocity(col, cmd.linear_x, cmd.angular_z)
+        if cfg.require_scan:
+            v, w = self._obstacle_zones(col, v, w)
+            if col.level >= L.STOP:
+                return self._finish(col, ZERO, source, cmd, now)
+        v = self._odom_lag_hold(col, v)
+        v, w, dt = self._shape(col, v, w, now)
+        v, w = self._keep_in_bounds(col, v, w, dt)
+        if col.level >= L.STOP:
+            return self._finish(col, ZERO, source, cmd, now)
+        return self._finish(col, OutputCommand(v, w), source, cmd, now)
+
+    # ------------------------------------------------------------------ stages
+    def _fresh(self, source: str, now: float) -> VelocityCommand | None:
+        cmd = self.commands.get(source)
+        if cmd is None or cmd.stamp < self.estop.reset_time:
+            return None
+        age = now - cmd.stamp
+        return cmd if age <= self._timeouts[source] else None
+
+    def _select(self, col: VerdictCollector, now: float) -> tuple[str, VelocityCommand | None]:
+        teleop = self._fresh(CommandSource.TELEOP.value, now)
+        autonomy = self._fresh(CommandSource.AUTONOMY.value, now)
+        lock_held = self.lock is not None and self.lock.held
+        lock_stale = lock_held and now - self.lock.stamp > self.cfg.teleop_lock_timeout
+        if lock_stale:
+            col.add(L.STOP, f"invalid source: teleop lock held but not refreshed for {now - self.lock.stamp:.2f} s "
+                            f"(timeout {self.cfg.teleop_lock_timeout} s)")
+            return CommandSource.TELEOP.value, None
+        if teleop is not None:
+            return CommandSource.TELEOP.value, teleop
+        if lock_held:
+            if autonomy is not None:
+                col.add(L.REJECT, "autonomy blocked: teleop lock held")
+                return CommandSource.AUTONOMY.value, None
+            col.add(L.STOP, "command watchdog: teleop lock held and no fresh teleop command")
+            return CommandSource.TELEOP.value, None
+        if autonomy is not None:
+            return CommandSource.AUTONOMY.value, autonomy
+        col.add(L.STOP, "command watchdog: no fresh input (controlled stop to zero)")
+        return "none", None
+
+    def _sensors_valid(self, col: VerdictCollector, now: float) -> bool:
+        ok = True
+        if self.odom is None:
+            col.add(L.STOP, "invalid source: no odometry received")
+            ok = False
+        elif now - self.odom.stamp > self.cfg.odom_timeout:
+            col.add(L.STOP, f"invalid source: odometry stale ({now - self.odom.stamp:.2f} s > {self.cfg.odom_timeout} s)")
+            ok = False
+        elif not all(math.isfinite(x) for x in (self.odom.x, self.odom.y, self.odom.theta,
+                                                self.odom.linear_x, self.odom.angular_z)):
+            col.add(L.STOP, "invalid source: non-finite odometry")
+            ok = False
+        if self.cfg.require_scan:
+            if self.scan_stamp is None:
+                col.add(L.STOP, "invalid source: no laser scan received")
+                ok = False
+            elif now - self.scan_stamp > self.cfg.scan_timeout:
+                col.add(L.STOP, f"invalid source: laser scan stale ({now - self.scan_stamp:.2f} s > "
+                                f"{self.cfg.scan_timeout} s)")
+                ok = False
+        return ok
+
+    def _clamp_velocity(self, col: VerdictCollector, v: float, w: float) -> tuple[float, float]:
+        c = self.cfg
+        if v > c.max_linear_vel:
+            col.add(L.LIMIT, f"linear velocity above max_linear_vel ({v:.3f} > {c.max_linear_vel})")
+            v = c.max_linear_vel
+        elif v < -c.max_reverse_vel:
+            col.add(L.LIMIT, f"reverse velocity above max_reverse_vel ({-v:.3f} > {c.max_reverse_vel})")
+            v = -c.max_reverse_vel
+        if abs(w) > c.max_angular_vel:
+            col.add(L.LIMIT, f"angular velocity above max_angular_vel ({abs(w):.3f} > {c.max_angular_vel})")
+            w = math.copysign(c.max_angular_vel, w)
+        return v, w
+
+    def _obstacle_zones(self, col: VerdictCollector, v: float, w: float) -> tuple[float, float]:
+        c = self.cfg
+        pts = self.scan_points                                              # [P, 2]
+        if len(pts):
+            n_stop = int(np.count_nonzero(points_in_polygon(pts, c.stop_poly)))
+            if n_stop >= c.min_points:
+                col.add(L.STOP, f"stop zone: {n_stop} scan points inside")
+                return 0.0, 0.0
+            n_slow = int(np.count_nonzero(points_in_polygon(pts, c.slowdown_poly)))
+            if n_slow >= c.min_points and (v != 0.0 or w != 0.0):
+                col.add(L.SLOWDOWN, f"slowdown zone: {n_slow} scan points inside (ratio {c.slowdown_ratio})")
+                v, w = v * c.slowdown_ratio, w * c.slowdown_ratio
+            if v != 0.0 or w != 0.0:
+                t_hit = first_collision_time(pts, v, w, self._approach_times, c.robot_radius)
+                if t_hit < c.time_before_collision:
+                    scale = t_hit / c.time_before_collision
+                    col.add(L.SLOWDOWN, f"approach: collision in {t_hit:.2f} s < time_before_collision "
+                                        f"{c.time_before_collision} s (scaled x{scale:.2f})")
+                    v, w = v * scale, w * scale
+        cap = c.stop_cap_forward if v >= 0 else c.stop_cap_reverse
+        if abs(v) > cap:
+            col.add(L.LIMIT, f"stopping-distance cap: |v| {abs(v):.3f} > {cap:.3f} m/s keeps the stop inside stop_zone")
+            v = math.copysign(cap, v)
+        return v, w
+
+    def _odom_lag_hold(self, col: VerdictCollector, v: float) -> float:
+        prev = self._lin.value
+        if self.odom is not None and abs(v) > abs(prev) and abs(prev) - abs(self.odom.linear_x) > self.cfg.odom_lag_tolerance:
+            col.add(L.LIMIT, f"odometry lags command ({self.odom.linear_x:.3f} vs sent {prev:.3f} m/s): not speeding up")
+            return prev
+        return v
+
+    def _dt(self, now: float) -> float:
+        if self.last_sent_time is None:
+            return self.cfg.control_period
+        return min(max(now - self.last_sent_time, 0.0), self.cfg.control_period)
+
+    @staticmethod
+    def _shape_axis(target: float, st: _AxisState, accel: float, decel: float, jerk: float, dt: float) -> float:
+        prev = st.value
+        if prev * target < 0:                     # sign change: brake to zero first
+            new = math.copysign(max(abs(prev) - decel * dt, 0.0), prev)
+        elif abs(target) >= abs(prev):
+            step = min(abs(target) - abs(prev), accel * dt)
+            new = math.copysign(abs(prev) + step, target if target != 0 else prev)
+        else:
+            new = math.copysign(max(abs(prev) - decel * dt, abs(target)), prev)
+        if jerk > 0 and dt > 0:                   # soft: only delays, never overshoots or reverses
+            a = (new - prev) / dt
+            a = min(max(a, st.accel - jerk * dt), st.accel + jerk * dt)
+            lo, hi = min(prev, new), max(prev, new)
+            new = min(max(prev + a * dt, lo), hi)
+        return new
+
+    def _shape(self, col: VerdictCollector, v: float, w: float, now: float) -> tuple[float, float, float]:
+        c, dt = self.cfg, self._dt(now)
+        v_new = self._shape_axis(v, self._lin, c.max_linear_accel, c.max_linear_decel, c.max_linear_jerk, dt)
+        w_new = self._shape_axis(w, self._ang, c.max_angular_accel, c.max_angular_decel, c.max_angular_jerk, dt)
+        if abs(v_new - v) > 1e-12:
+            col.add(L.LIMIT, f"linear acceleration limit ({v:.3f} -> {v_new:.3f} m/s)")
+        if abs(w_new - w) > 1e-12:
+            col.add(L.LIMIT, f"angular acceleration limit ({w:.3f} -> {w_new:.3f} rad/s)")
+        return v_new, w_new, dt
+
+    def _clearance(self, xy: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Signed clearance of points [..., 2] to the nearest bound (positive = allowed side), and zone names
+        in the order of the stacked rows. Returns clearances [Z, ...]."""
+        c = self.cfg
+        rows, names = [], []
+        inside = points_in_polygon(xy, c.geofence_poly)
+        d = distance_to_boundary(xy, c.geofence_poly)
+        rows.append(np.where(inside, d, -d))
+        names.append("geofence")
+        for name, poly in c.keep_out_polys.items():
+            inside = points_in_polygon(xy, poly)
+            d = distance_to_boundary(xy, poly)
+            rows.append(np.where(inside, -d, d))
+            names.append(f"keep-out {name}")
+        return np.stack(rows), names
+
+    def _keep_in_bounds(self, col: VerdictCollector, v: float, w: float, dt: float) -> tuple[float, float]:
+        """Largest fraction between the shaped command and the hardest braking allowed whose predicted path
+        keeps every clearance >= robot_radius, or at least never worse than the current clearance
+        (so a robot that is already too close may move away)."""
+        c, o = self.cfg, self.odom
+        brake_v = math.copysign(max(abs(self._lin.value) - c.max_linear_decel * dt, 0.0), self._lin.value)
+        brake_w = math.copysign(max(abs(self._ang.value) - c.max_angular_decel * dt, 0.0), self._ang.value)
+        cand_v = brake_v + _GEOFENCE_FRACTIONS * (v - brake_v)             # [S]
+        cand_w = brake_w + _GEOFENCE_FRACTIONS * (w - brake_w)
+        poses = predict_poses(o.x, o.y, o.theta, cand_v, cand_w, self._horizon_times)  # [S, K, 3]
+        clear, names = self._clearance(poses[..., :2])                       # [Z, S, K]
+        now_clear = clear[:, :, :1]                                          # [Z, S, 1] (k=0 is the current pose)
+        ok = np.all((clear >= c.robot_radius) | (clear >= now_clear - 1e-9), axis=(0, 2))  # [S]
+        if ok[0]:
+            return v, w
+        good = np.flatnonzero(ok)
+        worst = int(np.argmin(np.min(clear[:, 0, :], axis=1)))
+        if len(good) == 0 or (cand_v[good[0]] == 0.0 and cand_w[good[0]] == 0.0):
+            col.add(L.STOP, f"{names[worst]}: predicted path within robot_radius over {c.prediction_horizon} s")
+            return 0.0, 0.0
+        f = float(_GEOFENCE_FRACTIONS[good[0]])
+        col.add(L.SLOWDOWN, f"{names[worst]}: command scaled to keep predicted path clear (fraction {f:.2f})")
+        return float(cand_v[good[0]]), float(cand_w[good[0]])
+
+    def _finish(self, col: VerdictCollector, out: OutputCommand, source: str,
+                cmd: VelocityCommand | None, now: float) -> StepResult:
+        dt = self._dt(now)
+        if out.is_zero:
+            self._lin.accel = self._ang.accel = 0.0
+        elif dt > 0:
+            self._lin.accel = (out.linear_x - self._lin.value) / dt
+            self._ang.accel = (out.angular_z - self._ang.value) / dt
+        self._lin.value, self._ang.value = out.linear_x, out.angular_z
+        self.last_sent_time = now if self.last_sent_time is None else max(now, self.last_sent_time)
+        return StepResult(col.verdict(), out, source, cmd, self.estop.latched)
+
+    @property
+    def last_sent(self) -> OutputCommand:
+        return OutputCommand(self._lin.value, self._ang.value)
