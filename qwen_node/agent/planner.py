@@ -1,0 +1,342 @@
+"""The agent loop (ROS-free): prompt -> model -> parse -> execute tool calls -> tool responses -> ...
+
+It ends when the model answers without a tool call (success), the step budget (tool calls) is
+spent, malformed output repeats past `max_parse_retries`, or the task is cancelled (by the
+client, an e-stop latch or an operator takeover: `CancelToken.cancel(reason)` returns at once,
+abandoning a tool call in flight; the supervisor stops the robot itself).
+
+The ROS side is behind two small interfaces: `ToolTransport` (service calls, direct or through
+the safety supervisor's CallTool proxy, returning concurrent Futures) and `WorldView`
+(camera/laser/odometry/object positions for grounding). Tests use doubles of both.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+from qwen_stack.qwen_node.agent.grounding import GroundedGoal, Pose2D, approach_pose
+from qwen_stack.qwen_node.agent.output_parser import (
+    OutputStreamParser, ParsedToolCall, ParsedTurn, TextDelta, ThinkingDelta, ToolCallError)
+from qwen_stack.qwen_node.agent.tool_registry import ToolRegistry, ToolSpec
+
+
+# ----------------------------------------------------------------------------------------
+# Conversation
+# ----------------------------------------------------------------------------------------
+
+@dataclass
+class ChatMessage:
+    """One message. role: system | user | assistant | tool. Images are HxWx3 uint8 arrays."""
+    role: str
+    content: str
+    images: list[Any] = field(default_factory=list)   # frames; several = a short clip
+    folded: bool = False                               # content was shortened by context folding
+
+
+class CancelToken:
+    """Set once, from any thread; the first reason wins."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def cancel(self, reason: str) -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._event.wait(timeout)
+
+
+class LanguageModel(Protocol):
+    """A backend. `generate` streams the model's raw output text (Qwen3.5 format) to on_text and
+    returns the whole text; it stops early (returning what it has) once cancel is set."""
+    name: str
+    is_model: bool            # False for replay: it is not a model and says so
+    start_in_thinking: bool   # the output begins inside <think> (the prompt opened it)
+
+    def generate(self, messages: Sequence[ChatMessage], tools: list[dict], on_text: Callable[[str], None],
+                 cancel: CancelToken) -> str: ...
+
+
+# ----------------------------------------------------------------------------------------
+# Tool execution
+# ----------------------------------------------------------------------------------------
+
+@dataclass
+class ServiceOutcome:
+    status: str                     # "succeeded" | "failed" | "rejected" | "timeout" | "unavailable" | "cancelled"
+    response: dict[str, Any] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+
+
+class ToolTransport(Protocol):
+    def call_service(self, service: str, interface: str, request: dict[str, Any], timeout_s: float) -> "Future[ServiceOutcome]": ...
+
+    def call_via_supervisor(self, service: str, request: dict[str, Any], timeout_s: float) -> "Future[ServiceOutcome]": ...
+
+
+class WorldView(Protocol):
+    def ground_point(self, x_1000: float, y_1000: float, standoff: float) -> GroundedGoal | str: ...
+
+    def locate_object(self, name: str) -> tuple[float, float] | str: ...   # odom frame
+
+    def robot_pose(self) -> Pose2D | str: ...                              # odom frame
+
+
+@dataclass
+class ToolCallRecord:
+    step: int
+    name: str
+    arguments: dict[str, Any]
+    actuating: bool
+    status: str                     # requested | succeeded | failed | rejected | timeout | ...
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def result_json(self) -> str:
+        return json.dumps(self.result, sort_keys=True)
+
+
+def supervisor_outcome(accepted: bool, success: bool, reasons: Sequence[str], response_json: str) -> ServiceOutcome:
+    """A CallTool response -> ServiceOutcome (pure)."""
+    try:
+        response = json.loads(response_json) if response_json else {}
+        if not isinstance(response, dict):
+            response = {"response": response}
+    except json.JSONDecodeError:
+        response = {"raw_response": response_json[:500]}
+    status = "rejected" if not accepted else ("succeeded" if success else "failed")
+    return ServiceOutcome(status, response, list(reasons))
+
+
+class ToolExecutor:
+    """Runs one parsed call: builds the ROS request(s) and waits for the answer or a cancel."""
+
+    def __init__(self, registry: ToolRegistry, transport: ToolTransport, world: WorldView | None,
+                 grounding_standoff_m: float, object_standoff_m: float,
+                 on_request_sent: Callable[[str], None] | None = None):
+        self.registry = registry
+        self.transport = transport
+        self.world = world
+        self.grounding_standoff_m = grounding_standoff_m
+        self.object_standoff_m = object_standoff_m
+        self.on_request_sent = on_request_sent
+
+    def execute(self, call: ParsedToolCall, cancel: CancelToken) -> tuple[str, dict[str, Any]]:
+        spec = self.registry[call.name]
+        if spec.kind == "service":
+            return self._call(spec, dict(call.arguments), cancel)
+        if self.world is None:
+            return "failed", {"error": f"{spec.name} needs the camera, laser and odometry (not configured)"}
+        target = self.registry[spec.target_tool]
+        if spec.kind == "grounding":
+            g = self.world.ground_point(call.arguments["x"], call.arguments["y"], self.grounding_standoff_m)
+            if isinstance(g, str):
+                return "failed", {"error": g}
+            goal, extra = g.goal, {"target_odom": [round(v, 3) for v in g.target_odom], "range_source": g.source}
+        else:
+            where = self.world.locate_object(call.arguments["object_name"])
+            if isinstance(where, str):
+                return "failed", {"error": where}
+            pose = self.world.robot_pose()
+            if isinstance(pose, str):
+                return "failed", {"error": pose}
+            goal = approach_pose(pose, where, self.object_standoff_m)
+            extra = {"object_odom": [round(v, 3) for v in where]}
+        args = {"x": goal.x, "y": goal.y}
+        fields = set(target.model_fields) | set(target.fixed_fields)
+        if "theta" in fields:
+            args["theta"] = goal.theta
+        if "use_theta" in fields:
+            args["use_theta"] = spec.kind == "object_goal"
+        args = {k: v for k, v in args.items() if k not in target.fixed_fields}
+        status, result = self._call(target, args, cancel)
+        result.update(goal={"x": round(goal.x, 3), "y": round(goal.y, 3), "theta": round(goal.theta, 3)}, **extra)
+        return status, result
+
+    def _call(self, spec: ToolSpec, arguments: dict[str, Any], cancel: CancelToken) -> tuple[str, dict[str, Any]]:
+        request = {**spec.fixed_fields, **arguments}
+        if spec.actuating:
+            fut = self.transport.call_via_supervisor(spec.service, request, spec.timeout_s)
+        else:
+            fut = self.transport.call_service(spec.service, spec.interface, request, spec.timeout_s)
+        if self.on_request_sent is not None:
+            self.on_request_sent(spec.name)
+        deadline = time.monotonic() + spec.timeout_s + 1.0
+        while not fut.done():
+            if cancel.cancelled:
+                fut.cancel()
+                return "cancelled", {"error": f"cancelled: {cancel.reason}"}
+            if time.monotonic() > deadline:
+                fut.cancel()
+                return "timeout", {"error": f"{spec.service} did not answer within {spec.timeout_s} s"}
+            cancel.wait(0.005)
+        try:
+            outcome: ServiceOutcome = fut.result()
+        except Exception as exc:  # a transport failure is a failed call, never a crash of the loop
+            return "failed", {"error": f"{type(exc).__name__}: {exc}"}
+        result: dict[str, Any] = {"response": outcome.response}
+        if outcome.reasons:
+            result["reasons"] = outcome.reasons
+        return outcome.status, result
+
+
+# ----------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    max_steps: int = 40               # tool calls per task (RunTask.max_steps = 0 uses this)
+    max_parse_retries: int = 3        # consecutive malformed turns before the task fails
+    max_turns: int = 80               # model turns per task (guards a model that loops on errors)
+    fold_threshold_chars: int = 6000  # accumulated tool-response text beyond which old ones fold
+    fold_keep_chars: int = 160        # what a folded response keeps (its beginning)
+    max_images_in_context: int = 1   # frames kept in the prompt (older ones are dropped)
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "max_turns", "fold_threshold_chars", "fold_keep_chars"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"PlannerConfig.{name} must be > 0, got {getattr(self, name)}")
+        if self.max_parse_retries < 0 or self.max_images_in_context < 0:
+            raise ValueError("PlannerConfig.max_parse_retries and max_images_in_context must be >= 0")
+
+
+@dataclass
+class AgentEvent:
+    kind: str                         # thinking | text | tool_call | tool_result | status
+    text: str = ""
+    tool_call: ToolCallRecord | None = None
+
+
+@dataclass
+class TaskResult:
+    success: bool
+    message: str
+    steps: int
+    records: list[ToolCallRecord] = field(default_factory=list)
+
+
+def fold_context(messages: list[ChatMessage], cfg: PlannerConfig) -> None:
+    """In place: shorten the oldest tool responses while their total exceeds the threshold,
+    and keep images only on the newest `max_images_in_context` messages that have them."""
+    tool_msgs = [m for m in messages if m.role == "tool"]
+    total = sum(len(m.content) for m in tool_msgs)
+    for m in tool_msgs[:-1]:  # never the newest
+        if total <= cfg.fold_threshold_chars:
+            break
+        if m.folded or len(m.content) <= cfg.fold_keep_chars:
+            continue
+        short = m.content[:cfg.fold_keep_chars] + f"... [older tool response folded, {len(m.content)} chars]"
+        total -= len(m.content) - len(short)
+        m.content, m.folded = short, True
+    with_images = [m for m in messages if m.images]
+    for m in with_images[:max(0, len(with_images) - cfg.max_images_in_context)]:
+        m.images = []
+
+
+class Planner:
+    def __init__(self, model: LanguageModel, registry: ToolRegistry, executor: ToolExecutor,
+                 system_prompt: str, cfg: PlannerConfig = PlannerConfig(),
+                 frame_source: Callable[[], list[Any]] | None = None,
+                 on_event: Callable[[AgentEvent], None] | None = None,
+                 on_timing: Callable[[str], None] | None = None):
+        self.model, self.registry, self.executor = model, registry, executor
+        self.system_prompt, self.cfg = system_prompt, cfg
+        self.frame_source = frame_source or (lambda: [])
+        self.on_event = on_event or (lambda e: None)
+        self.on_timing = on_timing or (lambda name: None)
+
+    def _emit(self, kind: str, text: str = "", record: ToolCallRecord | None = None) -> None:
+        self.on_event(AgentEvent(kind, text, record))
+
+    def run(self, instruction: str, cancel: CancelToken, max_steps: int = 0) -> TaskResult:
+        budget = max_steps or self.cfg.max_steps
+        messages = [ChatMessage("system", self.system_prompt),
+                    ChatMessage("user", instruction, images=self.frame_source())]
+        records: list[ToolCallRecord] = []
+        retries = 0
+        tools = self.registry.function_specs()
+        schemas = self.registry.schemas()
+        if not self.model.is_model:
+            self._emit("status", f"backend {self.model.name!r} is NOT a language model: it replays a script")
+        for _turn in range(self.cfg.max_turns):
+            if cancel.cancelled:
+                return TaskResult(False, f"cancelled: {cancel.reason}", len(records), records)
+            fold_context(messages, self.cfg)
+            self.on_timing("prompt_ready")
+            turn = ParsedTurn()
+            parser = OutputStreamParser(schemas, self.model.start_in_thinking)
+            first = [True]
+
+            def on_text(chunk: str) -> None:
+                if first[0]:
+                    first[0] = False
+                    self.on_timing("first_token")
+                for ev in parser.feed(chunk):
+                    self._on_parser_event(turn, ev)
+
+            try:
+                raw = self.model.generate(messages, tools, on_text, cancel)
+            except Exception as exc:  # backend failure ends the task with its reason
+                return TaskResult(False, f"model backend failed: {type(exc).__name__}: {exc}", len(records), records)
+            for ev in parser.finish():
+                self._on_parser_event(turn, ev)
+            if cancel.cancelled:
+                return TaskResult(False, f"cancelled: {cancel.reason}", len(records), records)
+            messages.append(ChatMessage("assistant", raw))
+            if turn.errors:
+                retries += 1
+                msg = {"error": "your last output was not valid; nothing from it was executed",
+                       "problems": [e.message for e in turn.errors],
+                       "not_executed": [c.name for c in turn.calls]}
+                self._emit("status", f"malformed model output ({retries}/{self.cfg.max_parse_retries}): "
+                                     + "; ".join(e.message for e in turn.errors))
+                if retries > self.cfg.max_parse_retries:
+                    return TaskResult(False, f"model output malformed {retries} times in a row: "
+                                             + turn.errors[-1].message, len(records), records)
+                messages.append(ChatMessage("tool", json.dumps(msg)))
+                continue
+            retries = 0
+            if not turn.calls:
+                return TaskResult(True, turn.text.strip(), len(records), records)
+            for call in turn.calls:
+                if len(records) >= budget:
+                    return TaskResult(False, f"step budget spent ({budget} tool calls)", len(records), records)
+                if cancel.cancelled:
+                    return TaskResult(False, f"cancelled: {cancel.reason}", len(records), records)
+                spec = self.registry[call.name]
+                rec = ToolCallRecord(len(records), call.name, dict(call.arguments), spec.actuating, "requested")
+                records.append(rec)
+                self.on_timing("call_parsed")
+                self._emit("tool_call", call.name, rec)
+                status, result = self.executor.execute(call, cancel)
+                self.on_timing("response_received")
+                rec.status, rec.result = status, {"tool": call.name, "status": status, **result}
+                self._emit("tool_result", rec.result_json, rec)
+                if status == "cancelled":
+                    return TaskResult(False, f"cancelled: {cancel.reason}", len(records), records)
+                messages.append(ChatMessage("tool", rec.result_json))
+            frames = self.frame_source()
+            if frames:  # show the model what its actions changed
+                messages.append(ChatMessage("user", "Current camera view after the tool calls.", images=frames))
+        return TaskResult(False, f"turn budget spent ({self.cfg.max_turns} model turns)", len(records), records)
+
+    def _on_parser_event(self, turn: ParsedTurn, ev: Any) -> None:
+        turn.add(ev)
+        if isinstance(ev, ThinkingDelta):
+            self._emit("thinking", ev.text)
+        elif isinstance(ev, TextDelta):
+            self._emit("text", ev.text)
+        elif isinstance(ev, ToolCallError):
+            self._emit("status", f"parse error: {ev.message}")

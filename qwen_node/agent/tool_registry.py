@@ -1,0 +1,280 @@
+"""Tool registry: which tools the model may call and how each becomes a ROS service request.
+
+Loaded from config/tools.yaml. Each tool is one of:
+- kind `service`: one ROS service; the model sets `model_fields` of its request, `fixed_fields`
+  fill the rest. Actuating tools are always called through the safety supervisor's CallTool
+  proxy; an entry that routes an actuating tool straight to the robot is refused at load.
+- kind `grounding`: the model names a point (0-1000 image coordinates) in the current camera
+  frame; the planner turns it into an odom-frame goal (see grounding.py) for `target_tool`.
+- kind `object_goal`: the model names an object; an object locator gives its position and
+  the planner sends `target_tool` to a stand-off pose in front of it.
+
+The JSON schema the model sees is built from the ROS request type itself
+(`get_fields_and_field_types`), with ranges from the safety policy intersected with the
+registry's own.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+KINDS = ("service", "grounding", "object_goal")
+ROUTES = ("supervisor", "direct")
+
+# ROS IDL field types -> JSON schema fragments
+_INT_TYPES = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "byte", "char", "octet"}
+_FLOAT_TYPES = {"float", "double", "float32", "float64"}
+
+
+class RegistryError(ValueError):
+    """A tools.yaml entry that cannot be used; the message names the tool and the key."""
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    kind: str                       # "service" | "grounding" | "object_goal"
+    actuating: bool                 # moves the robot or changes the world
+    route: str                      # "supervisor" (CallTool proxy) | "direct"
+    service: str = ""               # ROS service (kind service); relative name
+    interface: str = ""             # e.g. qwen_stack_interfaces/srv/DriveDistance
+    model_fields: tuple[str, ...] = ()
+    fixed_fields: Mapping[str, Any] = field(default_factory=dict)
+    timeout_s: float = 30.0
+    target_tool: str = ""           # grounding / object_goal: the service tool they end in
+    parameters: Mapping[str, Any] = field(default_factory=dict)  # JSON schema for the model
+
+
+FieldResolver = Callable[[str], Mapping[str, str]]
+
+
+def ros_request_fields(interface: str) -> Mapping[str, str]:
+    """Request field name -> ROS type of a service type 'pkg/srv/Name' (imports it)."""
+    parts = interface.split("/")
+    if len(parts) != 3 or parts[1] != "srv":
+        raise RegistryError(f"interface {interface!r} is not of the form pkg/srv/Name")
+    try:
+        module = importlib.import_module(f"{parts[0]}.srv")
+        srv = getattr(module, parts[2])
+    except (ImportError, AttributeError) as exc:
+        raise RegistryError(f"interface {interface!r} cannot be imported ({exc}); is ros_ws built?") from exc
+    return srv.Request.get_fields_and_field_types()
+
+
+def json_type_of_ros_field(ros_type: str) -> dict[str, Any]:
+    if ros_type in _FLOAT_TYPES:
+        return {"type": "number"}
+    if ros_type in _INT_TYPES:
+        return {"type": "integer", **({"minimum": 0} if ros_type.startswith("uint") or ros_type in ("byte", "octet") else {})}
+    if ros_type == "boolean":
+        return {"type": "boolean"}
+    if ros_type.startswith("string") or ros_type.startswith("wstring"):
+        return {"type": "string"}
+    if ros_type.startswith("sequence<") or ros_type.endswith("]"):
+        return {"type": "array"}
+    return {"type": "object"}
+
+
+def ranges_from_safety_policy(policy: Mapping[str, Any] | None) -> dict[str, dict[str, tuple[float, float]]]:
+    """service -> field -> (lo, hi) from the safety policy.
+
+    Accepted shape (config/safety_policy.yaml): a top-level mapping `actions` (or `services`)
+    of service name -> entry, where entry's `limits` (or `ranges`) maps field -> [lo, hi] or
+    {min: lo, max: hi}. Other keys are the supervisor's and ignored here.
+    """
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    if not policy:
+        return out
+    services = policy.get("actions") or policy.get("services") or policy.get("actuating_services") or {}
+    if not isinstance(services, Mapping):
+        return out
+    for service, entry in services.items():
+        if not isinstance(entry, Mapping):
+            continue
+        limits = entry.get("limits") or entry.get("ranges") or {}
+        for fname, lim in (limits.items() if isinstance(limits, Mapping) else []):
+            if isinstance(lim, Mapping) and "min" in lim and "max" in lim:
+                lo, hi = lim["min"], lim["max"]
+            elif isinstance(lim, (list, tuple)) and len(lim) == 2:
+                lo, hi = lim
+            else:
+                continue
+            out.setdefault(str(service), {})[str(fname)] = (float(lo), float(hi))
+    return out
+
+
+def actuating_services_of_policy(policy: Mapping[str, Any] | None) -> set[str]:
+    if not policy:
+        return set()
+    services = policy.get("actions") or policy.get("services") or policy.get("actuating_services") or {}
+    return {str(s) for s in services} if isinstance(services, (Mapping, list)) else set()
+
+
+def _intersect(a: tuple[float, float] | None, b: tuple[float, float] | None) -> tuple[float, float] | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return (max(a[0], b[0]), min(a[1], b[1]))
+
+
+def _req(entry: Mapping[str, Any], key: str, where: str, kind: type | tuple[type, ...]) -> Any:
+    if key not in entry:
+        raise RegistryError(f"{where}: missing key {key!r}")
+    value = entry[key]
+    if not isinstance(value, kind):
+        raise RegistryError(f"{where}: {key!r} must be {getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
+
+
+_ENTRY_KEYS = {"name", "description", "kind", "actuating", "route", "service", "interface", "model_fields",
+               "fixed_fields", "field_descriptions", "ranges", "timeout_s", "target_tool"}
+
+
+class ToolRegistry:
+    def __init__(self, tools: list[ToolSpec], supervisor_proxy: str):
+        self.tools = {t.name: t for t in tools}
+        self.supervisor_proxy = supervisor_proxy
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tools
+
+    def __getitem__(self, name: str) -> ToolSpec:
+        return self.tools[name]
+
+    def schemas(self) -> dict[str, Mapping[str, Any]]:
+        """tool name -> parameters schema (what the output parser converts values by)."""
+        return {n: t.parameters for n, t in self.tools.items()}
+
+    def function_specs(self) -> list[dict[str, Any]]:
+        """OpenAI / Qwen chat-template tool list: [{"type": "function", "function": {...}}]."""
+        return [{"type": "function", "function": {"name": t.name, "description": t.description,
+                                                  "parameters": dict(t.parameters)}}
+                for t in self.tools.values()]
+
+    # ---------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], resolver: FieldResolver = ros_request_fields,
+                  safety_policy: Mapping[str, Any] | None = None) -> "ToolRegistry":
+        if not isinstance(data, Mapping):
+            raise RegistryError("tools.yaml must be a mapping with keys supervisor_proxy and tools")
+        proxy = _req(data, "supervisor_proxy", "tools.yaml", str)
+        entries = _req(data, "tools", "tools.yaml", list)
+        policy_ranges = ranges_from_safety_policy(safety_policy)
+        policy_actuating = actuating_services_of_policy(safety_policy)
+        specs: list[ToolSpec] = []
+        seen: set[str] = set()
+        for i, entry in enumerate(entries):
+            where = f"tools.yaml tools[{i}]"
+            if not isinstance(entry, Mapping):
+                raise RegistryError(f"{where}: must be a mapping")
+            name = _req(entry, "name", where, str)
+            where = f"tools.yaml tool {name!r}"
+            if not name.isidentifier():
+                raise RegistryError(f"{where}: name must be an identifier")
+            if name in seen:
+                raise RegistryError(f"{where}: defined twice")
+            seen.add(name)
+            unknown = set(entry) - _ENTRY_KEYS
+            if unknown:
+                raise RegistryError(f"{where}: unknown key(s) {sorted(unknown)}")
+            kind = entry.get("kind", "service")
+            if kind not in KINDS:
+                raise RegistryError(f"{where}: kind must be one of {KINDS}, got {kind!r}")
+            actuating = _req(entry, "actuating", where, bool)
+            route = entry.get("route", "supervisor" if actuating else "direct")
+            if route not in ROUTES:
+                raise RegistryError(f"{where}: route must be one of {ROUTES}, got {route!r}")
+            timeout = float(entry.get("timeout_s", 30.0))
+            if not (math.isfinite(timeout) and timeout > 0):
+                raise RegistryError(f"{where}: timeout_s must be > 0, got {timeout}")
+            descriptions = entry.get("field_descriptions", {}) or {}
+            own_ranges = entry.get("ranges", {}) or {}
+            common = dict(name=name, description=_req(entry, "description", where, str).strip(), kind=kind,
+                          actuating=actuating, route=route, timeout_s=timeout)
+            if kind == "service":
+                service = _req(entry, "service", where, str)
+                if actuating and route != "supervisor":
+                    raise RegistryError(
+                        f"{where}: actuating tool routed 'direct' to {service!r}; actuating calls must go "
+                        f"through the safety supervisor (route: supervisor)")
+                if not actuating and service in policy_actuating:
+                    raise RegistryError(f"{where}: {service!r} is actuating in the safety policy but the "
+                                        f"tool says actuating: false")
+                interface = _req(entry, "interface", where, str)
+                fields = dict(resolver(interface))
+                model_fields = tuple(_req(entry, "model_fields", where, list))
+                fixed = dict(entry.get("fixed_fields", {}) or {})
+                for f in list(model_fields) + list(fixed):
+                    if f not in fields:
+                        raise RegistryError(f"{where}: {interface} has no request field {f!r}; it has {sorted(fields)}")
+                overlap = set(model_fields) & set(fixed)
+                if overlap:
+                    raise RegistryError(f"{where}: field(s) {sorted(overlap)} both model_fields and fixed_fields")
+                props: dict[str, Any] = {}
+                for f in model_fields:
+                    prop = json_type_of_ros_field(fields[f])
+                    rng = _intersect(_range(own_ranges.get(f), where, f), policy_ranges.get(service, {}).get(f))
+                    if rng is not None:
+                        if rng[0] > rng[1]:
+                            raise RegistryError(f"{where}: range of {f!r} is empty after the safety policy {rng}")
+                        if prop["type"] not in ("number", "integer"):
+                            raise RegistryError(f"{where}: range given for non-numeric field {f!r}")
+                        prop["minimum"], prop["maximum"] = rng
+                    if f in descriptions:
+                        prop["description"] = str(descriptions[f])
+                    props[f] = prop
+                params = {"type": "object", "properties": props, "required": list(model_fields)}
+                specs.append(ToolSpec(**common, service=service, interface=interface, model_fields=model_fields,
+                                      fixed_fields=fixed, parameters=params))
+            else:
+                target = _req(entry, "target_tool", where, str)
+                if kind == "grounding":
+                    params = {"type": "object", "properties": {
+                        "x": {"type": "number", "minimum": 0, "maximum": 1000,
+                              "description": descriptions.get("x", "horizontal image coordinate, 0 = left edge, 1000 = right edge")},
+                        "y": {"type": "number", "minimum": 0, "maximum": 1000,
+                              "description": descriptions.get("y", "vertical image coordinate, 0 = top, 1000 = bottom")},
+                    }, "required": ["x", "y"]}
+                else:
+                    params = {"type": "object", "properties": {
+                        "object_name": {"type": "string",
+                                        "description": descriptions.get("object_name", "name of the object or area")},
+                    }, "required": ["object_name"]}
+                specs.append(ToolSpec(**common, target_tool=target, parameters=params))
+        by_name = {s.name: s for s in specs}
+        for s in specs:
+            if s.kind != "service":
+                t = by_name.get(s.target_tool)
+                if t is None or t.kind != "service" or not {"x", "y"} <= set(t.model_fields) | set(t.fixed_fields):
+                    raise RegistryError(f"tools.yaml tool {s.name!r}: target_tool {s.target_tool!r} must be a "
+                                        f"service tool with x and y fields (a go-to-pose skill)")
+                if t.actuating and not s.actuating:
+                    raise RegistryError(f"tools.yaml tool {s.name!r}: ends in actuating {t.name!r}, so it must be "
+                                        f"actuating: true")
+        return cls(specs, proxy)
+
+    @classmethod
+    def load(cls, path: str | Path, resolver: FieldResolver = ros_request_fields,
+             safety_policy_path: str | Path | None = None) -> "ToolRegistry":
+        with open(path) as f:
+            data = yaml.safe_load(f)
+        policy = None
+        if safety_policy_path is not None and Path(safety_policy_path).is_file():
+            with open(safety_policy_path) as f:
+                policy = yaml.safe_load(f)
+        return cls.from_dict(data, resolver, policy)
+
+
+def _range(value: Any, where: str, fname: str) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)):
+        raise RegistryError(f"{where}: ranges.{fname} must be [low, high], got {value!r}")
+    return (float(value[0]), float(value[1]))

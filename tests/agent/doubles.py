@@ -1,0 +1,76 @@
+"""Test doubles of the planner's ROS-side interfaces (named as doubles: they are not the robot)."""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+
+from qwen_stack.qwen_node.agent.grounding import GroundedGoal, Pose2D
+from qwen_stack.qwen_node.agent.planner import ServiceOutcome
+
+
+class TransportDouble:
+    """Records every request; answers from `answers[service]` (default: succeeded, empty)."""
+
+    def __init__(self, answers: dict[str, ServiceOutcome] | None = None, block: set[str] | None = None):
+        self.answers = answers or {}
+        self.block = block or set()        # services that never answer until released
+        self.released = threading.Event()
+        self.log: list[tuple[str, str, dict]] = []   # (route, service, request)
+
+    def _answer(self, service: str) -> Future:
+        fut: Future = Future()
+        if service in self.block:
+            def later():
+                self.released.wait(10)
+                if not fut.cancelled():
+                    fut.set_result(ServiceOutcome("succeeded"))
+            threading.Thread(target=later, daemon=True).start()
+        else:
+            fut.set_result(self.answers.get(service, ServiceOutcome("succeeded", {"success": True})))
+        return fut
+
+    def call_service(self, service, interface, request, timeout_s):
+        self.log.append(("direct", service, dict(request)))
+        return self._answer(service)
+
+    def call_via_supervisor(self, service, request, timeout_s):
+        self.log.append(("supervisor", service, dict(request)))
+        return self._answer(service)
+
+
+class WorldDouble:
+    def __init__(self, objects: dict[str, tuple[float, float]] | None = None, pose: Pose2D = Pose2D(0, 0, 0)):
+        self.objects = objects or {}
+        self.pose = pose
+        self.grounded: list[tuple[float, float, float]] = []
+
+    def ground_point(self, x, y, standoff):
+        self.grounded.append((x, y, standoff))
+        return GroundedGoal((1.0, 0.0), (1.0, 0.0), Pose2D(1.0 - standoff, 0.0, 0.0), "floor", 1.0)
+
+    def locate_object(self, name):
+        return self.objects.get(name, f"no object named {name!r}")
+
+    def robot_pose(self):
+        return self.pose
+
+
+class ScriptedModelDouble:
+    """Plays fixed outputs in 5-character chunks and records the messages it was given."""
+    is_model = False
+    start_in_thinking = False
+    name = "scripted-double"
+
+    def __init__(self, outputs: list[str], on_turn=None):
+        self.outputs = list(outputs)
+        self.seen: list[list] = []
+        self.on_turn = on_turn
+
+    def generate(self, messages, tools, on_text, cancel):
+        self.seen.append([(m.role, m.content, len(m.images)) for m in messages])
+        if self.on_turn:
+            self.on_turn(len(self.seen))
+        text = self.outputs.pop(0)
+        for i in range(0, len(text), 5):
+            on_text(text[i:i + 5])
+        return text

@@ -1,0 +1,170 @@
+"""Planner core with doubles of the model, the ROS services and the world view."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import yaml
+
+from qwen_stack.paths import config_file
+from qwen_stack.qwen_node.agent.grounding import Pose2D
+from qwen_stack.qwen_node.agent.planner import (
+    CancelToken, ChatMessage, Planner, PlannerConfig, ServiceOutcome, ToolExecutor, fold_context,
+    supervisor_outcome)
+from qwen_stack.qwen_node.agent.tool_registry import ToolRegistry
+
+from .doubles import ScriptedModelDouble, TransportDouble, WorldDouble
+from .srv_files import srv_file_request_fields
+
+
+def call(name, **params):
+    body = "".join(f"<parameter={k}>\n{v}\n</parameter>\n" for k, v in params.items())
+    return f"<tool_call>\n<function={name}>\n{body}</function>\n</tool_call>"
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return ToolRegistry.from_dict(yaml.safe_load(config_file("tools.yaml").read_text()), srv_file_request_fields)
+
+
+def make(registry, outputs, transport=None, world=None, cfg=PlannerConfig(), frames=None):
+    transport = transport or TransportDouble()
+    events = []
+    model = ScriptedModelDouble(outputs)
+    ex = ToolExecutor(registry, transport, world, grounding_standoff_m=0.3, object_standoff_m=0.22)
+    planner = Planner(model, registry, ex, "SYSTEM", cfg, frame_source=frames, on_event=events.append)
+    return planner, model, transport, events
+
+
+def test_calls_are_executed_in_order_and_answered(registry):
+    planner, model, transport, events = make(registry, [
+        "<think>look first</think>" + call("describe_state") + call("drive_distance", distance="0.5", speed="0.2"),
+        "<think>done</think>I drove half a metre.",
+    ])
+    res = planner.run("drive forward a bit", CancelToken())
+    assert res.success and res.message == "I drove half a metre." and res.steps == 2
+    assert transport.log == [("direct", "skills/describe_state", {}),
+                             ("supervisor", "skills/drive_distance", {"distance": 0.5, "speed": 0.2})]
+    # the second prompt carries both tool responses, as JSON
+    tool_msgs = [json.loads(c) for r, c, _ in model.seen[1] if r == "tool"]
+    assert [m["tool"] for m in tool_msgs] == ["describe_state", "drive_distance"]
+    assert all(m["status"] == "succeeded" for m in tool_msgs)
+    kinds = [e.kind for e in events]
+    assert kinds.count("tool_call") == 2 and kinds.count("tool_result") == 2 and "thinking" in kinds
+    assert "".join(e.text for e in events if e.kind == "thinking") == "look firstdone"
+    assert events[0].kind == "status" and "NOT a language model" in events[0].text
+
+
+def test_malformed_turn_executes_nothing_and_gets_an_error_response(registry):
+    planner, model, transport, _ = make(registry, [
+        call("describe_state") + call("drive_distance", distance="99", speed="0.1"),  # out of range: whole turn refused
+        call("drive_distance", distance="1.0", speed="0.3"),
+        "ok",
+    ])
+    res = planner.run("go", CancelToken())
+    assert res.success
+    assert transport.log == [("supervisor", "skills/drive_distance", {"distance": 1.0, "speed": 0.3})]
+    err = json.loads([c for r, c, _ in model.seen[1] if r == "tool"][-1])
+    assert "above its maximum" in err["problems"][0] and err["not_executed"] == ["describe_state"]
+
+
+def test_repeated_malformed_output_fails_the_task_without_acting(registry):
+    bad = call("fly", height="3")
+    planner, _, transport, _ = make(registry, [bad] * 5, cfg=PlannerConfig(max_parse_retries=2))
+    res = planner.run("go", CancelToken())
+    assert not res.success and "malformed 3 times" in res.message and transport.log == []
+
+
+def test_step_budget(registry):
+    planner, _, transport, _ = make(registry, [call("describe_state")] * 10)
+    res = planner.run("loop", CancelToken(), max_steps=3)
+    assert not res.success and "step budget" in res.message and len(transport.log) == 3
+
+
+def test_rejection_by_the_supervisor_is_reported_to_the_model(registry):
+    t = TransportDouble({"skills/drive_distance": supervisor_outcome(False, False, ["e-stop latched"], "")})
+    planner, model, _, _ = make(registry, [call("drive_distance", distance="1", speed="0.1"), "I could not move."], t)
+    res = planner.run("go", CancelToken())
+    assert res.records[0].status == "rejected"
+    resp = json.loads([c for r, c, _ in model.seen[1] if r == "tool"][0])
+    assert resp["status"] == "rejected" and resp["reasons"] == ["e-stop latched"]
+
+
+def test_cancel_during_a_tool_call_returns_at_once(registry):
+    t = TransportDouble(block={"skills/go_to_pose"})
+    planner, _, _, _ = make(registry, [call("go_to_pose", x="1", y="2", theta="0", use_theta="false"), "x"], t)
+    cancel = CancelToken()
+    threading.Timer(0.2, cancel.cancel, args=("e-stop latched",)).start()
+    t0 = time.monotonic()
+    res = planner.run("go", cancel)
+    took = time.monotonic() - t0
+    t.released.set()
+    assert not res.success and res.message == "cancelled: e-stop latched"
+    assert res.records[0].status == "cancelled"
+    assert took < 5.0  # the blocked call would hold it for 10 s; this bounds a hang, not latency
+
+
+def test_cancel_before_the_model_turn_stops_without_calling_the_model(registry):
+    planner, model, transport, _ = make(registry, [call("describe_state")])
+    cancel = CancelToken()
+    cancel.cancel("operator took over")
+    res = planner.run("go", cancel)
+    assert res.message == "cancelled: operator took over" and model.seen == [] and transport.log == []
+
+
+def test_grounding_tool_goes_through_go_to_pose_via_supervisor(registry):
+    world = WorldDouble()
+    planner, _, transport, _ = make(registry, [call("go_to_point", x="500", y="900"), "there"], world=world)
+    res = planner.run("go to the spot", CancelToken())
+    assert world.grounded == [(500.0, 900.0, 0.3)]
+    assert transport.log == [("supervisor", "skills/go_to_pose",
+                              {"x": 0.7, "y": 0.0, "theta": 0.0, "use_theta": False, "max_speed": 0.0})]
+    assert res.records[0].result["goal"] == {"x": 0.7, "y": 0.0, "theta": 0.0}
+
+
+def test_object_goal_approaches_the_object_facing_it(registry):
+    world = WorldDouble({"red_cube": (2.0, 0.0)}, pose=Pose2D(0.0, 0.0, 1.0))
+    planner, _, transport, _ = make(registry, [call("go_to_object", object_name="red_cube"),
+                                               call("go_to_object", object_name="unicorn"), "done"], world=world)
+    res = planner.run("fetch", CancelToken())
+    route, service, req = transport.log[0]
+    assert (route, service) == ("supervisor", "skills/go_to_pose")
+    assert req["x"] == pytest.approx(2.0 - 0.22) and req["y"] == pytest.approx(0.0) and req["use_theta"] is True
+    assert res.records[1].status == "failed" and "unicorn" in res.records[1].result["error"]
+    assert len(transport.log) == 1
+
+
+def test_context_folding_keeps_totals_bounded_and_newest_intact():
+    cfg = PlannerConfig(fold_threshold_chars=1000, fold_keep_chars=50, max_images_in_context=1)
+    msgs = [ChatMessage("system", "s"), ChatMessage("user", "task", images=["f0"])]
+    for i in range(10):
+        msgs.append(ChatMessage("tool", f"{i}:" + "x" * 400))
+        msgs.append(ChatMessage("user", "view", images=[f"f{i + 1}"]))
+        fold_context(msgs, cfg)
+    tools = [m for m in msgs if m.role == "tool"]
+    assert sum(len(m.content) for m in tools) <= 1000 + 400
+    assert not tools[-1].folded and tools[-1].content == "9:" + "x" * 400
+    assert tools[0].folded and tools[0].content.startswith("0:xxx") and "folded" in tools[0].content
+    assert [m.images for m in msgs if m.images] == [["f10"]]
+
+
+def test_frames_are_attached_to_the_task_and_after_actions(registry):
+    planner, model, _, _ = make(registry, [call("describe_state"), "done"], frames=lambda: ["frame"])
+    planner.run("look", CancelToken())
+    assert model.seen[0][1] == ("user", "look", 1)
+    assert model.seen[1][-1] == ("user", "Current camera view after the tool calls.", 1)
+    assert model.seen[1][1][2] == 0  # the older frame was dropped (max_images_in_context=1)
+
+
+def test_backend_failure_ends_the_task_with_its_reason(registry):
+    planner, _, _, _ = make(registry, [])
+    res = planner.run("go", CancelToken())
+    assert not res.success and "model backend failed: IndexError" in res.message
+
+
+@pytest.mark.parametrize("bad", [dict(max_steps=0), dict(max_parse_retries=-1), dict(fold_threshold_chars=0)])
+def test_planner_config_rejects_bad_values(bad):
+    with pytest.raises(ValueError, match="PlannerConfig"):
+        PlannerConfig(**bad)

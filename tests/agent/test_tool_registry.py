@@ -1,0 +1,92 @@
+"""Tool registry: schemas from the ROS request types, safety-policy ranges, refused entries."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from qwen_stack.paths import config_file
+from qwen_stack.qwen_node.agent.tool_registry import RegistryError, ToolRegistry, ranges_from_safety_policy
+
+from .srv_files import srv_file_request_fields
+
+
+def tools_yaml() -> dict:
+    return yaml.safe_load(config_file("tools.yaml").read_text())
+
+
+def load(data, policy=None) -> ToolRegistry:
+    return ToolRegistry.from_dict(data, srv_file_request_fields, policy)
+
+
+def test_project_registry_loads_with_schemas_from_request_types():
+    reg = load(tools_yaml())
+    drive = reg["drive_distance"]
+    assert drive.actuating and drive.route == "supervisor"
+    assert drive.parameters["properties"]["distance"] == {
+        "type": "number", "minimum": -3.0, "maximum": 3.0, "description": "metres, + forward, - backward"}
+    assert reg["go_to_pose"].parameters["properties"]["use_theta"]["type"] == "boolean"
+    assert reg["grasp"].parameters["properties"]["object_name"]["type"] == "string"
+    assert reg["describe_state"].parameters == {"type": "object", "properties": {}, "required": []}
+    assert reg["go_to_point"].parameters["properties"]["x"]["maximum"] == 1000
+    names = [f["function"]["name"] for f in reg.function_specs()]
+    assert names[:2] == ["describe_state", "drive_distance"] and "go_to_object" in names
+
+
+def test_ros_types_agree_with_srv_files():
+    pytest.importorskip("qwen_stack_interfaces", reason="ros_ws not built (scripts/build_ros_ws.sh)")
+    from qwen_stack.qwen_node.agent.tool_registry import ros_request_fields
+    for t in tools_yaml()["tools"]:
+        if "interface" in t:
+            assert dict(ros_request_fields(t["interface"])) == srv_file_request_fields(t["interface"])
+
+
+def test_safety_policy_ranges_are_intersected():
+    policy = {"actions": {"skills/drive_distance": {"limits": {"distance": [-1.0, 5.0], "speed": {"min": 0.1, "max": 0.3}}}}}
+    assert ranges_from_safety_policy(policy) == {"skills/drive_distance": {"distance": (-1.0, 5.0), "speed": (0.1, 0.3)}}
+    props = load(tools_yaml(), policy)["drive_distance"].parameters["properties"]
+    assert (props["distance"]["minimum"], props["distance"]["maximum"]) == (-1.0, 3.0)
+    assert (props["speed"]["minimum"], props["speed"]["maximum"]) == (0.1, 0.3)
+
+
+def _with(change) -> dict:
+    data = copy.deepcopy(tools_yaml())
+    change(data)
+    return data
+
+
+def _tool(data, name):
+    return next(t for t in data["tools"] if t["name"] == name)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda d: _tool(d, "drive_distance").update(route="direct"), "actuating tool routed 'direct'"),
+    (lambda d: _tool(d, "drive_distance").update(model_fields=["distance", "wheels"]), "no request field 'wheels'"),
+    (lambda d: _tool(d, "drive_distance").update(ranges={"distance": [1]}), "ranges.distance"),
+    (lambda d: _tool(d, "drive_distance").update(colour="red"), "unknown key"),
+    (lambda d: _tool(d, "drive_distance").pop("actuating"), "missing key 'actuating'"),
+    (lambda d: _tool(d, "drive_distance").update(timeout_s=0), "timeout_s"),
+    (lambda d: _tool(d, "grasp").update(ranges={"object_name": [0, 1]}), "non-numeric"),
+    (lambda d: _tool(d, "go_to_point").update(target_tool="grasp"), "target_tool"),
+    (lambda d: _tool(d, "go_to_object").update(actuating=False), "must be actuating"),
+    (lambda d: d["tools"].append(dict(_tool(d, "grasp"))), "defined twice"),
+    (lambda d: _tool(d, "rotate").update(kind="teleport"), "kind must be"),
+    (lambda d: d.pop("supervisor_proxy"), "supervisor_proxy"),
+])
+def test_bad_entries_are_refused_with_a_message(change, fragment):
+    with pytest.raises(RegistryError, match=None) as err:
+        load(_with(change))
+    assert fragment in str(err.value)
+
+
+def test_tool_the_policy_calls_actuating_cannot_be_declared_passive():
+    data = _with(lambda d: _tool(d, "look_at").update(actuating=False))
+    load(data)  # fine without a policy...
+    with pytest.raises(RegistryError, match="actuating in the safety policy"):
+        load(data, {"actions": {"skills/look_at": {}}})
+
+
+def test_empty_range_after_policy_is_refused():
+    with pytest.raises(RegistryError, match="empty"):
+        load(tools_yaml(), {"actions": {"skills/drive_distance": {"limits": {"distance": [5.0, 6.0]}}}})
