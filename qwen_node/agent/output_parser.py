@@ -138,6 +138,8 @@ def convert_value(name: str, value: Any, schema: Mapping[str, Any], from_text: b
     if kind == "string":
         if not isinstance(value, str):
             raise SchemaError(f"parameter {name!r} must be a string, got {type(value).__name__}")
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            raise SchemaError(f"parameter {name!r} is longer than {schema['maxLength']} characters")
         result: Any = value
     elif kind == "boolean":
         if isinstance(value, str) and value.lower() in ("true", "false"):

@@ -81,39 +81,37 @@ def json_type_of_ros_field(ros_type: str) -> dict[str, Any]:
     return {"type": "object"}
 
 
-def ranges_from_safety_policy(policy: Mapping[str, Any] | None) -> dict[str, dict[str, tuple[float, float]]]:
-    """service -> field -> (lo, hi) from the safety policy.
-
-    Accepted shape (config/safety_policy.yaml): a top-level mapping `actions` (or `services`)
-    of service name -> entry, where entry's `limits` (or `ranges`) maps field -> [lo, hi] or
-    {min: lo, max: hi}. Other keys are the supervisor's and ignored here.
-    """
-    out: dict[str, dict[str, tuple[float, float]]] = {}
-    if not policy:
-        return out
-    services = policy.get("actions") or policy.get("services") or policy.get("actuating_services") or {}
-    if not isinstance(services, Mapping):
-        return out
-    for service, entry in services.items():
-        if not isinstance(entry, Mapping):
-            continue
-        limits = entry.get("limits") or entry.get("ranges") or {}
-        for fname, lim in (limits.items() if isinstance(limits, Mapping) else []):
-            if isinstance(lim, Mapping) and "min" in lim and "max" in lim:
-                lo, hi = lim["min"], lim["max"]
-            elif isinstance(lim, (list, tuple)) and len(lim) == 2:
-                lo, hi = lim
-            else:
-                continue
-            out.setdefault(str(service), {})[str(fname)] = (float(lo), float(hi))
-    return out
+@dataclass(frozen=True)
+class PolicyRule:
+    """What the safety policy allows for one request field (see qwen_stack.safety.action_policy)."""
+    range: tuple[float, float] | None = None
+    values: tuple | None = None
+    max_length: int | None = None
+    required: bool = True
 
 
-def actuating_services_of_policy(policy: Mapping[str, Any] | None) -> set[str]:
-    if not policy:
-        return set()
-    services = policy.get("actions") or policy.get("services") or policy.get("actuating_services") or {}
-    return {str(s) for s in services} if isinstance(services, (Mapping, list)) else set()
+@dataclass(frozen=True)
+class PolicyView:
+    """The parts of config/safety_policy.yaml the planner needs: per actuating service, its
+    interface type and argument rules. The supervisor enforces the policy; the planner only
+    shows the model the same limits so that it does not propose calls that will be rejected."""
+    types: Mapping[str, str]                        # service -> pkg/srv/Name
+    rules: Mapping[str, Mapping[str, PolicyRule]]   # service -> field -> rule
+    needs_approval: frozenset[str] = frozenset()
+
+
+def policy_view(doc: Mapping[str, Any] | None) -> PolicyView | None:
+    """Validate the policy document with the supervisor's own loader and keep what we need."""
+    if doc is None:
+        return None
+    from qwen_stack.safety.action_policy import policy_from_dict  # the supervisor's parser: one truth
+
+    policy = policy_from_dict(doc)
+    types = {s: p.type for s, p in policy.services.items()}
+    rules = {s: {n: PolicyRule(None if r.minimum is None or r.maximum is None else (float(r.minimum), float(r.maximum)),
+                               r.values, r.max_length, r.required)
+                 for n, r in p.arguments.items()} for s, p in policy.services.items()}
+    return PolicyView(types, rules, frozenset(s for s, p in policy.services.items() if p.needs_approval))
 
 
 def _intersect(a: tuple[float, float] | None, b: tuple[float, float] | None) -> tuple[float, float] | None:
@@ -166,8 +164,11 @@ class ToolRegistry:
             raise RegistryError("tools.yaml must be a mapping with keys supervisor_proxy and tools")
         proxy = _req(data, "supervisor_proxy", "tools.yaml", str)
         entries = _req(data, "tools", "tools.yaml", list)
-        policy_ranges = ranges_from_safety_policy(safety_policy)
-        policy_actuating = actuating_services_of_policy(safety_policy)
+        try:
+            policy = policy_view(safety_policy)
+        except ValueError as exc:
+            raise RegistryError(f"safety policy: {exc}") from exc
+        policy_actuating = set(policy.types) if policy else set()
         specs: list[ToolSpec] = []
         seen: set[str] = set()
         for i, entry in enumerate(entries):
@@ -208,7 +209,15 @@ class ToolRegistry:
                     raise RegistryError(f"{where}: {service!r} is actuating in the safety policy but the "
                                         f"tool says actuating: false")
                 interface = _req(entry, "interface", where, str)
+                if policy is not None and actuating:
+                    if service not in policy.types:
+                        raise RegistryError(f"{where}: actuating service {service!r} is not in the safety policy; "
+                                            f"the supervisor would reject every call")
+                    if policy.types[service] != interface:
+                        raise RegistryError(f"{where}: interface {interface} differs from the safety policy's "
+                                            f"{policy.types[service]} for {service!r}")
                 fields = dict(resolver(interface))
+                rules = policy.rules.get(service, {}) if policy is not None else {}
                 model_fields = tuple(_req(entry, "model_fields", where, list))
                 fixed = dict(entry.get("fixed_fields", {}) or {})
                 for f in list(model_fields) + list(fixed):
@@ -220,13 +229,18 @@ class ToolRegistry:
                 props: dict[str, Any] = {}
                 for f in model_fields:
                     prop = json_type_of_ros_field(fields[f])
-                    rng = _intersect(_range(own_ranges.get(f), where, f), policy_ranges.get(service, {}).get(f))
+                    rule = rules.get(f)
+                    rng = _intersect(_range(own_ranges.get(f), where, f), rule.range if rule else None)
                     if rng is not None:
                         if rng[0] > rng[1]:
                             raise RegistryError(f"{where}: range of {f!r} is empty after the safety policy {rng}")
                         if prop["type"] not in ("number", "integer"):
                             raise RegistryError(f"{where}: range given for non-numeric field {f!r}")
                         prop["minimum"], prop["maximum"] = rng
+                    if rule is not None and rule.values is not None:
+                        prop["enum"] = list(rule.values)
+                    if rule is not None and rule.max_length is not None:
+                        prop["maxLength"] = rule.max_length
                     if f in descriptions:
                         prop["description"] = str(descriptions[f])
                     props[f] = prop
@@ -263,10 +277,11 @@ class ToolRegistry:
     @classmethod
     def load(cls, path: str | Path, resolver: FieldResolver = ros_request_fields,
              safety_policy_path: str | Path | None = None) -> "ToolRegistry":
+        """safety_policy_path None: no policy (tests of the registry alone); the node always gives one."""
         with open(path) as f:
             data = yaml.safe_load(f)
         policy = None
-        if safety_policy_path is not None and Path(safety_policy_path).is_file():
+        if safety_policy_path is not None:
             with open(safety_policy_path) as f:
                 policy = yaml.safe_load(f)
         return cls.from_dict(data, resolver, policy)

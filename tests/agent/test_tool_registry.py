@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from qwen_stack.paths import config_file
-from qwen_stack.qwen_node.agent.tool_registry import RegistryError, ToolRegistry, ranges_from_safety_policy
+from qwen_stack.qwen_node.agent.tool_registry import RegistryError, ToolRegistry
 
 from .srv_files import srv_file_request_fields
 
@@ -42,12 +42,47 @@ def test_ros_types_agree_with_srv_files():
             assert dict(ros_request_fields(t["interface"])) == srv_file_request_fields(t["interface"])
 
 
+def safety_policy() -> dict:
+    return yaml.safe_load(config_file("safety_policy.yaml").read_text())
+
+
+def test_project_registry_agrees_with_the_project_safety_policy():
+    reg = load(tools_yaml(), safety_policy())
+    for tool in reg.tools.values():
+        if tool.kind == "service" and tool.actuating:
+            assert tool.service in safety_policy()["services"]
+
+
 def test_safety_policy_ranges_are_intersected():
-    policy = {"actions": {"skills/drive_distance": {"limits": {"distance": [-1.0, 5.0], "speed": {"min": 0.1, "max": 0.3}}}}}
-    assert ranges_from_safety_policy(policy) == {"skills/drive_distance": {"distance": (-1.0, 5.0), "speed": (0.1, 0.3)}}
-    props = load(tools_yaml(), policy)["drive_distance"].parameters["properties"]
+    policy = safety_policy()
+    policy["services"]["skills/drive_distance"]["arguments"] = {"distance": {"min": -1.0, "max": 5.0},
+                                                                "speed": {"min": 0.1, "max": 0.3}}
+    policy["services"]["skills/grasp"]["arguments"] = {"object_name": {"max_length": 12}}
+    reg = load(tools_yaml(), policy)
+    props = reg["drive_distance"].parameters["properties"]
     assert (props["distance"]["minimum"], props["distance"]["maximum"]) == (-1.0, 3.0)
     assert (props["speed"]["minimum"], props["speed"]["maximum"]) == (0.1, 0.3)
+    assert reg["grasp"].parameters["properties"]["object_name"]["maxLength"] == 12
+    assert reg["go_to_pose"].parameters["properties"]["use_theta"]["enum"] == [True, False]
+
+
+def test_actuating_tool_missing_from_the_policy_is_refused():
+    policy = safety_policy()
+    del policy["services"]["skills/rotate"]
+    with pytest.raises(RegistryError, match="not in the safety policy"):
+        load(tools_yaml(), policy)
+
+
+def test_interface_must_match_the_policy_type():
+    policy = safety_policy()
+    policy["services"]["skills/rotate"]["type"] = "qwen_stack_interfaces/srv/LookAt"
+    with pytest.raises(RegistryError, match="differs from the safety policy"):
+        load(tools_yaml(), policy)
+
+
+def test_invalid_policy_is_refused():
+    with pytest.raises(RegistryError, match="safety policy"):
+        load(tools_yaml(), {"services": {"skills/rotate": {"type": "nope"}}})
 
 
 def _with(change) -> dict:
@@ -84,9 +119,11 @@ def test_tool_the_policy_calls_actuating_cannot_be_declared_passive():
     data = _with(lambda d: _tool(d, "look_at").update(actuating=False))
     load(data)  # fine without a policy...
     with pytest.raises(RegistryError, match="actuating in the safety policy"):
-        load(data, {"actions": {"skills/look_at": {}}})
+        load(data, safety_policy())
 
 
 def test_empty_range_after_policy_is_refused():
     with pytest.raises(RegistryError, match="empty"):
-        load(tools_yaml(), {"actions": {"skills/drive_distance": {"limits": {"distance": [5.0, 6.0]}}}})
+        policy = safety_policy()
+        policy["services"]["skills/drive_distance"]["arguments"]["distance"] = {"min": 5.0, "max": 6.0}
+        load(tools_yaml(), policy)
