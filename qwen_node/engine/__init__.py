@@ -1,0 +1,3 @@
+"""Qwen3.5 inference engine: checkpoint loading, compact model code, generation, chat inputs, vision.
+
+Public entry points: `Engine` (engine.py), `load_model` (loader.py), `generate_main` (cli.py)."""

@@ -1,0 +1,207 @@
+"""Run the engine on NVFP4 checkpoints (ours and ModelOpt-format ones), weight-only, packed in memory.
+
+Plugs into the engine loader's hook (loader.py docstring): :func:`nvfp4_layer_builders` returns
+``LayerBuilders`` whose ``linear`` gives an :class:`~.nvfp4.NVFP4Linear` for every module the
+checkpoint stores quantized (``<module>.weight_scale_2`` present) and ``nn.Linear`` otherwise, and
+whose ``experts`` gives :class:`NVFP4Experts` for quantized routed experts. Their tensors are
+declared as uint8 / float8_e4m3fn / fp32, so the loader reads the packed bytes as they are: the
+whole model is never expanded; each matmul dequantizes one tile of its weight (NVFP4Linear) or one
+expert (NVFP4Experts) at a time.
+
+Routed experts on disk are one module per expert (``experts.{e}.gate_proj`` ...); the loader's
+``FusedExpertsSource`` stacks them into ``experts.gate_up_proj.<leaf>`` / ``experts.down_proj.<leaf>``
+([E, 2I, D/2] codes, [E, 2I, D/16] scales, [E, 2] global scales for gate and up; [E, D, I/2],
+[E, D, I/16], [E] for down). :class:`ScalarScalesSource` reshapes one-element ``weight_scale_2`` /
+``input_scale`` tensors stored as [1] (some converters) to the [] ModelOpt writes, below the
+expert fusing.
+
+:func:`load_model_auto` is what a caller uses: NVFP4 builders when the folder has an NVFP4
+quantization config, the plain loader otherwise.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import load_config
+from .loader import FusedExpertsSource, SafetensorsSource, TensorSource, load_model
+from .model import FusedExperts, LayerBuilders, plain_experts, plain_linear
+from .nvfp4 import BLOCK_SIZE, NVFP4Linear, NVFP4Tensor, dequantize_nvfp4, nvfp4_linear
+from .nvfp4_checkpoint import read_quant_config
+
+_SCALAR_LEAVES = ("weight_scale_2", "input_scale")
+
+
+class ScalarScalesSource:
+    """Wraps a TensorSource of per-module tensors: one-element ``weight_scale_2`` / ``input_scale``
+    stored as [1] read as [] (the ModelOpt layout). Goes below ``FusedExpertsSource``."""
+
+    def __init__(self, base: TensorSource):
+        self.base = base
+
+    def names(self):
+        return self.base.names()
+
+    def has(self, name):
+        return self.base.has(name)
+
+    @staticmethod
+    def _scalar_leaf(name: str) -> bool:
+        return name.rsplit(".", 1)[-1] in _SCALAR_LEAVES
+
+    def shape(self, name):
+        shape = tuple(self.base.shape(name))
+        return () if self._scalar_leaf(name) and shape == (1,) else shape
+
+    def get(self, name):
+        t = self.base.get(name)
+        return t.reshape(()) if self._scalar_leaf(name) and t.shape == (1,) else t
+
+
+# ---------------------------------------------------------------------------------------------
+# routed experts
+
+
+class NVFP4ExpertWeights(nn.Module):
+    """One fused expert weight in NVFP4 (buffers named as on disk, leading dim = experts).
+
+    weight: uint8 [E, out, in/2]; weight_scale: e4m3 [E, out, in/16]; weight_scale_2: fp32 [E, P]
+    (P = number of fused projections: 2 for gate_up, each owning out/P rows) or [E] for P = 1.
+    """
+
+    def __init__(self, num_experts: int, out_features: int, in_features: int, parts: int):
+        super().__init__()
+        if in_features % BLOCK_SIZE:
+            raise ValueError(f"NVFP4 experts need in_features % {BLOCK_SIZE} == 0, got {in_features}")
+        self.parts, self.out_features, self.in_features = parts, out_features, in_features
+        scale_shape = (num_experts, parts) if parts > 1 else (num_experts,)
+        self.register_buffer("weight", torch.empty(num_experts, out_features, in_features // 2, dtype=torch.uint8))
+        self.register_buffer(
+            "weight_scale", torch.empty(num_experts, out_features, in_features // BLOCK_SIZE, dtype=torch.float8_e4m3fn)
+        )
+        self.register_buffer("weight_scale_2", torch.empty(scale_shape, dtype=torch.float32))
+        self.register_buffer("input_scale", torch.empty(scale_shape, dtype=torch.float32))
+
+    def part(self, e: int, p: int) -> NVFP4Tensor:
+        """Projection p of expert e as a 2-D NVFP4 weight."""
+        rows = self.out_features // self.parts
+        g = self.weight_scale_2[e, p] if self.parts > 1 else self.weight_scale_2[e]
+        sl = slice(p * rows, (p + 1) * rows)
+        return NVFP4Tensor(self.weight[e, sl], self.weight_scale[e, sl], g)
+
+    def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
+        """All experts, [E, out, in] (reference path only)."""
+        return torch.stack(
+            [torch.cat([dequantize_nvfp4(self.part(e, p), dtype) for p in range(self.parts)]) for e in range(self.weight.shape[0])]
+        )
+
+
+class NVFP4Experts(nn.Module):
+    """Routed experts with NVFP4 weights; same interface and routing as ``model.FusedExperts``.
+
+    forward(x: [N, D], top_idx: [N, K], top_w: [N, K]) -> [N, D]; each active expert's weights are
+    dequantized tile by tile inside its three matmuls.
+    """
+
+    def __init__(self, num_experts: int, hidden: int, intermediate: int):
+        super().__init__()
+        self.num_experts, self.intermediate = num_experts, intermediate
+        self.gate_up_proj = NVFP4ExpertWeights(num_experts, 2 * intermediate, hidden, parts=2)
+        self.down_proj = NVFP4ExpertWeights(num_experts, hidden, intermediate, parts=1)
+
+    def forward(self, x, top_idx, top_w):
+        # x: [N, D]; top_idx, top_w: [N, K]. Index legend: N tokens, K top-k, E experts, D hidden.
+        N, K = top_idx.shape
+        flat = top_idx.reshape(-1)  # [N*K]
+        order = flat.argsort()
+        counts = torch.bincount(flat, minlength=self.num_experts).tolist()
+        token_of = order // K
+        weight_of = top_w.reshape(-1)[order]
+        out = torch.zeros_like(x)
+        start = 0
+        for e, n in enumerate(counts):
+            if n == 0:
+                continue
+            rows = token_of[start : start + n]
+            xe = x[rows]  # [n, D]
+            gate = nvfp4_linear(xe, self.gate_up_proj.part(e, 0))  # [n, I]
+            up = nvfp4_linear(xe, self.gate_up_proj.part(e, 1))  # [n, I]
+            ye = nvfp4_linear(F.silu(gate) * up, self.down_proj.part(e, 0))  # [n, D]
+            out.index_add_(0, rows, ye * weight_of[start : start + n, None].to(ye.dtype))
+            start += n
+        return out
+
+    def forward_reference(self, x, top_idx, top_w):
+        """Naive: dequantize every expert to x.dtype, then run the engine's FusedExperts."""
+        plain = FusedExperts(self.num_experts, self.gate_up_proj.in_features, self.intermediate).to(x.device)
+        plain.gate_up_proj = nn.Parameter(self.gate_up_proj.dequantize(x.dtype), requires_grad=False)
+        plain.down_proj = nn.Parameter(self.down_proj.dequantize(x.dtype), requires_grad=False)
+        return plain(x, top_idx, top_w)
+
+
+# ---------------------------------------------------------------------------------------------
+# builders and loading
+
+
+def _empty_nvfp4_linear(in_features: int, out_features: int, bias: bool) -> NVFP4Linear:
+    if in_features % BLOCK_SIZE:
+        raise ValueError(f"NVFP4 linear needs in_features % {BLOCK_SIZE} == 0, got {in_features}")
+    q = NVFP4Tensor(
+        torch.empty(out_features, in_features // 2, dtype=torch.uint8),
+        torch.empty(out_features, in_features // BLOCK_SIZE, dtype=torch.float8_e4m3fn),
+        torch.empty((), dtype=torch.float32),
+    )
+    return NVFP4Linear(q, torch.empty(out_features) if bias else None, torch.empty((), dtype=torch.float32))
+
+
+def nvfp4_layer_builders(source: TensorSource, text_prefix: str) -> LayerBuilders:
+    """Builders that make NVFP4 modules exactly where ``source`` holds quantized tensors."""
+
+    def quantized(module: str) -> bool:
+        return source.has(f"{text_prefix}{module}.weight_scale_2")
+
+    def linear(name: str, in_features: int, out_features: int, bias: bool) -> nn.Module:
+        if quantized(name):
+            return _empty_nvfp4_linear(in_features, out_features, bias)
+        return plain_linear(name, in_features, out_features, bias)
+
+    def experts(name: str, num_experts: int, hidden: int, intermediate: int) -> nn.Module:
+        states = {quantized(f"{name}.{e}.{p}") for e in range(num_experts) for p in ("gate_proj", "up_proj", "down_proj")}
+        if states == {True}:
+            return NVFP4Experts(num_experts, hidden, intermediate)
+        if states == {False}:
+            return plain_experts(name, num_experts, hidden, intermediate)
+        raise ValueError(f"{text_prefix}{name}: some routed experts are NVFP4 and some are not; mixed experts are not supported")
+
+    return LayerBuilders(linear=linear, experts=experts)
+
+
+def load_nvfp4_model(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, device="cpu", progress: bool = False):
+    """Load an NVFP4 checkpoint: quantized linears/experts stay packed; the rest in ``dtype``."""
+    cfg = load_config(model_dir)
+    source = FusedExpertsSource(ScalarScalesSource(SafetensorsSource(model_dir)))
+    builders = nvfp4_layer_builders(source, cfg.text_prefix)
+    return load_model(model_dir, dtype=dtype, device=device, builders=builders, source=source, progress=progress)
+
+
+def load_model_auto(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, device="cpu", progress: bool = True):
+    """NVFP4 loading when the folder declares NVFP4 quantization, the plain loader otherwise."""
+    if read_quant_config(model_dir) is not None:
+        return load_nvfp4_model(model_dir, dtype=dtype, device=device, progress=progress)
+    return load_model(model_dir, dtype=dtype, device=device, progress=progress)
+
+
+def resident_weight_bytes(model: nn.Module) -> dict[str, int]:
+    """Bytes of parameters and buffers held, split into NVFP4 modules and everything else."""
+    nvfp4 = other = 0
+    for mod in model.modules():
+        own = [t for t in list(mod._parameters.values()) + list(mod._buffers.values()) if t is not None]
+        n = sum(t.numel() * t.element_size() for t in own)
+        if isinstance(mod, (NVFP4Linear, NVFP4ExpertWeights)):
+            nvfp4 += n
+        else:
+            other += n
+    return {"nvfp4": nvfp4, "other": other, "total": nvfp4 + other}
