@@ -1,0 +1,183 @@
+"""Closed-loop controllers behind the robot skills (drive a distance, rotate, go to a pose).
+
+Pure: each controller takes the odometry pose at every tick and returns the body twist to send
+(it never talks to the base itself: the skills node publishes that twist on the safety supervisor's
+input topic). Requests are checked first: `check_*` return an error message or None, and a
+rejected request never produces a command.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from qwen_stack.sim.diff_drive import wrap_angle
+from qwen_stack.sim.scenario import Pose2D
+
+__all__ = ["Pose2D", "Twist2D", "STOP", "SkillLimits", "DriveDistanceController", "RotateController",
+           "GoToPoseController"]
+
+
+@dataclass(frozen=True)
+class Twist2D:
+    linear: float   # m/s
+    angular: float  # rad/s
+
+
+STOP = Twist2D(0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class SkillLimits:
+    """Bounds and tuning shared by the skills (config/sim.yaml, skills_node section)."""
+    max_linear: float = 0.5          # m/s, fastest a skill may drive
+    max_angular: float = 1.5         # rad/s, fastest a skill may turn
+    default_linear: float = 0.3      # m/s when a request gives no speed (0)
+    default_angular: float = 0.8     # rad/s when a request gives no speed (0)
+    max_distance: float = 10.0       # m, longest drive/go_to_pose accepted
+    linear_accel: float = 0.5        # m/s^2, braking profile (v <= sqrt(2 a d))
+    angular_accel: float = 2.0       # rad/s^2
+    min_linear: float = 0.03         # m/s, slowest command while not yet there (beats static friction)
+    min_angular: float = 0.08        # rad/s
+    position_tolerance: float = 0.01  # m, done when this close
+    angle_tolerance: float = 0.005   # rad, done when this close (~0.3 deg)
+    heading_gain: float = 2.5        # rad/s per rad of heading error while driving
+
+    def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"skill limit {name} must be a finite number > 0, got {value!r}")
+        if self.default_linear > self.max_linear:
+            raise ValueError("skill limit default_linear must be <= max_linear")
+        if self.default_angular > self.max_angular:
+            raise ValueError("skill limit default_angular must be <= max_angular")
+
+
+def _finite(**values: float) -> str | None:
+    for name, v in values.items():
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            return f"{name} must be a finite number, got {v!r}"
+    return None
+
+
+def _speed(requested: float, default: float, limit: float, name: str) -> tuple[float, str | None]:
+    if requested < 0:
+        return 0.0, f"{name} must be > 0 (or 0 for the default), got {requested}"
+    if requested > limit:
+        return 0.0, f"{name} {requested} exceeds the limit {limit}"
+    return (requested or default), None
+
+
+def _profile(remaining: float, cruise: float, accel: float, floor: float) -> float:
+    """Signed speed toward `remaining`: cruise, braking so that it can stop in time, never below floor."""
+    mag = min(cruise, math.sqrt(2.0 * accel * abs(remaining)))
+    return math.copysign(max(mag, floor), remaining)
+
+
+class DriveDistanceController:
+    """Drive straight by a signed distance, holding the start heading; progress along that heading."""
+
+    def __init__(self, start: Pose2D, distance: float, speed: float, limits: SkillLimits):
+        self.start, self.distance, self.speed, self.limits = start, distance, speed, limits
+        self.done = False
+        self.travelled = 0.0
+
+    @staticmethod
+    def check(distance: float, speed: float, limits: SkillLimits) -> tuple[float, str | None]:
+        """(speed to use, error or None)."""
+        err = _finite(distance=distance, speed=speed)
+        if err:
+            return 0.0, err
+        if abs(distance) > limits.max_distance:
+            return 0.0, f"distance {distance} m exceeds the limit {limits.max_distance} m"
+        return _speed(speed, limits.default_linear, limits.max_linear, "speed")
+
+    def update(self, pose: Pose2D) -> Twist2D:
+        c, s = math.cos(self.start.yaw), math.sin(self.start.yaw)
+        self.travelled = (pose.x - self.start.x) * c + (pose.y - self.start.y) * s
+        remaining = self.distance - self.travelled
+        if abs(remaining) <= self.limits.position_tolerance:
+            self.done = True
+            return STOP
+        v = _profile(remaining, self.speed, self.limits.linear_accel, self.limits.min_linear)
+        w = self.limits.heading_gain * wrap_angle(self.start.yaw - pose.yaw)
+        return Twist2D(v, _clamp(w, self.limits.max_angular))
+
+
+class RotateController:
+    """Rotate in place by a signed angle (may exceed pi): the yaw increments are accumulated."""
+
+    def __init__(self, start: Pose2D, angle: float, speed: float, limits: SkillLimits):
+        self.angle, self.speed, self.limits = angle, speed, limits
+        self._last_yaw = start.yaw
+        self.rotated = 0.0
+        self.done = False
+
+    @staticmethod
+    def check(angle: float, speed: float, limits: SkillLimits) -> tuple[float, str | None]:
+        err = _finite(angle=angle, speed=speed)
+        if err:
+            return 0.0, err
+        if abs(angle) > 4 * math.pi:
+            return 0.0, f"angle {angle} rad exceeds two turns"
+        return _speed(speed, limits.default_angular, limits.max_angular, "speed")
+
+    def update(self, pose: Pose2D) -> Twist2D:
+        self.rotated += wrap_angle(pose.yaw - self._last_yaw)
+        self._last_yaw = pose.yaw
+        remaining = self.angle - self.rotated
+        if abs(remaining) <= self.limits.angle_tolerance:
+            self.done = True
+            return STOP
+        return Twist2D(0.0, _profile(remaining, self.speed, self.limits.angular_accel, self.limits.min_angular))
+
+
+class GoToPoseController:
+    """Turn toward the goal, drive to it steering on the bearing, then (optionally) turn to theta.
+
+    Phases: 'turn' (heading error > turn_in_place rad: rotate in place), 'drive', 'align', 'done'.
+    """
+    TURN_IN_PLACE = 0.35  # rad of bearing error above which the robot turns on the spot first
+    CLOSE = 0.10          # m: closer than this the robot never turns on the spot toward the goal
+
+    def __init__(self, goal: Pose2D, use_theta: bool, speed: float, limits: SkillLimits):
+        self.goal, self.use_theta, self.speed, self.limits = goal, use_theta, speed, limits
+        self.phase = "drive"
+        self.done = False
+
+    @staticmethod
+    def check(start: Pose2D, goal: Pose2D, speed: float, limits: SkillLimits) -> tuple[float, str | None]:
+        err = _finite(x=goal.x, y=goal.y, theta=goal.yaw, max_speed=speed)
+        if err:
+            return 0.0, err
+        dist = math.hypot(goal.x - start.x, goal.y - start.y)
+        if dist > limits.max_distance:
+            return 0.0, f"goal is {dist:.2f} m away, beyond the limit {limits.max_distance} m"
+        return _speed(speed, limits.default_linear, limits.max_linear, "max_speed")
+
+    def update(self, pose: Pose2D) -> Twist2D:
+        lim = self.limits
+        dx, dy = self.goal.x - pose.x, self.goal.y - pose.y
+        dist = math.hypot(dx, dy)
+        if self.phase == "drive" and dist <= lim.position_tolerance:
+            self.phase = "align" if self.use_theta else "done"
+        if self.phase == "drive":
+            bearing = wrap_angle(math.atan2(dy, dx) - pose.yaw)
+            if abs(bearing) > self.TURN_IN_PLACE and dist > self.CLOSE:
+                return Twist2D(0.0, _profile(bearing, lim.max_angular, lim.angular_accel, lim.min_angular))
+            # cos(bearing) slows down while steering; close to the goal a target behind (an overshoot)
+            # gives a negative speed: back up straight instead of turning around.
+            v = _profile(dist, self.speed, lim.linear_accel, lim.min_linear) * math.cos(bearing)
+            w = lim.heading_gain * bearing if abs(bearing) <= math.pi / 2 else 0.0
+            return Twist2D(v, _clamp(w, lim.max_angular))
+        if self.phase == "align":
+            err = wrap_angle(self.goal.yaw - pose.yaw)
+            if abs(err) <= lim.angle_tolerance:
+                self.phase = "done"
+            else:
+                return Twist2D(0.0, _profile(err, lim.max_angular, lim.angular_accel, lim.min_angular))
+        self.done = True
+        return STOP
+
+
+def _clamp(v: float, limit: float) -> float:
+    return max(-limit, min(limit, v))
