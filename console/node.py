@@ -1,0 +1,68 @@
+"""console_node: the operator's web console as a node of the stack. Wiring only.
+
+Parameters: config/console.yaml. Credentials: console/access.py. ROS: console/ros_bridge.py.
+Web: console/app.py. Prints the URL to open and where the controller token is.
+"""
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+
+import rclpy
+import uvicorn
+from rclpy.signals import SignalHandlerOptions
+
+from qwen_stack.console.access import AccessConfigError, load_credentials
+from qwen_stack.console.app import create_app
+from qwen_stack.console.ros_bridge import RosConsoleBridge, settings_from_node
+from qwen_stack.console.settings import ConsoleConfigError
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def main(argv: list[str] | None = None) -> int:
+    # uvicorn owns SIGINT/SIGTERM (graceful stop); rclpy is shut down after it returns.
+    rclpy.init(args=sys.argv if argv is None else ["console_node", *argv],
+               signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node("console")
+    log = node.get_logger()
+    try:
+        settings = settings_from_node(node)
+        credentials, created = load_credentials(settings)
+        sock = _bind(settings.host, settings.port)
+    except (ConsoleConfigError, AccessConfigError, OSError) as exc:
+        log.fatal(str(exc))
+        node.destroy_node()
+        rclpy.shutdown()
+        return 2
+    port = sock.getsockname()[1]
+    bridge = RosConsoleBridge(node, settings)
+    app = create_app(settings, credentials, bridge, port=port)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    log.info(f"console at http://{host}:{port}/ ; controller token "
+             f"{'created in' if created else 'from'} {credentials.controller_source}"
+             + ("" if credentials.viewer_source is None else f"; viewer token from {credentials.viewer_source}"))
+    bridge.start()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="websockets-sansio", lifespan="off"))
+    # uvicorn stops gracefully on SIGINT/SIGTERM and then re-raises the signal to the previous handler:
+    # make that one a no-op so the bridge still hands control back (zero command, lock released) below.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        bridge.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

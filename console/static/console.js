@@ -1,0 +1,468 @@
+// qwen_stack console page: state arrives as events over /ws/events, video as JPEG over /ws/video,
+// controls are POSTs with the bearer token. No build step.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const TOKEN_KEY = "qwen_stack_console_token";
+const CONTROL_KEY = "qwen_stack_console_control_id";   // survives a reload of this tab while in control
+const DRIVE_REFRESH_MS = 100;   // held keys are re-sent this often (the server's deadman is longer)
+
+const page = {
+  token: null,
+  role: null,             // "viewer" | "controller"
+  session: null,          // /api/session answer
+  controlId: null,        // held while in control
+  events: null,
+  video: null,
+  heartbeatTimer: null,
+  approvals: new Map(),   // request_id -> {request, element}
+  frames: 0,
+};
+
+// ---- credentials ------------------------------------------------------------------------------
+function readToken() {
+  const m = location.hash.match(/(?:^#|&)token=([^&]+)/);
+  if (m) {   // a token in the fragment is taken once and removed from the address bar
+    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+function authHeaders() {
+  return page.token ? { Authorization: "Bearer " + page.token } : {};
+}
+
+async function api(method, path, body) {
+  const init = { method, headers: { ...authHeaders() } };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const r = await fetch(path, init);
+  let data = null;
+  try { data = await r.json(); } catch (_) { /* empty body */ }
+  return { status: r.status, ok: r.ok, data };
+}
+
+function detail(res) {
+  if (!res.data) return "HTTP " + res.status;
+  if (typeof res.data.detail === "string") return res.data.detail;
+  if (res.data.message) return res.data.message;
+  return "HTTP " + res.status;
+}
+
+async function signIn(token) {
+  page.token = token || null;
+  const res = await api("GET", "/api/session");
+  if (!res.ok) {
+    $("signin").hidden = false;
+    $("signin-error").textContent = res.status === 401 ? "Sign in with a token to view this robot" : detail(res);
+    setConnection("Not signed in");
+    return;
+  }
+  if (token) sessionStorage.setItem(TOKEN_KEY, token);
+  page.session = res.data;
+  page.role = res.data.role;
+  page.controlId = page.role === "controller" ? sessionStorage.getItem(CONTROL_KEY) : null;
+  $("signin").hidden = page.role === "controller";
+  $("signin-error").textContent = "";
+  applyRole();
+  connectEvents();
+  connectVideo();
+}
+
+function applyRole() {
+  const control = page.role === "controller";
+  for (const id of ["estop", "take-over", "reset", "cancel-task"]) $(id).disabled = !control;
+  $("task-form").querySelector("button[type=submit]").disabled = !control;
+  for (const b of document.querySelectorAll("#approvals button")) b.disabled = !control;
+  if (!control) $("estop").title = "Sign in with the controller token to use the E-stop";
+  else $("estop").removeAttribute("title");
+}
+
+function setConnection(text) { $("connection").textContent = text; }
+
+// ---- WebSockets -------------------------------------------------------------------------------
+function wsUrl(path) { return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path; }
+
+function openSocket(path, onMessage, binary) {
+  const ws = new WebSocket(wsUrl(path));
+  if (binary) ws.binaryType = "blob";
+  ws.addEventListener("open", () => ws.send(JSON.stringify({ type: "hello", token: page.token })));
+  ws.addEventListener("message", onMessage);
+  return ws;
+}
+
+function connectEvents() {
+  if (page.events) page.events.close();
+  const ws = openSocket("/ws/events", (ev) => handleEvent(JSON.parse(ev.data)));
+  page.events = ws;
+  ws.addEventListener("close", () => {
+    stopHeartbeat();
+    if (page.events !== ws) return;
+    setConnection("Disconnected, reconnecting…");
+    setTimeout(() => { if (page.events === ws) connectEvents(); }, 1000);
+  });
+}
+
+function connectVideo() {
+  if (page.video) page.video.close();
+  let decoding = false, latest = null;
+  const canvas = $("video"), ctx = canvas.getContext("2d");
+  const draw = async () => {
+    if (decoding || !latest) return;
+    decoding = true;
+    const blob = latest; latest = null;
+    try {
+      const bitmap = await createImageBitmap(blob);
+      if (canvas.width !== bitmap.width || canvas.height !== bitmap.height) {
+        canvas.width = bitmap.width; canvas.height = bitmap.height;
+      }
+      ctx.drawImage(bitmap, 0, 0);
+      bitmap.close();
+      page.frames += 1;
+      canvas.dataset.frames = String(page.frames);
+      $("video-info").textContent = `${canvas.width}×${canvas.height}, ${page.frames} frames`;
+    } catch (_) { /* a frame that does not decode is skipped */ }
+    decoding = false;
+    draw();
+  };
+  const ws = openSocket("/ws/video", (ev) => {
+    if (typeof ev.data === "string") return;   // the session line
+    latest = ev.data;                           // only the newest frame is drawn
+    draw();
+  }, true);
+  page.video = ws;
+  ws.addEventListener("close", () => {
+    setTimeout(() => { if (page.video === ws) connectVideo(); }, 1000);
+  });
+}
+
+function startHeartbeat() {
+  stopHeartbeat();
+  if (page.role !== "controller") return;
+  const send = () => {
+    if (page.events && page.events.readyState === WebSocket.OPEN) page.events.send(JSON.stringify({ type: "heartbeat" }));
+  };
+  send();
+  page.heartbeatTimer = setInterval(send, page.session.heartbeat_period_s * 1000);
+}
+
+function stopHeartbeat() {
+  if (page.heartbeatTimer) clearInterval(page.heartbeatTimer);
+  page.heartbeatTimer = null;
+}
+
+// ---- rendering ----------------------------------------------------------------------------------
+function handleEvent(ev) {
+  switch (ev.type) {
+    case "session":
+      setConnection(`Connected as ${ev.role}`);
+      startHeartbeat();
+      break;
+    case "error": setConnection(ev.detail); break;
+    case "snapshot": renderSnapshot(ev); break;
+    case "estop": renderEstop(ev.latched); break;
+    case "robot": renderRobot(ev.robot); break;
+    case "thinking": appendThinking(ev.text); break;
+    case "agent_status": renderAgentStatus(ev.status); break;
+    case "task": renderTask(ev.task, ev.clear_thinking); break;
+    case "tool_call": renderToolCall(ev.call); break;
+    case "verdict": renderVerdict(ev.verdict); break;
+    case "approval_request": addApproval(ev.request); break;
+    case "approval_resolved": removeApproval(ev.request_id); break;
+    case "diagnostics": renderDiagnostics(ev.statuses); break;
+    case "teleop": renderTeleop(ev.in_control); break;
+  }
+}
+
+function renderSnapshot(s) {
+  renderEstop(s.estop_latched);
+  renderRobot(s.robot);
+  renderAgentStatus(s.agent_status);
+  renderTask(s.task, false);
+  $("thinking").textContent = s.thinking || "";
+  $("tool-calls").replaceChildren();
+  for (const c of s.tool_calls) renderToolCall(c);
+  $("verdicts").replaceChildren();
+  for (const v of s.verdicts) renderVerdict(v);
+  for (const id of [...page.approvals.keys()]) removeApproval(id);
+  for (const a of s.approvals) addApproval(a);
+  renderDiagnostics(s.diagnostics);
+  renderTeleop(s.teleop_in_control);
+}
+
+function renderEstop(latched) {
+  const el = $("estop-state");
+  el.dataset.latched = latched === null || latched === undefined ? "unknown" : String(latched);
+  el.textContent = latched === true ? "E-stop LATCHED" : latched === false ? "E-stop released" : "E-stop state unknown";
+}
+
+const fmt = (x, d = 2) => (typeof x === "number" ? x.toFixed(d) : "?");
+
+function renderRobot(r) {
+  if (!r) return;
+  $("robot-pose").textContent = `x ${fmt(r.x)} m, y ${fmt(r.y)} m`;
+  $("robot-heading").textContent = `${fmt(r.theta * 180 / Math.PI, 0)}°`;
+  $("robot-speed").textContent = `${fmt(r.linear)} m/s, ${fmt(r.angular)} rad/s`;
+}
+
+function appendThinking(text) {
+  const el = $("thinking");
+  const atBottom = el.scrollTop + el.clientHeight >= el.scrollHeight - 4;
+  el.textContent += text;
+  if (atBottom) el.scrollTop = el.scrollHeight;
+}
+
+function renderAgentStatus(status) {
+  $("agent-status").textContent = status === null || status === undefined ? ""
+    : "Agent: " + (typeof status === "string" ? status : JSON.stringify(status));
+}
+
+function renderTask(task, clearThinking) {
+  if (clearThinking) $("thinking").textContent = "";
+  $("task-state").textContent = task ? `Task “${task.instruction}”: ${task.state}${task.message ? " — " + task.message : ""}` : "No task";
+}
+
+function pre(value) {
+  const p = document.createElement("pre");
+  p.textContent = value === null || value === undefined ? "" : (typeof value === "string" ? value : JSON.stringify(value, null, 1));
+  return p;
+}
+
+function renderToolCall(c) {
+  const key = `${c.task_id}#${c.step}`;
+  let row = [...$("tool-calls").rows].find((r) => r.dataset.key === key);
+  if (!row) {
+    row = $("tool-calls").insertRow();
+    row.dataset.key = key;
+  }
+  const cells = [String(c.step), c.name, pre(c.arguments), c.status, pre(c.result)];
+  row.replaceChildren(...cells.map((v) => {
+    const td = document.createElement("td");
+    if (typeof v === "string") td.textContent = v; else td.append(v);
+    return td;
+  }));
+}
+
+function renderVerdict(v) {
+  const li = document.createElement("li");
+  li.className = "level-" + v.level_name;
+  const when = new Date(v.time * 1000).toLocaleTimeString();
+  li.textContent = `${when} ${v.level_name} ${v.source}${v.reasons.length ? ": " + v.reasons.join("; ") : ""}`;
+  const list = $("verdicts");
+  list.prepend(li);
+  while (list.children.length > 50) list.lastChild.remove();
+}
+
+function renderDiagnostics(statuses) {
+  $("diagnostics").replaceChildren(...statuses.map((s) => {
+    const tr = document.createElement("tr");
+    for (const v of [s.name, s.level_name, s.message]) {
+      const td = document.createElement("td"); td.textContent = v; tr.append(td);
+    }
+    return tr;
+  }));
+}
+
+// ---- approvals ----------------------------------------------------------------------------------
+function addApproval(req) {
+  removeApproval(req.request_id);
+  const li = document.createElement("li");
+  li.setAttribute("aria-label", `Approval request ${req.service}`);
+  const h = document.createElement("h3");
+  h.textContent = req.service;
+  const args = pre(req.arguments);
+  args.setAttribute("aria-label", "Arguments");
+  const countdown = document.createElement("p");
+  countdown.setAttribute("role", "timer");
+  const approve = document.createElement("button");
+  approve.type = "button"; approve.textContent = "Approve";
+  approve.setAttribute("aria-label", `Approve ${req.service}`);
+  const deny = document.createElement("button");
+  deny.type = "button"; deny.textContent = "Deny";
+  deny.setAttribute("aria-label", `Deny ${req.service}`);
+  const result = document.createElement("p");
+  result.setAttribute("role", "alert");
+  approve.addEventListener("click", () => answerApproval(req.request_id, true, result));
+  deny.addEventListener("click", () => answerApproval(req.request_id, false, result));
+  li.append(h, args, countdown, approve, deny, result);
+  $("approvals").append(li);
+  const tick = () => {
+    const left = Math.max(0, Math.ceil(req.deadline - Date.now() / 1000));
+    countdown.textContent = `Denied by default in ${left} s`;
+  };
+  tick();
+  const timer = setInterval(tick, 250);
+  page.approvals.set(req.request_id, { li, timer });
+  $("approvals-empty").hidden = true;
+  applyRole();
+}
+
+function removeApproval(id) {
+  const a = page.approvals.get(id);
+  if (!a) return;
+  clearInterval(a.timer);
+  a.li.remove();
+  page.approvals.delete(id);
+  $("approvals-empty").hidden = page.approvals.size > 0;
+}
+
+async function answerApproval(id, approved, resultEl) {
+  const res = await api("POST", `/api/approvals/${encodeURIComponent(id)}`, { approved });
+  if (!res.ok) resultEl.textContent = detail(res);
+}
+
+// ---- e-stop -------------------------------------------------------------------------------------
+async function pressEstop() {
+  stopDriving();
+  const res = await api("POST", "/api/estop");
+  if (!res.ok) $("estop-state").textContent = "E-stop request failed: " + detail(res);
+}
+
+function openReset() {
+  $("reset-error").textContent = "";
+  $("reset-reason").value = "";
+  $("reset-dialog").showModal();
+}
+
+async function confirmReset(ev) {
+  ev.preventDefault();
+  const reason = $("reset-reason").value.trim();
+  if (!reason) { $("reset-error").textContent = "A reason is needed"; return; }
+  const res = await api("POST", "/api/estop/reset", { reason });
+  if (res.ok && res.data.ok) $("reset-dialog").close();
+  else $("reset-error").textContent = "Reset refused: " + detail(res);
+}
+
+// ---- take over and driving ----------------------------------------------------------------------
+const KEYS = {
+  KeyW: [1, 0], ArrowUp: [1, 0], KeyS: [-1, 0], ArrowDown: [-1, 0],
+  KeyA: [0, 1], ArrowLeft: [0, 1], KeyD: [0, -1], ArrowRight: [0, -1],
+};
+const held = new Set();
+let driveTimer = null, lastSent = "0,0", gamepadActive = false;
+
+function renderTeleop(inControl) {
+  $("teleop-state").textContent = inControl ? (page.controlId ? "You are in control" : "An operator is in control")
+    : "Autonomy in control";
+  if (!inControl) { page.controlId = null; sessionStorage.removeItem(CONTROL_KEY); stopDriving(); }
+  $("take-over").hidden = Boolean(page.controlId);
+  $("hand-back").hidden = !page.controlId;
+}
+
+async function takeOver() {
+  const res = await api("POST", "/api/teleop/take_over");
+  if (!res.ok) { $("teleop-state").textContent = "Take over refused: " + detail(res); return; }
+  page.controlId = res.data.control_id;
+  sessionStorage.setItem(CONTROL_KEY, page.controlId);
+  renderTeleop(true);
+}
+
+async function handBack() {
+  if (!page.controlId) return;
+  stopDriving();
+  const id = page.controlId;
+  page.controlId = null;
+  sessionStorage.removeItem(CONTROL_KEY);
+  await api("POST", "/api/teleop/hand_back", { control_id: id });
+  renderTeleop(false);
+}
+
+function currentCommand() {
+  let lin = 0, ang = 0;
+  for (const k of held) { lin += KEYS[k][0]; ang += KEYS[k][1]; }
+  const t = page.session.teleop;
+  return [Math.sign(lin) * t.max_linear, Math.sign(ang) * t.max_angular];
+}
+
+async function sendCommand(lin, ang) {
+  if (!page.controlId) return;
+  lastSent = `${lin},${ang}`;
+  $("drive-state").textContent = lin === 0 && ang === 0 ? "Not driving" : `Driving: ${fmt(lin)} m/s, ${fmt(ang)} rad/s`;
+  const res = await api("POST", "/api/teleop/command", { control_id: page.controlId, linear: lin, angular: ang });
+  if (res.status === 409) renderTeleop(false);
+}
+
+function driveFromKeys() {
+  const [lin, ang] = currentCommand();
+  sendCommand(lin, ang);
+  if (lin === 0 && ang === 0) { clearInterval(driveTimer); driveTimer = null; }
+}
+
+function stopDriving() {
+  held.clear();
+  if (driveTimer) { clearInterval(driveTimer); driveTimer = null; }
+  if (lastSent !== "0,0") sendCommand(0, 0);
+}
+
+function typingInField(ev) {
+  const t = ev.target;
+  return t instanceof HTMLInputElement || t instanceof HTMLTextAreaElement || t.isContentEditable;
+}
+
+document.addEventListener("keydown", (ev) => {
+  if (!page.controlId || !(ev.code in KEYS) || typingInField(ev) || $("reset-dialog").open) return;
+  ev.preventDefault();
+  if (held.has(ev.code)) return;   // auto-repeat
+  held.add(ev.code);
+  driveFromKeys();
+  if (!driveTimer) driveTimer = setInterval(driveFromKeys, DRIVE_REFRESH_MS);
+});
+
+document.addEventListener("keyup", (ev) => {
+  if (!held.has(ev.code)) return;
+  held.delete(ev.code);
+  driveFromKeys();   // release: the new (possibly zero) command goes out at once
+});
+
+window.addEventListener("blur", stopDriving);
+document.addEventListener("visibilitychange", () => { if (document.hidden) stopDriving(); });
+
+// Gamepad: left stick drives while button 0 (A / cross) is held; releasing it sends zero.
+function pollGamepad() {
+  const pads = navigator.getGamepads ? [...navigator.getGamepads()].filter(Boolean) : [];
+  if (page.controlId && pads.length) {
+    const p = pads[0], t = page.session.teleop;
+    const dz = (v) => (Math.abs(v) < 0.15 ? 0 : v);
+    if (p.buttons[0] && p.buttons[0].pressed) {
+      gamepadActive = true;
+      sendCommand(-dz(p.axes[1] || 0) * t.max_linear, -dz(p.axes[0] || 0) * t.max_angular);
+    } else if (gamepadActive) {
+      gamepadActive = false;
+      sendCommand(0, 0);
+    }
+  }
+  setTimeout(pollGamepad, DRIVE_REFRESH_MS);
+}
+
+// ---- tasks --------------------------------------------------------------------------------------
+async function startTask(ev) {
+  ev.preventDefault();
+  const instruction = $("instruction").value.trim();
+  if (!instruction) { $("task-state").textContent = "Type an instruction first"; return; }
+  const res = await api("POST", "/api/task", { instruction });
+  if (!res.ok || !res.data.ok) $("task-state").textContent = "Task not started: " + detail(res);
+}
+
+async function cancelTask() {
+  const res = await api("POST", "/api/task/cancel");
+  if (!res.ok || !res.data.ok) $("task-state").textContent = "Cancel: " + detail(res);
+}
+
+// ---- wiring -------------------------------------------------------------------------------------
+document.addEventListener("DOMContentLoaded", () => {
+  $("estop").addEventListener("click", pressEstop);
+  $("reset").addEventListener("click", openReset);
+  $("reset-form").addEventListener("submit", confirmReset);
+  $("reset-cancel").addEventListener("click", () => $("reset-dialog").close());
+  $("take-over").addEventListener("click", takeOver);
+  $("hand-back").addEventListener("click", handBack);
+  $("task-form").addEventListener("submit", startTask);
+  $("cancel-task").addEventListener("click", cancelTask);
+  $("signin").addEventListener("submit", (ev) => { ev.preventDefault(); signIn($("token").value.trim()); });
+  window.addEventListener("pagehide", () => { stopDriving(); });
+  pollGamepad();
+  signIn(readToken());
+});

@@ -1,0 +1,93 @@
+"""Operator take-over with a deadman: pure rules, no ROS, no web.
+
+One holder at a time owns control (a random control id handed out by `take_over`). While held,
+the console publishes `output(now)` at a fixed rate on the supervisor's teleop input: the last
+command if it is fresher than the deadman time, else zero. The page sends commands while a key
+or stick is held and an explicit zero on release, so a lost page, tab or network means zero
+within `deadman_s`. Bad input (non-finite numbers, wrong control id) is refused and never moves
+the robot; good input is clamped to the configured limits.
+"""
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TeleopCommand:
+    linear: float = 0.0   # m/s, + forward
+    angular: float = 0.0  # rad/s, + counter-clockwise
+
+
+ZERO = TeleopCommand()
+
+
+class TeleopError(ValueError):
+    """A refused teleop request; `status` is the HTTP status the web layer answers with."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def clamp_command(linear: object, angular: object, max_linear: float, max_angular: float) -> TeleopCommand:
+    """The command to send for a request, clamped to the limits; TeleopError for non-numbers."""
+    values = []
+    for name, v in (("linear", linear), ("angular", angular)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise TeleopError(f"'{name}' must be a finite number, got {v!r}", 422)
+        values.append(float(v))
+    lin, ang = values
+    return TeleopCommand(max(-max_linear, min(max_linear, lin)), max(-max_angular, min(max_angular, ang)))
+
+
+class TeleopControl:
+    def __init__(self, max_linear: float, max_angular: float, deadman_s: float) -> None:
+        self.max_linear, self.max_angular, self.deadman_s = max_linear, max_angular, deadman_s
+        self._control_id: str | None = None
+        self._command = ZERO
+        self._command_time = -math.inf
+
+    @property
+    def in_control(self) -> bool:
+        return self._control_id is not None
+
+    def take_over(self) -> str:
+        """Start holding control; a second take-over while held is refused (409)."""
+        if self._control_id is not None:
+            raise TeleopError("control is already held by another console session; it must hand back first", 409)
+        self._control_id = secrets.token_urlsafe(16)
+        self._command, self._command_time = ZERO, -math.inf
+        return self._control_id
+
+    def _check_holder(self, control_id: object) -> None:
+        if self._control_id is None:
+            raise TeleopError("nobody holds control: take over first", 409)
+        if not isinstance(control_id, str) or control_id != self._control_id:
+            raise TeleopError("this control id does not hold control", 409)
+
+    def hand_back(self, control_id: object) -> None:
+        self._check_holder(control_id)
+        self._control_id = None
+        self._command, self._command_time = ZERO, -math.inf
+
+    def force_release(self) -> None:
+        """Drop control whoever holds it (E-stop pressed, console shutting down)."""
+        self._control_id = None
+        self._command, self._command_time = ZERO, -math.inf
+
+    def command(self, control_id: object, linear: object, angular: object, now: float) -> TeleopCommand:
+        """Record a command from the holder; returns it as clamped."""
+        self._check_holder(control_id)
+        cmd = clamp_command(linear, angular, self.max_linear, self.max_angular)
+        self._command, self._command_time = cmd, now
+        return cmd
+
+    def output(self, now: float) -> TeleopCommand | None:
+        """What to publish now: None when not in control, zero when the last command is stale."""
+        if self._control_id is None:
+            return None
+        if now - self._command_time > self.deadman_s:
+            return ZERO
+        return self._command

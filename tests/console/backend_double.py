@@ -1,0 +1,59 @@
+"""BackendDouble: a ConsoleBackend test double that records what it would send to ROS.
+
+Used by the API tests and the browser tests that run without a ROS graph. Every `_send_*` is
+recorded in `sent` as (what, value, time.monotonic()); service-like calls answer with the
+configured outcomes.
+"""
+from __future__ import annotations
+
+import time
+
+from qwen_stack.console.backend import ConsoleBackend, Outcome
+from qwen_stack.console.settings import ConsoleSettings
+from qwen_stack.console.teleop import TeleopCommand
+
+
+class BackendDouble(ConsoleBackend):
+    def __init__(self, settings: ConsoleSettings | None = None) -> None:
+        super().__init__(settings or ConsoleSettings())
+        self.sent: list[tuple[str, object, float]] = []
+        self.reset_outcome = Outcome(True, "e-stop reset")
+        self.approval_outcome = Outcome(True, "answer recorded")
+        self.task_outcome = Outcome(True, "goal accepted")
+        self.cancel_outcome = Outcome(True, "cancel requested")
+
+    def _record(self, what: str, value: object = None) -> None:
+        self.sent.append((what, value, time.monotonic()))
+
+    def sent_of(self, what: str) -> list:
+        return [v for w, v, _ in self.sent if w == what]
+
+    def _send_estop(self) -> None:
+        self._record("estop", True)
+
+    def _send_teleop(self, cmd: TeleopCommand) -> None:
+        self._record("teleop", cmd)
+
+    def _send_teleop_lock(self, held: bool) -> None:
+        self._record("teleop_lock", held)
+
+    def send_heartbeat(self) -> None:
+        self._record("heartbeat")
+
+    async def reset_estop(self, reason: str, operator: str) -> Outcome:
+        self._record("reset_estop", (reason, operator))
+        return self.reset_outcome
+
+    async def send_approval(self, request_id: str, approved: bool, operator: str) -> Outcome:
+        self._record("approval", (request_id, approved, operator))
+        return self.approval_outcome
+
+    async def start_task(self, instruction: str) -> Outcome:
+        self._record("start_task", instruction)
+        if self.task_outcome.ok:
+            self.hub.update(self.state.on_task, instruction, "sent")
+        return self.task_outcome
+
+    async def cancel_task(self) -> Outcome:
+        self._record("cancel_task")
+        return self.cancel_outcome

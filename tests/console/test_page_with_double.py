@@ -1,0 +1,202 @@
+"""Browser tests of the console page against a BackendDouble (no ROS graph).
+
+Elements are found by role and label; assertions are on what the user sees and on what the
+console would have sent to ROS (recorded by the double).
+"""
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from qwen_stack.console.access import Credentials
+from qwen_stack.console.app import create_app
+from qwen_stack.console.settings import ConsoleSettings
+from qwen_stack.console.teleop import TeleopCommand
+from tests.console.backend_double import BackendDouble
+from tests.console.browser import chromium, skip_without_browser
+from tests.console.live_server import serve
+
+CONTROLLER = "controller-token-0123456789abcdef"
+VIEWER = "viewer-token-0123456789abcdef"
+
+skip_without_browser()
+from playwright.sync_api import expect  # noqa: E402
+
+
+def jpeg(value: int) -> bytes:
+    img = np.full((48, 64, 3), value, np.uint8)   # [H, W, 3]
+    img[:, : (value % 64)] = 255 - value
+    ok, data = cv2.imencode(".jpg", img)
+    assert ok
+    return data.tobytes()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as b:
+        yield b
+
+
+def _console(open_viewing: bool = True):
+    settings = ConsoleSettings()
+    backend = BackendDouble(settings)
+    creds = Credentials(CONTROLLER, VIEWER, "test", "test", open_viewing=open_viewing)
+    return backend, (lambda port: create_app(settings, creds, backend, port=port))
+
+
+@pytest.fixture
+def controller_page(browser):
+    backend, make = _console()
+    with serve(make) as url:
+        page = browser.new_page()
+        page.goto(f"{url}/#token={CONTROLLER}")
+        expect(page.get_by_text("Connected as controller")).to_be_visible()
+        yield page, backend
+        page.close()
+
+
+def test_viewer_sees_video_frames_change_and_cannot_control(browser):
+    backend, make = _console()
+    with serve(make) as url:
+        page = browser.new_page()
+        page.goto(url)
+        expect(page.get_by_text("Connected as viewer")).to_be_visible()
+        expect(page.get_by_role("button", name="E-STOP", exact=True)).to_be_disabled()
+        expect(page.get_by_role("button", name="Take over")).to_be_disabled()
+        video = page.get_by_role("img", name="Live camera video")
+        shots = []
+        for value in (40, 200):
+            before = int(video.get_attribute("data-frames") or 0)
+            backend.frames.publish(jpeg(value))
+            expect(video).to_have_attribute("data-frames", str(before + 1))
+            shots.append(page.evaluate("document.getElementById('video').toDataURL()"))
+        assert shots[0] != shots[1]
+        expect(page.get_by_text("64×48, 2 frames")).to_be_visible()
+        page.close()
+
+
+def test_viewing_beyond_localhost_needs_a_token(browser):
+    backend, make = _console(open_viewing=False)
+    with serve(make) as url:
+        page = browser.new_page()
+        page.goto(url)
+        expect(page.get_by_role("alert")).to_have_text("Sign in with a token to view this robot")
+        page.get_by_label("Access token").fill(VIEWER)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_text("Connected as viewer")).to_be_visible()
+        page.close()
+
+
+def test_estop_by_keyboard_then_latched_shown_and_reset_needs_reason(controller_page):
+    page, backend = controller_page
+    estop = page.get_by_role("button", name="E-STOP", exact=True)
+    expect(estop).to_be_visible()
+    page.keyboard.press("Tab")                      # first in the tab order
+    expect(estop).to_be_focused()
+    page.keyboard.press("Enter")
+    deadline = time.monotonic() + 5
+    while not backend.sent_of("estop") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert backend.sent_of("estop") == [True]
+    status = page.get_by_role("status").filter(has_text="E-stop")
+    expect(status).to_have_text("E-stop state unknown")        # the page waits for the supervisor's word
+    backend.hub.update(backend.state.on_estop_latched, True)    # the supervisor latches
+    expect(status).to_have_text("E-stop LATCHED")
+
+    page.get_by_role("button", name="Reset E-stop…").click()
+    dialog = page.get_by_role("dialog", name="Reset the E-stop")
+    expect(dialog).to_be_visible()
+    dialog.get_by_label("Reason for reset").fill("   ")
+    dialog.get_by_role("button", name="Confirm reset").click()
+    expect(dialog.get_by_role("alert")).to_have_text("A reason is needed")
+    assert backend.sent_of("reset_estop") == []
+    dialog.get_by_label("Reason for reset").fill("area checked, obstacle removed")
+    dialog.get_by_role("button", name="Confirm reset").click()
+    expect(dialog).to_be_hidden()
+    assert backend.sent_of("reset_estop") == [("area checked, obstacle removed", "operator")]
+    assert backend.sent_of("teleop") == []                      # a reset never moves the robot
+
+
+def test_take_over_drives_while_key_held_and_stops_on_release(controller_page):
+    page, backend = controller_page
+    page.get_by_role("button", name="Take over").click()
+    expect(page.get_by_text("You are in control")).to_be_visible()
+    assert backend.sent_of("teleop_lock") == [True]
+    page.keyboard.down("w")
+    expect(page.get_by_text("Driving: 0.50 m/s, 0.00 rad/s")).to_be_visible()
+    time.sleep(0.4)
+    page.keyboard.up("w")
+    expect(page.get_by_text("Not driving")).to_be_visible()
+    deadline = time.monotonic() + 2
+    while backend.sent_of("teleop")[-1] != TeleopCommand(0.0, 0.0) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sent = backend.sent_of("teleop")
+    forward = [c for c in sent if c == TeleopCommand(0.5, 0.0)]
+    assert len(forward) >= 3                                     # re-sent while held (every 100 ms)
+    assert sent[-1] == TeleopCommand(0.0, 0.0)                   # release sends zero
+    page.get_by_role("button", name="Hand back").click()
+    expect(page.get_by_text("Autonomy in control")).to_be_visible()
+    assert backend.sent_of("teleop_lock")[-1] is False
+
+
+def test_approval_request_shown_with_arguments_and_countdown_then_denied(controller_page):
+    page, backend = controller_page
+    backend.hub.update(backend.state.on_approval_request, {
+        "request_id": "r-7", "service": "skills/grasp", "arguments_json": '{"object_name": "red_cube"}',
+        "timeout_s": 30.0}, time.time())
+    item = page.get_by_role("listitem", name="Approval request skills/grasp")
+    expect(item).to_be_visible()
+    expect(item.get_by_label("Arguments")).to_contain_text('"object_name": "red_cube"')
+    expect(item.get_by_role("timer")).to_have_text("Denied by default in 30 s")
+    expect(item.get_by_role("timer")).not_to_have_text("Denied by default in 30 s", timeout=3000)  # counts down
+    item.get_by_role("button", name="Deny skills/grasp").click()
+    expect(item).to_be_hidden()
+    assert backend.sent_of("approval") == [("r-7", False, "operator")]
+    expect(page.get_by_text("None pending")).to_be_visible()
+
+
+def test_task_thinking_tool_calls_verdicts_robot_and_health(controller_page):
+    page, backend = controller_page
+    page.get_by_label("Instruction").fill("bring the red cube")
+    page.get_by_role("button", name="Start task").click()
+    expect(page.get_by_text("Task “bring the red cube”: sent")).to_be_visible()
+    assert backend.sent_of("start_task") == ["bring the red cube"]
+    for chunk in ("I see a red ", "cube on the left."):
+        backend.hub.update(backend.state.on_thinking, chunk)
+    expect(page.get_by_label("Model thinking")).to_have_text("I see a red cube on the left.")
+    backend.hub.update(backend.state.on_tool_call, {
+        "task_id": "t1", "step": 0, "name": "drive_distance", "arguments_json": '{"distance": 0.5}',
+        "actuating": True, "status": "rejected", "result_json": '{"error": "obstacle"}'})
+    row = page.get_by_role("table", name="Tool calls").get_by_role("row").nth(1)
+    expect(row).to_contain_text("drive_distance")
+    expect(row.get_by_role("cell").nth(3)).to_have_text("rejected")
+    expect(row).to_contain_text('"error": "obstacle"')
+    backend.hub.update(backend.state.on_verdict, {"time": time.time(), "level": 4, "level_name": "REJECT",
+                                                  "source": "action:skills/drive_distance",
+                                                  "reasons": ["obstacle within 0.30 m"]})
+    expect(page.get_by_role("list", name="Recent verdicts")).to_contain_text(
+        "REJECT action:skills/drive_distance: obstacle within 0.30 m")
+    backend.hub.update(backend.state.on_odometry, 1.25, -0.5, 0.0, 0.2, 0.0, 0.0)
+    expect(page.get_by_text("x 1.25 m, y -0.50 m")).to_be_visible()
+    backend.hub.update(backend.state.on_diagnostics, [{"name": "camera: stream", "level": 1, "message": "slow"}])
+    expect(page.get_by_role("table", name="Node health")).to_contain_text("camera: streamWARNslow")
+    page.get_by_role("button", name="Cancel task").click()
+    deadline = time.monotonic() + 3
+    while not backend.sent_of("cancel_task") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(backend.sent_of("cancel_task")) == 1
+
+
+def test_heartbeat_sent_while_page_with_control_is_open(controller_page):
+    page, backend = controller_page
+    time.sleep(1.2)                                   # heartbeat_period_s = 0.5
+    n = len(backend.sent_of("heartbeat"))
+    assert n >= 2
+    page.close()
+    time.sleep(0.8)
+    m = len(backend.sent_of("heartbeat"))
+    time.sleep(1.0)
+    assert len(backend.sent_of("heartbeat")) == m     # silent once the page is gone
