@@ -36,11 +36,14 @@ def ros_environment(base: dict | None = None, domain_id: int | None = None) -> d
     prefixes = [sys.prefix]
     install = interfaces_install_dir()
     if install.is_dir():
+        # colcon's isolated layout: <install>/<package>/{lib, lib/pythonX.Y/site-packages, share}.
         for pkg in sorted(p for p in install.iterdir() if p.is_dir()):
             prefixes.append(str(pkg))
             _prepend(env, "LD_LIBRARY_PATH", [str(pkg / "lib")])
             site = pkg / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
-            if site.is_dir():
+            # ros_ws/ also builds this package (a copy install: see scripts/build_ros_ws.sh); that
+            # copy must not shadow the qwen_stack this interpreter runs (the editable checkout).
+            if site.is_dir() and pkg.name != "qwen_stack":
                 _prepend(env, "PYTHONPATH", [str(site)])
     _prepend(env, "AMENT_PREFIX_PATH", prefixes)
     return env
