@@ -1,0 +1,192 @@
+"""console_node as a process on a real ROS graph, against SupervisorDouble (tests/console/ros_doubles.py).
+
+Checks the ROS side of every control: e-stop topic and latched state, reset service, take-over
+with lock and deadman on cmd_vel/teleop, approvals, operator heartbeat, video and odometry.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+pytest.importorskip("qwen_stack_interfaces", reason="qwen_stack_interfaces is not built (scripts/build_ros_ws.sh)")
+import rclpy  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+
+from qwen_stack import topics  # noqa: E402
+from tests.console.console_process import console_node  # noqa: E402
+from tests.console.ros_doubles import SupervisorDouble  # noqa: E402
+
+pytestmark = pytest.mark.ros
+TOKEN = "ros-test-controller-token-0123456789"
+H = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def wait_for(predicate, timeout=5.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def graph(ros_env, tmp_path_factory):
+    rclpy.init()
+    supervisor = SupervisorDouble()
+    helper = rclpy.create_node("console_test_helper")
+    executor = SingleThreadedExecutor()
+    executor.add_node(supervisor)
+    executor.add_node(helper)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        with console_node(ros_env, tmp_path_factory.mktemp("console"), TOKEN) as (url, log):
+            client = httpx.Client(base_url=url, timeout=10)
+            wait_for(lambda: client.get("/api/state").json()["estop_latched"] is False, 15,
+                     "the console to see the supervisor double's latched state")
+            yield url, client, supervisor, helper, log
+            client.close()
+    finally:
+        executor.shutdown(timeout_sec=1)
+        supervisor.destroy_node()
+        helper.destroy_node()
+        rclpy.try_shutdown()
+
+
+def test_estop_latches_supervisor_and_state_comes_back(graph):
+    url, client, sup, _, _ = graph
+    r = client.post("/api/estop", headers=H)
+    assert r.status_code == 200
+    wait_for(lambda: sup.latched, what="supervisor latched")
+    wait_for(lambda: client.get("/api/state").json()["estop_latched"] is True, what="console shows latched")
+    assert client.post("/api/estop/reset", json={"reason": ""}, headers=H).status_code == 422
+    r = client.post("/api/estop/reset", json={"reason": "test over"}, headers=H)
+    assert r.status_code == 200 and r.json() == {"ok": True, "message": "e-stop reset"}
+    assert sup.resets[-1] == ("test over", "operator")
+    wait_for(lambda: client.get("/api/state").json()["estop_latched"] is False, what="console shows released")
+
+
+def test_take_over_lock_commands_deadman_and_hand_back(graph):
+    _, client, sup, _, _ = graph
+    cid = client.post("/api/teleop/take_over", headers=H).json()["control_id"]
+    wait_for(lambda: sup.lock_held, what="teleop lock held")
+    t0 = time.monotonic()
+    client.post("/api/teleop/command", json={"control_id": cid, "linear": 0.3, "angular": 0.0}, headers=H)
+    wait_for(lambda: any(t > t0 and lin == 0.3 for t, lin, _ in list(sup.teleop_received)), what="forward command")
+    time.sleep(0.8)                 # no refresh: the deadman (0.3 s) turns it into zero, published at 20 Hz
+    recent = [(lin, ang) for t, lin, ang in list(sup.teleop_received) if t > t0 + 0.6]
+    assert recent and all(c == (0.0, 0.0) for c in recent)
+    assert sup.lock_held            # lock kept fresh while in control
+    client.post("/api/teleop/hand_back", json={"control_id": cid}, headers=H)
+    wait_for(lambda: not sup.lock_held, what="lock released")
+    n = len(sup.teleop_received)
+    time.sleep(0.3)
+    assert len(sup.teleop_received) == n   # nothing published once handed back
+
+
+def test_approval_request_shown_and_denied(graph):
+    _, client, sup, _, _ = graph
+    sup.request_approval("req-42", "skills/grasp", json.dumps({"object_name": "cube"}), 20.0)
+    pending = wait_for(lambda: client.get("/api/state").json()["approvals"], what="approval in console state")
+    assert [(p["request_id"], p["service"], p["arguments"]) for p in pending] == [
+        ("req-42", "skills/grasp", {"object_name": "cube"})]
+    r = client.post("/api/approvals/req-42", json={"approved": False}, headers=H)
+    assert r.status_code == 200 and r.json() == {"ok": True, "message": "denied"}
+    assert sup.approvals == [("req-42", False, "operator")]
+    assert client.get("/api/state").json()["approvals"] == []
+
+
+def test_task_without_agent_is_503(graph):
+    _, client, _, _, _ = graph
+    r = client.post("/api/task", json={"instruction": "go"}, headers=H)
+    assert r.status_code == 503
+    assert r.json() == {"ok": False, "message": "the agent's action agent/run_task is not available"}
+
+
+def test_heartbeat_video_and_odometry_over_websockets(graph):
+    import websockets
+    from nav_msgs.msg import Odometry
+    from sensor_msgs.msg import CompressedImage
+
+    url, client, sup, helper, _ = graph
+    pub_jpeg = helper.create_publisher(CompressedImage, topics.CAMERA_COMPRESSED, qos_profile_sensor_data)
+    pub_odom = helper.create_publisher(Odometry, topics.ODOM, qos_profile_sensor_data)
+    ws_url = url.replace("http://", "ws://")
+    origin = url
+
+    async def run():
+        async with websockets.connect(ws_url + "/ws/events", origin=origin) as ev, \
+                websockets.connect(ws_url + "/ws/video", origin=origin) as video:
+            await ev.send(json.dumps({"type": "hello", "token": TOKEN}))
+            await video.send(json.dumps({"type": "hello", "token": None}))
+            assert json.loads(await ev.recv()) == {"type": "session", "role": "controller"}
+            assert json.loads(await video.recv()) == {"type": "session", "role": "viewer"}
+            before = sup.heartbeats
+            for _ in range(3):
+                await ev.send(json.dumps({"type": "heartbeat"}))
+            frames = set()
+            for i in range(40):
+                msg = CompressedImage(format="jpeg")
+                msg.data = bytes([0xFF, 0xD8, i, 0xFF, 0xD9])
+                pub_jpeg.publish(msg)
+                odom = Odometry()
+                odom.pose.pose.position.x = 1.5
+                odom.twist.twist.linear.x = 0.25
+                pub_odom.publish(odom)
+                try:
+                    frames.add(await asyncio.wait_for(video.recv(), 0.1))
+                except asyncio.TimeoutError:
+                    pass
+                if len(frames) >= 2:
+                    break
+            return before, frames
+
+    before, frames = asyncio.run(run())
+    assert len(frames) >= 2 and all(isinstance(f, bytes) and f[:2] == b"\xff\xd8" for f in frames)
+    wait_for(lambda: sup.heartbeats >= before + 3, what="heartbeats")
+    robot = wait_for(lambda: client.get("/api/state").json()["robot"], what="odometry")
+    assert robot["x"] == 1.5 and robot["linear"] == 0.25
+
+
+def test_real_server_refuses_foreign_origin_websocket(graph):
+    import websockets
+
+    url = graph[0]
+
+    async def run():
+        with pytest.raises(websockets.exceptions.InvalidStatus) as exc:
+            async with websockets.connect(url.replace("http://", "ws://") + "/ws/events", origin="http://evil.example"):
+                pass
+        return exc.value.response.status_code
+
+    assert asyncio.run(run()) == 403
+
+
+def test_node_refuses_to_bind_beyond_localhost_without_credentials(ros_env, tmp_path):
+    env = {k: v for k, v in ros_env.items() if not k.startswith("QWEN_STACK_CONSOLE_")}
+    pfile = tmp_path / "p.yaml"
+    pfile.write_text(f"/**:\n  ros__parameters:\n    host: '0.0.0.0'\n    port: 0\n"
+                     f"    token_file: '{tmp_path / 'token'}'\n")
+    r = subprocess.run([sys.executable, "-m", "qwen_stack.console.node", "--ros-args", "--params-file", str(pfile)],
+                       env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert "refusing to bind to '0.0.0.0' (beyond localhost) without a control credential" in r.stderr + r.stdout
+    assert not (tmp_path / "token").exists()
+
+
+def test_node_rejects_bad_parameter_by_name(ros_env, tmp_path):
+    pfile = tmp_path / "p.yaml"
+    pfile.write_text("/**:\n  ros__parameters:\n    teleop_max_linear: -1.0\n")
+    r = subprocess.run([sys.executable, "-m", "qwen_stack.console.node", "--ros-args", "--params-file", str(pfile)],
+                       env=ros_env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "'teleop_max_linear'" in r.stderr + r.stdout
