@@ -23,14 +23,24 @@ def modelopt_nvfp4():
 
 # a tiny Qwen3.5-MoE (text + vision) with every tensor randomised, saved by transformers
 TINY_TEXT = dict(
-    vocab_size=256, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+    vocab_size=256, hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+    layer_types=["linear_attention", "linear_attention", "linear_attention", "full_attention"],
     linear_key_head_dim=16, linear_value_head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4,
-    moe_intermediate_size=32, shared_expert_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
+    linear_conv_kernel_dim=4, moe_intermediate_size=32, shared_expert_intermediate_size=32, num_experts=4,
+    num_experts_per_tok=2,
+    rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.25, mrope_section=[2, 1, 1],
+                         mrope_interleaved=True),
 )
-TINY_VISION = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64)
+TINY_VISION = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                   num_position_embeddings=16, patch_size=16, temporal_patch_size=2, spatial_merge_size=2)
 
 
-def save_tiny_qwen35_moe(path, seed: int = 0) -> None:
+def save_tiny_qwen35_moe(path, seed: int = 0, dtype=None):
+    """Write a tiny random Qwen3_5MoeForConditionalGeneration checkpoint; returns the fp32 model.
+
+    Weights ~ N(0, 1/fan_in) (router N(0, 1) so routing is decisive), A_log in [-1, 1], DeltaNet
+    norm around 1, other 1-D tensors N(0, 0.3^2): no tensor left at its zero/one initialisation.
+    """
     import torch
     from transformers import Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration
 
@@ -39,9 +49,19 @@ def save_tiny_qwen35_moe(path, seed: int = 0) -> None:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            scale = 0.1 if p.dim() > 1 else 0.05
-            p.copy_(torch.randn(p.shape, generator=gen) * scale)
-    model.to(torch.bfloat16).save_pretrained(str(path))
+            if p.dim() >= 2:
+                fan_in = p[0].numel() if p.dim() > 2 and "experts" not in name else p.shape[-1]
+                std = 1.0 if name.endswith("mlp.gate.weight") else fan_in**-0.5
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+            elif name.endswith("A_log"):
+                p.copy_(torch.rand(p.shape, generator=gen) * 2 - 1)
+            elif name.endswith("linear_attn.norm.weight"):
+                p.copy_(1 + 0.3 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(0.3 * torch.randn(p.shape, generator=gen))
+    model.eval()
+    model.to(dtype or torch.bfloat16).save_pretrained(str(path))
+    return model.float()
 
 
 @pytest.fixture(scope="session")
