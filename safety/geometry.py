@@ -36,11 +36,10 @@ def polygon_from_flat(values, name: str) -> tuple[np.ndarray | None, str | None]
         return None, f"{name}: open polygon: needs at least 3 distinct vertices, got {len(pts)}"
     if len(np.unique(pts, axis=0)) != len(pts):
         return None, f"{name}: degenerate polygon: repeated vertex"
-    area = polygon_area(pts)
-    if abs(area) < 1e-6:
-        return None, f"{name}: degenerate polygon: zero area"
     if _self_intersects(pts):
         return None, f"{name}: degenerate polygon: edges cross each other"
+    if abs(polygon_area(pts)) < 1e-6:
+        return None, f"{name}: degenerate polygon: zero area"
     return pts, None
 
 

@@ -63,6 +63,9 @@ class SafetyCore:
 
     def __post_init__(self) -> None:
         self.commands: dict[str, VelocityCommand] = {}
+        self._command_seq: dict[str, int] = {}        # source -> arrival number of its latest command
+        self._seq = 0
+        self._reset_seq = -1                           # commands that arrived before the last reset are void
         self.lock: TeleopLock | None = None
         self.scan_stamp: float | None = None
         self.scan_points = np.zeros((0, 2))            # [P, 2] obstacle points, base frame
@@ -81,7 +84,9 @@ class SafetyCore:
 
     # ------------------------------------------------------------------ inputs
     def on_command(self, cmd: VelocityCommand) -> None:
+        self._seq += 1
         self.commands[cmd.source] = cmd
+        self._command_seq[cmd.source] = self._seq
 
     def on_lock(self, lock: TeleopLock) -> None:
         self.lock = lock
@@ -114,6 +119,7 @@ class SafetyCore:
         ok, msg = self.estop.reset(reason, operator, now, blocked_by=self.heartbeat_silence(now))
         if ok:
             self.armed.clear()       # every source must send zero before it moves again
+            self._reset_seq = self._seq
         return ok, msg
 
     # ------------------------------------------------------------------ step
@@ -170,7 +176,7 @@ class SafetyCore:
     # ------------------------------------------------------------------ stages
     def _fresh(self, source: str, now: float) -> VelocityCommand | None:
         cmd = self.commands.get(source)
-        if cmd is None or cmd.stamp < self.estop.reset_time:
+        if cmd is None or self._command_seq[source] <= self._reset_seq:
             return None
         age = now - cmd.stamp
         return cmd if age <= self._timeouts[source] else None
