@@ -1,0 +1,128 @@
+"""qwen_node's settings: one dataclass, every field commented, bad values rejected by name.
+
+The ROS shell declares one parameter per field (same name, same default) and builds this from
+them; config/agent.yaml carries the same names with comments.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+BACKENDS = ("replay", "local", "openai")
+CAMERA_MODES = ("raw", "compressed", "none")
+OBJECT_LOCATORS = ("none", "sim_ground_truth")
+OPENAI_TOOL_MODES = ("native", "prompt")
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are the planner of a small wheeled robot with a camera, a laser scanner and a magnetic "
+    "gripper at its front bumper. You see the camera image and act only by calling the tools you are "
+    "given; every motion is checked by a safety supervisor, which may refuse it. Positions are in "
+    "metres in the odom frame (where the robot started), angles in radians. Call describe_state when "
+    "you need to know where things are. When the task is done, or cannot be done, answer in plain "
+    "text without a tool call and say which."
+)
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    # --- model backend ---
+    backend: str = "replay"                 # replay | local | openai
+    replay_script: str = "replay/fetch_red_cube.jsonl"  # replay: JSONL script (config/ name or path)
+    replay_chunk_chars: int = 8             # replay: characters per streamed chunk
+    model_dir: str = ""                     # local: checkpoint directory (HF layout, BF16 or NVFP4)
+    device: str = "auto"                    # local: auto | cpu | cuda
+    openai_base_url: str = "http://127.0.0.1:8000/v1"  # openai: server root (…/v1)
+    openai_model: str = "qwen3.5"           # openai: model name the server expects
+    openai_api_key_env: str = "OPENAI_API_KEY"  # openai: NAME of the environment variable with the key
+    openai_tools_mode: str = "native"       # openai: native (tools=…) | prompt (tool list in the system prompt)
+    openai_timeout_s: float = 120.0         # openai: HTTP timeout per request
+    max_new_tokens: int = 1024              # per model turn
+    enable_thinking: bool = True            # Qwen3.5 thinking mode (<think>…</think> before acting)
+    temperature: float = 0.0                # 0: greedy
+    system_prompt: str = ""                 # empty: the built-in DEFAULT_SYSTEM_PROMPT
+
+    # --- tools ---
+    tools_file: str = "tools.yaml"          # tool registry (config/ name or path)
+    safety_policy_file: str = "safety_policy.yaml"  # the supervisor's policy: limits shown to the model
+    max_steps: int = 40                     # tool calls per task when the goal gives 0
+    max_parse_retries: int = 3              # consecutive malformed model turns before the task fails
+    max_turns: int = 80                     # model turns per task
+    fold_threshold_chars: int = 6000        # accumulated tool-response text that triggers folding
+    fold_keep_chars: int = 160              # characters a folded tool response keeps
+
+    # --- camera and prompt images ---
+    camera: str = "raw"                     # raw (sensor_msgs/Image) | compressed (JPEG) | none (language-model-only)
+    frame_window_s: float = 5.0             # seconds of frames kept in the rolling window
+    clip_frames: int = 1                    # frames per prompt: 1 = latest frame, >1 = a short clip
+    clip_fps: float = 2.0                   # clip sampling rate (frames per second of the window)
+    max_pixels: int = 640 * 480             # pixel budget per frame (frames are downscaled to fit)
+    max_images_in_context: int = 1          # frames (or clips) kept in the conversation
+    frame_stale_s: float = 2.0              # a frame older than this is not shown (the camera is stale)
+
+    # --- grounding (point in the image -> goal pose) ---
+    camera_mount_xyz: list = field(default_factory=lambda: [0.10, 0.0, 0.15])  # camera origin in base_link, m
+    camera_pitch: float = 0.0               # radians, + looks down
+    camera_pan_joint: str = "camera_pan"    # joint_states name of the camera pan (empty: fixed camera)
+    laser_mount_xy: list = field(default_factory=lambda: [0.05, 0.0])  # laser origin in base_link, m
+    grounding_standoff_m: float = 0.35      # stop this far short of a grounded point
+    object_standoff_m: float = 0.22         # go_to_object: distance from object to base origin (gripper reach)
+    object_locator: str = "none"            # none | sim_ground_truth (TEST DOUBLE of perception: the sim's true object poses)
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"qwen_node parameter {name!r}: {why} (got {getattr(self, name)!r})")
+
+        for name, allowed in (("backend", BACKENDS), ("camera", CAMERA_MODES), ("object_locator", OBJECT_LOCATORS),
+                              ("openai_tools_mode", OPENAI_TOOL_MODES)):
+            if getattr(self, name) not in allowed:
+                raise bad(name, f"must be one of {allowed}")
+        for name in ("replay_chunk_chars", "max_new_tokens", "max_steps", "max_turns", "fold_threshold_chars",
+                     "fold_keep_chars", "clip_frames", "max_pixels"):
+            if getattr(self, name) <= 0:
+                raise bad(name, "must be > 0")
+        for name in ("max_parse_retries", "max_images_in_context"):
+            if getattr(self, name) < 0:
+                raise bad(name, "must be >= 0")
+        for name in ("openai_timeout_s", "frame_window_s", "clip_fps", "frame_stale_s"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise bad(name, "must be a finite number > 0")
+        for name in ("grounding_standoff_m", "object_standoff_m", "temperature"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise bad(name, "must be a finite number >= 0")
+        if len(self.camera_mount_xyz) != 3:
+            raise bad("camera_mount_xyz", "must be [x, y, z]")
+        if len(self.laser_mount_xy) != 2:
+            raise bad("laser_mount_xy", "must be [x, y]")
+        if self.backend == "local" and not self.model_dir:
+            raise bad("model_dir", "the local backend needs a checkpoint directory")
+        if self.backend == "openai" and not self.openai_base_url.startswith(("http://", "https://")):
+            raise bad("openai_base_url", "must start with http:// or https://")
+        if not self.openai_api_key_env.replace("_", "").isalnum():
+            raise bad("openai_api_key_env", "is the NAME of an environment variable, never the key itself")
+        if self.clip_frames > 1 and self.clip_frames / self.clip_fps > self.frame_window_s:
+            raise bad("clip_frames", f"a clip of {self.clip_frames} frames at {self.clip_fps} fps is longer "
+                                     f"than frame_window_s={self.frame_window_s}")
+
+    @property
+    def effective_system_prompt(self) -> str:
+        return self.system_prompt.strip() or DEFAULT_SYSTEM_PROMPT
+
+
+def settings_defaults() -> dict:
+    """name -> default value, for declaring ROS parameters."""
+    out = {}
+    for f in fields(AgentSettings):
+        out[f.name] = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+    return out
+
+
+def config_path(name: str):
+    """A file named relative to config/ (subfolders allowed), or a path that exists."""
+    from pathlib import Path
+
+    from qwen_stack.paths import config_dir
+
+    p = Path(name)
+    return p if p.is_absolute() or p.exists() else config_dir() / name

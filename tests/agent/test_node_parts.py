@@ -1,0 +1,126 @@
+"""ROS-free parts of qwen_node: settings, frame window, message helpers, replay script, world view."""
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from qwen_stack.paths import config_file
+from qwen_stack.qwen_node.agent.backends.replay import ReplayBackend, load_replay_script
+from qwen_stack.qwen_node.agent.grounding import CameraMount
+from qwen_stack.qwen_node.agent.output_parser import parse_output
+from qwen_stack.qwen_node.agent.planner import CancelToken
+from qwen_stack.qwen_node.agent.settings import AgentSettings, config_path, settings_defaults
+from qwen_stack.qwen_node.agent.tool_registry import ToolRegistry
+from qwen_stack.qwen_node.agent_node import parse_sim_objects
+from qwen_stack.qwen_node.frame_window import FrameWindow, decode_compressed, decode_raw, fit_pixel_budget
+from qwen_stack.qwen_node.world_view import SensorWorldView
+
+from .srv_files import srv_file_request_fields
+
+
+def test_agent_yaml_has_every_setting_and_they_are_valid():
+    params = yaml.safe_load(config_file("agent.yaml").read_text())["/**"]["ros__parameters"]
+    assert set(params) == set(settings_defaults())
+    AgentSettings(**params)
+    text = config_file("agent.yaml").read_text()
+    for name in params:  # every parameter carries a comment on its line
+        line = next(l for l in text.splitlines() if l.strip().startswith(name + ":"))
+        assert "#" in line, name
+
+
+@pytest.mark.parametrize("bad, name", [
+    (dict(backend="gpt"), "backend"), (dict(camera="usb"), "camera"), (dict(max_steps=0), "max_steps"),
+    (dict(clip_fps=float("nan")), "clip_fps"), (dict(backend="local"), "model_dir"),
+    (dict(openai_api_key_env="sk-abc123"), "openai_api_key_env"), (dict(camera_mount_xyz=[1, 2]), "camera_mount_xyz"),
+    (dict(clip_frames=20, clip_fps=1.0, frame_window_s=5.0), "clip_frames"),
+    (dict(object_locator="magic"), "object_locator"), (dict(grounding_standoff_m=-1.0), "grounding_standoff_m"),
+])
+def test_bad_settings_are_rejected_naming_the_parameter(bad, name):
+    with pytest.raises(ValueError, match=f"'{name}'"):
+        AgentSettings(**bad)
+
+
+def test_replay_script_parses_cleanly_against_the_registry():
+    reg = ToolRegistry.from_dict(yaml.safe_load(config_file("tools.yaml").read_text()), srv_file_request_fields,
+                                 yaml.safe_load(config_file("safety_policy.yaml").read_text()))
+    turns = load_replay_script(config_path("replay/fetch_red_cube.jsonl"))
+    names = []
+    for t in turns:
+        turn = parse_output(t, reg.schemas())
+        assert turn.errors == [], turn.errors
+        names += [c.name for c in turn.calls]
+    assert names == ["describe_state", "go_to_object", "grasp", "go_to_object", "release", "describe_state"]
+    assert parse_output(turns[-1], reg.schemas()).calls == []
+
+
+def test_replay_backend_streams_the_turns_in_chunks_and_stops_on_cancel():
+    b = ReplayBackend(["abcdefghij", "xyz"], chunk_chars=3)
+    chunks = []
+    assert b.generate([], [], chunks.append, CancelToken()) == "abcdefghij"
+    assert chunks == ["abc", "def", "ghi", "j"] and not b.is_model
+    c = CancelToken()
+    c.cancel("stop")
+    assert b.generate([], [], chunks.append, c) == ""
+    with pytest.raises(RuntimeError, match="only 2 turns"):
+        b.generate([], [], chunks.append, CancelToken())
+
+
+@pytest.mark.parametrize("line, msg", [("not json", "not JSON"), ('{"text": "x"}', '"output"')])
+def test_bad_replay_scripts_are_refused(tmp_path, line, msg):
+    p = tmp_path / "s.jsonl"
+    p.write_text(line + "\n")
+    with pytest.raises(ValueError, match=msg):
+        load_replay_script(p)
+
+
+def test_decoders_agree_on_a_synthetic_image():
+    rgb = np.random.default_rng(0).integers(0, 255, (6, 8, 3), dtype=np.uint8)
+    assert np.array_equal(decode_raw(8, 6, "rgb8", 24, rgb.tobytes()), rgb)
+    assert np.array_equal(decode_raw(8, 6, "bgr8", 24, rgb[:, :, ::-1].tobytes()), rgb)
+    padded = np.zeros((6, 28), np.uint8)
+    padded[:, :24] = rgb.reshape(6, 24)
+    assert np.array_equal(decode_raw(8, 6, "rgb8", 28, padded.tobytes()), rgb)
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
+    assert np.array_equal(decode_compressed(png.tobytes()), rgb)
+    assert "unsupported" in decode_raw(8, 6, "yuv422", 16, b"")
+    assert "does not match" in decode_raw(8, 6, "rgb8", 24, b"\0" * 10)
+    assert "could not be decoded" in decode_compressed(b"junk")
+
+
+def test_pixel_budget_and_clip_sampling():
+    big = np.zeros((480, 640, 3), np.uint8)
+    small = fit_pixel_budget(big, 100_000)
+    assert small.shape[0] * small.shape[1] <= 100_000 and abs(small.shape[1] / small.shape[0] - 4 / 3) < 0.02
+    assert fit_pixel_budget(big, 10**6) is big
+    w = FrameWindow(window_s=2.0)
+    for i in range(31):  # 10 Hz for 3 s: the window keeps the last 2 s
+        w.add(i * 0.1, np.full((2, 2, 3), i, np.uint8))
+    assert len(w) == 21
+    clip = w.clip(3, fps=2.0, max_pixels=100)
+    assert [int(f[0, 0, 0]) for f in clip] == [20, 25, 30]      # 0.5 s apart, oldest first
+    assert [int(f[0, 0, 0]) for f in w.clip(1, 2.0, 100)] == [30]
+
+
+def test_sim_objects_formats():
+    assert parse_sim_objects('{"red_cube": {"x": 1, "y": 2, "z": 0.04}}') == {"red_cube": (1.0, 2.0)}
+    assert parse_sim_objects('[{"name": "a", "position": [3, 4, 0]}]') == {"a": (3.0, 4.0)}
+    assert parse_sim_objects('{"objects": [{"name": "b", "x": 5, "y": 6}]}') == {"b": (5.0, 6.0)}
+    assert "not JSON" in parse_sim_objects("{") and "no object" in parse_sim_objects("[]")
+
+
+def test_world_view_locates_objects_in_odom_only_with_the_ground_truth_double():
+    wv = SensorWorldView(CameraMount((0.1, 0, 0.15)), (0.05, 0.0), "sim_ground_truth")
+    assert "not been received" in wv.locate_object("red_cube")
+    wv.set_odom(0.0, 0.0, 0.0)
+    wv.set_true_base(1.0, 1.0, math.pi / 2)       # odom frame = robot start, world differs
+    wv.set_true_objects({"red_cube": (1.0, 3.0)})  # 2 m straight ahead of the robot
+    assert wv.locate_object("red cube") == pytest.approx((2.0, 0.0))
+    assert "known: ['red_cube']" in wv.locate_object("unicorn")
+    off = SensorWorldView(CameraMount((0.1, 0, 0.15)), (0.05, 0.0), "none")
+    assert "no object locator" in off.locate_object("red_cube")
+    assert "CameraInfo" in off.ground_point(500, 500, 0.3)
