@@ -12,21 +12,27 @@ plus ``hf_quant_config.json`` (``{"producer": ..., "quantization": {"quant_algo"
 ``config.json``, the ``quantization_config`` block ModelOpt's export adds (``quant_method:
 "modelopt"``, ``config_groups``, ``ignore``). Everything not quantized is copied unchanged.
 
-Which layers stay in higher precision (``DEFAULT_EXCLUDE``), following the layout of NVIDIA's
-published Qwen3.5 NVFP4 checkpoints and the reasons behind it:
+Which layers stay in higher precision: presets of glob exclusions (``EXCLUDE_PRESETS``), default
+``mlp-only``, the layout NVIDIA publishes for Qwen3.5 (its NVFP4 model cards list MLP weights in
+NVFP4 and self_attn, linear_attn, embed, lm_head, norms, mtp and visual in BF16; ModelOpt's
+``NVFP4_MLP_ONLY_CFG`` plus its default disabled list: router, shared-expert gate, conv1d, lm_head):
 
-* routed experts (``mlp.experts.*``): NVFP4. They are >90% of the weights of the MoE models and
-  each token reads only K of E of them, so their per-weight error is averaged over few tokens
-  and the memory saved is the point of the format.
-* attention ``q/k/v/o_proj``, DeltaNet ``in_proj_qkv``/``in_proj_z``/``out_proj``, the shared
-  expert and dense MLPs: NVFP4 (large, ordinary GEMMs).
-* kept: the router ``mlp.gate`` (its logits pick the experts: a 4-bit error flips top-k choices,
-  and it is tiny), ``mlp.shared_expert_gate`` (a [1, D] sigmoid gate), DeltaNet ``in_proj_a`` /
-  ``in_proj_b`` (per-head decay and beta inputs of the recurrence: errors compound over the
-  sequence, and they are [Hv, D], tiny), ``conv1d``, all norms, ``embed_tokens`` and ``lm_head``
-  (not GEMMs over a hidden state, or directly shaping the output distribution), the vision
-  tower ``visual`` (small, and image features are sensitive), and the multi-token-prediction
-  head ``mtp`` (used only for speculative drafts).
+* quantized: routed experts (``mlp.experts.*``, >90% of an MoE model's weights; each token reads
+  only K of E of them, and saving their memory is the point of the format), the shared expert and
+  dense MLPs (plain SwiGLU GEMMs that tolerate 4-bit weights well).
+* kept: the router ``mlp.gate`` (a 4-bit error flips top-k choices; it is tiny),
+  ``mlp.shared_expert_gate`` ([1, D] sigmoid gate), the whole DeltaNet block ``linear_attn.*``
+  (``in_proj_a`` / ``in_proj_b`` drive the per-head decay and beta of the recurrence, whose errors
+  compound over the sequence; ``conv1d`` is not a GEMM; the state-producing projections are kept
+  too, as NVIDIA does), the full attention ``self_attn.*`` (KV and gate quality over long
+  contexts), ``embed_tokens`` and ``lm_head`` (they shape the input and output distributions
+  directly), the vision tower ``visual`` (small; image features are sensitive) and the
+  multi-token-prediction head ``mtp`` (draft model only).
+
+``all-linears`` also quantizes attention and the large DeltaNet projections (``in_proj_qkv``,
+``in_proj_z``, ``out_proj``), still keeping the sensitive set above (ModelOpt's
+``NVFP4_DEFAULT_CFG`` behaviour); ``experts-only`` quantizes the routed experts alone (the layout of
+community Qwen3.5-397B NVFP4 checkpoints).
 
 Non-linear tensors (1-D norms, conv, embeddings) are never candidates; a 2-D ``*.weight`` whose
 input width is not a multiple of 16 stays as it is (reported).
@@ -55,7 +61,7 @@ from .nvfp4 import BLOCK_SIZE, NVFP4Tensor, dequantize_nvfp4, quantize_nvfp4
 PRODUCER = {"name": "qwen_stack", "version": "0.1.0", "activation_calibration": "none"}
 
 # glob patterns (fnmatch) over module names, i.e. tensor names without ".weight"
-DEFAULT_EXCLUDE: tuple[str, ...] = (
+SENSITIVE_EXCLUDE: tuple[str, ...] = (
     "lm_head",
     "*embed_tokens",
     "*.mlp.gate",
@@ -67,6 +73,15 @@ DEFAULT_EXCLUDE: tuple[str, ...] = (
     "mtp*",
     "*.mtp.*",
 )
+_MIXERS = ("*.self_attn.*", "*.linear_attn.*")
+_NON_EXPERT_MLP = ("*.mlp.shared_expert.*", "*.mlp.gate_proj", "*.mlp.up_proj", "*.mlp.down_proj")
+EXCLUDE_PRESETS: dict[str, tuple[str, ...]] = {
+    "mlp-only": SENSITIVE_EXCLUDE + _MIXERS,
+    "all-linears": SENSITIVE_EXCLUDE,
+    "experts-only": SENSITIVE_EXCLUDE + _MIXERS + _NON_EXPERT_MLP,
+}
+DEFAULT_PRESET = "mlp-only"
+DEFAULT_EXCLUDE = EXCLUDE_PRESETS[DEFAULT_PRESET]
 
 QUANT_SUFFIXES = ("weight_scale", "weight_scale_2", "input_scale")
 

@@ -1,9 +1,10 @@
 """`qwen-stack quantize --model DIR --out DIR [--exclude PATTERN ...]`: write an NVFP4 checkpoint.
 
-The default exclusions (``nvfp4_checkpoint.DEFAULT_EXCLUDE``, reasons in that module's docstring)
-keep the router, shared-expert gate, DeltaNet a/b projections, embeddings, lm_head, vision
-tower and MTP head in their source precision; ``--exclude`` adds glob patterns over module names,
-``--no-default-exclude`` drops the defaults.
+``--preset`` picks the exclusions (``nvfp4_checkpoint.EXCLUDE_PRESETS``, reasons in that module's
+docstring): ``mlp-only`` (default; NVIDIA's published Qwen3.5 layout: routed + shared experts in
+NVFP4; router, gates, attention, DeltaNet, embeddings, lm_head, vision tower and MTP head kept),
+``all-linears`` or ``experts-only``; ``--exclude`` adds glob patterns over module names;
+``--preset none`` applies only the ``--exclude`` patterns.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import argparse
 import statistics
 import sys
 
-from .nvfp4_checkpoint import DEFAULT_EXCLUDE, CheckpointError, quantize_checkpoint
+from .nvfp4_checkpoint import DEFAULT_PRESET, EXCLUDE_PRESETS, CheckpointError, quantize_checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATTERN",
         help="keep modules matching this glob in source precision (repeatable), e.g. '*.self_attn.*'",
     )
-    p.add_argument("--no-default-exclude", action="store_true", help="do not apply the default exclusions")
+    p.add_argument(
+        "--preset",
+        default=DEFAULT_PRESET,
+        choices=[*EXCLUDE_PRESETS, "none"],
+        help=f"which layers stay in source precision (default {DEFAULT_PRESET}, NVIDIA's published layout)",
+    )
     p.add_argument("--shard-size-gb", type=float, default=4.0, help="max output shard size in GB (default 4)")
     p.add_argument("--no-error", action="store_true", help="skip the per-layer relative error measurement")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
@@ -38,7 +44,7 @@ def quantize_main(argv: list[str] | None = None) -> int:
     if args.shard_size_gb <= 0:
         print("qwen-stack quantize: --shard-size-gb must be > 0", file=sys.stderr)
         return 2
-    exclude = tuple(args.exclude) + (() if args.no_default_exclude else DEFAULT_EXCLUDE)
+    exclude = tuple(args.exclude) + (() if args.preset == "none" else EXCLUDE_PRESETS[args.preset])
     progress = None if args.quiet else (lambda msg: print(msg, flush=True))
     try:
         report = quantize_checkpoint(

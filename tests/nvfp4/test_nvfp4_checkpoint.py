@@ -62,18 +62,16 @@ def test_round_trip_is_exact(tiny_moe_dir, quantized_dir):
 def test_default_exclusions_follow_the_published_layout(quantized_dir):
     reader = NVFP4CheckpointReader(quantized_dir)
     q = set(reader.quantized_modules)
-    # routed + shared experts, attention and big DeltaNet projections: NVFP4
+    # mlp-only: routed and shared experts in NVFP4
     for e in range(4):
         for proj in ("gate_proj", "up_proj", "down_proj"):
             assert f"{PREFIX}.0.mlp.experts.{e}.{proj}" in q
-    for name in ("mlp.shared_expert.gate_proj", "linear_attn.in_proj_qkv", "linear_attn.in_proj_z", "linear_attn.out_proj"):
-        assert f"{PREFIX}.0.{name}" in q
-    for name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"):
-        assert f"{PREFIX}.3.{name}" in q
-    # kept: router, shared-expert gate, DeltaNet a/b, lm_head, embeddings, vision tower
-    for name in ("mlp.gate", "mlp.shared_expert_gate", "linear_attn.in_proj_a", "linear_attn.in_proj_b"):
+            assert f"{PREFIX}.0.mlp.shared_expert.{proj}" in q
+    # kept: router, shared-expert gate, DeltaNet, attention, lm_head, embeddings, vision tower
+    for name in ("mlp.gate", "mlp.shared_expert_gate", "linear_attn.in_proj_a", "linear_attn.in_proj_qkv", "linear_attn.out_proj"):
         assert f"{PREFIX}.0.{name}" not in q
         assert reader.tensor(f"{PREFIX}.0.{name}.weight").dtype == torch.bfloat16
+    assert f"{PREFIX}.3.self_attn.q_proj" not in q
     assert "lm_head" not in q and not any("visual" in m or "embed" in m for m in q)
     cfg = json.loads((quantized_dir / "hf_quant_config.json").read_text())
     assert cfg["quantization"]["quant_algo"] == "NVFP4"
@@ -88,10 +86,25 @@ def test_default_exclusions_follow_the_published_layout(quantized_dir):
     assert qc["ignore"] == excluded
     assert qc["config_groups"]["group_0"]["weights"] == {"dynamic": False, "num_bits": 4, "type": "float", "group_size": 16}
     # on-disk dtypes and shapes
-    m = f"{PREFIX}.1.mlp.experts.2.down_proj"
+    m = f"{PREFIX}.1.mlp.experts.2.down_proj"  # [D, I] = [64, 32]
     assert reader.tensor(f"{m}.weight").dtype == torch.uint8 and reader.shape(f"{m}.weight") == (64, 16)
     assert reader.tensor(f"{m}.weight_scale").dtype == torch.float8_e4m3fn and reader.shape(f"{m}.weight_scale") == (64, 2)
     assert reader.tensor(f"{m}.weight_scale_2").dtype == torch.float32 and reader.shape(f"{m}.weight_scale_2") == ()
+
+
+@pytest.mark.parametrize(
+    "preset,quantized,kept",
+    [
+        ("all-linears", ["0.linear_attn.in_proj_qkv", "0.linear_attn.out_proj", "3.self_attn.q_proj", "0.mlp.experts.0.up_proj"],
+         ["0.linear_attn.in_proj_a", "0.linear_attn.in_proj_b", "0.mlp.gate", "0.mlp.shared_expert_gate"]),
+        ("experts-only", ["0.mlp.experts.1.down_proj"], ["0.mlp.shared_expert.up_proj", "3.self_attn.o_proj"]),
+    ],
+)
+def test_presets(tiny_moe_dir, tmp_path, preset, quantized, kept):
+    assert quantize_main(["--model", str(tiny_moe_dir), "--out", str(tmp_path / "q"), "--preset", preset, "--quiet", "--no-error"]) == 0
+    q = set(NVFP4CheckpointReader(tmp_path / "q").quantized_modules)
+    assert {f"{PREFIX}.{m}" for m in quantized} <= q
+    assert not {f"{PREFIX}.{m}" for m in kept} & q
 
 
 def test_custom_exclusions_and_sharded_output(tiny_moe_dir, tmp_path):

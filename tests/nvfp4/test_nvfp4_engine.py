@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from qwen_stack.qwen_node.engine.loader import load_model
 from qwen_stack.qwen_node.engine.nvfp4 import NVFP4Linear
-from qwen_stack.qwen_node.engine.nvfp4_checkpoint import DEFAULT_EXCLUDE, is_excluded, quantize_checkpoint
+from qwen_stack.qwen_node.engine.nvfp4_checkpoint import EXCLUDE_PRESETS, is_excluded, quantize_checkpoint
 from qwen_stack.qwen_node.engine.nvfp4_loader import (
     NVFP4ExpertWeights,
     NVFP4Experts,
@@ -38,8 +38,9 @@ def rel_norm(got: torch.Tensor, ref: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def nvfp4_dir(tiny_moe_dir, tmp_path_factory):
+    """all-linears: attention and DeltaNet projections in NVFP4 too, so the engine runs NVFP4Linear there."""
     out = tmp_path_factory.mktemp("engine_nvfp4") / "q"
-    quantize_checkpoint(tiny_moe_dir, out, measure_error=False)
+    quantize_checkpoint(tiny_moe_dir, out, EXCLUDE_PRESETS["all-linears"], measure_error=False)
     return out
 
 
@@ -153,7 +154,7 @@ def _write_modelopt_layout(src_dir, out_dir, NVFP4QTensor) -> None:
         for name in f.keys():
             t = f.get_tensor(name)
             module = name[: -len(".weight")]
-            if t.dim() == 2 and name.endswith(".weight") and not is_excluded(module, DEFAULT_EXCLUDE):
+            if t.dim() == 2 and name.endswith(".weight") and not is_excluded(module, EXCLUDE_PRESETS["all-linears"]):
                 qt, scale, global_scale = NVFP4QTensor.quantize(t.clone(), 16)
                 tensors[name] = qt._quantized_data
                 tensors[f"{module}.weight_scale"] = scale
@@ -182,3 +183,15 @@ def test_modelopt_layout_checkpoint_runs_identically(modelopt_nvfp4, tiny_moe_di
     ids = torch.randint(0, 256, (1, 16), generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         assert torch.equal(theirs(ids), ours(ids))  # bit-exact quantizer -> identical logits
+
+
+def test_default_mlp_only_checkpoint_runs(tiny_moe_dir, tmp_path):
+    quantize_checkpoint(tiny_moe_dir, tmp_path / "q", measure_error=False)
+    model = load_model_auto(tmp_path / "q", dtype=torch.float32, progress=False)
+    assert isinstance(model.text.layers[0].mlp.experts, NVFP4Experts)
+    assert isinstance(model.text.layers[0].mlp.shared_expert.up_proj, NVFP4Linear)
+    assert type(model.text.layers[0].linear_attn.in_proj_qkv) is torch.nn.Linear
+    fake = fake_quant_copy(load_model(tiny_moe_dir, dtype=torch.float32, progress=False), model)
+    ids = torch.randint(0, 256, (1, 10), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        assert rel_max(model(ids), fake(ids)) <= 1e-4
