@@ -156,9 +156,15 @@ class GatedAttention(nn.Module):
         self.v_cache: torch.Tensor | None = None
 
     def setup_cache(self, batch: int, max_len: int, dtype, device):
+        """Allocate [B, Hkv, S, Dh] caches; content of a previous (smaller) cache is kept."""
         shape = (batch, self.n_kv, max_len, self.head_dim)
+        old_k, old_v = self.k_cache, self.v_cache
         self.k_cache = torch.zeros(shape, dtype=dtype, device=device)
         self.v_cache = torch.zeros(shape, dtype=dtype, device=device)
+        if old_k is not None:
+            b, s = min(batch, old_k.shape[0]), min(max_len, old_k.shape[2])
+            self.k_cache[:b, :, :s] = old_k[:b, :, :s]
+            self.v_cache[:b, :, :s] = old_v[:b, :, :s]
 
     def reset_cache(self):
         pass  # positions beyond the current length are never read
@@ -217,8 +223,14 @@ class GatedDeltaNet(nn.Module):
         self.rec_state: torch.Tensor | None = None                  # [B, Hv, Dk, Dv] fp32
 
     def setup_cache(self, batch: int, max_len: int, dtype, device):
+        """Allocate conv and recurrent states (independent of max_len); previous states are kept."""
+        old_conv, old_rec = self.conv_state, self.rec_state
         self.conv_state = torch.zeros(batch, self.conv_dim, self.kernel - 1, dtype=dtype, device=device)
         self.rec_state = torch.zeros(batch, self.n_v, self.dk, self.dv, dtype=torch.float32, device=device)
+        if old_conv is not None:
+            b = min(batch, old_conv.shape[0])
+            self.conv_state[:b] = old_conv[:b]
+            self.rec_state[:b] = old_rec[:b]
 
     def reset_cache(self):
         self.conv_state.zero_()
@@ -377,7 +389,8 @@ class Qwen35ForGeneration(nn.Module):
         self.cache = CacheInfo()
 
     def setup_caches(self, batch: int, max_len: int):
-        """Allocate KV caches (full-attention layers) and conv/recurrent states (DeltaNet layers) once."""
+        """Allocate KV caches (full-attention layers) and conv/recurrent states (DeltaNet layers) once.
+        Growing them later (a longer sequence than planned) keeps their content."""
         dtype, device = self.lm_head.weight.dtype, self.lm_head.weight.device
         if (batch, max_len, dtype, device) == (self.cache.batch, self.cache.max_len, self.cache.dtype, self.cache.device):
             return
@@ -387,6 +400,29 @@ class Qwen35ForGeneration(nn.Module):
 
     def embed(self, input_ids):
         return self.text.embed_tokens(input_ids)
+
+    def prepare_multimodal(self, input_ids, images=(), videos=()):
+        """Prompt ids [T] with placeholder runs + preprocessed images/videos (preprocess.VisionInput, in prompt
+        order) -> (inputs_embeds [1, T, D], position_ids [3, T], next position after the prompt)."""
+        from .vision import multimodal_position_ids
+        cfg = self.config
+        ids = torch.as_tensor(input_ids, dtype=torch.long).view(-1).to(self.lm_head.weight.device)
+        x = self.embed(ids)                                                  # [T, D]
+        if (images or videos) and self.visual is None:
+            raise ValueError(f"{cfg.architecture} has no vision tower; images/videos cannot be used")
+        for items, token in ((images, cfg.image_token_id), (videos, cfg.video_token_id)):
+            if not items:
+                continue
+            feats = self.visual(torch.cat([v.patches for v in items]).to(x.device), [v.grid for v in items])
+            where = (ids == token).nonzero().view(-1)
+            if where.numel() != feats.shape[0]:
+                raise ValueError(f"prompt has {where.numel()} placeholder tokens {token} but the "
+                                 f"{len(items)} inputs give {feats.shape[0]} features")
+            x = x.index_copy(0, where, feats.to(x.dtype))
+        merge = cfg.vision.spatial_merge_size if cfg.vision is not None else 2
+        pos, next_pos = multimodal_position_ids(ids.cpu(), [v.grid for v in images], [v.grid for v in videos],
+                                                cfg.image_token_id, cfg.video_token_id, merge)
+        return x[None], pos.to(x.device), next_pos
 
     def forward(self, input_ids=None, position_ids=None, start: int = 0, inputs_embeds=None, last_only=False):
         """input_ids: [B, T] (or inputs_embeds [B, T, D]); position_ids: [3, B, T] (default: start + arange).

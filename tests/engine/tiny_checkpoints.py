@@ -57,11 +57,15 @@ def make_checkpoint(out_dir: str | Path, arch: str = "Qwen3_5MoeForConditionalGe
     import transformers as tf
     moe = "Moe" in arch
     text = text_config_dict(moe=moe, **text_kwargs)
+    vocab = text["vocab_size"]
+    # placeholder ids must be inside the vocabulary: keep Qwen's ids when it is full size, else the last ones
+    ids = {} if vocab > 248057 else dict(image_token_id=vocab - 20, video_token_id=vocab - 19,
+                                         vision_start_token_id=vocab - 18, vision_end_token_id=vocab - 17)
     if arch == "Qwen3_5MoeForConditionalGeneration":
-        cfg = tf.Qwen3_5MoeConfig(text_config=text, vision_config=vision_config_dict(text["hidden_size"]))
+        cfg = tf.Qwen3_5MoeConfig(text_config=text, vision_config=vision_config_dict(text["hidden_size"]), **ids)
         model = tf.Qwen3_5MoeForConditionalGeneration(cfg)
     elif arch == "Qwen3_5ForConditionalGeneration":
-        cfg = tf.Qwen3_5Config(text_config=text, vision_config=vision_config_dict(text["hidden_size"]))
+        cfg = tf.Qwen3_5Config(text_config=text, vision_config=vision_config_dict(text["hidden_size"]), **ids)
         model = tf.Qwen3_5ForConditionalGeneration(cfg)
     elif arch == "Qwen3_5MoeForCausalLM":
         model = tf.Qwen3_5MoeForCausalLM(tf.Qwen3_5MoeTextConfig(**text))
