@@ -59,6 +59,7 @@ class BaseWatcher:
         self.lock = threading.Lock()
         self.received: list[tuple[float, float]] = []   # (wall time, linear.x)
         self.drive = False
+        self.direction = 1.0   # flipped after every press so the robot stays near its start
         self.pub_auto = node.create_publisher(Twist, topics.AUTONOMY_CMD_VEL, 10)
         self.pub_estop = node.create_publisher(Bool, topics.SAFETY_ESTOP_TOPIC, 10)
         node.create_subscription(Twist, topics.BASE_CMD_VEL, self._on_cmd, 50)
@@ -69,16 +70,15 @@ class BaseWatcher:
             self.received.append((time.time(), msg.linear.x))
 
     def _tick(self) -> None:
-        if self.drive:
-            msg = Twist()
-            msg.linear.x = 0.2
-            self.pub_auto.publish(msg)
+        msg = Twist()   # zero while not driving: the supervisor re-arms a source only after a stop command
+        msg.linear.x = self.direction * 0.15 if self.drive else 0.0
+        self.pub_auto.publish(msg)
 
     def wait_moving(self, timeout: float = 5.0) -> None:
         t0 = time.time()
         while time.time() - t0 < timeout:
             with self.lock:
-                if any(t > t0 and lin > 0 for t, lin in self.received):
+                if any(t > t0 and lin != 0 for t, lin in self.received):
                     return
             time.sleep(0.01)
         raise RuntimeError("the base never got a nonzero command (is the supervisor running and reset?)")
@@ -94,24 +94,34 @@ class BaseWatcher:
         raise RuntimeError("no zero command on cmd_vel after the e-stop")
 
 
-def _start_supervisor(kind: str, env: dict, node):
+def _start_supervisor(kind: str, env: dict, tmp: Path):
+    """The supervisor double in this process, or the real one (with the simulator for its scan and odometry)."""
     if kind == "double":
         from tests.console.ros_doubles import SupervisorDouble
 
-        return SupervisorDouble(), None
-    proc = subprocess.Popen([sys.executable, "-m", "qwen_stack.safety.node", "--ros-args", "--params-file",
-                             str(config_file("safety.yaml"))], env=env)
-    return None, proc
+        return SupervisorDouble(), []
+    overrides = tmp / "safety_bench.yaml"
+    overrides.write_text("/**:\n  ros__parameters:\n    audit_log_path: ''\n")
+    procs = []
+    for module, files in (("qwen_stack.sim.node", [config_file("sim.yaml")]),
+                          ("qwen_stack.safety.node", [config_file("safety.yaml"), overrides])):
+        args = [sys.executable, "-m", module, "--ros-args"]
+        for f in files:
+            args += ["--params-file", str(f)]
+        procs.append(subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return None, procs
 
 
-def _reset(client: httpx.Client) -> None:
-    deadline = time.time() + 10
+def _reset(client: httpx.Client, watcher: BaseWatcher) -> None:
+    watcher.drive = False
+    deadline = time.time() + 30
     while time.time() < deadline:
         r = client.post("/api/estop/reset", json={"reason": "latency bench"},
                         headers={"Authorization": f"Bearer {TOKEN}"})
-        if r.status_code == 200 and r.json()["ok"]:
-            return
-        if r.status_code == 200 and "not latched" in r.json()["message"]:
+        if r.status_code == 200 and (r.json()["ok"] or "not latched" in r.json()["message"]):
+            time.sleep(0.15)   # a few zero commands re-arm the autonomy source
+            watcher.direction = -watcher.direction
+            watcher.drive = True
             return
         time.sleep(0.2)
     raise RuntimeError(f"reset failed: {r.status_code} {r.text}")
@@ -136,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init()
     node = rclpy.create_node("console_estop_bench")
     watcher = BaseWatcher(node)
-    supervisor, sup_proc = _start_supervisor(args.supervisor, env, node)
+    tmpdir = tempfile.TemporaryDirectory()
+    supervisor, procs = _start_supervisor(args.supervisor, env, Path(tmpdir.name))
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
     if supervisor is not None:
@@ -145,35 +156,35 @@ def main(argv: list[str] | None = None) -> int:
     baseline: list[float] = []
     console: list[float] = []
     try:
-        with tempfile.TemporaryDirectory() as tmp, console_node(env, Path(tmp), TOKEN) as (url, _log), \
+        with console_node(env, Path(tmpdir.name), TOKEN) as (url, _log), \
                 httpx.Client(base_url=url, timeout=10) as client, chromium() as browser:
             page = browser.new_page()
             page.goto(f"{url}/#token={TOKEN}")
             page.get_by_text("Connected as controller").wait_for()
             page.evaluate(CLICK_LISTENER)
             button = page.get_by_role("button", name="E-STOP", exact=True)
-            watcher.drive = True
-            _reset(client)
+            _reset(client, watcher)
             for i in range(args.presses):                       # baseline: direct ROS publish
                 watcher.wait_moving()
                 t0 = time.time()
                 watcher.pub_estop.publish(Bool(data=True))
                 baseline.append((watcher.first_zero_after(t0) - t0) * 1e3)
-                _reset(client)
+                _reset(client, watcher)
             for i in range(args.presses):                       # through the browser and the console
                 watcher.wait_moving()
                 button.click()
                 page.wait_for_function(f"window.__estopClicks.length > {i}")
                 t_click = page.evaluate(f"window.__estopClicks[{i}]") / 1e3
                 console.append((watcher.first_zero_after(t_click) - t_click) * 1e3)
-                _reset(client)
+                _reset(client, watcher)
             watcher.drive = False
     finally:
         executor.shutdown(timeout_sec=1)
-        if sup_proc is not None:
-            sup_proc.terminate()
-            sup_proc.wait(timeout=10)
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=10)
         rclpy.try_shutdown()
+        tmpdir.cleanup()
 
     print(f"\nE-stop latency to the first zero Twist on {topics.BASE_CMD_VEL} (supervisor: {args.supervisor}), ms")
     print(f"| {'path':<46} | {'n':>3} | {'p50':>8} | {'p99':>8} | {'min':>8} | {'max':>8} |")
