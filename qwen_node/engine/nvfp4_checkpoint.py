@@ -12,27 +12,27 @@ plus ``hf_quant_config.json`` (``{"producer": ..., "quantization": {"quant_algo"
 ``config.json``, the ``quantization_config`` block ModelOpt's export adds (``quant_method:
 "modelopt"``, ``config_groups``, ``ignore``). Everything not quantized is copied unchanged.
 
-Which layers stay in higher precision: presets of glob exclusions (``EXCLUDE_PRESETS``), default
-``mlp-only``, the layout NVIDIA publishes for Qwen3.5 (its NVFP4 model cards list MLP weights in
-NVFP4 and self_attn, linear_attn, embed, lm_head, norms, mtp and visual in BF16; ModelOpt's
-``NVFP4_MLP_ONLY_CFG`` plus its default disabled list: router, shared-expert gate, conv1d, lm_head):
+Which layers stay in higher precision: presets of glob exclusions (``EXCLUDE_PRESETS``). The
+default, ``all-linears``, is ModelOpt's ``NVFP4_DEFAULT_CFG`` behaviour (every linear except its
+default-disabled router / shared-expert gate / conv1d / lm_head) plus the layers NVIDIA's Qwen3.5
+NVFP4 releases keep in BF16 (embeddings, vision tower, MTP head, DeltaNet a/b). It is the layout
+that reproduces NVIDIA's published size for Qwen3.6-35B-A3B-NVFP4: 3.06x smaller than BF16, and
+``qwen-stack plan`` gives 3.05x for it against 2.83x for ``mlp-only``.
 
 * quantized: routed experts (``mlp.experts.*``, >90% of an MoE model's weights; each token reads
   only K of E of them, and saving their memory is the point of the format), the shared expert and
-  dense MLPs (plain SwiGLU GEMMs that tolerate 4-bit weights well).
+  dense MLPs, attention ``q/k/v/o_proj`` and the large DeltaNet projections ``in_proj_qkv``,
+  ``in_proj_z``, ``out_proj`` (ordinary GEMMs over the hidden state).
 * kept: the router ``mlp.gate`` (a 4-bit error flips top-k choices; it is tiny),
-  ``mlp.shared_expert_gate`` ([1, D] sigmoid gate), the whole DeltaNet block ``linear_attn.*``
-  (``in_proj_a`` / ``in_proj_b`` drive the per-head decay and beta of the recurrence, whose errors
-  compound over the sequence; ``conv1d`` is not a GEMM; the state-producing projections are kept
-  too, as NVIDIA does), the full attention ``self_attn.*`` (KV and gate quality over long
-  contexts), ``embed_tokens`` and ``lm_head`` (they shape the input and output distributions
-  directly), the vision tower ``visual`` (small; image features are sensitive) and the
-  multi-token-prediction head ``mtp`` (draft model only).
+  ``mlp.shared_expert_gate`` ([1, D] sigmoid gate), DeltaNet ``in_proj_a`` / ``in_proj_b`` (they
+  drive the per-head decay and beta of the recurrence, whose errors compound over the sequence;
+  [Hv, D], tiny), ``conv1d`` (not a GEMM), ``embed_tokens`` and ``lm_head`` (they shape the input
+  and output distributions directly), the vision tower ``visual`` (small; image features are
+  sensitive) and the multi-token-prediction head ``mtp`` (draft model only).
 
-``all-linears`` also quantizes attention and the large DeltaNet projections (``in_proj_qkv``,
-``in_proj_z``, ``out_proj``), still keeping the sensitive set above (ModelOpt's
-``NVFP4_DEFAULT_CFG`` behaviour); ``experts-only`` quantizes the routed experts alone (the layout of
-community Qwen3.5-397B NVFP4 checkpoints).
+``mlp-only`` additionally keeps attention and the whole DeltaNet block (``NVFP4_MLP_ONLY_CFG``, the
+layout of some NVIDIA Qwen3.5 NVFP4 cards, e.g. the 9B); ``experts-only`` quantizes the routed
+experts alone (the layout of community Qwen3.5-397B NVFP4 checkpoints).
 
 Non-linear tensors (1-D norms, conv, embeddings) are never candidates; a 2-D ``*.weight`` whose
 input width is not a multiple of 16 stays as it is (reported).
@@ -80,7 +80,7 @@ EXCLUDE_PRESETS: dict[str, tuple[str, ...]] = {
     "all-linears": SENSITIVE_EXCLUDE,
     "experts-only": SENSITIVE_EXCLUDE + _MIXERS + _NON_EXPERT_MLP,
 }
-DEFAULT_PRESET = "mlp-only"
+DEFAULT_PRESET = "all-linears"
 DEFAULT_EXCLUDE = EXCLUDE_PRESETS[DEFAULT_PRESET]
 
 QUANT_SUFFIXES = ("weight_scale", "weight_scale_2", "input_scale")

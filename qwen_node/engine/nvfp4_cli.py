@@ -1,9 +1,9 @@
 """`qwen-stack quantize --model DIR --out DIR [--exclude PATTERN ...]`: write an NVFP4 checkpoint.
 
 ``--preset`` picks the exclusions (``nvfp4_checkpoint.EXCLUDE_PRESETS``, reasons in that module's
-docstring): ``mlp-only`` (default; NVIDIA's published Qwen3.5 layout: routed + shared experts in
-NVFP4; router, gates, attention, DeltaNet, embeddings, lm_head, vision tower and MTP head kept),
-``all-linears`` or ``experts-only``; ``--exclude`` adds glob patterns over module names;
+docstring): ``all-linears`` (default; NVIDIA's published Qwen3.5 layout: experts, attention and
+large DeltaNet projections in NVFP4; router, gates, DeltaNet a/b, embeddings, lm_head, vision tower
+and MTP head kept), ``mlp-only`` or ``experts-only``; ``--exclude`` adds glob patterns over module names;
 ``--preset none`` applies only the ``--exclude`` patterns.
 """
 from __future__ import annotations

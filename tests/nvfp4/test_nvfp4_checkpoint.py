@@ -62,16 +62,19 @@ def test_round_trip_is_exact(tiny_moe_dir, quantized_dir):
 def test_default_exclusions_follow_the_published_layout(quantized_dir):
     reader = NVFP4CheckpointReader(quantized_dir)
     q = set(reader.quantized_modules)
-    # mlp-only: routed and shared experts in NVFP4
+    # all-linears: routed + shared experts, attention and the large DeltaNet projections in NVFP4
     for e in range(4):
         for proj in ("gate_proj", "up_proj", "down_proj"):
             assert f"{PREFIX}.0.mlp.experts.{e}.{proj}" in q
             assert f"{PREFIX}.0.mlp.shared_expert.{proj}" in q
-    # kept: router, shared-expert gate, DeltaNet, attention, lm_head, embeddings, vision tower
-    for name in ("mlp.gate", "mlp.shared_expert_gate", "linear_attn.in_proj_a", "linear_attn.in_proj_qkv", "linear_attn.out_proj"):
+    for name in ("linear_attn.in_proj_qkv", "linear_attn.in_proj_z", "linear_attn.out_proj"):
+        assert f"{PREFIX}.0.{name}" in q
+    for name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"):
+        assert f"{PREFIX}.3.{name}" in q
+    # kept: router, shared-expert gate, DeltaNet a/b, lm_head, embeddings, vision tower
+    for name in ("mlp.gate", "mlp.shared_expert_gate", "linear_attn.in_proj_a", "linear_attn.in_proj_b"):
         assert f"{PREFIX}.0.{name}" not in q
         assert reader.tensor(f"{PREFIX}.0.{name}.weight").dtype == torch.bfloat16
-    assert f"{PREFIX}.3.self_attn.q_proj" not in q
     assert "lm_head" not in q and not any("visual" in m or "embed" in m for m in q)
     cfg = json.loads((quantized_dir / "hf_quant_config.json").read_text())
     assert cfg["quantization"]["quant_algo"] == "NVFP4"
@@ -95,8 +98,8 @@ def test_default_exclusions_follow_the_published_layout(quantized_dir):
 @pytest.mark.parametrize(
     "preset,quantized,kept",
     [
-        ("all-linears", ["0.linear_attn.in_proj_qkv", "0.linear_attn.out_proj", "3.self_attn.q_proj", "0.mlp.experts.0.up_proj"],
-         ["0.linear_attn.in_proj_a", "0.linear_attn.in_proj_b", "0.mlp.gate", "0.mlp.shared_expert_gate"]),
+        ("mlp-only", ["0.mlp.experts.0.up_proj", "0.mlp.shared_expert.up_proj"],
+         ["0.linear_attn.in_proj_qkv", "0.linear_attn.out_proj", "3.self_attn.q_proj", "0.mlp.gate"]),
         ("experts-only", ["0.mlp.experts.1.down_proj"], ["0.mlp.shared_expert.up_proj", "3.self_attn.o_proj"]),
     ],
 )

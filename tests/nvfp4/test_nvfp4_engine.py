@@ -38,9 +38,9 @@ def rel_norm(got: torch.Tensor, ref: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def nvfp4_dir(tiny_moe_dir, tmp_path_factory):
-    """all-linears: attention and DeltaNet projections in NVFP4 too, so the engine runs NVFP4Linear there."""
+    """Default preset (all-linears): attention and DeltaNet projections in NVFP4 too."""
     out = tmp_path_factory.mktemp("engine_nvfp4") / "q"
-    quantize_checkpoint(tiny_moe_dir, out, EXCLUDE_PRESETS["all-linears"], measure_error=False)
+    quantize_checkpoint(tiny_moe_dir, out, measure_error=False)
     return out
 
 
@@ -185,8 +185,8 @@ def test_modelopt_layout_checkpoint_runs_identically(modelopt_nvfp4, tiny_moe_di
         assert torch.equal(theirs(ids), ours(ids))  # bit-exact quantizer -> identical logits
 
 
-def test_default_mlp_only_checkpoint_runs(tiny_moe_dir, tmp_path):
-    quantize_checkpoint(tiny_moe_dir, tmp_path / "q", measure_error=False)
+def test_mlp_only_checkpoint_runs(tiny_moe_dir, tmp_path):
+    quantize_checkpoint(tiny_moe_dir, tmp_path / "q", EXCLUDE_PRESETS["mlp-only"], measure_error=False)
     model = load_model_auto(tmp_path / "q", dtype=torch.float32, progress=False)
     assert isinstance(model.text.layers[0].mlp.experts, NVFP4Experts)
     assert isinstance(model.text.layers[0].mlp.shared_expert.up_proj, NVFP4Linear)
