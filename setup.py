@@ -54,7 +54,6 @@ setup(
     maintainer="qwen_stack developers",
     description="ROS 2 perception-and-planning stack around a Qwen3.5 VLM",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "qwen-stack = qwen_stack.cli:main",

@@ -12,7 +12,8 @@ venv="$root/.venv"
 say() { echo "[bootstrap] $*"; }
 
 # --- Debian packages ----------------------------------------------------------------------
-apt_pkgs=(libegl1 libegl-mesa0 libgl1-mesa-dri chromium)
+# EGL/Mesa: headless MuJoCo rendering; chromium: console browser tests; g++/make: ros_ws interface build
+apt_pkgs=(libegl1 libegl-mesa0 libgl1-mesa-dri chromium g++ make)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

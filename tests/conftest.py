@@ -3,24 +3,23 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 
 import pytest
 
+from qwen_stack.paths import interfaces_install_dir
 from qwen_stack.rosenv import ros_environment
 
-import sys
 
-from qwen_stack.paths import interfaces_install_dir
+def _needs_reexec() -> bool:
+    """The generated typesupport libraries of ros_ws/ are found through LD_LIBRARY_PATH, which the
+    dynamic loader reads only at process start."""
+    have = os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)
+    needed = [str(p / "lib") for p in interfaces_install_dir().glob("*") if (p / "lib").is_dir()]
+    return bool(needed) and not all(p in have for p in needed) and not os.environ.get("_QWEN_STACK_REEXEC")
 
-# The generated typesupport libraries of ros_ws/ are found through LD_LIBRARY_PATH, which the
-# dynamic loader reads only at process start: re-execute once with it set (as the ROS wheels'
-# bootstrapper does for its own libraries).
-_needed = [str(p / "lib") for p in interfaces_install_dir().glob("*") if (p / "lib").is_dir()]
-if _needed and not all(p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) for p in _needed) \
-        and not os.environ.get("_QWEN_STACK_REEXEC"):
-    _env = ros_environment()
-    _env["_QWEN_STACK_REEXEC"] = "1"
-    os.execve(sys.executable, sys.orig_argv, _env)
+
+_REEXEC = _needs_reexec()  # decided before this process's environment is changed below
 
 # Apply the stack's ROS environment to this process (inherited by every subprocess a test starts).
 _DOMAIN = int(os.environ.get("QWEN_STACK_TEST_DOMAIN", random.Random(os.getpid()).randint(1, 100)))
@@ -28,6 +27,15 @@ os.environ.update(ros_environment(domain_id=_DOMAIN))
 
 
 def pytest_configure(config):
+    if _REEXEC:
+        # Re-execute once with the stack's environment (as the ROS wheels' bootstrapper does for its
+        # own libraries); stop capturing first so the new process writes to the real terminal.
+        env = dict(os.environ)
+        env["_QWEN_STACK_REEXEC"] = "1"
+        capture = config.pluginmanager.getplugin("capturemanager")
+        if capture is not None:
+            capture.stop_global_capturing()
+        os.execve(sys.executable, sys.orig_argv, env)
     config.addinivalue_line("markers", "ros: needs rclpy and a ROS graph (real topics across processes)")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one)")
