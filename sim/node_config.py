@@ -1,0 +1,135 @@
+"""Settings of sim_node and skills_node: validated dataclasses, documented in config/sim.yaml.
+
+Bad values are refused at start with a message naming the parameter (the node exits with code 2).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+from qwen_stack.sim.skill_control import SkillLimits
+
+MAX_CAMERA_SIZE = (640, 480)  # the offscreen buffer the world is built with
+MAX_CAMERA_RATE = 30.0
+
+
+class SimConfigError(ValueError):
+    """A sim_node/skills_node parameter that cannot be used; the message names it."""
+
+
+def _from_dict(cls, values: dict[str, Any], who: str):
+    known = {f.name for f in fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise SimConfigError(f"unknown {who} parameters: {sorted(unknown)}")
+    return cls(**values)
+
+
+def _bad(who: str, obj: Any, name: str, why: str) -> None:
+    raise SimConfigError(f"{who} parameter '{name}' = {getattr(obj, name)!r}: {why}")
+
+
+def _positive(who: str, obj: Any, *names: str, upper: float = math.inf) -> None:
+    for name in names:
+        v = getattr(obj, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and 0 < v <= upper):
+            _bad(who, obj, name, f"must be a number in (0, {upper}]")
+
+
+@dataclass(frozen=True)
+class SimNodeConfig:
+    scenario: str = "fetch_red_cube"
+    seed: int = -1
+    real_time_factor: float = 1.0
+    physics_timestep: float = 0.002
+    cmd_vel_timeout: float = 0.5
+    camera_width: int = 320
+    camera_height: int = 240
+    camera_rate: float = 15.0
+    jpeg_quality: int = 80
+    publish_raw_image: bool = True
+    publish_compressed_image: bool = True
+    laser_rate: float = 10.0
+    laser_beams: int = 360
+    laser_range_max: float = 8.0
+    odom_rate: float = 30.0
+    joint_state_rate: float = 30.0
+    clock_rate: float = 100.0
+    ground_truth_rate: float = 30.0
+    objects_rate: float = 2.0
+    publish_tf: bool = True
+    world_frame: str = "world"
+    odom_frame: str = "odom"
+    base_frame: str = "base_link"
+    camera_frame: str = "camera_link"
+    camera_optical_frame: str = "camera_optical_frame"
+    laser_frame: str = "laser"
+
+    def __post_init__(self) -> None:
+        who = "sim_node"
+        if not isinstance(self.scenario, str) or not self.scenario.strip():
+            _bad(who, self, "scenario", "must name a scenario in sim/scenarios or a YAML path")
+        if not isinstance(self.seed, int) or self.seed < -1:
+            _bad(who, self, "seed", "must be an integer >= 0, or -1 for the scenario's own seed")
+        _positive(who, self, "real_time_factor", upper=100.0)
+        _positive(who, self, "physics_timestep", upper=0.01)
+        _positive(who, self, "cmd_vel_timeout", upper=10.0)
+        _positive(who, self, "camera_rate", upper=MAX_CAMERA_RATE)
+        _positive(who, self, "laser_rate", "odom_rate", "joint_state_rate", "ground_truth_rate", upper=200.0)
+        _positive(who, self, "clock_rate", upper=1000.0)
+        _positive(who, self, "objects_rate", upper=50.0)
+        _positive(who, self, "laser_range_max", upper=100.0)
+        if not (isinstance(self.camera_width, int) and 16 <= self.camera_width <= MAX_CAMERA_SIZE[0]):
+            _bad(who, self, "camera_width", f"must be an integer in [16, {MAX_CAMERA_SIZE[0]}]")
+        if not (isinstance(self.camera_height, int) and 16 <= self.camera_height <= MAX_CAMERA_SIZE[1]):
+            _bad(who, self, "camera_height", f"must be an integer in [16, {MAX_CAMERA_SIZE[1]}]")
+        if not (isinstance(self.jpeg_quality, int) and 1 <= self.jpeg_quality <= 100):
+            _bad(who, self, "jpeg_quality", "must be an integer in [1, 100]")
+        if not (isinstance(self.laser_beams, int) and 2 <= self.laser_beams <= 4096):
+            _bad(who, self, "laser_beams", "must be an integer in [2, 4096]")
+        for name in ("world_frame", "odom_frame", "base_frame", "camera_frame", "camera_optical_frame",
+                     "laser_frame"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                _bad(who, self, name, "must be a non-empty frame name")
+        if self.clock_rate > 1.0 / self.physics_timestep + 1e-6:
+            _bad(who, self, "clock_rate", "cannot exceed the physics rate (1 / physics_timestep)")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "SimNodeConfig":
+        return _from_dict(cls, values, "sim_node")
+
+
+@dataclass(frozen=True)
+class SkillsNodeConfig:
+    max_linear: float = 0.5
+    max_angular: float = 1.5
+    default_linear: float = 0.3
+    default_angular: float = 0.8
+    max_distance: float = 10.0
+    linear_accel: float = 0.5
+    angular_accel: float = 2.0
+    position_tolerance: float = 0.01
+    angle_tolerance: float = 0.005
+    odom_timeout: float = 1.0
+    skill_timeout_margin: float = 10.0
+    sim_service_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        who = "skills_node"
+        _positive(who, self, *(f.name for f in fields(self)))
+        try:
+            self.limits()
+        except ValueError as exc:
+            raise SimConfigError(f"{who}: {exc}") from None
+
+    def limits(self) -> SkillLimits:
+        return SkillLimits(max_linear=self.max_linear, max_angular=self.max_angular,
+                           default_linear=self.default_linear, default_angular=self.default_angular,
+                           max_distance=self.max_distance, linear_accel=self.linear_accel,
+                           angular_accel=self.angular_accel, position_tolerance=self.position_tolerance,
+                           angle_tolerance=self.angle_tolerance)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "SkillsNodeConfig":
+        return _from_dict(cls, values, "skills_node")

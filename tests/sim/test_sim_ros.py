@@ -1,0 +1,267 @@
+"""sim_node and skills_node over real ROS topics (subprocesses), driven from this test process.
+
+The safety supervisor is replaced by `SupervisorRelayDouble` (cmd_vel/autonomy -> cmd_vel), a
+test double; the lead reruns these checks with the real supervisor.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from sim_test_worlds import RED_CUBE, open_arena
+
+rclpy = pytest.importorskip("rclpy")
+from geometry_msgs.msg import Twist  # noqa: E402
+from nav_msgs.msg import Odometry  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState, LaserScan  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from qwen_stack import topics  # noqa: E402
+from qwen_stack.paths import config_file  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+BLUE_SQUARE = {"name": "blue_square", "half_size": [0.25, 0.25], "rgba": [0.1, 0.2, 0.9], "x": -1.2, "y": 1.6}
+
+
+def _interfaces():
+    return pytest.importorskip("qwen_stack_interfaces.srv",
+                               reason="qwen_stack_interfaces not built (scripts/build_ros_ws.sh)")
+
+
+class SupervisorRelayDouble(Node):
+    """TEST DOUBLE of the safety supervisor: forwards cmd_vel/autonomy to cmd_vel unchanged."""
+
+    def __init__(self, context):
+        super().__init__("supervisor_relay_double", context=context)
+        self.forwarded = 0
+        self.pub = self.create_publisher(Twist, topics.BASE_CMD_VEL, 10)
+        self.create_subscription(Twist, topics.AUTONOMY_CMD_VEL, self._relay, 10)
+
+    def _relay(self, msg: Twist) -> None:
+        self.forwarded += 1
+        self.pub.publish(msg)
+
+
+class Probe(Node):
+    """Records the latest message of every sim topic."""
+
+    def __init__(self, context):
+        super().__init__("sim_test_probe", context=context)
+        self.last, self.count, self.lock = {}, {}, threading.Lock()
+        sensor = qos_profile_sensor_data
+        for name, type_, topic, qos in (
+                ("clock", Clock, topics.CLOCK, 10), ("image", Image, topics.CAMERA_IMAGE, sensor),
+                ("jpeg", CompressedImage, topics.CAMERA_COMPRESSED, sensor),
+                ("info", CameraInfo, topics.CAMERA_INFO, sensor), ("scan", LaserScan, topics.SCAN, sensor),
+                ("odom", Odometry, topics.ODOM, 10), ("joints", JointState, topics.JOINT_STATES, 10),
+                ("truth", Odometry, topics.SIM_GROUND_TRUTH, 10), ("objects", String, topics.SIM_OBJECTS, 10)):
+            self.create_subscription(type_, topic, self._recorder(name), qos)
+
+    def _recorder(self, name):
+        def record(msg):
+            with self.lock:
+                self.last[name] = msg
+                self.count[name] = self.count.get(name, 0) + 1
+        return record
+
+    def wait_for(self, names, n=2, timeout=30.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self.lock:
+                if all(self.count.get(k, 0) >= n for k in names):
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"topics without {n} messages after {timeout} s: "
+                             f"{[k for k in names if self.count.get(k, 0) < n]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, ros_env):
+    """sim_node (+ skills_node when the interfaces are built) and the test-side nodes."""
+    folder = tmp_path_factory.mktemp("sim_ros")
+    scenario = folder / "test_fetch.yaml"
+    scenario.write_text(yaml.safe_dump(open_arena(robot=(0.0, 0.0, 0.0), objects=[dict(RED_CUBE, x=0.36, y=0.0)],
+                                                  areas=[BLUE_SQUARE])))
+    procs = []
+    sim_cmd = [sys.executable, "-m", "qwen_stack.sim.node", "--ros-args", "--params-file",
+               str(config_file("sim.yaml")), "-p", f"scenario:={scenario}"]
+    procs.append(subprocess.Popen(sim_cmd, env=ros_env, stdout=open(folder / "sim.log", "w"), stderr=subprocess.STDOUT))
+    try:
+        import qwen_stack_interfaces.srv  # noqa: F401
+        skills_cmd = [sys.executable, "-m", "qwen_stack.sim.skills_node", "--ros-args", "--params-file",
+                      str(config_file("sim.yaml"))]
+        procs.append(subprocess.Popen(skills_cmd, env=ros_env, stdout=open(folder / "skills.log", "w"),
+                                      stderr=subprocess.STDOUT))
+    except ImportError:
+        pass
+    context = rclpy.Context()
+    context.init()
+    relay, probe = SupervisorRelayDouble(context), Probe(context)
+    client_node = Node("sim_test_client", context=context)
+    executor = MultiThreadedExecutor(num_threads=3, context=context)
+    for n in (relay, probe, client_node):
+        executor.add_node(n)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        end = time.monotonic() + 30.0
+        while "clock" not in probe.count and time.monotonic() < end:
+            for p in procs:
+                assert p.poll() is None, f"node exited with {p.returncode}: {(folder / 'sim.log').read_text()}"
+            time.sleep(0.1)
+        yield {"relay": relay, "probe": probe, "client": client_node, "procs": procs, "folder": folder}
+    finally:
+        for p in procs:
+            _stop(p)
+        executor.shutdown()
+        for n in (relay, probe, client_node):
+            n.destroy_node()
+        context.try_shutdown()
+        spinner.join(timeout=5)
+        for log in sorted(folder.glob("*.log")):  # shown by pytest when a test failed
+            print(f"--- {log.name}\n{log.read_text()}")
+
+
+def _call(node: Node, type_, name: str, request, timeout: float = 60.0):
+    client = node.create_client(type_, name)
+    assert client.wait_for_service(timeout_sec=20.0), f"service {name} not offered"
+    done = threading.Event()
+    future = client.call_async(request)
+    future.add_done_callback(lambda _f: done.set())
+    assert done.wait(timeout), f"{name} did not answer within {timeout} s"
+    return future.result()
+
+
+def test_sim_node_publishes_every_sensor_in_sim_time(stack):
+    probe = stack["probe"]
+    probe.wait_for(["clock", "image", "jpeg", "info", "scan", "odom", "joints", "truth", "objects"])
+    with probe.lock:
+        last = dict(probe.last)
+    img = last["image"]
+    assert (img.width, img.height, img.encoding, img.header.frame_id) == (320, 240, "rgb8", "camera_optical_frame")
+    assert len(img.data) == 320 * 240 * 3
+    jpeg = cv2.imdecode(np.frombuffer(bytes(last["jpeg"].data), np.uint8), cv2.IMREAD_COLOR)
+    assert jpeg.shape == (240, 320, 3)
+    info = last["info"]
+    assert (info.width, info.height) == (320, 240) and info.k[0] == pytest.approx(120 / math.tan(math.radians(30)))
+    scan = last["scan"]
+    assert len(scan.ranges) == 360 and scan.header.frame_id == "laser"
+    # Straight behind the robot (beam 0, angle -pi): the west wall, 3 m from the centre; laser 5 cm ahead.
+    assert scan.ranges[0] == pytest.approx(3.0 + 0.05, abs=0.03)
+    odom = last["odom"]
+    assert (odom.header.frame_id, odom.child_frame_id) == ("odom", "base_link")
+    assert set(last["joints"].name) == {"left_wheel_joint", "right_wheel_joint", "camera_pan_joint"}
+    assert last["truth"].header.frame_id == "world"
+    objects = json.loads(last["objects"].data)
+    assert [o["name"] for o in objects["objects"]] == ["red_cube"] and objects["areas"][0]["name"] == "blue_square"
+    # Stamps are sim time: never ahead of the newest /clock by more than one clock period.
+    clock = last["clock"].clock.sec + last["clock"].clock.nanosec * 1e-9
+    stamp = img.header.stamp.sec + img.header.stamp.nanosec * 1e-9
+    assert 0.0 < stamp <= clock + 0.011
+
+
+def test_base_obeys_cmd_vel_and_stops_by_itself(stack):
+    probe, client = stack["probe"], stack["client"]
+    probe.wait_for(["truth"])
+    pub = client.create_publisher(Twist, topics.BASE_CMD_VEL, 10)
+    msg = Twist()
+    msg.angular.z = 0.6
+    for _ in range(20):  # 1 s of turning at 20 Hz
+        pub.publish(msg)
+        time.sleep(0.05)
+    assert abs(probe.last["truth"].twist.twist.angular.z) > 0.3
+    time.sleep(1.5)  # > cmd_vel_timeout (0.5 s) + braking
+    assert abs(probe.last["truth"].twist.twist.angular.z) < 0.02
+    client.destroy_publisher(pub)
+
+
+def test_skills_publish_only_on_the_supervisor_input(stack):
+    _interfaces()
+    node = stack["client"]
+    end = time.monotonic() + 20
+    while time.monotonic() < end and "skills" not in node.get_node_names():
+        time.sleep(0.1)
+    skills_pubs = {name for name, _ in node.get_publisher_names_and_types_by_node("skills", "/")}
+    assert "/" + topics.AUTONOMY_CMD_VEL in skills_pubs
+    assert "/" + topics.BASE_CMD_VEL not in skills_pubs
+    publishers_of_base = {i.node_name for i in node.get_publishers_info_by_topic("/" + topics.BASE_CMD_VEL)}
+    assert "skills" not in publishers_of_base
+    assert {i.node_name for i in node.get_subscriptions_info_by_topic("/" + topics.BASE_CMD_VEL)} >= {"sim"}
+
+
+def test_bad_skill_requests_are_refused_without_motion(stack):
+    srv = _interfaces()
+    relay = stack["relay"]
+    before = relay.forwarded
+    resp = _call(stack["client"], srv.DriveDistance, topics.SKILL_DRIVE_DISTANCE,
+                 srv.DriveDistance.Request(distance=float("nan"), speed=0.3))
+    assert not resp.success and "finite" in resp.message
+    resp = _call(stack["client"], srv.Rotate, topics.SKILL_ROTATE, srv.Rotate.Request(angle=1.0, speed=50.0))
+    assert not resp.success and "limit" in resp.message
+    resp = _call(stack["client"], srv.GoToPose, topics.SKILL_GO_TO_POSE, srv.GoToPose.Request(x=500.0, y=0.0))
+    assert not resp.success and "beyond the limit" in resp.message
+    assert relay.forwarded - before <= 3  # at most the stop command each refusal ends with
+    resp = _call(stack["client"], srv.LookAt, topics.SKILL_LOOK_AT, srv.LookAt.Request(pan=5.0))
+    assert not resp.success and "outside" in resp.message
+
+
+def test_grasp_go_to_pose_2m_and_release_through_the_relay(stack):
+    srv = _interfaces()
+    probe, client, relay = stack["probe"], stack["client"], stack["relay"]
+    probe.wait_for(["truth", "objects", "odom"])
+    # Approach: stop 0.3 m short of the cube, facing it. The robot started at the world origin
+    # heading +x, so the odom frame is the world frame (up to odometry drift, millimetres here).
+    cube = json.loads(probe.last["objects"].data)["objects"][0]
+    o = probe.last["odom"].pose.pose.position
+    heading = math.atan2(cube["y"] - o.y, cube["x"] - o.x)
+    approach = srv.GoToPose.Request(x=cube["x"] - 0.3 * math.cos(heading), y=cube["y"] - 0.3 * math.sin(heading),
+                                    theta=heading, use_theta=True, max_speed=0.2)
+    resp = _call(client, srv.GoToPose, topics.SKILL_GO_TO_POSE, approach)
+    assert resp.success, resp.message
+    resp = _call(client, srv.Grasp, topics.SKILL_GRASP, srv.Grasp.Request(object_name=""))
+    assert resp.success and resp.held_object == "red_cube", resp.message
+
+    time.sleep(0.2)
+    o = probe.last["odom"].pose.pose.position
+    goal = (o.x - 1.2, o.y + 1.6)  # 2 m away, behind-left: turn, then drive (odom frame)
+    forwarded = relay.forwarded
+    resp = _call(client, srv.GoToPose, topics.SKILL_GO_TO_POSE,
+                 srv.GoToPose.Request(x=goal[0], y=goal[1], theta=0.0, use_theta=False, max_speed=0.4))
+    assert resp.success, resp.message
+    assert math.hypot(resp.final_pose.x - goal[0], resp.final_pose.y - goal[1]) < 0.05
+    assert relay.forwarded - forwarded > 30  # the motion went through the supervisor's input
+    time.sleep(0.3)
+    truth = probe.last["truth"].pose.pose.position
+    assert math.hypot(truth.x - goal[0], truth.y - goal[1]) < 0.05  # odom frame = world frame, see above
+
+    state = json.loads(_call(client, srv.DescribeState, topics.SKILL_DESCRIBE_STATE,
+                             srv.DescribeState.Request()).state_json)
+    assert state["held_object"] == "red_cube" and state["last_skill"]["skill"] == "go_to_pose"
+    resp = _call(client, srv.Release, topics.SKILL_RELEASE, srv.Release.Request())
+    assert resp.success and resp.released_object == "red_cube"
+    time.sleep(1.0)  # objects JSON at 2 Hz
+    cube = json.loads(probe.last["objects"].data)["objects"][0]
+    assert not cube["held"] and math.hypot(cube["x"] - truth.x, cube["y"] - truth.y) < 0.35
