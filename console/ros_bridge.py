@@ -95,7 +95,7 @@ class RosConsoleBridge(ConsoleBackend):
         node.create_subscription(Image, topics.CAMERA_IMAGE, self._on_raw, qos_profile_sensor_data)
         node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diagnostics, RELIABLE)
         node.create_subscription(String, topics.AGENT_THINKING, self._on_thinking, RELIABLE)
-        node.create_subscription(String, topics.AGENT_STATUS, self._on_agent_status, RELIABLE)
+        node.create_subscription(String, topics.AGENT_STATUS, self._on_agent_status, LATCHED)  # the agent latches it
         if self._iface is not None:
             msg, srv, action = self._iface
             node.create_subscription(msg.SafetyVerdict, topics.SAFETY_VERDICT, self._on_verdict, RELIABLE)

@@ -6,6 +6,8 @@ processes, Chromium driven by Playwright, and ROS checks from this process:
 - a take-over drives the robot forward while W is held and stops it on release;
 - E-stop latches the supervisor, the base gets zero and the robot stops, the page shows it latched;
   the reset asks for a reason and does not move the robot;
+- a task typed on the page runs on qwen_node (replay backend: a fixed script, not a model): its
+  thinking streams in, its tool calls appear with their status; cancel ends it;
 - an approval request (skills/release needs one in config/safety_policy.yaml) appears with its
   arguments and a countdown; denying it blocks the action (the target service is never called).
 The target of the approval test is ReleaseServiceDouble (a counting test double of skills/release;
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 import subprocess
 import sys
 import threading
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-for _module in ("qwen_stack_interfaces", "qwen_stack.safety.node", "qwen_stack.sim.node"):
+for _module in ("qwen_stack_interfaces", "qwen_stack.safety.node", "qwen_stack.sim.node", "qwen_stack.qwen_node.node"):
     try:
         _found = importlib.util.find_spec(_module) is not None
     except ModuleNotFoundError:
@@ -122,7 +125,9 @@ def stack(ros_env, tmp_path_factory):
     safety_overrides.write_text("/**:\n  ros__parameters:\n    audit_log_path: ''\n    approval_timeout: 30.0\n")
     procs = [_start("qwen_stack.sim.node", [config_file("sim.yaml")], ros_env, tmp / "sim.log"),
              _start("qwen_stack.safety.node", [config_file("safety.yaml"), safety_overrides], ros_env,
-                    tmp / "safety.log")]
+                    tmp / "safety.log"),
+             # the agent with its replay backend (a fixed script, NOT a model): enough to see a task on the page
+             _start("qwen_stack.qwen_node.node", [config_file("agent.yaml")], ros_env, tmp / "agent.log")]
     rclpy.init()
     node = rclpy.create_node("console_stack_test")
     watcher = StackWatcher(node)
@@ -247,3 +252,18 @@ def test_approval_request_appears_and_denial_blocks_the_action(stack):
     assert watcher.release_calls == 0
     expect(item).to_be_hidden()
     node.destroy_client(client)
+
+
+def test_task_typed_on_page_streams_thinking_and_tool_calls_then_cancel(stack):
+    page, watcher, _ = stack
+    _ensure_released(page, watcher)
+    page.get_by_label("Instruction").fill("bring the red cube to the blue square")
+    page.get_by_role("button", name="Start task").click()
+    expect(page.get_by_role("status").filter(has_text="Task")).to_contain_text(
+        "Task “bring the red cube to the blue square”: sent", timeout=20000)
+    expect(page.get_by_label("Model thinking")).to_contain_text("The task is to find the red cube", timeout=20000)
+    calls = page.get_by_role("table", name="Tool calls")
+    expect(calls.get_by_role("row").nth(1)).to_contain_text("describe_state", timeout=20000)
+    page.get_by_role("button", name="Cancel task").click()
+    expect(page.get_by_role("status").filter(has_text="Task")).to_contain_text(
+        re.compile("canceled|failed"), timeout=20000)
