@@ -71,6 +71,9 @@ class ToolCallError:
     """Output that looked like (or should have been) a tool call and is not a valid one."""
     message: str  # for the model: what was wrong
     raw: str
+    # the model's text for this error that no TextDelta carries (the whole <tool_call> block);
+    # empty for stray markup, which stays in the text
+    unshown_text: str = ""
 
 
 ParserEvent = Union[ThinkingDelta, TextDelta, ParsedToolCall, ToolCallError]
@@ -133,6 +136,8 @@ def convert_value(name: str, value: Any, schema: Mapping[str, Any], from_text: b
     from_text: the value is the raw text of an XML-form <parameter> (always a string there).
     """
     kind = schema.get("type", "string")
+    if isinstance(kind, list):  # e.g. ["number", "null"] from other clients' schemas
+        kind = next((k for k in kind if k != "null"), "string")
     if from_text and kind != "string":
         value = value.strip()
     if kind == "string":
@@ -327,7 +332,7 @@ class OutputStreamParser:
         events = self._drain(final=True)
         if self._state == self._CALL:
             events.append(ToolCallError("the output ended inside <tool_call> (missing </tool_call>)",
-                                        self._buf))
+                                        self._buf, TOOL_CALL_OPEN + self._buf))
         elif self._state == self._SKIP_CALL:
             pass  # its error was already reported
         elif self._state == self._THINK and self._buf:
@@ -390,12 +395,16 @@ class OutputStreamParser:
                 if (i < 0 and len(self._buf) > MAX_TOOL_CALL_CHARS) or i > MAX_TOOL_CALL_CHARS:
                     # too long: one error, then skip to its </tool_call> (same result for any split)
                     events.append(ToolCallError(
-                        f"tool call longer than {MAX_TOOL_CALL_CHARS} characters", self._buf[:200]))
+                        f"tool call longer than {MAX_TOOL_CALL_CHARS} characters", self._buf[:200],
+                        TOOL_CALL_OPEN + self._buf[:200] + "..."))
                     self._state = self._SKIP_CALL
                     continue
                 if i < 0:
                     break
-                events.append(parse_tool_call_block(self._buf[:i], self._schemas))
+                parsed = parse_tool_call_block(self._buf[:i], self._schemas)
+                if isinstance(parsed, ToolCallError):
+                    parsed = ToolCallError(parsed.message, parsed.raw, TOOL_CALL_OPEN + parsed.raw + TOOL_CALL_CLOSE)
+                events.append(parsed)
                 self._buf = self._buf[i + len(TOOL_CALL_CLOSE):]
                 self._state = self._TEXT
             else:  # skipping the rest of an over-long call

@@ -295,6 +295,10 @@ class Planner:
             if cancel.cancelled:
                 return TaskResult(False, f"cancelled: {cancel.reason}", len(records), records)
             messages.append(ChatMessage("assistant", raw))
+            if not turn.errors and not turn.calls and not turn.text.strip():
+                # e.g. the turn ran out of tokens while thinking: neither an answer nor an action
+                turn.add(ToolCallError("the turn ended without a tool call or an answer (thinking not closed "
+                                       "with </think>, or nothing after it)", raw[-200:]))
             if turn.errors:
                 retries += 1
                 msg = {"error": "your last output was not valid; nothing from it was executed",

@@ -168,3 +168,11 @@ def test_backend_failure_ends_the_task_with_its_reason(registry):
 def test_planner_config_rejects_bad_values(bad):
     with pytest.raises(ValueError, match="PlannerConfig"):
         PlannerConfig(**bad)
+
+
+def test_a_turn_with_only_thinking_is_not_an_answer(registry):
+    planner, model, transport, _ = make(registry, ["<think>hmm, still thinking when tokens ran out", "Done."])
+    res = planner.run("go", CancelToken())
+    assert res.success and res.message == "Done."
+    err = json.loads([c for r, c, _ in model.seen[1] if r == "tool"][-1])
+    assert "without a tool call or an answer" in err["problems"][0]

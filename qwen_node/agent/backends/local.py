@@ -1,0 +1,172 @@
+"""`local` backend: our Qwen3.5 engine (qwen_node/engine) in this process.
+
+`LocalChatEngine` is the one place that turns chat messages into a prompt for the engine and
+streams its output text; the agent backend and `qwen-stack serve` both use it. It renders the
+conversation with the engine's Qwen3.5 chat format (engine/chat.py), so with thinking on the
+prompt ends in "<think>\\n" and the output starts inside the thinking block.
+
+Images: when the engine offers multimodal prompting (`engine.multimodal.prepare_prompt`), frames
+go through the vision tower; otherwise, and always in language-model-only mode (camera: none),
+the prompt is text only and `last_prompt_images` says how many frames were left out.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from qwen_stack.qwen_node.agent.planner import CancelToken, ChatMessage
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = ""
+    first_token_s: float = 0.0     # prompt ready -> first text
+    total_s: float = 0.0
+
+
+_KEEP_IN_ASSISTANT = ("<tool_call>", "</tool_call>", "<think>", "</think>")
+
+
+def strip_special_tokens(text: str, keep: tuple[str, ...] = ()) -> str:
+    """Remove Qwen control tokens from message text (a tool result or a garbled model turn must not
+    inject them into the next prompt)."""
+    from qwen_stack.qwen_node.engine.chat import SPECIAL_TOKENS
+
+    for tok in SPECIAL_TOKENS:
+        if tok not in keep and tok in text:
+            text = text.replace(tok, "")
+    return text
+
+
+def chat_dicts(messages: Sequence[ChatMessage], vision: bool) -> tuple[list[dict], list[Any]]:
+    """ChatMessages -> engine chat-format dicts, plus the images in placeholder order."""
+    out: list[dict] = []
+    images: list[Any] = []
+    for m in messages:
+        text = strip_special_tokens(m.content, _KEEP_IN_ASSISTANT if m.role == "assistant" else ())
+        if m.role == "assistant" and "</think>" in text:
+            # the engine's chat format splits reasoning at the LAST block; drop stray tags inside
+            reasoning, _, answer = text.rpartition("</think>")
+            text = reasoning.replace("<think>", "").replace("</think>", "") + "</think>" + answer.replace("<think>", "")
+        elif m.role == "assistant":
+            text = text.replace("<think>", "")
+        if m.images and vision and m.role == "user":
+            parts: list[dict] = [{"type": "image"} for _ in m.images] + [{"type": "text", "text": text}]
+            images.extend(m.images)
+            out.append({"role": m.role, "content": parts})
+        else:
+            out.append({"role": m.role, "content": text})
+    return out, images
+
+
+class LocalChatEngine:
+    """A loaded checkpoint + tokenizer; one generation at a time (a lock serialises callers)."""
+
+    def __init__(self, model_dir: str, device: str = "auto", dtype: str = "auto"):
+        import torch
+
+        from qwen_stack.qwen_node.engine.loader import load_model
+        from qwen_stack.qwen_node.engine.tokenizer import QwenTokenizer
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        torch_dtype = {"auto": torch.bfloat16 if device != "cpu" else torch.float32,
+                       "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+        self.device = device
+        self.model = load_model(model_dir, dtype=torch_dtype, device=device, progress=False)
+        self.tokenizer = QwenTokenizer()
+        self.model_dir = model_dir
+        self._lock = threading.Lock()
+        try:  # optional: multimodal prompting, when the engine provides it
+            from qwen_stack.qwen_node.engine import multimodal  # type: ignore[attr-defined]
+            self._multimodal = multimodal
+        except ImportError:
+            self._multimodal = None
+        self.supports_images = self._multimodal is not None
+
+    def render(self, chat: list[dict], tools: list[dict] | None, enable_thinking: bool) -> tuple[str, int]:
+        from qwen_stack.qwen_node.engine.chat import render_chat
+
+        text, n_img, _ = render_chat(chat, tools or None, add_generation_prompt=True, enable_thinking=enable_thinking)
+        return text, n_img
+
+    def stream(self, chat: list[dict], images: list[Any], tools: list[dict] | None, on_text: Callable[[str], None],
+               cancel: Callable[[], bool], max_new_tokens: int, temperature: float, enable_thinking: bool,
+               on_prompt_ready: Callable[[], None] | None = None) -> tuple[str, GenerationStats]:
+        """Generate one assistant turn; on_text gets each text delta. Returns (text, stats)."""
+        from qwen_stack.qwen_node.engine.generate import SamplingParams, generate
+
+        if self._multimodal is None:  # text-only engine: leave image parts out of the prompt
+            chat = [{**m, "content": "".join(p.get("text", "") for p in m["content"])}
+                    if isinstance(m.get("content"), list) else m for m in chat]
+            images = []
+        with self._lock:
+            t0 = time.perf_counter()
+            prompt, n_img = self.render(chat, tools, enable_thinking)
+            kwargs: dict[str, Any] = {}
+            if n_img and self._multimodal is not None:
+                ids, kwargs = self._multimodal.prepare_prompt(self.model, self.tokenizer, prompt, images)
+            else:
+                ids = self.tokenizer.encode(prompt)
+            if on_prompt_ready is not None:
+                on_prompt_ready()
+            stats = GenerationStats(prompt_tokens=len(ids))
+            params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
+                                    stop_token_ids=(self.tokenizer.im_end_id, self.tokenizer.endoftext_id))
+            first = [True]
+
+            def on_token(_tok, delta: str) -> None:
+                if first[0]:
+                    first[0] = False
+                    stats.first_token_s = time.perf_counter() - t0
+                if delta:
+                    on_text(delta)
+
+            res = generate(self.model, ids, params, detokenize=self.tokenizer.decode, on_token=on_token,
+                           cancel=cancel, **kwargs)
+            stats.completion_tokens = len(res.token_ids)
+            stats.finish_reason = res.finish_reason
+            stats.total_s = time.perf_counter() - t0
+            text = res.text
+            for special in ("<|im_end|>", "<|endoftext|>"):
+                text = text.replace(special, "")
+            return text, stats
+
+
+class LocalEngineBackend:
+    """planner.LanguageModel over LocalChatEngine."""
+    is_model = True
+
+    def __init__(self, engine: LocalChatEngine, max_new_tokens: int, temperature: float, enable_thinking: bool,
+                 vision: bool):
+        self.engine = engine
+        self.max_new_tokens, self.temperature, self.enable_thinking = max_new_tokens, temperature, enable_thinking
+        self.vision = vision and engine.supports_images
+        self.start_in_thinking = enable_thinking
+        self.name = f"local:{engine.model_dir}"
+        self.last_stats = GenerationStats()
+        self.last_prompt_images = 0
+        self.on_prompt_ready: Callable[[], None] | None = None
+        if vision and not engine.supports_images:
+            LOG.warning("local backend: the engine has no multimodal prompting yet; frames are left out of prompts")
+
+    @classmethod
+    def from_settings(cls, s) -> "LocalEngineBackend":
+        return cls(LocalChatEngine(s.model_dir, s.device), s.max_new_tokens, s.temperature, s.enable_thinking,
+                   vision=s.camera != "none")
+
+    def generate(self, messages: Sequence[ChatMessage], tools: list[dict], on_text: Callable[[str], None],
+                 cancel: CancelToken) -> str:
+        chat, images = chat_dicts(messages, self.vision)
+        self.last_prompt_images = sum(len(m.images) for m in messages)
+        text, self.last_stats = self.engine.stream(
+            chat, images, tools, on_text, lambda: cancel.cancelled, self.max_new_tokens, self.temperature,
+            self.enable_thinking, on_prompt_ready=self.on_prompt_ready)
+        return text
