@@ -50,8 +50,6 @@ E2M1_VALUES = torch.tensor(
 _E2M1_MIDPOINTS = (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0)
 _MIDPOINTS_ROUNDING_UP = (0.75, 1.75, 3.5)  # midpoints whose upper neighbour has the even code
 
-# byte -> (value of low nibble, value of high nibble); used to unpack two codes at once
-_BYTE_TO_PAIR = torch.stack([E2M1_VALUES[torch.arange(256) & 0xF], E2M1_VALUES[torch.arange(256) >> 4]], dim=-1)
 
 
 @dataclass
@@ -260,17 +258,41 @@ def dequantize_nvfp4(q: NVFP4Tensor, dtype: torch.dtype = torch.float32) -> torc
     return blocks.reshape(values.shape).to(dtype)
 
 
+_SCALED_PAIR_LUTS: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _scaled_pair_lut(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(E4M3 scale byte, packed byte) -> both values times the scale, as one int32/int64 word.
+
+    Entry ``s << 8 | b`` holds ``(E2M1[b & 15] * e4m3(s), E2M1[b >> 4] * e4m3(s))`` in ``dtype``,
+    viewed as one integer so that a single gather yields two scaled weights. 65536 entries
+    (256 KiB for bf16/fp16, 512 KiB for fp32); the products are exact in all three dtypes.
+    """
+    key = (dtype, device)
+    if key not in _SCALED_PAIR_LUTS:
+        scales = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).float()  # [256]
+        byte = torch.arange(256)
+        pairs = torch.stack([E2M1_VALUES[byte & 0xF], E2M1_VALUES[byte >> 4]], dim=-1)  # [256, 2]
+        table = (scales[:, None, None] * pairs[None]).reshape(65536, 2).to(dtype).contiguous()
+        word = torch.int64 if dtype == torch.float32 else torch.int32
+        _SCALED_PAIR_LUTS[key] = table.view(word).reshape(65536).to(device)
+    return _SCALED_PAIR_LUTS[key]
+
+
 def dequantize_rows_unscaled(packed: torch.Tensor, block_scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """E2M1[code] * float(s) for a slice of rows, without the global scale.
 
-    packed: uint8 [r, in/2], block_scale: e4m3 [r, in/16] -> [r, in] in dtype. The products are
-    exact in bf16 and fp16 (a 2-bit by 4-bit mantissa product), so only the global scale, applied
-    to the matmul output, rounds.
+    packed: uint8 [r, in/2], block_scale: e4m3 [r, in/16] -> [r, in] in dtype (bf16, fp16, fp32).
+    One table gather per byte (see :func:`_scaled_pair_lut`); the products are exact, so only
+    the global scale, applied to the matmul output, rounds.
     """
-    pairs = _BYTE_TO_PAIR.to(device=packed.device, dtype=dtype)[packed.long()]  # [r, in/2, 2]
+    if dtype not in (torch.bfloat16, torch.float16, torch.float32):
+        raise ValueError(f"NVFP4 compute dtype must be bf16, fp16 or fp32, got {dtype}")
     r, half = packed.shape
-    blocks = pairs.reshape(r, half * 2 // BLOCK_SIZE, BLOCK_SIZE)  # [r, nb, 16]
-    return (blocks * block_scale.to(dtype).unsqueeze(-1)).reshape(r, half * 2)
+    lut = _scaled_pair_lut(dtype, packed.device)
+    # index [r, nb, 8]: scale byte of the block in bits 8-15, packed byte in bits 0-7
+    index = packed.reshape(r, -1, BLOCK_SIZE // 2).int() + (block_scale.view(torch.uint8).int() << 8).unsqueeze(-1)
+    return lut.index_select(0, index.reshape(-1)).view(dtype).reshape(r, half * 2)
 
 
 # ---------------------------------------------------------------------------------------------

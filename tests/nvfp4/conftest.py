@@ -35,7 +35,7 @@ TINY_VISION = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, o
                    num_position_embeddings=16, patch_size=16, temporal_patch_size=2, spatial_merge_size=2)
 
 
-def save_tiny_qwen35_moe(path, seed: int = 0, dtype=None):
+def save_tiny_qwen35_moe(path, seed: int = 0, dtype=None, text_overrides: dict | None = None):
     """Write a tiny random Qwen3_5MoeForConditionalGeneration checkpoint; returns the fp32 model.
 
     Weights ~ N(0, 1/fan_in) (router N(0, 1) so routing is decisive), A_log in [-1, 1], DeltaNet
@@ -45,7 +45,9 @@ def save_tiny_qwen35_moe(path, seed: int = 0, dtype=None):
     from transformers import Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration
 
     torch.manual_seed(seed)
-    model = Qwen3_5MoeForConditionalGeneration(Qwen3_5MoeConfig(text_config=TINY_TEXT, vision_config=TINY_VISION))
+    text = {**TINY_TEXT, **(text_overrides or {})}
+    vision = {**TINY_VISION, "out_hidden_size": text["hidden_size"]}
+    model = Qwen3_5MoeForConditionalGeneration(Qwen3_5MoeConfig(text_config=text, vision_config=vision))
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -211,3 +211,18 @@ def test_bad_inputs_are_rejected_with_clear_errors():
     q = quantize_nvfp4(torch.randn(8, 32))
     with pytest.raises(ValueError, match="features"):
         nvfp4_linear(torch.randn(2, 16), q)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_tile_dequantization_is_exact(dtype):
+    """Table gather (fast path) == E2M1 value * E4M3 scale in fp32 (reference), over every byte and scale."""
+    from qwen_stack.qwen_node.engine.nvfp4 import dequantize_rows_unscaled
+
+    gen = torch.Generator().manual_seed(2)
+    packed = torch.randint(0, 256, (126, 64), generator=gen, dtype=torch.uint8)  # every byte value appears
+    scale_bytes = torch.arange(1, 127, dtype=torch.uint8)  # all positive finite E4M3, subnormals included
+    block_scale = scale_bytes[torch.randperm(126, generator=gen)][:, None].repeat(1, 8).view(torch.float8_e4m3fn)
+    q = NVFP4Tensor(packed, block_scale, torch.ones(()))
+    assert torch.equal(dequantize_rows_unscaled(packed, block_scale, dtype), dequantize_nvfp4(q, torch.float32).to(dtype))
+    with pytest.raises(ValueError, match="compute dtype"):
+        dequantize_rows_unscaled(packed, block_scale, torch.float64)
