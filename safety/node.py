@@ -1,0 +1,249 @@
+"""safety_supervisor: thin lifecycle node around the pure safety core (qwen_stack.safety.supervisor_core).
+
+Inputs: cmd_vel/autonomy, cmd_vel/teleop, teleop/lock, scan, odom, safety/estop, operator/heartbeat.
+Output: cmd_vel (this node is its only publisher), safety/verdict, safety/estop_latched, /diagnostics.
+Services: safety/call_tool (proxy for actuating services), safety/trigger_estop, safety/reset_estop,
+safety/approve. The node configures and activates itself at start; bad parameters exit with code 2.
+"""
+from __future__ import annotations
+
+import sys
+
+from qwen_stack.rosenv import apply_to_current_process
+
+
+def _now(node) -> float:
+    return node.get_clock().now().nanoseconds * 1e-9
+
+
+def build_node():
+    import rclpy
+    from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+    from rclpy.lifecycle import Node as LifecycleNode
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
+
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    from geometry_msgs.msg import Twist, Vector3
+    from nav_msgs.msg import Odometry
+    from qwen_stack_interfaces.msg import ApprovalRequest, SafetyVerdict
+    from qwen_stack_interfaces.srv import Approve, CallTool, ResetEStop
+    from sensor_msgs.msg import LaserScan
+    from std_msgs.msg import Bool, Empty
+    from std_srvs.srv import Trigger
+
+    from qwen_stack import topics as T
+    from qwen_stack.paths import config_file
+    from qwen_stack.safety.action_policy import ActionVetter, load_policy
+    from qwen_stack.safety.audit import AuditLog
+    from qwen_stack.safety.config import NODE_NAME, ConfigError, config_from_params
+    from qwen_stack.safety.inputs import EStopEvent, TeleopLock
+    from qwen_stack.safety.msg_conversion import odom_to_data, request_fields, scan_to_data, twist_to_command
+    from qwen_stack.safety.reporting import SupervisorReporter
+    from qwen_stack.safety.supervisor_core import SafetyCore
+    from qwen_stack.safety.tool_proxy import ToolProxy
+
+    class SafetySupervisor(LifecycleNode):
+        def __init__(self):
+            super().__init__(NODE_NAME, automatically_declare_parameters_from_overrides=True)
+            self.config_error: str | None = None
+            # Executor and callback groups: every input, the control timer and the e-stop services share ONE
+            # mutually exclusive group, so the core is only ever touched by one thread (no locks in the hot
+            # path). The CallTool proxy blocks while it waits for an operator approval or for the real
+            # service, so it runs in a reentrant group of its own, and the clients it calls answer in a third
+            # group: a MultiThreadedExecutor can then deliver the downstream response (and Approve calls)
+            # while a proxy callback waits, which is what avoids the classic nested-service deadlock.
+            self.control_group = MutuallyExclusiveCallbackGroup()
+            self.proxy_group = ReentrantCallbackGroup()
+            self.client_group = ReentrantCallbackGroup()
+
+        # ---------------------------------------------------------------- lifecycle
+        def on_configure(self, state):
+            params = {name: p.value for name, p in self._parameters.items()}
+            try:
+                self.cfg = config_from_params(params)
+                policy = load_policy(config_file(self.cfg.policy_file), request_fields)
+            except ConfigError as exc:
+                self.config_error = str(exc)
+                self.get_logger().fatal(self.config_error)
+                return TransitionCallbackReturn.FAILURE
+            self.core = SafetyCore(self.cfg, start_time=_now(self))
+            self.audit = AuditLog(self.cfg.audit_log_path, fsync=self.cfg.audit_fsync)
+            g = self.control_group
+            self.cmd_pub = self.create_lifecycle_publisher(Twist, T.BASE_CMD_VEL, 10)
+            self.verdict_pub = self.create_lifecycle_publisher(SafetyVerdict, T.SAFETY_VERDICT, 10)
+            latched_qos = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            self.estop_pub = self.create_lifecycle_publisher(Bool, T.SAFETY_ESTOP_STATE, latched_qos)
+            self.diag_pub = self.create_lifecycle_publisher(DiagnosticArray, T.DIAGNOSTICS, 10)
+            self.approval_pub = self.create_lifecycle_publisher(ApprovalRequest, T.SAFETY_APPROVAL_REQUEST, 10)
+            self.reporter = SupervisorReporter(self, self.audit, SafetyVerdict, Twist, DiagnosticArray,
+                                               DiagnosticStatus, KeyValue, _now)
+            for topic, source in ((T.AUTONOMY_CMD_VEL, "autonomy"), (T.TELEOP_CMD_VEL, "teleop")):
+                self.create_subscription(Twist, topic, lambda m, s=source: self.on_twist(m, s), 10,
+                                         callback_group=g)
+            self.create_subscription(Bool, T.TELEOP_LOCK, self.on_lock, 10, callback_group=g)
+            self.create_subscription(LaserScan, T.SCAN, self.on_scan, qos_profile_sensor_data, callback_group=g)
+            self.create_subscription(Odometry, T.ODOM, self.on_odom, qos_profile_sensor_data, callback_group=g)
+            self.create_subscription(Bool, T.SAFETY_ESTOP_TOPIC, self.on_estop_topic, 10, callback_group=g)
+            self.create_subscription(Empty, T.OPERATOR_HEARTBEAT, lambda _m: self.core.on_heartbeat(_now(self)), 10,
+                                     callback_group=g)
+            self.create_service(Trigger, T.SAFETY_TRIGGER_ESTOP, self.on_trigger_estop, callback_group=g)
+            self.create_service(ResetEStop, T.SAFETY_RESET_ESTOP, self.on_reset, callback_group=g)
+            self.proxy = ToolProxy(self, ActionVetter(policy), self.cfg.approval_timeout, self.client_group,
+                                   lambda: _now(self), lambda: self.core.estop.latched, self.publish_approval_request,
+                                   self.reporter.action)
+            self.create_service(CallTool, T.SAFETY_CALL_TOOL, self.on_call_tool, callback_group=self.proxy_group)
+            self.create_service(Approve, T.SAFETY_APPROVE, self.on_approve, callback_group=self.proxy_group)
+            self.get_logger().info(f"configured: policy {self.cfg.policy_file} ({len(policy.services)} services), "
+                                   f"audit log {self.cfg.audit_log_path or 'disabled'}")
+            return TransitionCallbackReturn.SUCCESS
+
+        def on_activate(self, state):
+            ret = super().on_activate(state)
+            self.timer = self.create_timer(self.cfg.control_period, self.control_tick, callback_group=self.control_group)
+            self.diag_timer = self.create_timer(self.cfg.diagnostics_period, self.diagnostics_tick,
+                                                callback_group=self.control_group)
+            self.estop_pub.publish(Bool(data=False))
+            return ret
+
+        def on_deactivate(self, state):
+            self.destroy_timer(self.timer)
+            self.destroy_timer(self.diag_timer)
+            self.send_zero()
+            return super().on_deactivate(state)
+
+        def send_zero(self):
+            self.cmd_pub.publish(Twist())          # leave the base stopped
+
+        # ---------------------------------------------------------------- inputs (control group)
+        def on_twist(self, msg, source):
+            cmd = twist_to_command(msg, source, _now(self))
+            self.audit.write("input", source, cmd.stamp, linear_x=cmd.linear_x, angular_z=cmd.angular_z,
+                             other=[cmd.linear_y, cmd.linear_z, cmd.angular_x, cmd.angular_y])
+            self.core.on_command(cmd)
+            self.run_step()                        # act on a command at once (latency), not only on the timer
+
+        def on_lock(self, msg):
+            self.audit.write("input", "teleop_lock", _now(self), held=bool(msg.data))
+            self.core.on_lock(TeleopLock(bool(msg.data), _now(self)))
+
+        def on_scan(self, msg):
+            scan = scan_to_data(msg, _now(self))
+            self.core.on_scan(scan)
+            if self.cfg.audit_log_sensors:
+                self.audit.write("sensor", "scan", scan.stamp, beams=len(scan.ranges),
+                                 obstacle_points=len(self.core.scan_points))
+
+        def on_odom(self, msg):
+            odom = odom_to_data(msg, _now(self))
+            self.core.on_odom(odom)
+            if self.cfg.audit_log_sensors:
+                self.audit.write("sensor", "odom", odom.stamp, x=odom.x, y=odom.y, theta=odom.theta,
+                                 linear_x=odom.linear_x, angular_z=odom.angular_z)
+
+        def on_estop_topic(self, msg):
+            if msg.data:                           # False never resets: reset needs the service and a reason
+                self.latch("topic", "e-stop topic")
+
+        def on_trigger_estop(self, request, response):
+            self.latch("service", "trigger_estop service")
+            response.success, response.message = True, "e-stop latched"
+            return response
+
+        def on_reset(self, request, response):
+            ok, message = self.core.reset(request.reason, request.operator_name, _now(self))
+            self.audit.write("estop_reset", request.operator_name or "unknown", _now(self), ok=ok,
+                             reason=request.reason, message=message)
+            (self.get_logger().warn if ok else self.get_logger().error)(f"e-stop reset: {message}")
+            response.ok, response.message = ok, message
+            if ok:
+                self.estop_pub.publish(Bool(data=False))
+            return response
+
+        def latch(self, origin, reason):
+            now = _now(self)
+            changed = self.core.latch(EStopEvent(origin, reason, now))
+            self.audit.write("estop_latch", origin, now, reason=reason, changed=changed)
+            if changed:
+                self.get_logger().error(f"E-STOP latched by {origin}: {reason}")
+                self.estop_pub.publish(Bool(data=True))
+            self.run_step()
+
+        # ---------------------------------------------------------------- control
+        def control_tick(self):
+            self.run_step()
+
+        def run_step(self):
+            was_latched = self.core.estop.latched
+            result = self.core.step(_now(self))
+            self.cmd_pub.publish(Twist(linear=Vector3(x=result.output.linear_x),
+                                       angular=Vector3(z=result.output.angular_z)))
+            self.reporter.step(result)
+            if result.estop_latched and not was_latched:   # latched by the heartbeat rule inside the core
+                self.estop_pub.publish(Bool(data=True))
+
+        def diagnostics_tick(self):
+            self.reporter.diagnostics(self.core, self.count_publishers(T.BASE_CMD_VEL),
+                                      self.get_publishers_info_by_topic(T.BASE_CMD_VEL))
+
+        # ---------------------------------------------------------------- actions (proxy group)
+        def on_call_tool(self, request, response):
+            out = self.proxy.call(request.service, request.arguments_json, request.source, request.timeout_s)
+            for key, value in out.items():
+                setattr(response, key, value)
+            return response
+
+        def on_approve(self, request, response):
+            response.ok, response.message = self.proxy.answer(request.request_id, request.approved,
+                                                              request.operator_name)
+            self.audit.write("approval", request.operator_name or "unknown", _now(self),
+                             request_id=request.request_id, approved=request.approved, ok=response.ok)
+            return response
+
+        def publish_approval_request(self, req, timeout):
+            msg = ApprovalRequest(request_id=req.request_id, service=req.service, arguments_json=req.arguments_json,
+                                  timeout_s=float(timeout))
+            msg.stamp = self.get_clock().now().to_msg()
+            self.approval_pub.publish(msg)
+            self.audit.write("approval_request", req.service, _now(self), request_id=req.request_id,
+                             arguments_json=req.arguments_json)
+
+    return SafetySupervisor
+
+
+def main(argv: list[str] | None = None) -> int:
+    apply_to_current_process()
+    try:
+        import rclpy
+        from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+        from rclpy.lifecycle import TransitionCallbackReturn
+
+        node_cls = build_node()
+    except ImportError as exc:
+        print(f"safety_supervisor: cannot import ROS or qwen_stack_interfaces ({exc}); "
+              "build ros_ws (scripts/build_ros_ws.sh) and run in the stack's environment", file=sys.stderr)
+        return 2
+    rclpy.init(args=sys.argv if argv is None else argv)
+    node = node_cls()
+    code = 0
+    try:
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            print(node.config_error or "safety_supervisor: configure failed", file=sys.stderr)
+            return 2
+        node.trigger_activate()
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if rclpy.ok() and hasattr(node, "cmd_pub"):
+            node.send_zero()                       # leave the base stopped
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""Node tests of safety_supervisor over real topics: the supervisor runs as a subprocess, the test talks
+to it with rclpy from this process (sensors, command sources, a test double of skills/drive_distance
+and skills/release). Timing checks use the supervisor's own clock from its audit log, not the test's."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from qwen_stack.rosenv import apply_to_current_process
+
+apply_to_current_process()
+pytest.importorskip("rclpy", reason="rclpy (ROS 2 wheels) not installed")
+pytest.importorskip("qwen_stack_interfaces",
+                    reason="qwen_stack_interfaces not built (run scripts/build_ros_ws.sh)")
+
+import rclpy  # noqa: E402
+from geometry_msgs.msg import Twist, Vector3  # noqa: E402
+from nav_msgs.msg import Odometry  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import LaserScan  # noqa: E402
+from std_msgs.msg import Bool  # noqa: E402
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from qwen_stack import topics as T  # noqa: E402
+from qwen_stack.paths import config_file  # noqa: E402
+from qwen_stack_interfaces.msg import ApprovalRequest, SafetyVerdict  # noqa: E402
+from qwen_stack_interfaces.srv import Approve, CallTool, DriveDistance, Release, ResetEStop  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+CONTROL_RATE = 20.0
+TIMEOUT = 0.5
+
+
+def _params(tmp_path: Path, **extra) -> Path:
+    overrides = {"audit_log_path": str(tmp_path / "audit.jsonl"), "control_rate_hz": CONTROL_RATE,
+                 "autonomy_timeout": TIMEOUT, "teleop_timeout": TIMEOUT,
+                 "max_linear_accel": 100.0, "max_linear_decel": 100.0, "max_angular_accel": 100.0,
+                 "max_angular_decel": 100.0, "diagnostics_period": 0.3, "approval_timeout": 1.5,
+                 "audit_log_sensors": True, **extra}
+    f = tmp_path / "overrides.yaml"
+    body = "\n".join(f"    {k}: {json.dumps(v)}" for k, v in overrides.items())
+    f.write_text(f"/**:\n  ros__parameters:\n{body}\n")
+    return f
+
+
+def _start(ros_env, tmp_path, **extra) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "qwen_stack.safety.node", "--ros-args", "--params-file", str(config_file("safety.yaml")),
+         "--params-file", str(_params(tmp_path, **extra))],
+        env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.stdout.read() if proc.stdout else ""
+
+
+class Harness:
+    """A test-side node: publishes clear scans and odometry at 20 Hz, records cmd_vel, verdicts and diagnostics."""
+
+    def __init__(self):
+        rclpy.init()
+        self.node = rclpy.create_node("safety_test_harness")
+        n = self.node
+        self.lock = threading.Lock()
+        self.outputs: list[tuple[float, float, float]] = []        # (receive time, linear.x, angular.z)
+        self.verdicts: list[SafetyVerdict] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self.approval_requests: list[ApprovalRequest] = []
+        self.double_calls: list = []                               # requests that reached the test double
+        self.scan_pub = n.create_publisher(LaserScan, T.SCAN, qos_profile_sensor_data)
+        self.odom_pub = n.create_publisher(Odometry, T.ODOM, qos_profile_sensor_data)
+        self.auto_pub = n.create_publisher(Twist, T.AUTONOMY_CMD_VEL, 10)
+        self.teleop_pub = n.create_publisher(Twist, T.TELEOP_CMD_VEL, 10)
+        self.lock_pub = n.create_publisher(Bool, T.TELEOP_LOCK, 10)
+        self.estop_pub = n.create_publisher(Bool, T.SAFETY_ESTOP_TOPIC, 10)
+        n.create_subscription(Twist, T.BASE_CMD_VEL, self._on_cmd, 50)
+        n.create_subscription(SafetyVerdict, T.SAFETY_VERDICT, lambda m: self._append(self.verdicts, m), 200)
+        n.create_subscription(DiagnosticArray, T.DIAGNOSTICS, lambda m: self._append(self.diagnostics, m), 10)
+        n.create_subscription(ApprovalRequest, T.SAFETY_APPROVAL_REQUEST,
+                              lambda m: self._append(self.approval_requests, m), 10)
+        self.call_tool = n.create_client(CallTool, T.SAFETY_CALL_TOOL)
+        self.reset = n.create_client(ResetEStop, T.SAFETY_RESET_ESTOP)
+        self.approve = n.create_client(Approve, T.SAFETY_APPROVE)
+        # test doubles of the real skills: they only record what reached them
+        n.create_service(DriveDistance, T.SKILL_DRIVE_DISTANCE, self._double_drive)
+        n.create_service(Release, T.SKILL_RELEASE, self._double_release)
+        self.autonomy_cmd: tuple[float, float] | None = None       # republished at 20 Hz while set
+        self.teleop_cmd: tuple[float, float] | None = None
+        self.lock_held: bool | None = None
+        n.create_timer(0.05, self._tick)
+        self.executor = MultiThreadedExecutor(num_threads=3)
+        self.executor.add_node(n)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def _append(self, lst, m):
+        with self.lock:
+            lst.append(m)
+
+    def _on_cmd(self, m):
+        with self.lock:
+            self.outputs.append((time.monotonic(), m.linear.x, m.angular.z))
+
+    def _double_drive(self, req, resp):
+        self._append(self.double_calls, ("drive_distance", req.distance, req.speed))
+        resp.success, resp.message, resp.travelled = True, "test double", req.distance
+        return resp
+
+    def _double_release(self, req, resp):
+        self._append(self.double_calls, ("release",))
+        resp.success, resp.message, resp.released_object = True, "test double", "cube"
+        return resp
+
+    def _tick(self):
+        scan = LaserScan(angle_min=-math.pi, angle_increment=2 * math.pi / 360, range_min=0.05, range_max=10.0,
+                         ranges=[math.inf] * 360)
+        self.scan_pub.publish(scan)
+        self.odom_pub.publish(Odometry())
+        if self.autonomy_cmd is not None:
+            self.auto_pub.publish(Twist(linear=Vector3(x=self.autonomy_cmd[0]), angular=Vector3(z=self.autonomy_cmd[1])))
+        if self.teleop_cmd is not None:
+            self.teleop_pub.publish(Twist(linear=Vector3(x=self.teleop_cmd[0]), angular=Vector3(z=self.teleop_cmd[1])))
+        if self.lock_held is not None:
+            self.lock_pub.publish(Bool(data=self.lock_held))
+
+    def wait_for(self, predicate, timeout=10.0, what="condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if predicate():
+                    return
+            time.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def last_output(self):
+        with self.lock:
+            return self.outputs[-1][1:] if self.outputs else None
+
+    def outputs_since(self, t0):
+        with self.lock:
+            return [o[1:] for o in self.outputs if o[0] >= t0]
+
+    def wait_output(self, v, timeout=10.0):
+        self.wait_for(lambda: self.outputs and abs(self.outputs[-1][1] - v) < 1e-9, timeout, f"cmd_vel linear.x={v}")
+
+    def call(self, client, request, timeout=10.0):
+        assert client.wait_for_service(timeout_sec=10.0), f"{client.srv_name} not available"
+        fut = client.call_async(request)
+        deadline = time.monotonic() + timeout
+        while not fut.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fut.done(), f"{client.srv_name} did not answer"
+        return fut.result()
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown()
+        self.thread.join(5)
+
+
+@pytest.fixture()
+def harness():
+    h = Harness()
+    yield h
+    h.close()
+
+
+@pytest.fixture()
+def supervisor(ros_env, tmp_path, harness):
+    proc = _start(ros_env, tmp_path)
+    harness.wait_for(lambda: len(harness.outputs) > 0, 20.0, "supervisor output on cmd_vel")
+    yield proc
+    out = _stop(proc)
+    if os.environ.get("SAFETY_TEST_VERBOSE"):
+        print(out)
+
+
+def _audit(tmp_path):
+    return [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+
+
+def test_second_publisher_on_cmd_vel_is_reported(harness, supervisor):
+    rogue = harness.node.create_publisher(Twist, T.BASE_CMD_VEL, 10)
+    harness.wait_for(lambda: any(v.source == "cmd_vel" and any("second publisher" in r for r in v.reasons)
+                                 for v in harness.verdicts), 10.0, "second-publisher verdict")
+    harness.wait_for(lambda: any(kv.key == "second_publishers" and "safety_test_harness" in kv.value
+                                 for d in harness.diagnostics for s in d.status for kv in s.values),
+                     10.0, "second publisher named on /diagnostics")
+    harness.node.destroy_publisher(rogue)
+
+
+def test_killing_the_command_source_stops_within_watchdog(harness, ros_env, tmp_path):
+    sup = _start(ros_env, tmp_path)
+    source_code = textwrap.dedent(f"""
+        import rclpy, time
+        from geometry_msgs.msg import Twist, Vector3
+        rclpy.init(); n = rclpy.create_node("doomed_command_source")
+        pub = n.create_publisher(Twist, "{T.AUTONOMY_CMD_VEL}", 10)
+        while True:
+            pub.publish(Twist(linear=Vector3(x=0.3))); time.sleep(0.05)
+    """)
+    src = subprocess.Popen([sys.executable, "-c", source_code], env=ros_env)
+    try:
+        harness.wait_output(0.3, 30.0)
+        src.kill()
+        src.wait(5)
+        harness.wait_output(0.0, 5.0)
+    finally:
+        if src.poll() is None:
+            src.kill()
+        _stop(sup)
+    # on the supervisor's clock: last input received -> first zero output
+    records = _audit(tmp_path)
+    last_input = max(r["stamp"] for r in records if r["kind"] == "input" and r["source"] == "autonomy")
+    steps = [r for r in records if r["kind"] == "step"]
+    last_moving = max(r["stamp"] for r in steps if r["sent"] != [0.0, 0.0])
+    first_zero = min(r["stamp"] for r in steps if r["stamp"] > last_moving)
+    moving_after = [r for r in records if r["kind"] == "step" and r["stamp"] > first_zero and r["sent"] != [0.0, 0.0]]
+    zero_step = next(r for r in records if r["kind"] == "step" and r["stamp"] == first_zero)
+    period = 1.0 / CONTROL_RATE
+    # stated allowance: half a period of timer jitter on a shared 2-core machine
+    assert first_zero - last_input <= TIMEOUT + period + 0.5 * period, first_zero - last_input
+    assert first_zero - last_input > TIMEOUT - 1e-3, json.dumps(zero_step)         # not before the timeout either
+    assert not moving_after
+    assert zero_step["level"] == "STOP" and "command watchdog" in zero_step["reasons"][0]
+
+
+def test_teleop_takes_over_and_hands_back_only_when_released(harness, supervisor):
+    harness.autonomy_cmd = (0.2, 0.0)
+    harness.wait_output(0.2)
+    harness.lock_held = True
+    harness.teleop_cmd = (0.1, 0.0)
+    harness.wait_output(0.1)
+    harness.teleop_cmd = None                       # operator stops sending but still holds the lock
+    harness.wait_output(0.0, 5.0)
+    t0 = time.monotonic()
+    time.sleep(1.0)
+    assert all(o == (0.0, 0.0) for o in harness.outputs_since(t0)), "autonomy moved while the lock was held"
+    assert any(v.level == SafetyVerdict.REJECT and "teleop lock held" in " ".join(v.reasons)
+               for v in harness.verdicts)
+    harness.lock_held = False                       # released: autonomy gets control back
+    harness.wait_output(0.2, 5.0)
+
+
+def test_action_outside_policy_is_rejected_and_never_reaches_the_service(harness, supervisor):
+    resp = harness.call(harness.call_tool, CallTool.Request(
+        service=T.SKILL_DRIVE_DISTANCE, arguments_json=json.dumps({"distance": 50.0, "speed": 0.2}),
+        source="planner", timeout_s=5.0))
+    assert not resp.accepted and resp.verdict_level == SafetyVerdict.REJECT
+    assert any("distance=50.0 above policy maximum" in r for r in resp.reasons), resp.reasons
+    resp = harness.call(harness.call_tool, CallTool.Request(service="skills/self_destruct", arguments_json="{}",
+                                                            source="planner", timeout_s=5.0))
+    assert not resp.accepted and "not in the safety policy" in resp.reasons[0]
+    time.sleep(0.3)
+    assert harness.double_calls == []
+    # the same path forwards an in-policy request and returns the service's answer
+    resp = harness.call(harness.call_tool, CallTool.Request(
+        service=T.SKILL_DRIVE_DISTANCE, arguments_json=json.dumps({"distance": 1.0, "speed": 0.2}),
+        source="planner", timeout_s=5.0))
+    assert resp.accepted and resp.success
+    assert json.loads(resp.response_json)["travelled"] == 1.0
+    assert harness.double_calls == [("drive_distance", 1.0, 0.2)]
+
+
+def test_approval_flow_timeout_denies_and_approval_forwards(harness, supervisor):
+    resp = harness.call(harness.call_tool, CallTool.Request(service=T.SKILL_RELEASE, arguments_json="{}",
+                                                            source="planner", timeout_s=5.0))
+    assert not resp.accepted and "no operator approval within 1.5 s (denied)" in resp.reasons[0]
+    assert harness.double_calls == [] and len(harness.approval_requests) == 1
+    fut = harness.call_tool.call_async(CallTool.Request(service=T.SKILL_RELEASE, arguments_json="{}",
+                                                        source="planner", timeout_s=5.0))
+    harness.wait_for(lambda: len(harness.approval_requests) == 2, 5.0, "second approval request")
+    ok = harness.call(harness.approve, Approve.Request(request_id=harness.approval_requests[1].request_id,
+                                                       approved=True, operator_name="tester"))
+    assert ok.ok
+    harness.wait_for(lambda: fut.done(), 5.0, "CallTool answer")
+    assert fut.result().accepted and fut.result().success
+    assert harness.double_calls == [("release",)]
+
+
+def test_estop_latches_and_reset_does_not_resume_motion(harness, supervisor):
+    latched = []
+    qos = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    harness.node.create_subscription(Bool, T.SAFETY_ESTOP_STATE, lambda m: latched.append(m.data), qos)
+    harness.autonomy_cmd = (0.2, 0.0)
+    harness.wait_output(0.2)
+    harness.estop_pub.publish(Bool(data=True))
+    harness.wait_output(0.0, 5.0)
+    harness.wait_for(lambda: latched and latched[-1] is True, 5.0, "estop_latched True")
+    resp = harness.call(harness.call_tool, CallTool.Request(
+        service=T.SKILL_DRIVE_DISTANCE, arguments_json=json.dumps({"distance": 1.0, "speed": 0.2}),
+        source="planner", timeout_s=5.0))
+    assert not resp.accepted and resp.verdict_level == SafetyVerdict.ESTOP
+    assert not harness.call(harness.reset, ResetEStop.Request(reason="", operator_name="tester")).ok
+    assert harness.call(harness.reset, ResetEStop.Request(reason="area checked", operator_name="tester")).ok
+    t0 = time.monotonic()
+    time.sleep(1.0)                                 # the source keeps asking for 0.2 m/s all along
+    outs = harness.outputs_since(t0)
+    assert outs and all(o == (0.0, 0.0) for o in outs), "motion resumed by itself after reset"
+    harness.autonomy_cmd = (0.0, 0.0)               # deliberate restart: zero first, then a new command
+    harness.wait_output(0.0)
+    time.sleep(0.2)
+    harness.autonomy_cmd = (0.2, 0.0)
+    harness.wait_output(0.2, 5.0)
+    assert harness.double_calls == []
+
+
+def test_bad_parameters_refuse_to_start(ros_env, tmp_path):
+    proc = _start(ros_env, tmp_path, max_linear_vel=-1.0, geofence=[0.0, 0.0, 1.0, 0.0])
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert "max_linear_vel: must be > 0" in out and "geofence: open polygon" in out
