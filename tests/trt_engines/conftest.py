@@ -7,7 +7,7 @@ with the mlp-only preset (mixers dense: the graphs mix FP4 and fp32 weights).
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ class Exported:
     model_dir: Path
     onnx_dir: Path
     manifest: dict
-    engine: torch.nn.Module   # the PyTorch engine (fp32) with the same NVFP4-dequantized weights
+    engine: torch.nn.Module = field(repr=False)   # the PyTorch engine (fp32) with the same NVFP4-dequantized weights
 
 
 @pytest.fixture(scope="session")
