@@ -25,7 +25,6 @@ from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket, WebSock
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from qwen_stack.console.access import Credentials, Role, bearer_token, origin_allowed
 from qwen_stack.console.backend import ConsoleBackend, Outcome
@@ -34,6 +33,7 @@ from qwen_stack.console.teleop import TeleopError
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 HELLO_TIMEOUT_S = 5.0
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
 WS_POLICY_VIOLATION = 1008
 
 
@@ -59,6 +59,13 @@ class TaskBody(BaseModel):
     instruction: str
 
 
+def host_name(host_header: str) -> str:
+    """The host of a Host header without its port ("[::1]:8080" -> "::1")."""
+    if host_header.startswith("["):
+        return host_header[1:].split("]", 1)[0]
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
 def _outcome(outcome: Outcome) -> JSONResponse:
     status = 503 if outcome.unavailable else 200
     return JSONResponse({"ok": outcome.ok, "message": outcome.message}, status_code=status)
@@ -69,8 +76,6 @@ def create_app(settings: ConsoleSettings, credentials: Credentials, backend: Con
     """`port`: the port actually bound (differs from settings.port when that is 0)."""
     app = FastAPI(title="qwen_stack console", docs_url=None, redoc_url=None, openapi_url=None)
     origins = settings.allowed_origins(port)
-    if settings.loopback:   # a page from another site reaching 127.0.0.1 through DNS rebinding is refused
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]", "::1"])
 
     def role_of(request: Request) -> Role:
         if not origin_allowed(request.headers.get("origin"), origins):
@@ -92,7 +97,11 @@ def create_app(settings: ConsoleSettings, credentials: Credentials, backend: Con
         return role
 
     @app.middleware("http")
-    async def security_headers(request: Request, call_next):
+    async def host_check_and_security_headers(request: Request, call_next):
+        # On localhost, a page from another site reaching 127.0.0.1 through DNS rebinding carries its own
+        # host name: refused.
+        if settings.loopback and host_name(request.headers.get("host", "")) not in LOOPBACK_NAMES:
+            return JSONResponse({"detail": "invalid host header"}, status_code=400)
         response = await call_next(request)
         # No framing (a framed E-stop or Approve button could be clicked by a hidden page), own scripts only.
         response.headers["X-Frame-Options"] = "DENY"
@@ -167,8 +176,9 @@ def create_app(settings: ConsoleSettings, credentials: Credentials, backend: Con
         return _outcome(await backend.cancel_task())
 
     async def hello(ws: WebSocket) -> Role | None:
-        """Origin check, then the page's token; None (connection closed) when refused."""
-        if not origin_allowed(ws.headers.get("origin"), origins):
+        """Host and Origin checks, then the page's token; None (connection closed) when refused."""
+        host_ok = not settings.loopback or host_name(ws.headers.get("host", "")) in LOOPBACK_NAMES
+        if not host_ok or not origin_allowed(ws.headers.get("origin"), origins):
             await ws.close(code=WS_POLICY_VIOLATION)    # before accept: the handshake gets HTTP 403
             return None
         await ws.accept()
@@ -195,7 +205,10 @@ def create_app(settings: ConsoleSettings, credentials: Credentials, backend: Con
 
         async def receive() -> None:
             while True:
-                msg = await ws.receive_json()
+                try:
+                    msg = json.loads(await ws.receive_text())
+                except (ValueError, KeyError):   # not JSON, or a binary message: ignored
+                    continue
                 if isinstance(msg, dict) and msg.get("type") == "heartbeat" and role == Role.CONTROLLER:
                     backend.send_heartbeat()
 

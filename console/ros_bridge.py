@@ -178,6 +178,7 @@ class RosConsoleBridge(ConsoleBackend):
         if not self.run_task.server_is_ready():
             return Outcome(False, f"the agent's action {topics.AGENT_RUN_TASK} is not available", unavailable=True)
         goal = self._iface[2].RunTask.Goal(instruction=instruction, max_steps=0)
+        self.hub.update(self.state.on_task, instruction, "sending")   # before the agent can stream anything
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         future = self.run_task.send_goal_async(goal)
@@ -186,12 +187,13 @@ class RosConsoleBridge(ConsoleBackend):
         try:
             handle = await asyncio.wait_for(done, self.settings.service_timeout_s)
         except asyncio.TimeoutError:
+            self.hub.update(self.state.on_task, instruction, "rejected", "the agent did not answer")
             return Outcome(False, "the agent did not answer the goal", unavailable=True)
         if not handle.accepted:
             self.hub.update(self.state.on_task, instruction, "rejected", "the agent rejected the task")
             return Outcome(False, "the agent rejected the task")
         self._goal_handle, self._task_instruction = handle, instruction
-        self.hub.update(self.state.on_task, instruction, "sent")
+        self.hub.update(self.state.on_task, instruction, "running")
         handle.get_result_async().add_done_callback(lambda f, h=handle: self._on_task_result(h, f.result()))
         return Outcome(True, "task accepted")
 

@@ -135,11 +135,12 @@ class ConsoleState:
         return {"type": "agent_status", "status": status}
 
     def on_task(self, instruction: str, state: str, message: str = "") -> dict:
-        """A task started from this console: "sent", "running", "succeeded", "failed", "canceled", "rejected"."""
-        if state == "sent":
+        """A task started from this console: "sending" (clears the thinking shown: the new task's streams
+        in from now on), then "running" or "rejected", then "succeeded", "failed" or "canceled"."""
+        if state == "sending":
             self.thinking = ""
         self.task = {"instruction": instruction, "state": state, "message": message}
-        return {"type": "task", "task": self.task, "clear_thinking": state == "sent"}
+        return {"type": "task", "task": self.task, "clear_thinking": state == "sending"}
 
     def on_tool_call(self, call: dict) -> dict:
         entry = {

@@ -50,8 +50,8 @@ class BackendDouble(ConsoleBackend):
 
     async def start_task(self, instruction: str) -> Outcome:
         self._record("start_task", instruction)
-        if self.task_outcome.ok:
-            self.hub.update(self.state.on_task, instruction, "sent")
+        self.hub.update(self.state.on_task, instruction, "sending")
+        self.hub.update(self.state.on_task, instruction, "running" if self.task_outcome.ok else "rejected")
         return self.task_outcome
 
     async def cancel_task(self) -> Outcome:

@@ -187,7 +187,7 @@ def test_task_start_and_cancel():
     assert client.post("/api/task", json={"instruction": " "}, headers=h).status_code == 422
     r = client.post("/api/task", json={"instruction": "find the cup"}, headers=h)
     assert r.status_code == 200 and r.json() == {"ok": True, "message": "goal accepted"}
-    assert client.get("/api/state").json()["task"] == {"instruction": "find the cup", "state": "sent", "message": ""}
+    assert client.get("/api/state").json()["task"] == {"instruction": "find the cup", "state": "running", "message": ""}
     r = client.post("/api/task/cancel", headers=h)
     assert r.status_code == 200 and r.json() == {"ok": True, "message": "cancel requested"}
     assert backend.sent_of("start_task") == ["find the cup"] and len(backend.sent_of("cancel_task")) == 1
@@ -201,6 +201,14 @@ def test_websocket_foreign_origin_refused():
             with client.websocket_connect(WS + path, headers={"Origin": "http://evil.example"}):
                 pass
         assert exc.value.code == 1008
+
+
+def test_websocket_foreign_host_refused():
+    client, _ = _client()
+    with pytest.raises(WebSocketDisconnect) as exc:
+        with client.websocket_connect("ws://rebound.example:8080/ws/events"):
+            pass
+    assert exc.value.code == 1008
 
 
 def test_websocket_events_snapshot_then_pushed_events_and_heartbeat():
@@ -245,3 +253,17 @@ def test_websocket_video_sends_binary_jpeg_frames():
         assert ws.receive_bytes() == b"\xff\xd8frame-1\xff\xd9"
         backend.frames.publish(b"\xff\xd8frame-2\xff\xd9")
         assert ws.receive_bytes() == b"\xff\xd8frame-2\xff\xd9"
+
+
+@pytest.mark.parametrize("host,status", [("127.0.0.1:8080", 200), ("localhost:8080", 200), ("[::1]:8080", 200),
+                                         ("localhost", 200), ("attacker.example", 400), ("127.0.0.1.evil:80", 400)])
+def test_host_header_checked_on_localhost(host, status):
+    client, _ = _client()
+    assert client.get("/api/session", headers={"Host": host}).status_code == status
+
+
+def test_security_headers():
+    client, _ = _client()
+    r = client.get("/")
+    assert r.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"]

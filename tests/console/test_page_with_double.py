@@ -162,7 +162,7 @@ def test_task_thinking_tool_calls_verdicts_robot_and_health(controller_page):
     page, backend = controller_page
     page.get_by_label("Instruction").fill("bring the red cube")
     page.get_by_role("button", name="Start task").click()
-    expect(page.get_by_text("Task “bring the red cube”: sent")).to_be_visible()
+    expect(page.get_by_text("Task “bring the red cube”: running")).to_be_visible()
     assert backend.sent_of("start_task") == ["bring the red cube"]
     for chunk in ("I see a red ", "cube on the left."):
         backend.hub.update(backend.state.on_thinking, chunk)
@@ -200,3 +200,32 @@ def test_heartbeat_sent_while_page_with_control_is_open(controller_page):
     m = len(backend.sent_of("heartbeat"))
     time.sleep(1.0)
     assert len(backend.sent_of("heartbeat")) == m     # silent once the page is gone
+
+
+GAMEPAD_DOUBLE = """
+window.__pad = {id: "gamepad double", index: 0, connected: true, axes: [0, 0], buttons: [{pressed: false, value: 0}]};
+navigator.getGamepads = () => [window.__pad];
+"""
+
+
+def test_gamepad_drives_only_while_deadman_button_held(browser):
+    backend, make = _console()
+    with serve(make) as url:
+        page = browser.new_page()
+        page.add_init_script(GAMEPAD_DOUBLE)        # a test double of the browser's Gamepad API
+        page.goto(f"{url}/#token={CONTROLLER}")
+        page.get_by_role("button", name="Take over").click()
+        expect(page.get_by_text("You are in control")).to_be_visible()
+        page.evaluate("window.__pad.axes = [0, -1]")          # stick forward, deadman not held
+        time.sleep(0.4)
+        assert all(c == TeleopCommand(0.0, 0.0) for c in backend.sent_of("teleop"))
+        page.evaluate("window.__pad.buttons[0].pressed = true")
+        expect(page.get_by_text("Driving: 0.50 m/s, 0.00 rad/s")).to_be_visible()
+        page.evaluate("window.__pad.buttons[0].pressed = false")   # stick still forward
+        expect(page.get_by_text("Not driving")).to_be_visible()
+        deadline = time.monotonic() + 2
+        while backend.sent_of("teleop")[-1] != TeleopCommand(0.0, 0.0) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert TeleopCommand(0.5, 0.0) in backend.sent_of("teleop")
+        assert backend.sent_of("teleop")[-1] == TeleopCommand(0.0, 0.0)
+        page.close()

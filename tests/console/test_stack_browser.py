@@ -260,7 +260,7 @@ def test_task_typed_on_page_streams_thinking_and_tool_calls_then_cancel(stack):
     page.get_by_label("Instruction").fill("bring the red cube to the blue square")
     page.get_by_role("button", name="Start task").click()
     expect(page.get_by_role("status").filter(has_text="Task")).to_contain_text(
-        "Task “bring the red cube to the blue square”: sent", timeout=20000)
+        "Task “bring the red cube to the blue square”: running", timeout=20000)
     expect(page.get_by_label("Model thinking")).to_contain_text("The task is to find the red cube", timeout=20000)
     calls = page.get_by_role("table", name="Tool calls")
     expect(calls.get_by_role("row").nth(1)).to_contain_text("describe_state", timeout=20000)

@@ -56,7 +56,7 @@ def test_thinking_kept_as_tail_and_cleared_by_new_task():
     s.on_thinking("defg")
     assert s.thinking == "cdefg"
     assert s.on_thinking("") is None
-    s.on_task("go", "sent")
+    s.on_task("go", "sending")
     assert s.thinking == ""
 
 
