@@ -93,8 +93,7 @@ def sizes_table(work: Path) -> tuple[Path, Path]:
     from conftest import save_tiny_qwen35_moe  # the tests' tiny-checkpoint builder, with bigger dims
 
     src, dst = work / "bf16", work / "nvfp4"
-    save_tiny_qwen35_moe(src, text_overrides=dict(hidden_size=256, moe_intermediate_size=128, shared_expert_intermediate_size=128,
-                                                  num_experts=16, vocab_size=512))
+    save_tiny_qwen35_moe(src, text_overrides=BENCH_TEXT)
     report = quantize_checkpoint(src, dst, measure_error=False)
     file_bytes = lambda d: sum(f.stat().st_size for f in d.glob("*.safetensors"))  # noqa: E731
     plain = load_model(src, dtype=torch.bfloat16, progress=False)
@@ -141,7 +140,26 @@ def matmul_table(repeats: int, quick: bool) -> None:
     )
 
 
-def logits_table(src: Path, dst: Path) -> None:
+BENCH_TEXT = dict(hidden_size=256, moe_intermediate_size=128, shared_expert_intermediate_size=128, num_experts=16, vocab_size=512)
+
+
+def hf_init_checkpoint(work: Path) -> tuple[Path, Path]:
+    """The same architecture with transformers' own initialisation (weights N(0, 0.02), norms at 1)."""
+    from conftest import TINY_TEXT, TINY_VISION
+    from transformers import Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration
+
+    torch.manual_seed(0)
+    text = {**TINY_TEXT, **BENCH_TEXT}
+    model = Qwen3_5MoeForConditionalGeneration(
+        Qwen3_5MoeConfig(text_config=text, vision_config={**TINY_VISION, "out_hidden_size": text["hidden_size"]})
+    )
+    src, dst = work / "hf_init_bf16", work / "hf_init_nvfp4"
+    model.to(torch.bfloat16).save_pretrained(str(src))
+    quantize_checkpoint(src, dst, measure_error=False)
+    return src, dst
+
+
+def logits_errors(src: Path, dst: Path) -> list[list]:
     ids = torch.randint(0, 512, (2, 32), generator=torch.Generator().manual_seed(2))
     plain = load_model(src, dtype=torch.float32, progress=False)
     quant = load_model_auto(dst, dtype=torch.float32, progress=False)
@@ -165,9 +183,16 @@ def logits_table(src: Path, dst: Path) -> None:
         ref, got, ctl = plain(ids), quant(ids), noisy(ids)
     rel = lambda a: float((a - ref).norm() / ref.norm())  # noqa: E731
     top1 = lambda a: float((a.argmax(-1) == ref.argmax(-1)).float().mean())  # noqa: E731
-    table("4. end-to-end logits vs the unquantized model (fp32, 2 x 32 tokens)", ["model", "rel L2 error", "top-1 agreement"],
-          [["NVFP4 (qwen-stack quantize, default preset)", rel(got), top1(got)],
-           ["control: same-size Gaussian weight noise", rel(ctl), top1(ctl)]])
+    return [[rel(got), top1(got)], [rel(ctl), top1(ctl)]]
+
+
+def logits_table(models: list[tuple[str, Path, Path]]) -> None:
+    rows = []
+    for label, src, dst in models:
+        (q_err, q_top1), (c_err, c_top1) = logits_errors(src, dst)
+        rows += [[label, "NVFP4 (default preset)", q_err, q_top1], [label, "control: same-size Gaussian noise", c_err, c_top1]]
+    table("4. end-to-end logits vs the unquantized model (fp32, 2 x 32 tokens)",
+          ["tiny model", "weights", "rel L2 error", "top-1 agreement"], rows)
 
 
 def main(argv=None) -> int:
@@ -181,7 +206,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = sizes_table(Path(tmp))
         matmul_table(5 if args.quick else 20, args.quick)
-        logits_table(src, dst)
+        hf_src, hf_dst = hf_init_checkpoint(Path(tmp))
+        logits_table([("test init (N(0,1/fan_in), random norms)", src, dst), ("transformers init (N(0,0.02))", hf_src, hf_dst)])
     return 0
 
 

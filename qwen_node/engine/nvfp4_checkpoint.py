@@ -83,8 +83,6 @@ EXCLUDE_PRESETS: dict[str, tuple[str, ...]] = {
 DEFAULT_PRESET = "all-linears"
 DEFAULT_EXCLUDE = EXCLUDE_PRESETS[DEFAULT_PRESET]
 
-QUANT_SUFFIXES = ("weight_scale", "weight_scale_2", "input_scale")
-
 
 class CheckpointError(ValueError):
     """A checkpoint directory or file that cannot be read or written as asked."""
@@ -97,16 +95,6 @@ class CheckpointError(ValueError):
 def is_excluded(module: str, patterns: tuple[str, ...] | list[str]) -> bool:
     """True when module matches an exact name, a glob, or a ModelOpt prefix wildcard ("a.b*")."""
     return any(module == p or fnmatch.fnmatchcase(module, p) for p in patterns)
-
-
-def is_quantization_candidate(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> bool:
-    """A linear weight: ``*.weight``, 2-D, floating point, input width a multiple of 16."""
-    return (
-        name.endswith(".weight")
-        and len(shape) == 2
-        and dtype in (torch.float32, torch.bfloat16, torch.float16)
-        and shape[-1] % BLOCK_SIZE == 0
-    )
 
 
 # ---------------------------------------------------------------------------------------------
