@@ -19,6 +19,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must precede th
 import rclpy  # noqa: E402
 from geometry_msgs.msg import Twist  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
+
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
@@ -163,7 +164,12 @@ class SimNode(Node):
                 sim.step(steps)
                 due = self.schedule.pop_due(sim.time)
                 data = self._collect(due)
-            self._publish(data)
+            try:
+                self._publish(data)
+            except RuntimeError:  # rclpy RCLError
+                if rclpy.ok():
+                    raise
+                return  # the context was shut down (Ctrl-C) between the check and the publish
 
     def _collect(self, due: set[str]) -> dict:
         """Read what is due from the simulator (under the lock); publishing happens outside it."""

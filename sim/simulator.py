@@ -72,9 +72,10 @@ class ObjectState:
 
 class Simulator:
     def __init__(self, layout: WorldLayout, robot: RobotSpec = RobotSpec(), laser: LaserSpec = LaserSpec(),
-                 cmd_timeout: float = 0.5, timestep: float = 0.002, max_render: tuple[int, int] = (640, 480)):
+                 cmd_timeout: float = 0.5, timestep: float = 0.002, max_render: tuple[int, int] = (640, 480),
+                 fast_render: bool = True):
         self.layout, self.robot, self.laser = layout, robot, laser
-        self.xml = build_mjcf(layout, robot, offscreen=max_render, timestep=timestep)
+        self.xml = build_mjcf(layout, robot, offscreen=max_render, timestep=timestep, fast_render=fast_render)
         self.model = mujoco.MjModel.from_xml_string(self.xml)
         self.data = mujoco.MjData(self.model)
         self.kinematics = DiffDriveKinematics(robot.wheel_radius, robot.wheel_separation)
