@@ -195,3 +195,22 @@ def test_mlp_only_checkpoint_runs(tiny_moe_dir, tmp_path):
     ids = torch.randint(0, 256, (1, 10), generator=torch.Generator().manual_seed(8))
     with torch.no_grad():
         assert rel_max(model(ids), fake(ids)) <= 1e-4
+
+
+def test_dense_text_only_checkpoint(tmp_path):
+    """Qwen3_5ForCausalLM (dense MLP, "model." prefix, no vision): NVFP4 dense MLP and attention."""
+    from transformers import Qwen3_5ForCausalLM, Qwen3_5TextConfig
+
+    from conftest import TINY_TEXT
+
+    text = {k: v for k, v in TINY_TEXT.items() if "expert" not in k}
+    torch.manual_seed(1)
+    Qwen3_5ForCausalLM(Qwen3_5TextConfig(**text, intermediate_size=96)).to(torch.bfloat16).save_pretrained(str(tmp_path / "src"))
+    quantize_checkpoint(tmp_path / "src", tmp_path / "q", measure_error=False)
+    model = load_model_auto(tmp_path / "q", dtype=torch.float32, progress=False)
+    assert isinstance(model.text.layers[0].mlp.down_proj, NVFP4Linear)
+    assert isinstance(model.text.layers[3].self_attn.o_proj, NVFP4Linear)
+    fake = fake_quant_copy(load_model(tmp_path / "src", dtype=torch.float32, progress=False), model)
+    ids = torch.randint(0, 256, (1, 10), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        assert rel_max(model(ids), fake(ids)) <= 1e-4
