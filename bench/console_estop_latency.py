@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline: list[float] = []
     console: list[float] = []
     try:
-        with console_node(env, Path(tmpdir.name), TOKEN) as (url, _log), \
+        with console_node(env, Path(tmpdir.name), TOKEN) as (url, _log, _proc), \
                 httpx.Client(base_url=url, timeout=10) as client, chromium() as browser:
             page = browser.new_page()
             page.goto(f"{url}/#token={TOKEN}")

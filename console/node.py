@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
              f"{'created in' if created else 'from'} {credentials.controller_source}"
              + ("" if credentials.viewer_source is None else f"; viewer token from {credentials.viewer_source}"))
     bridge.start()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="websockets-sansio", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="websockets-sansio", lifespan="off",
+                                           timeout_graceful_shutdown=2))   # open pages must not hold a stop
     # uvicorn stops gracefully on SIGINT/SIGTERM and then re-raises the signal to the previous handler:
     # make that one a no-op so the bridge still hands control back (zero command, lock released) below.
     for sig in (signal.SIGINT, signal.SIGTERM):

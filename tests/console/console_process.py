@@ -16,7 +16,7 @@ URL_RE = re.compile(r"console at (http://\S+?)/ ")
 
 @contextlib.contextmanager
 def console_node(env: dict, tmp_path: Path, token: str, **params):
-    """Yields (base_url, log_lines). `params` override config/console.yaml (port defaults to 0: any free one)."""
+    """Yields (base_url, log_lines, process). `params` override config/console.yaml (port defaults to 0: any free one)."""
     overrides = {"port": 0, "token_file": str(tmp_path / "token"), **params}
     pfile = tmp_path / "console_test_params.yaml"
     lines = "\n".join(f"    {k}: {v!r}" if isinstance(v, str) else f"    {k}: {v}" for k, v in overrides.items())
@@ -44,7 +44,7 @@ def console_node(env: dict, tmp_path: Path, token: str, **params):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("console_node did not start:\n" + "\n".join(log))
             time.sleep(0.05)
-        yield url[0], log
+        yield url[0], log, proc
     finally:
         proc.terminate()
         try:

@@ -50,7 +50,7 @@ def graph(ros_env, tmp_path_factory):
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
     try:
-        with console_node(ros_env, tmp_path_factory.mktemp("console"), TOKEN) as (url, log):
+        with console_node(ros_env, tmp_path_factory.mktemp("console"), TOKEN) as (url, log, _proc):
             client = httpx.Client(base_url=url, timeout=10)
             wait_for(lambda: client.get("/api/state").json()["estop_latched"] is False, 15,
                      "the console to see the supervisor double's latched state")
@@ -190,3 +190,36 @@ def test_node_rejects_bad_parameter_by_name(ros_env, tmp_path):
     r = subprocess.run([sys.executable, "-m", "qwen_stack.console.node", "--ros-args", "--params-file", str(pfile)],
                        env=ros_env, capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "'teleop_max_linear'" in r.stderr + r.stdout
+
+
+def test_sigint_with_page_open_hands_back_control_and_exits(graph, ros_env, tmp_path):
+    """Stopping the console while in control sends zero and releases the lock (pages still connected)."""
+    import signal
+
+    import websockets
+
+    _, _, sup, _, _ = graph
+    with console_node(ros_env, tmp_path, TOKEN) as (url, _log, proc):
+        client = httpx.Client(base_url=url, timeout=10)
+        cid = client.post("/api/teleop/take_over", headers=H).json()["control_id"]
+        client.post("/api/teleop/command", json={"control_id": cid, "linear": 0.2, "angular": 0.0}, headers=H)
+        wait_for(lambda: sup.lock_held, what="lock held")
+        n_lock = len(sup.lock_received)
+
+        async def hold_page_open_and_stop():
+            async with websockets.connect(url.replace("http://", "ws://") + "/ws/events", origin=url) as ws:
+                await ws.send(json.dumps({"type": "hello", "token": TOKEN}))
+                await ws.recv()
+                proc.send_signal(signal.SIGINT)
+                t0 = time.monotonic()
+                while time.monotonic() - t0 < 10:
+                    if proc.poll() is not None:
+                        return proc.returncode
+                    await asyncio.sleep(0.05)
+                return None
+
+        returncode = asyncio.run(hold_page_open_and_stop())
+        client.close()
+    assert returncode == 0
+    assert False in sup.lock_received[n_lock:]
+    assert sup.teleop_received[-1][1:] == (0.0, 0.0)

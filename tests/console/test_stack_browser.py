@@ -140,7 +140,7 @@ def stack(ros_env, tmp_path_factory):
             wait_for(lambda: watcher.latched is not None, 30, "the supervisor's latched state")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{_logs(tmp)}") from None
-        with console_node(ros_env, tmp, TOKEN) as (url, _log), chromium() as browser:
+        with console_node(ros_env, tmp, TOKEN) as (url, _log, _proc), chromium() as browser:
             page = browser.new_page()
             page.goto(f"{url}/#token={TOKEN}")
             expect(page.get_by_text("Connected as controller")).to_be_visible()
