@@ -11,9 +11,9 @@ expert (NVFP4Experts) at a time.
 Routed experts on disk are one module per expert (``experts.{e}.gate_proj`` ...); the loader's
 ``FusedExpertsSource`` stacks them into ``experts.gate_up_proj.<leaf>`` / ``experts.down_proj.<leaf>``
 ([E, 2I, D/2] codes, [E, 2I, D/16] scales, [E, 2] global scales for gate and up; [E, D, I/2],
-[E, D, I/16], [E] for down). :class:`ScalarScalesSource` reshapes one-element ``weight_scale_2`` /
-``input_scale`` tensors stored as [1] (some converters) to the [] ModelOpt writes, below the
-expert fusing.
+[E, D, I/16], [E] for down). :class:`ModelOptLayoutSource`, below the expert fusing, reads the
+storage variants some converters write ([1]-shaped scalars, uint8 scale bytes, int8 codes) as
+ModelOpt's layout.
 
 :func:`load_model_auto` is what a caller uses: NVFP4 builders when the folder has an NVFP4
 quantization config, the plain loader otherwise.
@@ -35,9 +35,13 @@ from .nvfp4_checkpoint import read_quant_config
 _SCALAR_LEAVES = ("weight_scale_2", "input_scale")
 
 
-class ScalarScalesSource:
-    """Wraps a TensorSource of per-module tensors: one-element ``weight_scale_2`` / ``input_scale``
-    stored as [1] read as [] (the ModelOpt layout). Goes below ``FusedExpertsSource``."""
+class ModelOptLayoutSource:
+    """Wraps a TensorSource of per-module tensors and normalises NVFP4 storage variants.
+
+    One-element ``weight_scale_2`` / ``input_scale`` stored as [1] read as [] (ModelOpt writes 0-d
+    tensors); block scales stored as raw uint8 bytes read as float8_e4m3fn; packed weights stored
+    as int8 read as uint8 (bit views, no value conversion). Goes below ``FusedExpertsSource``.
+    """
 
     def __init__(self, base: TensorSource):
         self.base = base
@@ -58,7 +62,13 @@ class ScalarScalesSource:
 
     def get(self, name):
         t = self.base.get(name)
-        return t.reshape(()) if self._scalar_leaf(name) and t.shape == (1,) else t
+        if self._scalar_leaf(name) and t.shape == (1,):
+            return t.reshape(())
+        if name.endswith(".weight_scale") and t.dtype == torch.uint8:
+            return t.view(torch.float8_e4m3fn)
+        if name.endswith(".weight") and t.dtype == torch.int8 and self.base.has(f"{name}_scale_2"):
+            return t.view(torch.uint8)
+        return t
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,7 +192,7 @@ def nvfp4_layer_builders(source: TensorSource, text_prefix: str) -> LayerBuilder
 def load_nvfp4_model(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, device="cpu", progress: bool = False):
     """Load an NVFP4 checkpoint: quantized linears/experts stay packed; the rest in ``dtype``."""
     cfg = load_config(model_dir)
-    source = FusedExpertsSource(ScalarScalesSource(SafetensorsSource(model_dir)))
+    source = FusedExpertsSource(ModelOptLayoutSource(SafetensorsSource(model_dir)))
     builders = nvfp4_layer_builders(source, cfg.text_prefix)
     return load_model(model_dir, dtype=dtype, device=device, builders=builders, source=source, progress=progress)
 

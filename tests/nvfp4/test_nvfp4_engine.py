@@ -146,8 +146,11 @@ def test_generates_and_reports_logits_error(tiny_moe_dir, nvfp4_dir, capsys):
     assert 0.0 < err < 5.0  # quantization changed something, nothing blew up (context: see bench/nvfp4.py)
 
 
-def _write_modelopt_layout(src_dir, out_dir, NVFP4QTensor) -> None:
-    """Quantize with ModelOpt itself and lay the files out as its HF export does (scalars as 0-d)."""
+def _write_modelopt_layout(src_dir, out_dir, NVFP4QTensor, variants: bool = False) -> None:
+    """Quantize with ModelOpt itself and lay the files out as its HF export does (scalars as 0-d).
+
+    variants: store scalars as [1], block scales as raw uint8 and codes as int8 (other converters).
+    """
     out_dir.mkdir()
     tensors = {}
     with safe_open(str(src_dir / "model.safetensors"), framework="pt") as f:
@@ -156,10 +159,10 @@ def _write_modelopt_layout(src_dir, out_dir, NVFP4QTensor) -> None:
             module = name[: -len(".weight")]
             if t.dim() == 2 and name.endswith(".weight") and not is_excluded(module, EXCLUDE_PRESETS["all-linears"]):
                 qt, scale, global_scale = NVFP4QTensor.quantize(t.clone(), 16)
-                tensors[name] = qt._quantized_data
-                tensors[f"{module}.weight_scale"] = scale
-                tensors[f"{module}.weight_scale_2"] = global_scale.reshape(())
-                tensors[f"{module}.input_scale"] = torch.tensor(0.05)
+                tensors[name] = qt._quantized_data.view(torch.int8) if variants else qt._quantized_data
+                tensors[f"{module}.weight_scale"] = scale.view(torch.uint8) if variants else scale
+                tensors[f"{module}.weight_scale_2"] = global_scale.reshape((1,) if variants else ())
+                tensors[f"{module}.input_scale"] = torch.tensor([0.05] if variants else 0.05)
             else:
                 tensors[name] = t
     save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
@@ -175,8 +178,9 @@ def _write_modelopt_layout(src_dir, out_dir, NVFP4QTensor) -> None:
     (out_dir / "config.json").write_text(json.dumps(cfg))
 
 
-def test_modelopt_layout_checkpoint_runs_identically(modelopt_nvfp4, tiny_moe_dir, nvfp4_dir, tmp_path):
-    _write_modelopt_layout(tiny_moe_dir, tmp_path / "modelopt", modelopt_nvfp4)
+@pytest.mark.parametrize("variants", [False, True])
+def test_modelopt_layout_checkpoint_runs_identically(modelopt_nvfp4, tiny_moe_dir, nvfp4_dir, tmp_path, variants):
+    _write_modelopt_layout(tiny_moe_dir, tmp_path / "modelopt", modelopt_nvfp4, variants)
     theirs = load_model_auto(tmp_path / "modelopt", dtype=torch.float32, progress=False)
     ours = load_model_auto(nvfp4_dir, dtype=torch.float32, progress=False)
     assert isinstance(theirs.text.layers[1].mlp.experts, NVFP4Experts)
