@@ -1,6 +1,6 @@
 """E-stop latency through the console: click in the browser -> zero command on the base topic (cmd_vel).
 
-    .venv/bin/python -m qwen_stack.rosenv .venv/bin/python bench/console_estop_latency.py [--presses 20]
+    .venv/bin/python bench/console_estop_latency.py [--presses 20]
         [--supervisor double|real]
 
 For each press the robot is first made to move (a nonzero command on cmd_vel/autonomy at 20 Hz,
@@ -133,7 +133,16 @@ def _summary(name: str, values_ms: list[float]) -> str:
     return f"| {name:<46} | {len(v):>3} | {statistics.median(v):8.2f} | {p99:8.2f} | {v[0]:8.2f} | {v[-1]:8.2f} |"
 
 
+def _reexec_in_ros_environment() -> None:
+    """The interface package's libraries are found through LD_LIBRARY_PATH, read at process start only."""
+    if not os.environ.get("_QWEN_STACK_BENCH_REEXEC"):
+        env = ros_environment()
+        env["_QWEN_STACK_BENCH_REEXEC"] = "1"
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _reexec_in_ros_environment()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presses", type=int, default=20)
     ap.add_argument("--supervisor", choices=("double", "real"), default="double")
