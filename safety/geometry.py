@@ -153,9 +153,44 @@ def first_collision_time(points: np.ndarray, v: float, w: float, times: np.ndarr
     origin of the base frame touches an obstacle point; +inf if none. points: [P, 2]; times: [K]."""
     if len(points) == 0:
         return math.inf
+    # only points the robot can reach within the horizon matter (arc length <= |v| t)
+    reach = abs(v) * float(times[-1]) + radius
+    points = points[np.einsum("pd,pd->p", points, points) <= reach * reach]
+    if len(points) == 0:
+        return math.inf
     poses = predict_poses(0.0, 0.0, 0.0, np.array([v]), np.array([w]), times)[0]  # [K, 3]
     diff = points[None, :, :] - poses[:, None, :2]              # [K, P, 2]
     d2 = np.einsum("kpd,kpd->kp", diff, diff)                  # [K, P]
     hit = np.any(d2 <= radius * radius, axis=1)                 # [K]
     idx = np.flatnonzero(hit)
     return float(times[idx[0]]) if len(idx) else math.inf
+
+
+class PolygonSet:
+    """Several polygons with their edges stacked once, so that containment and boundary distance of many
+    points against all of them cost a fixed handful of numpy calls (the per-command geofence check).
+
+    Index legend: Q points, E edges of all polygons, Z polygons.
+    """
+
+    def __init__(self, polygons: list[np.ndarray]) -> None:
+        self.count = len(polygons)
+        a = np.concatenate(polygons)                                           # [E, 2]
+        b = np.concatenate([np.roll(p, -1, axis=0) for p in polygons])          # [E, 2]
+        self.offsets = np.cumsum([0] + [len(p) for p in polygons[:-1]])        # [Z] first edge of each polygon
+        self.x0, self.y0, self.x1, self.y1 = a[:, 0], a[:, 1], b[:, 0], b[:, 1]
+        self.ex, self.ey = self.x1 - self.x0, self.y1 - self.y0                 # [E]
+        self.inv_len2 = 1.0 / np.maximum(self.ex * self.ex + self.ey * self.ey, _EPS)
+        self.slope = self.ex / np.where(self.ey == 0.0, 1.0, self.ey)            # dx/dy for the crossing test
+
+    def contains_and_distance(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """points [Q, 2] -> (inside [Q, Z] bool (even-odd rule), distance to boundary [Q, Z])."""
+        px, py = points[:, :1], points[:, 1:2]                                  # [Q, 1]
+        dx0, dy0 = px - self.x0, py - self.y0                                   # [Q, E]
+        straddle = (self.y0 > py) != (self.y1 > py)
+        crossing = straddle & (px < self.x0 + dy0 * self.slope)
+        inside = (np.add.reduceat(crossing, self.offsets, axis=1) % 2) == 1     # [Q, Z]
+        t = np.clip((dx0 * self.ex + dy0 * self.ey) * self.inv_len2, 0.0, 1.0)  # [Q, E]
+        cx, cy = dx0 - t * self.ex, dy0 - t * self.ey
+        d2 = np.minimum.reduceat(cx * cx + cy * cy, self.offsets, axis=1)      # [Q, Z]
+        return inside, np.sqrt(d2)

@@ -8,6 +8,7 @@ safety/approve. The node configures and activates itself at start; bad parameter
 from __future__ import annotations
 
 import sys
+import threading
 
 from qwen_stack.rosenv import apply_to_current_process
 
@@ -47,15 +48,20 @@ def build_node():
         def __init__(self):
             super().__init__(NODE_NAME, automatically_declare_parameters_from_overrides=True)
             self.config_error: str | None = None
-            # Executor and callback groups: every input, the control timer and the e-stop services share ONE
-            # mutually exclusive group, so the core is only ever touched by one thread (no locks in the hot
-            # path). The CallTool proxy blocks while it waits for an operator approval or for the real
-            # service, so it runs in a reentrant group of its own, and the clients it calls answer in a third
-            # group: a MultiThreadedExecutor can then deliver the downstream response (and Approve calls)
-            # while a proxy callback waits, which is what avoids the classic nested-service deadlock.
+            # Executors and callback groups. The control path (every input, the control timer, e-stop and
+            # reset services) lives on this node, in one mutually exclusive group, spun by a
+            # SingleThreadedExecutor in the main thread: the core is touched by one thread only (no locks in
+            # the hot path), and rclpy's MultiThreadedExecutor measured ~2x slower per hop (bench/).
+            # The CallTool proxy blocks while it waits for an operator approval or for the real service, so
+            # it lives on a second node (<name>_tool_proxy) spun by a MultiThreadedExecutor in its own thread:
+            # the proxy service runs in a reentrant group and the clients it calls answer in another
+            # reentrant group, so the downstream response (and Approve calls) are delivered while a proxy
+            # callback waits - which avoids the nested-service deadlock - and a waiting tool call can never
+            # delay a velocity command or an e-stop.
             self.control_group = MutuallyExclusiveCallbackGroup()
             self.proxy_group = ReentrantCallbackGroup()
             self.client_group = ReentrantCallbackGroup()
+            self.proxy_node = None
 
         # ---------------------------------------------------------------- lifecycle
         def on_configure(self, state):
@@ -75,7 +81,6 @@ def build_node():
             latched_qos = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
             self.estop_pub = self.create_lifecycle_publisher(Bool, T.SAFETY_ESTOP_STATE, latched_qos)
             self.diag_pub = self.create_lifecycle_publisher(DiagnosticArray, T.DIAGNOSTICS, 10)
-            self.approval_pub = self.create_lifecycle_publisher(ApprovalRequest, T.SAFETY_APPROVAL_REQUEST, 10)
             self.reporter = SupervisorReporter(self, self.audit, SafetyVerdict, Twist, DiagnosticArray,
                                                DiagnosticStatus, KeyValue, _now)
             for topic, source in ((T.AUTONOMY_CMD_VEL, "autonomy"), (T.TELEOP_CMD_VEL, "teleop")):
@@ -89,11 +94,14 @@ def build_node():
                                      callback_group=g)
             self.create_service(Trigger, T.SAFETY_TRIGGER_ESTOP, self.on_trigger_estop, callback_group=g)
             self.create_service(ResetEStop, T.SAFETY_RESET_ESTOP, self.on_reset, callback_group=g)
-            self.proxy = ToolProxy(self, ActionVetter(policy), self.cfg.approval_timeout, self.client_group,
+            self.proxy_node = rclpy.create_node(f"{NODE_NAME}_tool_proxy")
+            pn = self.proxy_node
+            self.approval_pub = pn.create_publisher(ApprovalRequest, T.SAFETY_APPROVAL_REQUEST, 10)
+            self.proxy = ToolProxy(pn, ActionVetter(policy), self.cfg.approval_timeout, self.client_group,
                                    lambda: _now(self), lambda: self.core.estop.latched, self.publish_approval_request,
                                    self.reporter.action)
-            self.create_service(CallTool, T.SAFETY_CALL_TOOL, self.on_call_tool, callback_group=self.proxy_group)
-            self.create_service(Approve, T.SAFETY_APPROVE, self.on_approve, callback_group=self.proxy_group)
+            pn.create_service(CallTool, T.SAFETY_CALL_TOOL, self.on_call_tool, callback_group=self.proxy_group)
+            pn.create_service(Approve, T.SAFETY_APPROVE, self.on_approve, callback_group=self.proxy_group)
             self.get_logger().info(f"configured: policy {self.cfg.policy_file} ({len(policy.services)} services), "
                                    f"audit log {self.cfg.audit_log_path or 'disabled'}")
             return TransitionCallbackReturn.SUCCESS
@@ -215,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_to_current_process()
     try:
         import rclpy
-        from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+        from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
         from rclpy.lifecycle import TransitionCallbackReturn
 
         node_cls = build_node()
@@ -226,17 +234,26 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init(args=sys.argv if argv is None else argv)
     node = node_cls()
     code = 0
+    proxy_executor = None
     try:
         if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
             print(node.config_error or "safety_supervisor: configure failed", file=sys.stderr)
             return 2
         node.trigger_activate()
-        executor = MultiThreadedExecutor(num_threads=4)
+        proxy_executor = MultiThreadedExecutor(num_threads=3)   # see SafetySupervisor.__init__ for why two
+        proxy_executor.add_node(node.proxy_node)
+        proxy_thread = threading.Thread(target=proxy_executor.spin, name="tool_proxy", daemon=True)
+        proxy_thread.start()
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        if proxy_executor is not None:
+            proxy_executor.shutdown(timeout_sec=1.0)
+        if getattr(node, "proxy_node", None) is not None:
+            node.proxy_node.destroy_node()
         if rclpy.ok() and hasattr(node, "cmd_pub"):
             node.send_zero()                       # leave the base stopped
         node.destroy_node()

@@ -17,8 +17,8 @@ import numpy as np
 from qwen_stack.safety.config import SafetyConfig
 from qwen_stack.safety.estop import EStopLatch
 from qwen_stack.safety.geometry import (
+    PolygonSet,
     ScanProjector,
-    distance_to_boundary,
     first_collision_time,
     points_in_polygon,
     predict_poses,
@@ -69,6 +69,8 @@ class SafetyCore:
         self.lock: TeleopLock | None = None
         self.scan_stamp: float | None = None
         self.scan_points = np.zeros((0, 2))            # [P, 2] obstacle points, base frame
+        self.stop_zone_points = 0                      # scan points inside stop_zone / slowdown_zone,
+        self.slowdown_zone_points = 0                  # counted once per scan (they do not depend on the command)
         self.odom: OdometryData | None = None
         self.last_heartbeat: float | None = None
         self.armed: set[str] = {s.value for s in CommandSource}
@@ -80,6 +82,10 @@ class SafetyCore:
         self._projector = ScanProjector(c.laser_x, c.laser_y, c.laser_yaw)
         self._horizon_times = np.linspace(0.0, c.prediction_horizon, c.prediction_steps + 1)      # [K]
         self._approach_times = np.linspace(0.0, c.time_before_collision, c.prediction_steps + 1)[1:]
+        # bounds of the predicted path, row 0 the geofence (inside allowed), then the keep-out zones (outside allowed)
+        self._bound_names = ["geofence"] + [f"keep-out {n}" for n in c.keep_out_polys]
+        self._bounds = PolygonSet([c.geofence_poly] + list(c.keep_out_polys.values()))
+        self._inside_sign = np.array([1.0] + [-1.0] * len(c.keep_out_polys))          # [Z]
         self._timeouts = {CommandSource.TELEOP.value: c.teleop_timeout, CommandSource.AUTONOMY.value: c.autonomy_timeout}
 
     # ------------------------------------------------------------------ inputs
@@ -96,6 +102,12 @@ class SafetyCore:
         self.scan_points = self._projector.points(scan.angle_min, scan.angle_increment, scan.range_min,
                                                   scan.range_max, scan.ranges)
         self.scan_stamp = scan.stamp
+        if len(self.scan_points):
+            self.stop_zone_points = int(np.count_nonzero(points_in_polygon(self.scan_points, self.cfg.stop_poly)))
+            self.slowdown_zone_points = int(np.count_nonzero(points_in_polygon(self.scan_points,
+                                                                                self.cfg.slowdown_poly)))
+        else:
+            self.stop_zone_points = self.slowdown_zone_points = 0
 
     def on_odom(self, odom: OdometryData) -> None:
         self.odom = odom
@@ -242,11 +254,11 @@ class SafetyCore:
         c = self.cfg
         pts = self.scan_points                                              # [P, 2]
         if len(pts):
-            n_stop = int(np.count_nonzero(points_in_polygon(pts, c.stop_poly)))
+            n_stop = self.stop_zone_points
             if n_stop >= c.min_points:
                 col.add(L.STOP, f"stop zone: {n_stop} scan points inside")
                 return 0.0, 0.0
-            n_slow = int(np.count_nonzero(points_in_polygon(pts, c.slowdown_poly)))
+            n_slow = self.slowdown_zone_points
             if n_slow >= c.min_points and (v != 0.0 or w != 0.0):
                 col.add(L.SLOWDOWN, f"slowdown zone: {n_slow} scan points inside (ratio {c.slowdown_ratio})")
                 v, w = v * c.slowdown_ratio, w * c.slowdown_ratio
@@ -302,21 +314,12 @@ class SafetyCore:
             col.add(L.LIMIT, f"angular acceleration limit ({w:.3f} -> {w_new:.3f} rad/s)")
         return v_new, w_new, dt
 
-    def _clearance(self, xy: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """Signed clearance of points [..., 2] to the nearest bound (positive = allowed side), and zone names
-        in the order of the stacked rows. Returns clearances [Z, ...]."""
-        c = self.cfg
-        rows, names = [], []
-        inside = points_in_polygon(xy, c.geofence_poly)
-        d = distance_to_boundary(xy, c.geofence_poly)
-        rows.append(np.where(inside, d, -d))
-        names.append("geofence")
-        for name, poly in c.keep_out_polys.items():
-            inside = points_in_polygon(xy, poly)
-            d = distance_to_boundary(xy, poly)
-            rows.append(np.where(inside, -d, d))
-            names.append(f"keep-out {name}")
-        return np.stack(rows), names
+    def _clearance(self, xy: np.ndarray) -> np.ndarray:
+        """Signed clearance of points [S, K, 2] to every bound (positive = allowed side) -> [Z, S, K]."""
+        s, k = xy.shape[:2]
+        inside, dist = self._bounds.contains_and_distance(xy.reshape(-1, 2))   # [S*K, Z]
+        signed = np.where(inside, dist, -dist) * self._inside_sign              # [S*K, Z]
+        return signed.T.reshape(-1, s, k)
 
     def _keep_in_bounds(self, col: VerdictCollector, v: float, w: float, dt: float) -> tuple[float, float]:
         """Largest fraction between the shaped command and the hardest braking allowed whose predicted path
@@ -328,7 +331,8 @@ class SafetyCore:
         cand_v = brake_v + _GEOFENCE_FRACTIONS * (v - brake_v)             # [S]
         cand_w = brake_w + _GEOFENCE_FRACTIONS * (w - brake_w)
         poses = predict_poses(o.x, o.y, o.theta, cand_v, cand_w, self._horizon_times)  # [S, K, 3]
-        clear, names = self._clearance(poses[..., :2])                       # [Z, S, K]
+        clear = self._clearance(poses[..., :2])                              # [Z, S, K]
+        names = self._bound_names
         now_clear = clear[:, :, :1]                                          # [Z, S, 1] (k=0 is the current pose)
         ok = np.all((clear >= c.robot_radius) | (clear >= now_clear - 1e-9), axis=(0, 2))  # [S]
         if ok[0]:

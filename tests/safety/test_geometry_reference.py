@@ -71,3 +71,19 @@ def test_ray_extent_of_a_box():
     assert fast.ray_extent(box, 0.0) == pytest.approx(0.45)
     assert fast.ray_extent(box, math.pi) == pytest.approx(0.35)
     assert fast.ray_extent(box, math.pi / 2) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_polygon_set_matches_reference(seed):
+    rng = np.random.default_rng(100 + seed)
+    polys = [_random_polygon(rng, int(rng.integers(3, 10))) + rng.uniform(-1, 1, 2) for _ in range(3)]
+    pset = fast.PolygonSet(polys)
+    pts = rng.uniform(-3, 3, (300, 2))
+    inside, dist = pset.contains_and_distance(pts)                   # [Q, Z]
+    for z, poly in enumerate(polys):
+        plist = [tuple(p) for p in poly]
+        for q, p in enumerate(pts):
+            d_ref = ref.distance_to_boundary(p[0], p[1], plist)
+            assert dist[q, z] == pytest.approx(d_ref, abs=1e-9)
+            if d_ref > 1e-9:
+                assert bool(inside[q, z]) == ref.point_in_polygon(p[0], p[1], plist)
