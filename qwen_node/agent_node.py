@@ -80,7 +80,8 @@ class AgentNode(Node):
         self.pub_status = self.create_publisher(String, topics.AGENT_STATUS, latched)
         self.pub_calls = self.create_publisher(ToolCall, topics.AGENT_TOOL_CALLS, 50)
         self.server = ActionServer(self, RunTask, topics.AGENT_RUN_TASK, self._execute, callback_group=self.task_group,
-                                   goal_callback=self._on_goal, cancel_callback=self._on_cancel)
+                                   goal_callback=self._on_goal, cancel_callback=self._on_cancel,
+                                   feedback_pub_qos_profile=QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE))
         self.create_timer(1.0, self._publish_status, callback_group=grp)
         if not self.backend.is_model:
             self.get_logger().warn(f"backend {self.backend.name}: NOT a language model, it replays a fixed script")
@@ -109,7 +110,7 @@ class AgentNode(Node):
         if isinstance(objects, str):
             self.get_logger().warn(objects, throttle_duration_sec=5.0)
         else:
-            self.world.set_true_objects(objects)
+            self.world.set_true_objects(objects, solid_sim_objects(m.data))
 
     def _on_estop(self, m) -> None:
         self.estop_latched = bool(m.data)
@@ -156,7 +157,30 @@ class AgentNode(Node):
         if hasattr(self.backend, "reset"):
             self.backend.reset()
 
+        pending = {"kind": "", "text": "", "since": 0.0}   # coalesced thinking/text deltas
+
+        def flush() -> None:
+            if pending["text"]:
+                fb = self._RunTask.Feedback()
+                fb.kind, fb.text = pending["kind"], pending["text"]
+                goal_handle.publish_feedback(fb)
+            pending.update(kind="", text="")
+
         def on_event(ev: AgentEvent) -> None:
+            if ev.kind in ("thinking", "text"):
+                # every delta on agent/thinking; feedback gets them coalesced (a burst of tiny
+                # feedback messages would overrun the action's keep-last queue)
+                self.pub_thinking.publish(self._String(data=ev.text))
+                if pending["kind"] not in ("", ev.kind):
+                    flush()
+                if not pending["text"]:
+                    pending["since"] = time.monotonic()
+                pending["kind"] = ev.kind
+                pending["text"] += ev.text
+                if len(pending["text"]) > 400 or time.monotonic() - pending["since"] > 0.25:
+                    flush()
+                return
+            flush()
             fb = self._RunTask.Feedback()
             fb.kind, fb.text = ev.kind, ev.text
             if ev.tool_call is not None:
@@ -168,8 +192,6 @@ class AgentNode(Node):
                 msg.stamp = self.get_clock().now().to_msg()
                 fb.tool_call = msg
                 self.pub_calls.publish(msg)
-            elif ev.kind in ("thinking", "text"):
-                self.pub_thinking.publish(self._String(data=ev.text))
             if ev.kind == "status":
                 self.get_logger().info(ev.text)
             goal_handle.publish_feedback(fb)
@@ -179,6 +201,7 @@ class AgentNode(Node):
                           on_timing=lambda name: self.timings.append((name, time.monotonic())))
         try:
             result = planner.run(instruction, token, goal_handle.request.max_steps)
+            flush()
         finally:
             self.cancel = None
         out = self._RunTask.Result(success=result.success, message=result.message, steps=result.steps)
@@ -211,15 +234,24 @@ def _pose2d(m) -> tuple[float, float, float]:
     return p.x, p.y, yaw_of_quaternion(q.x, q.y, q.z, q.w)
 
 
+def solid_sim_objects(text: str) -> set[str]:
+    """Names of the sim's objects that stand on the floor (not floor areas, not the held one)."""
+    try:
+        doc = json.loads(text)
+        return {o["name"] for o in doc.get("objects", []) if isinstance(o, dict) and not o.get("held")}
+    except (json.JSONDecodeError, AttributeError, KeyError, TypeError):
+        return set()
+
+
 def parse_sim_objects(text: str) -> dict[str, tuple[float, float]] | str:
     """topics.SIM_OBJECTS JSON -> name -> (x, y) in the world frame. Accepts {name: {x, y, ...}},
-    [{name, x, y, ...}] or {"objects": [...]}."""
+    [{name, x, y, ...}] or the sim's {"objects": [...], "areas": [...]} (objects and floor areas)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
         return "sim/objects: not JSON"
-    if isinstance(data, dict) and isinstance(data.get("objects"), (list, dict)):
-        data = data["objects"]
+    if isinstance(data, dict) and isinstance(data.get("objects"), list):
+        data = list(data["objects"]) + [a for a in data.get("areas") or [] if isinstance(a, dict)]
     items = data.items() if isinstance(data, dict) else [(d.get("name"), d) for d in data if isinstance(d, dict)]
     out = {}
     for name, d in items:

@@ -39,10 +39,12 @@ class RosToolTransport:
                                                                  callback_group=self.group)
             return self._clients[service]
 
-    @staticmethod
-    def _bridge(client, request, convert) -> Future:
+    # a service that was just discovered (or a client just created) gets this long to appear
+    DISCOVERY_WAIT_S = 3.0
+
+    def _bridge(self, client, request, convert) -> Future:
         out: Future = Future()
-        if not client.service_is_ready():
+        if not client.service_is_ready() and not client.wait_for_service(timeout_sec=self.DISCOVERY_WAIT_S):
             out.set_result(ServiceOutcome("unavailable", reasons=[f"service {client.srv_name} is not available"]))
             return out
         rfut = client.call_async(request)

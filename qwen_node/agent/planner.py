@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from qwen_stack.qwen_node.agent.grounding import GroundedGoal, Pose2D, approach_pose
+from qwen_stack.qwen_node.agent.route import detour_waypoints
 from qwen_stack.qwen_node.agent.output_parser import (
     OutputStreamParser, ParsedToolCall, ParsedTurn, TextDelta, ThinkingDelta, ToolCallError)
 from qwen_stack.qwen_node.agent.tool_registry import ToolRegistry, ToolSpec
@@ -92,6 +93,8 @@ class WorldView(Protocol):
 
     def robot_pose(self) -> Pose2D | str: ...                              # odom frame
 
+    def obstacles(self, exclude: set[str]) -> list[tuple[float, float]]: ...  # known objects, odom frame
+
 
 @dataclass
 class ToolCallRecord:
@@ -124,13 +127,14 @@ class ToolExecutor:
 
     def __init__(self, registry: ToolRegistry, transport: ToolTransport, world: WorldView | None,
                  grounding_standoff_m: float, object_standoff_m: float,
-                 on_request_sent: Callable[[str], None] | None = None):
+                 on_request_sent: Callable[[str], None] | None = None, obstacle_clearance_m: float = 0.5):
         self.registry = registry
         self.transport = transport
         self.world = world
         self.grounding_standoff_m = grounding_standoff_m
         self.object_standoff_m = object_standoff_m
         self.on_request_sent = on_request_sent
+        self.obstacle_clearance_m = obstacle_clearance_m
 
     def execute(self, call: ParsedToolCall, cancel: CancelToken) -> tuple[str, dict[str, Any]]:
         spec = self.registry[call.name]
@@ -153,6 +157,24 @@ class ToolExecutor:
                 return "failed", {"error": pose}
             goal = approach_pose(pose, where, self.object_standoff_m)
             extra = {"object_odom": [round(v, 3) for v in where]}
+            name = call.arguments["object_name"].strip().lower().replace(" ", "_")
+            waypoints = detour_waypoints((pose.x, pose.y), (goal.x, goal.y), self.world.obstacles({name}),
+                                         self.obstacle_clearance_m)
+            if waypoints:
+                extra["waypoints"] = [[round(x, 3), round(y, 3)] for x, y in waypoints]
+                goal = approach_pose(Pose2D(*waypoints[-1], 0.0), where, self.object_standoff_m)
+            for wx, wy in waypoints:   # each leg is its own vetted go-to-pose request
+                leg = {"x": wx, "y": wy}
+                fields = set(target.model_fields) | set(target.fixed_fields)
+                if "theta" in fields:
+                    leg["theta"] = 0.0
+                if "use_theta" in fields:
+                    leg["use_theta"] = False
+                status, result = self._call(target, {k: v for k, v in leg.items() if k not in target.fixed_fields},
+                                            cancel)
+                if status != "succeeded":
+                    result.update(failed_at_waypoint=[round(wx, 3), round(wy, 3)], **extra)
+                    return status, result
         args = {"x": goal.x, "y": goal.y}
         fields = set(target.model_fields) | set(target.fixed_fields)
         if "theta" in fields:

@@ -39,8 +39,10 @@ class TransportDouble:
 
 
 class WorldDouble:
-    def __init__(self, objects: dict[str, tuple[float, float]] | None = None, pose: Pose2D = Pose2D(0, 0, 0)):
+    def __init__(self, objects: dict[str, tuple[float, float]] | None = None, pose: Pose2D = Pose2D(0, 0, 0),
+                 solid: set[str] | None = None):
         self.objects = objects or {}
+        self.solid = set(solid if solid is not None else self.objects)
         self.pose = pose
         self.grounded: list[tuple[float, float, float]] = []
 
@@ -53,6 +55,9 @@ class WorldDouble:
 
     def robot_pose(self):
         return self.pose
+
+    def obstacles(self, exclude):
+        return [xy for n, xy in self.objects.items() if n not in exclude and n in self.solid]
 
 
 class ScriptedModelDouble:

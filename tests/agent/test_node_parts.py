@@ -109,18 +109,19 @@ def test_pixel_budget_and_clip_sampling():
 def test_sim_objects_formats():
     assert parse_sim_objects('{"red_cube": {"x": 1, "y": 2, "z": 0.04}}') == {"red_cube": (1.0, 2.0)}
     assert parse_sim_objects('[{"name": "a", "position": [3, 4, 0]}]') == {"a": (3.0, 4.0)}
-    assert parse_sim_objects('{"objects": [{"name": "b", "x": 5, "y": 6}]}') == {"b": (5.0, 6.0)}
+    assert parse_sim_objects('{"objects": [{"name": "b", "x": 5, "y": 6}], "areas": [{"name": "sq", "x": 1, "y": 2}]}'
+                             ) == {"b": (5.0, 6.0), "sq": (1.0, 2.0)}
     assert "not JSON" in parse_sim_objects("{") and "no object" in parse_sim_objects("[]")
 
 
 def test_world_view_locates_objects_in_odom_only_with_the_ground_truth_double():
-    wv = SensorWorldView(CameraMount((0.1, 0, 0.15)), (0.05, 0.0), "sim_ground_truth")
+    wv = SensorWorldView(CameraMount((0.1, 0, 0.15)), (0.05, 0.0), "sim_ground_truth", sensor_wait_s=0.05)
     assert "not been received" in wv.locate_object("red_cube")
     wv.set_odom(0.0, 0.0, 0.0)
     wv.set_true_base(1.0, 1.0, math.pi / 2)       # odom frame = robot start, world differs
     wv.set_true_objects({"red_cube": (1.0, 3.0)})  # 2 m straight ahead of the robot
     assert wv.locate_object("red cube") == pytest.approx((2.0, 0.0))
     assert "known: ['red_cube']" in wv.locate_object("unicorn")
-    off = SensorWorldView(CameraMount((0.1, 0, 0.15)), (0.05, 0.0), "none")
+    off = SensorWorldView(CameraMount((0.1, 0, 0.15)), (0.05, 0.0), "none", sensor_wait_s=0.05)
     assert "no object locator" in off.locate_object("red_cube")
     assert "CameraInfo" in off.ground_point(500, 500, 0.3)

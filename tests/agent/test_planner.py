@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 
@@ -176,3 +177,14 @@ def test_a_turn_with_only_thinking_is_not_an_answer(registry):
     assert res.success and res.message == "Done."
     err = json.loads([c for r, c, _ in model.seen[1] if r == "tool"][-1])
     assert "without a tool call or an answer" in err["problems"][0]
+
+
+def test_object_goal_detours_around_a_known_obstacle(registry):
+    world = WorldDouble({"red_cube": (3.0, 0.0), "grey_crate": (1.5, 0.0)}, pose=Pose2D(0.0, 0.0, 0.0))
+    planner, _, transport, _ = make(registry, [call("go_to_object", object_name="red_cube"), "done"], world=world)
+    res = planner.run("fetch", CancelToken())
+    legs = [req for _, service, req in transport.log if service == "skills/go_to_pose"]
+    assert len(legs) == 2 and legs[0]["use_theta"] is False and legs[1]["use_theta"] is True
+    assert legs[0]["y"] > 0.4                          # around the crate
+    assert math.hypot(legs[1]["x"] - 3.0, legs[1]["y"]) == pytest.approx(0.22)   # then up to the cube
+    assert res.records[0].result["waypoints"] == [[round(legs[0]["x"], 3), round(legs[0]["y"], 3)]]
