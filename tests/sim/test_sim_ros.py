@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 import threading
 import time
 
@@ -16,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from sim_ros_helpers import call, start_node, stop
 from sim_test_worlds import RED_CUBE, open_arena
 
 rclpy = pytest.importorskip("rclpy")
@@ -88,16 +87,6 @@ class Probe(Node):
                              f"{[k for k in names if self.count.get(k, 0) < n]}")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, ros_env):
     """sim_node (+ skills_node when the interfaces are built) and the test-side nodes."""
@@ -105,16 +94,11 @@ def stack(tmp_path_factory, ros_env):
     scenario = folder / "test_fetch.yaml"
     scenario.write_text(yaml.safe_dump(open_arena(robot=(0.0, 0.0, 0.0), objects=[dict(RED_CUBE, x=0.36, y=0.0)],
                                                   areas=[BLUE_SQUARE])))
-    procs = []
-    sim_cmd = [sys.executable, "-m", "qwen_stack.sim.node", "--ros-args", "--params-file",
-               str(config_file("sim.yaml")), "-p", f"scenario:={scenario}"]
-    procs.append(subprocess.Popen(sim_cmd, env=ros_env, stdout=open(folder / "sim.log", "w"), stderr=subprocess.STDOUT))
+    params = ["--params-file", str(config_file("sim.yaml"))]
+    procs = [start_node("qwen_stack.sim.node", params + ["-p", f"scenario:={scenario}"], ros_env, folder / "sim.log")]
     try:
         import qwen_stack_interfaces.srv  # noqa: F401
-        skills_cmd = [sys.executable, "-m", "qwen_stack.sim.skills_node", "--ros-args", "--params-file",
-                      str(config_file("sim.yaml"))]
-        procs.append(subprocess.Popen(skills_cmd, env=ros_env, stdout=open(folder / "skills.log", "w"),
-                                      stderr=subprocess.STDOUT))
+        procs.append(start_node("qwen_stack.sim.skills_node", params, ros_env, folder / "skills.log"))
     except ImportError:
         pass
     context = rclpy.Context()
@@ -135,7 +119,7 @@ def stack(tmp_path_factory, ros_env):
         yield {"relay": relay, "probe": probe, "client": client_node, "procs": procs, "folder": folder}
     finally:
         for p in procs:
-            _stop(p)
+            stop(p)
         executor.shutdown()
         for n in (relay, probe, client_node):
             n.destroy_node()
@@ -143,16 +127,6 @@ def stack(tmp_path_factory, ros_env):
         spinner.join(timeout=5)
         for log in sorted(folder.glob("*.log")):  # shown by pytest when a test failed
             print(f"--- {log.name}\n{log.read_text()}")
-
-
-def _call(node: Node, type_, name: str, request, timeout: float = 60.0):
-    client = node.create_client(type_, name)
-    assert client.wait_for_service(timeout_sec=20.0), f"service {name} not offered"
-    done = threading.Event()
-    future = client.call_async(request)
-    future.add_done_callback(lambda _f: done.set())
-    assert done.wait(timeout), f"{name} did not answer within {timeout} s"
-    return future.result()
 
 
 def test_sim_node_publishes_every_sensor_in_sim_time(stack):
@@ -216,15 +190,15 @@ def test_bad_skill_requests_are_refused_without_motion(stack):
     srv = _interfaces()
     relay = stack["relay"]
     before = relay.forwarded
-    resp = _call(stack["client"], srv.DriveDistance, topics.SKILL_DRIVE_DISTANCE,
+    resp = call(stack["client"], srv.DriveDistance, topics.SKILL_DRIVE_DISTANCE,
                  srv.DriveDistance.Request(distance=float("nan"), speed=0.3))
     assert not resp.success and "finite" in resp.message
-    resp = _call(stack["client"], srv.Rotate, topics.SKILL_ROTATE, srv.Rotate.Request(angle=1.0, speed=50.0))
+    resp = call(stack["client"], srv.Rotate, topics.SKILL_ROTATE, srv.Rotate.Request(angle=1.0, speed=50.0))
     assert not resp.success and "limit" in resp.message
-    resp = _call(stack["client"], srv.GoToPose, topics.SKILL_GO_TO_POSE, srv.GoToPose.Request(x=500.0, y=0.0))
+    resp = call(stack["client"], srv.GoToPose, topics.SKILL_GO_TO_POSE, srv.GoToPose.Request(x=500.0, y=0.0))
     assert not resp.success and "beyond the limit" in resp.message
     assert relay.forwarded - before <= 3  # at most the stop command each refusal ends with
-    resp = _call(stack["client"], srv.LookAt, topics.SKILL_LOOK_AT, srv.LookAt.Request(pan=5.0))
+    resp = call(stack["client"], srv.LookAt, topics.SKILL_LOOK_AT, srv.LookAt.Request(pan=5.0))
     assert not resp.success and "outside" in resp.message
 
 
@@ -239,16 +213,16 @@ def test_grasp_go_to_pose_2m_and_release_through_the_relay(stack):
     heading = math.atan2(cube["y"] - o.y, cube["x"] - o.x)
     approach = srv.GoToPose.Request(x=cube["x"] - 0.3 * math.cos(heading), y=cube["y"] - 0.3 * math.sin(heading),
                                     theta=heading, use_theta=True, max_speed=0.2)
-    resp = _call(client, srv.GoToPose, topics.SKILL_GO_TO_POSE, approach)
+    resp = call(client, srv.GoToPose, topics.SKILL_GO_TO_POSE, approach)
     assert resp.success, resp.message
-    resp = _call(client, srv.Grasp, topics.SKILL_GRASP, srv.Grasp.Request(object_name=""))
+    resp = call(client, srv.Grasp, topics.SKILL_GRASP, srv.Grasp.Request(object_name=""))
     assert resp.success and resp.held_object == "red_cube", resp.message
 
     time.sleep(0.2)
     o = probe.last["odom"].pose.pose.position
     goal = (o.x - 1.2, o.y + 1.6)  # 2 m away, behind-left: turn, then drive (odom frame)
     forwarded = relay.forwarded
-    resp = _call(client, srv.GoToPose, topics.SKILL_GO_TO_POSE,
+    resp = call(client, srv.GoToPose, topics.SKILL_GO_TO_POSE,
                  srv.GoToPose.Request(x=goal[0], y=goal[1], theta=0.0, use_theta=False, max_speed=0.4))
     assert resp.success, resp.message
     assert math.hypot(resp.final_pose.x - goal[0], resp.final_pose.y - goal[1]) < 0.05
@@ -257,10 +231,10 @@ def test_grasp_go_to_pose_2m_and_release_through_the_relay(stack):
     truth = probe.last["truth"].pose.pose.position
     assert math.hypot(truth.x - goal[0], truth.y - goal[1]) < 0.05  # odom frame = world frame, see above
 
-    state = json.loads(_call(client, srv.DescribeState, topics.SKILL_DESCRIBE_STATE,
+    state = json.loads(call(client, srv.DescribeState, topics.SKILL_DESCRIBE_STATE,
                              srv.DescribeState.Request()).state_json)
     assert state["held_object"] == "red_cube" and state["last_skill"]["skill"] == "go_to_pose"
-    resp = _call(client, srv.Release, topics.SKILL_RELEASE, srv.Release.Request())
+    resp = call(client, srv.Release, topics.SKILL_RELEASE, srv.Release.Request())
     assert resp.success and resp.released_object == "red_cube"
     time.sleep(1.0)  # objects JSON at 2 Hz
     cube = json.loads(probe.last["objects"].data)["objects"][0]
