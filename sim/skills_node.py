@@ -20,7 +20,9 @@ from nav_msgs.msg import Odometry
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool
 
 from qwen_stack import topics
 from qwen_stack.sim.node_config import SimConfigError, SkillsNodeConfig
@@ -60,6 +62,9 @@ class SkillsNode(Node):
         self.pub_cmd = self.create_publisher(Twist, topics.AUTONOMY_CMD_VEL, 10)
         self.create_subscription(Odometry, topics.ODOM, self._on_odom, 10, callback_group=group)
         self.create_subscription(JointState, topics.JOINT_STATES, self._on_joints, 10, callback_group=group)
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)  # as the supervisor publishes it
+        self.create_subscription(Bool, topics.SAFETY_ESTOP_STATE, self._on_estop, latched, callback_group=group)
+        self.estop_latched: bool | None = None  # None: no supervisor heard from
         self.odom_cv = threading.Condition()
         self.odom_pose: Pose2D | None = None
         self.odom_twist = Twist2D(0.0, 0.0)
@@ -95,6 +100,9 @@ class SkillsNode(Node):
     def _on_joints(self, msg: JointState) -> None:
         if "camera_pan_joint" in msg.name:
             self.pan = msg.position[msg.name.index("camera_pan_joint")]
+
+    def _on_estop(self, msg: Bool) -> None:
+        self.estop_latched = bool(msg.data)
 
     def _next_odom(self, after_seq: int) -> tuple[int, Pose2D, float] | None:
         """Wait (wall clock, odom_timeout) for an odometry message newer than `after_seq`."""
@@ -240,6 +248,7 @@ class SkillsNode(Node):
             "odometry_stamp": round(t, 3),
             "camera_pan": round(self.pan, 3),
             "held_object": self.held,
+            "estop_latched": self.estop_latched,
             "moving_skill_running": self.motion_lock.locked(),
             "last_skill": self.last_result,
         }

@@ -6,6 +6,7 @@ the robot still reaches a goal 2 m away within 5 cm (ground truth).
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import threading
 import time
@@ -66,6 +67,9 @@ def test_go_to_pose_2m_through_the_safety_supervisor(tmp_path, ros_env):
         time.sleep(0.5)
         p = truth["last"].pose.pose.position  # the robot started at the world origin heading +x: odom = world
         assert math.hypot(p.x + 1.2, p.y - 1.6) < 0.05
+        state = json.loads(call(node, srv.DescribeState, topics.SKILL_DESCRIBE_STATE,
+                                srv.DescribeState.Request()).state_json)
+        assert state["estop_latched"] is False
     finally:
         for p in procs:
             stop(p)

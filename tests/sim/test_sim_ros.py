@@ -234,6 +234,7 @@ def test_grasp_go_to_pose_2m_and_release_through_the_relay(stack):
     state = json.loads(call(client, srv.DescribeState, topics.SKILL_DESCRIBE_STATE,
                              srv.DescribeState.Request()).state_json)
     assert state["held_object"] == "red_cube" and state["last_skill"]["skill"] == "go_to_pose"
+    assert state["estop_latched"] is None  # no supervisor here, only its relay double
     resp = call(client, srv.Release, topics.SKILL_RELEASE, srv.Release.Request())
     assert resp.success and resp.released_object == "red_cube"
     time.sleep(1.0)  # objects JSON at 2 Hz
