@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from .export import read_manifest, sha256_file
 
@@ -152,12 +152,13 @@ def usable_engines(engine_dir: str | Path, target: BuildTarget) -> dict[str, Pat
 
 
 # ------------------------------------------------------------------------------------------ TensorRT calls
-def _progress_monitor(trt_mod, say) -> "trt.IProgressMonitor":
+def _progress_monitor(say: Callable[[str], None]) -> "trt.IProgressMonitor":
     """An IProgressMonitor printing each optimiser phase (nested phases indented) and its step count."""
+    import tensorrt as trt
 
-    class PhasePrinter(trt_mod.IProgressMonitor):  # type: ignore[name-defined,misc]
+    class PhasePrinter(trt.IProgressMonitor):
         def __init__(self) -> None:
-            trt_mod.IProgressMonitor.__init__(self)
+            trt.IProgressMonitor.__init__(self)
             self.depth: dict[str, int] = {}
             self.steps: dict[str, int] = {}
 
@@ -175,9 +176,11 @@ def _progress_monitor(trt_mod, say) -> "trt.IProgressMonitor":
     return PhasePrinter()
 
 
-def build_engine(trt_mod, onnx_path: Path, entry: dict, precision: str, cache: "trt.ITimingCache | None",
-                 config_hook=None, say=print, workspace_bytes: int = 4 << 30) -> tuple[bytes, "trt.ITimingCache"]:
+def build_engine(onnx_path: Path, entry: dict, precision: str, cache: "trt.ITimingCache | None",
+                 say: Callable[[str], None] = print,
+                 workspace_bytes: int = 4 << 30) -> tuple[bytes, "trt.ITimingCache"]:
     """Parse `onnx_path`, configure, build; returns (serialized engine, the timing cache used)."""
+    import tensorrt as trt_mod
     logger = trt_mod.Logger(trt_mod.Logger.WARNING)
     builder = trt_mod.Builder(logger)
     network = builder.create_network(0)
@@ -200,9 +203,7 @@ def build_engine(trt_mod, onnx_path: Path, entry: dict, precision: str, cache: "
     if cache is None:
         cache = config.create_timing_cache(b"")
     config.set_timing_cache(cache, False)
-    config.progress_monitor = _progress_monitor(trt_mod, say)
-    if config_hook is not None:
-        config_hook(config)
+    config.progress_monitor = _progress_monitor(say)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"{onnx_path}: TensorRT build failed (see the log above)")
@@ -216,7 +217,8 @@ def build_all(onnx_dir: str | Path, out_dir: str | Path, precision: str = "w4a16
     manifest = read_manifest(onnx_dir)
     if "trt" not in manifest["variants"]:
         raise ValueError(f"{onnx_dir}: no 'trt' variant exported (re-run export-onnx with --variant trt or both)")
-    trt_mod = import_tensorrt()
+    import_tensorrt()  # a clear TensorRTUnavailable before anything else
+    import tensorrt as trt_mod
     arch = detect_gpu_arch()
     if gpu_arch is not None and gpu_arch != arch:
         raise ValueError(f"--gpu-arch {gpu_arch} but this machine's GPU is {arch}: TensorRT builds for the GPU it "
@@ -249,7 +251,7 @@ def build_all(onnx_dir: str | Path, out_dir: str | Path, precision: str = "w4a16
             continue
         say(f"{name}: building ({reason})")
         t0 = time.perf_counter()
-        blob, cache = build_engine(trt_mod, onnx_path, entry, precision, cache, say=say)
+        blob, cache = build_engine(onnx_path, entry, precision, cache, say=say)
         (out / engine_file).write_bytes(blob)
         records[name] = {"engine": engine_file, "engine_sha256": sha256_file(out / engine_file),
                          "onnx_path": str(onnx_path.resolve()), "onnx_sha256": onnx_sha, **asdict(target),

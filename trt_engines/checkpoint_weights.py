@@ -19,16 +19,22 @@ import torch
 
 from qwen_stack.qwen_node.engine.config import ModelConfig, load_config
 from qwen_stack.qwen_node.engine.loader import FusedExpertsSource, SafetensorsSource
-from qwen_stack.qwen_node.engine.nvfp4 import NVFP4Tensor, dequantize_nvfp4, quantize_nvfp4
+from qwen_stack.qwen_node.engine.nvfp4 import BLOCK_SIZE, NVFP4Tensor, dequantize_nvfp4, quantize_nvfp4
 from qwen_stack.qwen_node.engine.nvfp4_checkpoint import (
     DEFAULT_EXCLUDE,
     NVFP4CheckpointReader,
     is_excluded,
-    is_quantization_candidate,
     read_quant_config,
 )
 
 Weight = NVFP4Tensor | torch.Tensor  # a linear weight: NVFP4 bits, or a dense fp32 [out, in]
+
+
+def quantize_checkpoint_would_quantize(name: str, t: torch.Tensor, exclude: tuple[str, ...]) -> bool:
+    """The rule `nvfp4_checkpoint.quantize_checkpoint` applies to each stored tensor: a 2-D floating
+    `*.weight` (16-bit or wider), not excluded, input width a multiple of 16."""
+    return (t.dim() == 2 and name.endswith(".weight") and t.is_floating_point() and t.element_size() >= 2
+            and not is_excluded(name[: -len(".weight")], exclude) and t.shape[-1] % BLOCK_SIZE == 0)
 
 
 class CheckpointWeights:
@@ -74,7 +80,7 @@ class CheckpointWeights:
                 return self._reader.nvfp4(full)
             return self._stored(f"{full}.weight").float()
         w = self._stored(f"{full}.weight")
-        if is_quantization_candidate(f"{full}.weight", tuple(w.shape), w.dtype) and not is_excluded(full, self.exclude):
+        if quantize_checkpoint_would_quantize(f"{full}.weight", w, self.exclude):
             return quantize_nvfp4(w)
         return w.float()
 

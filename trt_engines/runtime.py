@@ -111,8 +111,9 @@ class TensorRTRunner:
     """Deserialized engines, one execution context each, one CUDA stream; outputs in ping-pong buffers."""
 
     def __init__(self, engines: dict[str, Path], device: int = 0):
+        import_tensorrt()  # a clear TensorRTUnavailable when only the stubs are installed
         import pycuda.driver as cuda
-        trt_mod = import_tensorrt()
+        import tensorrt as trt_mod
         cuda.init()
         self.cuda = cuda
         self.cuda_context = cuda.Device(device).retain_primary_context()
@@ -130,7 +131,6 @@ class TensorRTRunner:
             self.contexts[name] = engine.create_execution_context()
         self._outputs: dict[tuple[str, str], list[DeviceTensor | None]] = {}
         self._turn: dict[tuple[str, str], int] = {}
-        self._trt = trt_mod
 
     def has(self, graph: str) -> bool:
         return graph in self.engines
@@ -150,7 +150,7 @@ class TensorRTRunner:
         return self.upload(np.zeros(shape, np.float32))
 
     def download(self, handle: DeviceTensor) -> np.ndarray:
-        host = np.empty(handle.shape, np.float32)
+        host: np.ndarray = np.empty(handle.shape, np.float32)
         if host.nbytes:
             self.cuda.memcpy_dtoh_async(host, handle.allocation, self.stream)
         self.stream.synchronize()
@@ -172,18 +172,20 @@ class TensorRTRunner:
         return slot
 
     def run(self, graph: str, feeds: dict[str, DeviceTensor]) -> dict[str, DeviceTensor]:
+        import tensorrt as trt_mod
         engine, context = self.engines[graph], self.contexts[graph]
         outputs: dict[str, DeviceTensor] = {}
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         for name in names:
-            if engine.get_tensor_mode(name) == self._trt.TensorIOMode.INPUT:
+            if engine.get_tensor_mode(name) == trt_mod.TensorIOMode.INPUT:
                 t = feeds[name]
                 if not context.set_input_shape(name, t.shape):
                     raise ValueError(f"{graph}: input {name} shape {t.shape} is outside the engine's profile")
                 context.set_tensor_address(name, t.ptr)
         for name in names:
-            if engine.get_tensor_mode(name) == self._trt.TensorIOMode.OUTPUT:
-                shape = tuple(context.get_tensor_shape(name))
+            if engine.get_tensor_mode(name) == trt_mod.TensorIOMode.OUTPUT:
+                dims = context.get_tensor_shape(name)
+                shape = tuple(int(dims[i]) for i in range(len(dims)))
                 outputs[name] = self._output_buffer(graph, name, shape)
                 context.set_tensor_address(name, outputs[name].ptr)
         if not context.execute_async_v3(self.stream.handle):
@@ -367,8 +369,9 @@ def select_backend(config: BackendConfig, log: logging.Logger | None = None,
         log.info("backend: onnxruntime, graphs from %s", config.onnx_dir)
         return graph_layer_builders(OnnxRuntimeRunner(config.onnx_dir), base, log.info)
     try:
-        trt_mod = import_tensorrt()
+        import_tensorrt()
         import pycuda.driver  # noqa: F401  (the runner's buffers and streams)
+        import tensorrt as trt_mod
         arch = detect_gpu_arch()
         target = BuildTarget(trt_mod.__version__, arch, config.precision)
         engines = usable_engines(config.engine_dir, target)
