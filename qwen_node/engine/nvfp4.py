@@ -342,6 +342,11 @@ class NVFP4Linear(torch.nn.Module):
     compute does not use it).
     """
 
+    weight: torch.Tensor
+    weight_scale: torch.Tensor
+    weight_scale_2: torch.Tensor
+    input_scale: torch.Tensor
+
     def __init__(
         self,
         q: NVFP4Tensor,

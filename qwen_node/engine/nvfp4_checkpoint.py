@@ -50,7 +50,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from safetensors import safe_open
@@ -209,7 +209,7 @@ class NVFP4CheckpointReader:
         self.model_dir = Path(model_dir)
         self.quant_config = read_quant_config(self.model_dir)
         self._where: dict[str, Path] = {}
-        self._handles: dict[Path, object] = {}
+        self._handles: dict[Path, Any] = {}
         for f in safetensors_files(self.model_dir):
             h = self._open(f)
             for k in h.keys():
@@ -371,7 +371,7 @@ def quantize_checkpoint(
     writer = _ShardWriter(dst, shard_bytes)
     names = [(f, k) for f in files for k in safe_open(str(f), framework="pt").keys()]
     say(f"quantizing {len(names)} tensors from {src} ({len(files)} shard(s)) to NVFP4 in {dst}")
-    handles: dict[Path, object] = {}
+    handles: dict[Path, Any] = {}
     for i, (f, name) in enumerate(names):
         h = handles.setdefault(f, safe_open(str(f), framework="pt"))
         t = h.get_tensor(name)

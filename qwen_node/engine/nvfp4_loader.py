@@ -82,6 +82,11 @@ class NVFP4ExpertWeights(nn.Module):
     (P = number of fused projections: 2 for gate_up, each owning out/P rows) or [E] for P = 1.
     """
 
+    weight: torch.Tensor
+    weight_scale: torch.Tensor
+    weight_scale_2: torch.Tensor
+    input_scale: torch.Tensor
+
     def __init__(self, num_experts: int, out_features: int, in_features: int, parts: int):
         super().__init__()
         if in_features % BLOCK_SIZE:
