@@ -240,3 +240,20 @@ def test_grasp_go_to_pose_2m_and_release_through_the_relay(stack):
     time.sleep(1.0)  # objects JSON at 2 Hz
     cube = json.loads(probe.last["objects"].data)["objects"][0]
     assert not cube["held"] and math.hypot(cube["x"] - truth.x, cube["y"] - truth.y) < 0.35
+
+
+@pytest.mark.parametrize("module, override, named", [
+    ("qwen_stack.sim.node", "camera_width:=2000", "camera_width"),
+    ("qwen_stack.sim.node", "scenario:=no_such_scenario", "no_such_scenario"),
+    ("qwen_stack.sim.skills_node", "max_linear:=0.0", "max_linear"),
+])
+def test_nodes_refuse_bad_parameters_at_start(tmp_path, ros_env, module, override, named):
+    if module.endswith("skills_node"):
+        _interfaces()
+    proc = start_node(module, ["--params-file", str(config_file("sim.yaml")), "-p", override],
+                      ros_env, tmp_path / "node.log")
+    try:
+        assert proc.wait(timeout=60) == 2
+    finally:
+        stop(proc)
+    assert named in (tmp_path / "node.log").read_text()
