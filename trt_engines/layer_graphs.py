@@ -6,7 +6,8 @@ Hq / Hkv attention heads, Dh head dim, R rotary dims, E experts, K top-k, I expe
 M chunks.
 
 Graph kinds (what the engine module they replace does per call):
-  moe              SparseMoE:   hidden [N, D] -> out [N, D]
+  moe              SparseMoE:   hidden [N, D] -> out [N, D], the K selected experts' weights gathered per token
+  moe_prefill      SparseMoE, same I/O, every expert on every token weighted by the dense routing matrix
   dense_mlp        DenseMLP:    hidden [N, D] -> out [N, D]
   deltanet_decode  GatedDeltaNet, one token: hidden [B, 1, D], conv_state [B, C, W-1], recurrent_state
                    [B, Hv, Dk, Dv] -> out [B, 1, D], conv_state_out, recurrent_state_out
@@ -33,7 +34,7 @@ from .checkpoint_weights import CheckpointWeights
 from .nvfp4_onnx import experts_weights, linear
 from .onnx_graph import FLOAT, GraphBuilder
 
-KINDS = ("moe", "dense_mlp", "deltanet_decode", "deltanet_prefill", "attention")
+KINDS = ("moe", "moe_prefill", "dense_mlp", "deltanet_decode", "deltanet_prefill", "attention")
 INT64_MAX = np.iinfo(np.int64).max
 
 
@@ -125,34 +126,59 @@ def repeat_heads(g: GraphBuilder, x: str, axis: int, times: int, rank: int) -> s
 
 
 # ------------------------------------------------------------------------------------------ MLPs
-def build_moe(w: CheckpointWeights, layer: int, variant: str, limits: ShapeLimits, opset: int):
+def _build_moe(w: CheckpointWeights, layer: int, variant: str, limits: ShapeLimits, opset: int, kind: str):
+    """kind "moe": gather the K selected experts' weights per token (decode: reads K of E experts);
+    kind "moe_prefill": every expert on every token, weighted by the (mostly zero) dense routing matrix
+    (no per-token weight copies; E/K times the FLOPs of the gathered form, better once N*K > E)."""
     cfg: TextConfig = w.config.text
     D, E, K, I = cfg.hidden_size, cfg.num_experts, cfg.num_experts_per_tok, cfg.moe_intermediate_size
     name = f"layers.{layer}.mlp"
-    spec = GraphSpec(f"layers.{layer}.moe", "moe", layer, [IOSpec("hidden", "float32", ["tokens", D])],
-                     [IOSpec("out", "float32", ["tokens", D])],
-                     {"tokens": [1, 1, limits.max_batch * limits.max_tokens]}, {"top_k": K, "experts": E})
+    max_tokens = limits.max_batch * limits.max_tokens
+    tokens = [1, 1, max_tokens] if kind == "moe" else [2, max_tokens // 2 or 2, max_tokens]
+    spec = GraphSpec(f"layers.{layer}.{kind}", kind, layer, [IOSpec("hidden", "float32", ["tokens", D])],
+                     [IOSpec("out", "float32", ["tokens", D])], {"tokens": tokens}, {"top_k": K, "experts": E})
     g = GraphBuilder(spec.name)
     x = "hidden"                                                                       # [N, D]
     logits = linear(g, x, f"{name}.gate", w.linear(f"{name}.gate"), variant)         # [N, E]
     probs = g.op("Softmax", [logits], axis=-1)
     top_w, top_idx = g.op("TopK", [probs, g.const([K])], n_out=2, axis=-1, largest=1, sorted=1)  # [N, K]
     top_w = g.div(top_w, g.op("ReduceSum", [top_w, g.const([-1])], keepdims=1))
-    idx = g.reshape(top_idx, [-1])                                                    # [N*K]
-    xs = g.reshape(g.op("Expand", [g.unsqueeze(x, [1]), g.const([1, K, 1])]), [-1, 1, D])  # [N*K, 1, D]
     gate_up = [[w.linear(f"{name}.experts.{e}.gate_proj"), w.linear(f"{name}.experts.{e}.up_proj")] for e in range(E)]
     down = [[w.linear(f"{name}.experts.{e}.down_proj")] for e in range(E)]
-    w_gu = experts_weights(g, f"{name}.experts.gate_up", gate_up, idx, variant)      # [N*K, 2I, D]
-    h = g.matmul(xs, g.transpose(w_gu, [0, 2, 1]))                                    # [N*K, 1, 2I]
-    gate, up = g.split(h, [I, I], axis=-1)
-    act = g.mul(g.silu(gate), up)                                                      # [N*K, 1, I]
-    w_d = experts_weights(g, f"{name}.experts.down", down, idx, variant)              # [N*K, D, I]
-    y = g.reshape(g.matmul(act, g.transpose(w_d, [0, 2, 1])), [-1, K, D])             # [N, K, D]
-    routed = g.op("ReduceSum", [g.mul(y, g.unsqueeze(top_w, [-1])), g.const([1])], keepdims=0)  # [N, D]
+    if kind == "moe":
+        idx = g.reshape(top_idx, [-1])                                                # [N*K]
+        xs = g.reshape(g.op("Expand", [g.unsqueeze(x, [1]), g.const([1, K, 1])]), [-1, 1, D])  # [N*K, 1, D]
+        w_gu = experts_weights(g, f"{name}.experts.gate_up", gate_up, idx, variant)  # [N*K, 2I, D]
+        h = g.matmul(xs, g.transpose(w_gu, [0, 2, 1]))                                # [N*K, 1, 2I]
+        gate, up = g.split(h, [I, I], axis=-1)
+        act = g.mul(g.silu(gate), up)                                                  # [N*K, 1, I]
+        w_d = experts_weights(g, f"{name}.experts.down", down, idx, variant)          # [N*K, D, I]
+        y = g.reshape(g.matmul(act, g.transpose(w_d, [0, 2, 1])), [-1, K, D])         # [N, K, D]
+        routed = g.op("ReduceSum", [g.mul(y, g.unsqueeze(top_w, [-1])), g.const([1])], keepdims=0)  # [N, D]
+    else:
+        dense_w = g.op("ScatterElements", [g.op("ConstantOfShape", [g.op("Shape", [logits])],
+                                                value=helper.make_tensor("zero", FLOAT, [1], [0.0])),
+                                           top_idx, top_w], axis=1)                  # [N, E], K nonzeros per row
+        w_gu = experts_weights(g, f"{name}.experts.gate_up", gate_up, None, variant)  # [E, 2I, D]
+        h = g.matmul(g.unsqueeze(x, [0]), g.transpose(w_gu, [0, 2, 1]))               # [E, N, 2I]
+        gate, up = g.split(h, [I, I], axis=-1)
+        act = g.mul(g.silu(gate), up)                                                  # [E, N, I]
+        w_d = experts_weights(g, f"{name}.experts.down", down, None, variant)         # [E, D, I]
+        y = g.matmul(act, g.transpose(w_d, [0, 2, 1]))                                 # [E, N, D]
+        routed = g.op("ReduceSum", [g.mul(y, g.unsqueeze(g.transpose(dense_w, [1, 0]), [-1])), g.const([0])],
+                      keepdims=0)                                                      # [N, D]
     shared = swiglu_mlp(g, x, w, f"{name}.shared_expert", variant)
     sgate = g.op("Sigmoid", [linear(g, x, f"{name}.shared_expert_gate", w.linear(f"{name}.shared_expert_gate"), variant)])
     out = g.add(routed, g.mul(shared, sgate))
     return _finish(g, spec, [out], opset), spec
+
+
+def build_moe(w: CheckpointWeights, layer: int, variant: str, limits: ShapeLimits, opset: int):
+    return _build_moe(w, layer, variant, limits, opset, "moe")
+
+
+def build_moe_prefill(w: CheckpointWeights, layer: int, variant: str, limits: ShapeLimits, opset: int):
+    return _build_moe(w, layer, variant, limits, opset, "moe_prefill")
 
 
 def build_dense_mlp(w: CheckpointWeights, layer: int, variant: str, limits: ShapeLimits, opset: int):
@@ -402,6 +428,7 @@ def build_attention(w: CheckpointWeights, layer: int, variant: str, limits: Shap
 
 BUILDERS = {
     "moe": build_moe,
+    "moe_prefill": build_moe_prefill,
     "dense_mlp": build_dense_mlp,
     "deltanet_decode": build_deltanet_decode,
     "deltanet_prefill": build_deltanet_prefill,
@@ -412,4 +439,4 @@ BUILDERS = {
 def kinds_for_layer(cfg: TextConfig, layer: int) -> list[str]:
     """Graph kinds one decoder layer yields: its token mixer(s) and its feed-forward."""
     mixer = ["deltanet_decode", "deltanet_prefill"] if cfg.layer_types[layer] == "linear_attention" else ["attention"]
-    return mixer + (["moe"] if cfg.is_moe else ["dense_mlp"])
+    return mixer + (["moe", "moe_prefill"] if cfg.is_moe else ["dense_mlp"])

@@ -82,8 +82,8 @@ def linear(g: GraphBuilder, x: str, name: str, w: Weight, variant: str) -> str:
     return g.matmul(x, wt)
 
 
-def experts_weights(g: GraphBuilder, name: str, per_expert: list[list[Weight]], idx: str, variant: str) -> str:
-    """Weights of the selected experts: fp32 [M, rows, in] for idx int64 [M].
+def experts_weights(g: GraphBuilder, name: str, per_expert: list[list[Weight]], idx: str | None, variant: str) -> str:
+    """Weights of the selected experts: fp32 [M, rows, in] for idx int64 [M] (idx None: all, [E, rows, in]).
 
     per_expert[e] lists the row blocks of expert e stacked along the output dim (e.g. [gate, up]); every
     block has its own global scale. "trt": each block is a 2-D two-step DequantizeLinear, the stack
@@ -97,9 +97,11 @@ def experts_weights(g: GraphBuilder, name: str, per_expert: list[list[Weight]], 
         scales = np.stack([np.concatenate([q.block_scale.view(torch.uint8).numpy() for q in ws]) for ws in qs])
         glob = np.stack([np.concatenate([np.full(q.shape[0], float(q.global_scale), np.float32) for q in ws])
                          for ws in qs])[..., None]                                                  # [E, rows, 1]
-        p = g.op("Gather", [g.initializer(f"{name}.packed_u8", packed), idx])
-        s = g.op("Gather", [g.initializer(f"{name}.scale_u8", scales), idx])
-        gl = g.op("Gather", [g.initializer(f"{name}.global_scale", glob), idx])
+        p = g.initializer(f"{name}.packed_u8", packed)
+        s = g.initializer(f"{name}.scale_u8", scales)
+        gl = g.initializer(f"{name}.global_scale", glob)
+        if idx is not None:
+            p, s, gl = (g.op("Gather", [t, idx]) for t in (p, s, gl))
         return lut_decode(g, p, s, gl, lead=2, in_features=in_f)
     stacked = []
     for e, ws in enumerate(per_expert):
@@ -108,4 +110,4 @@ def experts_weights(g: GraphBuilder, name: str, per_expert: list[list[Weight]], 
         one = blocks[0] if len(blocks) == 1 else g.concat(blocks, axis=0)               # [rows, in]
         stacked.append(g.unsqueeze(one, [0]))
     all_experts = g.concat(stacked, axis=0) if len(stacked) > 1 else stacked[0]        # [E, rows, in]
-    return g.op("Gather", [all_experts, idx])                                           # [M, rows, in]
+    return all_experts if idx is None else g.op("Gather", [all_experts, idx])           # [M, rows, in]

@@ -43,7 +43,7 @@ def _graph_cases():
         moe = "Moe" in _arch
         for layer, t in enumerate(kw["layer_types"]):
             mixers = ["deltanet_decode", "deltanet_prefill"] if t == "linear_attention" else ["attention"]
-            for kind in mixers + ["moe" if moe else "dense_mlp"]:
+            for kind in mixers + (["moe", "moe_prefill"] if moe else ["dense_mlp"]):
                 cases.append((ckpt, f"layers.{layer}.{kind}"))
     return cases
 
