@@ -25,7 +25,7 @@ def random_inputs(model: Qwen35ForGeneration, spec: GraphSpec, batch: int, token
     def randn(*shape, scale=1.0):
         return (torch.randn(*shape, generator=gen) * scale).numpy()
 
-    if spec.kind in ("moe", "moe_prefill", "dense_mlp"):
+    if spec.kind in ("moe", "dense_mlp"):
         return {"hidden": randn(batch * tokens, D)}
     if spec.kind.startswith("deltanet"):
         T = 1 if spec.kind == "deltanet_decode" else tokens
@@ -48,7 +48,7 @@ def reference_outputs(model: Qwen35ForGeneration, spec: GraphSpec, inputs: dict[
     """The engine module's outputs for `inputs`, named like the graph's outputs (fp32 numpy)."""
     t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
     layer = model.text.layers[spec.layer]
-    if spec.kind in ("moe", "moe_prefill", "dense_mlp"):
+    if spec.kind in ("moe", "dense_mlp"):
         return {"out": layer.mlp(t["hidden"][None])[0].numpy()}
     x = t["hidden"]
     B, T, _ = x.shape

@@ -6,8 +6,8 @@ Hq / Hkv attention heads, Dh head dim, R rotary dims, E experts, K top-k, I expe
 M chunks.
 
 Graph kinds (what the engine module they replace does per call):
-  moe              SparseMoE:   hidden [N, D] -> out [N, D], the K selected experts' weights gathered per token
-  moe_prefill      SparseMoE, same I/O, every expert on every token weighted by the dense routing matrix
+  moe              SparseMoE:   hidden [N, D] -> out [N, D] (gathered experts for few tokens, every expert
+                   for many: an If on N*K > E, see `build_moe`)
   dense_mlp        DenseMLP:    hidden [N, D] -> out [N, D]
   deltanet_decode  GatedDeltaNet, one token: hidden [B, 1, D], conv_state [B, C, W-1], recurrent_state
                    [B, Hv, Dk, Dv] -> out [B, 1, D], conv_state_out, recurrent_state_out
@@ -31,10 +31,10 @@ from onnx import TensorProto, helper
 from qwen_stack.qwen_node.engine.config import TextConfig
 
 from .checkpoint_weights import CheckpointWeights
-from .nvfp4_onnx import experts_weights, linear
+from .nvfp4_onnx import linear, select_experts, store_experts
 from .onnx_graph import FLOAT, GraphBuilder
 
-KINDS = ("moe", "moe_prefill", "dense_mlp", "deltanet_decode", "deltanet_prefill", "attention")
+KINDS = ("moe", "dense_mlp", "deltanet_decode", "deltanet_prefill", "attention")
 INT64_MAX = np.iinfo(np.int64).max
 
 
@@ -126,59 +126,62 @@ def repeat_heads(g: GraphBuilder, x: str, axis: int, times: int, rank: int) -> s
 
 
 # ------------------------------------------------------------------------------------------ MLPs
-def _build_moe(w: CheckpointWeights, layer: int, variant: str, limits: ShapeLimits, opset: int, kind: str):
-    """kind "moe": gather the K selected experts' weights per token (decode: reads K of E experts);
-    kind "moe_prefill": every expert on every token, weighted by the (mostly zero) dense routing matrix
-    (no per-token weight copies; E/K times the FLOPs of the gathered form, better once N*K > E)."""
+def build_moe(w: CheckpointWeights, layer: int, variant: str, limits: ShapeLimits, opset: int):
+    """Router, top-k, routed experts, shared expert. The routed part is an If on N*K > E:
+    then (many tokens): every expert on every token, weighted by the dense routing matrix (mostly zeros):
+        E/K times the FLOPs of the gathered form but no per-token copies of expert weights;
+    else (decode): gather the K selected experts' weights per token (reads K of E experts).
+    Both branches read the one copy of the expert weights stored in the main graph."""
     cfg: TextConfig = w.config.text
     D, E, K, I = cfg.hidden_size, cfg.num_experts, cfg.num_experts_per_tok, cfg.moe_intermediate_size
     name = f"layers.{layer}.mlp"
-    max_tokens = limits.max_batch * limits.max_tokens
-    tokens = [1, 1, max_tokens] if kind == "moe" else [2, max_tokens // 2 or 2, max_tokens]
-    spec = GraphSpec(f"layers.{layer}.{kind}", kind, layer, [IOSpec("hidden", "float32", ["tokens", D])],
-                     [IOSpec("out", "float32", ["tokens", D])], {"tokens": tokens}, {"top_k": K, "experts": E})
+    spec = GraphSpec(f"layers.{layer}.moe", "moe", layer, [IOSpec("hidden", "float32", ["tokens", D])],
+                     [IOSpec("out", "float32", ["tokens", D])],
+                     {"tokens": [1, 1, limits.max_batch * limits.max_tokens]}, {"top_k": K, "experts": E})
     g = GraphBuilder(spec.name)
     x = "hidden"                                                                       # [N, D]
     logits = linear(g, x, f"{name}.gate", w.linear(f"{name}.gate"), variant)         # [N, E]
     probs = g.op("Softmax", [logits], axis=-1)
     top_w, top_idx = g.op("TopK", [probs, g.const([K])], n_out=2, axis=-1, largest=1, sorted=1)  # [N, K]
     top_w = g.div(top_w, g.op("ReduceSum", [top_w, g.const([-1])], keepdims=1))
-    gate_up = [[w.linear(f"{name}.experts.{e}.gate_proj"), w.linear(f"{name}.experts.{e}.up_proj")] for e in range(E)]
-    down = [[w.linear(f"{name}.experts.{e}.down_proj")] for e in range(E)]
-    if kind == "moe":
-        idx = g.reshape(top_idx, [-1])                                                # [N*K]
-        xs = g.reshape(g.op("Expand", [g.unsqueeze(x, [1]), g.const([1, K, 1])]), [-1, 1, D])  # [N*K, 1, D]
-        w_gu = experts_weights(g, f"{name}.experts.gate_up", gate_up, idx, variant)  # [N*K, 2I, D]
-        h = g.matmul(xs, g.transpose(w_gu, [0, 2, 1]))                                # [N*K, 1, 2I]
-        gate, up = g.split(h, [I, I], axis=-1)
-        act = g.mul(g.silu(gate), up)                                                  # [N*K, 1, I]
-        w_d = experts_weights(g, f"{name}.experts.down", down, idx, variant)          # [N*K, D, I]
-        y = g.reshape(g.matmul(act, g.transpose(w_d, [0, 2, 1])), [-1, K, D])         # [N, K, D]
-        routed = g.op("ReduceSum", [g.mul(y, g.unsqueeze(top_w, [-1])), g.const([1])], keepdims=0)  # [N, D]
-    else:
-        dense_w = g.op("ScatterElements", [g.op("ConstantOfShape", [g.op("Shape", [logits])],
-                                                value=helper.make_tensor("zero", FLOAT, [1], [0.0])),
-                                           top_idx, top_w], axis=1)                  # [N, E], K nonzeros per row
-        w_gu = experts_weights(g, f"{name}.experts.gate_up", gate_up, None, variant)  # [E, 2I, D]
-        h = g.matmul(g.unsqueeze(x, [0]), g.transpose(w_gu, [0, 2, 1]))               # [E, N, 2I]
-        gate, up = g.split(h, [I, I], axis=-1)
-        act = g.mul(g.silu(gate), up)                                                  # [E, N, I]
-        w_d = experts_weights(g, f"{name}.experts.down", down, None, variant)         # [E, D, I]
-        y = g.matmul(act, g.transpose(w_d, [0, 2, 1]))                                 # [E, N, D]
-        routed = g.op("ReduceSum", [g.mul(y, g.unsqueeze(g.transpose(dense_w, [1, 0]), [-1])), g.const([0])],
-                      keepdims=0)                                                      # [N, D]
+    gate_up = store_experts(g, f"{name}.experts.gate_up", [[w.linear(f"{name}.experts.{e}.gate_proj"),
+                                                            w.linear(f"{name}.experts.{e}.up_proj")] for e in range(E)],
+                            variant)                                                   # [E, 2I, D]
+    down = store_experts(g, f"{name}.experts.down", [[w.linear(f"{name}.experts.{e}.down_proj")] for e in range(E)],
+                         variant)                                                      # [E, D, I]
+
+    # gathered: one [2I, D] and one [D, I] weight per (token, k)
+    gb = GraphBuilder("gathered", prefix=f"{spec.name}.gathered.")
+    idx = gb.reshape(top_idx, [-1])                                                   # [N*K]
+    xs = gb.reshape(gb.op("Expand", [gb.unsqueeze(x, [1]), gb.const([1, K, 1])]), [-1, 1, D])  # [N*K, 1, D]
+    h = gb.matmul(xs, gb.transpose(select_experts(gb, gate_up, idx), [0, 2, 1]))      # [N*K, 1, 2I]
+    gate, up = gb.split(h, [I, I], axis=-1)
+    act = gb.mul(gb.silu(gate), up)                                                    # [N*K, 1, I]
+    y = gb.matmul(act, gb.transpose(select_experts(gb, down, idx), [0, 2, 1]))        # [N*K, 1, D]
+    y = gb.reshape(y, [-1, K, D])                                                      # [N, K, D]
+    gathered = gb.op("ReduceSum", [gb.mul(y, gb.unsqueeze(top_w, [-1])), gb.const([1])], keepdims=0)  # [N, D]
+
+    # every expert: [E, N, *] activations, routing weights scattered into a dense [N, E]
+    db = GraphBuilder("every_expert", prefix=f"{spec.name}.every_expert.")
+    zeros = db.op("ConstantOfShape", [db.op("Shape", [logits])], value=helper.make_tensor("zero", FLOAT, [1], [0.0]))
+    dense_w = db.op("ScatterElements", [zeros, top_idx, top_w], axis=1)                # [N, E], K nonzeros per row
+    h = db.matmul(db.unsqueeze(x, [0]), db.transpose(select_experts(db, gate_up, None), [0, 2, 1]))  # [E, N, 2I]
+    gate, up = db.split(h, [I, I], axis=-1)
+    act = db.mul(db.silu(gate), up)                                                    # [E, N, I]
+    y = db.matmul(act, db.transpose(select_experts(db, down, None), [0, 2, 1]))       # [E, N, D]
+    every = db.op("ReduceSum", [db.mul(y, db.unsqueeze(db.transpose(dense_w, [1, 0]), [-1])), db.const([0])],
+                  keepdims=0)                                                          # [N, D]
+
+    for b, value in ((gb, gathered), (db, every)):
+        b.op("Identity", [value], out=f"{b.prefix}routed")
+        b.outputs = [helper.make_tensor_value_info(f"{b.prefix}routed", FLOAT, None)]
+    n = g.squeeze(g.shape_dim(x, 0), [0])
+    many = g.op("Greater", [g.mul(n, g.const(K)), g.const(E)])                         # N*K > E
+    routed = g.op("If", [many], then_branch=db.graph(), else_branch=gb.graph())
     shared = swiglu_mlp(g, x, w, f"{name}.shared_expert", variant)
     sgate = g.op("Sigmoid", [linear(g, x, f"{name}.shared_expert_gate", w.linear(f"{name}.shared_expert_gate"), variant)])
     out = g.add(routed, g.mul(shared, sgate))
     return _finish(g, spec, [out], opset), spec
-
-
-def build_moe(w: CheckpointWeights, layer: int, variant: str, limits: ShapeLimits, opset: int):
-    return _build_moe(w, layer, variant, limits, opset, "moe")
-
-
-def build_moe_prefill(w: CheckpointWeights, layer: int, variant: str, limits: ShapeLimits, opset: int):
-    return _build_moe(w, layer, variant, limits, opset, "moe_prefill")
 
 
 def build_dense_mlp(w: CheckpointWeights, layer: int, variant: str, limits: ShapeLimits, opset: int):
@@ -428,7 +431,6 @@ def build_attention(w: CheckpointWeights, layer: int, variant: str, limits: Shap
 
 BUILDERS = {
     "moe": build_moe,
-    "moe_prefill": build_moe_prefill,
     "dense_mlp": build_dense_mlp,
     "deltanet_decode": build_deltanet_decode,
     "deltanet_prefill": build_deltanet_prefill,
@@ -439,4 +441,4 @@ BUILDERS = {
 def kinds_for_layer(cfg: TextConfig, layer: int) -> list[str]:
     """Graph kinds one decoder layer yields: its token mixer(s) and its feed-forward."""
     mixer = ["deltanet_decode", "deltanet_prefill"] if cfg.layer_types[layer] == "linear_attention" else ["attention"]
-    return mixer + (["moe", "moe_prefill"] if cfg.is_moe else ["dense_mlp"])
+    return mixer + (["moe"] if cfg.is_moe else ["dense_mlp"])

@@ -20,6 +20,8 @@ W^T initializer. Routed experts keep per-expert global scales (gate and up diffe
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from onnx import TensorProto
@@ -82,32 +84,51 @@ def linear(g: GraphBuilder, x: str, name: str, w: Weight, variant: str) -> str:
     return g.matmul(x, wt)
 
 
-def experts_weights(g: GraphBuilder, name: str, per_expert: list[list[Weight]], idx: str | None, variant: str) -> str:
-    """Weights of the selected experts: fp32 [M, rows, in] for idx int64 [M] (idx None: all, [E, rows, in]).
+@dataclass
+class StoredExperts:
+    """Routed-expert weights placed in a graph: packed bytes to decode ("lut"), or one fp32 [E, rows, in] value."""
+    packed: str | None = None        # lut: uint8 [E, rows, in/2]
+    scale_u8: str | None = None      # lut: uint8 [E, rows, in/16]
+    global_scale: str | None = None  # lut: fp32 [E, rows, 1]
+    in_features: int = 0
+    dequantized: str | None = None   # trt (or unquantized): fp32 [E, rows, in]
+
+
+def store_experts(g: GraphBuilder, name: str, per_expert: list[list[Weight]], variant: str) -> StoredExperts:
+    """Put the experts' weights into graph `g` (once; subgraphs such as If branches read them from there).
 
     per_expert[e] lists the row blocks of expert e stacked along the output dim (e.g. [gate, up]); every
-    block has its own global scale. "trt": each block is a 2-D two-step DequantizeLinear, the stack
-    [E, rows, in] is Gathered. "lut": the packed bytes, scale bytes and per-row global scales are
-    Gathered first and only the M selected experts are decoded.
-    """
+    block has its own global scale. "trt": each block is a 2-D two-step DequantizeLinear, stacked to
+    [E, rows, in]. "lut": packed bytes, scale bytes and per-row global scales, decoded by `select_experts`."""
     if variant == "lut" and all(isinstance(w, NVFP4Tensor) for ws in per_expert for w in ws):
         qs: list[list[NVFP4Tensor]] = per_expert  # type: ignore[assignment]
-        in_f = qs[0][0].shape[1]
         packed = np.stack([np.concatenate([q.packed.numpy() for q in ws]) for ws in qs])           # [E, rows, in/2]
         scales = np.stack([np.concatenate([q.block_scale.view(torch.uint8).numpy() for q in ws]) for ws in qs])
         glob = np.stack([np.concatenate([np.full(q.shape[0], float(q.global_scale), np.float32) for q in ws])
                          for ws in qs])[..., None]                                                  # [E, rows, 1]
-        p = g.initializer(f"{name}.packed_u8", packed)
-        s = g.initializer(f"{name}.scale_u8", scales)
-        gl = g.initializer(f"{name}.global_scale", glob)
-        if idx is not None:
-            p, s, gl = (g.op("Gather", [t, idx]) for t in (p, s, gl))
-        return lut_decode(g, p, s, gl, lead=2, in_features=in_f)
+        return StoredExperts(g.initializer(f"{name}.packed_u8", packed), g.initializer(f"{name}.scale_u8", scales),
+                             g.initializer(f"{name}.global_scale", glob), qs[0][0].shape[1])
     stacked = []
     for e, ws in enumerate(per_expert):
         blocks = [dequantized_weight(g, f"{name}.{e}.{i}", w, variant) if isinstance(w, NVFP4Tensor)
                   else g.initializer(f"{name}.{e}.{i}.weight", w.float().numpy()) for i, w in enumerate(ws)]
         one = blocks[0] if len(blocks) == 1 else g.concat(blocks, axis=0)               # [rows, in]
         stacked.append(g.unsqueeze(one, [0]))
-    all_experts = g.concat(stacked, axis=0) if len(stacked) > 1 else stacked[0]        # [E, rows, in]
-    return all_experts if idx is None else g.op("Gather", [all_experts, idx])           # [M, rows, in]
+    return StoredExperts(dequantized=g.concat(stacked, axis=0) if len(stacked) > 1 else stacked[0])
+
+
+def select_experts(g: GraphBuilder, stored: StoredExperts, idx: str | None) -> str:
+    """fp32 [M, rows, in] weights of experts idx int64 [M] (None: all E). "lut" gathers the packed bytes
+    first, so only the selected experts are decoded."""
+    if stored.dequantized is not None:
+        return stored.dequantized if idx is None else g.op("Gather", [stored.dequantized, idx])
+    assert stored.packed and stored.scale_u8 and stored.global_scale
+    p, s, gl = stored.packed, stored.scale_u8, stored.global_scale
+    if idx is not None:
+        p, s, gl = (g.op("Gather", [t, idx]) for t in (p, s, gl))
+    return lut_decode(g, p, s, gl, lead=2, in_features=stored.in_features)
+
+
+def experts_weights(g: GraphBuilder, name: str, per_expert: list[list[Weight]], idx: str | None, variant: str) -> str:
+    """`store_experts` and `select_experts` in one graph."""
+    return select_experts(g, store_experts(g, name, per_expert, variant), idx)

@@ -210,20 +210,15 @@ def _layer_index(name: str) -> int:
 
 
 class GraphMLP(nn.Module):
-    """MoE block or dense MLP computed by graph `layers.<i>.moe` / `layers.<i>.dense_mlp`.
+    """MoE block or dense MLP computed by graph `layers.<i>.moe` / `layers.<i>.dense_mlp`."""
 
-    For an MoE block with a `layers.<i>.moe_prefill` graph, calls with N*K > E token-expert pairs use it
-    (every expert once, no per-token weight copies); smaller calls gather the K experts per token."""
-
-    def __init__(self, runner: LayerRunner, graph: str, prefill_graph: str | None = None, dense_above: int = 0):
+    def __init__(self, runner: LayerRunner, graph: str):
         super().__init__()
         self.runner, self.graph = runner, graph
-        self.prefill_graph, self.dense_above = prefill_graph, dense_above
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
-        graph = self.prefill_graph if self.prefill_graph and B * T > self.dense_above else self.graph
-        out = self.runner.run(graph, {"hidden": self.runner.upload(_to_numpy(x.reshape(B * T, D)))})["out"]
+        out = self.runner.run(self.graph, {"hidden": self.runner.upload(_to_numpy(x.reshape(B * T, D)))})["out"]
         return torch.from_numpy(self.runner.download(out)).to(x.dtype).to(x.device).view(B, T, D)
 
 
@@ -331,9 +326,7 @@ def graph_layer_builders(runner: LayerRunner, base: LayerBuilders | None = None,
     def moe(cfg: TextConfig, name: str, linear, experts):
         i = _layer_index(name)
         if runner.has(f"layers.{i}.moe"):
-            prefill = f"layers.{i}.moe_prefill"
-            return GraphMLP(runner, f"layers.{i}.moe", prefill if runner.has(prefill) else None,
-                            dense_above=cfg.num_experts // cfg.num_experts_per_tok)
+            return GraphMLP(runner, f"layers.{i}.moe")
         note(f"layers.{i}.moe")
         return base.moe(cfg, name, linear, experts)
 

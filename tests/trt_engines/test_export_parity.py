@@ -21,6 +21,7 @@ from trt_tiny_models import CHECKPOINTS
 TOLERANCE = 2e-5
 # (batch, new tokens, past length): decode-like, a prefill shorter than one chunk (16), several chunks
 # with padding and a non-empty past; decode graphs always take one token
+# (MoE: N*K > E takes the every-expert branch of the If: N = 1 and 2*5 with K 2-3 of E 6-8 cover both)
 SHAPES = [(1, 1, 0), (2, 5, 3), (3, 37, 20)]
 
 
@@ -43,7 +44,7 @@ def _graph_cases():
         moe = "Moe" in _arch
         for layer, t in enumerate(kw["layer_types"]):
             mixers = ["deltanet_decode", "deltanet_prefill"] if t == "linear_attention" else ["attention"]
-            for kind in mixers + (["moe", "moe_prefill"] if moe else ["dense_mlp"]):
+            for kind in mixers + ["moe" if moe else "dense_mlp"]:
                 cases.append((ckpt, f"layers.{layer}.{kind}"))
     return cases
 
