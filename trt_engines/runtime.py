@@ -130,6 +130,7 @@ class TensorRTRunner:
             self.engines[name] = engine
             self.contexts[name] = engine.create_execution_context()
         self._outputs: dict[tuple[str, str], list[DeviceTensor | None]] = {}
+        self._in_flight: dict[str, DeviceTensor] = {}
         self._turn: dict[tuple[str, str], int] = {}
 
     def has(self, graph: str) -> bool:
@@ -190,6 +191,7 @@ class TensorRTRunner:
                 context.set_tensor_address(name, outputs[name].ptr)
         if not context.execute_async_v3(self.stream.handle):
             raise RuntimeError(f"{graph}: TensorRT execution failed")
+        self._in_flight = feeds  # keep the inputs' device memory alive until the stream has used it
         return outputs
 
     def close(self) -> None:

@@ -63,3 +63,13 @@ def test_cli_errors_name_the_problem(exported, tmp_path, capsys):
     for argv, needle in cases:
         assert main(argv) == 2, argv
         assert needle in capsys.readouterr().err, argv
+
+
+def test_qwen_stack_cli_dispatches_both_commands(exported, tmp_path, capsys):
+    from qwen_stack.cli import main as qwen_stack
+    ex = exported["moe"]
+    assert qwen_stack(["export-onnx", "--model", str(ex.model_dir), "--out", str(tmp_path / "onnx"),
+                       "--layers", "1", "--kinds", "attention"]) == 0
+    assert (tmp_path / "onnx" / "trt" / "layers.1.attention.onnx").is_file()
+    assert qwen_stack(["build-engines", "--onnx", str(tmp_path / "onnx"), "--out", str(tmp_path / "engines")]) == 3
+    assert "TensorRT is not installed" in capsys.readouterr().err
