@@ -34,11 +34,12 @@ class SupervisorReporter:
         sent = (result.output.linear_x, result.output.angular_z)
         self.level_counts[result.verdict.level.name] += 1
         self.last_step = result
-        self.node.verdict_pub.publish(self._verdict_msg(result.verdict, result.source, requested, sent,
-                                                        result.estop_latched))
-        self.audit.write("step", result.source, self.now(self.node), level=result.verdict.level.name,
+        # audit first: whatever anyone has seen published is already on disk
+        self.audit.write("step", result.source, result.stamp, level=result.verdict.level.name,
                          reasons=list(result.verdict.reasons), requested=list(requested), sent=list(sent),
                          estop_latched=result.estop_latched)
+        self.node.verdict_pub.publish(self._verdict_msg(result.verdict, result.source, requested, sent,
+                                                        result.estop_latched))
 
     def action(self, service: str, source: str, arguments_json: str, verdict: Verdict, accepted: bool) -> None:
         self.level_counts[verdict.level.name] += 1

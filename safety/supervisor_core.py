@@ -47,6 +47,7 @@ class StepResult:
     source: str                        # the input judged: "teleop", "autonomy" or "none"
     requested: VelocityCommand | None  # that input as received (None when there was none)
     estop_latched: bool
+    stamp: float                       # the `now` the step was judged at
 
 
 @dataclass
@@ -356,7 +357,7 @@ class SafetyCore:
             self._ang.accel = (out.angular_z - self._ang.value) / dt
         self._lin.value, self._ang.value = out.linear_x, out.angular_z
         self.last_sent_time = now if self.last_sent_time is None else max(now, self.last_sent_time)
-        return StepResult(col.verdict(), out, source, cmd, self.estop.latched)
+        return StepResult(col.verdict(), out, source, cmd, self.estop.latched, now)
 
     @property
     def last_sent(self) -> OutputCommand:

