@@ -142,6 +142,7 @@ class SimNode(Node):
         never wait on a render). Rendering happens here too: the GL context belongs to this thread.
         """
         try:
+            self.sim.render_camera(self.config.camera_width, self.config.camera_height)  # GL set-up before pacing
             self._loop()
         finally:
             self.sim.close()  # the renderers' GL contexts must be released by the thread that made them
@@ -178,8 +179,12 @@ class SimNode(Node):
             out["rgb"] = sim.render_camera(cfg.camera_width, cfg.camera_height)  # [H, W, 3]
         if "laser" in due:
             out["scan"] = sim.laser_scan()  # [beams]
-        if "odom" in due or "joints" in due:
-            out["odom"], out["joints"] = sim.odometry(), sim.joint_states()
+        if "odom" in due:
+            out["odom"] = sim.odometry()
+            names, pos, _ = sim.joint_states()
+            out["pan"] = pos[names.index("camera_pan_joint")]  # for base_link -> camera_link
+        if "joints" in due:
+            out["joints"] = sim.joint_states()
         if "truth" in due:
             out["truth"] = sim.ground_truth()
         if "objects" in due:
@@ -204,12 +209,11 @@ class SimNode(Node):
             self.pub_scan.publish(rm.laser_scan(d["scan"], self.sim.laser, t, cfg.laser_frame, cfg.laser_rate))
         if "odom" in d:
             self.pub_odom.publish(rm.odometry(d["odom"], t, cfg.odom_frame, cfg.base_frame))
-            names, pos, vel = d["joints"]
-            self.pub_joints.publish(rm.joint_state(names, pos, vel, t))
             if self.pub_tf is not None:
-                pan = pos[names.index("camera_pan_joint")]
-                self.pub_tf.publish(self._tf_type(transforms=rm.robot_transforms(self.sim.robot, d["odom"], pan, t,
-                                                                                  cfg)))
+                self.pub_tf.publish(self._tf_type(transforms=rm.robot_transforms(self.sim.robot, d["odom"], d["pan"],
+                                                                                  t, cfg)))
+        if "joints" in d:
+            self.pub_joints.publish(rm.joint_state(*d["joints"], t))
         if "truth" in d:
             self.pub_truth.publish(rm.odometry(d["truth"], t, cfg.world_frame, cfg.base_frame))
         if "objects" in d:

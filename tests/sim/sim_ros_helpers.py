@@ -1,10 +1,22 @@
 """Helpers of the simulator's ROS tests: start nodes as subprocesses, call services, stop cleanly."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
+import time
+import weakref
 from pathlib import Path
+
+# A ROS domain of these tests' own, outside the 1..100 that tests/conftest.py draws from: on a shared
+# development machine, other test sessions (with their own sims, skills and fake scans) never reach it.
+SIM_TEST_DOMAIN = 101 + os.getpid() % 131
+
+
+def private_env(ros_env: dict) -> dict:
+    """The session's ROS environment on SIM_TEST_DOMAIN (use `context.init(domain_id=SIM_TEST_DOMAIN)`)."""
+    return {**ros_env, "ROS_DOMAIN_ID": str(SIM_TEST_DOMAIN)}
 
 
 def start_node(module: str, args: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -23,10 +35,22 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=5)
 
 
+_clients: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # node -> {service name: client}
+
+
 def call(node, type_, name: str, request, timeout: float = 60.0):
-    """Call a service from a node that an executor spins in another thread."""
-    client = node.create_client(type_, name)
-    assert client.wait_for_service(timeout_sec=20.0), f"service {name} not offered"
+    """Call a service from a node that an executor spins in another thread.
+
+    One client per (node, service), kept: a response can be lost when a request is sent right
+    after wait_for_service() (the request path is matched before the response path), so a new
+    client waits a moment after discovery.
+    """
+    clients = _clients.setdefault(node, {})
+    client = clients.get(name)
+    if client is None:
+        client = clients[name] = node.create_client(type_, name)
+        assert client.wait_for_service(timeout_sec=20.0), f"service {name} not offered"
+        time.sleep(0.5)
     done = threading.Event()
     future = client.call_async(request)
     future.add_done_callback(lambda _f: done.set())

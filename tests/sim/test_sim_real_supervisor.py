@@ -13,7 +13,7 @@ import time
 
 import pytest
 import yaml
-from sim_ros_helpers import call, start_node, stop
+from sim_ros_helpers import SIM_TEST_DOMAIN, call, private_env, start_node, stop
 from sim_test_worlds import open_arena
 
 rclpy = pytest.importorskip("rclpy")
@@ -33,6 +33,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 
 def test_go_to_pose_2m_through_the_safety_supervisor(tmp_path, ros_env):
+    ros_env = private_env(ros_env)
     scenario = tmp_path / "open.yaml"
     scenario.write_text(yaml.safe_dump(open_arena(robot=(0.0, 0.0, 0.0))))
     sim_params = ["--params-file", str(config_file("sim.yaml"))]
@@ -44,7 +45,7 @@ def test_go_to_pose_2m_through_the_safety_supervisor(tmp_path, ros_env):
         start_node("qwen_stack.sim.skills_node", sim_params, ros_env, tmp_path / "skills.log"),
     ]
     context = rclpy.Context()
-    context.init()
+    context.init(domain_id=SIM_TEST_DOMAIN)
     node = Node("sim_supervisor_test", context=context)
     truth = {}
     node.create_subscription(Odometry, topics.SIM_GROUND_TRUTH, lambda m: truth.update(last=m), 10)

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from sim_ros_helpers import call, start_node, stop
+from sim_ros_helpers import SIM_TEST_DOMAIN, call, private_env, start_node, stop
 from sim_test_worlds import RED_CUBE, open_arena
 
 rclpy = pytest.importorskip("rclpy")
@@ -90,6 +90,7 @@ class Probe(Node):
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, ros_env):
     """sim_node (+ skills_node when the interfaces are built) and the test-side nodes."""
+    ros_env = private_env(ros_env)
     folder = tmp_path_factory.mktemp("sim_ros")
     scenario = folder / "test_fetch.yaml"
     scenario.write_text(yaml.safe_dump(open_arena(robot=(0.0, 0.0, 0.0), objects=[dict(RED_CUBE, x=0.36, y=0.0)],
@@ -102,7 +103,7 @@ def stack(tmp_path_factory, ros_env):
     except ImportError:
         pass
     context = rclpy.Context()
-    context.init()
+    context.init(domain_id=SIM_TEST_DOMAIN)
     relay, probe = SupervisorRelayDouble(context), Probe(context)
     client_node = Node("sim_test_client", context=context)
     executor = MultiThreadedExecutor(num_threads=3, context=context)
