@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from .export import read_manifest, sha256_file
+from .export import onnx_sha256, read_manifest, sha256_file
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -113,13 +113,13 @@ def profile_shapes(entry: dict) -> dict[str, tuple[list[int], list[int], list[in
     return out
 
 
-def stale_reason(record: dict | None, onnx_sha256: str, target: BuildTarget, engine_path: Path) -> str | None:
+def stale_reason(record: dict | None, onnx_hash: str, target: BuildTarget, engine_path: Path) -> str | None:
     """Why an existing engine must be rebuilt (None: it matches and may be loaded)."""
     if record is None:
         return "no engine yet"
     if not engine_path.is_file():
         return "engine file missing"
-    if record.get("onnx_sha256") != onnx_sha256:
+    if record.get("onnx_sha256") != onnx_hash:
         return "ONNX file changed"
     for field in ("tensorrt_version", "gpu_arch", "precision"):
         if record.get(field) != getattr(target, field):
@@ -145,7 +145,7 @@ def usable_engines(engine_dir: str | Path, target: BuildTarget) -> dict[str, Pat
     out = {}
     for name, rec in m.get("engines", {}).items():
         onnx_path = Path(rec.get("onnx_path", ""))
-        onnx_sha = sha256_file(onnx_path) if onnx_path.is_file() else ""
+        onnx_sha = onnx_sha256(onnx_path) if onnx_path.is_file() else ""
         if stale_reason(rec, onnx_sha, target, d / rec.get("engine", "")) is None:
             out[name] = d / rec["engine"]
     return out
@@ -241,7 +241,7 @@ def build_all(onnx_dir: str | Path, out_dir: str | Path, precision: str = "w4a16
         if only and name not in only:
             continue
         onnx_path = Path(onnx_dir) / entry["files"]["trt"]["path"]
-        onnx_sha = sha256_file(onnx_path)
+        onnx_sha = onnx_sha256(onnx_path)
         if onnx_sha != entry["files"]["trt"]["sha256"]:
             raise ValueError(f"{onnx_path}: sha256 differs from the export manifest (file changed after export)")
         engine_file = f"{name}.{precision}.engine"

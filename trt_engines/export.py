@@ -32,6 +32,17 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def onnx_sha256(path: Path) -> str:
+    """sha256 of an ONNX graph: the .onnx file, then its external-data file when there is one."""
+    h = hashlib.sha256()
+    for f in (path, path.with_name(path.name + ".data")):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()
+
+
 def _save(model: onnx.ModelProto, path: Path) -> list[Path]:
     """Save (external data for big graphs); returns the files written."""
     size = sum(len(t.raw_data) for t in model.graph.initializer)
@@ -91,11 +102,11 @@ def export(model_dir: str | Path, out_dir: str | Path, layers: str | None = None
             for v in variants:
                 t1 = time.perf_counter()
                 model, spec = BUILDERS[kind](weights, layer, v, limits, opset)
-                onnx.checker.check_model(model)
                 path = out / v / f"{spec.name}.onnx"
                 files = _save(model, path)
+                onnx.checker.check_model(str(path))  # by path: works past protobuf's 2 GB (external data)
                 nbytes = sum(f.stat().st_size for f in files)
-                entry["files"][v] = {"path": f"{v}/{path.name}", "sha256": sha256_file(path), "bytes": nbytes,
+                entry["files"][v] = {"path": f"{v}/{path.name}", "sha256": onnx_sha256(path), "bytes": nbytes,
                                      "nodes": len(model.graph.node), "seconds": round(time.perf_counter() - t1, 3)}
                 entry.update(dataclasses.asdict(spec))
                 if v == "trt":

@@ -8,7 +8,7 @@ import pytest
 
 from qwen_stack.trt_engines import build
 from qwen_stack.trt_engines.build import BuildTarget, check_precision, profile_shapes, stale_reason, usable_engines
-from qwen_stack.trt_engines.export import sha256_file
+from qwen_stack.trt_engines.export import onnx_sha256, sha256_file
 
 
 def test_without_tensorrt_exit_code_3_and_a_clear_message(exported, tmp_path, capsys):
@@ -48,9 +48,9 @@ def test_a_mismatched_engine_is_rebuilt_not_loaded(exported, tmp_path):
     engine.write_bytes(b"serialized engine")
     target = BuildTarget("10.13.0.35", "sm90", "w4a16")
     record = {"engine": engine.name, "engine_sha256": sha256_file(engine), "onnx_path": str(onnx_path),
-              "onnx_sha256": sha256_file(onnx_path), "tensorrt_version": "10.13.0.35", "gpu_arch": "sm90",
+              "onnx_sha256": onnx_sha256(onnx_path), "tensorrt_version": "10.13.0.35", "gpu_arch": "sm90",
               "precision": "w4a16"}
-    assert stale_reason(record, sha256_file(onnx_path), target, engine) is None
+    assert stale_reason(record, onnx_sha256(onnx_path), target, engine) is None
     assert stale_reason(None, "x", target, engine) == "no engine yet"
     assert stale_reason(record, "other", target, engine) == "ONNX file changed"
     assert "tensorrt_version" in stale_reason(record, record["onnx_sha256"], BuildTarget("10.9", "sm90", "w4a16"), engine)

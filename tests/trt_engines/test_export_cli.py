@@ -5,7 +5,7 @@ import json
 
 import onnx
 
-from qwen_stack.trt_engines.export import main, sha256_file
+from qwen_stack.trt_engines.export import main, onnx_sha256
 
 
 def test_manifest_records_model_quantization_opset_shapes_hashes(exported):
@@ -19,7 +19,7 @@ def test_manifest_records_model_quantization_opset_shapes_hashes(exported):
     for g in m["graphs"]:
         for variant, f in g["files"].items():
             path = ex.onnx_dir / f["path"]
-            assert f["sha256"] == sha256_file(path)
+            assert f["sha256"] == onnx_sha256(path)
             model = onnx.load(str(path))
             assert model.opset_import[0].version == 23
             assert [i.name for i in model.graph.input] == [i["name"] for i in g["inputs"]]
@@ -73,3 +73,26 @@ def test_qwen_stack_cli_dispatches_both_commands(exported, tmp_path, capsys):
     assert (tmp_path / "onnx" / "trt" / "layers.1.attention.onnx").is_file()
     assert qwen_stack(["build-engines", "--onnx", str(tmp_path / "onnx"), "--out", str(tmp_path / "engines")]) == 3
     assert "TensorRT is not installed" in capsys.readouterr().err
+
+
+def test_big_graphs_keep_weights_in_external_data(exported, tmp_path, monkeypatch):
+    """Past the threshold (1 GB; lowered here) weights go to <graph>.onnx.data, hashed with the graph."""
+    import numpy as np
+    from onnx.reference import ReferenceEvaluator
+
+    from qwen_stack.trt_engines import export as export_mod
+    monkeypatch.setattr(export_mod, "EXTERNAL_DATA_BYTES", 1000)
+    ex = exported["moe"]
+    m = export_mod.export(ex.model_dir, tmp_path, layers="1", kinds=["moe"], say=lambda _m: None)
+    graph = tmp_path / "trt" / "layers.1.moe.onnx"
+    data = graph.with_name(graph.name + ".data")
+    assert data.is_file() and data.stat().st_size > graph.stat().st_size
+    assert m["graphs"][0]["files"]["trt"]["sha256"] == onnx_sha256(graph)
+    x = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)
+    (got,) = ReferenceEvaluator(str(graph)).run(None, {"hidden": x})
+    (want,) = ReferenceEvaluator(str(ex.onnx_dir / "trt" / "layers.1.moe.onnx")).run(None, {"hidden": x})
+    np.testing.assert_array_equal(got, want)
+    flipped = bytearray(data.read_bytes())
+    flipped[-1] ^= 0xFF
+    data.write_bytes(bytes(flipped))
+    assert onnx_sha256(graph) != m["graphs"][0]["files"]["trt"]["sha256"]
