@@ -99,6 +99,18 @@ def rms_norm(g: GraphBuilder, x: str, weight: np.ndarray, eps: float, zero_centr
     return g.mul(y, w)
 
 
+def softplus(g: GraphBuilder, x: str) -> str:
+    """log(1 + exp(x)) without losing the small values: relu(x) + log1p(exp(-|x|)), with log1p(e) written as
+    log(u) * e / (u - 1), u = 1 + e (exact where u rounds; e itself when u == 1). A plain Softplus node is
+    log(exp(x) + 1) in onnx.reference (and possibly elsewhere): ~1e-7 / softplus(x) relative error for x << 0,
+    which the DeltaNet decay feeds into the state."""
+    e = g.op("Exp", [g.op("Neg", [g.op("Abs", [x])])])                                  # (0, 1]
+    u = g.add(g.scalar(1.0), e)
+    d = g.sub(u, g.scalar(1.0))
+    log1p = g.op("Where", [g.op("Equal", [d, g.scalar(0.0)]), e, g.div(g.mul(g.op("Log", [u]), e), d)])
+    return g.add(g.op("Relu", [x]), log1p)
+
+
 def l2_normalise(g: GraphBuilder, x: str) -> str:
     ss = g.op("ReduceSum", [g.mul(x, x), g.const([-1])], keepdims=1)
     return g.div(x, g.op("Sqrt", [g.add(ss, g.scalar(1e-6))]))
@@ -248,7 +260,7 @@ def _dn_inputs(g: GraphBuilder, w: CheckpointWeights, layer: int, variant: str, 
     a = linear(g, x, f"{name}.in_proj_a", w.linear(f"{name}.in_proj_a"), variant)
     beta = g.transpose(g.op("Sigmoid", [b]), [0, 2, 1])                                 # [B, Hv, T]
     neg_a = g.const(-np.exp(w.tensor(f"{name}.A_log").numpy()), np.float32)
-    sp = g.op("Softplus", [g.add(a, g.const(w.tensor(f"{name}.dt_bias").numpy(), np.float32))])
+    sp = softplus(g, g.add(a, g.const(w.tensor(f"{name}.dt_bias").numpy(), np.float32)))
     g_log = g.transpose(g.mul(sp, neg_a), [0, 2, 1])                                     # [B, Hv, T]
     full = g.concat(["conv_state", g.transpose(qkv, [0, 2, 1])], axis=2)              # [B, C, W-1+T]
     conv_out_state = g.slice(full, [-(d.W - 1)], [INT64_MAX], [2])                      # [B, C, W-1]

@@ -20,6 +20,22 @@ from tiny_checkpoints import make_checkpoint  # noqa: E402
 from trt_tiny_models import CHECKPOINTS  # noqa: E402
 
 
+# (checkpoint, graph, variant) -> max relative error over its outputs and shapes, filled by the parity test
+PARITY_ERRORS: dict[tuple[str, str, str], float] = {}
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not PARITY_ERRORS:
+        return
+    tr = terminalreporter
+    tr.section("ONNX vs PyTorch engine: max relative error per graph (trt: onnx.reference, lut: onnxruntime)")
+    graphs = sorted({k[:2] for k in PARITY_ERRORS})
+    tr.write_line(f"{'checkpoint':<10} {'graph':<28} {'trt':>9} {'lut':>9}")
+    for ckpt, graph in graphs:
+        cells = [PARITY_ERRORS.get((ckpt, graph, v)) for v in ("trt", "lut")]
+        tr.write_line(f"{ckpt:<10} {graph:<28} " + " ".join(f"{c:>9.1e}" if c is not None else f"{'-':>9}" for c in cells))
+
+
 @dataclass
 class Exported:
     name: str

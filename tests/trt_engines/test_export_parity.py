@@ -2,9 +2,12 @@
 
 "trt" graphs (FLOAT4E2M1 initializer + two-step DequantizeLinear) run on onnx.reference's evaluator;
 "lut" graphs (packed uint8 + bit ops + lookup table) run on onnxruntime CPU. The engine computes with the
-same NVFP4-dequantized weights in fp32, so the only differences are fp32 summation order:
-tolerance: max |graph - engine| / max |engine| <= 2e-5 for every output (outputs, states, caches)
-(measured around 1e-6; bench/trt_export.py prints the table).
+same NVFP4-dequantized weights in fp32, so the only differences are fp32 summation order.
+Tolerance on max |graph - engine| / max |engine|: 2e-5 for every output (outputs, states, caches; measured
+1e-7..2e-6), except the DeltaNet layers' `out`: 1e-4. Its gated RMSNorm divides each head's output by that
+head's rms, and a head whose output nearly cancels (rms 0.002 where others have 0.05-0.1, seen with random
+states) scales fp32 rounding of O(1) state products up ~40x (measured up to 1.5e-5; located and checked
+by hand). The per-graph maxima are printed at the end of the run (conftest terminal summary).
 """
 from __future__ import annotations
 
@@ -16,9 +19,11 @@ from onnx.reference import ReferenceEvaluator
 from qwen_stack.trt_engines.engine_reference import max_relative_error, random_inputs, reference_outputs
 from qwen_stack.trt_engines.layer_graphs import GraphSpec
 
+from conftest import PARITY_ERRORS
 from trt_tiny_models import CHECKPOINTS
 
 TOLERANCE = 2e-5
+DELTANET_OUT_TOLERANCE = 1e-4
 # (batch, new tokens, past length): decode-like, a prefill shorter than one chunk (16), several chunks
 # with padding and a non-empty past; decode graphs always take one token
 # (MoE: N*K > E takes the every-expert branch of the If: N = 1 and 2*5 with K 2-3 of E 6-8 cover both)
@@ -64,8 +69,11 @@ def test_graph_matches_engine(exported, ckpt, graph):
             assert set(got) == set(want)
             for name in want:
                 err = max_relative_error(got[name], want[name])
-                assert err <= TOLERANCE, (f"{ckpt} {graph} [{variant}] output {name} at (B, T, P)={(batch, tokens, past)}: "
-                                          f"max rel err {err:.2e} > {TOLERANCE}")
+                key = (ckpt, graph, variant)
+                PARITY_ERRORS[key] = max(PARITY_ERRORS.get(key, 0.0), err)
+                tol = DELTANET_OUT_TOLERANCE if spec.kind.startswith("deltanet") and name == "out" else TOLERANCE
+                assert err <= tol, (f"{ckpt} {graph} [{variant}] output {name} at (B, T, P)={(batch, tokens, past)}: "
+                                    f"max rel err {err:.2e} > {tol}")
             assert np.isfinite(got["out"]).all()
 
 
