@@ -94,7 +94,10 @@ def build_node():
                                      callback_group=g)
             self.create_service(Trigger, T.SAFETY_TRIGGER_ESTOP, self.on_trigger_estop, callback_group=g)
             self.create_service(ResetEStop, T.SAFETY_RESET_ESTOP, self.on_reset, callback_group=g)
-            self.proxy_node = rclpy.create_node(f"{NODE_NAME}_tool_proxy")
+            # Own name and the supervisor's namespace, without the process-wide arguments: a launcher's
+            # `-r __node:=...` would otherwise give both nodes of this process the same name.
+            self.proxy_node = rclpy.create_node(f"{self.get_name()}_tool_proxy", namespace=self.get_namespace(),
+                                                use_global_arguments=False)
             pn = self.proxy_node
             self.approval_pub = pn.create_publisher(ApprovalRequest, T.SAFETY_APPROVAL_REQUEST, 10)
             self.proxy = ToolProxy(pn, ActionVetter(policy), self.cfg.approval_timeout, self.client_group,
