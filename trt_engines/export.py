@@ -68,7 +68,7 @@ def parse_layers(text: str | None, n_layers: int) -> list[int]:
 
 def export(model_dir: str | Path, out_dir: str | Path, layers: str | None = None, kinds: list[str] | None = None,
            variants: tuple[str, ...] = ("trt", "lut"), opset: int = 23, limits: ShapeLimits | None = None,
-           preset: str | None = None, say=print) -> dict:
+           preset: str | None = None, moe_form: str = "if", say=print) -> dict:
     """Export the graphs; returns the manifest (also written to OUT/manifest.json)."""
     from qwen_stack.qwen_node.engine.nvfp4_checkpoint import DEFAULT_PRESET, EXCLUDE_PRESETS
 
@@ -101,7 +101,8 @@ def export(model_dir: str | Path, out_dir: str | Path, layers: str | None = None
             entry: dict = {"files": {}}
             for v in variants:
                 t1 = time.perf_counter()
-                model, spec = BUILDERS[kind](weights, layer, v, limits, opset)
+                extra = {"moe_form": moe_form} if kind == "moe" else {}
+                model, spec = BUILDERS[kind](weights, layer, v, limits, opset, **extra)
                 path = out / v / f"{spec.name}.onnx"
                 files = _save(model, path)
                 onnx.checker.check_model(str(path))  # by path: works past protobuf's 2 GB (external data)
@@ -164,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="trt: FP4 DequantizeLinear pattern for TensorRT; lut: onnxruntime-CPU decoder")
     p.add_argument("--preset", default=None, help="NVFP4 exclusion preset used when --model is not quantized "
                    "(as `qwen-stack quantize`; default mlp-only); an NVFP4 checkpoint keeps its own choice")
+    p.add_argument("--moe-form", choices=["if", "per_expert"], default="if",
+                   help="routed experts: 'if' (gathered for few tokens, all for many) or 'per_expert' "
+                        "(one DequantizeLinear->MatMul chain per expert; see layer_graphs.build_moe)")
     p.add_argument("--opset", type=int, default=23, help="ONNX opset (>= 23 for the trt variant)")
     p.add_argument("--max-batch", type=int, default=4, help="largest batch in the TensorRT profiles")
     p.add_argument("--max-tokens", type=int, default=512, help="largest prefill call (tokens)")
@@ -175,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         limits = ShapeLimits(a.max_batch, a.max_tokens, a.max_seq, a.chunk)
         print(f"exporting {a.model} -> {a.out} ({', '.join(variants)})")
-        m = export(a.model, a.out, a.layers, kinds, variants, a.opset, limits, a.preset)
+        m = export(a.model, a.out, a.layers, kinds, variants, a.opset, limits, a.preset, a.moe_form)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"qwen-stack export-onnx: {exc}", file=sys.stderr)
         return 2

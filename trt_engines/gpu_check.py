@@ -62,7 +62,7 @@ def _tiny_checkpoints(work: Path) -> list[Path]:
     return out
 
 
-def check_model(model_dir: Path, work: Path, precision: str, runs: int) -> bool:
+def check_model(model_dir: Path, work: Path, precision: str, runs: int, moe_form: str = "if") -> bool:
     import torch
 
     from qwen_stack.qwen_node.engine.loader import load_model
@@ -75,13 +75,24 @@ def check_model(model_dir: Path, work: Path, precision: str, runs: int) -> bool:
 
     import tensorrt as trt
 
-    onnx_dir, engine_dir = work / f"{model_dir.name}_onnx", work / f"{model_dir.name}_engines"
-    t0 = time.perf_counter()
-    manifest = export(model_dir, onnx_dir, variants=("trt",), limits=ShapeLimits(4, 64, 256, 16), say=lambda _m: None)
-    print(f"\n== {model_dir.name}: exported {len(manifest['graphs'])} graphs in {time.perf_counter() - t0:.1f} s")
-    t0 = time.perf_counter()
-    build_all(onnx_dir, engine_dir, precision, say=print)
-    print(f"built in {time.perf_counter() - t0:.1f} s")
+    forms = ["if", "per_expert"] if moe_form == "if" else [moe_form]
+    for form in forms:  # the "if" MoE form first; if TensorRT rejects it, the per-expert form
+        onnx_dir, engine_dir = work / f"{model_dir.name}_{form}_onnx", work / f"{model_dir.name}_{form}_engines"
+        t0 = time.perf_counter()
+        manifest = export(model_dir, onnx_dir, variants=("trt",), limits=ShapeLimits(4, 64, 256, 16),
+                          moe_form=form, say=lambda _m: None)
+        print(f"\n== {model_dir.name} (moe form {form}): exported {len(manifest['graphs'])} graphs in "
+              f"{time.perf_counter() - t0:.1f} s")
+        t0 = time.perf_counter()
+        try:
+            build_all(onnx_dir, engine_dir, precision, say=print)
+        except RuntimeError as exc:
+            print(f"BUILD FAILED with moe form {form}: {exc}")
+            if form == forms[-1]:
+                return False
+            continue
+        print(f"built in {time.perf_counter() - t0:.1f} s")
+        break
     engines = usable_engines(engine_dir, BuildTarget(trt.__version__, detect_gpu_arch(), precision))
     runner = TensorRTRunner(engines)
     reference = load_model(model_dir, dtype=torch.float32, source=manifest_weights(manifest).dequantized_source(),
@@ -132,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     prec.add_argument("--fp4", dest="precision", action="store_const", const="fp4")
     prec.add_argument("--fp8", dest="precision", action="store_const", const="fp8")
     p.add_argument("--runs", type=int, default=20, help="timed calls per graph and shape (median reported)")
+    p.add_argument("--moe-form", choices=["if", "per_expert"], default="if",
+                   help="MoE graph form; with 'if' a failed build is retried with 'per_expert'")
     a = p.parse_args(argv)
     from .build import TensorRTUnavailable, detect_gpu_arch, import_tensorrt
     try:
@@ -146,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(a.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
         models = [Path(m) for m in a.model] if a.model else _tiny_checkpoints(work)
-        results = [check_model(m, work, a.precision or "w4a16", a.runs) for m in models]
+        results = [check_model(m, work, a.precision or "w4a16", a.runs, a.moe_form) for m in models]
     print("\nALL OK" if all(results) else "\nSOME CHECKS FAILED")
     return 0 if all(results) else 1
 

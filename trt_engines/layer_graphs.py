@@ -138,24 +138,55 @@ def repeat_heads(g: GraphBuilder, x: str, axis: int, times: int, rank: int) -> s
 
 
 # ------------------------------------------------------------------------------------------ MLPs
-def build_moe(w: CheckpointWeights, layer: int, variant: str, limits: ShapeLimits, opset: int):
-    """Router, top-k, routed experts, shared expert. The routed part is an If on N*K > E:
-    then (many tokens): every expert on every token, weighted by the dense routing matrix (mostly zeros):
-        E/K times the FLOPs of the gathered form but no per-token copies of expert weights;
-    else (decode): gather the K selected experts' weights per token (reads K of E experts).
-    Both branches read the one copy of the expert weights stored in the main graph."""
+MOE_FORMS = ("if", "per_expert")
+
+
+def _dense_routing(g: GraphBuilder, logits: str, top_idx: str, top_w: str) -> str:
+    """[N, E] routing weights: top_w scattered into zeros (K nonzeros per row)."""
+    zeros = g.op("ConstantOfShape", [g.op("Shape", [logits])], value=helper.make_tensor("zero", FLOAT, [1], [0.0]))
+    return g.op("ScatterElements", [zeros, top_idx, top_w], axis=1)
+
+
+def build_moe(w: CheckpointWeights, layer: int, variant: str, limits: ShapeLimits, opset: int, moe_form: str = "if"):
+    """Router, top-k, routed experts, shared expert. Routed experts, `moe_form`:
+    "if" (default): an If on N*K > E;
+      then (many tokens): every expert on every token, weighted by the dense routing matrix (mostly zeros):
+          E/K times the FLOPs of the gathered form but no per-token copies of expert weights;
+      else (decode): gather the K selected experts' weights per token (reads K of E experts).
+      Both branches read the one copy of the expert weights stored in the main graph (DequantizeLinear
+      outputs feed Concat/Gather, not MatMul directly).
+    "per_expert": every expert on every token as its own DequantizeLinear -> MatMul chain (the pattern
+      TensorRT's weight-only GEMMs are documented for), weighted by the dense routing matrix; reads all
+      E experts per call, also when decoding. The fallback if a TensorRT version rejects the "if" form."""
+    if moe_form not in MOE_FORMS:
+        raise ValueError(f"--moe-form {moe_form!r}: expected one of {MOE_FORMS}")
     cfg: TextConfig = w.config.text
     D, E, K, I = cfg.hidden_size, cfg.num_experts, cfg.num_experts_per_tok, cfg.moe_intermediate_size
     name = f"layers.{layer}.mlp"
     spec = GraphSpec(f"layers.{layer}.moe", "moe", layer, [IOSpec("hidden", "float32", ["tokens", D])],
                      [IOSpec("out", "float32", ["tokens", D])],
-                     {"tokens": [1, 1, limits.max_batch * limits.max_tokens]}, {"top_k": K, "experts": E})
+                     {"tokens": [1, 1, limits.max_batch * limits.max_tokens]},
+                     {"top_k": K, "experts": E, "moe_form": moe_form})
     g = GraphBuilder(spec.name)
     x = "hidden"                                                                       # [N, D]
     logits = linear(g, x, f"{name}.gate", w.linear(f"{name}.gate"), variant)         # [N, E]
     probs = g.op("Softmax", [logits], axis=-1)
     top_w, top_idx = g.op("TopK", [probs, g.const([K])], n_out=2, axis=-1, largest=1, sorted=1)  # [N, K]
     top_w = g.div(top_w, g.op("ReduceSum", [top_w, g.const([-1])], keepdims=1))
+    if moe_form == "per_expert":
+        dense_w = _dense_routing(g, logits, top_idx, top_w)                            # [N, E]
+        parts = []
+        for e in range(E):
+            p = f"{name}.experts.{e}"
+            gate = linear(g, x, f"{p}.gate_proj", w.linear(f"{p}.gate_proj"), variant)  # [N, I]
+            up = linear(g, x, f"{p}.up_proj", w.linear(f"{p}.up_proj"), variant)
+            y = linear(g, g.mul(g.silu(gate), up), f"{p}.down_proj", w.linear(f"{p}.down_proj"), variant)  # [N, D]
+            parts.append(g.mul(y, g.slice(dense_w, [e], [e + 1], [1])))
+        routed = g.op("Sum", parts)
+        shared = swiglu_mlp(g, x, w, f"{name}.shared_expert", variant)
+        sgate = g.op("Sigmoid", [linear(g, x, f"{name}.shared_expert_gate", w.linear(f"{name}.shared_expert_gate"),
+                                        variant)])
+        return _finish(g, spec, [g.add(routed, g.mul(shared, sgate))], opset), spec
     gate_up = store_experts(g, f"{name}.experts.gate_up", [[w.linear(f"{name}.experts.{e}.gate_proj"),
                                                             w.linear(f"{name}.experts.{e}.up_proj")] for e in range(E)],
                             variant)                                                   # [E, 2I, D]
@@ -175,8 +206,7 @@ def build_moe(w: CheckpointWeights, layer: int, variant: str, limits: ShapeLimit
 
     # every expert: [E, N, *] activations, routing weights scattered into a dense [N, E]
     db = GraphBuilder("every_expert", prefix=f"{spec.name}.every_expert.")
-    zeros = db.op("ConstantOfShape", [db.op("Shape", [logits])], value=helper.make_tensor("zero", FLOAT, [1], [0.0]))
-    dense_w = db.op("ScatterElements", [zeros, top_idx, top_w], axis=1)                # [N, E], K nonzeros per row
+    dense_w = _dense_routing(db, logits, top_idx, top_w)                               # [N, E]
     h = db.matmul(db.unsqueeze(x, [0]), db.transpose(select_experts(db, gate_up, None), [0, 2, 1]))  # [E, N, 2I]
     gate, up = db.split(h, [I, I], axis=-1)
     act = db.mul(db.silu(gate), up)                                                    # [E, N, I]

@@ -17,6 +17,7 @@ import pytest
 from onnx.reference import ReferenceEvaluator
 
 from qwen_stack.trt_engines.engine_reference import max_relative_error, random_inputs, reference_outputs
+from qwen_stack.trt_engines.export import export as export_graphs
 from qwen_stack.trt_engines.layer_graphs import GraphSpec
 
 from conftest import PARITY_ERRORS
@@ -89,3 +90,20 @@ def test_trt_graphs_carry_fp4_weights(exported):
         dq = [n for n in m.graph.node if n.op_type == "DequantizeLinear"]
         blocked = [n for n in dq if any(a.name == "block_size" and a.i == 16 for a in n.attribute)]
         assert len(dq) == 2 * len(blocked) and blocked, entry["name"]
+
+
+@pytest.mark.parametrize("ckpt", ["moe", "moe_bf16"])
+def test_per_expert_moe_form_matches_engine(exported, ckpt, tmp_path):
+    """The fallback MoE form (one DequantizeLinear -> MatMul chain per expert), both variants."""
+    ex = exported[ckpt]
+    m = export_graphs(ex.model_dir, tmp_path, layers="1", kinds=["moe"], moe_form="per_expert",
+                      preset=ex.manifest["quantization"]["preset"], say=lambda _m: None)
+    entry = m["graphs"][0]
+    assert entry["attrs"]["moe_form"] == "per_expert"
+    spec = GraphSpec.from_manifest(entry)
+    for i, (batch, tokens) in enumerate([(1, 1), (2, 9)]):
+        inputs = random_inputs(ex.engine, spec, batch, tokens, 0, seed=10 + i)
+        want = reference_outputs(ex.engine, spec, inputs)["out"]
+        for variant, run in (("lut", _run_lut), ("trt", _run_reference)):
+            err = max_relative_error(run(tmp_path / entry["files"][variant]["path"], inputs)["out"], want)
+            assert err <= TOLERANCE, f"{ckpt} per_expert [{variant}] N={batch * tokens}: {err:.2e}"
