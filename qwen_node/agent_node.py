@@ -202,6 +202,9 @@ class AgentNode(Node):
         try:
             result = planner.run(instruction, token, goal_handle.request.max_steps)
             flush()
+            # feedback and result travel separately; a client drops feedback that arrives after the
+            # result, so give the last feedback a head start
+            time.sleep(0.1)
         finally:
             self.cancel = None
         out = self._RunTask.Result(success=result.success, message=result.message, steps=result.steps)

@@ -170,3 +170,22 @@ def test_bad_parameter_stops_the_node_with_a_message(graph):
     proc = start(["x"], "backend:=gpt5")
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 2 and "'backend'" in out
+
+
+def test_task_command_follows_a_task_to_its_result(graph, ros_env):
+    node, start = graph
+    RobotServicesDouble(node)
+    start(["<think>look</think>" + call("describe_state"), "All done."])
+    out = subprocess.run([sys.executable, "-m", "qwen_stack.qwen_node.task_cli", "check the state",
+                          "--wait-server", "30", "--timeout", "60"], env=ros_env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "-> describe_state {}" in out.stdout and "<- describe_state: succeeded" in out.stdout
+    assert "SUCCESS after 1 tool calls: All done." in out.stdout
+    assert "NOT a language model" in out.stdout   # the replay backend says so in the task's status
+
+
+def test_task_command_without_qwen_node_exits_2(ros_env):
+    out = subprocess.run([sys.executable, "-m", "qwen_stack.qwen_node.task_cli", "x", "--wait-server", "1"],
+                         env=ros_env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "no qwen_node" in out.stderr
