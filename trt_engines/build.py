@@ -9,7 +9,8 @@ rebuilt, never loaded.
 
 Precision (the graphs carry NVFP4 weights as FP4 DequantizeLinear; activations are fp32 in the graph):
   --w4a16 (default)  BF16 activations, weights dequantized from FP4 inside the GEMMs (weight-only 4-bit);
-                     the mode for Hopper (sm90) and older.
+                     the mode for Hopper (sm90) and older. DeltaNet engines are built without BF16
+                     (fp32/TF32), since they carry the recurrent state.
   --fp4              as w4a16 plus BuilderFlag.FP4 so TensorRT may pick native FP4 tactics; Blackwell only
                      (sm100, sm103, sm110, sm120, sm121). The graphs carry no activation quantizers (the
                      checkpoint's input_scale is uncalibrated), so GEMMs stay weight-only unless TensorRT
@@ -190,8 +191,11 @@ def build_engine(onnx_path: Path, entry: dict, precision: str, cache: "trt.ITimi
         raise RuntimeError(f"{onnx_path}: TensorRT could not parse it: " + "; ".join(errors))
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt_mod.MemoryPoolType.WORKSPACE, workspace_bytes)
-    config.set_flag(trt_mod.BuilderFlag.BF16)
     config.set_flag(trt_mod.BuilderFlag.TF32)
+    if not entry["kind"].startswith("deltanet"):
+        # DeltaNet engines stay fp32/TF32: their recurrent state is carried (and, in prefill, looped over)
+        # inside the engine, and TensorRT-LLM keeps that state in fp32 too; other layers may use BF16
+        config.set_flag(trt_mod.BuilderFlag.BF16)
     if precision == "fp4":
         config.set_flag(trt_mod.BuilderFlag.FP4)
     elif precision == "fp8":

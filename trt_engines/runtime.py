@@ -143,8 +143,8 @@ class TensorRTRunner:
     def upload(self, array: np.ndarray) -> DeviceTensor:
         host = np.ascontiguousarray(array, dtype=np.float32)
         t = self._alloc(host.nbytes, tuple(host.shape))
-        if host.nbytes:
-            self.cuda.memcpy_htod_async(t.allocation, host, self.stream)
+        if host.nbytes:  # synchronous: `host` is pageable and may be freed as soon as we return
+            self.cuda.memcpy_htod(t.allocation, host)
         return t
 
     def zeros(self, shape: tuple[int, ...]) -> DeviceTensor:
@@ -152,9 +152,9 @@ class TensorRTRunner:
 
     def download(self, handle: DeviceTensor) -> np.ndarray:
         host: np.ndarray = np.empty(handle.shape, np.float32)
+        self.stream.synchronize()  # the engine that wrote `handle` ran on self.stream
         if host.nbytes:
-            self.cuda.memcpy_dtoh_async(host, handle.allocation, self.stream)
-        self.stream.synchronize()
+            self.cuda.memcpy_dtoh(host, handle.allocation)
         return host
 
     def _output_buffer(self, graph: str, name: str, shape: tuple[int, ...]) -> DeviceTensor:
