@@ -196,6 +196,7 @@ def bench_hop(n_hops: int, env: dict, notes: list) -> list:
     node = rclpy.create_node("safety_latency_bench")
     sent_at: dict[int, float] = {}
     got: dict[int, float] = {}
+    latencies: list[float] = []
     lock = threading.Lock()
 
     def on_out(m):
@@ -203,6 +204,7 @@ def bench_hop(n_hops: int, env: dict, notes: list) -> list:
         with lock:
             if k in sent_at and k not in got:
                 got[k] = time.perf_counter()
+                latencies.append(got[k] - sent_at[k])
 
     node.create_subscription(Twist, "cmd_vel", on_out, 100)
     pub = node.create_publisher(Twist, "cmd_vel/autonomy", 10)
@@ -231,7 +233,7 @@ def bench_hop(n_hops: int, env: dict, notes: list) -> list:
                     if warm in got:
                         break
             with lock:
-                sent_at.clear(), got.clear()
+                sent_at.clear(), got.clear(), latencies.clear()
             for i in range(n_hops):
                 k = 1 + i % 900
                 with lock:
@@ -243,7 +245,7 @@ def bench_hop(n_hops: int, env: dict, notes: list) -> list:
                     time.sleep(0.1)
             time.sleep(0.3)
             with lock:
-                lat = [got[k] - sent_at[k] for k in got if k in sent_at]
+                lat = list(latencies)
             rows.append((label, len(lat), *_pct(lat)) if lat else (label, 0, math.nan, math.nan, math.nan))
             audit = Path(tmp) / "audit.jsonl"
             if "supervisor" in label and audit.exists():
