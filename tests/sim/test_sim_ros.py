@@ -226,11 +226,12 @@ def test_grasp_go_to_pose_2m_and_release_through_the_relay(stack):
     resp = call(client, srv.GoToPose, topics.SKILL_GO_TO_POSE,
                  srv.GoToPose.Request(x=goal[0], y=goal[1], theta=0.0, use_theta=False, max_speed=0.4))
     assert resp.success, resp.message
-    assert math.hypot(resp.final_pose.x - goal[0], resp.final_pose.y - goal[1]) < 0.05
+    assert math.hypot(resp.final_pose.x - goal[0], resp.final_pose.y - goal[1]) < 0.05, (resp.final_pose, goal)
     assert relay.forwarded - forwarded > 30  # the motion went through the supervisor's input
     time.sleep(0.3)
     truth = probe.last["truth"].pose.pose.position
-    assert math.hypot(truth.x - goal[0], truth.y - goal[1]) < 0.05  # odom frame = world frame, see above
+    # odom frame = world frame, see above
+    assert math.hypot(truth.x - goal[0], truth.y - goal[1]) < 0.05, (truth, probe.last["odom"].pose.pose.position, goal)
 
     state = json.loads(call(client, srv.DescribeState, topics.SKILL_DESCRIBE_STATE,
                              srv.DescribeState.Request()).state_json)
@@ -240,7 +241,7 @@ def test_grasp_go_to_pose_2m_and_release_through_the_relay(stack):
     assert resp.success and resp.released_object == "red_cube"
     time.sleep(1.0)  # objects JSON at 2 Hz
     cube = json.loads(probe.last["objects"].data)["objects"][0]
-    assert not cube["held"] and math.hypot(cube["x"] - truth.x, cube["y"] - truth.y) < 0.35
+    assert not cube["held"] and math.hypot(cube["x"] - truth.x, cube["y"] - truth.y) < 0.35, (cube, truth)
 
 
 @pytest.mark.parametrize("module, override, named", [
