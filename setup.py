@@ -50,6 +50,8 @@ setup(
         ("share/" + PACKAGE + "/config", glob("config/*.yaml") + glob("config/*.xml")),
     ],
     install_requires=["setuptools"],
+    # TensorRT engines on NVIDIA GPUs (trt_engines/); never needed on CPU machines.
+    extras_require={"gpu": ["tensorrt>=10.8", "pycuda"]},
     zip_safe=False,
     maintainer="qwen_stack developers",
     description="ROS 2 perception-and-planning stack around a Qwen3.5 VLM",

@@ -46,7 +46,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   if [ $system_ros = 0 ]; then "${pip[@]}" install -r requirements/ros.txt; fi
   "${pip[@]}" install -r requirements/core.txt -r requirements/test.txt
   # the stubs' metadata pulls TensorRT itself, which cannot install without NVIDIA's index: types only
-  "${pip[@]}" install --no-deps tensorrt-stubs
+  "${pip[@]}" install --no-deps tensorrt-stubs==10.13.0.35.1
   "${pip[@]}" install --no-deps --no-build-isolation -e .
   if "$venv/bin/python" -c "import triton" >/dev/null 2>&1; then
     echo "[bootstrap] error: triton got installed; transformers would route Qwen3.5 to GPU kernels" >&2
