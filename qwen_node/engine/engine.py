@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from .chat import expand_placeholders, render_chat, video_placeholder
 from .generate import GenerationResult, SamplingParams, generate
 from .loader import load_model
 from .model import LayerBuilders, Qwen35ForGeneration
-from .preprocess import (IMAGE_MAX_PIXELS, IMAGE_MIN_PIXELS, VIDEO_MAX_PIXELS, VIDEO_MIN_PIXELS, VisionInput,
-                         preprocess_image, preprocess_video)
+from .preprocess import (IMAGE_MAX_PIXELS, IMAGE_MIN_PIXELS, MERGE, PATCH, TEMPORAL_PATCH, VIDEO_MAX_PIXELS,
+                         VIDEO_MIN_PIXELS, VisionInput, preprocess_image, preprocess_video)
 from .tokenizer import QwenTokenizer
 
 
@@ -56,6 +57,12 @@ class Engine:
                 raise ValueError(f"config.json {field_name}={getattr(cfg, field_name)} but the tokenizer has "
                                  f"{special}={tok.token_id(special)}")
         self.stop_token_ids = (tok.im_end_id, tok.endoftext_id)
+        v = cfg.vision
+        if v is not None and (v.patch_size, v.temporal_patch_size, v.spatial_merge_size) != (PATCH, TEMPORAL_PATCH, MERGE):
+            raise ValueError(f"vision_config patch_size/temporal_patch_size/spatial_merge_size = {v.patch_size}/"
+                             f"{v.temporal_patch_size}/{v.spatial_merge_size}; the preprocessor supports "
+                             f"{PATCH}/{TEMPORAL_PATCH}/{MERGE}")
+        self._lock = threading.Lock()       # one generation at a time: the caches live in the model
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, device: str = "cpu",
@@ -77,7 +84,7 @@ class Engine:
             if not (isinstance(v, tuple) and len(v) == 2):
                 raise ValueError(f"videos[{i}]: expected a (frames, fps) pair")
             vids.append(preprocess_video(v[0], float(v[1]), self.video_fps, *self.video_pixels))
-        merged_per_frame = [v.grid[1] * v.grid[2] // 4 for v in vids]
+        merged_per_frame = [v.grid[1] * v.grid[2] // (MERGE * MERGE) for v in vids]
         text = expand_placeholders(text, [im.num_tokens for im in imgs],
                                    [video_placeholder(v.timestamps, n) for v, n in zip(vids, merged_per_frame)])
         return Prompt(self.tokenizer.encode(text), imgs, vids, text)
@@ -86,7 +93,9 @@ class Engine:
                  max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
                  seed: int | None = None, stop_strings: tuple[str, ...] = (), on_token=None,
                  cancel=None) -> GenerationResult:
-        """Chat messages (or raw prompt token ids) -> GenerationResult (text without the stop token)."""
+        """Chat messages (or raw prompt token ids) -> GenerationResult (text without the stop token).
+        Calls from several threads are served one after another; `cancel` (threading.Event or callable)
+        stops a running generation after the current token."""
         params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                                 seed=seed, stop_token_ids=self.stop_token_ids, stop_strings=tuple(stop_strings))
         if messages_or_ids and isinstance(messages_or_ids[0], int):
@@ -98,12 +107,13 @@ class Engine:
         vocab = self.model.config.text.vocab_size
         if any(not 0 <= t < vocab for t in prompt.token_ids):
             raise ValueError(f"prompt has token ids outside the model's vocabulary (0..{vocab - 1})")
-        embeds = positions = next_pos = None
-        if prompt.images or prompt.videos:
-            with torch.inference_mode():
-                embeds, positions, next_pos = self.model.prepare_multimodal(prompt.token_ids, prompt.images,
-                                                                            prompt.videos)
         stops = set(self.stop_token_ids)
         detok = lambda ids: self.tokenizer.decode([i for i in ids if i not in stops])  # noqa: E731
-        return generate(self.model, prompt.token_ids, params, inputs_embeds=embeds, position_ids=positions,
-                        next_position=next_pos, detokenize=detok, on_token=on_token, cancel=cancel)
+        with self._lock:
+            embeds = positions = next_pos = None
+            if prompt.images or prompt.videos:
+                with torch.inference_mode():
+                    embeds, positions, next_pos = self.model.prepare_multimodal(prompt.token_ids, prompt.images,
+                                                                                prompt.videos)
+            return generate(self.model, prompt.token_ids, params, inputs_embeds=embeds, position_ids=positions,
+                            next_position=next_pos, detokenize=detok, on_token=on_token, cancel=cancel)

@@ -60,8 +60,8 @@ def gated_delta_rule_chunked(q, k, v, g, beta, scale: float, initial_state=None,
     A = ((k_beta @ k.transpose(-1, -2)) * rel).tril(-1)              # strictly lower: I + A is unit lower
     I = torch.eye(C, dtype=A.dtype, device=A.device)
     # U = (I + A)^-1 beta V  -  (I + A)^-1 (beta gamma K) S0
-    u_v = torch.linalg.solve_triangular(I + A, v * beta[..., None], upper=False, unitriangular=True)
-    w_k = torch.linalg.solve_triangular(I + A, k_beta * c.exp()[..., None], upper=False, unitriangular=True)
+    rhs = torch.cat([v * beta[..., None], k_beta * c.exp()[..., None]], dim=-1)   # one solve for both
+    u_v, w_k = torch.linalg.solve_triangular(I + A, rhs, upper=False, unitriangular=True).split([V, K], dim=-1)
     attn = (q @ k.transpose(-1, -2)) * rel                           # [B, H, N, C, C], zero above diagonal
     q_decayed = q * c.exp()[..., None]
     k_to_end = k * (c[..., -1:] - c).exp()[..., None]                # decay from position j to chunk end

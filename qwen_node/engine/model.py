@@ -64,23 +64,26 @@ class FusedExperts(nn.Module):
     def forward(self, x, top_idx, top_w):
         # x: [N, D]; top_idx, top_w: [N, K] -> [N, D]
         N, K = top_idx.shape
-        flat = top_idx.reshape(-1)                                   # [N*K]
-        order = flat.argsort()
+        if N == 1:                                                   # decode: K small matmuls on weight views
+            out = None
+            for e, w in zip(top_idx[0].tolist(), top_w[0]):
+                gate, up = F.linear(x, self.gate_up_proj[e]).chunk(2, dim=-1)
+                ye = F.linear(F.silu(gate) * up, self.down_proj[e]) * w
+                out = ye if out is None else out + ye
+            return out
+        flat = top_idx.reshape(-1)                                   # [N*K] expert of each (token, slot)
+        order = flat.argsort()                                       # slots grouped by expert
         counts = torch.bincount(flat, minlength=self.num_experts).tolist()
-        token_of = order // K                                        # token row of each sorted slot
-        weight_of = top_w.reshape(-1)[order]
-        out = torch.zeros_like(x)
+        xs = x[order // K]                                           # [N*K, D] token rows in expert order
+        ys = torch.empty_like(xs)
         start = 0
         for e, n in enumerate(counts):
-            if n == 0:
-                continue
-            rows = token_of[start:start + n]
-            xe = x[rows]                                             # [n, D]
-            gate, up = F.linear(xe, self.gate_up_proj[e]).chunk(2, dim=-1)
-            ye = F.linear(F.silu(gate) * up, self.down_proj[e])      # [n, D]
-            out.index_add_(0, rows, ye * weight_of[start:start + n, None].to(ye.dtype))
-            start += n
-        return out
+            if n:
+                gate, up = F.linear(xs[start:start + n], self.gate_up_proj[e]).chunk(2, dim=-1)
+                ys[start:start + n] = F.linear(F.silu(gate) * up, self.down_proj[e])
+                start += n
+        ys = ys * top_w.reshape(-1)[order, None].to(ys.dtype)
+        return ys[order.argsort()].view(N, K, -1).sum(1)             # back to (token, slot), sum the K slots
 
 
 LinearBuilder = Callable[[str, int, int, bool], nn.Module]        # (name, in_features, out_features, bias)
@@ -185,8 +188,11 @@ class GatedAttention(nn.Module):
         self.k_cache[:B, :, step.start:end] = k
         self.v_cache[:B, :, step.start:end] = v.transpose(1, 2)
         keys, values = self.k_cache[:B, :, :end], self.v_cache[:B, :, :end]          # [B, Hkv, end, Dh]
-        if T == 1:
-            o = F.scaled_dot_product_attention(q, keys, values, enable_gqa=True)
+        if T == 1:                                                   # decode: grouped matmuls, no K/V repeat
+            G = self.n_heads // self.n_kv
+            qg = q.view(B, self.n_kv, G, Dh)                             # [B, Hkv, G, Dh]
+            scores = (qg @ keys.transpose(-1, -2)).float() * Dh ** -0.5  # [B, Hkv, G, end]
+            o = (scores.softmax(-1).to(values.dtype) @ values).view(B, self.n_heads, 1, Dh)
         elif step.start == 0:
             o = F.scaled_dot_product_attention(q, keys, values, is_causal=True, enable_gqa=True)
         else:
@@ -249,8 +255,12 @@ class GatedDeltaNet(nn.Module):
         # causal depthwise conv over [previous kernel-1 inputs, new inputs], then SiLU
         full = torch.cat([conv_state.to(qkv.dtype), qkv], dim=-1)        # [B, conv_dim, kernel-1+T]
         conv_state.copy_(full[:, :, -(self.kernel - 1):])
-        w = self.conv1d.weight
-        mixed = F.silu(F.conv1d(full.to(w.dtype), w, groups=self.conv_dim)).to(x.dtype).transpose(1, 2)  # [B, T, conv_dim]
+        w = self.conv1d.weight                                           # [conv_dim, 1, kernel]
+        if T == 1:                                                       # decode: one dot product per channel
+            conv = (full.to(w.dtype) * w[:, 0]).sum(-1, keepdim=True)    # [B, conv_dim, 1]
+        else:
+            conv = F.conv1d(full.to(w.dtype), w, groups=self.conv_dim)   # [B, conv_dim, T]
+        mixed = F.silu(conv).to(x.dtype).transpose(1, 2)                 # [B, T, conv_dim]
         q, k, v = mixed.split([self.key_dim, self.key_dim, self.value_dim], dim=-1)
         q = q.reshape(B, T, self.n_k, self.dk).float()
         k = k.reshape(B, T, self.n_k, self.dk).float()
