@@ -180,7 +180,8 @@ def layout_from_dict(data: dict, seed: int | None = None) -> WorldLayout:
     _check_keys(start, {"x", "y", "yaw"}, "robot_start")
     robot_start = placer.place(start, ROBOT_FOOTPRINT_RADIUS, "robot_start")
 
-    areas, names = [], set()
+    areas: list[FloorArea] = []
+    names: set[str] = set()
     for i, a in enumerate(data.get("floor_areas", []) or []):
         where = f"floor_areas[{i}]"
         _check_keys(a, {"name", "half_size", "rgba", "x", "y", "yaw"}, where)

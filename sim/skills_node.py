@@ -18,6 +18,7 @@ import rclpy
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.client import Client
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
@@ -72,7 +73,7 @@ class SkillsNode(Node):
         self.odom_seq = 0
         self.pan = 0.0
         self.held: str | None = None
-        self.last_result = {"skill": None}
+        self.last_result: dict[str, object] = {"skill": None}
         self.motion_lock = threading.Lock()
         for name, type_, cb in ((topics.SKILL_DRIVE_DISTANCE, srv.DriveDistance, self._drive_distance),
                                 (topics.SKILL_ROTATE, srv.Rotate, self._rotate),
@@ -82,9 +83,9 @@ class SkillsNode(Node):
                                 (topics.SKILL_LOOK_AT, srv.LookAt, self._look_at),
                                 (topics.SKILL_DESCRIBE_STATE, srv.DescribeState, self._describe_state)):
             self.create_service(type_, name, cb, callback_group=group)
-        self.sim_attach = self.create_client(srv.Grasp, SIM_ATTACH, callback_group=group)
-        self.sim_detach = self.create_client(srv.Release, SIM_DETACH, callback_group=group)
-        self.sim_pan = self.create_client(srv.LookAt, SIM_SET_PAN, callback_group=group)
+        self.sim_attach: Client = self.create_client(srv.Grasp, SIM_ATTACH, callback_group=group)
+        self.sim_detach: Client = self.create_client(srv.Release, SIM_DETACH, callback_group=group)
+        self.sim_pan: Client = self.create_client(srv.LookAt, SIM_SET_PAN, callback_group=group)
 
     # ---- inputs ---------------------------------------------------------------------------------
     def _on_odom(self, msg: Odometry) -> None:
