@@ -47,3 +47,8 @@ AGENT_RUN_TASK = "agent/run_task"              # qwen_stack_interfaces/RunTask (
 AGENT_THINKING = "agent/thinking"              # std_msgs/String, streamed model output
 AGENT_STATUS = "agent/status"                  # std_msgs/String, JSON status of the agent
 AGENT_TOOL_CALLS = "agent/tool_calls"          # qwen_stack_interfaces/ToolCall
+
+# --- simulator's own services (skills_node calls them; a real robot has its own drivers) ----
+SIM_ATTACH = "sim/attach"                      # qwen_stack_interfaces/Grasp: magnetic pick of the named/nearest object
+SIM_DETACH = "sim/detach"                      # qwen_stack_interfaces/Release: drop the held object
+SIM_SET_PAN = "sim/set_pan"                    # qwen_stack_interfaces/LookAt: camera pan target, radians (+ left)

@@ -30,7 +30,7 @@ from qwen_stack import topics  # noqa: E402
 from qwen_stack.sim import ros_messages as rm  # noqa: E402
 from qwen_stack.sim.node_config import SimConfigError, SimNodeConfig  # noqa: E402
 from qwen_stack.sim.scenario import ScenarioError, load_layout  # noqa: E402
-from qwen_stack.sim.service_names import SIM_ATTACH, SIM_DETACH, SIM_SET_PAN  # noqa: E402
+from qwen_stack.topics import SIM_ATTACH, SIM_DETACH, SIM_SET_PAN  # noqa: E402
 from qwen_stack.sim.simulator import LaserSpec, Simulator  # noqa: E402
 from qwen_stack.sim.stepping import SensorSchedule  # noqa: E402
 

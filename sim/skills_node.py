@@ -27,7 +27,7 @@ from std_msgs.msg import Bool
 
 from qwen_stack import topics
 from qwen_stack.sim.node_config import SimConfigError, SkillsNodeConfig
-from qwen_stack.sim.service_names import SIM_ATTACH, SIM_DETACH, SIM_SET_PAN
+from qwen_stack.topics import SIM_ATTACH, SIM_DETACH, SIM_SET_PAN
 from qwen_stack.sim.skill_control import (DriveDistanceController, GoToPoseController, Pose2D, RotateController,
                                           Twist2D)
 
