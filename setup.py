@@ -41,7 +41,12 @@ setup(
     version="0.1.0",
     packages=packages,
     package_dir=package_dir,
-    package_data={"": ["*.yaml", "*.xml", "*.html", "*.js", "*.css", "*.json", "*.txt"]},
+    package_data={
+        "": ["*.yaml", "*.xml", "*.html", "*.js", "*.css", "*.json", "*.txt", "*.md"],
+        f"{PACKAGE}.sim": ["scenarios/*.yaml", "gazebo/*"],
+        f"{PACKAGE}.console": ["static/*"],
+        f"{PACKAGE}.trt_engines": ["typing_stubs/*/*.pyi"],
+    },
     include_package_data=True,
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
