@@ -2,7 +2,8 @@
 
 Stages (what qwen_node adds on the way from camera to robot and back):
   A  camera frame -> prompt ready: raw Image bytes -> RGB -> rolling window -> clip/pixel budget ->
-     chat messages -> Qwen3.5 chat format -> token ids.       baseline: the bytes -> RGB decode alone
+     chat messages -> Qwen3.5 chat format + image preprocessing (patches) -> token ids
+                                                              baseline: the bytes -> RGB decode alone
   B  prompt -> first token, tiny random checkpoint (CPU): LocalChatEngine.stream (render, tokenize,
      prefill, first decoded text).                            baseline: engine generate() on the same ids
   C  parsed tool call -> service request received by the server, over ROS (planner executor,
@@ -41,10 +42,9 @@ def row(name: str, ours: list[float], base: list[float]) -> str:
     return f"{name:<44} {f(ours)}   {f(base)}   {len(ours):5d}"
 
 
-def stage_a(n: int, width: int, height: int, tokenizer) -> tuple[list[float], list[float]]:
+def stage_a(n: int, width: int, height: int, engine) -> tuple[list[float], list[float]]:
     from qwen_stack.qwen_node.agent.backends.local import chat_dicts
     from qwen_stack.qwen_node.agent.planner import ChatMessage
-    from qwen_stack.qwen_node.engine.chat import render_chat
     from qwen_stack.qwen_node.frame_window import FrameWindow, decode_raw
 
     rng = np.random.default_rng(0)
@@ -64,10 +64,9 @@ def stage_a(n: int, width: int, height: int, tokenizer) -> tuple[list[float], li
         clip = window.clip(1, 2.0, 640 * 480)
         chat, images = chat_dicts([ChatMessage("system", "You are a robot."),
                                    ChatMessage("user", "find the red cube", images=clip)], vision=True)
-        prompt, _, _ = render_chat(chat, tools)
-        ids = tokenizer.encode(prompt)
+        prompt = engine.build_prompt(chat, images, tools=tools)   # chat format, image patches, token ids
         ours.append(time.perf_counter() - t0)
-        assert ids and images
+        assert prompt.token_ids and prompt.images
     return ours, base
 
 
@@ -90,7 +89,7 @@ def stage_b(n: int, model_dir: Path) -> tuple[list[float], list[float]]:
         t1 = marks["first"] - t0
         t0 = time.perf_counter()
         got = {}
-        generate(engine.model, ids, SamplingParams(max_new_tokens=2),
+        generate(engine.engine.model, ids, SamplingParams(max_new_tokens=2),
                  on_token=lambda tok, d: got.setdefault("t", time.perf_counter()), cancel=lambda: "t" in got)
         if i >= 3:
             ours.append(t1)
@@ -190,12 +189,16 @@ def main(argv=None) -> int:
 
     print("agent loop latency (ms)", file=sys.stderr)
     lines = [f"{'stage':<44} {'p50':>9} {'p99':>9}   {'base p50':>9} {'base p99':>9}   {'n':>5}"]
-    for w, h in ((320, 240), (640, 480)):
-        a, ab = stage_a(args.frames, w, h, tok)
-        lines.append(row(f"A frame {w}x{h} -> prompt ids ready", a, ab))
     with tempfile.TemporaryDirectory() as d:
         print("building a tiny random checkpoint ...", file=sys.stderr, flush=True)
         model_dir = tiny.make_tiny_checkpoint(Path(d) / "tiny")
+        from qwen_stack.qwen_node.engine.engine import Engine
+        import torch
+
+        engine = Engine.from_pretrained(model_dir, dtype=torch.float32, progress=False)
+        for w, h in ((320, 240), (640, 480)):
+            a, ab = stage_a(args.frames, w, h, engine)
+            lines.append(row(f"A frame {w}x{h} -> prompt ids ready", a, ab))
         b, bb = stage_b(args.first_token_runs, model_dir)
         lines.append(row("B prompt -> first token (tiny, CPU)", b, bb))
     c, bc, dd, bd = stages_c_d(args.steps, tok)

@@ -221,8 +221,14 @@ def test_local_backend_loop_from_camera_frame_to_parsed_output(tiny_checkpoint):
                       frame_source=lambda: window.clip(1, 2.0, 4096), on_event=events.append,
                       on_timing=lambda n: marks.append(n))
     res = planner.run("find the red cube", CancelToken())
-    assert backend.last_prompt_images >= 1          # the camera frame was in the conversation
-    assert backend.last_stats.prompt_tokens > 100 and backend.last_stats.completion_tokens > 0
+    assert backend.vision and backend.last_prompt_images >= 1   # the camera frame was in the conversation
+    # ... and reached the model as image tokens: more prompt tokens than the text alone
+    from qwen_stack.qwen_node.agent.backends.local import chat_dicts
+    from qwen_stack.qwen_node.agent.planner import ChatMessage as CM
+    text_only, _ = chat_dicts([CM("system", "sys"), CM("user", "find the red cube")], vision=False)
+    n_text = len(backend.engine.tokenizer.encode(backend.engine.render(text_only, reg.function_specs(), True)[0]))
+    assert backend.first_prompt_tokens > n_text
+    assert backend.last_stats.completion_tokens > 0
     assert marks[:2] == ["prompt_ready", "first_token"]
     assert any(e.kind in ("thinking", "text") for e in events)   # output went through the parser
     assert res.message  # finished one way or another, with a reason (a random model: usually malformed)

@@ -5,14 +5,13 @@ streams its output text; the agent backend and `qwen-stack serve` both use it. I
 conversation with the engine's Qwen3.5 chat format (engine/chat.py), so with thinking on the
 prompt ends in "<think>\\n" and the output starts inside the thinking block.
 
-Images: when the engine offers multimodal prompting (`engine.multimodal.prepare_prompt`), frames
-go through the vision tower; otherwise, and always in language-model-only mode (camera: none),
-the prompt is text only and `last_prompt_images` says how many frames were left out.
+Images go through the checkpoint's vision tower (the engine's preprocessing and multimodal
+positions); in language-model-only mode (camera: none) or with a text-only checkpoint the prompt
+is text only, and `last_prompt_images` counts the frames the conversation held.
 """
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -67,29 +66,23 @@ def chat_dicts(messages: Sequence[ChatMessage], vision: bool) -> tuple[list[dict
 
 
 class LocalChatEngine:
-    """A loaded checkpoint + tokenizer; one generation at a time (a lock serialises callers)."""
+    """The engine's `Engine` (checkpoint + tokenizer + image preprocessing) behind the chat-streaming
+    interface the agent backend and `qwen-stack serve` share; one generation at a time."""
 
     def __init__(self, model_dir: str, device: str = "auto", dtype: str = "auto"):
         import torch
 
-        from qwen_stack.qwen_node.engine.loader import load_model
-        from qwen_stack.qwen_node.engine.tokenizer import QwenTokenizer
+        from qwen_stack.qwen_node.engine.engine import Engine
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         torch_dtype = {"auto": torch.bfloat16 if device != "cpu" else torch.float32,
                        "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
         self.device = device
-        self.model = load_model(model_dir, dtype=torch_dtype, device=device, progress=False)
-        self.tokenizer = QwenTokenizer()
+        self.engine = Engine.from_pretrained(model_dir, dtype=torch_dtype, device=device, progress=False)
+        self.tokenizer = self.engine.tokenizer
         self.model_dir = model_dir
-        self._lock = threading.Lock()
-        try:  # optional: multimodal prompting, when the engine provides it
-            from qwen_stack.qwen_node.engine import multimodal  # type: ignore[attr-defined]
-            self._multimodal = multimodal
-        except ImportError:
-            self._multimodal = None
-        self.supports_images = self._multimodal is not None
+        self.supports_images = self.engine.model.visual is not None
 
     def render(self, chat: list[dict], tools: list[dict] | None, enable_thinking: bool) -> tuple[str, int]:
         from qwen_stack.qwen_node.engine.chat import render_chat
@@ -100,44 +93,27 @@ class LocalChatEngine:
     def stream(self, chat: list[dict], images: list[Any], tools: list[dict] | None, on_text: Callable[[str], None],
                cancel: Callable[[], bool], max_new_tokens: int, temperature: float, enable_thinking: bool,
                on_prompt_ready: Callable[[], None] | None = None) -> tuple[str, GenerationStats]:
-        """Generate one assistant turn; on_text gets each text delta. Returns (text, stats)."""
-        from qwen_stack.qwen_node.engine.generate import SamplingParams, generate
-
-        if self._multimodal is None:  # text-only engine: leave image parts out of the prompt
+        """Generate one assistant turn; on_text gets each text delta. Returns (text, stats).
+        on_prompt_ready is not called here: the engine builds the prompt inside generate()."""
+        if not self.supports_images:  # text-only checkpoint: leave image parts out of the prompt
             chat = [{**m, "content": "".join(p.get("text", "") for p in m["content"])}
                     if isinstance(m.get("content"), list) else m for m in chat]
             images = []
-        with self._lock:
-            t0 = time.perf_counter()
-            prompt, n_img = self.render(chat, tools, enable_thinking)
-            kwargs: dict[str, Any] = {}
-            if n_img and self._multimodal is not None:
-                ids, kwargs = self._multimodal.prepare_prompt(self.model, self.tokenizer, prompt, images)
-            else:
-                ids = self.tokenizer.encode(prompt)
-            if on_prompt_ready is not None:
-                on_prompt_ready()
-            stats = GenerationStats(prompt_tokens=len(ids))
-            params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
-                                    stop_token_ids=(self.tokenizer.im_end_id, self.tokenizer.endoftext_id))
-            first = [True]
+        t0 = time.perf_counter()
+        stats = GenerationStats()
 
-            def on_token(_tok, delta: str) -> None:
-                if first[0]:
-                    first[0] = False
-                    stats.first_token_s = time.perf_counter() - t0
-                if delta:
-                    on_text(delta)
+        def on_token(_tok, delta: str) -> None:
+            if not stats.first_token_s:
+                stats.first_token_s = time.perf_counter() - t0
+            if delta:
+                on_text(delta)
 
-            res = generate(self.model, ids, params, detokenize=self.tokenizer.decode, on_token=on_token,
-                           cancel=cancel, **kwargs)
-            stats.completion_tokens = len(res.token_ids)
-            stats.finish_reason = res.finish_reason
-            stats.total_s = time.perf_counter() - t0
-            text = res.text
-            for special in ("<|im_end|>", "<|endoftext|>"):
-                text = text.replace(special, "")
-            return text, stats
+        res = self.engine.generate(chat, images=list(images), tools=tools or None, enable_thinking=enable_thinking,
+                                   max_new_tokens=max_new_tokens, temperature=temperature, on_token=on_token,
+                                   cancel=cancel)
+        stats.prompt_tokens, stats.completion_tokens = res.prompt_tokens, len(res.token_ids)
+        stats.finish_reason, stats.total_s = res.finish_reason, time.perf_counter() - t0
+        return res.text, stats
 
 
 class LocalEngineBackend:
@@ -153,9 +129,10 @@ class LocalEngineBackend:
         self.name = f"local:{engine.model_dir}"
         self.last_stats = GenerationStats()
         self.last_prompt_images = 0
+        self.first_prompt_tokens = 0     # prompt tokens of the first turn of the last task
         self.on_prompt_ready: Callable[[], None] | None = None
         if vision and not engine.supports_images:
-            LOG.warning("local backend: the engine has no multimodal prompting yet; frames are left out of prompts")
+            LOG.warning("local backend: the checkpoint has no vision tower; frames are left out of prompts")
 
     @classmethod
     def from_settings(cls, s) -> "LocalEngineBackend":
@@ -169,4 +146,6 @@ class LocalEngineBackend:
         text, self.last_stats = self.engine.stream(
             chat, images, tools, on_text, lambda: cancel.cancelled, self.max_new_tokens, self.temperature,
             self.enable_thinking, on_prompt_ready=self.on_prompt_ready)
+        if len(messages) <= 2:
+            self.first_prompt_tokens = self.last_stats.prompt_tokens
         return text
