@@ -225,6 +225,7 @@ class AgentNode(Node):
             "backend": self.backend.name, "is_model": self.backend.is_model,
             "note": "" if self.backend.is_model else "NOT a language model: replaying a fixed script",
             "camera": self.s.camera, "frames_in_window": len(self.frames),
+            "last_prompt_images": getattr(self.backend, "last_prompt_images", None),
             "estop_latched": self.estop_latched, "teleop_locked": self.teleop_locked})))
 
     def shutdown(self) -> None:

@@ -23,7 +23,7 @@ from rclpy.action import ActionClient
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
@@ -94,6 +94,7 @@ class MissionObserver(Node):
         self.held_changes: list[tuple[float, str | None]] = []
         self.tool_calls: list[tuple[float, object]] = []
         self.approvals: list[str] = []
+        self.status: list[dict] = []
         self.client = ActionClient(self, RunTask, topics.AGENT_RUN_TASK, callback_group=g,
                                    feedback_sub_qos_profile=QoSProfile(depth=200))
         self.approve = self.create_client(Approve, topics.SAFETY_APPROVE, callback_group=g)
@@ -106,6 +107,9 @@ class MissionObserver(Node):
         self.create_subscription(ApprovalRequest, topics.SAFETY_APPROVAL_REQUEST, self._on_approval, 10,
                                  callback_group=g)
         self._Approve = Approve
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.create_subscription(String, topics.AGENT_STATUS, lambda m: self.status.append(json.loads(m.data)), latched,
+                                 callback_group=g)
 
     def _on_motion(self, m):
         with self.lock:

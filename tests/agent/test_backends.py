@@ -140,7 +140,10 @@ def test_history_conversion_native_ids_and_error_turns():
     assert out[2]["tool_calls"][0]["id"] == "call_2_0" and out[2]["content"] == "ok"
     assert out[3] == {"role": "tool", "tool_call_id": "call_2_0", "content": '{"status": "succeeded"}'}
     assert "<function=fly>" in out[4]["content"] and "tool_calls" not in out[4]
-    assert out[5]["role"] == "user" and out[5]["content"].startswith("<tool_response>")
+    assert out[5]["role"] == "user" and "no valid call" in out[5]["content"] and "<tool_response>" not in out[5]["content"]
+    prompt_mode = to_openai_messages(msgs, TOOLS, native=False)
+    assert prompt_mode[3] == {"role": "tool", "content": '{"status": "succeeded"}'}
+    assert "<tools>" in prompt_mode[0]["content"]
 
 
 def test_deltas_with_broken_arguments_become_a_parse_error():

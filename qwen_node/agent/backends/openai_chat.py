@@ -39,9 +39,15 @@ def tools_in_prompt(tools: list[dict]) -> str:
 
 def to_openai_messages(messages: Sequence[ChatMessage], tools: list[dict], native: bool) -> list[dict]:
     """Our conversation -> OpenAI messages (pure)."""
+    from qwen_stack.qwen_node.agent.backends.local import _KEEP_IN_ASSISTANT, strip_special_tokens
+
     schemas = {t["function"]["name"]: t["function"].get("parameters", {}) for t in tools}
     out: list[dict] = []
     pending_ids: list[str] = []
+    # control tokens never travel in message text (a garbled model turn or a tool result must not
+    # inject them; servers refuse them)
+    messages = [ChatMessage(m.role, strip_special_tokens(m.content, _KEEP_IN_ASSISTANT if m.role == "assistant" else ()),
+                            m.images, m.folded) for m in messages]
     for turn, m in enumerate(messages):
         if m.role == "system":
             text = m.content if native or not tools else tools_in_prompt(tools) + "\n\n" + m.content
@@ -72,8 +78,10 @@ def to_openai_messages(messages: Sequence[ChatMessage], tools: list[dict], nativ
         else:  # tool
             if native and pending_ids:
                 out.append({"role": "tool", "tool_call_id": pending_ids.pop(0), "content": m.content})
-            else:
-                out.append({"role": "user", "content": f"<tool_response>\n{m.content}\n</tool_response>"})
+            elif native:   # an answer to a malformed turn: no call id to attach it to
+                out.append({"role": "user", "content": f"Tool response (your last output had no valid call):\n{m.content}"})
+            else:          # prompt mode: the server's chat template renders it as a <tool_response> block
+                out.append({"role": "tool", "content": m.content})
     return out
 
 
@@ -136,6 +144,7 @@ class OpenAIChatBackend:
         self.enable_thinking, self.timeout_s = enable_thinking, timeout_s
         self.name = f"openai:{self.base_url}:{model}"
         self.last_usage: dict = {}
+        self.last_prompt_images = 0
 
     @classmethod
     def from_settings(cls, s) -> "OpenAIChatBackend":
@@ -160,6 +169,7 @@ class OpenAIChatBackend:
         import httpx
 
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        self.last_prompt_images = sum(len(m.images) for m in messages)
         out = QwenTextFromDeltas(on_text)
         with httpx.Client(timeout=self.timeout_s) as client:
             with client.stream("POST", f"{self.base_url}/chat/completions", json=self.request_body(messages, tools),
