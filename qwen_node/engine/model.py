@@ -191,7 +191,8 @@ class GatedAttention(nn.Module):
         if T == 1:                                                   # decode: grouped matmuls, no K/V repeat
             G = self.n_heads // self.n_kv
             qg = q.view(B, self.n_kv, G, Dh)                             # [B, Hkv, G, Dh]
-            scores = (qg @ keys.transpose(-1, -2)).float() * Dh ** -0.5  # [B, Hkv, G, end]
+            # keys @ q^T (a tall gemm) is far faster on CPU than q @ keys^T, in bf16 especially
+            scores = (keys @ qg.transpose(-1, -2)).transpose(-1, -2).float() * Dh ** -0.5  # [B, Hkv, G, end]
             o = (scores.softmax(-1).to(values.dtype) @ values).view(B, self.n_heads, 1, Dh)
         elif step.start == 0:
             o = F.scaled_dot_product_attention(q, keys, values, is_causal=True, enable_gqa=True)
