@@ -447,4 +447,5 @@ class Qwen35ForGeneration(nn.Module):
         h = self.text(x, position_ids, start)
         if last_only:
             h = h[:, -1:]
-        return self.lm_head(h)
+        # 2D input keeps F.linear on a plain gemm (a strided 3D slice would copy the whole weight)
+        return self.lm_head(h.reshape(-1, h.shape[-1])).view(B, h.shape[1], -1)
