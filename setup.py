@@ -53,6 +53,7 @@ setup(
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
         ("share/" + PACKAGE + "/config", glob("config/*.yaml") + glob("config/*.xml")),
+        ("share/" + PACKAGE + "/config/replay", glob("config/replay/*.jsonl")),
     ],
     install_requires=["setuptools"],
     # TensorRT engines on NVIDIA GPUs (trt_engines/); never needed on CPU machines.

@@ -7,6 +7,7 @@ import sys
 # subcommand -> ("module:function", one-line help). The function takes argv (list[str]) and returns an exit code.
 SUBCOMMANDS = {
     "launch": ("qwen_stack.launcher:main", "start the stack from a YAML configuration (pip-world ros2 launch)"),
+    "task": ("qwen_stack.qwen_node.task_cli:main", "send a task to qwen_node and follow it"),
     "generate": ("qwen_stack.qwen_node.engine.cli:generate_main", "run the Qwen3.5 engine on a prompt, image or video"),
     "quantize": ("qwen_stack.qwen_node.engine.nvfp4_cli:quantize_main", "write an NVFP4 (ModelOpt-format) checkpoint"),
     "plan": ("qwen_stack.qwen_node.engine.memory_plan:main", "memory a deployment needs, as a table"),
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"qwen-stack: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    from qwen_stack.rosenv import reexec_with_ros_environment
+
+    reexec_with_ros_environment()  # commands that talk ROS need the interface package's libraries
     target, _ = SUBCOMMANDS[name]
     module, func = target.split(":")
     try:

@@ -32,6 +32,7 @@ def ros_environment(base: dict | None = None, domain_id: int | None = None) -> d
     if domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(domain_id)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("MUJOCO_GL", "egl")  # the simulator renders headless (no display on robots' PCs or CI)
 
     prefixes = [sys.prefix]
     install = interfaces_install_dir()
@@ -57,11 +58,29 @@ def apply_to_current_process() -> None:
     get it from the launcher or the tests; see `ros_environment`.
     """
     env = ros_environment()
-    for key in ("RMW_IMPLEMENTATION", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE", "AMENT_PREFIX_PATH"):
+    for key in ("RMW_IMPLEMENTATION", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE", "AMENT_PREFIX_PATH",
+                "MUJOCO_GL"):
         os.environ[key] = env[key]
     for p in reversed(env.get("PYTHONPATH", "").split(os.pathsep)):
         if p and p not in sys.path and Path(p).is_dir():
             sys.path.insert(0, p)
+
+
+def reexec_with_ros_environment() -> None:
+    """Re-execute this process once with `ros_environment()` when the interface package's libraries
+    are not on LD_LIBRARY_PATH (the dynamic loader reads it only at start-up), as the ROS wheels'
+    bootstrapper does for its own libraries. Used by command-line entry points started by hand."""
+    if os.environ.get("_QWEN_STACK_REEXEC"):
+        return
+    have = os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)
+    install = interfaces_install_dir()
+    needed = [str(p / "lib") for p in install.glob("*") if (p / "lib").is_dir()] if install.is_dir() else []
+    if needed and not all(p in have for p in needed):
+        env = ros_environment()
+        env["_QWEN_STACK_REEXEC"] = "1"
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, sys.orig_argv, env)
 
 
 def main(argv: list[str] | None = None) -> int:

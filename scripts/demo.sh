@@ -1,9 +1,31 @@
 #!/usr/bin/env bash
-# The main job (README): install what is missing, then run the whole stack in the embedded simulator.
-# Extra arguments go to `qwen-stack launch`, e.g. `bash scripts/demo.sh --duration 60`.
+# The main job (README): install what is missing, run the whole stack in the embedded simulator,
+# and send it the demo mission on the replay backend. The stack keeps running after the mission
+# (watch it in the console, http://127.0.0.1:8080/) until Ctrl-C.
+#   QWEN_STACK_MISSION="..."   the instruction (default: the fetch mission); "" starts the stack only
+#   QWEN_STACK_APPROVE=0       leave approval requests to the console instead of approving them here
+#   extra arguments go to `qwen-stack launch`, e.g. `bash scripts/demo.sh qwen_node.backend:=local qwen_node.model_dir:=DIR`
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/bootstrap.sh"
 cd "$root"
-export MUJOCO_GL=egl PYTHONUNBUFFERED=1
-exec "$root/.venv/bin/qwen-stack" launch --profile "${QWEN_STACK_PROFILE:-camera}" "$@"
+export PYTHONUNBUFFERED=1
+bin="$root/.venv/bin"
+mission="${QWEN_STACK_MISSION-Find the red cube and bring it to the blue square.}"
+
+"$bin/qwen-stack" launch --profile "${QWEN_STACK_PROFILE:-sim}" --status-period 30 "$@" &
+launch_pid=$!
+stop() { kill -INT "$launch_pid" 2>/dev/null || true; wait "$launch_pid"; }
+trap 'stop; exit 130' INT TERM
+
+if [ -n "$mission" ]; then
+  approve=(--approve)
+  [ "${QWEN_STACK_APPROVE:-1}" = 0 ] && approve=()
+  echo "[demo] mission: $mission"
+  if "$bin/qwen-stack" task "${approve[@]}" --wait-server 120 "$mission"; then
+    echo "[demo] mission finished. The stack keeps running; console: http://127.0.0.1:8080/ . Ctrl-C stops it."
+  else
+    echo "[demo] mission did not succeed (see above). The stack keeps running; Ctrl-C stops it."
+  fi
+fi
+wait "$launch_pid"

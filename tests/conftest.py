@@ -15,7 +15,8 @@ def _needs_reexec() -> bool:
     """The generated typesupport libraries of ros_ws/ are found through LD_LIBRARY_PATH, which the
     dynamic loader reads only at process start."""
     have = os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)
-    needed = [str(p / "lib") for p in interfaces_install_dir().glob("*") if (p / "lib").is_dir()]
+    install = interfaces_install_dir()
+    needed = [str(p / "lib") for p in install.glob("*") if (p / "lib").is_dir()] if install.is_dir() else []
     return bool(needed) and not all(p in have for p in needed) and not os.environ.get("_QWEN_STACK_REEXEC")
 
 
