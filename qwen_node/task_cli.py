@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-steps", type=int, default=0, help="tool-call budget (0: the node's default)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the result")
     ap.add_argument("--wait-server", type=float, default=60.0, help="seconds to wait for qwen_node")
+    ap.add_argument("--wait-odom", type=float, default=0.0,
+                    help="first wait up to this many seconds for odometry (the robot is up); 0: do not wait")
     ap.add_argument("--approve", action="store_true", help="act as the operator: approve approval requests")
     ap.add_argument("--quiet-thinking", action="store_true", help="do not print the model's thinking")
     args, ros_args = ap.parse_known_args(argv)
@@ -60,6 +62,16 @@ def main(argv: list[str] | None = None) -> int:
         if not client.wait_for_server(timeout_sec=args.wait_server):
             print(f"qwen-stack task: no qwen_node action server on {topics.AGENT_RUN_TASK}", file=sys.stderr)
             return 2
+        if args.wait_odom > 0:
+            from nav_msgs.msg import Odometry
+            from rclpy.qos import qos_profile_sensor_data
+
+            odom_seen = threading.Event()
+            node.create_subscription(Odometry, topics.ODOM, lambda _m: odom_seen.set(), qos_profile_sensor_data)
+            if not odom_seen.wait(args.wait_odom):
+                print(f"qwen-stack task: no odometry on {topics.ODOM} within {args.wait_odom:g} s", file=sys.stderr)
+                return 2
+            time.sleep(1.0)  # let every node (skills, supervisor) see a few messages too
 
         def on_feedback(msg):
             fb = msg.feedback

@@ -22,7 +22,7 @@ if [ -n "$mission" ]; then
   approve=(--approve)
   [ "${QWEN_STACK_APPROVE:-1}" = 0 ] && approve=()
   echo "[demo] mission: $mission"
-  if "$bin/qwen-stack" task "${approve[@]}" --wait-server 120 "$mission"; then
+  if "$bin/qwen-stack" task "${approve[@]}" --wait-server 120 --wait-odom 120 "$mission"; then
     echo "[demo] mission finished. The stack keeps running; console: http://127.0.0.1:8080/ . Ctrl-C stops it."
   else
     echo "[demo] mission did not succeed (see above). The stack keeps running; Ctrl-C stops it."

@@ -352,6 +352,11 @@ class Planner:
                 self._emit("tool_result", rec.result_json, rec)
                 if status == "cancelled":
                     return TaskResult(False, f"cancelled: {cancel.reason}", len(records), records)
+                if not self.model.is_model and status != "succeeded":
+                    # a replay script cannot react to a failure: playing on would claim a success it did not see
+                    return TaskResult(False, f"replay stopped: {call.name} {status}: "
+                                             f"{rec.result.get('error') or rec.result.get('response', '')}",
+                                      len(records), records)
                 messages.append(ChatMessage("tool", rec.result_json))
             frames = self.frame_source()
             if frames:  # show the model what its actions changed

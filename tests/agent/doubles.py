@@ -61,8 +61,10 @@ class WorldDouble:
 
 
 class ScriptedModelDouble:
-    """Plays fixed outputs in 5-character chunks and records the messages it was given."""
-    is_model = False
+    """Plays fixed outputs in 5-character chunks and records the messages it was given.
+
+    Stands in for a model (is_model True): the loop treats it as one that reads tool responses."""
+    is_model = True
     start_in_thinking = False
     name = "scripted-double"
 
