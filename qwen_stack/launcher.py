@@ -74,7 +74,9 @@ class Launcher:
         self.specs, self.env, self.status_period, self.out = specs, env, status_period, out
         self.nodes: list[RunningNode] = []
         self.lock = threading.Lock()
-        self.stop_requested = threading.Event()
+        # Set from signal handlers: a plain attribute, since locks (Event, print under a lock) taken in
+        # a handler deadlock when the signal lands while the main thread holds the same lock.
+        self.stop_reason: str | None = None
         self.tmp = tempfile.TemporaryDirectory(prefix="qwen_stack_launch_")
 
     def _print(self, text: str) -> None:
@@ -106,7 +108,7 @@ class Launcher:
     def watch(self) -> int:
         """Wait until Ctrl-C or a required node dies; returns the exit code of the stack."""
         last_status, reported = 0.0, set()
-        while not self.stop_requested.is_set():
+        while self.stop_reason is None:
             for node in self.nodes:
                 rc = node.proc.poll()
                 if rc is not None and node.spec.name not in reported:
@@ -122,7 +124,8 @@ class Launcher:
             if time.monotonic() - last_status >= self.status_period:
                 last_status = time.monotonic()
                 self.status()
-            self.stop_requested.wait(0.2)
+            time.sleep(0.2)
+        self._print(f"[launch] {self.stop_reason}: stopping the stack")
         return 0
 
     def shutdown(self) -> None:
@@ -172,13 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     launcher = Launcher(specs, ros_environment(), args.status_period)
 
     def on_signal(signum, _frame):
-        launcher._print(f"[launch] {signal.Signals(signum).name}: stopping the stack")
-        launcher.stop_requested.set()
+        launcher.stop_reason = signal.Signals(signum).name
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     if args.duration > 0:
-        threading.Timer(args.duration, launcher.stop_requested.set).start()
+        timer = threading.Timer(args.duration, lambda: setattr(launcher, "stop_reason", f"--duration {args.duration:g} s"))
+        timer.daemon = True
+        timer.start()
     launcher.start()
     try:
         code = launcher.watch()

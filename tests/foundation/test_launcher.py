@@ -50,7 +50,9 @@ def test_two_namespaced_stacks_coexist_and_ctrl_c_stops_them(ros_env):
         node.destroy_node()
         rclpy.shutdown()
     for proc in stacks:
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        for _ in range(5):  # an impatient user presses Ctrl-C several times; each lands in a new place
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+            time.sleep(0.01)
     for proc in stacks:
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
