@@ -31,6 +31,10 @@ class AgentSettings:
     replay_chunk_chars: int = 8             # replay: characters per streamed chunk
     model_dir: str = ""                     # local: checkpoint directory (HF layout, BF16 or NVFP4)
     device: str = "auto"                    # local: auto | cpu | cuda
+    layer_backend: str = "pytorch"          # local: pytorch | tensorrt | onnxruntime (decoder layers)
+    trt_engine_dir: str = ""                # local + tensorrt: folder written by `qwen-stack build-engines`
+    onnx_dir: str = ""                      # local + onnxruntime: folder written by `qwen-stack export-onnx`
+    trt_precision: str = "w4a16"            # local + tensorrt: which engines to load (w4a16 | fp4 | fp8)
     openai_base_url: str = "http://127.0.0.1:8000/v1"  # openai: server root (…/v1)
     openai_model: str = "qwen3.5"           # openai: model name the server expects
     openai_api_key_env: str = "OPENAI_API_KEY"  # openai: NAME of the environment variable with the key
@@ -97,6 +101,14 @@ class AgentSettings:
             raise bad("laser_mount_xy", "must be [x, y]")
         if self.backend == "local" and not self.model_dir:
             raise bad("model_dir", "the local backend needs a checkpoint directory")
+        if self.layer_backend not in ("pytorch", "tensorrt", "onnxruntime"):
+            raise bad("layer_backend", "must be pytorch, tensorrt or onnxruntime")
+        if self.layer_backend == "tensorrt" and not self.trt_engine_dir:
+            raise bad("trt_engine_dir", "layer_backend tensorrt needs the folder written by `qwen-stack build-engines`")
+        if self.layer_backend == "onnxruntime" and not self.onnx_dir:
+            raise bad("onnx_dir", "layer_backend onnxruntime needs the folder written by `qwen-stack export-onnx`")
+        if self.trt_precision not in ("w4a16", "fp4", "fp8"):
+            raise bad("trt_precision", "must be w4a16, fp4 or fp8")
         if self.backend == "openai" and not self.openai_base_url.startswith(("http://", "https://")):
             raise bad("openai_base_url", "must start with http:// or https://")
         if not self.openai_api_key_env.replace("_", "").isalnum():

@@ -66,8 +66,17 @@ class Engine:
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, device: str = "cpu",
-                        builders: LayerBuilders | None = None, progress: bool = True, **kwargs) -> "Engine":
-        return cls(load_model(model_dir, dtype=dtype, device=device, builders=builders, progress=progress), **kwargs)
+                        builders: LayerBuilders | None = None, progress: bool = True, layer_backend=None,
+                        **kwargs) -> "Engine":
+        """Plain and NVFP4 checkpoints alike (detected from hf_quant_config.json). `builders` replaces the
+        checkpoint's own layer builders; `layer_backend` wraps them (see nvfp4_loader.load_model_auto)."""
+        if builders is not None:
+            return cls(load_model(model_dir, dtype=dtype, device=device, builders=builders, progress=progress),
+                       **kwargs)
+        from .nvfp4_loader import load_model_auto
+
+        return cls(load_model_auto(model_dir, dtype=dtype, device=device, progress=progress,
+                                   layer_backend=layer_backend), **kwargs)
 
     def build_prompt(self, messages: list[dict], images=(), videos=(), tools=None,
                      enable_thinking: bool = True) -> Prompt:

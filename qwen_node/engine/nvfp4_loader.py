@@ -202,11 +202,21 @@ def load_nvfp4_model(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16,
     return load_model(model_dir, dtype=dtype, device=device, builders=builders, source=source, progress=progress)
 
 
-def load_model_auto(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, device="cpu", progress: bool = True):
-    """NVFP4 loading when the folder declares NVFP4 quantization, the plain loader otherwise."""
+def load_model_auto(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, device="cpu", progress: bool = True,
+                    layer_backend=None):
+    """NVFP4 loading when the folder declares NVFP4 quantization, the plain loader otherwise.
+
+    layer_backend: optional callable `builders or None -> builders or None` that swaps whole layer
+    types (e.g. trt_engines.runtime.select_backend for TensorRT/onnxruntime layers), given the
+    checkpoint's own builders (NVFP4 linears, or None for the plain PyTorch layers)."""
+    source, builders = None, None
     if read_quant_config(model_dir) is not None:
-        return load_nvfp4_model(model_dir, dtype=dtype, device=device, progress=progress)
-    return load_model(model_dir, dtype=dtype, device=device, progress=progress)
+        cfg = load_config(model_dir)
+        source = FusedExpertsSource(ModelOptLayoutSource(SafetensorsSource(model_dir)))
+        builders = nvfp4_layer_builders(source, cfg.text_prefix)
+    if layer_backend is not None:
+        builders = layer_backend(builders)
+    return load_model(model_dir, dtype=dtype, device=device, builders=builders, source=source, progress=progress)
 
 
 def resident_weight_bytes(model: nn.Module) -> dict[str, int]:

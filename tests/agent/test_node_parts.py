@@ -39,6 +39,8 @@ def test_agent_yaml_has_every_setting_and_they_are_valid():
     (dict(openai_api_key_env="sk-abc123"), "openai_api_key_env"), (dict(camera_mount_xyz=[1, 2]), "camera_mount_xyz"),
     (dict(clip_frames=20, clip_fps=1.0, frame_window_s=5.0), "clip_frames"),
     (dict(object_locator="magic"), "object_locator"), (dict(grounding_standoff_m=-1.0), "grounding_standoff_m"),
+    (dict(layer_backend="cuda"), "layer_backend"), (dict(layer_backend="tensorrt"), "trt_engine_dir"),
+    (dict(layer_backend="onnxruntime"), "onnx_dir"), (dict(trt_precision="int2"), "trt_precision"),
 ])
 def test_bad_settings_are_rejected_naming_the_parameter(bad, name):
     with pytest.raises(ValueError, match=f"'{name}'"):

@@ -218,3 +218,28 @@ def test_dense_text_only_checkpoint(tmp_path):
     ids = torch.randint(0, 256, (1, 10), generator=torch.Generator().manual_seed(8))
     with torch.no_grad():
         assert rel_max(model(ids), fake(ids)) <= 1e-4
+
+
+def test_engine_entry_points_load_nvfp4_folders_packed(nvfp4_dir):
+    """Engine.from_pretrained (used by `generate`, `serve` and the agent's local backend) detects NVFP4."""
+    from qwen_stack.qwen_node.engine.engine import Engine
+
+    engine = Engine.from_pretrained(nvfp4_dir, dtype=torch.float32, progress=False)
+    assert any(isinstance(m, NVFP4Linear) for m in engine.model.modules())
+    assert any(isinstance(m, NVFP4Experts) for m in engine.model.modules())
+    reference = load_model_auto(nvfp4_dir, dtype=torch.float32, progress=False)
+    ids = torch.tensor([[3, 17, 42, 5, 9]])
+    with torch.no_grad():
+        assert torch.equal(engine.model(ids), reference(ids))
+
+
+def test_local_chat_engine_refuses_unknown_layer_backend_and_logs_tensorrt_fallback(nvfp4_dir, caplog):
+    from qwen_stack.qwen_node.agent.backends.local import LocalChatEngine
+
+    with pytest.raises(ValueError, match="backend"):
+        LocalChatEngine(str(nvfp4_dir), "cpu", layer_backend="cuda-magic")
+    # No TensorRT here: the engine stays on PyTorch layers and says so (never silently).
+    with caplog.at_level("WARNING"):
+        chat = LocalChatEngine(str(nvfp4_dir), "cpu", layer_backend="tensorrt", trt_engine_dir=str(nvfp4_dir))
+    assert any(isinstance(m, NVFP4Linear) for m in chat.engine.model.modules())
+    assert any("tensorrt" in r.getMessage().lower() for r in caplog.records)

@@ -69,17 +69,22 @@ class LocalChatEngine:
     """The engine's `Engine` (checkpoint + tokenizer + image preprocessing) behind the chat-streaming
     interface the agent backend and `qwen-stack serve` share; one generation at a time."""
 
-    def __init__(self, model_dir: str, device: str = "auto", dtype: str = "auto"):
+    def __init__(self, model_dir: str, device: str = "auto", dtype: str = "auto", layer_backend: str = "pytorch",
+                 trt_engine_dir: str = "", onnx_dir: str = "", trt_precision: str = "w4a16"):
         import torch
 
         from qwen_stack.qwen_node.engine.engine import Engine
+        from qwen_stack.trt_engines.runtime import BackendConfig, select_backend
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         torch_dtype = {"auto": torch.bfloat16 if device != "cpu" else torch.float32,
                        "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
         self.device = device
-        self.engine = Engine.from_pretrained(model_dir, dtype=torch_dtype, device=device, progress=False)
+        layers = BackendConfig(layer_backend, trt_engine_dir, onnx_dir, trt_precision)
+        # select_backend logs (never silently) when TensorRT or a GPU is missing and PyTorch layers stay
+        self.engine = Engine.from_pretrained(model_dir, dtype=torch_dtype, device=device, progress=False,
+                                             layer_backend=lambda base: select_backend(layers, LOG, base=base))
         self.tokenizer = self.engine.tokenizer
         self.model_dir = model_dir
         self.supports_images = self.engine.model.visual is not None
@@ -136,7 +141,9 @@ class LocalEngineBackend:
 
     @classmethod
     def from_settings(cls, s) -> "LocalEngineBackend":
-        return cls(LocalChatEngine(s.model_dir, s.device), s.max_new_tokens, s.temperature, s.enable_thinking,
+        return cls(LocalChatEngine(s.model_dir, s.device, layer_backend=s.layer_backend,
+                                   trt_engine_dir=s.trt_engine_dir, onnx_dir=s.onnx_dir,
+                                   trt_precision=s.trt_precision), s.max_new_tokens, s.temperature, s.enable_thinking,
                    vision=s.camera != "none")
 
     def generate(self, messages: Sequence[ChatMessage], tools: list[dict], on_text: Callable[[str], None],
