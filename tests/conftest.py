@@ -46,3 +46,20 @@ def pytest_configure(config):
 def ros_env() -> dict:
     """Environment for subprocesses that run ROS nodes (same domain as this session)."""
     return ros_environment(domain_id=_DOMAIN)
+
+
+# Tests over a live ROS graph (nodes in other processes, real DDS, the simulator in real time) wait on
+# wall-clock time; on a loaded 2-core machine a node can be starved for a second. Such a test is run
+# again (twice at most) before it counts as failed; pytest's summary lists every rerun ("R").
+# Pure tests are never rerun: their failures are deterministic.
+LIVE_GRAPH_MODULES = {
+    "test_e2e_sim.py", "test_qwen_node_ros.py", "test_node_ros.py", "test_stack_browser.py",
+    "test_camera_node.py", "test_interfaces.py", "test_launcher.py", "test_node.py", "test_sim_stack.py",
+    "test_sim_real_supervisor.py", "test_sim_ros.py",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in LIVE_GRAPH_MODULES and not item.get_closest_marker("flaky"):
+            item.add_marker(pytest.mark.flaky(reruns=2, reruns_delay=2))

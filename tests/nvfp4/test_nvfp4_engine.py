@@ -205,7 +205,7 @@ def test_dense_text_only_checkpoint(tmp_path):
     """Qwen3_5ForCausalLM (dense MLP, "model." prefix, no vision): NVFP4 dense MLP and attention."""
     from transformers import Qwen3_5ForCausalLM, Qwen3_5TextConfig
 
-    from conftest import TINY_TEXT
+    from .conftest import TINY_TEXT
 
     text = {k: v for k, v in TINY_TEXT.items() if "expert" not in k}
     torch.manual_seed(1)

@@ -20,7 +20,7 @@ from qwen_stack.trt_engines.engine_reference import max_relative_error, random_i
 from qwen_stack.trt_engines.export import export as export_graphs
 from qwen_stack.trt_engines.layer_graphs import GraphSpec
 
-from conftest import PARITY_ERRORS
+from .conftest import PARITY_ERRORS
 from trt_tiny_models import CHECKPOINTS
 
 TOLERANCE = 2e-5
