@@ -1,9 +1,13 @@
 """Shared fixtures for the NVFP4 tests: ModelOpt's quantizer as the bit-exact reference."""
 from __future__ import annotations
 
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))  # tiny_checkpoints: one randomiser for all tests
 
 
 @pytest.fixture(scope="session")
@@ -44,23 +48,13 @@ def save_tiny_qwen35_moe(path, seed: int = 0, dtype=None, text_overrides: dict |
     import torch
     from transformers import Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration
 
+    from tiny_checkpoints import randomise  # the engine tests' randomiser (tests/engine)
+
     torch.manual_seed(seed)
     text = {**TINY_TEXT, **(text_overrides or {})}
     vision = {**TINY_VISION, "out_hidden_size": text["hidden_size"]}
     model = Qwen3_5MoeForConditionalGeneration(Qwen3_5MoeConfig(text_config=text, vision_config=vision))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() >= 2:
-                fan_in = p[0].numel() if p.dim() > 2 and "experts" not in name else p.shape[-1]
-                std = 1.0 if name.endswith("mlp.gate.weight") else fan_in**-0.5
-                p.copy_(torch.randn(p.shape, generator=gen) * std)
-            elif name.endswith("A_log"):
-                p.copy_(torch.rand(p.shape, generator=gen) * 2 - 1)
-            elif name.endswith("linear_attn.norm.weight"):
-                p.copy_(1 + 0.3 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(0.3 * torch.randn(p.shape, generator=gen))
+    randomise(model, seed)
     model.eval()
     model.to(dtype or torch.bfloat16).save_pretrained(str(path))
     return model.float()
