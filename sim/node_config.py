@@ -111,7 +111,7 @@ class SkillsNodeConfig:
     angular_accel: float = 2.0
     position_tolerance: float = 0.01
     angle_tolerance: float = 0.005
-    odom_timeout: float = 1.0
+    odom_timeout: float = 2.0
     skill_timeout_margin: float = 10.0
     sim_service_timeout: float = 5.0
 
