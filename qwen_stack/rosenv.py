@@ -66,16 +66,22 @@ def apply_to_current_process() -> None:
             sys.path.insert(0, p)
 
 
+def needs_reexec() -> bool:
+    """True when the interface package's libraries are missing from LD_LIBRARY_PATH (which the dynamic
+    loader reads only at start-up) and this process was not already re-executed for them."""
+    if os.environ.get("_QWEN_STACK_REEXEC"):
+        return False
+    have = os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)
+    install = interfaces_install_dir()
+    needed = [str(p / "lib") for p in install.glob("*") if (p / "lib").is_dir()] if install.is_dir() else []
+    return bool(needed) and not all(p in have for p in needed)
+
+
 def reexec_with_ros_environment() -> None:
     """Re-execute this process once with `ros_environment()` when the interface package's libraries
     are not on LD_LIBRARY_PATH (the dynamic loader reads it only at start-up), as the ROS wheels'
     bootstrapper does for its own libraries. Used by command-line entry points started by hand."""
-    if os.environ.get("_QWEN_STACK_REEXEC"):
-        return
-    have = os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)
-    install = interfaces_install_dir()
-    needed = [str(p / "lib") for p in install.glob("*") if (p / "lib").is_dir()] if install.is_dir() else []
-    if needed and not all(p in have for p in needed):
+    if needs_reexec():
         env = ros_environment()
         env["_QWEN_STACK_REEXEC"] = "1"
         sys.stdout.flush()

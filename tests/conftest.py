@@ -7,20 +7,9 @@ import sys
 
 import pytest
 
-from qwen_stack.paths import interfaces_install_dir
-from qwen_stack.rosenv import ros_environment
+from qwen_stack.rosenv import needs_reexec, ros_environment
 
-
-def _needs_reexec() -> bool:
-    """The generated typesupport libraries of ros_ws/ are found through LD_LIBRARY_PATH, which the
-    dynamic loader reads only at process start."""
-    have = os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)
-    install = interfaces_install_dir()
-    needed = [str(p / "lib") for p in install.glob("*") if (p / "lib").is_dir()] if install.is_dir() else []
-    return bool(needed) and not all(p in have for p in needed) and not os.environ.get("_QWEN_STACK_REEXEC")
-
-
-_REEXEC = _needs_reexec()  # decided before this process's environment is changed below
+_REEXEC = needs_reexec()  # decided before this process's environment is changed below
 
 # Apply the stack's ROS environment to this process (inherited by every subprocess a test starts).
 _DOMAIN = int(os.environ.get("QWEN_STACK_TEST_DOMAIN", random.Random(os.getpid()).randint(1, 100)))
