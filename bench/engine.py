@@ -6,7 +6,8 @@ Config: hidden 1024, 8 layers in the 3:1 DeltaNet:attention pattern, 64 experts 
 shared expert 512), 8 query / 2 KV heads of 128, DeltaNet 8 key / 16 value heads of 64, vocab 32768,
 random weights (transformers' model, converted through our loader's tensor-source hook).
 Rows (fp32 and bf16, batch 1, greedy): prefill tokens/s (256-token prompt), decode tokens/s (1000 / median
-ms between generated tokens, 48 new tokens), peak RSS growth during the call. Ours and transformers run
+ms between generated tokens, 48 new tokens), peak RSS growth during the call; "ours" decodes with the compiled
+step (its compile time, paid once at warm-up, is shown), "eager" is the same engine without it. Ours and transformers run
 interleaved for several rounds and each keeps its best round, so a busy shared machine hurts both alike. Then ours: decode time per token with the caches holding
 1K, 4K, 16K and 32K tokens of context (caches filled with random keys/values/states, then timed decode
 steps, best of 3 rounds of 12 steps; decode cost depends on the context length, not on its content).
@@ -25,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "engine"))
 
+from qwen_stack.qwen_node.engine import compiled_decode  # noqa: E402
 from qwen_stack.qwen_node.engine.generate import SamplingParams, generate  # noqa: E402
 from qwen_stack.qwen_node.engine.loader import FusedExpertsSource, load_model  # noqa: E402
 
@@ -138,17 +140,25 @@ def run_transformers(ref, prompt, new_tokens):
 
 
 def side_by_side(ours, ref, prompt, new_tokens, rounds):
-    """Interleave ours / transformers runs (the machine may be shared); keep each side's best round."""
-    generate(ours, prompt[:8], SamplingParams(max_new_tokens=2))                  # warm-up both
+    """Interleave ours compiled / ours eager / transformers runs (the machine may be shared); keep each side's
+    best round. -> {"ours": (prefill tok/s, decode tok/s, peak MB), "eager": ..., "hf": ...}"""
+    def run_eager(*a):
+        step, ours.decode_step = ours.decode_step, None
+        try:
+            return run_ours(*a)
+        finally:
+            ours.decode_step = step
+    sides = {"ours": lambda: run_ours(ours, prompt, new_tokens), "eager": lambda: run_eager(ours, prompt, new_tokens),
+             "hf": lambda: run_transformers(ref, prompt, new_tokens)}
+    generate(ours, prompt[:8], SamplingParams(max_new_tokens=2))                  # warm-up all
     with torch.inference_mode():
         ref.generate(torch.tensor([prompt[:8]]), max_new_tokens=2, do_sample=False, pad_token_id=0)
-    o_runs, h_runs = [], []
+    runs = {name: [] for name in sides}
     for _ in range(rounds):
-        o_runs.append(run_ours(ours, prompt, new_tokens))
-        h_runs.append(run_transformers(ref, prompt, new_tokens))
-    best = lambda runs: (len(prompt) / min(r[0] for r in runs), 1000 / min(r[1] for r in runs),  # noqa: E731
-                         max(r[2] for r in runs))
-    return best(o_runs), best(h_runs)
+        for name, run in sides.items():
+            runs[name].append(run())
+    return {name: (len(prompt) / min(r[0] for r in rs), 1000 / min(r[1] for r in rs), max(r[2] for r in rs))
+            for name, rs in runs.items()}
 
 
 @torch.inference_mode()
@@ -199,8 +209,10 @@ def main(argv=None):
             source = FusedExpertsSource(StateDictSource(ref.state_dict()))
             ours = load_model(d, dtype=dtype, source=source, progress=False)
             weights_mb = sum(p.numel() * p.element_size() for p in ours.parameters()) / 2**20
-            o, h = side_by_side(ours, ref, prompt, new_tokens, rounds=2 if args.quick else 3)
-            rows.append((dtype_name, weights_mb, o, h))
+            compiled_decode.enable(ours)
+            warm_s = compiled_decode.warm_up(ours)
+            r = side_by_side(ours, ref, prompt, new_tokens, rounds=2 if args.quick else 3)
+            rows.append((dtype_name, weights_mb, warm_s, r))
             for ctx in contexts:
                 ctx_rows.append((dtype_name, ctx, decode_ms_at_context(ours, ctx, steps=6 if args.quick else 12)))
             ours.setup_caches(1, 1)
@@ -209,13 +221,16 @@ def main(argv=None):
                 del ref
     print(f"\nQwen3.5-MoE bench config: hidden 1024, 8 layers (3 DeltaNet : 1 attention), 64 experts top-8, "
           f"vocab 32768; batch 1, greedy, {torch.get_num_threads()} threads; prompt {prompt_len}, {new_tokens} new tokens")
-    print(f"{'dtype':<5} {'weights MB':>10} | {'prefill tok/s':>26} | {'decode tok/s':>26} | {'peak RSS growth MB':>24}")
-    print(f"{'':<5} {'':>10} | {'ours':>8} {'hf':>8} {'ratio':>8} | {'ours':>8} {'hf':>8} {'ratio':>8} | "
-          f"{'ours':>11} {'hf':>12}")
-    for name, wmb, (op, od, om), (hp, hd, hm) in rows:
-        print(f"{name:<5} {wmb:>10.0f} | {op:>8.1f} {hp:>8.1f} {op / hp:>7.2f}x | {od:>8.1f} {hd:>8.1f} {od / hd:>7.2f}x"
-              f" | {om:>11.0f} {hm:>12.0f}")
-    print("\nours: decode time per token vs context length (caches pre-filled)")
+    print("ours = compiled decode step (qwen_node/engine/compiled_decode.py); eager = the same engine without it")
+    print(f"{'dtype':<5} {'weights':>7} {'compile':>7} | {'prefill tok/s':>22} | {'decode tok/s':>38} | "
+          f"{'peak RSS growth MB':>18}")
+    print(f"{'':<5} {'MB':>7} {'s':>7} | {'ours':>7} {'hf':>7} {'ratio':>6} | {'ours':>7} {'eager':>7} {'hf':>7} "
+          f"{'ours/hf':>7} {'eag/hf':>6} | {'ours':>8} {'hf':>9}")
+    for name, wmb, warm_s, r in rows:
+        (op, od, om), (_, ed, _), (hp, hd, hm) = r["ours"], r["eager"], r["hf"]
+        print(f"{name:<5} {wmb:>7.0f} {warm_s:>7.1f} | {op:>7.1f} {hp:>7.1f} {op / hp:>5.2f}x | {od:>7.1f} {ed:>7.1f} "
+              f"{hd:>7.1f} {od / hd:>6.2f}x {ed / hd:>5.2f}x | {om:>8.0f} {hm:>9.0f}")
+    print("\nours (compiled): decode time per token vs context length (caches pre-filled)")
     print(f"{'dtype':<5} {'context':>8} {'ms/token':>9} {'vs 1K':>7}")
     base = {}
     for name, ctx, ms in ctx_rows:

@@ -8,6 +8,7 @@ cancels the task while a model turn or a service call is in progress.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 import time
@@ -20,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     from qwen_stack.rosenv import apply_to_current_process
 
     apply_to_current_process()
+    # the engine and the backends log through Python logging (compile, TensorRT fallback): show it beside ROS's
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 

@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--served-model-name", default="qwen3.5", help="model id reported and accepted")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--compile-decode", action="store_true",
+                    help="decode through the torch.compile'd step (~3x faster decode; compiles at start)")
     ap.add_argument("--max-tokens", type=int, default=1024, help="default max_tokens per request")
     ap.add_argument("--api-key-env", default="", help="NAME of an environment variable holding the API key")
     args = ap.parse_args(argv)
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from qwen_stack.qwen_node.agent.backends.local import LocalChatEngine
     from qwen_stack.qwen_node.openai_api import create_app
 
-    engine = LocalChatEngine(args.model, args.device)
+    engine = LocalChatEngine(args.model, args.device, compile_decode=args.compile_decode)
     app = create_app(engine, args.served_model_name, args.max_tokens, api_key)
     print(f"qwen-stack serve: {args.model} as {args.served_model_name!r} on http://{args.host}:{args.port}/v1",
           file=sys.stderr, flush=True)

@@ -35,6 +35,7 @@ class AgentSettings:
     trt_engine_dir: str = ""                # local + tensorrt: folder written by `qwen-stack build-engines`
     onnx_dir: str = ""                      # local + onnxruntime: folder written by `qwen-stack export-onnx`
     trt_precision: str = "w4a16"            # local + tensorrt: which engines to load (w4a16 | fp4 | fp8)
+    compile_decode: bool = True             # local + pytorch: compiled decode step (~3x decode; compiles at start)
     openai_base_url: str = "http://127.0.0.1:8000/v1"  # openai: server root (…/v1)
     openai_model: str = "qwen3.5"           # openai: model name the server expects
     openai_api_key_env: str = "OPENAI_API_KEY"  # openai: NAME of the environment variable with the key

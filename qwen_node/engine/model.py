@@ -52,6 +52,26 @@ class GatedRMSNorm(nn.Module):
         return (self.weight * y * F.silu(z.float())).to(dtype)
 
 
+def matvec(x, weight, bias=None):
+    """x [..., 1 row, D] @ weight[O, D]^T as a multiply-and-sum in fp32. Under torch.compile inductor turns this
+    into one fused, vectorised loop over both cores that streams the weight at memory bandwidth; MKL's sgemv
+    on this CI's AMD CPUs runs single-threaded at about half of it. Eager code keeps F.linear (the reference):
+    outside a compiled graph this form would materialise the whole product."""
+    y = (x.float().unsqueeze(-2) * weight.float()).sum(-1)
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(x.dtype)
+
+
+class Linear(nn.Linear):
+    """nn.Linear that computes a single row with `matvec` inside a compiled decode step (see compiled_decode.py)."""
+
+    def forward(self, x):
+        if torch.compiler.is_compiling() and x.numel() == x.shape[-1]:
+            return matvec(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)
+
+
 class FusedExperts(nn.Module):
     """Routed experts with fused weights: gate_up_proj [E, 2I, D] (gate rows first), down_proj [E, D, I]."""
 
@@ -64,6 +84,11 @@ class FusedExperts(nn.Module):
     def forward(self, x, top_idx, top_w):
         # x: [N, D]; top_idx, top_w: [N, K] -> [N, D]
         N, K = top_idx.shape
+        if N == 1 and torch.compiler.is_compiling():                 # compiled decode: gather fused into the loads
+            idx = top_idx[0]
+            gate, up = matvec(x, self.gate_up_proj[idx]).chunk(2, dim=-1)         # [K, I] each
+            ye = matvec(F.silu(gate) * up, self.down_proj[idx])                  # [K, D]: row k by expert k
+            return (ye.float() * top_w[0, :, None].float()).sum(0, keepdim=True).to(x.dtype)
         if N == 1:                                                   # decode: K small matmuls on weight views
             out = None
             for e, w in zip(top_idx[0].tolist(), top_w[0]):
@@ -91,7 +116,7 @@ ExpertsBuilder = Callable[[str, int, int, int], nn.Module]        # (name, num_e
 
 
 def plain_linear(name: str, in_features: int, out_features: int, bias: bool) -> nn.Module:
-    return nn.Linear(in_features, out_features, bias=bias)
+    return Linear(in_features, out_features, bias=bias)
 
 
 def plain_experts(name: str, num_experts: int, hidden: int, intermediate: int) -> nn.Module:
@@ -131,6 +156,30 @@ def apply_partial_rotary(x, cos, sin):
     cos, sin = cos[:, :, None], sin[:, :, None]
     xr, xp = x[..., :R], x[..., R:]
     return torch.cat([xr * cos + rotate_half(xr) * sin, xp], dim=-1)
+
+
+# ----------------------------------------------------------------------------------------- decode attention
+@torch.library.custom_op("qwen_stack::decode_attention", mutates_args=("k_cache", "v_cache"))
+def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
+                     v_cache: torch.Tensor, start: int) -> torch.Tensor:
+    """One new token: write k, v [B, Hkv, 1, Dh] at `start`, attend q [B, Hq, 1, Dh] over positions 0..start.
+    A custom op so a compiled decode step calls it as is: dynamo would otherwise decompose the matmuls on
+    the growing cache slice and recompile as the slice's strides change."""
+    B, Hq, _, Dh = q.shape
+    Hkv = k.shape[1]
+    end = start + 1
+    k_cache[:B, :, start:end] = k
+    v_cache[:B, :, start:end] = v
+    keys, values = k_cache[:B, :, :end], v_cache[:B, :, :end]                   # [B, Hkv, end, Dh]
+    qg = q.reshape(B, Hkv, Hq // Hkv, Dh)                                        # grouped: no K/V repeat
+    # keys @ q^T (a tall gemm) is far faster on CPU than q @ keys^T, in bf16 especially
+    scores = (keys @ qg.transpose(-1, -2)).transpose(-1, -2).float() * Dh ** -0.5   # [B, Hkv, G, end]
+    return (scores.softmax(-1).to(values.dtype) @ values).view(B, Hq, 1, Dh)
+
+
+@decode_attention.register_fake
+def _(q, k, v, k_cache, v_cache, start):
+    return q.new_empty(q.shape)
 
 
 # ----------------------------------------------------------------------------------------- layers
@@ -185,23 +234,25 @@ class GatedAttention(nn.Module):
         if end > self.k_cache.shape[2]:
             raise ValueError(f"sequence length {end} exceeds the cache ({self.k_cache.shape[2]}); "
                              f"set max_seq_len larger")
+        if T == 1:
+            o = decode_attention(q, k, v.transpose(1, 2), self.k_cache, self.v_cache, step.start)
+            return self._output(o, gate)
         self.k_cache[:B, :, step.start:end] = k
         self.v_cache[:B, :, step.start:end] = v.transpose(1, 2)
         keys, values = self.k_cache[:B, :, :end], self.v_cache[:B, :, :end]          # [B, Hkv, end, Dh]
-        if T == 1:                                                   # decode: grouped matmuls, no K/V repeat
-            G = self.n_heads // self.n_kv
-            qg = q.view(B, self.n_kv, G, Dh)                             # [B, Hkv, G, Dh]
-            # keys @ q^T (a tall gemm) is far faster on CPU than q @ keys^T, in bf16 especially
-            scores = (keys @ qg.transpose(-1, -2)).transpose(-1, -2).float() * Dh ** -0.5  # [B, Hkv, G, end]
-            o = (scores.softmax(-1).to(values.dtype) @ values).view(B, self.n_heads, 1, Dh)
-        elif step.start == 0:
+        if step.start == 0:
             o = F.scaled_dot_product_attention(q, keys, values, is_causal=True, enable_gqa=True)
         else:
             allowed = torch.arange(end, device=x.device)[None, :] <= \
                 (step.start + torch.arange(T, device=x.device))[:, None]              # [T, end]
             o = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed, enable_gqa=True)
-        o = o.transpose(1, 2).reshape(B, T, self.n_heads * Dh)
-        o = o * torch.sigmoid(gate.reshape(B, T, self.n_heads * Dh))
+        return self._output(o, gate)
+
+    def _output(self, o, gate):
+        # o: [B, Hq, T, Dh] attention output; gate: [B, T, Hq, Dh]
+        B, _, T, _ = o.shape
+        o = o.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
+        o = o * torch.sigmoid(gate.reshape(B, T, self.n_heads * self.head_dim))
         return self.o_proj(o)
 
 
@@ -392,12 +443,13 @@ class Qwen35ForGeneration(nn.Module):
         super().__init__()
         self.config = cfg
         self.text = TextModel(cfg.text, builders)
-        self.lm_head = nn.Linear(cfg.text.hidden_size, cfg.text.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.text.hidden_size, cfg.text.vocab_size, bias=False)
         self.visual = None
         if cfg.vision is not None:
             from .vision import VisionTower
             self.visual = VisionTower(cfg.vision)
         self.cache = CacheInfo()
+        self.decode_step: Callable | None = None     # compiled single-token step (compiled_decode.enable)
 
     def setup_caches(self, batch: int, max_len: int):
         """Allocate KV caches (full-attention layers) and conv/recurrent states (DeltaNet layers) once.
@@ -444,6 +496,8 @@ class Qwen35ForGeneration(nn.Module):
             self.setup_caches(max(B, self.cache.batch), max(start + T, self.cache.max_len))
         if position_ids is None:
             position_ids = torch.arange(start, start + T, device=x.device).view(1, 1, T).expand(3, B, T)
+        if self.decode_step is not None and B == T == 1 and inputs_embeds is None:
+            return self.decode_step(input_ids, position_ids, start)
         h = self.text(x, position_ids, start)
         if last_only:
             h = h[:, -1:]

@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from qwen_stack.qwen_node.engine.loader import load_model
+from qwen_stack.qwen_node.engine.model import Linear
 from qwen_stack.qwen_node.engine.nvfp4 import NVFP4Linear
 from qwen_stack.qwen_node.engine.nvfp4_checkpoint import EXCLUDE_PRESETS, is_excluded, quantize_checkpoint
 from qwen_stack.qwen_node.engine.nvfp4_loader import (
@@ -194,7 +195,7 @@ def test_mlp_only_checkpoint_runs(tiny_moe_dir, tmp_path):
     model = load_model_auto(tmp_path / "q", dtype=torch.float32, progress=False)
     assert isinstance(model.text.layers[0].mlp.experts, NVFP4Experts)
     assert isinstance(model.text.layers[0].mlp.shared_expert.up_proj, NVFP4Linear)
-    assert type(model.text.layers[0].linear_attn.in_proj_qkv) is torch.nn.Linear
+    assert type(model.text.layers[0].linear_attn.in_proj_qkv) is Linear      # the plain (unquantized) one
     fake = fake_quant_copy(load_model(tiny_moe_dir, dtype=torch.float32, progress=False), model)
     ids = torch.randint(0, 256, (1, 10), generator=torch.Generator().manual_seed(8))
     with torch.no_grad():

@@ -70,7 +70,8 @@ class LocalChatEngine:
     interface the agent backend and `qwen-stack serve` share; one generation at a time."""
 
     def __init__(self, model_dir: str, device: str = "auto", dtype: str = "auto", layer_backend: str = "pytorch",
-                 trt_engine_dir: str = "", onnx_dir: str = "", trt_precision: str = "w4a16"):
+                 trt_engine_dir: str = "", onnx_dir: str = "", trt_precision: str = "w4a16",
+                 compile_decode: bool = False):
         import torch
 
         from qwen_stack.qwen_node.engine.engine import Engine
@@ -85,6 +86,11 @@ class LocalChatEngine:
         # select_backend logs (never silently) when TensorRT or a GPU is missing and PyTorch layers stay
         self.engine = Engine.from_pretrained(model_dir, dtype=torch_dtype, device=device, progress=False,
                                              layer_backend=lambda base: select_backend(layers, LOG, base=base))
+        if compile_decode and layer_backend == "pytorch":
+            from qwen_stack.qwen_node.engine import compiled_decode
+            compiled_decode.enable_with_warm_up(self.engine.model, log=LOG.info)   # logs (never raises) on failure
+        elif compile_decode:
+            LOG.info("compile_decode applies to PyTorch layers; %s layers run their own kernels", layer_backend)
         self.tokenizer = self.engine.tokenizer
         self.model_dir = model_dir
         self.supports_images = self.engine.model.visual is not None
@@ -143,7 +149,8 @@ class LocalEngineBackend:
     def from_settings(cls, s) -> "LocalEngineBackend":
         return cls(LocalChatEngine(s.model_dir, s.device, layer_backend=s.layer_backend,
                                    trt_engine_dir=s.trt_engine_dir, onnx_dir=s.onnx_dir,
-                                   trt_precision=s.trt_precision), s.max_new_tokens, s.temperature, s.enable_thinking,
+                                   trt_precision=s.trt_precision, compile_decode=s.compile_decode),
+                   s.max_new_tokens, s.temperature, s.enable_thinking,
                    vision=s.camera != "none")
 
     def generate(self, messages: Sequence[ChatMessage], tools: list[dict], on_text: Callable[[str], None],
