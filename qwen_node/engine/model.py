@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import native
 from .config import TextConfig
 from .gated_delta_rule import gated_delta_rule_chunked, gated_delta_rule_step
 
@@ -162,15 +163,24 @@ def apply_partial_rotary(x, cos, sin):
 @torch.library.custom_op("qwen_stack::decode_attention", mutates_args=("k_cache", "v_cache"))
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
                      v_cache: torch.Tensor, start: int) -> torch.Tensor:
-    """One new token: write k, v [B, Hkv, 1, Dh] at `start`, attend q [B, Hq, 1, Dh] over positions 0..start.
+    """One new token: write k, v [B, Hkv, 1, Dh] at `start`, attend q [B, Hq, 1, Dh] over positions 0..start
+    with the C kernel (native.py; it streams a long cache ~1.5-2x faster than MKL here) or the reference.
     A custom op so a compiled decode step calls it as is: dynamo would otherwise decompose the matmuls on
     the growing cache slice and recompile as the slice's strides change."""
-    B, Hq, _, Dh = q.shape
-    Hkv = k.shape[1]
+    B = q.shape[0]
     end = start + 1
     k_cache[:B, :, start:end] = k
     v_cache[:B, :, start:end] = v
-    keys, values = k_cache[:B, :, :end], v_cache[:B, :, :end]                   # [B, Hkv, end, Dh]
+    out = native.decode_attention(q, k_cache[:B], v_cache[:B], end)
+    if out is None:
+        out = decode_attention_reference(q, k_cache[:B, :, :end], v_cache[:B, :, :end])
+    return out
+
+
+def decode_attention_reference(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """q [B, Hq, 1, Dh] over keys, values [B, Hkv, T, Dh] -> [B, Hq, 1, Dh]."""
+    B, Hq, _, Dh = q.shape
+    Hkv = keys.shape[1]
     qg = q.reshape(B, Hkv, Hq // Hkv, Dh)                                        # grouped: no K/V repeat
     # keys @ q^T (a tall gemm) is far faster on CPU than q @ keys^T, in bf16 especially
     scores = (keys @ qg.transpose(-1, -2)).transpose(-1, -2).float() * Dh ** -0.5   # [B, Hkv, G, end]
