@@ -97,8 +97,15 @@ static void softmax_rows(const job_t *j, float *l) {
     for (int64_t g = 0; g < j->g; g++) {
         float *s = j->s + g * n;
         float m = s[0], sum = 0.0f;
+        /* omp simd: gcc left these scalar on its own; vectorised, expf comes from glibc's vector math
+         * (declared only under __FAST_MATH__, hence all of -ffast-math in native.py) */
+#pragma omp simd reduction(max : m)
         for (int64_t t = 1; t < n; t++) m = s[t] > m ? s[t] : m;
-        for (int64_t t = 0; t < n; t++) { s[t] = expf(s[t] - m); sum += s[t]; }
+#pragma omp simd reduction(+ : sum)
+        for (int64_t t = 0; t < n; t++) {
+            s[t] = expf(s[t] - m);
+            sum += s[t];
+        }
         l[g] = sum;
     }
 }
