@@ -6,7 +6,7 @@ Config: hidden 1024, 8 layers in the 3:1 DeltaNet:attention pattern, 64 experts 
 shared expert 512), 8 query / 2 KV heads of 128, DeltaNet 8 key / 16 value heads of 64, vocab 32768,
 random weights (transformers' model, converted through our loader's tensor-source hook).
 Rows (fp32 and bf16, batch 1, greedy): prefill tokens/s (256-token prompt), decode tokens/s (1000 / median
-ms between generated tokens, 48 new tokens), peak RSS growth during the call; "ours" decodes with the compiled
+ms between generated tokens, 48 new tokens), peak RSS growth during the call (a separate untimed run); "ours" decodes with the compiled
 step (its compile time, paid once at warm-up, is shown), "eager" is the same engine without it. Ours and transformers run
 interleaved for several rounds and each keeps its best round, so a busy shared machine hurts both alike. Then ours: decode time per token with the caches holding
 1K, 4K, 16K and 32K tokens of context (caches filled with random keys/values/states, then timed decode
@@ -116,10 +116,22 @@ def median(xs):
     return sorted(xs)[len(xs) // 2]
 
 
-def run_ours(model, prompt, new_tokens):
-    """-> (prefill seconds, median decode ms/token, peak RSS growth MB)."""
+class NoRss:
+    """Timed runs go without the RSS sampler: its thread waking every 2 ms would preempt one of the two compute
+    threads and stall every parallel loop behind it. Memory is measured in a separate, untimed run."""
+    peak_growth_mb = float("nan")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+def run_ours(model, prompt, new_tokens, memory=False):
+    """-> (prefill seconds, median decode ms/token, peak RSS growth MB if memory else nan)."""
     clock = StepClock()
-    with PeakRss() as mem:
+    with PeakRss() if memory else NoRss() as mem:
         t0 = time.perf_counter()
         res = generate(model, prompt, SamplingParams(max_new_tokens=new_tokens), on_token=clock)
     assert len(res.token_ids) == new_tokens
@@ -127,11 +139,11 @@ def run_ours(model, prompt, new_tokens):
 
 
 @torch.inference_mode()
-def run_transformers(ref, prompt, new_tokens):
+def run_transformers(ref, prompt, new_tokens, memory=False):
     """Same measures for transformers generate (the streamer receives the prompt first, then each token)."""
     ids = torch.tensor([prompt])
     clock = StepClock()
-    with PeakRss() as mem:
+    with PeakRss() if memory else NoRss() as mem:
         t0 = time.perf_counter()
         out = ref.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                            pad_token_id=0, streamer=clock)
@@ -142,22 +154,24 @@ def run_transformers(ref, prompt, new_tokens):
 def side_by_side(ours, ref, prompt, new_tokens, rounds):
     """Interleave ours compiled / ours eager / transformers runs (the machine may be shared); keep each side's
     best round. -> {"ours": (prefill tok/s, decode tok/s, peak MB), "eager": ..., "hf": ...}"""
-    def run_eager(*a):
+    def run_eager(*a, **kw):
         step, ours.decode_step = ours.decode_step, None
         try:
-            return run_ours(*a)
+            return run_ours(*a, **kw)
         finally:
             ours.decode_step = step
-    sides = {"ours": lambda: run_ours(ours, prompt, new_tokens), "eager": lambda: run_eager(ours, prompt, new_tokens),
-             "hf": lambda: run_transformers(ref, prompt, new_tokens)}
+    sides = {"ours": lambda **kw: run_ours(ours, prompt, new_tokens, **kw),
+             "eager": lambda **kw: run_eager(ours, prompt, new_tokens, **kw),
+             "hf": lambda **kw: run_transformers(ref, prompt, new_tokens, **kw)}
     generate(ours, prompt[:8], SamplingParams(max_new_tokens=2))                  # warm-up all
     with torch.inference_mode():
         ref.generate(torch.tensor([prompt[:8]]), max_new_tokens=2, do_sample=False, pad_token_id=0)
+    peak = {name: run(memory=True)[2] for name, run in sides.items()}            # first, untimed: memory
     runs = {name: [] for name in sides}
     for _ in range(rounds):
         for name, run in sides.items():
             runs[name].append(run())
-    return {name: (len(prompt) / min(r[0] for r in rs), 1000 / min(r[1] for r in rs), max(r[2] for r in rs))
+    return {name: (len(prompt) / min(r[0] for r in rs), 1000 / min(r[1] for r in rs), peak[name])
             for name, rs in runs.items()}
 
 
@@ -189,6 +203,33 @@ def decode_ms_at_context(model, ctx, steps):
     return min(rounds)
 
 
+def active_weight_bytes(model) -> int:
+    """Bytes of weights one decode step must read: every parameter, one embedding row, top-k of E experts."""
+    cfg = model.config.text
+    total = 0
+    for name, p in model.named_parameters():
+        if name.startswith("visual."):
+            continue
+        n = p.numel() * p.element_size()
+        if name.endswith("embed_tokens.weight"):
+            n //= cfg.vocab_size
+        elif ".experts." in name:
+            n = n * cfg.num_experts_per_tok // cfg.num_experts
+        total += n
+    return total
+
+
+def read_gbps() -> float:
+    """This host's streaming read bandwidth now: best of 5 sums over 512 MB (2 threads), GB/s."""
+    a = torch.ones(128 * 2**20)
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        a.sum()
+        best = min(best, time.perf_counter() - t)
+    return a.numel() * 4 / best / 1e9
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="shorter prompt/decode, contexts up to 4K only")
@@ -200,7 +241,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     ref32 = build_reference()
     prompt = torch.randint(0, 32768, (prompt_len,), generator=torch.Generator().manual_seed(1)).tolist()
-    rows, ctx_rows = [], []
+    rows, ctx_rows, floor_rows = [], [], []
     with tempfile.TemporaryDirectory() as d:
         ref32.config.architectures = ["Qwen3_5MoeForCausalLM"]
         ref32.config.save_pretrained(d)                                           # config.json only
@@ -211,8 +252,9 @@ def main(argv=None):
             weights_mb = sum(p.numel() * p.element_size() for p in ours.parameters()) / 2**20
             compiled_decode.enable(ours)
             warm_s = compiled_decode.warm_up(ours)
-            r = side_by_side(ours, ref, prompt, new_tokens, rounds=2 if args.quick else 3)
+            r = side_by_side(ours, ref, prompt, new_tokens, rounds=2 if args.quick else 5)
             rows.append((dtype_name, weights_mb, warm_s, r))
+            floor_rows.append((dtype_name, active_weight_bytes(ours), read_gbps(), r))
             for ctx in contexts:
                 ctx_rows.append((dtype_name, ctx, decode_ms_at_context(ours, ctx, steps=6 if args.quick else 12)))
             ours.setup_caches(1, 1)
@@ -230,6 +272,15 @@ def main(argv=None):
         (op, od, om), (_, ed, _), (hp, hd, hm) = r["ours"], r["eager"], r["hf"]
         print(f"{name:<5} {wmb:>7.0f} {warm_s:>7.1f} | {op:>7.1f} {hp:>7.1f} {op / hp:>5.2f}x | {od:>7.1f} {ed:>7.1f} "
               f"{hd:>7.1f} {od / hd:>6.2f}x {ed / hd:>5.2f}x | {om:>8.0f} {hm:>9.0f}")
+    print("\nmemory floor: a batch-1 decode step reads every active weight once, so ms/token >= bytes / bandwidth "
+          "(bandwidth measured right after that row's runs; it varies with the host's other load)")
+    print(f"{'dtype':<5} {'read/token MB':>13} {'GB/s':>6} {'floor ms':>8} | {'ours ms':>7} {'of floor':>8} | "
+          f"{'hf ms':>6} {'hf/floor':>8}")
+    for name, nbytes, gbps, r in floor_rows:
+        floor_ms = nbytes / gbps / 1e6
+        ours_ms, hf_ms = 1000 / r["ours"][1], 1000 / r["hf"][1]
+        print(f"{name:<5} {nbytes / 1e6:>13.0f} {gbps:>6.1f} {floor_ms:>8.2f} | {ours_ms:>7.2f} {floor_ms / ours_ms:>7.0%} | "
+              f"{hf_ms:>6.2f} {hf_ms / floor_ms:>7.2f}x")
     print("\nours (compiled): decode time per token vs context length (caches pre-filled)")
     print(f"{'dtype':<5} {'context':>8} {'ms/token':>9} {'vs 1K':>7}")
     base = {}
