@@ -23,8 +23,11 @@ import torch
 
 LOG = logging.getLogger(__name__)
 KERNELS = Path(__file__).parent / "kernels"
-# all of -ffast-math: glibc declares its vector expf only under __FAST_MATH__ (3x faster softmax)
-FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC", "-shared"]
+# Compile with all of -ffast-math (glibc declares its vector expf only under __FAST_MATH__: 3x faster softmax)
+# but link without it: given -ffast-math, gcc < 13 links crtfastmath.o into the library, whose constructor
+# switches the whole process to flush-to-zero / denormals-are-zero when it is loaded.
+FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-fPIC"]
+LINK_FLAGS = ["-shared", "-fopenmp"]
 
 
 def _cpu_id() -> str:
@@ -45,7 +48,7 @@ def load(name: str) -> ctypes.CDLL | None:
     if cc is None:
         LOG.warning("no C compiler (gcc): native kernel %s unavailable, using the PyTorch reference", name)
         return None
-    key = hashlib.sha256(b"\0".join([src.read_bytes(), " ".join(FLAGS).encode(), cc.encode(),
+    key = hashlib.sha256(b"\0".join([src.read_bytes(), " ".join(FLAGS + LINK_FLAGS).encode(), cc.encode(),
                                      _cpu_id().encode()])).hexdigest()[:16]
     cache = Path(os.environ.get("QWEN_STACK_KERNEL_CACHE") or Path.home() / ".cache" / "qwen_stack" / "kernels")
     so = cache / f"{name}-{key}.so"
@@ -53,7 +56,12 @@ def load(name: str) -> ctypes.CDLL | None:
         cache.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cache, suffix=".so.tmp")
         os.close(fd)
-        r = subprocess.run([cc, *FLAGS, str(src), "-o", tmp, "-lm"], capture_output=True, text=True)
+        obj = tmp[:-len(".so.tmp")] + ".o"
+        r = subprocess.run([cc, *FLAGS, "-c", str(src), "-o", obj], capture_output=True, text=True)
+        if r.returncode == 0:
+            r = subprocess.run([cc, *LINK_FLAGS, obj, "-o", tmp, "-lm"], capture_output=True, text=True)
+        if os.path.exists(obj):
+            os.unlink(obj)
         if r.returncode != 0:
             os.unlink(tmp)
             LOG.warning("building native kernel %s failed, using the PyTorch reference:\n%s", name, r.stderr[-2000:])

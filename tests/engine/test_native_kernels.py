@@ -13,6 +13,16 @@ def test_decode_attention_kernel_builds_here():
     assert native.load("decode_attention") is not None
 
 
+def test_loading_a_kernel_leaves_the_process_floating_point_mode_alone():
+    """A -ffast-math library linked with crtfastmath.o would switch the process to flush-to-zero on load."""
+    import subprocess
+    import sys
+    code = ("import torch; from qwen_stack.qwen_node.engine import native; assert native.load('decode_attention'); "
+            "x = torch.tensor([1e-38]) / 1000; y = 1e-308 / 1000; print(x.item() != 0 and y != 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "True", out.stdout + out.stderr
+
+
 # (batch, kv heads, query heads per kv head, head dim, rows used, cache capacity); head dims not a multiple of
 # 16 take the kernel's scalar path; n * pairs >= 8192 its OpenMP path
 SHAPES = [(1, 2, 4, 128, 1, 8), (1, 2, 4, 128, 1500, 1600), (2, 1, 3, 64, 777, 800), (1, 3, 1, 24, 40, 41),
