@@ -244,3 +244,15 @@ def test_local_chat_engine_refuses_unknown_layer_backend_and_logs_tensorrt_fallb
         chat = LocalChatEngine(str(nvfp4_dir), "cpu", layer_backend="tensorrt", trt_engine_dir=str(nvfp4_dir))
     assert any(isinstance(m, NVFP4Linear) for m in chat.engine.model.modules())
     assert any("tensorrt" in r.getMessage().lower() for r in caplog.records)
+
+
+def test_compiled_decode_on_nvfp4_checkpoint_matches_eager(nvfp4_dir):
+    """The local backend compiles the decode step for every PyTorch-layer checkpoint, NVFP4 ones included."""
+    from qwen_stack.qwen_node.engine import compiled_decode
+
+    model = load_model_auto(nvfp4_dir, dtype=torch.float32, progress=False)
+    ids = torch.randint(0, 256, (1, 9), generator=torch.Generator().manual_seed(int(torch.randint(0, 2**31, ()))))
+    want = greedy(model, ids, 12)
+    logs = []
+    assert compiled_decode.enable_with_warm_up(model, log=logs.append), logs
+    assert torch.equal(greedy(model, ids, 12), want)
