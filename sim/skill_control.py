@@ -1,9 +1,18 @@
 """Closed-loop controllers behind the robot skills (drive a distance, rotate, go to a pose).
 
-Pure: each controller takes the odometry pose at every tick and returns the body twist to send
-(it never talks to the base itself: the skills node publishes that twist on the safety supervisor's
-input topic). Requests are checked first: `check_*` return an error message or None, and a
-rejected request never produces a command.
+Pure: each controller takes the odometry pose and velocity at every tick and returns the body twist
+to send (it never talks to the base itself: the skills node publishes that twist on the safety
+supervisor's input topic). Requests are checked first: `check_*` return an error message or None,
+and a rejected request never produces a command.
+
+A controller is `done` only once the goal is within tolerance AND the base is at rest (odometry
+speed below rest_linear / rest_angular on rest_ticks messages in a row, with only stops sent
+meanwhile, so that no motion command is still on its way to the base): with the command loop's latency (odometry and commands
+cross processes; a loaded host delivers them in bursts) the base can still be moving fast when the
+goal comes within tolerance. On arrival the controller commands a stop and waits; if the base
+ends outside settle_factor tolerances (it overshot), it creeps back at the floor speed; once
+arrived, anywhere within settle_factor tolerances it only stops and waits (the creep itself can
+overshoot by floor speed x loop delay, and must not oscillate until the skill times out).
 """
 from __future__ import annotations
 
@@ -41,6 +50,10 @@ class SkillLimits:
     position_tolerance: float = 0.01  # m, done when this close
     angle_tolerance: float = 0.005   # rad, done when this close (~0.3 deg)
     heading_gain: float = 2.5        # rad/s per rad of heading error while driving
+    rest_linear: float = 0.01        # m/s, a goal is reached only when the base is slower than this
+    rest_angular: float = 0.02       # rad/s, ... and turns slower than this
+    settle_factor: float = 3.0       # after an overshoot, at rest within this many tolerances is reached
+    rest_ticks: int = 3              # odometry messages in a row at rest (and only stops sent) = at rest
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():
@@ -67,6 +80,32 @@ def _speed(requested: float, default: float, limit: float, name: str) -> tuple[f
     return (requested or default), None
 
 
+def _at_rest(velocity: Twist2D, limits: SkillLimits) -> bool:
+    return abs(velocity.linear) <= limits.rest_linear and abs(velocity.angular) <= limits.rest_angular
+
+
+class _RestDetector:
+    """At rest: the base slower than the rest speeds on rest_ticks odometry messages in a row, no motion
+    command sent meanwhile (one still in flight would move the base again)."""
+
+    def __init__(self, limits: SkillLimits):
+        self.limits, self.count = limits, 0
+
+    def observe(self, velocity: Twist2D) -> bool:
+        self.count = self.count + 1 if _at_rest(velocity, self.limits) else 0
+        return self.count >= self.limits.rest_ticks
+
+    def sent(self, twist: Twist2D) -> Twist2D:
+        if twist != STOP:
+            self.count = 0
+        return twist
+
+
+def _reached(error: float, tolerance: float, arrived: bool, limits: SkillLimits) -> bool:
+    """Stop here (done once at rest): within tolerance, or within the settle band once arrived."""
+    return abs(error) <= tolerance or (arrived and abs(error) <= limits.settle_factor * tolerance)
+
+
 def _profile(remaining: float, cruise: float, accel: float, floor: float) -> float:
     """Signed speed toward `remaining`: cruise, braking so that it can stop in time, never below floor."""
     mag = min(cruise, math.sqrt(2.0 * accel * abs(remaining)))
@@ -79,7 +118,9 @@ class DriveDistanceController:
     def __init__(self, start: Pose2D, distance: float, speed: float, limits: SkillLimits):
         self.start, self.distance, self.speed, self.limits = start, distance, speed, limits
         self.done = False
+        self.arrived = False  # the goal was within tolerance once: stopping, then only creeping back
         self.travelled = 0.0
+        self._rest = _RestDetector(limits)
 
     @staticmethod
     def check(distance: float, speed: float, limits: SkillLimits) -> tuple[float, str | None]:
@@ -91,14 +132,20 @@ class DriveDistanceController:
             return 0.0, f"distance {distance} m exceeds the limit {limits.max_distance} m"
         return _speed(speed, limits.default_linear, limits.max_linear, "speed")
 
-    def update(self, pose: Pose2D) -> Twist2D:
+    def update(self, pose: Pose2D, velocity: Twist2D) -> Twist2D:
+        """Twist to send for the odometry pose and velocity (body frame) of this tick."""
+        return self._rest.sent(self._command(pose, self._rest.observe(velocity)))
+
+    def _command(self, pose: Pose2D, at_rest: bool) -> Twist2D:
         c, s = math.cos(self.start.yaw), math.sin(self.start.yaw)
         self.travelled = (pose.x - self.start.x) * c + (pose.y - self.start.y) * s
         remaining = self.distance - self.travelled
-        if abs(remaining) <= self.limits.position_tolerance:
-            self.done = True
+        if _reached(remaining, self.limits.position_tolerance, self.arrived, self.limits):
+            self.arrived = True
+            self.done = at_rest
             return STOP
-        v = _profile(remaining, self.speed, self.limits.linear_accel, self.limits.min_linear)
+        cruise = self.limits.min_linear if self.arrived else self.speed
+        v = _profile(remaining, cruise, self.limits.linear_accel, self.limits.min_linear)
         w = self.limits.heading_gain * wrap_angle(self.start.yaw - pose.yaw)
         return Twist2D(v, _clamp(w, self.limits.max_angular))
 
@@ -111,6 +158,8 @@ class RotateController:
         self._last_yaw = start.yaw
         self.rotated = 0.0
         self.done = False
+        self.arrived = False  # the angle was within tolerance once: stopping, then only creeping back
+        self._rest = _RestDetector(limits)
 
     @staticmethod
     def check(angle: float, speed: float, limits: SkillLimits) -> tuple[float, str | None]:
@@ -121,20 +170,28 @@ class RotateController:
             return 0.0, f"angle {angle} rad exceeds two turns"
         return _speed(speed, limits.default_angular, limits.max_angular, "speed")
 
-    def update(self, pose: Pose2D) -> Twist2D:
+    def update(self, pose: Pose2D, velocity: Twist2D) -> Twist2D:
+        """Twist to send for the odometry pose and velocity (body frame) of this tick."""
+        return self._rest.sent(self._command(pose, self._rest.observe(velocity)))
+
+    def _command(self, pose: Pose2D, at_rest: bool) -> Twist2D:
         self.rotated += wrap_angle(pose.yaw - self._last_yaw)
         self._last_yaw = pose.yaw
         remaining = self.angle - self.rotated
-        if abs(remaining) <= self.limits.angle_tolerance:
-            self.done = True
+        if _reached(remaining, self.limits.angle_tolerance, self.arrived, self.limits):
+            self.arrived = True
+            self.done = at_rest
             return STOP
-        return Twist2D(0.0, _profile(remaining, self.speed, self.limits.angular_accel, self.limits.min_angular))
+        cruise = self.limits.min_angular if self.arrived else self.speed
+        return Twist2D(0.0, _profile(remaining, cruise, self.limits.angular_accel, self.limits.min_angular))
 
 
 class GoToPoseController:
     """Turn toward the goal, drive to it steering on the bearing, then (optionally) turn to theta.
 
-    Phases: 'turn' (heading error > turn_in_place rad: rotate in place), 'drive', 'align', 'done'.
+    Phases: 'drive' (turning on the spot first while the bearing error > TURN_IN_PLACE rad), 'align',
+    'done'. Each phase ends only with the base at rest within tolerance; after an overshoot the base
+    backs up (never turns around) at the floor speed.
     """
     TURN_IN_PLACE = 0.35  # rad of bearing error above which the robot turns on the spot first
     CLOSE = 0.10          # m: closer than this the robot never turns on the spot toward the goal
@@ -143,6 +200,9 @@ class GoToPoseController:
         self.goal, self.use_theta, self.speed, self.limits = goal, use_theta, speed, limits
         self.phase = "drive"
         self.done = False
+        self.arrived = False  # the position was within tolerance once: stopping, then only creeping back
+        self.aligned = False  # the same for theta
+        self._rest = _RestDetector(limits)
 
     @staticmethod
     def check(start: Pose2D, goal: Pose2D, speed: float, limits: SkillLimits) -> tuple[float, str | None]:
@@ -154,27 +214,40 @@ class GoToPoseController:
             return 0.0, f"goal is {dist:.2f} m away, beyond the limit {limits.max_distance} m"
         return _speed(speed, limits.default_linear, limits.max_linear, "max_speed")
 
-    def update(self, pose: Pose2D) -> Twist2D:
+    def update(self, pose: Pose2D, velocity: Twist2D) -> Twist2D:
+        """Twist to send for the odometry pose and velocity (body frame) of this tick."""
+        return self._rest.sent(self._command(pose, self._rest.observe(velocity)))
+
+    def _command(self, pose: Pose2D, at_rest: bool) -> Twist2D:
         lim = self.limits
         dx, dy = self.goal.x - pose.x, self.goal.y - pose.y
         dist = math.hypot(dx, dy)
-        if self.phase == "drive" and dist <= lim.position_tolerance:
+        if self.phase == "drive" and _reached(dist, lim.position_tolerance, self.arrived, lim):
+            self.arrived = True
+            if not at_rest:
+                return STOP
             self.phase = "align" if self.use_theta else "done"
         if self.phase == "drive":
             bearing = wrap_angle(math.atan2(dy, dx) - pose.yaw)
-            if abs(bearing) > self.TURN_IN_PLACE and dist > self.CLOSE:
+            if abs(bearing) > self.TURN_IN_PLACE and dist > self.CLOSE and not self.arrived:
                 return Twist2D(0.0, _profile(bearing, lim.max_angular, lim.angular_accel, lim.min_angular))
-            # cos(bearing) slows down while steering; close to the goal a target behind (an overshoot)
-            # gives a negative speed: back up straight instead of turning around.
-            v = _profile(dist, self.speed, lim.linear_accel, lim.min_linear) * math.cos(bearing)
-            w = lim.heading_gain * bearing if abs(bearing) <= math.pi / 2 else 0.0
+            # cos(bearing) slows down while steering; close to the goal (or after arriving) a target
+            # behind (an overshoot) gives a negative speed: back up, steering the rear toward it,
+            # instead of turning around.
+            cruise = lim.min_linear if self.arrived else self.speed
+            v = _profile(dist, cruise, lim.linear_accel, lim.min_linear) * math.cos(bearing)
+            w = lim.heading_gain * (bearing if abs(bearing) <= math.pi / 2 else wrap_angle(bearing - math.pi))
             return Twist2D(v, _clamp(w, lim.max_angular))
         if self.phase == "align":
             err = wrap_angle(self.goal.yaw - pose.yaw)
-            if abs(err) <= lim.angle_tolerance:
+            if _reached(err, lim.angle_tolerance, self.aligned, lim):
+                self.aligned = True
+                if not at_rest:
+                    return STOP
                 self.phase = "done"
             else:
-                return Twist2D(0.0, _profile(err, lim.max_angular, lim.angular_accel, lim.min_angular))
+                cruise = lim.min_angular if self.aligned else lim.max_angular
+                return Twist2D(0.0, _profile(err, cruise, lim.angular_accel, lim.min_angular))
         self.done = True
         return STOP
 

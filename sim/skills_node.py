@@ -105,12 +105,12 @@ class SkillsNode(Node):
     def _on_estop(self, msg: Bool) -> None:
         self.estop_latched = bool(msg.data)
 
-    def _next_odom(self, after_seq: int) -> tuple[int, Pose2D, float] | None:
+    def _next_odom(self, after_seq: int) -> tuple[int, Pose2D, Twist2D, float] | None:
         """Wait (wall clock, odom_timeout) for an odometry message newer than `after_seq`."""
         with self.odom_cv:
             if not self.odom_cv.wait_for(lambda: self.odom_seq > after_seq, timeout=self.config.odom_timeout):
                 return None
-            return self.odom_seq, self.odom_pose, self.odom_time
+            return self.odom_seq, self.odom_pose, self.odom_twist, self.odom_time
 
     def _send(self, twist: Twist2D) -> None:
         msg = Twist()
@@ -120,6 +120,9 @@ class SkillsNode(Node):
     # ---- motion skills --------------------------------------------------------------------------
     def _run(self, make_controller, expected_s: float) -> tuple[bool, str, object]:
         """Tick a controller on each odometry message until done; always ends with a stop command.
+
+        A controller is done only with the base at rest (skill_control), so "done" is never answered
+        while the base still moves.
 
         make_controller(start_pose) -> (controller, None) or (None, error). Gives up (and stops) when
         odometry stops or the sim time passes expected_s + skill_timeout_margin.
@@ -131,19 +134,19 @@ class SkillsNode(Node):
             first = self._next_odom(self.odom_seq)  # a fresh message, not one from before the request
             if first is None:
                 return False, f"no odometry on {topics.ODOM} within {self.config.odom_timeout} s", None
-            seq, pose, t0 = first
+            seq, pose, velocity, t0 = first
             controller, err = make_controller(pose)
             if err:
                 return False, err, None
             deadline = t0 + expected_s + self.config.skill_timeout_margin
             while True:
-                self._send(controller.update(pose))
+                self._send(controller.update(pose, velocity))
                 if controller.done:
                     return True, "done", controller
                 nxt = self._next_odom(seq)
                 if nxt is None:
                     return False, f"odometry stopped for {self.config.odom_timeout} s: stopped", controller
-                seq, pose, t = nxt
+                seq, pose, velocity, t = nxt
                 if t > deadline:
                     return False, f"timed out after {t - t0:.1f} s (sim time): stopped", controller
         finally:

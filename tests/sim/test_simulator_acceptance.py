@@ -16,7 +16,7 @@ from qwen_stack.sim.scenario import Pose2D, layout_from_dict, load_layout
 from qwen_stack.sim.simulator import Simulator
 from qwen_stack.sim.world import RobotSpec
 from qwen_stack.sim.skill_control import (DriveDistanceController, GoToPoseController, RotateController,
-                                          SkillLimits)
+                                          SkillLimits, Twist2D)
 
 CONTROL_PERIOD = 1 / 30  # s, the sim node's default odometry rate
 LIMITS = SkillLimits()
@@ -27,11 +27,16 @@ def odom_pose(sim: Simulator) -> Pose2D:
     return Pose2D(o.x, o.y, o.yaw)
 
 
+def odom_velocity(sim: Simulator) -> Twist2D:
+    o = sim.odometry()
+    return Twist2D(o.linear, o.angular)
+
+
 def run(sim: Simulator, controller, max_time: float = 30.0) -> None:
     """Tick the controller on odometry until done, then let the base come to rest."""
     t_end = sim.time + max_time
     while not controller.done and sim.time < t_end:
-        twist = controller.update(odom_pose(sim))
+        twist = controller.update(odom_pose(sim), odom_velocity(sim))
         sim.set_cmd_vel(twist.linear, twist.angular)
         sim.step_for(CONTROL_PERIOD)
     assert controller.done, "controller did not finish"
