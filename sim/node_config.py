@@ -111,6 +111,10 @@ class SkillsNodeConfig:
     angular_accel: float = 2.0
     position_tolerance: float = 0.01
     angle_tolerance: float = 0.005
+    rest_linear: float = 0.01
+    rest_angular: float = 0.02
+    settle_factor: float = 3.0
+    rest_ticks: int = 3
     odom_timeout: float = 2.0
     skill_timeout_margin: float = 10.0
     sim_service_timeout: float = 5.0
@@ -128,7 +132,9 @@ class SkillsNodeConfig:
                            default_linear=self.default_linear, default_angular=self.default_angular,
                            max_distance=self.max_distance, linear_accel=self.linear_accel,
                            angular_accel=self.angular_accel, position_tolerance=self.position_tolerance,
-                           angle_tolerance=self.angle_tolerance)
+                           angle_tolerance=self.angle_tolerance, rest_linear=self.rest_linear,
+                           rest_angular=self.rest_angular, settle_factor=self.settle_factor,
+                           rest_ticks=self.rest_ticks)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "SkillsNodeConfig":

@@ -63,6 +63,10 @@ class SkillLimits:
             raise ValueError("skill limit default_linear must be <= max_linear")
         if self.default_angular > self.max_angular:
             raise ValueError("skill limit default_angular must be <= max_angular")
+        if self.settle_factor < 1:
+            raise ValueError("skill limit settle_factor must be >= 1 (a band narrower than the tolerance)")
+        if self.rest_ticks != int(self.rest_ticks):
+            raise ValueError(f"skill limit rest_ticks must be a whole number of messages, got {self.rest_ticks!r}")
 
 
 def _finite(**values: float) -> str | None:
