@@ -7,12 +7,13 @@ and a rejected request never produces a command.
 
 A controller is `done` only once the goal is within tolerance AND the base is at rest (odometry
 speed below rest_linear / rest_angular on rest_ticks messages in a row, with only stops sent
-meanwhile, so that no motion command is still on its way to the base): with the command loop's latency (odometry and commands
-cross processes; a loaded host delivers them in bursts) the base can still be moving fast when the
-goal comes within tolerance. On arrival the controller commands a stop and waits; if the base
-ends outside settle_factor tolerances (it overshot), it creeps back at the floor speed; once
-arrived, anywhere within settle_factor tolerances it only stops and waits (the creep itself can
-overshoot by floor speed x loop delay, and must not oscillate until the skill times out).
+meanwhile, so that no motion command is still on its way to the base): with the command loop's
+latency (odometry and commands cross processes; a loaded host delivers them in bursts) the base can
+still be moving fast when the goal comes within tolerance. On arrival the controller commands a
+stop and waits; if the base ends outside settle_factor tolerances (it overshot), it creeps back at
+the floor speed; once arrived, anywhere within settle_factor tolerances it only stops and waits (the
+creep itself can overshoot by floor speed x loop delay, and must not oscillate until the skill
+times out).
 """
 from __future__ import annotations
 
@@ -116,15 +117,31 @@ def _profile(remaining: float, cruise: float, accel: float, floor: float) -> flo
     return math.copysign(max(mag, floor), remaining)
 
 
-class DriveDistanceController:
+class _Controller:
+    """What the three controllers share: `update` runs the controller's own `_command` for this tick with the
+    rest detection around it, so `done` is only ever set with the base at rest."""
+
+    def __init__(self, limits: SkillLimits):
+        self.limits = limits
+        self.done = False
+        self.arrived = False  # the goal was within tolerance once: stopping, then only creeping back
+        self._rest = _RestDetector(limits)
+
+    def update(self, pose: Pose2D, velocity: Twist2D) -> Twist2D:
+        """Twist to send for the odometry pose and velocity (body frame) of this tick."""
+        return self._rest.sent(self._command(pose, self._rest.observe(velocity)))
+
+    def _command(self, pose: Pose2D, at_rest: bool) -> Twist2D:
+        raise NotImplementedError
+
+
+class DriveDistanceController(_Controller):
     """Drive straight by a signed distance, holding the start heading; progress along that heading."""
 
     def __init__(self, start: Pose2D, distance: float, speed: float, limits: SkillLimits):
-        self.start, self.distance, self.speed, self.limits = start, distance, speed, limits
-        self.done = False
-        self.arrived = False  # the goal was within tolerance once: stopping, then only creeping back
+        super().__init__(limits)
+        self.start, self.distance, self.speed = start, distance, speed
         self.travelled = 0.0
-        self._rest = _RestDetector(limits)
 
     @staticmethod
     def check(distance: float, speed: float, limits: SkillLimits) -> tuple[float, str | None]:
@@ -135,10 +152,6 @@ class DriveDistanceController:
         if abs(distance) > limits.max_distance:
             return 0.0, f"distance {distance} m exceeds the limit {limits.max_distance} m"
         return _speed(speed, limits.default_linear, limits.max_linear, "speed")
-
-    def update(self, pose: Pose2D, velocity: Twist2D) -> Twist2D:
-        """Twist to send for the odometry pose and velocity (body frame) of this tick."""
-        return self._rest.sent(self._command(pose, self._rest.observe(velocity)))
 
     def _command(self, pose: Pose2D, at_rest: bool) -> Twist2D:
         c, s = math.cos(self.start.yaw), math.sin(self.start.yaw)
@@ -154,16 +167,14 @@ class DriveDistanceController:
         return Twist2D(v, _clamp(w, self.limits.max_angular))
 
 
-class RotateController:
+class RotateController(_Controller):
     """Rotate in place by a signed angle (may exceed pi): the yaw increments are accumulated."""
 
     def __init__(self, start: Pose2D, angle: float, speed: float, limits: SkillLimits):
-        self.angle, self.speed, self.limits = angle, speed, limits
+        super().__init__(limits)
+        self.angle, self.speed = angle, speed
         self._last_yaw = start.yaw
         self.rotated = 0.0
-        self.done = False
-        self.arrived = False  # the angle was within tolerance once: stopping, then only creeping back
-        self._rest = _RestDetector(limits)
 
     @staticmethod
     def check(angle: float, speed: float, limits: SkillLimits) -> tuple[float, str | None]:
@@ -173,10 +184,6 @@ class RotateController:
         if abs(angle) > 4 * math.pi:
             return 0.0, f"angle {angle} rad exceeds two turns"
         return _speed(speed, limits.default_angular, limits.max_angular, "speed")
-
-    def update(self, pose: Pose2D, velocity: Twist2D) -> Twist2D:
-        """Twist to send for the odometry pose and velocity (body frame) of this tick."""
-        return self._rest.sent(self._command(pose, self._rest.observe(velocity)))
 
     def _command(self, pose: Pose2D, at_rest: bool) -> Twist2D:
         self.rotated += wrap_angle(pose.yaw - self._last_yaw)
@@ -190,7 +197,7 @@ class RotateController:
         return Twist2D(0.0, _profile(remaining, cruise, self.limits.angular_accel, self.limits.min_angular))
 
 
-class GoToPoseController:
+class GoToPoseController(_Controller):
     """Turn toward the goal, drive to it steering on the bearing, then (optionally) turn to theta.
 
     Phases: 'drive' (turning on the spot first while the bearing error > TURN_IN_PLACE rad), 'align',
@@ -201,12 +208,10 @@ class GoToPoseController:
     CLOSE = 0.10          # m: closer than this the robot never turns on the spot toward the goal
 
     def __init__(self, goal: Pose2D, use_theta: bool, speed: float, limits: SkillLimits):
-        self.goal, self.use_theta, self.speed, self.limits = goal, use_theta, speed, limits
+        super().__init__(limits)
+        self.goal, self.use_theta, self.speed = goal, use_theta, speed
         self.phase = "drive"
-        self.done = False
-        self.arrived = False  # the position was within tolerance once: stopping, then only creeping back
-        self.aligned = False  # the same for theta
-        self._rest = _RestDetector(limits)
+        self.aligned = False  # the same as `arrived`, for theta
 
     @staticmethod
     def check(start: Pose2D, goal: Pose2D, speed: float, limits: SkillLimits) -> tuple[float, str | None]:
@@ -217,10 +222,6 @@ class GoToPoseController:
         if dist > limits.max_distance:
             return 0.0, f"goal is {dist:.2f} m away, beyond the limit {limits.max_distance} m"
         return _speed(speed, limits.default_linear, limits.max_linear, "max_speed")
-
-    def update(self, pose: Pose2D, velocity: Twist2D) -> Twist2D:
-        """Twist to send for the odometry pose and velocity (body frame) of this tick."""
-        return self._rest.sent(self._command(pose, self._rest.observe(velocity)))
 
     def _command(self, pose: Pose2D, at_rest: bool) -> Twist2D:
         lim = self.limits
