@@ -3,7 +3,6 @@ then `qwen-stack serve` and the local backend on a tiny random checkpoint (plumb
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from qwen_stack.qwen_node.agent.planner import CancelToken, ChatMessage, Planner
 from qwen_stack.qwen_node.openai_api import create_app
 
 from .doubles import TransportDouble
+from .serve_process import free_port, wait_healthy
 
 TOOLS = [
     {"type": "function", "function": {"name": "drive_distance", "description": "drive", "parameters": {
@@ -53,18 +53,12 @@ class ScriptedChatEngineDouble:
         return SCRIPTED, GenerationStats(10, 20, "stop_token")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def scripted_server():
     import uvicorn
 
     engine = ScriptedChatEngineDouble()
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(engine, "qwen3.5", api_key="k-test"), host="127.0.0.1",
                                            port=port, log_level="warning"))
     t = threading.Thread(target=server.run, daemon=True)
@@ -167,20 +161,13 @@ def tiny_checkpoint(tmp_path_factory):
 
 @pytest.mark.slow
 def test_openai_backend_against_qwen_stack_serve(tiny_checkpoint, ros_env):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "qwen_stack.qwen_node.serve", "--model", str(tiny_checkpoint),
                              "--port", str(port), "--device", "cpu", "--max-tokens", "24"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}/v1"
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-            assert proc.poll() is None, proc.stdout.read()
+        wait_healthy(port, proc)
         chunks = []
         backend = OpenAIChatBackend(url, "qwen3.5", None, True, 24, 0.0, True, 120.0)
         text = backend.generate([ChatMessage("system", "s"), ChatMessage("user", "drive 1 m")], TOOLS,

@@ -17,6 +17,7 @@ pytest.importorskip("rclpy")
 pytest.importorskip("qwen_stack_interfaces", reason="ros_ws not built (scripts/build_ros_ws.sh)")
 pytest.importorskip("mujoco")
 
+from .serve_process import free_port, wait_healthy  # noqa: E402
 from .sim_stack import SimStack, cube_on_square, start_observer  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -148,31 +149,20 @@ def tiny_checkpoint(tmp_path_factory):
 def test_model_backends_run_from_camera_frame_to_parsed_output(tmp_path, ros_env, observer, tiny_checkpoint, backend):
     """A tiny RANDOM checkpoint: it will not act sensibly; what is checked is the plumbing: sim camera frames
     reach the prompt, the model's output streams through the parser into feedback, the task ends with a reason."""
-    import socket
     import subprocess
     import sys
-
-    import httpx
 
     server = None
     overrides = {"backend": backend, "max_new_tokens": 12, "max_turns": 2, "max_parse_retries": 1}
     if backend == "local":
         overrides.update(model_dir=str(tiny_checkpoint), device="cpu")
     else:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         server = subprocess.Popen([sys.executable, "-m", "qwen_stack.qwen_node.serve", "--model", str(tiny_checkpoint),
                                    "--port", str(port), "--device", "cpu"], env=ros_env,
                                   stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT)
         overrides.update(openai_base_url=f"http://127.0.0.1:{port}/v1")
-        end = time.time() + 120
-        while time.time() < end:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
+        wait_healthy(port, server)
     stack = SimStack(tmp_path, ros_env, seed=0, agent_overrides=overrides)
     try:
         observer.wait_ready(stack, timeout=120)
