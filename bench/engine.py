@@ -6,11 +6,13 @@ Config: hidden 1024, 8 layers in the 3:1 DeltaNet:attention pattern, 64 experts 
 shared expert 512), 8 query / 2 KV heads of 128, DeltaNet 8 key / 16 value heads of 64, vocab 32768,
 random weights (transformers' model, converted through our loader's tensor-source hook).
 Rows (fp32 and bf16, batch 1, greedy): prefill tokens/s (256-token prompt), decode tokens/s (1000 / median
-ms between generated tokens, 48 new tokens), peak RSS growth during the call (a separate untimed run); "ours" decodes with the compiled
-step (its compile time, paid once at warm-up, is shown), "eager" is the same engine without it. Ours and transformers run
-interleaved for several rounds and each keeps its best round, so a busy shared machine hurts both alike. Then ours: decode time per token with the caches holding
-1K, 4K, 16K and 32K tokens of context (caches filled with random keys/values/states, then timed decode
-steps, best of 3 rounds of 12 steps; decode cost depends on the context length, not on its content).
+ms between generated tokens, 48 new tokens), peak RSS growth during the call (a separate untimed run).
+"ours" decodes with the compiled step (its compile time, paid once at warm-up, is shown), "eager" is the
+same engine without it. Ours and transformers run interleaved for several rounds and each keeps its best
+round, so a busy shared machine hurts both alike. A memory-floor table follows: weights read per token
+over the host's measured read bandwidth. Then ours: decode time per token with the caches holding 1K, 4K,
+16K and 32K tokens of context (caches filled with random keys/values/states, then timed decode steps,
+best of 3 rounds of 12 steps; decode cost depends on the context length, not on its content).
 """
 from __future__ import annotations
 
