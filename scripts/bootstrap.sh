@@ -12,8 +12,9 @@ venv="$root/.venv"
 say() { echo "[bootstrap] $*"; }
 
 # --- Debian packages ----------------------------------------------------------------------
-# EGL/Mesa: headless MuJoCo rendering; chromium: console browser tests; g++/make: ros_ws interface build
-apt_pkgs=(libegl1 libegl-mesa0 libgl1-mesa-dri chromium g++ make)
+# EGL/Mesa: headless MuJoCo rendering; chromium: console browser tests; g++/make: ros_ws interface build;
+# libsdformat-dev + pkg-config: the Gazebo files are checked by Gazebo's own SDF parser (tests/sim/test_sdf_parser.py)
+apt_pkgs=(libegl1 libegl-mesa0 libgl1-mesa-dri chromium g++ make libsdformat-dev pkg-config)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
