@@ -126,8 +126,30 @@ def ray_extent(poly: np.ndarray, angle: float) -> float:
     return float(np.min(s[hit])) if np.any(hit) else 0.0
 
 
+def scan_fault(angle_min: float, angle_increment: float, range_min: float, range_max: float,
+               ranges: np.ndarray) -> str | None:
+    """None when a scan carries usable data, else why not. Unusable: non-finite or inconsistent layout
+    (angles, range limits), no beams, or no beam that is a measurement (all NaN). Such a scan says nothing
+    about free space: the core keeps the last usable one, which goes stale (STOP)."""
+    layout = (angle_min, angle_increment, range_min, range_max)
+    if not all(math.isfinite(v) for v in layout):
+        return "non-finite angle_min/angle_increment/range_min/range_max"
+    if angle_increment == 0.0:
+        return "angle_increment is 0 (every beam in one direction)"
+    if not 0.0 <= range_min < range_max:
+        return f"range limits not 0 <= range_min < range_max ({range_min:.3g}, {range_max:.3g})"
+    if len(ranges) == 0:
+        return "no beams"
+    if not np.any(~np.isnan(np.asarray(ranges, dtype=np.float64))):
+        return f"no valid beam (all {len(ranges)} NaN)"
+    return None
+
+
 class ScanProjector:
-    """LaserScan ranges -> obstacle points [P, 2] in the base frame; beam angles cached per scan layout."""
+    """LaserScan ranges -> obstacle points [P, 2] in the base frame; beam angles cached per scan layout.
+
+    Beams follow REP 117: NaN is no measurement (dropped); +inf or above range_max is no return (free);
+    -inf, 0 or anything below range_min is "too close to measure": an obstacle at the sensor itself."""
 
     def __init__(self, laser_x: float, laser_y: float, laser_yaw: float) -> None:
         self.laser_x, self.laser_y, self.laser_yaw = laser_x, laser_y, laser_yaw
@@ -143,8 +165,9 @@ class ScanProjector:
             self._cos, self._sin, self._key = np.cos(ang), np.sin(ang), key
         r = np.asarray(ranges, dtype=np.float64)
         with np.errstate(invalid="ignore"):
-            valid = np.isfinite(r) & (r >= range_min) & (r <= range_max)
-        rv = r[valid]                                           # [P]
+            too_close = r < range_min                              # -inf included, NaN excluded
+            valid = too_close | ((r >= range_min) & (r <= range_max))
+        rv = np.where(too_close, 0.0, r)[valid]                    # [P]
         return np.stack([self.laser_x + rv * self._cos[valid], self.laser_y + rv * self._sin[valid]], axis=-1)
 
 

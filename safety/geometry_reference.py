@@ -44,9 +44,12 @@ def predict_pose(x: float, y: float, theta: float, v: float, w: float, t: float,
 
 def scan_points(laser_x, laser_y, laser_yaw, angle_min, angle_increment, range_min, range_max, ranges):
     out = []
+    """REP 117: NaN dropped, above range_max (+inf included) free, below range_min (-inf, 0) at the sensor."""
     for i, r in enumerate(ranges):
-        if not math.isfinite(r) or r < range_min or r > range_max:
+        if math.isnan(r) or r > range_max:
             continue
+        if r < range_min:
+            r = 0.0
         a = laser_yaw + angle_min + i * angle_increment
         out.append((laser_x + r * math.cos(a), laser_y + r * math.sin(a)))
     return out

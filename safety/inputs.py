@@ -53,7 +53,8 @@ ZERO = OutputCommand()
 
 @dataclass(frozen=True)
 class LaserScanData:
-    """A LaserScan in the laser's frame. ranges: [N] metres; non-finite or out-of-range beams are ignored."""
+    """A LaserScan in the laser's frame. ranges: [N] metres, REP 117: NaN no measurement, +inf (or above
+    range_max) no return, -inf (or below range_min) too close: an obstacle at the sensor (geometry.py)."""
 
     angle_min: float
     angle_increment: float

@@ -6,6 +6,13 @@ One `step(now)` per control tick (and per received command, for low latency):
   stopping-distance cap) -> odometry-lag hold -> acceleration/jerk shaping against the last command
   sent -> geofence/keep-out on the predicted path -> output.
 Any STOP or worse sends exactly zero (a stop is never delayed by acceleration shaping).
+
+Time: every input and step carries a time on the caller's clock (the node's ROS clock, which may be sim
+time). A time earlier than one already seen is a backward jump (sim reset, system clock stepped back):
+everything received before it is discarded, because on the new timeline `now - stamp` would make it look
+fresh; a held teleop lock stays held but counts as stale until refreshed; the clock then restarts from the
+new time, so fresh inputs move the robot at once. Ages are never negative: an input stamped after `now`
+is not fresh. A forward jump makes every input stale (STOP) until new ones arrive.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ from qwen_stack.safety.geometry import (
     PolygonSet,
     ScanProjector,
     first_collision_time,
+    scan_fault,
     points_in_polygon,
     predict_poses,
 )
@@ -33,7 +41,7 @@ from qwen_stack.safety.inputs import (
     TeleopLock,
     VelocityCommand,
 )
-from qwen_stack.safety.verdict import Verdict, VerdictCollector, VerdictLevel
+from qwen_stack.safety.verdict import Verdict, VerdictCollector, VerdictLevel, num
 
 L = VerdictLevel
 # fractions of the shaped command tried by the geofence/keep-out check (1 = as shaped, 0 = hardest allowed braking)
@@ -68,7 +76,9 @@ class SafetyCore:
         self._seq = 0
         self._reset_seq = -1                           # commands that arrived before the last reset are void
         self.lock: TeleopLock | None = None
-        self.scan_stamp: float | None = None
+        self.lock_needs_refresh = False                # a held lock carried over a backward clock jump
+        self.scan_stamp: float | None = None           # reception time of the last usable scan
+        self.scan_fault: str | None = None             # why the scans since then were unusable (None: none were)
         self.scan_points = np.zeros((0, 2))            # [P, 2] obstacle points, base frame
         self.stop_zone_points = 0                      # scan points inside stop_zone / slowdown_zone,
         self.slowdown_zone_points = 0                  # counted once per scan (they do not depend on the command)
@@ -77,6 +87,9 @@ class SafetyCore:
         self.armed: set[str] = {s.value for s in CommandSource}
         self.last_sent_time: float | None = None
         self.last_step_time: float | None = None
+        self.clock_max: float | None = None            # latest time seen (inputs and steps), on the caller's clock
+        self.clock_jumps = 0                           # backward jumps seen
+        self._jump_reason: str | None = None           # reported by the next step
         self._lin = _AxisState()
         self._ang = _AxisState()
         c = self.cfg
@@ -89,17 +102,52 @@ class SafetyCore:
         self._inside_sign = np.array([1.0] + [-1.0] * len(c.keep_out_polys))          # [Z]
         self._timeouts = {CommandSource.TELEOP.value: c.teleop_timeout, CommandSource.AUTONOMY.value: c.autonomy_timeout}
 
+    # ------------------------------------------------------------------ clock
+    def _observe(self, t: float) -> None:
+        """Every input and step passes its time here; an earlier time than one seen is a backward jump."""
+        if self.clock_max is not None and t < self.clock_max:
+            self._discard_before_jump(self.clock_max, t)
+            self.clock_max = t
+        elif self.clock_max is None or t > self.clock_max:
+            self.clock_max = t
+
+    def _discard_before_jump(self, old: float, new: float) -> None:
+        self.clock_jumps += 1
+        self._jump_reason = (f"clock went backwards ({num(old)} -> {num(new)} s): inputs received before the "
+                             "jump discarded")
+        self.commands.clear()
+        self._command_seq.clear()
+        if self.lock is not None and self.lock.held:
+            self.lock_needs_refresh = True             # fail safe: autonomy must not take over from the operator
+        else:
+            self.lock = None
+        self.scan_stamp, self.scan_fault = None, None
+        self.scan_points = np.zeros((0, 2))
+        self.stop_zone_points = self.slowdown_zone_points = 0
+        self.odom = None
+        self.last_heartbeat, self.start_time = None, new   # the operator gets one heartbeat_timeout from the jump
+        self.last_sent_time = self.last_step_time = None   # shaping restarts (dt would be <= 0 on the new timeline)
+
     # ------------------------------------------------------------------ inputs
     def on_command(self, cmd: VelocityCommand) -> None:
+        self._observe(cmd.stamp)
         self._seq += 1
         self.commands[cmd.source] = cmd
         self._command_seq[cmd.source] = self._seq
 
     def on_lock(self, lock: TeleopLock) -> None:
-        self.lock = lock
+        self._observe(lock.stamp)
+        self.lock, self.lock_needs_refresh = lock, False
 
     def on_scan(self, scan: LaserScanData) -> None:
-        """Project once per scan (not per command): points [P, 2] in the base frame."""
+        """Project once per scan (not per command): points [P, 2] in the base frame. A scan without usable
+        data (scan_fault) changes nothing but the fault: the last usable scan ages and goes stale (STOP)."""
+        self._observe(scan.stamp)
+        fault = scan_fault(scan.angle_min, scan.angle_increment, scan.range_min, scan.range_max, scan.ranges)
+        if fault is not None:
+            self.scan_fault = fault
+            return
+        self.scan_fault = None
         self.scan_points = self._projector.points(scan.angle_min, scan.angle_increment, scan.range_min,
                                                   scan.range_max, scan.ranges)
         self.scan_stamp = scan.stamp
@@ -111,12 +159,15 @@ class SafetyCore:
             self.stop_zone_points = self.slowdown_zone_points = 0
 
     def on_odom(self, odom: OdometryData) -> None:
+        self._observe(odom.stamp)
         self.odom = odom
 
     def on_heartbeat(self, stamp: float) -> None:
+        self._observe(stamp)
         self.last_heartbeat = stamp
 
     def latch(self, event: EStopEvent) -> bool:
+        self._observe(event.stamp)
         return self.estop.latch(event)
 
     def heartbeat_silence(self, now: float) -> str | None:
@@ -124,11 +175,12 @@ class SafetyCore:
             return None
         since = self.last_heartbeat if self.last_heartbeat is not None else self.start_time
         if now - since > self.cfg.heartbeat_timeout:
-            what = "never received" if self.last_heartbeat is None else f"silent for {now - since:.2f} s"
+            what = "never received" if self.last_heartbeat is None else f"silent for {num(now - since, 2)} s"
             return f"operator heartbeat {what} (timeout {self.cfg.heartbeat_timeout} s)"
         return None
 
     def reset(self, reason: str, operator: str, now: float) -> tuple[bool, str]:
+        self._observe(now)
         ok, msg = self.estop.reset(reason, operator, now, blocked_by=self.heartbeat_silence(now))
         if ok:
             self.armed.clear()       # every source must send zero before it moves again
@@ -139,9 +191,11 @@ class SafetyCore:
     def step(self, now: float) -> StepResult:
         col = VerdictCollector()
         cfg = self.cfg
-        if self.last_step_time is not None and now < self.last_step_time:
-            col.add(L.STOP, f"clock went backwards ({now:.3f} < {self.last_step_time:.3f})")
-        self.last_step_time = now if self.last_step_time is None else max(now, self.last_step_time)
+        self._observe(now)
+        if self._jump_reason is not None:
+            col.add(L.STOP, self._jump_reason)
+            self._jump_reason = None
+        self.last_step_time = now
 
         silence = self.heartbeat_silence(now)
         if silence and not self.estop.latched:
@@ -192,15 +246,18 @@ class SafetyCore:
         if cmd is None or self._command_seq[source] <= self._reset_seq:
             return None
         age = now - cmd.stamp
-        return cmd if age <= self._timeouts[source] else None
+        return cmd if 0.0 <= age <= self._timeouts[source] else None
 
     def _select(self, col: VerdictCollector, now: float) -> tuple[str, VelocityCommand | None]:
         teleop = self._fresh(CommandSource.TELEOP.value, now)
         autonomy = self._fresh(CommandSource.AUTONOMY.value, now)
         lock_held = self.lock is not None and self.lock.held
-        lock_stale = lock_held and now - self.lock.stamp > self.cfg.teleop_lock_timeout
-        if lock_stale:
-            col.add(L.STOP, f"invalid source: teleop lock held but not refreshed for {now - self.lock.stamp:.2f} s "
+        if lock_held and self.lock_needs_refresh:
+            col.add(L.STOP, "invalid source: teleop lock held before the clock went backwards, not refreshed since")
+            return CommandSource.TELEOP.value, None
+        lock_age = now - self.lock.stamp if lock_held else 0.0
+        if lock_held and not 0.0 <= lock_age <= self.cfg.teleop_lock_timeout:
+            col.add(L.STOP, f"invalid source: teleop lock held but not refreshed for {num(lock_age, 2)} s "
                             f"(timeout {self.cfg.teleop_lock_timeout} s)")
             return CommandSource.TELEOP.value, None
         if teleop is not None:
@@ -218,36 +275,39 @@ class SafetyCore:
 
     def _sensors_valid(self, col: VerdictCollector, now: float) -> bool:
         ok = True
+        since = " since the last clock jump" if self.clock_jumps else ""
         if self.odom is None:
-            col.add(L.STOP, "invalid source: no odometry received")
+            col.add(L.STOP, f"invalid source: no odometry received{since}")
             ok = False
-        elif now - self.odom.stamp > self.cfg.odom_timeout:
-            col.add(L.STOP, f"invalid source: odometry stale ({now - self.odom.stamp:.2f} s > {self.cfg.odom_timeout} s)")
+        elif not 0.0 <= now - self.odom.stamp <= self.cfg.odom_timeout:
+            col.add(L.STOP, f"invalid source: odometry stale ({num(now - self.odom.stamp, 2)} s, "
+                            f"timeout {self.cfg.odom_timeout} s)")
             ok = False
         elif not all(math.isfinite(x) for x in (self.odom.x, self.odom.y, self.odom.theta,
                                                 self.odom.linear_x, self.odom.angular_z)):
             col.add(L.STOP, "invalid source: non-finite odometry")
             ok = False
         if self.cfg.require_scan:
+            fault = f"; scans since unusable: {self.scan_fault}" if self.scan_fault else ""
             if self.scan_stamp is None:
-                col.add(L.STOP, "invalid source: no laser scan received")
+                col.add(L.STOP, f"invalid source: no usable laser scan received{since}{fault}")
                 ok = False
-            elif now - self.scan_stamp > self.cfg.scan_timeout:
-                col.add(L.STOP, f"invalid source: laser scan stale ({now - self.scan_stamp:.2f} s > "
-                                f"{self.cfg.scan_timeout} s)")
+            elif not 0.0 <= now - self.scan_stamp <= self.cfg.scan_timeout:
+                col.add(L.STOP, f"invalid source: laser scan stale ({num(now - self.scan_stamp, 2)} s, "
+                                f"timeout {self.cfg.scan_timeout} s){fault}")
                 ok = False
         return ok
 
     def _clamp_velocity(self, col: VerdictCollector, v: float, w: float) -> tuple[float, float]:
         c = self.cfg
         if v > c.max_linear_vel:
-            col.add(L.LIMIT, f"linear velocity above max_linear_vel ({v:.3f} > {c.max_linear_vel})")
+            col.add(L.LIMIT, f"linear velocity above max_linear_vel ({num(v)} > {c.max_linear_vel})")
             v = c.max_linear_vel
         elif v < -c.max_reverse_vel:
-            col.add(L.LIMIT, f"reverse velocity above max_reverse_vel ({-v:.3f} > {c.max_reverse_vel})")
+            col.add(L.LIMIT, f"reverse velocity above max_reverse_vel ({num(-v)} > {c.max_reverse_vel})")
             v = -c.max_reverse_vel
         if abs(w) > c.max_angular_vel:
-            col.add(L.LIMIT, f"angular velocity above max_angular_vel ({abs(w):.3f} > {c.max_angular_vel})")
+            col.add(L.LIMIT, f"angular velocity above max_angular_vel ({num(abs(w))} > {c.max_angular_vel})")
             w = math.copysign(c.max_angular_vel, w)
         return v, w
 
@@ -267,19 +327,25 @@ class SafetyCore:
                 t_hit = first_collision_time(pts, v, w, self._approach_times, c.robot_radius)
                 if t_hit < c.time_before_collision:
                     scale = t_hit / c.time_before_collision
-                    col.add(L.SLOWDOWN, f"approach: collision in {t_hit:.2f} s < time_before_collision "
-                                        f"{c.time_before_collision} s (scaled x{scale:.2f})")
+                    col.add(L.SLOWDOWN, f"approach: collision in {num(t_hit, 2)} s < time_before_collision "
+                                        f"{c.time_before_collision} s (scaled x{num(scale, 2)})")
                     v, w = v * scale, w * scale
         cap = c.stop_cap_forward if v >= 0 else c.stop_cap_reverse
         if abs(v) > cap:
-            col.add(L.LIMIT, f"stopping-distance cap: |v| {abs(v):.3f} > {cap:.3f} m/s keeps the stop inside stop_zone")
+            col.add(L.LIMIT, f"stopping-distance cap: |v| {num(abs(v))} > {num(cap)} m/s keeps the stop inside stop_zone")
             v = math.copysign(cap, v)
         return v, w
 
     def _odom_lag_hold(self, col: VerdictCollector, v: float) -> float:
+        """Do not speed up further in the direction already sent while odometry lags it. Lag is measured
+        along that direction (odometry moving the other way is lag too); a request to slow down or to
+        reverse is never held (the shaping brakes through zero first)."""
         prev = self._lin.value
-        if self.odom is not None and abs(v) > abs(prev) and abs(prev) - abs(self.odom.linear_x) > self.cfg.odom_lag_tolerance:
-            col.add(L.LIMIT, f"odometry lags command ({self.odom.linear_x:.3f} vs sent {prev:.3f} m/s): not speeding up")
+        if prev == 0.0 or self.odom is None or v * prev <= 0.0 or abs(v) <= abs(prev):
+            return v
+        lag = (prev - self.odom.linear_x) * math.copysign(1.0, prev)
+        if lag > self.cfg.odom_lag_tolerance:
+            col.add(L.LIMIT, f"odometry lags command ({num(self.odom.linear_x)} vs sent {num(prev)} m/s): not speeding up")
             return prev
         return v
 
@@ -310,9 +376,9 @@ class SafetyCore:
         v_new = self._shape_axis(v, self._lin, c.max_linear_accel, c.max_linear_decel, c.max_linear_jerk, dt)
         w_new = self._shape_axis(w, self._ang, c.max_angular_accel, c.max_angular_decel, c.max_angular_jerk, dt)
         if abs(v_new - v) > 1e-12:
-            col.add(L.LIMIT, f"linear acceleration limit ({v:.3f} -> {v_new:.3f} m/s)")
+            col.add(L.LIMIT, f"linear acceleration limit ({num(v)} -> {num(v_new)} m/s)")
         if abs(w_new - w) > 1e-12:
-            col.add(L.LIMIT, f"angular acceleration limit ({w:.3f} -> {w_new:.3f} rad/s)")
+            col.add(L.LIMIT, f"angular acceleration limit ({num(w)} -> {num(w_new)} rad/s)")
         return v_new, w_new, dt
 
     def _clearance(self, xy: np.ndarray) -> np.ndarray:
@@ -344,7 +410,7 @@ class SafetyCore:
             col.add(L.STOP, f"{names[worst]}: predicted path within robot_radius over {c.prediction_horizon} s")
             return 0.0, 0.0
         f = float(_GEOFENCE_FRACTIONS[good[0]])
-        col.add(L.SLOWDOWN, f"{names[worst]}: command scaled to keep predicted path clear (fraction {f:.2f})")
+        col.add(L.SLOWDOWN, f"{names[worst]}: command scaled to keep predicted path clear (fraction {num(f, 2)})")
         return float(cand_v[good[0]]), float(cand_w[good[0]])
 
     def _finish(self, col: VerdictCollector, out: OutputCommand, source: str,

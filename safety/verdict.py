@@ -2,7 +2,33 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
+
+# bounds of what a verdict carries (it is published and written to the audit log): a reason's length and
+# the number of reasons; anything longer is cut with a note of how much was cut
+MAX_REASON_CHARS = 300
+MAX_REASONS = 16
+
+
+def num(x, digits: int = 3) -> str:
+    """A number for a reason text, bounded in length: fixed point for ordinary magnitudes, else scientific
+    (`1e308` with .3f prints 309 digits; a 5,000-digit integer cannot even be printed by str())."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return bounded(repr(x), 40)
+    if isinstance(x, int) and abs(x) >= 10 ** 15:
+        return f"{'-' if x < 0 else ''}<integer of {len(format(abs(x), 'x')) * 4} bits>"
+    x = float(x)
+    if math.isfinite(x) and abs(x) < 1e6:
+        return f"{x:.{digits}f}"
+    return f"{x:.{digits}g}"
+
+
+def bounded(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """`text` cut to `limit` characters, saying how many were cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters]"
 
 
 class VerdictLevel(enum.IntEnum):
@@ -22,6 +48,12 @@ class Verdict:
 
     level: VerdictLevel = VerdictLevel.ALLOW
     reasons: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        reasons = [bounded(str(r)) for r in self.reasons[:MAX_REASONS]]
+        if len(self.reasons) > MAX_REASONS:
+            reasons.append(f"... and {len(self.reasons) - MAX_REASONS} more reasons")
+        object.__setattr__(self, "reasons", tuple(reasons))
 
     @property
     def name(self) -> str:

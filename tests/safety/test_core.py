@@ -109,7 +109,7 @@ def test_missing_sensor_is_invalid_source():
     r = core.step(0.0)
     assert r.output.is_zero
     assert "invalid source: no odometry received" in r.verdict.reasons
-    assert "invalid source: no laser scan received" in r.verdict.reasons
+    assert "invalid source: no usable laser scan received" in r.verdict.reasons
 
 
 def test_stop_zone():
