@@ -111,8 +111,13 @@ fi
 MODE_FILE="$BUILD_BASE/.qwen_stack_install_mode"
 MODE=$([[ $SYMLINK -eq 1 ]] && echo symlink || echo copy)
 if [[ -f "$MODE_FILE" && "$(cat "$MODE_FILE")" != "$MODE" ]]; then
-  echo "build_ros_ws.sh: install mode changed to $MODE: rebuilding qwen_stack_interfaces from scratch"
-  rm -rf "$BUILD_BASE/qwen_stack_interfaces" "$INSTALL_BASE/qwen_stack_interfaces"
+  echo "build_ros_ws.sh: install mode changed to $MODE: rebuilding the interface packages from scratch"
+  rm -rf "$BUILD_BASE/qwen_stack_interfaces" "$INSTALL_BASE/qwen_stack_interfaces" "$BUILD_BASE/tf2_msgs" "$INSTALL_BASE/tf2_msgs"
+fi
+
+# ros_ws/src/tf2_msgs is ROS 2's tf2_msgs for the pip world (no wheel has it); a system ROS 2 brings its own.
+if [[ -n "$SYSTEM_ROS" ]] && python3 -c "import tf2_msgs" >/dev/null 2>&1; then
+  EXTRA+=(--packages-skip tf2_msgs); COLCON_ARGS+=(--packages-skip tf2_msgs)
 fi
 
 cd "$WS"
@@ -139,5 +144,9 @@ from qwen_stack_interfaces.action import RunTask
 msg = SafetyVerdict(level=SafetyVerdict.STOP, reasons=["check"])
 assert deserialize_message(serialize_message(msg), SafetyVerdict) == msg
 assert RunTask.Goal(instruction="check").instruction == "check"
+from tf2_msgs.msg import TFMessage
+from geometry_msgs.msg import TransformStamped
+tf = TFMessage(transforms=[TransformStamped(child_frame_id="base_link")])
+assert deserialize_message(serialize_message(tf), TFMessage) == tf
 ' || die "the built interfaces do not load in the stack's ROS environment (see above)"
 echo "build_ros_ws.sh: built ros_ws into $INSTALL_BASE in $((SECONDS - start)) s; interfaces load"
