@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from qwen_stack.rosenv import ros_environment
-from qwen_stack.stack_config import NodeSpec, StackConfigError, load_stack
+from qwen_stack.stack_config import CommandLineValue, NodeSpec, StackConfigError, load_stack
 
 SHUTDOWN_GRACE_S = 5.0
 
@@ -144,14 +144,15 @@ class Launcher:
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict]:
-    """`node.param:=value` (value parsed as YAML) -> {node: {param: value}}."""
+    """`node.param:=value` -> {node: {param: value}}; load_stack reads each value by the parameter's
+    declared type (text for a string parameter, YAML for a list)."""
     out: dict[str, dict] = {}
     for item in items:
         if ":=" not in item or "." not in item.split(":=", 1)[0]:
             raise StackConfigError(f"override {item!r} must look like node.parameter:=value")
         key, value = item.split(":=", 1)
         node, param = key.split(".", 1)
-        out.setdefault(node, {})[param] = yaml.safe_load(value)
+        out.setdefault(node, {})[param] = CommandLineValue(value)
     return out
 
 

@@ -14,6 +14,10 @@ File layout (every key is documented in config/stack.yaml itself):
         param_files: [safety.yaml]  # ROS parameter files in config/
         parameters: {...}           # inline parameters, override param_files
         remappings: {from: to}
+
+Every parameter (param files, inline, command line) is checked against what the node's executable
+declares (qwen_stack/parameter_schema.py) before any node starts: an unknown name or a value of the
+wrong type is a StackConfigError naming `node.parameter`.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from qwen_stack.parameter_schema import ParameterError, ParameterSchema, schema_for
 from qwen_stack.paths import config_file
 
 PACKAGE = "qwen_stack"
@@ -36,6 +41,10 @@ class StackConfigError(ValueError):
     """A stack configuration that cannot be started; the message names the offending key."""
 
 
+class CommandLineValue(str):
+    """A parameter value as typed after `:=`; read by the parameter's declared type (stack_config.load_stack)."""
+
+
 @dataclass(frozen=True)
 class NodeSpec:
     name: str
@@ -46,14 +55,25 @@ class NodeSpec:
     param_files: tuple[Path, ...] = ()
     inline_parameters: dict[str, Any] = field(default_factory=dict)
     remappings: tuple[tuple[str, str], ...] = ()
+    schema: ParameterSchema | None = field(default=None, compare=False, repr=False)  # what the node declares
 
     def parameters(self) -> dict[str, Any]:
-        """Merged ROS parameters: param_files in order (sections for this node or `/**`), then inline ones."""
+        """Merged ROS parameters: param_files in order (sections for this node or `/**`), then inline ones,
+        each checked against the node's declared parameters."""
         merged: dict[str, Any] = {}
         for path in self.param_files:
-            merged.update(read_ros_params_file(path, self.name))
-        merged.update(self.inline_parameters)
+            for name, value in read_ros_params_file(path, self.name).items():
+                merged[name] = self._checked(name, value, f"{path}: {self.name}.")
+        merged.update(self.inline_parameters)  # checked by load_stack
         return merged
+
+    def _checked(self, name: str, value: Any, where: str) -> Any:
+        if self.schema is None:
+            return value
+        try:
+            return self.schema.check(name, value, where)
+        except ParameterError as exc:
+            raise StackConfigError(str(exc)) from None
 
     @property
     def fully_qualified_name(self) -> str:
@@ -151,15 +171,25 @@ def load_stack(path: str | Path = "stack.yaml", namespace: str | None = None,
             p = config_file(str(f)) if not Path(str(f)).is_absolute() else Path(str(f))
             _expect(p.is_file(), f"{where}.param_files: {f} not found")
             files.append(p)
+        try:
+            schema = schema_for(exe)
+        except ParameterError as exc:
+            raise StackConfigError(f"{where}: {exc}") from None
         inline: dict[str, Any] = {}
         _flatten("", entry.get("parameters") or {}, inline, where + ".parameters")
-        inline.update(overrides.get(name, {}))
+        try:
+            inline = {k: schema.check(k, v, f"{where}.parameters: {name}.") for k, v in inline.items()}
+            for k, v in overrides.get(name, {}).items():
+                inline[k] = (schema.parse(k, v, f"{name}.") if isinstance(v, CommandLineValue)
+                             else schema.check(k, v, f"{name}."))
+        except ParameterError as exc:
+            raise StackConfigError(str(exc)) from None
         remaps = entry.get("remappings") or {}
         _expect(isinstance(remaps, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in remaps.items()),
                 f"{where}.remappings must map topic names to topic names")
         nodes[name] = NodeSpec(name=name, executable=exe, namespace=ns, package=entry.get("package", PACKAGE),
                                required=required, param_files=tuple(files), inline_parameters=inline,
-                               remappings=tuple(remaps.items()))
+                               remappings=tuple(remaps.items()), schema=schema)
         nodes[name].parameters()  # validate parameter files now, not at launch
 
     profiles: dict[str, tuple[str, ...]] = {}

@@ -184,6 +184,16 @@ def validate(cfg: SafetyConfig) -> list[str]:
     return errors
 
 
+def ros_parameter_defaults() -> dict:
+    """name -> default of every parameter the supervisor takes (keep_out.<zone> polygons come on top);
+    the launchers check a stack's parameters against it (qwen_stack/parameter_schema.py)."""
+    out = {}
+    for f in dataclasses.fields(SafetyConfig):
+        if f.name not in _DERIVED and f.name != "keep_out":
+            out[f.name] = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return out
+
+
 def config_from_params(params: dict) -> SafetyConfig:
     """Flat parameter dict (dotted names) -> validated SafetyConfig; raises ConfigError."""
     known = {f.name: f for f in dataclasses.fields(SafetyConfig) if f.name not in _DERIVED and f.name != "keep_out"}

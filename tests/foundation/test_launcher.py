@@ -32,6 +32,18 @@ def test_bad_override_is_refused_before_start(ros_env):
     assert proc.returncode == 2 and "unknown node 'nosuchnode'" in out
 
 
+@pytest.mark.parametrize("override, message", [
+    ("console.port:=abc", "console.port:=abc: expected an integer"),
+    ("console.prot:=9000", "console.prot: console_node has no parameter 'prot' (did you mean 'port'?)"),
+    ("qwen_node.bakend:=local", "qwen_node.bakend: qwen_node has no parameter 'bakend' (did you mean 'backend'?)"),
+])
+def test_bad_parameter_is_one_line_exit_2_and_nothing_starts(ros_env, override, message):
+    proc = _launch(ros_env, "--profile", "sim", override)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out
+    assert out.strip() == f"qwen-stack launch: {message}"   # one line: no traceback, no node started
+
+
 def test_two_namespaced_stacks_coexist_and_ctrl_c_stops_them(ros_env):
     stacks = [_launch(ros_env, "--profile", "camera", "--namespace", ns, "--status-period", "1",
                       "camera.width:=64", "camera.height:=48", "camera.fps:=5.0") for ns in ("robot1", "robot2")]
