@@ -1,16 +1,26 @@
-"""Qwen3.5 chat format (as its chat template renders it), as plain string building.
+"""Qwen3.5 chat format: the official chat template (chat_template.jinja of the Qwen/Qwen3.5 checkpoints),
+rendered byte-for-byte as plain string building.
 
-Messages are dicts: {"role": "system"|"user"|"assistant"|"tool", "content": str | list of parts}.
+Messages are dicts: {"role": "system"|"user"|"assistant"|"tool", "content": str | list of parts | None}.
 A part is {"type": "text", "text": ...}, {"type": "image"} or {"type": "video"} (pixels are passed
-separately, in order). Assistant messages may carry "reasoning_content" and "tool_calls":
-[{"name": ..., "arguments": {...}}] (OpenAI style {"function": {...}} also accepted).
+separately, in order; {"type": "image_url", ...} counts as an image). Assistant messages may carry
+"reasoning_content" and "tool_calls": [{"name": ..., "arguments": {...}}] (OpenAI style {"function": {...}}
+also accepted; arguments given as a JSON string are decoded first, as OpenAI-compatible servers do).
 
     <|im_start|>system\n# Tools\n\nYou have access to the following functions:\n\n<tools>\n{tool json}...\n</tools>
     \n\n{instructions}[\n\n{system prompt}]<|im_end|>\n
     <|im_start|>user\n{text, <|vision_start|><|image_pad|><|vision_end|> per image}<|im_end|>\n
-    <|im_start|>assistant\n<think>\n{reasoning}\n</think>\n\n{answer}<tool_call>...</tool_call><|im_end|>\n
+    <|im_start|>assistant\n<think>\n{reasoning}\n</think>\n\n{answer}\n\n<tool_call>...</tool_call><|im_end|>\n
     <|im_start|>user\n<tool_response>\n{result}\n</tool_response><|im_end|>\n   (consecutive tool turns share one)
     <|im_start|>assistant\n<think>\n                   (generation prompt; thinking off: <think>\n\n</think>\n\n)
+
+As in the template: every message's content is stripped of surrounding whitespace, and so is the
+reasoning; assistant turns after the last real user query (one that is not only a tool response) show
+their reasoning, earlier ones drop it; a system message must come first; a conversation without a user
+query is refused. Unlike the template, message text may not contain special tokens (an injected
+"<|im_end|>" would forge turns): ChatFormatError. tests/engine/test_chat_template.py renders the
+official template with jinja2 beside this over many conversations and requires identical strings.
+A checkpoint that ships its own template is rendered with it instead (chat_template.py).
 """
 from __future__ import annotations
 
@@ -27,6 +37,10 @@ SPECIAL_TOKENS = (
     "<think>", "</think>", "<|audio_start|>", "<|audio_end|>", "<tts_pad>", "<tts_text_bos>", "<tts_text_eod>",
     "<tts_text_bos_single>", "<|audio_pad|>",
 )
+# an assistant turn may hold its raw output: the reasoning block and tool calls
+ASSISTANT_TAGS = ("<think>", "</think>", "<tool_call>", "</tool_call>")
+# a user turn may carry tool results wrapped by the client (the template looks for that form)
+USER_TAGS = ("<tool_response>", "</tool_response>")
 
 TOOLS_HEADER = "# Tools\n\nYou have access to the following functions:\n\n<tools>"
 TOOLS_INSTRUCTIONS = (
@@ -37,16 +51,17 @@ TOOLS_INSTRUCTIONS = (
     "- Function calls MUST follow the specified format: an inner <function=...></function> block must be nested "
     "within <tool_call></tool_call> XML tags\n- Required parameters MUST be specified\n"
     "- You may provide optional reasoning for your function call in natural language BEFORE the function call, "
-    "but NOT after\n- If there is no function call available, answer the question like a helpful assistant\n"
-    "</IMPORTANT>"
+    "but NOT after\n- If there is no function call available, answer the question like normal with your current "
+    "knowledge and do not tell the user about function calls\n</IMPORTANT>"
 )
+ROLES = ("system", "user", "assistant", "tool")
 
 
 class ChatFormatError(ValueError):
     """A message list the chat format cannot render (bad role, bad part, special tokens in content)."""
 
 
-def _check_plain(text: str, where: str, allowed: tuple[str, ...] = ()) -> str:
+def check_plain(text, where: str, allowed: tuple[str, ...] = ()) -> str:
     if not isinstance(text, str):
         raise ChatFormatError(f"{where}: content must be a string, got {type(text).__name__}")
     for tok in SPECIAL_TOKENS:
@@ -56,111 +71,182 @@ def _check_plain(text: str, where: str, allowed: tuple[str, ...] = ()) -> str:
     return text
 
 
-def render_content(content, where: str, allowed: tuple[str, ...] = ()) -> tuple[str, int, int]:
-    """content -> (text with one placeholder per image/video, number of images, number of videos)."""
+def part_kind(part, where: str) -> str:
+    """'image', 'video' or 'text', decided as the template does (by key, then by "type")."""
+    if not isinstance(part, dict):
+        raise ChatFormatError(f"{where}: a content part must be an object, got {type(part).__name__}")
+    if "image" in part or "image_url" in part or part.get("type") == "image":
+        return "image"
+    if "video" in part or part.get("type") == "video":
+        return "video"
+    if "text" in part:
+        return "text"
+    raise ChatFormatError(f"{where}: part type {part.get('type')!r} is not 'text', 'image' or 'video'")
+
+
+class _VisionCount:
+    """Running image/video numbers (the template's image_count / video_count)."""
+
+    def __init__(self, add_vision_id: bool):
+        self.add_vision_id, self.images, self.videos = add_vision_id, 0, 0
+
+
+def render_content(content, where: str, allowed: tuple[str, ...] = (), count: _VisionCount | None = None,
+                   is_system: bool = False) -> str:
+    """content -> text with one placeholder per image/video (not yet stripped; callers strip as the template
+    does). `count` numbers the images and videos (None: a look-ahead pass that does not count)."""
     if isinstance(content, str):
-        return _check_plain(content, where, allowed), 0, 0
+        return check_plain(content, where, allowed)
     if content is None:
-        return "", 0, 0
-    out, n_img, n_vid = [], 0, 0
+        return ""
+    if not isinstance(content, (list, tuple)):
+        raise ChatFormatError(f"{where}: content must be a string, a list of parts or null, "
+                              f"got {type(content).__name__}")
+    out = []
     for i, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            out.append(_check_plain(part.get("text", ""), f"{where}[{i}]", allowed))
-        elif kind in ("image", "image_url"):
+        kind = part_kind(part, f"{where}[{i}]")
+        if kind in ("image", "video") and is_system:
+            raise ChatFormatError(f"{where}[{i}]: a system message cannot contain {kind}s")
+        if kind == "image":
+            if count is not None:
+                count.images += 1
+                if count.add_vision_id:
+                    out.append(f"Picture {count.images}: ")
             out.append(IMAGE_PLACEHOLDER)
-            n_img += 1
         elif kind == "video":
+            if count is not None:
+                count.videos += 1
+                if count.add_vision_id:
+                    out.append(f"Video {count.videos}: ")
             out.append(VIDEO_PLACEHOLDER)
-            n_vid += 1
         else:
-            raise ChatFormatError(f"{where}[{i}]: part type {kind!r} is not 'text', 'image' or 'video'")
-    return "".join(out), n_img, n_vid
+            out.append(check_plain(part["text"], f"{where}[{i}].text", allowed))
+    return "".join(out)
 
 
-def _render_tool_call(call: dict, where: str) -> str:
-    fn = call.get("function", call)
-    name, args = fn.get("name"), fn.get("arguments", {})
+def tool_call_parts(call, where: str) -> tuple[str, dict | None]:
+    """One tool call (plain or OpenAI style) -> (name, arguments or None when absent); JSON-string arguments
+    are decoded."""
+    fn = call.get("function", call) if isinstance(call, dict) else None
+    if not isinstance(fn, dict):
+        raise ChatFormatError(f"{where}: a tool call must be an object")
+    name = fn.get("name")
     if not isinstance(name, str) or not name:
         raise ChatFormatError(f"{where}: tool call without a name")
+    check_plain(name, f"{where}.name")
+    if "arguments" not in fn:
+        return name, None
+    args = fn["arguments"]
     if isinstance(args, str):
         try:
             args = json.loads(args)
         except json.JSONDecodeError as exc:
             raise ChatFormatError(f"{where}: tool call arguments are not JSON ({exc})") from exc
-    s = f"<tool_call>\n<function={name}>\n"
+    if not isinstance(args, dict):
+        raise ChatFormatError(f"{where}: tool call arguments must be an object, got {type(args).__name__}")
     for key, value in args.items():
-        shown = json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else str(value)
-        s += f"<parameter={key}>\n{shown}\n</parameter>\n"
+        check_plain(str(key), f"{where}.arguments")
+        check_plain(_parameter_text(value), f"{where}.arguments.{key}")
+    return name, args
+
+
+def _parameter_text(value) -> str:
+    # the template: objects and arrays as JSON, everything else through Jinja's `string` filter (str())
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _render_tool_call(call, where: str, first: bool, content: str) -> str:
+    name, args = tool_call_parts(call, where)
+    if first:
+        s = ("\n\n" if content.strip() else "") + f"<tool_call>\n<function={name}>\n"
+    else:
+        s = f"\n<tool_call>\n<function={name}>\n"
+    for key, value in (args or {}).items():
+        s += f"<parameter={key}>\n{_parameter_text(value)}\n</parameter>\n"
     return s + "</function>\n</tool_call>"
 
 
-def render_chat(messages: list[dict], tools: list[dict] | None = None, add_generation_prompt: bool = True,
-                enable_thinking: bool = True) -> tuple[str, int, int]:
-    """Messages (+ tools) -> (prompt text, number of images, number of videos), image/video as placeholders."""
-    if not messages:
-        raise ChatFormatError("messages: empty")
-    parts: list[str] = []
-    n_img = n_vid = 0
-    first = 0
-    system_text = None
-    if messages[0].get("role") == "system":
-        system_text, a, b = render_content(messages[0].get("content"), "messages[0]")
-        n_img, n_vid, first = n_img + a, n_vid + b, 1
-    if tools:
-        s = "<|im_start|>system\n" + TOOLS_HEADER
-        for tool in tools:
-            s += "\n" + json.dumps(tool, ensure_ascii=False)
-        s += "\n</tools>" + TOOLS_INSTRUCTIONS
-        if system_text and system_text.strip():
-            s += "\n\n" + system_text.strip()
-        parts.append(s + "<|im_end|>\n")
-    elif system_text is not None:
-        parts.append(f"<|im_start|>system\n{system_text}<|im_end|>\n")
+def check_messages(messages) -> None:
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise ChatFormatError("messages: expected a non-empty list of messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise ChatFormatError(f"messages[{i}]: a message must be an object, got {type(m).__name__}")
+        if m.get("role") not in ROLES:
+            raise ChatFormatError(f"messages[{i}]: role {m.get('role')!r} is not system, user, assistant or tool")
 
-    # the last user turn that is a real query (not a tool result): assistant turns after it show their reasoning
-    last_query = len(messages) - 1
+
+def last_query_index(messages: list[dict]) -> int:
+    """Index of the last user message that is a real query, not only a tool response (template's rule)."""
     for i in range(len(messages) - 1, -1, -1):
         if messages[i].get("role") == "user":
-            last_query = i
-            break
-    for i in range(first, len(messages)):
-        m = messages[i]
-        role, where = m.get("role"), f"messages[{i}]"
-        if role in ("user", "system"):
-            text, a, b = render_content(m.get("content"), where)
-            n_img, n_vid = n_img + a, n_vid + b
-            parts.append(f"<|im_start|>{role}\n{text}<|im_end|>\n")
+            text = render_content(messages[i].get("content"), f"messages[{i}]", USER_TAGS).strip()
+            if not (text.startswith("<tool_response>") and text.endswith("</tool_response>")):
+                return i
+    raise ChatFormatError("messages: no user query (a user message that is not only a tool response)")
+
+
+def render_chat(messages: list[dict], tools: list[dict] | None = None, add_generation_prompt: bool = True,
+                enable_thinking: bool = True, add_vision_id: bool = False) -> tuple[str, int, int]:
+    """Messages (+ tools) -> (prompt text, number of images, number of videos), image/video as placeholders."""
+    check_messages(messages)
+    if tools is not None and not isinstance(tools, (list, tuple)):
+        raise ChatFormatError(f"tools: expected a list, got {type(tools).__name__}")
+    parts: list[str] = []
+    system = None
+    if messages[0]["role"] == "system":
+        system = render_content(messages[0].get("content"), "messages[0]", is_system=True).strip()
+    if tools:
+        s = "<|im_start|>system\n" + TOOLS_HEADER + "".join("\n" + json.dumps(t, ensure_ascii=False) for t in tools)
+        s += "\n</tools>" + TOOLS_INSTRUCTIONS
+        if system:
+            s += "\n\n" + system
+        parts.append(s + "<|im_end|>\n")
+    elif system is not None:
+        parts.append(f"<|im_start|>system\n{system}<|im_end|>\n")
+
+    last_query = last_query_index(messages)
+    count = _VisionCount(add_vision_id)
+    for i, m in enumerate(messages):
+        role, where = m["role"], f"messages[{i}]"
+        allowed = {"assistant": ASSISTANT_TAGS, "user": USER_TAGS}.get(role, ())
+        content = render_content(m.get("content"), where, allowed, count, is_system=role == "system").strip()
+        if role == "system":
+            if i:
+                raise ChatFormatError(f"{where}: a system message must be the first message")
+        elif role == "user":
+            parts.append(f"<|im_start|>user\n{content}<|im_end|>\n")
         elif role == "assistant":
-            content, reasoning = m.get("content"), m.get("reasoning_content")
-            if reasoning is None and isinstance(content, str) and "</think>" in content:
-                # raw model output: "<think>\n...\n</think>\n\nanswer" -> reasoning + answer
-                reasoning = content.split("</think>")[0].split("<think>")[-1].strip("\n")
-                content = content.split("</think>")[-1].lstrip("\n")
-            text, a, b = render_content(content, where, allowed=("<tool_call>", "</tool_call>"))
-            n_img, n_vid = n_img + a, n_vid + b
-            if i > last_query:
-                reasoning = _check_plain(reasoning or "", where + ".reasoning_content")
-                s = f"<|im_start|>assistant\n<think>\n{reasoning.strip(chr(10))}\n</think>\n\n{text.lstrip(chr(10))}"
+            reasoning = m.get("reasoning_content")
+            if isinstance(reasoning, str):
+                check_plain(reasoning, where + ".reasoning_content")
             else:
-                s = f"<|im_start|>assistant\n{text}"
-            for j, call in enumerate(m.get("tool_calls") or []):
-                sep = ("\n\n" if text.strip() else "") if j == 0 else "\n"
-                s += sep + _render_tool_call(call, f"{where}.tool_calls[{j}]")
+                reasoning = ""
+                if "</think>" in content:   # raw model output "<think>\n...\n</think>\n\nanswer"
+                    reasoning = content.split("</think>")[0].rstrip("\n").split("<think>")[-1].lstrip("\n")
+                    content = content.split("</think>")[-1].lstrip("\n")
+            reasoning = reasoning.strip()
+            if i > last_query:
+                s = f"<|im_start|>assistant\n<think>\n{reasoning}\n</think>\n\n{content}"
+            else:
+                s = f"<|im_start|>assistant\n{content}"
+            calls = m.get("tool_calls") or []
+            if not isinstance(calls, (list, tuple)):
+                raise ChatFormatError(f"{where}.tool_calls: expected a list")
+            for j, call in enumerate(calls):
+                s += _render_tool_call(call, f"{where}.tool_calls[{j}]", j == 0, content)
             parts.append(s + "<|im_end|>\n")
-        elif role == "tool":
-            text, a, b = render_content(m.get("content"), where)
-            n_img, n_vid = n_img + a, n_vid + b
-            s = "" if i > 0 and messages[i - 1].get("role") == "tool" else "<|im_start|>user"
-            s += f"\n<tool_response>\n{text}\n</tool_response>"
-            if i == len(messages) - 1 or messages[i + 1].get("role") != "tool":
+        else:   # tool: consecutive responses share one user turn
+            s = "<|im_start|>user" if i > 0 and messages[i - 1]["role"] != "tool" else ""
+            s += f"\n<tool_response>\n{content}\n</tool_response>"
+            if i == len(messages) - 1 or messages[i + 1]["role"] != "tool":
                 s += "<|im_end|>\n"
             parts.append(s)
-        else:
-            raise ChatFormatError(f"{where}: role {role!r} is not system, user, assistant or tool")
     if add_generation_prompt:
         parts.append("<|im_start|>assistant\n" + ("<think>\n" if enable_thinking else "<think>\n\n</think>\n\n"))
-    return "".join(parts), n_img, n_vid
+    return "".join(parts), count.images, count.videos
 
 
 def video_placeholder(timestamps: list[float], tokens_per_frame: int) -> str:

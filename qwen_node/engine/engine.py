@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .chat import expand_placeholders, render_chat, video_placeholder
+from .chat_template import ChatTemplate
 from .generate import GenerationResult, SamplingParams, generate
 from .loader import load_model
 from .model import LayerBuilders, Qwen35ForGeneration
@@ -43,8 +44,9 @@ class Engine:
     def __init__(self, model: Qwen35ForGeneration, tokenizer: QwenTokenizer | None = None,
                  image_min_pixels: int = IMAGE_MIN_PIXELS, image_max_pixels: int = IMAGE_MAX_PIXELS,
                  video_min_pixels: int = VIDEO_MIN_PIXELS, video_max_pixels: int = VIDEO_MAX_PIXELS,
-                 video_fps: float = 2.0):
+                 video_fps: float = 2.0, chat_template: ChatTemplate | None = None):
         self.model = model
+        self.chat_template = chat_template     # the checkpoint's own template; None: the built-in Qwen3.5 format
         self.tokenizer = tokenizer or QwenTokenizer()
         self.image_pixels = (image_min_pixels, image_max_pixels)    # per image budget after resizing
         self.video_pixels = (video_min_pixels, video_max_pixels)    # per frame budget
@@ -69,7 +71,12 @@ class Engine:
                         builders: LayerBuilders | None = None, progress: bool = True, layer_backend=None,
                         **kwargs) -> "Engine":
         """Plain and NVFP4 checkpoints alike (detected from hf_quant_config.json). `builders` replaces the
-        checkpoint's own layer builders; `layer_backend` wraps them (see nvfp4_loader.load_model_auto)."""
+        checkpoint's own layer builders; `layer_backend` wraps them (see nvfp4_loader.load_model_auto).
+        A chat template shipped in the folder (chat_template.jinja, ...) is used for prompts."""
+        kwargs.setdefault("chat_template", ChatTemplate.from_checkpoint(model_dir))
+        if kwargs.get("tokenizer") is None:   # a pruned-vocabulary checkpoint ships vocab_map.json
+            from .vocab_map import tokenizer_for
+            kwargs["tokenizer"] = tokenizer_for(model_dir)
         if builders is not None:
             return cls(load_model(model_dir, dtype=dtype, device=device, builders=builders, progress=progress),
                        **kwargs)
@@ -78,10 +85,16 @@ class Engine:
         return cls(load_model_auto(model_dir, dtype=dtype, device=device, progress=progress,
                                    layer_backend=layer_backend), **kwargs)
 
+    def render(self, messages: list[dict], tools=None, enable_thinking: bool = True) -> tuple[str, int, int]:
+        """Messages -> (prompt text with image/video placeholders, images, videos), by the checkpoint's
+        template when it ships one."""
+        render = self.chat_template.render if self.chat_template is not None else render_chat
+        return render(messages, tools=tools, add_generation_prompt=True, enable_thinking=enable_thinking)
+
     def build_prompt(self, messages: list[dict], images=(), videos=(), tools=None,
                      enable_thinking: bool = True) -> Prompt:
         """images: HxWx3 uint8 arrays; videos: (frames [F, H, W, 3] uint8, fps) pairs; both in message order."""
-        text, n_img, n_vid = render_chat(messages, tools=tools, enable_thinking=enable_thinking)
+        text, n_img, n_vid = self.render(messages, tools=tools, enable_thinking=enable_thinking)
         if n_img != len(images) or n_vid != len(videos):
             raise ValueError(f"messages have {n_img} image and {n_vid} video parts but {len(images)} images and "
                              f"{len(videos)} videos were given")

@@ -96,9 +96,7 @@ class LocalChatEngine:
         self.supports_images = self.engine.model.visual is not None
 
     def render(self, chat: list[dict], tools: list[dict] | None, enable_thinking: bool) -> tuple[str, int]:
-        from qwen_stack.qwen_node.engine.chat import render_chat
-
-        text, n_img, _ = render_chat(chat, tools or None, add_generation_prompt=True, enable_thinking=enable_thinking)
+        text, n_img, _ = self.engine.render(chat, tools or None, enable_thinking=enable_thinking)
         return text, n_img
 
     def stream(self, chat: list[dict], images: list[Any], tools: list[dict] | None, on_text: Callable[[str], None],
