@@ -14,6 +14,10 @@ Policy file (config/safety_policy.yaml):
           label: {max_length: 64}                   # strings: any value up to a length
 
 Anything not listed is rejected; a listed argument is required unless `required: false`.
+
+Arguments are strict JSON objects: at most MAX_ARGUMENTS_CHARS characters, no repeated key (the operator
+would read one value and the robot get another), integers of at most MAX_INTEGER_DIGITS digits. Vetting
+never raises: every failure is a REJECT with its reason.
 """
 from __future__ import annotations
 
@@ -29,7 +33,56 @@ from typing import Callable
 import yaml
 
 from qwen_stack.safety.config import ConfigError
-from qwen_stack.safety.verdict import Verdict, VerdictLevel
+from qwen_stack.safety.verdict import Verdict, VerdictLevel, bounded, num
+
+MAX_ARGUMENTS_CHARS = 16384      # arguments_json longer than this is refused before parsing
+MAX_INTEGER_DIGITS = 18          # larger integers are refused while parsing (no request field needs more)
+
+
+def _show(value) -> str:
+    """An argument value in a reason, bounded (floats as written, huge integers by size)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(value) if isinstance(value, float) or abs(value) < 10 ** 15 else num(value)
+    return bounded(repr(value), 80)
+
+
+class _ArgumentsError(ValueError):
+    pass
+
+
+def _no_repeated_keys(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        raise _ArgumentsError(f"repeated key(s) {bounded(repr(dup), 80)}")
+    return dict(pairs)
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise _ArgumentsError(f"integer with {len(text.lstrip('-'))} digits (at most {MAX_INTEGER_DIGITS})")
+    return int(text)
+
+
+def parse_arguments(arguments_json) -> tuple[dict | None, str | None]:
+    """(arguments, None) or (None, why they are refused). Never raises."""
+    if not isinstance(arguments_json, str):
+        return None, f"arguments must be a JSON object string, got {type(arguments_json).__name__}"
+    if len(arguments_json) > MAX_ARGUMENTS_CHARS:
+        return None, f"arguments_json longer than {MAX_ARGUMENTS_CHARS} characters ({len(arguments_json)})"
+    if not arguments_json.strip():
+        return {}, None
+    try:
+        args = json.loads(arguments_json, object_pairs_hook=_no_repeated_keys, parse_int=_bounded_int)
+    except _ArgumentsError as exc:
+        return None, f"arguments refused: {exc}"
+    except RecursionError:
+        return None, "arguments nested too deeply"
+    except ValueError as exc:                        # JSONDecodeError and int conversion limits
+        return None, f"arguments are not valid JSON: {bounded(str(exc), 120)}"
+    if not isinstance(args, dict):
+        return None, "arguments must be a JSON object"
+    return args, None
 
 _TYPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*/srv/[A-Z][A-Za-z0-9]*$")
 _SERVICE_RE = re.compile(r"^[A-Za-z_~/][A-Za-z0-9_/]*$")
@@ -48,18 +101,18 @@ class ArgumentRule:
         """None when `value` is allowed, else the reason."""
         if self.minimum is not None or self.maximum is not None:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                return f"argument {self.name}: expected a number, got {value!r}"
-            if not math.isfinite(value):
+                return f"argument {self.name}: expected a number, got {_show(value)}"
+            if isinstance(value, float) and not math.isfinite(value):   # (math.isfinite overflows on huge ints)
                 return f"argument {self.name}: non-finite value {value}"
             if self.minimum is not None and value < self.minimum:
-                return f"argument {self.name}={value} below policy minimum {self.minimum}"
+                return f"argument {self.name}={_show(value)} below policy minimum {self.minimum}"
             if self.maximum is not None and value > self.maximum:
-                return f"argument {self.name}={value} above policy maximum {self.maximum}"
+                return f"argument {self.name}={_show(value)} above policy maximum {self.maximum}"
         if self.values is not None and not any(type(v) is type(value) and v == value for v in self.values):
-            return f"argument {self.name}={value!r} not among allowed values {list(self.values)}"
+            return f"argument {self.name}={_show(value)} not among allowed values {list(self.values)}"
         if self.max_length is not None:
             if not isinstance(value, str):
-                return f"argument {self.name}: expected a string, got {value!r}"
+                return f"argument {self.name}: expected a string, got {_show(value)}"
             if len(value) > self.max_length:
                 return f"argument {self.name}: longer than {self.max_length} characters"
         return None
@@ -204,7 +257,10 @@ class ActionVerdict:
 
 
 class ActionVetter:
-    """Decides on one CallTool request. `record_call` after a call is actually forwarded (rate limit)."""
+    """Decides on one CallTool request. The rate limit counts every request that passes the policy, at that
+    moment: before any approval wait and whatever the operator answers, so that concurrent calls cannot all
+    pass a check made before any of them was counted, and denied retries cannot raise unlimited prompts.
+    `now` is a monotonic clock (a jump of the ROS clock must not empty or freeze the window)."""
 
     def __init__(self, policy: ActionPolicy) -> None:
         self.policy = policy
@@ -213,15 +269,13 @@ class ActionVetter:
     def vet(self, service: str, arguments_json: str, now: float, estop_latched: bool) -> ActionVerdict:
         if estop_latched:
             return ActionVerdict(Verdict(VerdictLevel.ESTOP, ("e-stop latched: every action is refused",)))
-        pol = self.policy.services.get(service)
+        pol = self.policy.services.get(service) if isinstance(service, str) else None
         if pol is None:
-            return ActionVerdict(Verdict(VerdictLevel.REJECT, (f"service {service!r} is not in the safety policy",)))
-        try:
-            args = json.loads(arguments_json) if arguments_json.strip() else {}
-        except (json.JSONDecodeError, AttributeError) as exc:
-            return ActionVerdict(Verdict(VerdictLevel.REJECT, (f"arguments are not valid JSON: {exc}",)))
-        if not isinstance(args, dict):
-            return ActionVerdict(Verdict(VerdictLevel.REJECT, ("arguments must be a JSON object",)))
+            return ActionVerdict(Verdict(VerdictLevel.REJECT, (
+                f"service {bounded(repr(service), 120)} is not in the safety policy",)))
+        args, err = parse_arguments(arguments_json)
+        if err is not None:
+            return ActionVerdict(Verdict(VerdictLevel.REJECT, (err,)))
         reasons = []
         for name in args:
             if name not in pol.arguments:
@@ -243,11 +297,8 @@ class ActionVetter:
             if len(q) >= pol.max_calls:
                 return ActionVerdict(Verdict(VerdictLevel.REJECT, (
                     f"rate limit: {service} allows {pol.max_calls} calls per {pol.period_s} s",)))
+            q.append(now)
         return ActionVerdict(Verdict(), pol.needs_approval, args, pol)
-
-    def record_call(self, service: str, now: float) -> None:
-        if service in self._calls:
-            self._calls[service].append(now)
 
 
 @dataclass
@@ -272,14 +323,17 @@ class ApprovalBook:
         return req
 
     def answer(self, request_id: str, approved: bool, operator: str, now: float) -> tuple[bool, str]:
-        req = self.pending.get(request_id)
+        """`approved` must be the bool True or False (the string "false" is truthy: refused, not approved)."""
+        if approved is not True and approved is not False:
+            return False, f"approved must be true or false, got {bounded(repr(approved), 40)}"
+        req = self.pending.get(request_id) if isinstance(request_id, str) else None
         if req is None:
-            return False, f"no pending approval request {request_id!r}"
+            return False, f"no pending approval request {bounded(repr(request_id), 80)}"
         if now > req.deadline:
             return False, f"approval request {request_id} has expired (denied)"
         if req.decision is not None:
             return False, f"approval request {request_id} was already answered"
-        req.decision, req.operator = bool(approved), operator
+        req.decision, req.operator = approved, operator
         return True, "approved" if approved else "denied"
 
     def outcome(self, request_id: str, now: float) -> bool | None:

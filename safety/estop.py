@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 from qwen_stack.safety.inputs import EStopEvent
 
+MAX_REASON_CHARS = 1000          # a longer reset reason is refused (it goes into the history and the audit log)
+
 
 @dataclass
 class EStopLatch:
@@ -32,6 +34,10 @@ class EStopLatch:
             return False, "e-stop is not latched"
         if not isinstance(reason, str) or not reason.strip():
             return False, "reset refused: a reason is required"
+        if len(reason) > MAX_REASON_CHARS:
+            return False, f"reset refused: reason longer than {MAX_REASON_CHARS} characters"
+        if not isinstance(operator, str) or len(operator) > 200:
+            return False, "reset refused: operator name must be a string of at most 200 characters"
         if blocked_by:
             return False, f"reset refused: {blocked_by}"
         self.latched, self.cause, self.reset_time = False, None, now

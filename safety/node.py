@@ -4,6 +4,8 @@ Inputs: cmd_vel/autonomy, cmd_vel/teleop, teleop/lock, scan, odom, safety/estop,
 Output: cmd_vel (this node is its only publisher), safety/verdict, safety/estop_latched, /diagnostics.
 Services: safety/call_tool (proxy for actuating services), safety/trigger_estop, safety/reset_estop,
 safety/approve. The node configures and activates itself at start; bad parameters exit with code 2.
+No callback dies on its input: an exception in a control-path callback is logged and audited and the base
+is sent zero; in the proxy's callbacks it becomes a refusal with its reason (see `_guarded`).
 """
 from __future__ import annotations
 
@@ -15,6 +17,10 @@ from qwen_stack.rosenv import apply_to_current_process
 
 def _now(node) -> float:
     return node.get_clock().now().nanoseconds * 1e-9
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 def build_node():
@@ -83,17 +89,24 @@ def build_node():
             self.diag_pub = self.create_lifecycle_publisher(DiagnosticArray, T.DIAGNOSTICS, 10)
             self.reporter = SupervisorReporter(self, self.audit, SafetyVerdict, Twist, DiagnosticArray,
                                                DiagnosticStatus, KeyValue, _now)
+            guard = self._guarded
             for topic, source in ((T.AUTONOMY_CMD_VEL, "autonomy"), (T.TELEOP_CMD_VEL, "teleop")):
-                self.create_subscription(Twist, topic, lambda m, s=source: self.on_twist(m, s), 10,
+                self.create_subscription(Twist, topic, guard(topic, lambda m, s=source: self.on_twist(m, s)), 10,
                                          callback_group=g)
-            self.create_subscription(Bool, T.TELEOP_LOCK, self.on_lock, 10, callback_group=g)
-            self.create_subscription(LaserScan, T.SCAN, self.on_scan, qos_profile_sensor_data, callback_group=g)
-            self.create_subscription(Odometry, T.ODOM, self.on_odom, qos_profile_sensor_data, callback_group=g)
-            self.create_subscription(Bool, T.SAFETY_ESTOP_TOPIC, self.on_estop_topic, 10, callback_group=g)
-            self.create_subscription(Empty, T.OPERATOR_HEARTBEAT, lambda _m: self.core.on_heartbeat(_now(self)), 10,
+            self.create_subscription(Bool, T.TELEOP_LOCK, guard(T.TELEOP_LOCK, self.on_lock), 10, callback_group=g)
+            self.create_subscription(LaserScan, T.SCAN, guard(T.SCAN, self.on_scan), qos_profile_sensor_data,
                                      callback_group=g)
-            self.create_service(Trigger, T.SAFETY_TRIGGER_ESTOP, self.on_trigger_estop, callback_group=g)
-            self.create_service(ResetEStop, T.SAFETY_RESET_ESTOP, self.on_reset, callback_group=g)
+            self.create_subscription(Odometry, T.ODOM, guard(T.ODOM, self.on_odom), qos_profile_sensor_data,
+                                     callback_group=g)
+            self.create_subscription(Bool, T.SAFETY_ESTOP_TOPIC, guard(T.SAFETY_ESTOP_TOPIC, self.on_estop_topic), 10,
+                                     callback_group=g)
+            self.create_subscription(Empty, T.OPERATOR_HEARTBEAT,
+                                     guard(T.OPERATOR_HEARTBEAT, lambda _m: self.core.on_heartbeat(_now(self))), 10,
+                                     callback_group=g)
+            self.create_service(Trigger, T.SAFETY_TRIGGER_ESTOP, guard(T.SAFETY_TRIGGER_ESTOP, self.on_trigger_estop,
+                                                                       self.trigger_failed), callback_group=g)
+            self.create_service(ResetEStop, T.SAFETY_RESET_ESTOP, guard(T.SAFETY_RESET_ESTOP, self.on_reset,
+                                                                        self.reset_failed), callback_group=g)
             # Own name and the supervisor's namespace, without the process-wide arguments: a launcher's
             # `-r __node:=...` would otherwise give both nodes of this process the same name.
             self.proxy_node = rclpy.create_node(f"{self.get_name()}_tool_proxy", namespace=self.get_namespace(),
@@ -101,10 +114,13 @@ def build_node():
             pn = self.proxy_node
             self.approval_pub = pn.create_publisher(ApprovalRequest, T.SAFETY_APPROVAL_REQUEST, 10)
             self.proxy = ToolProxy(pn, ActionVetter(policy), self.cfg.approval_timeout, self.client_group,
-                                   lambda: _now(self), lambda: self.core.estop.latched, self.publish_approval_request,
+                                   lambda: self.core.estop.latched, self.publish_approval_request,
                                    self.reporter.action)
-            pn.create_service(CallTool, T.SAFETY_CALL_TOOL, self.on_call_tool, callback_group=self.proxy_group)
-            pn.create_service(Approve, T.SAFETY_APPROVE, self.on_approve, callback_group=self.proxy_group)
+            pn.create_service(CallTool, T.SAFETY_CALL_TOOL, guard(T.SAFETY_CALL_TOOL, self.on_call_tool,
+                                                                  self.call_tool_failed),
+                              callback_group=self.proxy_group)
+            pn.create_service(Approve, T.SAFETY_APPROVE, guard(T.SAFETY_APPROVE, self.on_approve, self.approve_failed),
+                              callback_group=self.proxy_group)
             self.get_logger().info(f"configured: policy {self.cfg.policy_file} ({len(policy.services)} services), "
                                    f"audit log {self.cfg.audit_log_path or 'disabled'}")
             return TransitionCallbackReturn.SUCCESS
@@ -126,6 +142,53 @@ def build_node():
         def send_zero(self):
             self.cmd_pub.publish(Twist())          # leave the base stopped
 
+        # ---------------------------------------------------------------- never die on input
+        def _guarded(self, what, callback, on_error=None):
+            """`callback` that cannot raise into the executor (an exception there ends spin(): the proxy thread
+            or the whole control loop). On an exception: log, audit, send zero, and answer a service through
+            `on_error(args, reason)`."""
+            def run(*args):
+                try:
+                    return callback(*args)
+                except Exception as exc:  # noqa: BLE001 - see docstring
+                    reason = f"{what}: {_error_text(exc)}"
+                    try:
+                        self.get_logger().error(f"callback failed, base sent zero: {reason}")
+                        self.audit.write("fault", what, _now(self), reason=reason)
+                        if what not in (T.SAFETY_CALL_TOOL, T.SAFETY_APPROVE):   # the control path: stop
+                            self.send_zero()
+                    except Exception:  # noqa: BLE001 - reporting must not raise either
+                        pass
+                    return on_error(args, reason) if on_error is not None else None
+            return run
+
+        # the answer says what the latch now is, whatever step failed (it must never contradict what was done)
+        def trigger_failed(self, args, reason):
+            _request, response = args
+            latched = self.core.estop.latched
+            response.success = latched
+            response.message = f"e-stop latched ({reason})" if latched else f"e-stop not latched: {reason}"
+            return response
+
+        def reset_failed(self, args, reason):
+            _request, response = args
+            response.ok = not self.core.estop.latched
+            response.message = f"e-stop reset ({reason})" if response.ok else f"reset failed: {reason}"
+            return response
+
+        @staticmethod
+        def call_tool_failed(args, reason):
+            _request, response = args
+            response.accepted, response.success = False, False
+            response.verdict_level, response.reasons, response.response_json = 4, [reason], "{}"   # REJECT
+            return response
+
+        @staticmethod
+        def approve_failed(args, reason):
+            _request, response = args
+            response.ok, response.message = False, f"not recorded: {reason}"
+            return response
+
         # ---------------------------------------------------------------- inputs (control group)
         def on_twist(self, msg, source):
             cmd = twist_to_command(msg, source, _now(self))
@@ -143,7 +206,7 @@ def build_node():
             self.core.on_scan(scan)
             if self.cfg.audit_log_sensors:
                 self.audit.write("sensor", "scan", scan.stamp, beams=len(scan.ranges),
-                                 obstacle_points=len(self.core.scan_points))
+                                 obstacle_points=len(self.core.scan_points), fault=self.core.scan_fault)
 
         def on_odom(self, msg):
             odom = odom_to_data(msg, _now(self))

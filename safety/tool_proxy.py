@@ -1,22 +1,36 @@
 """The CallTool proxy: vet against the policy, ask the operator when the policy says so, then call the
-real service. Runs in service-callback threads of the supervisor node (see node.py for the executor)."""
+real service. Runs in service-callback threads of the supervisor node (see node.py for the executor).
+
+The caller's deadline travels with the request: CallTool.timeout_s is the whole time the caller waits
+(approval included). The proxy never waits for an approval past it, never forwards a call after it, and
+waits for the target service only for what is left of it; so an approval that comes after the caller gave
+up does nothing. `call` never raises: a failure before forwarding is a REJECT with its reason (audited), a
+failure after it is a failed call with its reason.
+
+Deadlines, approval expiry and the rate limit use the monotonic clock: a jump of the ROS clock (sim time
+reset) must not make an approval last forever or end it at once.
+"""
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 
 from qwen_stack.safety.action_policy import ActionVetter, ApprovalBook
 from qwen_stack.safety.msg_conversion import fill_message, message_to_dict, service_class
-from qwen_stack.safety.verdict import Verdict, VerdictLevel
+from qwen_stack.safety.verdict import Verdict, VerdictLevel, bounded
+
+DEFAULT_CALL_TIMEOUT_S = 30.0      # CallTool.timeout_s <= 0 means this
+MAX_SERVICE_NAME_CHARS = 256       # longer names are refused (they also go into verdicts and the audit log)
 
 
 class ToolProxy:
-    def __init__(self, node, vetter: ActionVetter, approval_timeout: float, client_group, now, is_latched,
-                 publish_approval_request, report) -> None:
+    def __init__(self, node, vetter: ActionVetter, approval_timeout: float, client_group, is_latched,
+                 publish_approval_request, report, clock=time.monotonic) -> None:
         self.node, self.vetter, self.approval_timeout = node, vetter, approval_timeout
         self.client_group = client_group
-        self.now, self.is_latched = now, is_latched          # callables
+        self.is_latched, self.clock = is_latched, clock     # callables
         self.publish_approval_request, self.report = publish_approval_request, report
         self.book = ApprovalBook()
         self._lock = threading.Lock()                          # vetter and book are shared by callback threads
@@ -24,72 +38,110 @@ class ToolProxy:
 
     def answer(self, request_id: str, approved: bool, operator: str) -> tuple[bool, str]:
         with self._lock:
-            return self.book.answer(request_id, approved, operator, self.now())
+            return self.book.answer(request_id, approved, operator, self.clock())
 
     def call(self, service: str, arguments_json: str, source: str, timeout_s: float) -> dict:
-        """Returns the CallTool response fields as a dict."""
+        """Returns the CallTool response fields as a dict. Never raises."""
+        forwarded = threading.Event()
+        try:
+            return self._call(service, arguments_json, source, timeout_s, forwarded)
+        except Exception as exc:  # noqa: BLE001 - any failure is an answer with its reason, never a dead thread
+            reason = f"internal error: {type(exc).__name__}: {bounded(str(exc), 200)}"
+            if forwarded.is_set():
+                return {"accepted": True, "success": False, "verdict_level": 0, "reasons": [reason],
+                        "response_json": "{}"}
+            return self._refuse(service, source, arguments_json, Verdict(VerdictLevel.REJECT, (reason,)))
+
+    def _call(self, service, arguments_json, source, timeout_s, forwarded: threading.Event) -> dict:
+        start = self.clock()
+        if not isinstance(service, str) or len(service) > MAX_SERVICE_NAME_CHARS:
+            return self._refuse(service, source, arguments_json, Verdict(VerdictLevel.REJECT, (
+                f"service name longer than {MAX_SERVICE_NAME_CHARS} characters",)))
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not math.isfinite(timeout_s):
+            return self._refuse(service, source, arguments_json, Verdict(VerdictLevel.REJECT, (
+                f"timeout_s must be a finite number of seconds, got {bounded(repr(timeout_s), 40)}",)))
+        budget = float(timeout_s) if timeout_s > 0 else DEFAULT_CALL_TIMEOUT_S
+        deadline = start + budget
         with self._lock:
-            av = self.vetter.vet(service, arguments_json, self.now(), self.is_latched())
+            av = self.vetter.vet(service, arguments_json, start, self.is_latched())
         if not av.accepted:
             return self._refuse(service, source, arguments_json, av.verdict)
         if av.needs_approval:
-            denied = self._wait_for_approval(service, arguments_json)
+            denied = self._wait_for_approval(service, arguments_json, deadline, budget)
             if denied:
                 return self._refuse(service, source, arguments_json, Verdict(VerdictLevel.REJECT, (denied,)))
         cls = service_class(av.policy.type)
         if cls is None:   # refused at configure time; kept as a guard
             return self._refuse(service, source, arguments_json,
                                 Verdict(VerdictLevel.REJECT, (f"service type {av.policy.type} not importable",)))
+        try:
+            request = fill_message(cls.Request(), av.arguments)
+        except (AssertionError, TypeError, ValueError, OverflowError) as exc:   # rosidl setters assert ranges
+            return self._refuse(service, source, arguments_json, Verdict(VerdictLevel.REJECT, (
+                f"arguments do not fit {av.policy.type}: {bounded(str(exc), 160)}",)))
         with self._lock:
             if self.is_latched():
                 return self._refuse(service, source, arguments_json,
                                     Verdict(VerdictLevel.ESTOP, ("e-stop latched: every action is refused",)))
-            self.vetter.record_call(service, self.now())
+            if self.clock() >= deadline:
+                return self._refuse(service, source, arguments_json, Verdict(VerdictLevel.REJECT, (
+                    f"the caller's deadline ({budget:.1f} s) passed before the call could be forwarded",)))
             client = self._clients.get(service)
             if client is None:
                 client = self.node.create_client(cls, service, callback_group=self.client_group)
                 self._clients[service] = client
         self.report(service, source, arguments_json, Verdict(), accepted=True)
-        timeout = timeout_s if timeout_s > 0 else 30.0
-        if not client.wait_for_service(timeout_sec=min(timeout, 5.0)):
+        if not client.wait_for_service(timeout_sec=max(0.0, min(deadline - self.clock(), 5.0))):
             return {"accepted": True, "success": False, "verdict_level": 0,
                     "reasons": [f"service {service} is not available"], "response_json": "{}"}
-        request = fill_message(cls.Request(), av.arguments)
+        remaining = deadline - self.clock()
+        if remaining <= 0.0:
+            return {"accepted": True, "success": False, "verdict_level": 0,
+                    "reasons": [f"the caller's deadline ({budget:.1f} s) passed; {service} not called"],
+                    "response_json": "{}"}
         done = threading.Event()
+        forwarded.set()
         future = client.call_async(request)
         future.add_done_callback(lambda _f: done.set())
-        if not done.wait(timeout):
+        if not done.wait(remaining):
             future.cancel()
             return {"accepted": True, "success": False, "verdict_level": 0,
-                    "reasons": [f"service {service} did not answer within {timeout} s"], "response_json": "{}"}
+                    "reasons": [f"service {service} did not answer within the caller's {budget:.1f} s"],
+                    "response_json": "{}"}
         response = message_to_dict(future.result())
         success = bool(response.get("success", True))
         return {"accepted": True, "success": success, "verdict_level": 0, "reasons": [],
                 "response_json": json.dumps(response)}
 
-    def _wait_for_approval(self, service: str, arguments_json: str) -> str | None:
-        """None when approved, else the reason for denial."""
+    def _wait_for_approval(self, service: str, arguments_json: str, deadline: float, budget: float) -> str | None:
+        """None when approved, else the reason for denial. Waits at most approval_timeout and never past the
+        caller's deadline; the request offered to the operator carries that shorter time."""
+        wait = max(0.0, min(self.approval_timeout, deadline - self.clock()))
         with self._lock:
-            req = self.book.open(service, arguments_json, self.now(), self.approval_timeout)
-        self.publish_approval_request(req, self.approval_timeout)
+            req = self.book.open(service, arguments_json, self.clock(), wait)
+        self.publish_approval_request(req, wait)
         try:
             while True:
                 with self._lock:
-                    outcome = self.book.outcome(req.request_id, self.now())
+                    outcome = self.book.outcome(req.request_id, self.clock())
                 if self.is_latched():
                     return "e-stop latched while waiting for approval"
                 if outcome is True:
                     return None
                 if outcome is False:
                     decided = self.book.pending[req.request_id].decision
-                    return ("operator denied the request" if decided is False
-                            else f"no operator approval within {self.approval_timeout} s (denied)")
+                    if decided is False:
+                        return "operator denied the request"
+                    if wait < self.approval_timeout:
+                        return f"no operator approval within the caller's deadline ({budget:.1f} s) (denied)"
+                    return f"no operator approval within {self.approval_timeout} s (denied)"
                 time.sleep(0.02)
         finally:
             with self._lock:
                 self.book.close(req.request_id)
 
     def _refuse(self, service, source, arguments_json, verdict: Verdict) -> dict:
-        self.report(service, source, arguments_json, verdict, accepted=False)
+        self.report(bounded(str(service), MAX_SERVICE_NAME_CHARS), bounded(str(source), 120), arguments_json,
+                    verdict, accepted=False)
         return {"accepted": False, "success": False, "verdict_level": int(verdict.level),
                 "reasons": list(verdict.reasons), "response_json": "{}"}
