@@ -5,9 +5,9 @@
 Writes the scenario's world and the robot as SDF (qwen_stack.sim.gazebo_world), starts gz sim
 (ros_gz_sim's gz_sim.launch.py), spawns the robot at the scenario's start pose (ros_gz_sim create),
 bridges topics with ros_gz_bridge's parameter_bridge (sim/gazebo/bridge.yaml, /clock GZ_TO_ROS) and
-publishes the robot's fixed frames. Needs a ROS 2 install with ros_gz (not the pip wheels).
+publishes the robot's frames with robot_state_publisher from the stack's URDF. Needs a ROS 2 install with
+ros_gz and robot_state_publisher (not the pip wheels).
 """
-import math
 import tempfile
 from pathlib import Path
 
@@ -19,19 +19,10 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from qwen_stack.sim.gazebo_world import GAZEBO_DIR, ROBOT_MODEL, write_files
+from qwen_stack.sim.robot_description import urdf
 from qwen_stack.sim.world import RobotSpec
 
 BRIDGE_CONFIG = GAZEBO_DIR / "bridge.yaml"
-
-
-def _static_tf(name, xyz, rpy, parent, child):
-    # tf2_ros static_transform_publisher, new-style arguments (--x ... --frame-id ... --child-frame-id ...)
-    args = []
-    for key, value in zip(("--x", "--y", "--z", "--roll", "--pitch", "--yaw"), (*xyz, *rpy)):
-        args += [key, f"{value:.6g}"]
-    return Node(package="tf2_ros", executable="static_transform_publisher", name=name,
-                arguments=args + ["--frame-id", parent, "--child-frame-id", child],
-                parameters=[{"use_sim_time": True}])
 
 
 def _world_and_robot(context):
@@ -53,12 +44,10 @@ def _world_and_robot(context):
                         "-z", "0.0", "-Y", f"{start.yaw:.4f}"]),
         Node(package="ros_gz_bridge", executable="parameter_bridge", name="gz_bridge", output="screen",
              parameters=[{"config_file": str(BRIDGE_CONFIG), "use_sim_time": True}]),
-        # Fixed frames (the pan joint is taken at 0: Gazebo users pan with gz topic camera_pan).
-        _static_tf("laser_frame", spec.laser_xyz, (0, 0, 0), "base_link", "laser"),
-        _static_tf("camera_frame", spec.camera_xyz, (0, math.radians(spec.camera_tilt_deg), 0),
-                   "base_link", "camera_link"),
-        _static_tf("camera_optical", (0.02, 0, 0), (-math.pi / 2, 0, -math.pi / 2),
-                   "camera_link", "camera_optical_frame"),
+        # The robot's frames from the same URDF the embedded simulator publishes (sim/robot_description.py):
+        # fixed joints on /tf_static, the wheels and the camera pan from the bridged joint_states.
+        Node(package="robot_state_publisher", executable="robot_state_publisher", name="robot_state_publisher",
+             output="screen", parameters=[{"robot_description": urdf(spec), "use_sim_time": True}]),
     ]
 
 

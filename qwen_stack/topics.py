@@ -17,6 +17,7 @@ CAMERA_INFO = "camera/camera_info"             # sensor_msgs/CameraInfo
 SCAN = "scan"                                  # sensor_msgs/LaserScan
 ODOM = "odom"                                  # nav_msgs/Odometry
 JOINT_STATES = "joint_states"                  # sensor_msgs/JointState
+ROBOT_DESCRIPTION = "robot_description"        # std_msgs/String, URDF, transient local (sim/robot_description.py)
 SIM_GROUND_TRUTH = "sim/ground_truth"          # nav_msgs/Odometry, true base pose (tests only)
 SIM_OBJECTS = "sim/objects"                    # std_msgs/String, JSON of object poses (tests only)
 CLOCK = "/clock"                               # rosgraph_msgs/Clock

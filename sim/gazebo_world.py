@@ -236,7 +236,7 @@ def robot_sdf(spec: RobotSpec = RobotSpec(), camera=(320, 240, 15.0), laser=(360
         {_material((0.1, 0.1, 0.1, 1))}
       </visual>
       <sensor name="camera" type="camera">
-        <pose>0.02 0 0 0 0 0</pose>
+        <pose>{spec.camera_lens_x:.6g} 0 0 0 0 0</pose>
         <topic>{GZ_IMAGE}</topic>
         <gz_frame_id>camera_optical_frame</gz_frame_id>
         <update_rate>{cam_hz:g}</update_rate>

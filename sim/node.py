@@ -29,6 +29,7 @@ from std_msgs.msg import String  # noqa: E402
 from qwen_stack import topics  # noqa: E402
 from qwen_stack.sim import ros_messages as rm  # noqa: E402
 from qwen_stack.sim.node_config import SimConfigError, SimNodeConfig  # noqa: E402
+from qwen_stack.sim.robot_description import urdf  # noqa: E402
 from qwen_stack.sim.scenario import ScenarioError, load_layout  # noqa: E402
 from qwen_stack.topics import SIM_ATTACH, SIM_DETACH, SIM_SET_PAN  # noqa: E402
 from qwen_stack.sim.simulator import LaserSpec, Simulator  # noqa: E402
@@ -76,6 +77,10 @@ class SimNode(Node):
                 latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
                 self.pub_tf_static = self.create_publisher(TFMessage, "/tf_static", latched)
                 self.pub_tf_static.publish(TFMessage(transforms=rm.static_transforms(self.sim.robot, 0.0, cfg)))
+        # robot_description (URDF, latched) as robot_state_publisher offers it: RViz and Foxglove read it.
+        self.pub_description = self.create_publisher(
+            String, topics.ROBOT_DESCRIPTION, QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.pub_description.publish(String(data=urdf(self.sim.robot, rm.frames_of(cfg))))
         self.create_subscription(Twist, topics.BASE_CMD_VEL, self._on_cmd_vel, 10)
         self._create_services()
         self.info = rm.camera_info(cfg.camera_width, cfg.camera_height,
@@ -182,7 +187,7 @@ class SimNode(Node):
         if "odom" in due:
             out["odom"] = sim.odometry()
             names, pos, _ = sim.joint_states()
-            out["pan"] = pos[names.index("camera_pan_joint")]  # for base_link -> camera_link
+            out["joint_positions"] = dict(zip(names, pos))  # the URDF's moving joints on /tf
         if "joints" in due:
             out["joints"] = sim.joint_states()
         if "truth" in due:
@@ -210,8 +215,8 @@ class SimNode(Node):
         if "odom" in d:
             self.pub_odom.publish(rm.odometry(d["odom"], t, cfg.odom_frame, cfg.base_frame))
             if self.pub_tf is not None:
-                self.pub_tf.publish(self._tf_type(transforms=rm.robot_transforms(self.sim.robot, d["odom"], d["pan"],
-                                                                                  t, cfg)))
+                self.pub_tf.publish(self._tf_type(transforms=rm.robot_transforms(
+                    self.sim.robot, d["odom"], d["joint_positions"], t, cfg)))
         if "joints" in d:
             self.pub_joints.publish(rm.joint_state(*d["joints"], t))
         if "truth" in d:

@@ -62,6 +62,7 @@ class SimNodeConfig:
     world_frame: str = "world"
     odom_frame: str = "odom"
     base_frame: str = "base_link"
+    camera_pan_frame: str = "camera_pan_link"
     camera_frame: str = "camera_link"
     camera_optical_frame: str = "camera_optical_frame"
     laser_frame: str = "laser"
@@ -88,7 +89,8 @@ class SimNodeConfig:
             _bad(who, self, "jpeg_quality", "must be an integer in [1, 100]")
         if not (isinstance(self.laser_beams, int) and 2 <= self.laser_beams <= 4096):
             _bad(who, self, "laser_beams", "must be an integer in [2, 4096]")
-        for name in ("world_frame", "odom_frame", "base_frame", "camera_frame", "camera_optical_frame",
+        for name in ("world_frame", "odom_frame", "base_frame", "camera_pan_frame", "camera_frame",
+                     "camera_optical_frame",
                      "laser_frame"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
                 _bad(who, self, name, "must be a non-empty frame name")

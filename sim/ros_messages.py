@@ -1,7 +1,8 @@
 """Simulator state -> ROS messages (message packages only, no rclpy node), and the frames' geometry.
 
-Frames (REP 103/105): odom -> base_link (odometry), base_link -> camera_link (pan joint + fixed
-tilt), camera_link -> camera_optical_frame (z forward, x right, y down), base_link -> laser.
+Frames (REP 103/105): odom -> base_link (odometry), then the URDF's joints (sim/robot_description.py):
+base_link -> camera_pan_link (pan) -> camera_link (fixed tilt) -> camera_optical_frame (z forward, x right,
+y down), base_link -> laser, base_link -> left/right_wheel.
 """
 from __future__ import annotations
 
@@ -18,24 +19,16 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState, Lase
 from std_msgs.msg import String
 
 from qwen_stack.sim.simulator import BaseState, LaserSpec, ObjectState
+from qwen_stack.sim.robot_description import Frames, joint_transform, quat_rpy
+from qwen_stack.sim.robot_description import joints as urdf_joints
 from qwen_stack.sim.world import RobotSpec
 
-# camera_link -> camera_optical_frame: roll -pi/2 then yaw -pi/2 (x right, y down, z forward).
-OPTICAL_ROTATION = (-0.5, 0.5, -0.5, 0.5)  # (x, y, z, w)
 
 
 def stamp(t: float) -> Time:
     sec = int(math.floor(t))
     return Time(sec=sec, nanosec=min(int(round((t - sec) * 1e9)), 999_999_999))
 
-
-def quat_rpy(roll: float, pitch: float, yaw: float) -> tuple[float, float, float, float]:
-    """(x, y, z, w) of the rotation R = Rz(yaw) Ry(pitch) Rx(roll)."""
-    cr, sr = math.cos(roll / 2), math.sin(roll / 2)
-    cp, sp = math.cos(pitch / 2), math.sin(pitch / 2)
-    cy, sy = math.cos(yaw / 2), math.sin(yaw / 2)
-    return (sr * cp * cy - cr * sp * sy, cr * sp * cy + sr * cp * sy,
-            cr * cp * sy - sr * sp * cy, cr * cp * cy + sr * sp * sy)
 
 
 def _quat(q: tuple[float, float, float, float]) -> Quaternion:
@@ -123,22 +116,26 @@ def transform(parent: str, child: str, t: float, xyz, q) -> TransformStamped:
     return msg
 
 
-def robot_transforms(robot: RobotSpec, odom: BaseState, pan: float, t: float, frames) -> list[TransformStamped]:
-    """The moving transforms: odom -> base_link, base_link -> camera_link (pan + tilt).
-
-    base_link is the wheel axle's midpoint, wheel_radius above the floor (as in the MJCF).
-    """
-    return [
-        transform(frames.odom_frame, frames.base_frame, t, (odom.x, odom.y, robot.wheel_radius),
-                  quat_rpy(0.0, 0.0, odom.yaw)),
-        transform(frames.base_frame, frames.camera_frame, t, robot.camera_xyz,
-                  quat_rpy(0.0, math.radians(robot.camera_tilt_deg), pan)),
-    ]
+def frames_of(cfg) -> Frames:
+    """The URDF's frame names from the sim node's frame parameters."""
+    return Frames(odom=cfg.odom_frame, base=cfg.base_frame, laser=cfg.laser_frame, camera_pan=cfg.camera_pan_frame,
+                  camera=cfg.camera_frame, camera_optical=cfg.camera_optical_frame)
 
 
-def static_transforms(robot: RobotSpec, t: float, frames) -> list[TransformStamped]:
-    """The fixed transforms: base_link -> laser, camera_link -> camera_optical_frame."""
-    return [
-        transform(frames.base_frame, frames.laser_frame, t, robot.laser_xyz, (0.0, 0.0, 0.0, 1.0)),
-        transform(frames.camera_frame, frames.camera_optical_frame, t, (0.02, 0.0, 0.0), OPTICAL_ROTATION),
-    ]
+def robot_transforms(robot: RobotSpec, odom: BaseState, joints: dict[str, float], t: float, cfg) -> list[TransformStamped]:
+    """The moving transforms: odom -> base_link (odometry), and every moving joint of the URDF at its
+    position in `joints` (name -> radians). base_link is the wheel axle's midpoint, wheel_radius above
+    the floor (as in the MJCF)."""
+    out = [transform(cfg.odom_frame, cfg.base_frame, t, (odom.x, odom.y, robot.wheel_radius),
+                     quat_rpy(0.0, 0.0, odom.yaw))]
+    for j in urdf_joints(robot, frames_of(cfg)):
+        if j.kind != "fixed" and j.name in joints:
+            out.append(transform(j.parent, j.child, t, *joint_transform(j, joints[j.name])))
+    return out
+
+
+def static_transforms(robot: RobotSpec, t: float, cfg) -> list[TransformStamped]:
+    """The fixed joints of the URDF: base_link -> laser, camera_pan_link -> camera_link (tilt),
+    camera_link -> camera_optical_frame."""
+    return [transform(j.parent, j.child, t, *joint_transform(j)) for j in urdf_joints(robot, frames_of(cfg))
+            if j.kind == "fixed"]

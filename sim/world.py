@@ -49,6 +49,7 @@ class RobotSpec:
     camera_xyz: tuple[float, float, float] = (0.10, 0.0, 0.15)  # pan axis in base_link
     camera_fovy_deg: float = 60.0
     camera_tilt_deg: float = 15.0      # camera pitched down, to see the floor and objects near the robot
+    camera_lens_x: float = 0.02        # optical centre ahead of the pan axis, along camera_link's x
     pan_limit: float = 2.0             # rad, each way
     pick_x: float = 0.22               # magnetic pick site, ahead of the axle
     pick_reach: float = 0.15           # objects whose centre is this close to the pick can be attached
@@ -110,7 +111,7 @@ def _robot_xml(spec: RobotSpec, x: float, y: float, yaw: float) -> str:
         <body name="camera_link" pos="0 0 0" euler="{_f(0, math.radians(spec.camera_tilt_deg), 0)}">
           <geom name="camera_housing" type="box" size="0.015 0.03 0.015" mass="0.05" rgba="0.1 0.1 0.1 1"
                 {robot} contype="0" conaffinity="0"/>
-          <camera name="camera" pos="0.02 0 0" xyaxes="0 -1 0 0 0 1" fovy="{spec.camera_fovy_deg}"/>
+          <camera name="camera" pos="{_f(spec.camera_lens_x, 0, 0)}" xyaxes="0 -1 0 0 0 1" fovy="{spec.camera_fovy_deg}"/>
         </body>
       </body>
     </body>"""

@@ -11,6 +11,7 @@ pytest.importorskip("sensor_msgs.msg")
 
 from qwen_stack.sim import ros_messages as rm  # noqa: E402
 from qwen_stack.sim.node_config import SimNodeConfig  # noqa: E402
+from qwen_stack.sim.robot_description import OPTICAL_RPY  # noqa: E402
 from qwen_stack.sim.scenario import FloorArea, Pose2D  # noqa: E402
 from qwen_stack.sim.simulator import BaseState, LaserSpec, ObjectState  # noqa: E402
 from qwen_stack.sim.world import RobotSpec  # noqa: E402
@@ -25,7 +26,7 @@ def rotation(q) -> np.ndarray:
 
 
 def test_optical_frame_axes():
-    r = rotation(rm.OPTICAL_ROTATION)  # columns: optical x, y, z in camera_link
+    r = rotation(rm.quat_rpy(*OPTICAL_RPY))  # columns: optical x, y, z in camera_link
     np.testing.assert_allclose(r[:, 2], [1, 0, 0], atol=1e-12)   # z forward
     np.testing.assert_allclose(r[:, 0], [0, -1, 0], atol=1e-12)  # x right
     np.testing.assert_allclose(r[:, 1], [0, 0, -1], atol=1e-12)  # y down
@@ -37,22 +38,22 @@ def test_quat_rpy_is_z_y_x():
     ry = np.array([[math.cos(pitch), 0, math.sin(pitch)], [0, 1, 0], [-math.sin(pitch), 0, math.cos(pitch)]])
     rx = np.array([[1, 0, 0], [0, math.cos(roll), -math.sin(roll)], [0, math.sin(roll), math.cos(roll)]])
     np.testing.assert_allclose(rotation(rm.quat_rpy(roll, pitch, yaw)), rz @ ry @ rx, atol=1e-12)
-    np.testing.assert_allclose(rotation(rm.OPTICAL_ROTATION), rotation(rm.quat_rpy(-math.pi / 2, 0, -math.pi / 2)),
-                               atol=1e-12)
 
 
-def test_camera_link_transform_tilts_down_and_pans():
-    robot = RobotSpec()
-    tf = rm.robot_transforms(robot, BaseState(1.0, 2.0, 0.5, 0.0, 0.0), pan=0.7, t=3.25, frames=SimNodeConfig())
-    odom, cam = tf
+def test_camera_transforms_tilt_down_and_pan():
+    robot, cfg = RobotSpec(), SimNodeConfig()
+    tf = rm.robot_transforms(robot, BaseState(1.0, 2.0, 0.5, 0.0, 0.0), {"camera_pan_joint": 0.7}, 3.25, cfg)
+    odom, pan = tf
     assert (odom.header.frame_id, odom.child_frame_id) == ("odom", "base_link")
     assert (odom.transform.translation.x, odom.transform.translation.z) == (1.0, robot.wheel_radius)
-    q = cam.transform.rotation
-    forward = rotation((q.x, q.y, q.z, q.w))[:, 0]
+    assert (pan.header.frame_id, pan.child_frame_id) == ("base_link", "camera_pan_link")
+    tilt_tf = {t.child_frame_id: t for t in rm.static_transforms(robot, 0.0, cfg)}["camera_link"]
+    q1, q2 = pan.transform.rotation, tilt_tf.transform.rotation
+    forward = (rotation((q1.x, q1.y, q1.z, q1.w)) @ rotation((q2.x, q2.y, q2.z, q2.w)))[:, 0]
     tilt = math.radians(robot.camera_tilt_deg)
     np.testing.assert_allclose(forward, [math.cos(tilt) * math.cos(0.7), math.cos(tilt) * math.sin(0.7),
                                          -math.sin(tilt)], atol=1e-12)
-    assert (cam.header.stamp.sec, cam.header.stamp.nanosec) == (3, 250_000_000)
+    assert (pan.header.stamp.sec, pan.header.stamp.nanosec) == (3, 250_000_000)
 
 
 def test_stamp_never_rolls_over():
