@@ -188,20 +188,23 @@ class ToolExecutor:
 
     def _call(self, spec: ToolSpec, arguments: dict[str, Any], cancel: CancelToken) -> tuple[str, dict[str, Any]]:
         request = {**spec.fixed_fields, **arguments}
+        timeout_s = spec.call_timeout_s           # includes the operator's approval wait where one is needed
         if spec.actuating:
-            fut = self.transport.call_via_supervisor(spec.service, request, spec.timeout_s)
+            fut = self.transport.call_via_supervisor(spec.service, request, timeout_s)
         else:
-            fut = self.transport.call_service(spec.service, spec.interface, request, spec.timeout_s)
+            fut = self.transport.call_service(spec.service, spec.interface, request, timeout_s)
         if self.on_request_sent is not None:
             self.on_request_sent(spec.name)
-        deadline = time.monotonic() + spec.timeout_s + 1.0
+        # 1 s more than the supervisor's deadline (it starts on receipt): the proxy answers first, so
+        # "timeout" here never leaves a call that can still act
+        deadline = time.monotonic() + timeout_s + 1.0
         while not fut.done():
             if cancel.cancelled:
                 fut.cancel()
                 return "cancelled", {"error": f"cancelled: {cancel.reason}"}
             if time.monotonic() > deadline:
                 fut.cancel()
-                return "timeout", {"error": f"{spec.service} did not answer within {spec.timeout_s} s"}
+                return "timeout", {"error": f"{spec.service} did not answer within {timeout_s} s"}
             cancel.wait(0.005)
         try:
             outcome: ServiceOutcome = fut.result()

@@ -3,7 +3,8 @@
 Loaded from config/tools.yaml. Each tool is one of:
 - kind `service`: one ROS service; the model sets `model_fields` of its request, `fixed_fields`
   fill the rest. Actuating tools are always called through the safety supervisor's CallTool
-  proxy; an entry that routes an actuating tool straight to the robot is refused at load.
+  proxy, the others directly (there is no per-tool route to get wrong). A tool whose service
+  needs the operator's approval (safety policy) waits `approval_wait_s` longer than its timeout_s.
 - kind `grounding`: the model names a point (0-1000 image coordinates) in the current camera
   frame; the planner turns it into an odom-frame goal (see grounding.py) for `target_tool`.
 - kind `object_goal`: the model names an object; an object locator gives its position and
@@ -24,7 +25,6 @@ from typing import Any, Callable, Mapping
 import yaml
 
 KINDS = ("service", "grounding", "object_goal")
-ROUTES = ("supervisor", "direct")
 
 # ROS IDL field types -> JSON schema fragments
 _INT_TYPES = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "byte", "char", "octet"}
@@ -40,8 +40,7 @@ class ToolSpec:
     name: str
     description: str
     kind: str                       # "service" | "grounding" | "object_goal"
-    actuating: bool                 # moves the robot or changes the world
-    route: str                      # "supervisor" (CallTool proxy) | "direct"
+    actuating: bool                 # moves the robot or changes the world: called through the supervisor's proxy
     service: str = ""               # ROS service (kind service); relative name
     interface: str = ""             # e.g. qwen_stack_interfaces/srv/DriveDistance
     model_fields: tuple[str, ...] = ()
@@ -49,6 +48,13 @@ class ToolSpec:
     timeout_s: float = 30.0
     target_tool: str = ""           # grounding / object_goal: the service tool they end in
     parameters: Mapping[str, Any] = field(default_factory=dict)  # JSON schema for the model
+    approval_wait_s: float = 0.0    # operator's time to approve (safety policy needs_approval), else 0
+
+    @property
+    def call_timeout_s(self) -> float:
+        """The caller's whole deadline: the approval wait and the service. It travels in CallTool.timeout_s,
+        and the supervisor neither waits for an approval nor forwards the call past it."""
+        return self.timeout_s + self.approval_wait_s
 
 
 FieldResolver = Callable[[str], Mapping[str, str]]
@@ -131,7 +137,10 @@ def _req(entry: Mapping[str, Any], key: str, where: str, kind: type | tuple[type
     return value
 
 
-_ENTRY_KEYS = {"name", "description", "kind", "actuating", "route", "service", "interface", "model_fields",
+# tools.yaml approval_wait_s when absent (the supervisor's approval_timeout in config/safety.yaml caps the wait)
+DEFAULT_APPROVAL_WAIT_S = 30.0
+
+_ENTRY_KEYS = {"name", "description", "kind", "actuating", "service", "interface", "model_fields",
                "fixed_fields", "field_descriptions", "ranges", "timeout_s", "target_tool"}
 
 
@@ -164,6 +173,10 @@ class ToolRegistry:
             raise RegistryError("tools.yaml must be a mapping with keys supervisor_proxy and tools")
         proxy = _req(data, "supervisor_proxy", "tools.yaml", str)
         entries = _req(data, "tools", "tools.yaml", list)
+        approval_wait = data.get("approval_wait_s", DEFAULT_APPROVAL_WAIT_S)
+        if isinstance(approval_wait, bool) or not isinstance(approval_wait, (int, float)) or not (
+                math.isfinite(approval_wait) and approval_wait > 0):
+            raise RegistryError(f"tools.yaml: approval_wait_s must be a number of seconds > 0, got {approval_wait!r}")
         try:
             policy = policy_view(safety_policy)
         except ValueError as exc:
@@ -189,22 +202,17 @@ class ToolRegistry:
             if kind not in KINDS:
                 raise RegistryError(f"{where}: kind must be one of {KINDS}, got {kind!r}")
             actuating = _req(entry, "actuating", where, bool)
-            route = entry.get("route", "supervisor" if actuating else "direct")
-            if route not in ROUTES:
-                raise RegistryError(f"{where}: route must be one of {ROUTES}, got {route!r}")
             timeout = float(entry.get("timeout_s", 30.0))
             if not (math.isfinite(timeout) and timeout > 0):
                 raise RegistryError(f"{where}: timeout_s must be > 0, got {timeout}")
             descriptions = entry.get("field_descriptions", {}) or {}
             own_ranges = entry.get("ranges", {}) or {}
             common = dict(name=name, description=_req(entry, "description", where, str).strip(), kind=kind,
-                          actuating=actuating, route=route, timeout_s=timeout)
+                          actuating=actuating, timeout_s=timeout)
             if kind == "service":
                 service = _req(entry, "service", where, str)
-                if actuating and route != "supervisor":
-                    raise RegistryError(
-                        f"{where}: actuating tool routed 'direct' to {service!r}; actuating calls must go "
-                        f"through the safety supervisor (route: supervisor)")
+                if actuating and policy is not None and service in policy.needs_approval:
+                    common["approval_wait_s"] = float(approval_wait)
                 if not actuating and service in policy_actuating:
                     raise RegistryError(f"{where}: {service!r} is actuating in the safety policy but the "
                                         f"tool says actuating: false")

@@ -198,3 +198,23 @@ def test_a_replay_stops_at_the_first_failed_call_instead_of_claiming_success(reg
     assert events[0].kind == "status" and "NOT a language model" in events[0].text
     assert not res.success and "replay stopped: drive_distance rejected" in res.message
     assert len(model.seen) == 1, "the script's next turn is never played"
+
+
+def test_deadline_sent_to_the_supervisor_includes_the_approval_wait():
+    """Issue 16 item 6: release (operator approval in the safety policy) is given its timeout_s plus
+    approval_wait_s, and that whole deadline travels to the supervisor, which acts on nothing after it."""
+    policy = yaml.safe_load(config_file("safety_policy.yaml").read_text())
+    tools = yaml.safe_load(config_file("tools.yaml").read_text())
+    reg = ToolRegistry.from_dict(tools, srv_file_request_fields, policy)
+
+    class Recording(TransportDouble):
+        def call_via_supervisor(self, service, request, timeout_s):
+            self.timeouts = getattr(self, "timeouts", []) + [(service, timeout_s)]
+            return super().call_via_supervisor(service, request, timeout_s)
+
+    planner, _, transport, _ = make(reg, [call("release") + call("drive_distance", distance="0.5", speed="0.2"),
+                                          "done"], transport=Recording())
+    assert planner.run("put it down", CancelToken()).success
+    release, drive = reg["release"], reg["drive_distance"]
+    assert transport.timeouts == [("skills/release", release.timeout_s + tools["approval_wait_s"]),
+                                  ("skills/drive_distance", drive.timeout_s)]

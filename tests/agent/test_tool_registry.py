@@ -23,7 +23,7 @@ def load(data, policy=None) -> ToolRegistry:
 def test_project_registry_loads_with_schemas_from_request_types():
     reg = load(tools_yaml())
     drive = reg["drive_distance"]
-    assert drive.actuating and drive.route == "supervisor"
+    assert drive.actuating and drive.approval_wait_s == 0.0
     assert drive.parameters["properties"]["distance"] == {
         "type": "number", "minimum": -3.0, "maximum": 3.0, "description": "metres, + forward, - backward"}
     assert reg["go_to_pose"].parameters["properties"]["use_theta"]["type"] == "boolean"
@@ -96,7 +96,8 @@ def _tool(data, name):
 
 
 @pytest.mark.parametrize("change, fragment", [
-    (lambda d: _tool(d, "drive_distance").update(route="direct"), "actuating tool routed 'direct'"),
+    (lambda d: _tool(d, "drive_distance").update(route="direct"), "unknown key(s) ['route']"),
+    (lambda d: d.update(approval_wait_s=float("nan")), "approval_wait_s"),
     (lambda d: _tool(d, "drive_distance").update(model_fields=["distance", "wheels"]), "no request field 'wheels'"),
     (lambda d: _tool(d, "drive_distance").update(ranges={"distance": [1]}), "ranges.distance"),
     (lambda d: _tool(d, "drive_distance").update(colour="red"), "unknown key"),
@@ -127,3 +128,16 @@ def test_empty_range_after_policy_is_refused():
         policy = safety_policy()
         policy["services"]["skills/drive_distance"]["arguments"]["distance"] = {"min": 5.0, "max": 6.0}
         load(tools_yaml(), policy)
+
+
+def test_tool_needing_approval_waits_for_the_operator_on_top_of_its_timeout():
+    """Issue 16 item 6: the planner gave up on release after its 10 s while the supervisor waited 30 s for the
+    operator. The policy's needs_approval now adds approval_wait_s to the deadline sent to the supervisor."""
+    reg = load(tools_yaml(), safety_policy())
+    release, drive = reg["release"], reg["drive_distance"]
+    assert release.approval_wait_s == tools_yaml()["approval_wait_s"] > 0
+    assert release.call_timeout_s == release.timeout_s + release.approval_wait_s
+    assert drive.call_timeout_s == drive.timeout_s
+    policy = safety_policy()
+    policy["services"]["skills/release"]["needs_approval"] = False
+    assert load(tools_yaml(), policy)["release"].call_timeout_s == release.timeout_s
