@@ -1,0 +1,271 @@
+"""Missions -> conversations -> token ids with a loss mask on the assistant's tokens.
+
+A conversation is stored as the planner holds it (system prompt, user instruction, raw assistant
+outputs, tool results as ToolCallRecord.result_json), never pre-rendered: `encode` renders it
+with the engine's chat format (engine/chat.py via the local backend's chat_dicts), so training
+text is always the prompt the engine will build at run time.
+
+Held-out split ("test"): (object, area) pairs that never occur in training, the last phrasing
+of every template list, and the en-es language mix.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable
+
+from . import phrasing as P
+from .expert import Expert, Mission, Turn
+from .world import Faults, SymbolicWorld, Thing, result_json
+
+AREA_COLOURS = ("blue", "green", "red", "yellow")
+OBJECTS = tuple(f"{c}_{s}" for c in P.COLOURS if c != "grey" for s in P.SHAPES)
+AREAS = tuple(f"{c}_square" for c in AREA_COLOURS)
+
+# what each mission kind's share of the data is
+KIND_WEIGHTS = {"fetch": 0.46, "fetch2": 0.1, "missing": 0.08, "goto": 0.08, "look": 0.06, "drive": 0.07,
+                "turn": 0.07, "unsafe": 0.08}
+
+DETECT_OBJECTS_SPEC = {   # the contract's tool, used until config/tools.yaml lists it
+    "type": "function", "function": {
+        "name": "detect_objects",
+        "description": "Detect the objects and floor areas the camera sees now, and list every object "
+                       "remembered so far with its position in the odom frame.",
+        "parameters": {"type": "object", "properties": {}, "required": []}}}
+
+
+def pair_split(obj: str, area: str) -> str:
+    """Fixed split of (object, area) pairs: about one in five is held out."""
+    c, s = P.split_name(obj)
+    k = P.COLOURS.index(c) * 7 + P.SHAPES.index(s) * 3 + AREAS.index(area) * 5
+    return "test" if k % 5 == 0 else "train"
+
+
+@dataclass
+class Example:
+    id: str
+    split: str
+    kind: str
+    lang: str
+    instruction: str
+    faults: dict
+    messages: list[dict]          # {"role", "content"} as the planner holds them (system prompt included)
+    outcome: str                  # success | failed | refused (what the final answer says)
+    world_success: bool           # the world agrees (fetch: every target inside the area)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+
+def _scene(rng: random.Random, must: list[str], areas: list[str], absent: list[str]) -> list[Thing]:
+    names = list(dict.fromkeys(must))
+    pool = [o for o in OBJECTS if o not in names and o not in absent]
+    rng.shuffle(pool)
+    names += pool[:rng.randint(1, 3)]
+    things: list[Thing] = []
+
+    def place(name: str, area: bool = False, graspable: bool = True) -> None:
+        for _ in range(200):
+            x, y = rng.uniform(-2.0, 2.0), rng.uniform(-2.0, 2.0)
+            if math.hypot(x, y) > 0.6 and all(math.hypot(x - t.x, y - t.y) > 0.55 for t in things):
+                things.append(Thing(name, x, y, graspable, area))
+                return
+        raise RuntimeError("scene too crowded")
+
+    for a in areas:
+        place(a, area=True)
+    for n in names:
+        place(n)
+    if rng.random() < 0.5:
+        place(P.CRATE, graspable=False)
+    return things
+
+
+def make_mission(rng: random.Random, split: str) -> tuple[Mission, P.Instruction, list[Thing], Faults]:
+    kind = rng.choices(list(KIND_WEIGHTS), weights=list(KIND_WEIGHTS.values()))[0]
+    lang = P.choose_language(rng, split)
+    tmpl = rng.choice(P.template_indices(kind if kind != "missing" else "fetch", lang, split)
+                      or P.template_indices(kind if kind != "missing" else "fetch", lang, "train"))
+    faults = Faults()
+
+    def pair() -> tuple[str, str]:
+        while True:
+            o, a = rng.choice(OBJECTS), rng.choice(AREAS)
+            # the held-out split uses held-out pairs half the time (the rest: its phrasings/languages)
+            if pair_split(o, a) == split or (split == "test" and rng.random() < 0.5):
+                return o, a
+
+    if kind in ("fetch", "missing"):
+        obj, area = pair()
+        ins = P.render("fetch", lang, tmpl, obj=obj, area=area)
+        extra_area = [a for a in AREAS if a != area and rng.random() < 0.3][:1]
+        if kind == "missing":
+            things = _scene(rng, [], [area] + extra_area, [obj])
+        else:
+            things = _scene(rng, [obj], [area] + extra_area, [])
+            f = rng.random()
+            if f < 0.18:
+                faults.grasp_failures[obj] = rng.choice((1, 1, 2, 3))
+            elif f < 0.28:
+                faults.move_on_approach = obj
+            elif f < 0.38:
+                faults.deny_release = True
+                faults.deny_reason = rng.choice(("operator denied the request",
+                                                 "no operator approval within 30.0 s (denied)"))
+            elif f < 0.45:
+                faults.reject_first_goto = "rate limit: skills/go_to_pose allows 5 calls per 10.0 s"
+            elif f < 0.5:
+                faults.goto_timeout_once = True
+            elif f < 0.54:
+                faults.estop_latched = True
+        return Mission("fetch" if kind == "fetch" else "missing", [obj], area), ins, things, faults
+    if kind == "fetch2":
+        obj, area = pair()
+        obj2 = rng.choice([o for o in OBJECTS if o != obj])
+        ins = P.render("fetch2", lang, tmpl, obj=obj, obj2=obj2, area=area)
+        things = _scene(rng, [obj, obj2], [area], [])
+        if rng.random() < 0.15:
+            faults.grasp_failures[obj2] = 1
+        return Mission("fetch2", [obj, obj2], area), ins, things, faults
+    if kind == "goto":
+        obj = rng.choice(OBJECTS + AREAS)
+        ins = P.render("goto", lang, tmpl, obj=obj)
+        things = _scene(rng, [] if obj in AREAS else [obj], [rng.choice(AREAS)] + ([obj] if obj in AREAS else []), [])
+        things = list({t.name: t for t in things}.values())
+        return Mission("goto", [obj]), ins, things, faults
+    if kind == "look":
+        ins = P.render("look", lang, tmpl)
+        return Mission("look"), ins, _scene(rng, [], [rng.choice(AREAS)], []), faults
+    if kind == "drive":
+        sign = P.DRIVE_SIGN[tmpl] if lang != P.HELD_OUT_MIX else (1 if tmpl == 0 else -1)
+        dist = rng.choice((0.5, 1, 1.5, 2, 2.5, 3, 4, 5)) if sign > 0 else rng.choice((0.3, 0.5, 1, 1.5, 2, 3))
+        ins = P.render("drive", lang, tmpl, dist=dist)
+        if rng.random() < 0.06:
+            faults.estop_latched = True
+        return Mission("drive", amount=sign * dist), ins, _scene(rng, [], [rng.choice(AREAS)], []), faults
+    if kind == "turn":
+        sign = P.TURN_SIGN[tmpl] if lang != P.HELD_OUT_MIX else (1 if tmpl == 0 else -1)
+        deg = rng.choice((15, 30, 45, 60, 90, 120, 135, 180, 270))
+        ins = P.render("turn", lang, tmpl, deg=deg)
+        return Mission("turn", amount=sign * math.radians(deg)), ins, _scene(rng, [], [rng.choice(AREAS)], []), faults
+    ins = P.render("unsafe", lang, tmpl)
+    return (Mission("unsafe", unsafe_reason=P.UNSAFE_REASONS[lang][tmpl]), ins,
+            _scene(rng, [], [rng.choice(AREAS)], []), faults)
+
+
+def generate_example(seed: int, split: str, system_prompt: str) -> Example:
+    rng = random.Random(f"{split}:{seed}")
+    mission, ins, things, faults = make_mission(rng, split)
+    robot = (rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), rng.uniform(-math.pi, math.pi))
+    world = SymbolicWorld(things, robot, faults, rng)
+    expert = Expert(world, rng)
+    from qwen_stack.qwen_node.agent.planner import ChatMessage, PlannerConfig, fold_context
+
+    chat = [ChatMessage("system", system_prompt), ChatMessage("user", ins.text)]
+    fold_cfg = PlannerConfig()   # the planner's defaults (config/agent.yaml has the same values)
+    policy = expert.run(mission)
+    turn: Turn = next(policy)
+    while True:
+        fold_context(chat, fold_cfg)   # as the planner does before every model turn
+        chat.append(ChatMessage("assistant", turn.raw()))
+        if turn.call is None:
+            break
+        result = world.call(*turn.call)
+        chat.append(ChatMessage("tool", result_json(result)))
+        try:
+            turn = policy.send(result)
+        except StopIteration:
+            raise RuntimeError(f"expert ended without a final answer ({mission.kind}, seed {seed})")
+    messages = [{"role": m.role, "content": m.content} for m in chat]
+    world_ok = True
+    if mission.kind in ("fetch", "fetch2"):
+        world_ok = all(world.in_area(o, mission.area) for o in mission.targets)
+    if expert.outcome == "success" and not world_ok:
+        raise RuntimeError(f"expert claims success the world does not show ({mission.kind}, seed {seed})")
+    return Example(f"{split}-{seed}", split, mission.kind, ins.lang, ins.text,
+                   {k: v for k, v in asdict(faults).items() if v}, messages, expert.outcome, world_ok)
+
+
+def generate(n: int, split: str, system_prompt: str, start: int = 0) -> Iterable[Example]:
+    for seed in range(start, start + n):
+        yield generate_example(seed, split, system_prompt)
+
+
+# ---- tools and system prompt as the planner shows them ---------------------------------------
+
+def planner_tools() -> list[dict[str, Any]]:
+    """The tool list qwen_node gives the model (config/tools.yaml + the safety policy), with the
+    perception contract's detect_objects added when the registry does not list it yet."""
+    from qwen_stack.paths import SOURCE_ROOT
+    from qwen_stack.qwen_node.agent.tool_registry import ToolRegistry
+
+    reg = ToolRegistry.load(SOURCE_ROOT / "config" / "tools.yaml",
+                            safety_policy_path=SOURCE_ROOT / "config" / "safety_policy.yaml")
+    specs = reg.function_specs()
+    if not any(s["function"]["name"] == "detect_objects" for s in specs):
+        specs.insert(1, DETECT_OBJECTS_SPEC)
+    return specs
+
+
+def default_system_prompt() -> str:
+    from qwen_stack.qwen_node.agent.settings import DEFAULT_SYSTEM_PROMPT
+    return DEFAULT_SYSTEM_PROMPT
+
+
+# ---- rendering + tokenisation ----------------------------------------------------------------
+
+def render_segments(messages: list[dict], tools: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+    """The whole conversation as the engine renders it, and the character ranges the model writes
+    (each assistant output after the prompt's '<think>\\n', and its <|im_end|>)."""
+    from qwen_stack.qwen_node.agent.backends.local import chat_dicts
+    from qwen_stack.qwen_node.agent.planner import ChatMessage
+    from qwen_stack.qwen_node.engine.chat import render_chat
+
+    chat, _ = chat_dicts([ChatMessage(m["role"], m["content"]) for m in messages], vision=False)
+    text, _, _ = render_chat(chat, tools, add_generation_prompt=False)
+    spans = []
+    pos = 0
+    for k, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        prompt, _, _ = render_chat(chat[:k], tools, add_generation_prompt=True, enable_thinking=True)
+        if not text.startswith(prompt):
+            raise ValueError(f"turn {k}: the generation prompt is not a prefix of the rendered conversation")
+        start = len(prompt)
+        target = m["content"] + "<|im_end|>"
+        if text[start:start + len(target)] != target:
+            raise ValueError(f"turn {k}: the rendered conversation does not reproduce the model output verbatim")
+        spans.append((start, start + len(target)))
+        pos = start + len(target)
+    return text, spans
+
+
+def encode(messages: list[dict], tools: list[dict], tokenizer) -> tuple[list[int], list[int]]:
+    """-> (token ids in the full vocabulary, mask 1 where the model is trained to write the token)."""
+    text, spans = render_segments(messages, tools)
+    ids = tokenizer.encode(text)
+    enc = tokenizer._tok._tokenizer
+    mask = []
+    offset = 0   # character offset of each token's start
+    byte_pos = 0
+    char_of_byte = _byte_to_char(text)
+    si = 0
+    for tid in ids:
+        nbytes = len(enc.decode_single_token_bytes(tid))
+        c0 = char_of_byte[min(byte_pos, len(char_of_byte) - 1)]
+        byte_pos += nbytes
+        while si < len(spans) and c0 >= spans[si][1]:
+            si += 1
+        mask.append(1 if si < len(spans) and spans[si][0] <= c0 < spans[si][1] else 0)
+        offset = c0
+    return ids, mask
+
+
+def _byte_to_char(text: str) -> list[int]:
+    out = []
+    for i, ch in enumerate(text):
+        out.extend([i] * len(ch.encode("utf-8")))
+    out.append(len(text))
+    return out

@@ -1,0 +1,308 @@
+"""The expert policy: given a mission and the symbolic world, the assistant turns a careful
+planner would write (short English thinking, then one tool call, or a final answer).
+
+Each turn is rendered exactly as Qwen3.5 writes it after the prompt's "<think>\\n":
+"{thinking}\\n</think>\\n\\n<tool_call>\\n<function=NAME>\\n<parameter=K>\\nV\\n</parameter>\\n</function>\\n</tool_call>"
+(the chat format's own tool-call layout) or "{thinking}\\n</think>\\n\\n{answer}".
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, Generator
+
+from .world import SymbolicWorld
+
+SEARCH_TURN = 1.2          # rad per search rotation (the camera sees ~1.3 rad)
+SEARCH_STEPS = 5           # 5 x 1.2 rad: a full turn
+SEARCH_SPEED = 0.8         # rad/s
+MAX_GRASPS = 3             # attempts before giving up
+
+
+@dataclass
+class Turn:
+    thinking: str
+    call: tuple[str, dict[str, Any]] | None = None
+    answer: str = ""
+
+    def raw(self) -> str:
+        head = f"{self.thinking}\n</think>\n\n"
+        if self.call is None:
+            return head + self.answer
+        name, args = self.call
+        s = f"<tool_call>\n<function={name}>\n"
+        for k, v in args.items():
+            s += f"<parameter={k}>\n{_fmt(v)}\n</parameter>\n"
+        return head + s + "</function>\n</tool_call>"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def human(name: str) -> str:
+    return name.replace("_", " ")
+
+
+@dataclass
+class Mission:
+    kind: str                  # fetch | fetch2 | goto | look | drive | turn | unsafe | missing
+    targets: list[str] = field(default_factory=list)
+    area: str = ""
+    amount: float = 0.0        # drive: metres (signed); turn: radians (signed)
+    unsafe_reason: str = ""
+
+
+Policy = Generator[Turn, dict, None]
+
+
+class Expert:
+    def __init__(self, world: SymbolicWorld, rng: random.Random):
+        self.w, self.rng = world, rng
+        self.outcome = "unknown"   # success | failed | refused: what the final answer claims
+
+    def pick(self, *options: str) -> str:
+        return self.rng.choice(options)
+
+    # ---- mission kinds -----------------------------------------------------------------------
+    def run(self, m: Mission) -> Policy:
+        kinds = {"fetch": self._fetch, "fetch2": self._fetch, "missing": self._fetch, "goto": self._goto_only,
+                 "look": self._look, "drive": self._drive, "turn": self._turn, "unsafe": self._unsafe}
+        yield from kinds[m.kind](m)
+
+    def _fetch(self, m: Mission) -> Policy:
+        things = " and ".join(m.targets)
+        r = yield Turn(self.pick(f"The task is to bring {things} to {m.area}. First I check what the camera sees.",
+                                 f"Goal: {things} onto {m.area}. Let me detect the objects around me first.",
+                                 f"I need to move {things} to {m.area}. Start by detecting objects."),
+                       ("detect_objects", {}))
+        if self._stopped(r):
+            return (yield from self._report_rejection(r))
+        done: list[str] = []
+        for obj in m.targets:
+            found = yield from self._find(obj)
+            if not found:
+                return (yield from self._not_found(obj, done, m.area))
+            ok = yield from self._pick_up(obj)
+            if ok is not True:
+                return (yield from self._final_failure(ok, done, m.area))
+            found = yield from self._find(m.area)
+            if not found:
+                return (yield from self._not_found(m.area, done, m.area, holding=obj))
+            r = yield from self._goto(m.area, f"I hold {obj}. Now drive to {m.area}.")
+            if r is not True:
+                return (yield from self._final_failure(r, done, m.area, holding=obj))
+            r = yield Turn(self.pick(f"I am at {m.area}. Release {obj} here.",
+                                     f"At {m.area} with {obj}. Put it down."), ("release", {}))
+            if r["status"] != "succeeded":
+                reason = "; ".join(r.get("reasons", [])) or r.get("response", {}).get("message", "")
+                self.outcome = "failed"
+                return (yield Turn(f"The release was refused: {reason}. I must not retry it; stop and report.",
+                                   answer=f"I did not finish: releasing the {human(obj)} at the {human(m.area)} was "
+                                          f"refused ({reason}). I am still holding the {human(obj)}"
+                                          + (f"; already delivered: {', '.join(human(d) for d in done)}" if done else "")
+                                          + ". Please decide what to do."))
+            done.append(obj)
+        self.outcome = "success"
+        objs = " and the ".join(human(o) for o in m.targets)
+        yield Turn(self.pick(f"{things} released on {m.area}. The task is done.",
+                             f"Released on {m.area}. Done."),
+                   answer=self.pick(f"Done: the {objs} {'is' if len(m.targets) == 1 else 'are'} on the {human(m.area)}.",
+                                    f"I brought the {objs} to the {human(m.area)}."))
+
+    def _goto(self, name: str, thinking: str) -> Generator[Turn, dict, Any]:
+        """go_to_object with recovery: True, or a failure description for the final answer."""
+        tries = 0
+        while True:
+            tries += 1
+            r = yield Turn(thinking, ("go_to_object", {"object_name": name}))
+            if r["status"] == "succeeded":
+                return True
+            if r["status"] == "rejected":
+                reason = "; ".join(r.get("reasons", []))
+                if reason.startswith("rate limit") and tries < 3:
+                    r2 = yield Turn(f"The supervisor refused go_to_object: {reason}. Wait a moment by checking the "
+                                    f"state, then try again.", ("describe_state", {}))
+                    thinking = f"Try go_to_object {name} again."
+                    continue
+                return f"the safety supervisor refused to move ({reason})"
+            msg = r.get("error") or r.get("response", {}).get("message", "")
+            if tries < 2:
+                thinking = f"go_to_object failed: {msg}. Try once more."
+                continue
+            return f"driving to the {human(name)} failed twice ({msg})"
+
+    def _pick_up(self, obj: str) -> Generator[Turn, dict, Any]:
+        attempts = 0
+        think = self.pick(f"I know where {obj} is. Drive up to it.", f"{obj} is in memory. Approach it.")
+        while True:
+            r = yield from self._goto(obj, think)
+            if r is not True:
+                return r
+            attempts += 1
+            r = yield Turn(self.pick(f"{obj} should be in front of the gripper. Grasp it.",
+                                     f"In front of {obj}. Grasp."), ("grasp", {"object_name": obj}))
+            if r["status"] == "succeeded":
+                return True
+            if r["status"] == "rejected":
+                return f"the safety supervisor refused the grasp ({'; '.join(r.get('reasons', []))})"
+            msg = r.get("response", {}).get("message", "")
+            if "not graspable" in msg:
+                return f"the {human(obj)} cannot be grasped ({msg})"
+            if attempts >= MAX_GRASPS:
+                return f"I tried to grasp the {human(obj)} {attempts} times and it failed each time (last: {msg})"
+            r = yield Turn(f"The grasp failed: {msg}. It may have moved. Detect again before a new approach "
+                           f"(attempt {attempts + 1} of {MAX_GRASPS}).", ("detect_objects", {}))
+            if obj not in r.get("in_view", []):
+                found = yield from self._find(obj, already_looked=True)
+                if not found:
+                    return f"the {human(obj)} is no longer where I saw it and a full search did not find it"
+            think = f"{obj} is at its new position. Approach it again."
+
+    def _find(self, name: str, already_looked: bool = False) -> Generator[Turn, dict, bool]:
+        """Rotate and detect until `name` is in perception's memory (a full turn at most)."""
+        if name in self.w.memory:
+            return True
+        colour = name.split("_")[0]
+        far_tried: set[str] = set()
+        for step in range(SEARCH_STEPS):
+            far = sorted(n for n in self.w.memory if n.startswith(colour + "_object_") and n not in far_tried)
+            if far:
+                far_tried.add(far[0])
+                r = yield from self._goto(far[0], f"{name} is not named yet, but {far[0]} has its colour and is far "
+                                                  f"away. Drive closer to it and look again.")
+                if r is True:
+                    r = yield Turn(f"Closer now. Detect again to see whether {far[0]} is {name}.", ("detect_objects", {}))
+                    if name in self.w.memory:
+                        return True
+            r = yield Turn(self.pick(f"{name} is not in view. Rotate to look further around (step {step + 1} of "
+                                     f"{SEARCH_STEPS}).",
+                                     f"No {name} in memory yet. Turn left and look again ({step + 1}/{SEARCH_STEPS})."),
+                           ("rotate", {"angle": SEARCH_TURN, "speed": SEARCH_SPEED}))
+            if r["status"] != "succeeded":
+                return False
+            r = yield Turn(f"Rotated. Detect objects in the new view.", ("detect_objects", {}))
+            if name in self.w.memory:
+                return True
+        return False
+
+    def _not_found(self, name: str, done: list[str], area: str, holding: str = "") -> Policy:
+        seen = sorted(n for n in self.w.memory)
+        self.outcome = "failed"
+        yield Turn(f"A full turn and {name} is still not detected. It is not in the scene; report it.",
+                   answer=f"I could not find the {human(name)}: I looked all around and saw only "
+                          f"{', '.join(human(s) for s in seen) or 'nothing'}."
+                          + (f" I am holding the {human(holding)}." if holding else "")
+                          + (f" Already delivered to the {human(area)}: {', '.join(human(d) for d in done)}."
+                             if done else ""))
+
+    def _final_failure(self, why: str, done: list[str], area: str, holding: str = "") -> Policy:
+        self.outcome = "failed"
+        yield Turn(f"I cannot continue: {why}. Give up and say so.",
+                   answer=f"I could not complete the task: {why}."
+                          + (f" I am holding the {human(holding)}." if holding else "")
+                          + (f" Delivered to the {human(area)}: {', '.join(human(d) for d in done)}." if done else ""))
+
+    def _stopped(self, r: dict) -> bool:
+        return r["status"] == "rejected" and any("e-stop" in x for x in r.get("reasons", []))
+
+    def _report_rejection(self, r: dict) -> Policy:
+        self.outcome = "failed"
+        reason = "; ".join(r.get("reasons", []))
+        yield Turn(f"The supervisor refuses every action: {reason}. Only the operator can reset it.",
+                   answer=f"I cannot move: {reason}. Please check the robot and reset the e-stop, then ask again.")
+
+    def _goto_only(self, m: Mission) -> Policy:
+        obj = m.targets[0]
+        r = yield Turn(f"The task is to drive to {obj}. Detect objects first.", ("detect_objects", {}))
+        found = yield from self._find(obj)
+        if not found:
+            return (yield from self._not_found(obj, [], ""))
+        r = yield from self._goto(obj, f"{obj} is known. Drive to it.")
+        if r is not True:
+            return (yield from self._final_failure(r, [], ""))
+        self.outcome = "success"
+        yield Turn(f"I am in front of {obj}.", answer=f"I am now right in front of the {human(obj)}.")
+
+    def _look(self, m: Mission) -> Policy:
+        r = yield Turn("The user asks what I see. Detect objects in view.", ("detect_objects", {}))
+        seen = r.get("in_view", [])
+        self.outcome = "success"
+        listing = ", ".join(human(s) for s in seen)
+        yield Turn(f"In view: {', '.join(seen) or 'nothing'}.",
+                   answer=(f"I can see: {listing}." if seen else "I do not see any object right now."))
+
+    def _drive(self, m: Mission) -> Policy:
+        d = m.amount
+        lo, hi = -1.0, 3.0
+        parts = []
+        rest = d
+        while abs(rest) > 1e-9:
+            step = max(lo, min(hi, rest))
+            parts.append(round(step, 2))
+            rest = round(rest - step, 2)
+        if len(parts) > 1:
+            think = (f"Drive {d:g} m. One call allows {lo:g} to {hi:g} m, so I split it into "
+                     f"{len(parts)} moves: {', '.join(f'{p:g}' for p in parts)}.")
+        else:
+            think = f"Drive {d:g} m straight at a moderate speed."
+        for i, p in enumerate(parts):
+            r = yield Turn(think if i == 0 else f"Next part: {p:g} m.",
+                           ("drive_distance", {"distance": p, "speed": 0.3}))
+            if r["status"] != "succeeded":
+                return (yield from self._motion_failed(r))
+        self.outcome = "success"
+        yield Turn("The drive is complete.", answer=f"I drove {abs(d):g} m {'forward' if d > 0 else 'backward'}.")
+
+    def _turn(self, m: Mission) -> Policy:
+        a = m.amount
+        parts = [a] if abs(a) <= 3.1416 else [math.copysign(3.1416, a), round(a - math.copysign(3.1416, a), 4)]
+        deg = round(math.degrees(abs(a)))
+        side = "left" if a > 0 else "right"
+        think = f"Turn {side} {deg} degrees = {a:.4g} rad" + (" (positive is left)." if a > 0 else " (negative is right).")
+        if len(parts) > 1:
+            think += " More than half a turn: two rotations."
+        for i, p in enumerate(parts):
+            r = yield Turn(think if i == 0 else "Second rotation.",
+                           ("rotate", {"angle": round(p, 4), "speed": 0.8}))
+            if r["status"] != "succeeded":
+                return (yield from self._motion_failed(r))
+        self.outcome = "success"
+        yield Turn("Rotation done.", answer=f"I turned {deg} degrees to the {side}.")
+
+    def _motion_failed(self, r: dict) -> Policy:
+        if self._stopped(r):
+            return (yield from self._report_rejection(r))
+        reason = "; ".join(r.get("reasons", [])) or r.get("response", {}).get("message", "")
+        self.outcome = "failed"
+        yield Turn(f"The motion did not succeed: {reason}. Report it.",
+                   answer=f"I could not complete the motion: {reason}.")
+
+    _UNSAFE = {
+        "collision": ("Driving into a wall or an object on purpose would damage the robot and its surroundings.",
+                      "I will not do that: driving into a wall or an object on purpose is unsafe."),
+        "safety_off": ("The safety supervisor cannot and must not be bypassed.",
+                       "I cannot disable the safety supervisor: every motion goes through it, and it stays on."),
+        "too_fast": ("5 m/s is far above the allowed 0.5 m/s.",
+                     "I cannot drive that fast: the speed limit is 0.5 m/s."),
+        "outside": ("x=12 is outside the allowed area of plus or minus 4.5 m.",
+                    "I cannot go there: x=12 m is outside the area I may drive in (within 4.5 m of the start)."),
+        "crate": ("The grey crate is heavy and not graspable, and throwing is not something this robot can do.",
+                  "I cannot do that: the grey crate is not graspable, and I cannot throw objects."),
+        "impossible": ("This robot drives on the floor; it cannot do that.",
+                       "That is impossible for me: I am a small wheeled robot that can only drive on the floor."),
+        "too_far": ("30 m is far beyond the arena and the 3 m limit per move.",
+                    "I will not do that: 30 m would take me far outside the area I may drive in."),
+        "estop": ("The e-stop must never be ignored.",
+                  "I will not ignore the e-stop: when it is latched, I stay stopped until an operator resets it."),
+    }
+
+    def _unsafe(self, m: Mission) -> Policy:
+        why, answer = self._UNSAFE[m.unsafe_reason]
+        self.outcome = "refused"
+        yield Turn(f"{why} Refuse and explain, without calling any tool.", answer=answer)

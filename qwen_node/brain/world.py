@@ -1,0 +1,272 @@
+"""A symbolic model of the robot's tools: what each call does to a 2-D world and the exact result
+the planner puts inside <tool_response> (ToolCallRecord.result_json: {"tool", "status", ...},
+keys sorted).
+
+Texts of failures come from the real parts: the skills and simulator (sim/skills_node.py,
+sim/simulator.py), the supervisor's proxy (safety/tool_proxy.py, safety/action_policy.py) and the
+perception contract (detect_objects, go_to_object's "no object named ..." failure). Faults are
+injected by the mission (`Faults`): failing grasps, an object moved during the approach, a denied
+approval, a supervisor rejection, a skill timeout.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+HALF_FOV = math.radians(37.0)     # camera: 60 deg vertical FOV at 4:3 -> ~75 deg horizontal
+VIEW_RANGE = 4.0                   # m, beyond this perception does not report objects
+CONFIDENT_RANGE = 2.8              # m, beyond this an object is named <colour>_object_<n>
+OBJECT_STANDOFF = 0.22             # config/agent.yaml object_standoff_m
+PICK_REACH = 0.15                  # sim/world.py RobotSpec.pick_reach
+SPEED = 0.3                        # m/s, go_to_pose's default speed (for the clock)
+
+
+@dataclass
+class Thing:
+    name: str                      # contract name: red_cube, blue_square, grey_crate
+    x: float
+    y: float
+    graspable: bool = True
+    area: bool = False
+
+    @property
+    def colour(self) -> str:
+        return self.name.split("_")[0]
+
+    @property
+    def shape(self) -> str:
+        return self.name.split("_", 1)[1]
+
+
+@dataclass
+class Faults:
+    grasp_failures: dict[str, int] = field(default_factory=dict)  # object -> failing grasps before success
+    move_on_approach: str = ""          # object moved away during the first approach to it
+    deny_release: bool = False          # the operator denies the release approval
+    deny_reason: str = "operator denied the request"
+    reject_first_goto: str = ""         # the supervisor rejects the first go_to_object with this reason
+    goto_timeout_once: bool = False     # the first go_to_object times out (skill), then works
+    estop_latched: bool = False         # every actuating call is refused
+
+
+@dataclass
+class MemoryEntry:
+    name: str
+    colour: str
+    shape: str
+    x: float
+    y: float
+    confidence: float
+    seen_t: float
+
+
+def _wrap(a: float) -> float:
+    return (a + math.pi) % (2 * math.pi) - math.pi
+
+
+class SymbolicWorld:
+    def __init__(self, things: list[Thing], robot: tuple[float, float, float], faults: Faults, rng: random.Random):
+        self.things = {t.name: t for t in things}
+        self.x, self.y, self.theta = robot
+        self.pan = 0.0
+        self.faults = faults
+        self.rng = rng
+        self.held: str | None = None
+        self.t = 0.0
+        self.memory: dict[str, MemoryEntry] = {}
+        self.grasp_attempts: dict[str, int] = {}
+        self.approached: set[str] = set()
+        self.goto_calls = 0
+        self.far_names: dict[str, str] = {}      # object -> its <colour>_object_<n> name while far
+
+    # ---- perception ------------------------------------------------------------------------
+    def visible(self) -> list[tuple[str, Thing, float]]:
+        """(reported name, thing, distance) for things in the camera's view now."""
+        out = []
+        heading = self.theta + self.pan
+        for t in self.things.values():
+            if t.name == self.held:
+                continue
+            dx, dy = t.x - self.x, t.y - self.y
+            d = math.hypot(dx, dy)
+            if d > VIEW_RANGE or (d > 0.05 and abs(_wrap(math.atan2(dy, dx) - heading)) > HALF_FOV):
+                continue
+            name = t.name
+            if d > CONFIDENT_RANGE and not t.area:
+                if t.name not in self.far_names:
+                    n = 1 + sum(1 for v in self.far_names.values() if v.startswith(t.colour + "_object_"))
+                    self.far_names[t.name] = f"{t.colour}_object_{n}"
+                name = self.far_names[t.name]
+            out.append((name, t, d))
+        return out
+
+    def detect(self) -> dict[str, Any]:
+        seen = self.visible()
+        for name, t, d in seen:
+            far = name != t.name
+            if not far:   # a confident sighting replaces the far, unnamed one
+                self.memory.pop(self.far_names.get(t.name, ""), None)
+            conf = round(self.rng.uniform(0.45, 0.6) if far else self.rng.uniform(0.8, 0.99), 2)
+            self.memory[name] = MemoryEntry(name, t.colour, "object" if far else t.shape,
+                                            t.x + self.rng.gauss(0, 0.02), t.y + self.rng.gauss(0, 0.02), conf, self.t)
+        self.t += 0.5
+        mem = []
+        for e in sorted(self.memory.values(), key=lambda e: (self.t - e.seen_t, e.name)):
+            if e.name == self.held:
+                continue
+            mem.append({"name": e.name, "colour": e.colour, "shape": e.shape, "x": round(e.x, 2), "y": round(e.y, 2),
+                        "distance": round(math.hypot(e.x - self.x, e.y - self.y), 2), "confidence": e.confidence,
+                        "seen_s_ago": round(self.t - e.seen_t, 1)})
+        return {"in_view": [n for n, _, _ in sorted(seen, key=lambda s: s[2])], "memory": mem}
+
+    # ---- tools -------------------------------------------------------------------------------
+    def call(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        """One tool call -> the planner's result dict (before json.dumps(sort_keys=True))."""
+        actuating = name not in ("describe_state", "detect_objects")
+        if actuating and self.faults.estop_latched:
+            return _rejected(name, ["e-stop latched: every action is refused"])
+        fn = getattr(self, "_" + name)
+        return fn(**args)
+
+    def _detect_objects(self) -> dict[str, Any]:
+        return {"tool": "detect_objects", "status": "succeeded", **self.detect()}
+
+    def _describe_state(self) -> dict[str, Any]:
+        state = {"odom_frame_pose": {"x": round(self.x, 3), "y": round(self.y, 3), "theta": round(self.theta, 3)},
+                 "velocity": {"linear": 0.0, "angular": 0.0}, "odometry_stamp": round(self.t + 3.0, 3),
+                 "camera_pan": round(self.pan, 3), "held_object": self.held, "estop_latched": self.faults.estop_latched,
+                 "moving_skill_running": False, "last_skill": None,
+                 "objects": self.detect()["memory"]}
+        return {"tool": "describe_state", "status": "succeeded",
+                "response": {"success": True, "state_json": json.dumps(state)}}
+
+    def _rotate(self, angle: float, speed: float) -> dict[str, Any]:
+        self.theta = _wrap(self.theta + angle)
+        self.t += abs(angle) / speed + 1.0
+        return _ok("rotate", {"rotated": round(angle + self.rng.gauss(0, 0.01), 3)})
+
+    def _drive_distance(self, distance: float, speed: float) -> dict[str, Any]:
+        self.x += distance * math.cos(self.theta)
+        self.y += distance * math.sin(self.theta)
+        self.t += abs(distance) / speed + 1.0
+        return _ok("drive_distance", {"travelled": round(abs(distance) + self.rng.gauss(0, 0.005), 3)})
+
+    def _look_at(self, pan: float) -> dict[str, Any]:
+        self.pan = pan
+        self.t += 1.0
+        return _ok("look_at", {}, message=f"pan target {pan:.3f} rad")
+
+    def _go_to_object(self, object_name: str) -> dict[str, Any]:
+        key = object_name.strip().lower().replace(" ", "_")
+        if key not in self.memory:
+            known = sorted(self.memory)
+            return {"tool": "go_to_object", "status": "failed",
+                    "error": f"no object named '{object_name}' in memory (known: {known}); look around first: "
+                             f"rotate or look_at, then detect_objects"}
+        self.goto_calls += 1
+        if self.faults.reject_first_goto and self.goto_calls == 1:
+            return _rejected("go_to_object", [self.faults.reject_first_goto])
+        e = self.memory[key]
+        heading = math.atan2(e.y - self.y, e.x - self.x)
+        gx, gy = e.x - OBJECT_STANDOFF * math.cos(heading), e.y - OBJECT_STANDOFF * math.sin(heading)
+        extra = {"goal": {"x": round(gx, 3), "y": round(gy, 3), "theta": round(heading, 3)},
+                 "object_odom": [round(e.x, 3), round(e.y, 3)]}
+        if self.faults.goto_timeout_once and self.goto_calls == 1:
+            # stopped halfway
+            self.x, self.y = (self.x + gx) / 2, (self.y + gy) / 2
+            self.t += 40.0
+            return {"tool": "go_to_object", "status": "failed", **extra,
+                    "response": {"success": False, "message": "timed out after 40.2 s (sim time): stopped",
+                                 "final_pose": self._pose()}}
+        self.t += math.hypot(gx - self.x, gy - self.y) / SPEED + 3.0
+        self.x, self.y, self.theta, self.pan = gx, gy, heading, 0.0
+        thing = next((t for t in self.things.values() if t.name == key or self.far_names.get(t.name) == key), None)
+        if thing is not None and not thing.area and self.faults.move_on_approach == thing.name \
+                and thing.name not in self.approached:
+            # someone moved it while the robot drove: 0.6-1.2 m away, in a random direction
+            a, r = self.rng.uniform(-math.pi, math.pi), self.rng.uniform(0.6, 1.2)
+            thing.x = max(-2.1, min(2.1, thing.x + r * math.cos(a)))
+            thing.y = max(-2.1, min(2.1, thing.y + r * math.sin(a)))
+        if thing is not None:
+            self.approached.add(thing.name)
+        if self.held is not None:   # the held object travels in front of the gripper
+            h = self.things[self.held]
+            h.x, h.y = self._pick()
+        return {"tool": "go_to_object", "status": "succeeded", **extra,
+                "response": {"success": True, "message": "done", "final_pose": self._pose()}}
+
+    def _grasp(self, object_name: str) -> dict[str, Any]:
+        if self.held is not None:
+            return _fail("grasp", f"already holding {self.held}", held_object="")
+        px, py = self._pick()
+        target = self.things.get(object_name)
+        if object_name and target is None:
+            return _fail("grasp", f"no object named {object_name!r}; objects: {sorted(self.things)}", held_object="")
+        candidates = [target] if target else sorted(
+            (t for t in self.things.values() if not t.area), key=lambda t: math.hypot(t.x - px, t.y - py))
+        if not candidates:
+            return _fail("grasp", "no graspable object", held_object="")
+        t = candidates[0]
+        if not t.graspable:
+            return _fail("grasp", f"{t.name} is not graspable", held_object="")
+        n = self.grasp_attempts.get(t.name, 0)
+        self.grasp_attempts[t.name] = n + 1
+        dist = math.hypot(t.x - px, t.y - py)
+        if n < self.faults.grasp_failures.get(t.name, 0) and dist <= PICK_REACH:
+            dist = self.rng.uniform(0.16, 0.3)   # slipped: the magnet did not catch it
+        if dist > PICK_REACH:
+            return _fail("grasp", f"{t.name} is {dist:.2f} m from the pick (reach {PICK_REACH} m)", held_object="")
+        self.held = t.name
+        self.memory.pop(t.name, None)
+        return _ok("grasp", {"held_object": t.name}, message=f"attached {t.name}")
+
+    def _release(self) -> dict[str, Any]:
+        if self.faults.deny_release:
+            return _rejected("release", [self.faults.deny_reason])
+        if self.held is None:
+            return _fail("release", "not holding anything", released_object="")
+        name, self.held = self.held, None
+        t = self.things[name]
+        t.x, t.y = self._pick()
+        return _ok("release", {"released_object": name}, message=f"released {name}")
+
+    def _go_to_pose(self, x: float, y: float, theta: float, use_theta: bool) -> dict[str, Any]:
+        self.t += math.hypot(x - self.x, y - self.y) / SPEED + 3.0
+        self.theta = theta if use_theta else math.atan2(y - self.y, x - self.x)
+        self.x, self.y = x, y
+        return _ok("go_to_pose", {"final_pose": self._pose()})
+
+    def _go_to_point(self, x: float, y: float) -> dict[str, Any]:
+        return {"tool": "go_to_point", "status": "failed", "error": "no camera frame yet"}
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _pick(self) -> tuple[float, float]:
+        return self.x + OBJECT_STANDOFF * math.cos(self.theta), self.y + OBJECT_STANDOFF * math.sin(self.theta)
+
+    def _pose(self) -> dict[str, float]:
+        return {"x": round(self.x + self.rng.gauss(0, 0.01), 3), "y": round(self.y + self.rng.gauss(0, 0.01), 3),
+                "theta": round(self.theta, 3)}
+
+    def in_area(self, obj: str, area: str) -> bool:
+        o, a = self.things[obj], self.things[area]
+        return self.held != obj and abs(o.x - a.x) <= 0.25 and abs(o.y - a.y) <= 0.25
+
+
+def _ok(tool: str, fields: dict[str, Any], message: str = "done") -> dict[str, Any]:
+    return {"tool": tool, "status": "succeeded", "response": {"success": True, "message": message, **fields}}
+
+
+def _fail(tool: str, message: str, **fields: Any) -> dict[str, Any]:
+    return {"tool": tool, "status": "failed", "response": {"success": False, "message": message, **fields}}
+
+
+def _rejected(tool: str, reasons: list[str]) -> dict[str, Any]:
+    return {"tool": tool, "status": "rejected", "response": {}, "reasons": reasons}
+
+
+def result_json(result: dict[str, Any]) -> str:
+    """What the planner puts in the tool message (ToolCallRecord.result_json)."""
+    return json.dumps(result, sort_keys=True)
