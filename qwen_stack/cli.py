@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "serve": ("qwen_stack.qwen_node.serve:main", "OpenAI-compatible HTTP API over the engine"),
     "export-onnx": ("qwen_stack.trt_engines.export:main", "export decoder layers to ONNX (TensorRT NVFP4 pattern)"),
     "build-engines": ("qwen_stack.trt_engines.build:main", "build TensorRT engines from exported ONNX"),
+    "train-brain": ("qwen_stack.qwen_node.brain.train:main", "train the small stand-in model on generated missions"),
 }
 
 
