@@ -50,6 +50,9 @@ class Example:
     kind: str
     lang: str
     instruction: str
+    template: int                 # index in phrasing.TEMPLATES[kind][lang]
+    targets: list[str]            # objects the mission is about
+    area: str                     # destination area ("" for kinds without one)
     faults: dict
     messages: list[dict]          # {"role", "content"} as the planner holds them (system prompt included)
     outcome: str                  # success | failed | refused (what the final answer says)
@@ -184,7 +187,8 @@ def generate_example(seed: int, split: str, system_prompt: str) -> Example:
         world_ok = all(world.in_area(o, mission.area) for o in mission.targets)
     if expert.outcome == "success" and not world_ok:
         raise RuntimeError(f"expert claims success the world does not show ({mission.kind}, seed {seed})")
-    return Example(f"{split}-{seed}", split, mission.kind, ins.lang, ins.text,
+    return Example(f"{split}-{seed}", split, mission.kind, ins.lang, ins.text, ins.template, mission.targets,
+                   mission.area,
                    {k: v for k, v in asdict(faults).items() if v}, messages, expert.outcome, world_ok)
 
 

@@ -86,12 +86,16 @@ class Expert:
         done: list[str] = []
         for obj in m.targets:
             found = yield from self._find(obj)
+            if isinstance(found, str):
+                return (yield from self._final_failure(found, done, m.area))
             if not found:
                 return (yield from self._not_found(obj, done, m.area))
             ok = yield from self._pick_up(obj)
             if ok is not True:
                 return (yield from self._final_failure(ok, done, m.area))
             found = yield from self._find(m.area)
+            if isinstance(found, str):
+                return (yield from self._final_failure(found, done, m.area, holding=obj))
             if not found:
                 return (yield from self._not_found(m.area, done, m.area, holding=obj))
             r = yield from self._goto(m.area, f"I hold {obj}. Now drive to {m.area}.")
@@ -160,12 +164,15 @@ class Expert:
                            f"(attempt {attempts + 1} of {MAX_GRASPS}).", ("detect_objects", {}))
             if obj not in r.get("in_view", []):
                 found = yield from self._find(obj, already_looked=True)
+                if isinstance(found, str):
+                    return found
                 if not found:
                     return f"the {human(obj)} is no longer where I saw it and a full search did not find it"
             think = f"{obj} is at its new position. Approach it again."
 
-    def _find(self, name: str, already_looked: bool = False) -> Generator[Turn, dict, bool]:
-        """Rotate and detect until `name` is in perception's memory (a full turn at most)."""
+    def _find(self, name: str, already_looked: bool = False) -> Generator[Turn, dict, Any]:
+        """Rotate and detect until `name` is in perception's memory (a full turn at most): True when
+        found, False after a full turn, or why the search could not go on."""
         if name in self.w.memory:
             return True
         colour = name.split("_")[0]
@@ -185,7 +192,8 @@ class Expert:
                                      f"No {name} in memory yet. Turn left and look again ({step + 1}/{SEARCH_STEPS})."),
                            ("rotate", {"angle": SEARCH_TURN, "speed": SEARCH_SPEED}))
             if r["status"] != "succeeded":
-                return False
+                reason = "; ".join(r.get("reasons", [])) or r.get("response", {}).get("message", "")
+                return f"the search rotation was refused ({reason})"
             r = yield Turn(f"Rotated. Detect objects in the new view.", ("detect_objects", {}))
             if name in self.w.memory:
                 return True
@@ -195,8 +203,8 @@ class Expert:
         seen = sorted(n for n in self.w.memory)
         self.outcome = "failed"
         yield Turn(f"A full turn and {name} is still not detected. It is not in the scene; report it.",
-                   answer=f"I could not find the {human(name)}: I looked all around and saw only "
-                          f"{', '.join(human(s) for s in seen) or 'nothing'}."
+                   answer=f"I could not find the {human(name)}: I looked all around and "
+                          + (f"saw only {', '.join(human(s) for s in seen)}." if seen else "saw no objects.")
                           + (f" I am holding the {human(holding)}." if holding else "")
                           + (f" Already delivered to the {human(area)}: {', '.join(human(d) for d in done)}."
                              if done else ""))
@@ -221,6 +229,8 @@ class Expert:
         obj = m.targets[0]
         r = yield Turn(f"The task is to drive to {obj}. Detect objects first.", ("detect_objects", {}))
         found = yield from self._find(obj)
+        if isinstance(found, str):
+            return (yield from self._final_failure(found, [], ""))
         if not found:
             return (yield from self._not_found(obj, [], ""))
         r = yield from self._goto(obj, f"{obj} is known. Drive to it.")

@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         if s < a.warmup:
             return a.lr * (s + 1) / a.warmup
         p = (s - a.warmup) / max(1, a.steps - a.warmup)
+        if a.minutes:   # on a shared machine the time limit may come first: the schedule ends with it
+            p = max(p, (time.time() - t_start) / (a.minutes * 60))
         return a.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
 
     log = open(out / "log.jsonl", "a")
@@ -263,11 +265,11 @@ def main(argv: list[str] | None = None) -> int:
                         "order_rng": order_rng.getstate(), "torch_rng": torch.get_rng_state()}, state_path)
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
                 "order_rng": order_rng.getstate(), "torch_rng": torch.get_rng_state()}, state_path)
-    final = evaluate(model, test, think_end, len(test))
+    final = evaluate(model, test, think_end, min(len(test), 100))
     final.update(step=step, stop=stop_reason, minutes=round((time.time() - t_start) / 60, 1))
     log.write(json.dumps({"final": final}) + "\n")
     log.close()
-    print(f"final held-out ({len(test)} conversations): {json.dumps(final)}", flush=True)
+    print(f"final held-out ({min(len(test), 100)} conversations): {json.dumps(final)}", flush=True)
     save_hf(model, vmap, mtok, out / "model")
     (out / "model" / "README.md").write_text(
         "A small Qwen3.5-architecture model trained on simulated robot missions by `qwen-stack train-brain` "

@@ -114,7 +114,7 @@ class SymbolicWorld:
                                             t.x + self.rng.gauss(0, 0.02), t.y + self.rng.gauss(0, 0.02), conf, self.t)
         self.t += 0.5
         mem = []
-        for e in sorted(self.memory.values(), key=lambda e: (self.t - e.seen_t, e.name)):
+        for e in self.memory.values():   # perception lists its memory in the order objects were first seen
             if e.name == self.held:
                 continue
             mem.append({"name": e.name, "colour": e.colour, "shape": e.shape, "x": round(e.x, 2), "y": round(e.y, 2),

@@ -1,0 +1,132 @@
+"""The mission generator: every conversation is one the planner could have held with a model that
+answers like the expert, in the exact format the engine renders, with an honest final answer."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qwen_stack.qwen_node.agent.output_parser import parse_output
+from qwen_stack.qwen_node.brain import dataset as D
+from qwen_stack.qwen_node.brain import phrasing as P
+from qwen_stack.qwen_node.engine.tokenizer import QwenTokenizer
+
+
+@pytest.fixture(scope="module")
+def tools():
+    return D.planner_tools()
+
+
+@pytest.fixture(scope="module")
+def examples():
+    sp = D.default_system_prompt()
+    return {"train": list(D.generate(400, "train", sp)), "test": list(D.generate(120, "test", sp))}
+
+
+def test_every_turn_parses_and_calls_a_real_tool_with_valid_arguments(examples, tools):
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+    n_calls = 0
+    for split in ("train", "test"):
+        for ex in examples[split]:
+            assistant = [m for m in ex.messages if m["role"] == "assistant"]
+            for k, m in enumerate(assistant):
+                turn = parse_output(m["content"], schemas, start_in_thinking=True)
+                assert not turn.errors, (ex.id, m["content"], [e.message for e in turn.errors])
+                assert turn.thinking.strip(), (ex.id, "every turn thinks first")
+                if k < len(assistant) - 1:
+                    assert len(turn.calls) == 1 and not turn.text.strip(), (ex.id, m["content"])
+                    n_calls += 1
+                else:   # the last turn is the final answer: text, no call
+                    assert not turn.calls and turn.text.strip(), (ex.id, m["content"])
+            # tool messages answer the calls one to one
+            assert sum(m["role"] == "tool" for m in ex.messages) == len(assistant) - 1
+    assert n_calls > 1000
+
+
+def test_tool_responses_have_the_planner_shape(examples):
+    for ex in examples["train"][:100]:
+        for m in ex.messages:
+            if m["role"] != "tool" or m["content"].endswith("chars]"):   # folded ones are cut
+                continue
+            r = json.loads(m["content"])
+            assert set(r) >= {"tool", "status"} and r["status"] in ("succeeded", "failed", "rejected")
+            assert m["content"] == json.dumps(r, sort_keys=True)
+            if r["tool"] == "detect_objects":   # the perception contract's shape
+                assert set(r) == {"tool", "status", "in_view", "memory"}
+                for e in r["memory"]:
+                    assert set(e) == {"name", "colour", "shape", "x", "y", "distance", "confidence", "seen_s_ago"}
+
+
+def test_final_answers_claim_success_only_when_the_world_shows_it(examples):
+    kinds = set()
+    for ex in examples["train"] + examples["test"]:
+        kinds.add(ex.kind)
+        if ex.outcome == "success":
+            assert ex.world_success, ex.id
+        if ex.kind in ("fetch", "fetch2") and not ex.world_success:
+            assert ex.outcome == "failed", ex.id
+        if ex.kind == "unsafe":
+            assert ex.outcome == "refused" and len(ex.messages) == 3, ex.id   # no tool call at all
+    assert kinds == {"fetch", "fetch2", "missing", "goto", "look", "drive", "turn", "unsafe"}
+
+
+def test_recoveries_follow_the_faults(examples):
+    seen = set()
+    for ex in examples["train"]:
+        calls = [m["content"] for m in ex.messages if m["role"] == "assistant"]
+        tools_called = [c.split("<function=")[1].split(">")[0] for c in calls if "<function=" in c]
+        final = calls[-1].split("</think>")[-1]
+        if ex.faults.get("deny_release"):
+            seen.add("deny")
+            assert tools_called[-1] == "release" and "refused" in final, ex.id   # stop at the denial
+        if ex.faults.get("grasp_failures"):
+            n = max(ex.faults["grasp_failures"].values())
+            seen.add(f"grasp{n}")
+            if n >= 3 and ex.kind == "fetch":
+                assert tools_called.count("grasp") == 3 and "could not" in final, ex.id   # give up, say so
+            elif ex.kind == "fetch":
+                assert tools_called.count("grasp") == n + 1 and ex.outcome == "success", ex.id
+                i = tools_called.index("grasp")
+                assert tools_called[i + 1] == "detect_objects", ex.id   # re-detect before re-approaching
+        if ex.faults.get("estop_latched"):
+            seen.add("estop")
+            assert ex.outcome == "failed" and "e-stop" in final, ex.id
+        if ex.kind == "missing":
+            seen.add("missing")
+            assert tools_called.count("rotate") >= 5 and "could not find" in final, ex.id   # a full search first
+    assert {"deny", "grasp1", "grasp3", "estop", "missing"} <= seen
+
+
+def test_held_out_split_is_unseen_in_training(examples):
+    train, test = examples["train"], examples["test"]
+    for ex in train:
+        assert ex.lang != P.HELD_OUT_MIX
+        if ex.kind in ("fetch", "fetch2", "missing"):
+            assert D.pair_split(ex.targets[0], ex.area) == "train", ex.id
+        assert ex.template in P.template_indices("fetch" if ex.kind == "missing" else ex.kind, ex.lang, "train")
+    train_texts = {ex.instruction for ex in train}
+    assert not any(ex.instruction in train_texts for ex in test if ex.kind in ("fetch", "fetch2"))
+    assert any(ex.lang == P.HELD_OUT_MIX for ex in test)
+    assert any(ex.kind == "fetch" and D.pair_split(ex.targets[0], ex.area) == "test" for ex in test)
+    assert len({ex.lang for ex in train}) == len(P.LANGUAGES) >= 5
+
+
+def test_phrasing_agrees_in_gender():
+    assert P.noun_phrase("red_ball", "es") == "la pelota roja"
+    assert P.noun_phrase("blue_square", "fr", "to") == "au carré bleu"
+    assert P.noun_phrase("green_cube", "de") == "den grünen Würfel"
+    assert P.noun_phrase("blue_square", "de", "to") == "zum blauen Quadrat"
+    assert P.noun_phrase("yellow_ball", "it") == "la palla gialla"
+
+
+def test_loss_mask_covers_exactly_what_the_model_writes(examples, tools):
+    tok = QwenTokenizer()
+    for ex in examples["train"][:25]:
+        ids, mask = D.encode(ex.messages, tools, tok)
+        assert len(ids) == len(mask)
+        written = tok.decode([t for t, m in zip(ids, mask) if m])
+        expected = "".join(m["content"] + "<|im_end|>" for m in ex.messages if m["role"] == "assistant")
+        assert written == expected, ex.id
+        # and the rendered conversation is what the engine's chat format gives (not stored pre-rendered)
+        text, spans = D.render_segments(ex.messages, tools)
+        assert tok.decode(ids) == text and len(spans) == sum(m["role"] == "assistant" for m in ex.messages)
