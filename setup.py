@@ -17,6 +17,8 @@ PARTS = {
     "sim": f"{PACKAGE}.sim",
     "trt_engines": f"{PACKAGE}.trt_engines",
     "console": f"{PACKAGE}.console",
+    "perception": f"{PACKAGE}.perception",
+    "recorder": f"{PACKAGE}.recorder",
 }
 
 
@@ -72,6 +74,8 @@ setup(
             "safety_supervisor = qwen_stack.safety.node:main",
             "qwen_node = qwen_stack.qwen_node.node:main",
             "console_node = qwen_stack.console.node:main",
+            "perception_node = qwen_stack.perception.node:main",
+            "recorder_node = qwen_stack.recorder.node:main",
         ],
     },
 )

@@ -1,0 +1,125 @@
+"""Camera and laser geometry of the robot (pure, numpy).
+
+Frames (REP 103): `base` here is base_link moved down to the floor (x forward, y left, z up,
+z = 0 on the floor), so heights are heights above the floor. The camera's pan axis stands at
+`camera_pan_axis_xyz`; the camera body turns by `pan` about z, is pitched down by `pitch` (a
+rotation about its y axis), and its optical centre sits `optical_offset` ahead of the axis along
+the pitched camera x. Optical frame: x right, y down, z forward; pinhole intrinsics (fx, fy, cx,
+cy) from CameraInfo, with pixel (col, row) centred at (col + 0.5, row + 0.5).
+
+    camera_from_optical:  fwd = z_o,  left = -x_o,  up = -y_o
+    base_from_camera:     R_z(pan) . R_y(pitch)       (R_y(p) . (1, 0, 0) = (cos p, 0, -sin p): down)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    @staticmethod
+    def from_camera_info(k: Sequence[float], width: int, height: int) -> "Intrinsics | str":
+        """From CameraInfo.k (row-major 3x3); an error string when it cannot describe a camera."""
+        if len(k) != 9:
+            return f"CameraInfo.k has {len(k)} values, expected 9"
+        fx, fy, cx, cy = float(k[0]), float(k[4]), float(k[2]), float(k[5])
+        if not all(math.isfinite(v) for v in (fx, fy, cx, cy)) or fx <= 0 or fy <= 0:
+            return f"CameraInfo has no valid focal length (fx={fx}, fy={fy}): an uncalibrated camera"
+        if width <= 0 or height <= 0:
+            return f"CameraInfo has no image size ({width}x{height})"
+        return Intrinsics(fx, fy, cx, cy, int(width), int(height))
+
+    def scaled_to(self, width: int, height: int) -> "Intrinsics":
+        """The same camera at another image size (CameraInfo for one size, frames of another)."""
+        sx, sy = width / self.width, height / self.height
+        return Intrinsics(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, width, height)
+
+
+@dataclass(frozen=True)
+class CameraPose:
+    """Where the camera is, in the floor-level base frame, for one pan angle."""
+    origin: np.ndarray        # [3] optical centre
+    rotation: np.ndarray      # [3, 3] base_from_optical
+
+    @staticmethod
+    def at(pan_axis_xyz: Sequence[float], floor_to_base: float, optical_offset: float, pitch: float,
+           pan: float) -> "CameraPose":
+        cp, sp, cz, sz = math.cos(pitch), math.sin(pitch), math.cos(pan), math.sin(pan)
+        r_pan = np.array([[cz, -sz, 0.0], [sz, cz, 0.0], [0.0, 0.0, 1.0]])
+        r_pitch = np.array([[cp, 0.0, sp], [0.0, 1.0, 0.0], [-sp, 0.0, cp]])
+        camera_from_optical = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+        base_from_camera = r_pan @ r_pitch
+        axis = np.array([pan_axis_xyz[0], pan_axis_xyz[1], pan_axis_xyz[2] + floor_to_base])
+        origin = axis + base_from_camera @ np.array([optical_offset, 0.0, 0.0])
+        return CameraPose(origin, base_from_camera @ camera_from_optical)
+
+
+def pixel_rays(cols: np.ndarray, rows: np.ndarray, cam: Intrinsics, pose: CameraPose) -> np.ndarray:
+    """Unit ray directions [N, 3] in the base frame through image points (col, row) (pixel units,
+    continuous: pass col + 0.5 for a pixel's centre)."""
+    d = np.stack([(np.asarray(cols, float) - cam.cx) / cam.fx, (np.asarray(rows, float) - cam.cy) / cam.fy,
+                  np.ones(np.shape(cols))], axis=-1)  # [N, 3] optical
+    d = d @ pose.rotation.T
+    return d / np.linalg.norm(d, axis=-1, keepdims=True)
+
+
+def rays_at_height(pose: CameraPose, dirs: np.ndarray, z: float) -> np.ndarray:
+    """Where rays [N, 3] reach height z: [N, 2] (x, y), NaN where a ray never gets there going forward."""
+    dz = dirs[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (z - pose.origin[2]) / dz
+    t = np.where((t > 0) & np.isfinite(t), t, np.nan)
+    return pose.origin[:2] + dirs[:, :2] * t[:, None]
+
+
+def project_points(points: np.ndarray, cam: Intrinsics, pose: CameraPose) -> tuple[np.ndarray, np.ndarray]:
+    """Base-frame points [N, 3] -> image (col, row) [N, 2] (continuous) and a mask of those in front."""
+    p = (np.asarray(points, float) - pose.origin) @ pose.rotation  # optical coordinates
+    front = p[:, 2] > 1e-6
+    z = np.where(front, p[:, 2], 1.0)
+    uv = np.stack([cam.fx * p[:, 0] / z + cam.cx, cam.fy * p[:, 1] / z + cam.cy], axis=-1)
+    return uv, front
+
+
+@dataclass(frozen=True)
+class LaserScan2D:
+    """A planar scan as plain values (sensor_msgs/LaserScan)."""
+    origin_xy: tuple[float, float]    # laser origin in base, m
+    angle_min: float
+    angle_increment: float
+    ranges: np.ndarray                # [beams], m; inf / nan = no return
+    range_min: float
+    range_max: float
+    stamp: float                      # s, sensor time
+
+    def range_at(self, bearing: float, half_width: float) -> float | None:
+        """Nearest valid return within [bearing - half_width, bearing + half_width] (laser frame), or None."""
+        if self.angle_increment <= 0 or len(self.ranges) == 0:
+            return None
+        n = len(self.ranges)
+        lo = int(math.floor((bearing - half_width - self.angle_min) / self.angle_increment))
+        hi = int(math.ceil((bearing + half_width - self.angle_min) / self.angle_increment))
+        idx = np.arange(lo, hi + 1) % n if self._full_circle() else np.arange(max(lo, 0), min(hi, n - 1) + 1)
+        if idx.size == 0:
+            return None
+        r = self.ranges[idx]
+        ok = np.isfinite(r) & (r >= self.range_min) & (r <= self.range_max)
+        return float(r[ok].min()) if ok.any() else None
+
+    def _full_circle(self) -> bool:
+        return self.angle_increment * len(self.ranges) >= 2 * math.pi - 1e-6
+
+
+def wrap(a: float) -> float:
+    return math.atan2(math.sin(a), math.cos(a))

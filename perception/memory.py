@@ -1,0 +1,209 @@
+"""Object memory in the odom frame (pure): association, fusion, naming, gone-marking.
+
+Each detection (odom frame) is matched to the nearest remembered object of its colour within
+`associate_radius`; failing that, to a remembered object of the same colour and shape whose spot
+is not in view now (it was moved, e.g. carried and released); failing that it is a new object.
+Positions fuse as a 1-D Kalman filter per object: a sighting's variance grows with the square of
+its range (the camera is low: a pixel spans more floor farther away), and a little process noise
+lets a re-sighting correct an old estimate. The shape is a vote over sightings; an object is
+named `<colour>_<shape>` once the vote is confident (`<colour>_<shape>_2` for a second one),
+else `<colour>_object_<n>`, and a generic name is replaced when the shape becomes sure. A
+remembered object whose spot has been in clear view for `gone_after_frames` frames without a
+detection is marked gone (and no longer listed); a later sighting brings it back.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+from qwen_stack.perception.config import PerceptionConfig
+from qwen_stack.perception.detection import Detection
+
+POS_SIGMA_AT_1M = 0.03     # m, position noise of one sighting at 1 m (grows with range squared)
+PROCESS_SIGMA = 0.005      # m per update, lets newer sightings move an old estimate
+
+
+@dataclass(frozen=True)
+class Pose2D:
+    x: float
+    y: float
+    theta: float
+
+    def to_odom(self, bx: float, by: float) -> tuple[float, float]:
+        c, s = math.cos(self.theta), math.sin(self.theta)
+        return self.x + c * bx - s * by, self.y + s * bx + c * by
+
+    def to_base(self, ox: float, oy: float) -> tuple[float, float]:
+        dx, dy = ox - self.x, oy - self.y
+        c, s = math.cos(self.theta), math.sin(self.theta)
+        return c * dx + s * dy, -s * dx + c * dy
+
+
+@dataclass
+class MemoryEntry:
+    name: str
+    colour: str
+    x: float                                # odom, m
+    y: float
+    variance: float                         # m^2
+    width: float
+    height: float
+    solid: bool
+    confidence: float
+    first_seen: float                       # s, sensor time
+    last_seen: float
+    times_seen: int = 1
+    shape_votes: Counter = field(default_factory=Counter)
+    missed_in_view: int = 0                 # frames in a row with the spot in view and no detection
+    gone: bool = False
+    in_view: bool = False
+
+    @property
+    def shape(self) -> str:
+        if not self.shape_votes:
+            return "object"
+        return self.shape_votes.most_common(1)[0][0]
+
+    def shape_share(self) -> float:
+        total = sum(self.shape_votes.values())
+        return self.shape_votes[self.shape] / total if total else 0.0
+
+
+class ObjectMemory:
+    def __init__(self, cfg: PerceptionConfig):
+        self.cfg = cfg
+        self.entries: list[MemoryEntry] = []
+        self._generic_index: Counter = Counter()     # colour -> last <colour>_object_<n> index
+
+    def visible(self) -> list[MemoryEntry]:
+        return [e for e in self.entries if not e.gone]
+
+    def get(self, name: str) -> MemoryEntry | None:
+        for e in self.entries:
+            if e.name == name and not e.gone:
+                return e
+        return None
+
+    def update(self, detections: list[Detection], robot: Pose2D, stamp: float,
+               spot_in_clear_view: Callable[[float, float], bool] | None = None) -> list[MemoryEntry]:
+        """Fold one frame's detections (base frame) in; `spot_in_clear_view(x_odom, y_odom)` says
+        whether the camera would have seen an object there (None: no gone-marking this frame).
+        Returns the entry of each detection, in the detections' order."""
+        for e in self.entries:
+            e.in_view = False
+        matched: set[int] = set()
+        result: list[MemoryEntry | None] = [None] * len(detections)
+        order = sorted(range(len(detections)), key=lambda i: detections[i].distance)
+        for i in order:
+            d = detections[i]
+            ox, oy = robot.to_odom(d.x, d.y)
+            e = self._associate(d, ox, oy, matched, spot_in_clear_view)
+            if e is None:
+                e = self._new_entry(d, ox, oy, stamp)
+            else:
+                self._fuse(e, d, ox, oy, stamp)
+            matched.add(id(e))
+            result[i] = e
+            e.in_view, e.gone, e.missed_in_view = True, False, 0
+            self._name(e)
+        if spot_in_clear_view is None:
+            return result  # type: ignore[return-value]
+        for e in self.entries:
+            if id(e) in matched or e.gone:
+                continue
+            if spot_in_clear_view(e.x, e.y):
+                e.missed_in_view += 1
+                if e.missed_in_view >= self.cfg.gone_after_frames:
+                    e.gone = True
+            else:
+                e.missed_in_view = 0
+        return result  # type: ignore[return-value]
+
+    # --- internals -------------------------------------------------------------------------------
+    @staticmethod
+    def _sighting_variance(d: Detection) -> float:
+        s = POS_SIGMA_AT_1M * max(0.3, d.distance) ** 2 / max(d.confidence, 0.1)
+        return s * s
+
+    def _associate(self, d: Detection, ox: float, oy: float, matched: set[int],
+                   in_view: Callable[[float, float], bool] | None) -> MemoryEntry | None:
+        best, best_dist = None, math.inf
+        for e in self.entries:
+            if id(e) in matched or e.colour != d.colour or e.solid != d.solid:
+                continue
+            dist = math.hypot(e.x - ox, e.y - oy)
+            gate = self.cfg.associate_radius + 2.0 * math.sqrt(e.variance)
+            if dist < gate and dist < best_dist:
+                best, best_dist = e, dist
+        if best is not None:
+            return best
+        # moved: the same kind of object, remembered where the camera does not see now (or gone)
+        for e in self.entries:
+            if id(e) in matched or e.colour != d.colour or e.solid != d.solid:
+                continue
+            same_kind = e.shape == d.shape and d.shape != "object" and e.shape_share() >= self.cfg.name_min_confidence
+            if same_kind and (e.gone or (in_view is not None and not in_view(e.x, e.y))):
+                if sum(1 for o in self.entries if o.colour == e.colour and o.shape == e.shape) == 1:
+                    e.variance = 1e6                 # forget the old place: the next fuse takes the sighting
+                    return e
+        return None
+
+    def _new_entry(self, d: Detection, ox: float, oy: float, stamp: float) -> MemoryEntry:
+        e = MemoryEntry("", d.colour, ox, oy, self._sighting_variance(d), d.width, d.height, d.solid,
+                        d.confidence, stamp, stamp)
+        e.shape_votes[d.shape] += d.shape_confidence if d.shape != "object" else 0.0
+        self.entries.append(e)
+        return e
+
+    def _fuse(self, e: MemoryEntry, d: Detection, ox: float, oy: float, stamp: float) -> None:
+        prior = e.variance + PROCESS_SIGMA ** 2
+        r = self._sighting_variance(d)
+        k = prior / (prior + r)
+        e.x += k * (ox - e.x)
+        e.y += k * (oy - e.y)
+        e.variance = (1 - k) * prior
+        e.width += 0.3 * (d.width - e.width)
+        e.height += 0.3 * (d.height - e.height)
+        e.confidence = round(max(d.confidence, min(1.0, e.confidence + 0.02)), 3)
+        e.last_seen = max(e.last_seen, stamp)
+        e.times_seen += 1
+        if d.shape != "object":
+            e.shape_votes[d.shape] += d.shape_confidence
+
+    def _name(self, e: MemoryEntry) -> None:
+        sure = e.shape != "object" and e.shape_share() >= self.cfg.name_min_confidence
+        if e.name and (not _is_generic(e.name) or not sure):
+            return                                   # names are stable, except generic -> specific once
+        if sure:
+            base = f"{e.colour}_{e.shape}"
+            taken = {o.name for o in self.entries if o is not e}
+            name, n = base, 1
+            while name in taken:
+                n += 1
+                name = f"{base}_{n}"
+            e.name = name
+        elif not e.name:
+            self._generic_index[e.colour] += 1
+            e.name = f"{e.colour}_object_{self._generic_index[e.colour]}"
+
+
+def _is_generic(name: str) -> bool:
+    parts = name.split("_")
+    return len(parts) >= 3 and parts[-2] == "object" and parts[-1].isdigit()
+
+
+def memory_report(entries: list[dict], robot_xy: tuple[float, float] | None, now: float) -> dict:
+    """The detect_objects result (the model's view; see the shared contract): names in view and
+    the memory, numbers rounded (metres 2 decimals, seconds 1). `entries`: dicts with name,
+    colour, shape, x, y, confidence, last_seen, in_view (held objects are never in memory)."""
+    memory = []
+    for e in entries:
+        dist = math.hypot(e["x"] - robot_xy[0], e["y"] - robot_xy[1]) if robot_xy is not None else None
+        memory.append({"name": e["name"], "colour": e["colour"], "shape": e["shape"],
+                       "x": round(e["x"], 2), "y": round(e["y"], 2),
+                       "distance": round(dist, 2) if dist is not None else None,
+                       "confidence": round(float(e["confidence"]), 2),
+                       "seen_s_ago": round(max(0.0, now - e["last_seen"]), 1)})
+    return {"in_view": [e["name"] for e in entries if e["in_view"]], "memory": memory}
