@@ -102,3 +102,82 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     if rc != 0:
         return None
     return out.view(B, Hq, 1, Dh).to(q.dtype)
+
+
+@lru_cache(maxsize=None)
+def _nvfp4_lib():
+    lib = load("nvfp4_matvec")
+    if lib is None:
+        return None
+    lib.nvfp4_matvec.restype = lib.nvfp4_dequantize_rows.restype = lib.nvfp4_has_avx2.restype = ctypes.c_int
+    lib.nvfp4_matvec.argtypes = ([ctypes.c_void_p] * 4 + [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                                 ctypes.c_void_p] + [ctypes.c_int64] * 3 + [ctypes.c_int])
+    lib.nvfp4_dequantize_rows.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_int]
+    return lib
+
+
+def nvfp4_has_avx2() -> bool:
+    """Whether the built NVFP4 kernel has its AVX2 path (False without the kernel)."""
+    lib = _nvfp4_lib()
+    return bool(lib is not None and lib.nvfp4_has_avx2())
+
+
+def nvfp4_matvec(x: torch.Tensor, packed: torch.Tensor, block_scale: torch.Tensor, global_scale: torch.Tensor,
+                 experts: torch.Tensor | None = None, parts: int = 1, *, scalar: bool = False) -> torch.Tensor | None:
+    """NVFP4 weight times activation rows, dequantizing inside the dot products (kernels/nvfp4_matvec.c).
+
+    Plain weight (experts None): packed uint8 [O, in/2], block_scale e4m3 [O, in/16], global_scale fp32 []
+    (or [parts]), x [1, in] -> fp32 [1, O]. Experts: packed [E, O, in/2], block_scale [E, O, in/16],
+    global_scale [E, parts] or [E] (parts = 1), experts int [K]; x [1, in] (shared) or [K, in] (row k for
+    expert k) -> fp32 [K, O]. x fp32 or bf16. scalar: force the plain-C path (tests).
+    None when the inputs are not covered (not CPU, not contiguous, other dtypes) or the kernel is unavailable.
+    Raises ValueError for shapes that disagree or expert indices out of range.
+    """
+    lead = packed.shape[:-1]
+    n_in = packed.shape[-1] * 2
+    if experts is None and packed.dim() != 2 or experts is not None and packed.dim() != 3:
+        raise ValueError(f"nvfp4_matvec: packed {tuple(packed.shape)} does not fit experts={experts is not None}")
+    if block_scale.shape != (*lead, n_in // 16) or x.dim() != 2 or x.shape[-1] != n_in:
+        raise ValueError(f"nvfp4_matvec: shapes disagree: x {tuple(x.shape)}, packed {tuple(packed.shape)}, "
+                         f"block_scale {tuple(block_scale.shape)}")
+    k = 1 if experts is None else experts.numel()
+    if x.shape[0] not in (1, k):
+        raise ValueError(f"nvfp4_matvec: x has {x.shape[0]} rows, expected 1 or {k}")
+    n_experts = 1 if experts is None else packed.shape[0]
+    if global_scale.numel() != n_experts * parts or parts < 1 or lead[-1] % parts:
+        raise ValueError(f"nvfp4_matvec: global_scale {tuple(global_scale.shape)} does not hold {parts} "
+                         f"scale(s) for each of {n_experts} weight(s) of {lead[-1]} rows")
+    if experts is not None and k and (int(experts.min()) < 0 or int(experts.max()) >= n_experts):
+        raise ValueError(f"nvfp4_matvec: expert index out of range 0..{n_experts - 1}: {experts.tolist()}")
+    if not (x.device.type == packed.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+            and packed.dtype == torch.uint8 and block_scale.dtype == torch.float8_e4m3fn
+            and packed.is_contiguous() and block_scale.is_contiguous() and n_in % 16 == 0 and n_in >= 16):
+        return None
+    lib = _nvfp4_lib()
+    if lib is None:
+        return None
+    xf = x.float().contiguous()
+    g = global_scale.float().contiguous()
+    idx = None if experts is None else experts.to(torch.int64).contiguous()
+    y = torch.empty(k, lead[-1], dtype=torch.float32)
+    rc = lib.nvfp4_matvec(packed.data_ptr(), block_scale.data_ptr(), g.data_ptr(),
+                          None if idx is None else idx.data_ptr(), k, xf.data_ptr(),
+                          n_in if x.shape[0] > 1 else 0, y.data_ptr(), lead[-1], n_in, parts, int(scalar))
+    return y if rc == 0 else None
+
+
+def nvfp4_dequantize_rows(packed: torch.Tensor, block_scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """E2M1[code] * e4m3(s) (no global scale) for packed uint8 [r, in/2], block_scale e4m3 [r, in/16] ->
+    [r, in] in dtype (fp32 or bf16; exact in both); None when not covered or the kernel is unavailable."""
+    if not (packed.device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and packed.dim() == 2
+            and packed.is_contiguous() and block_scale.is_contiguous() and packed.dtype == torch.uint8
+            and block_scale.dtype == torch.float8_e4m3fn and block_scale.shape == (packed.shape[0], packed.shape[1] // 8)
+            and packed.shape[1] % 8 == 0 and packed.shape[0] > 0 and packed.shape[1] > 0):
+        return None
+    lib = _nvfp4_lib()
+    if lib is None:
+        return None
+    out = torch.empty(packed.shape[0], packed.shape[1] * 2, dtype=dtype)
+    rc = lib.nvfp4_dequantize_rows(packed.data_ptr(), block_scale.data_ptr(), packed.shape[0], packed.shape[1] * 2,
+                                   out.data_ptr(), int(dtype == torch.bfloat16))
+    return out if rc == 0 else None

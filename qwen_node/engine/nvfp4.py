@@ -26,8 +26,10 @@ block scales 1 and codes 0 (ModelOpt gives NaN scales there). Every other input 
 to ModelOpt; with ``clamp_block_scale=False`` all inputs are.
 
 :class:`NVFP4Linear` keeps the packed weight in memory and computes ``x @ W'^T`` by dequantizing
-one tile of output rows at a time (``forward``); :func:`nvfp4_linear_reference` dequantizes the
-whole weight first and is the reference the tests compare with.
+one tile of output rows at a time (``forward``, prefill); a single activation row (decode) goes to the
+fused C kernel instead (:func:`nvfp4_matvec`, ``kernels/nvfp4_matvec.c``: the dequantization happens inside
+the dot products, so only the packed bytes are read). :func:`nvfp4_linear_reference` dequantizes the whole
+weight first and is the reference the tests compare with.
 """
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from . import native
 
 BLOCK_SIZE = 16  # values per E4M3 block scale (ModelOpt NVFP4 group_size)
 E2M1_MAX = 6.0  # largest E2M1 magnitude
@@ -289,6 +293,9 @@ def dequantize_rows_unscaled(packed: torch.Tensor, block_scale: torch.Tensor, dt
     if dtype not in (torch.bfloat16, torch.float16, torch.float32):
         raise ValueError(f"NVFP4 compute dtype must be bf16, fp16 or fp32, got {dtype}")
     r, half = packed.shape
+    fast = native.nvfp4_dequantize_rows(packed, block_scale, dtype)  # the C loop: ~10x the gather below
+    if fast is not None:
+        return fast
     lut = _scaled_pair_lut(dtype, packed.device)
     # index [r, nb, 8]: scale byte of the block in bits 8-15, packed byte in bits 0-7
     index = packed.reshape(r, -1, BLOCK_SIZE // 2).int() + (block_scale.view(torch.uint8).int() << 8).unsqueeze(-1)
@@ -334,6 +341,53 @@ def nvfp4_linear(
     return out.reshape(*x.shape[:-1], n_out)
 
 
+# ---------------------------------------------------------------------------------------------
+# decode: one activation row, the fused C kernel as custom ops (opaque to torch.compile, so a compiled
+# decode step calls the kernel as is, with no graph break and no recompile as positions grow)
+
+
+@torch.library.custom_op("qwen_stack::nvfp4_matvec", mutates_args=())
+def nvfp4_matvec(x: torch.Tensor, packed: torch.Tensor, block_scale: torch.Tensor,
+                 global_scale: torch.Tensor) -> torch.Tensor:
+    """x [1, in] @ W'^T -> [1, out] in x.dtype, W' given as stored (packed [out, in/2], block_scale [out, in/16],
+    global_scale []). The C kernel (native.nvfp4_matvec) when it covers the inputs, else the tiled path."""
+    y = native.nvfp4_matvec(x, packed, block_scale, global_scale)
+    if y is None:
+        return nvfp4_linear(x, NVFP4Tensor(packed, block_scale, global_scale))
+    return y.to(x.dtype)
+
+
+@nvfp4_matvec.register_fake
+def _(x, packed, block_scale, global_scale):
+    return x.new_empty(x.shape[0], packed.shape[0])
+
+
+@torch.library.custom_op("qwen_stack::nvfp4_experts_matvec", mutates_args=())
+def nvfp4_experts_matvec(x: torch.Tensor, packed: torch.Tensor, block_scale: torch.Tensor,
+                         global_scale: torch.Tensor, experts: torch.Tensor, parts: int) -> torch.Tensor:
+    """Selected experts, read in place from the stored weights: row k of the result is expert experts[k]'s
+    weight times x (x [1, in], shared) or times x[k] (x [K, in]). packed [E, out, in/2], block_scale
+    [E, out, in/16], global_scale [E, parts] or [E]; `parts` projections of out/parts rows each (2 for a fused
+    gate_up). -> [K, out] in x.dtype."""
+    y = native.nvfp4_matvec(x, packed, block_scale, global_scale, experts, parts)
+    if y is not None:
+        return y.to(x.dtype)
+    rows = packed.shape[1] // parts
+    g = global_scale.reshape(packed.shape[0], parts)
+    out = []
+    for k, e in enumerate(experts.tolist()):
+        xk = x[k if x.shape[0] > 1 else 0][None]
+        out.append(torch.cat([nvfp4_linear(xk, NVFP4Tensor(packed[e, p * rows:(p + 1) * rows],
+                                                           block_scale[e, p * rows:(p + 1) * rows], g[e, p]))
+                              for p in range(parts)], dim=-1))
+    return torch.cat(out)
+
+
+@nvfp4_experts_matvec.register_fake
+def _(x, packed, block_scale, global_scale, experts, parts):
+    return x.new_empty(experts.shape[0], packed.shape[1])
+
+
 class NVFP4Linear(torch.nn.Module):
     """Drop-in for ``nn.Linear`` whose weight stays packed NVFP4 (weight-only 4-bit).
 
@@ -376,6 +430,10 @@ class NVFP4Linear(torch.nn.Module):
         return NVFP4Tensor(self.weight, self.weight_scale, self.weight_scale_2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [..., in] -> [..., out]
+        if x.numel() == self.in_features and x.dtype in (torch.float32, torch.bfloat16):   # one row: decode
+            y = nvfp4_matvec(x.reshape(1, -1), self.weight, self.weight_scale, self.weight_scale_2)
+            y = y.view(*x.shape[:-1], self.out_features)
+            return y if self.bias is None else y + self.bias
         return nvfp4_linear(x, self.qweight, self.bias, rows_per_tile=self.rows_per_tile)
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
