@@ -250,9 +250,11 @@ def build_node():
         def run_step(self):
             was_latched = self.core.estop.latched
             result = self.core.step(_now(self))
+            # audit record, then the verdict, then the command: a recording (recorder/) shows every cmd_vel
+            # message after the verdict that produced it
+            self.reporter.step(result)
             self.cmd_pub.publish(Twist(linear=Vector3(x=result.output.linear_x),
                                        angular=Vector3(z=result.output.angular_z)))
-            self.reporter.step(result)
             if result.estop_latched and not was_latched:   # latched by the heartbeat rule inside the core
                 self.estop_pub.publish(Bool(data=True))
 
