@@ -92,9 +92,11 @@ class Engine:
         return render(messages, tools=tools, add_generation_prompt=True, enable_thinking=enable_thinking)
 
     def build_prompt(self, messages: list[dict], images=(), videos=(), tools=None,
-                     enable_thinking: bool = True) -> Prompt:
-        """images: HxWx3 uint8 arrays; videos: (frames [F, H, W, 3] uint8, fps) pairs; both in message order."""
+                     enable_thinking: bool = True, prefix: str = "") -> Prompt:
+        """images: HxWx3 uint8 arrays; videos: (frames [F, H, W, 3] uint8, fps) pairs; both in message order.
+        prefix: the start of the assistant's answer, written after the generation prompt (the model continues it)."""
         text, n_img, n_vid = self.render(messages, tools=tools, enable_thinking=enable_thinking)
+        text += prefix
         if n_img != len(images) or n_vid != len(videos):
             raise ValueError(f"messages have {n_img} image and {n_vid} video parts but {len(images)} images and "
                              f"{len(videos)} videos were given")
@@ -114,18 +116,21 @@ class Engine:
     def generate(self, messages_or_ids, images=(), videos=(), tools=None, enable_thinking: bool = True,
                  max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
                  seed: int | None = None, stop_strings: tuple[str, ...] = (), on_token=None,
-                 cancel=None) -> GenerationResult:
+                 cancel=None, prefix: str = "") -> GenerationResult:
         """Chat messages (or raw prompt token ids) -> GenerationResult (text without the stop token).
         Calls from several threads are served one after another; `cancel` (threading.Event or callable)
-        stops a running generation after the current token."""
+        stops a running generation after the current token; `prefix` starts the answer (see build_prompt).
+        Raises ContextLengthError when the prompt plus max_new_tokens exceed the model's context."""
+        # ids past the tokenizer's table (the embedding is padded to a multiple of 64) are never sampled
         params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                                seed=seed, stop_token_ids=self.stop_token_ids, stop_strings=tuple(stop_strings))
+                                seed=seed, stop_token_ids=self.stop_token_ids, stop_strings=tuple(stop_strings),
+                                vocab_limit=self.tokenizer.vocab_size)
         if messages_or_ids and isinstance(messages_or_ids[0], int):
-            if images or videos or tools:
-                raise ValueError("images, videos and tools need chat messages, not token ids")
+            if images or videos or tools or prefix:
+                raise ValueError("images, videos, tools and prefix need chat messages, not token ids")
             prompt = Prompt(list(messages_or_ids), [], [], "")
         else:
-            prompt = self.build_prompt(messages_or_ids, list(images), list(videos), tools, enable_thinking)
+            prompt = self.build_prompt(messages_or_ids, list(images), list(videos), tools, enable_thinking, prefix)
         vocab = self.model.config.text.vocab_size
         if any(not 0 <= t < vocab for t in prompt.token_ids):
             raise ValueError(f"prompt has token ids outside the model's vocabulary (0..{vocab - 1})")

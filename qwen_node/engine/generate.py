@@ -20,6 +20,7 @@ class SamplingParams:
     seed: int | None = None         # seeds the sampler; same seed + inputs -> same tokens
     stop_token_ids: tuple[int, ...] = ()   # generation ends after emitting one of these (e.g. <|im_end|>)
     stop_strings: tuple[str, ...] = ()     # generation ends when the text contains one; the text is cut before it
+    vocab_limit: int | None = None  # ids >= this are never sampled (rows the tokenizer cannot decode); None = all
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -32,6 +33,12 @@ class SamplingParams:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if any(not s for s in self.stop_strings):
             raise ValueError("stop_strings must not contain an empty string")
+        if self.vocab_limit is not None and self.vocab_limit < 1:
+            raise ValueError(f"vocab_limit must be >= 1, got {self.vocab_limit}")
+
+
+class ContextLengthError(ValueError):
+    """The prompt plus the tokens asked for do not fit the model's context (max_position_embeddings)."""
 
 
 @dataclass
@@ -43,6 +50,7 @@ class GenerationResult:
     prefill_seconds: float
     decode_seconds: float           # time of the decode steps (tokens after the first)
     timings: dict = field(default_factory=dict)
+    stop_string: str = ""           # the stop string that ended generation (finish_reason "stop_string")
 
     @property
     def prefill_tokens_per_s(self) -> float:
@@ -56,6 +64,8 @@ class GenerationResult:
 
 def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
     """logits: [V] -> one token id (greedy, or temperature / top-k / top-p sampling)."""
+    if params.vocab_limit is not None and params.vocab_limit < logits.shape[-1]:
+        logits = logits[:params.vocab_limit]               # padded rows no tokenizer id stands for
     if params.temperature == 0:
         return int(logits.argmax())
     scores = logits.float() / params.temperature
@@ -90,6 +100,7 @@ class _TextStream:
         self.emitted = 0
         self.text = ""
         self.stopped = False
+        self.stopped_by = ""
 
     def push(self, token: int) -> str:
         if self.detokenize is None:
@@ -100,7 +111,7 @@ class _TextStream:
         for s in self.stops:
             at = text.find(s)
             if at >= 0:
-                text, self.stopped = text[:at], True
+                text, self.stopped, self.stopped_by = text[:at], True, s
         self.text = text
         safe = len(text)
         if not self.stopped:
@@ -135,6 +146,14 @@ def generate(model: Qwen35ForGeneration, prompt_ids: list[int] | torch.Tensor, p
     T = ids.shape[1]
     if T == 0:
         raise ValueError("prompt is empty")
+    context = model.config.text.max_position_embeddings
+    if T + params.max_new_tokens > context:
+        if T > context:
+            raise ContextLengthError(f"the prompt has {T} tokens, more than the model's context of {context} "
+                                     f"tokens (max_position_embeddings in config.json)")
+        raise ContextLengthError(f"the prompt ({T} tokens) plus max_new_tokens ({params.max_new_tokens}) exceed the "
+                                 f"model's context of {context} tokens (max_position_embeddings in config.json); "
+                                 f"at most {context - T} new tokens fit")
     device = model.lm_head.weight.device
     ids = ids.to(device)
     if position_ids is None:
@@ -178,4 +197,4 @@ def generate(model: Qwen35ForGeneration, prompt_ids: list[int] | torch.Tensor, p
     if tail and on_token is not None:
         on_token(None, tail)                                # held-back text at the end (no new token)
     return GenerationResult(token_ids=out, text=stream.text, finish_reason=reason, prompt_tokens=T,
-                            prefill_seconds=t1 - t0, decode_seconds=t2 - t1)
+                            prefill_seconds=t1 - t0, decode_seconds=t2 - t1, stop_string=stream.stopped_by)

@@ -37,12 +37,13 @@ SCRIPTED = ("I need to move.\n</think>\n\nDriving now.\n<tool_call>\n<function=d
 class ScriptedChatEngineDouble:
     """Stands in for LocalChatEngine: streams SCRIPTED (thinking on: starts inside <think>)."""
     model_dir = "scripted-double"
+    context_length = 4096
 
     def __init__(self):
         self.requests = []
 
     def stream(self, chat, images, tools, on_text, cancel, max_new_tokens, temperature, enable_thinking,
-               on_prompt_ready=None):
+               on_prompt_ready=None, **options):
         from qwen_stack.qwen_node.agent.backends.local import GenerationStats
 
         self.requests.append((chat, len(images), tools))

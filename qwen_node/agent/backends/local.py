@@ -26,6 +26,7 @@ class GenerationStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str = ""
+    stop_string: str = ""          # which stop string ended it (finish_reason "stop_string")
     first_token_s: float = 0.0     # prompt ready -> first text
     total_s: float = 0.0
 
@@ -93,6 +94,7 @@ class LocalChatEngine:
             LOG.info("compile_decode applies to PyTorch layers; %s layers run their own kernels", layer_backend)
         self.tokenizer = self.engine.tokenizer
         self.model_dir = model_dir
+        self.context_length = self.engine.model.config.text.max_position_embeddings   # prompt + answer, tokens
         self.supports_images = self.engine.model.visual is not None
 
     def render(self, chat: list[dict], tools: list[dict] | None, enable_thinking: bool) -> tuple[str, int]:
@@ -101,8 +103,12 @@ class LocalChatEngine:
 
     def stream(self, chat: list[dict], images: list[Any], tools: list[dict] | None, on_text: Callable[[str], None],
                cancel: Callable[[], bool], max_new_tokens: int, temperature: float, enable_thinking: bool,
-               on_prompt_ready: Callable[[], None] | None = None) -> tuple[str, GenerationStats]:
+               on_prompt_ready: Callable[[], None] | None = None, *, prefix: str = "",
+               stop_strings: tuple[str, ...] = (), top_p: float = 1.0, top_k: int = 0,
+               seed: int | None = None) -> tuple[str, GenerationStats]:
         """Generate one assistant turn; on_text gets each text delta. Returns (text, stats).
+        prefix: the start of the answer the model continues (not repeated in text or on_text);
+        stop_strings end the turn, the text cut before them.
         on_prompt_ready is not called here: the engine builds the prompt inside generate()."""
         if not self.supports_images:  # text-only checkpoint: leave image parts out of the prompt
             chat = [{**m, "content": "".join(p.get("text", "") for p in m["content"])}
@@ -119,9 +125,11 @@ class LocalChatEngine:
 
         res = self.engine.generate(chat, images=list(images), tools=tools or None, enable_thinking=enable_thinking,
                                    max_new_tokens=max_new_tokens, temperature=temperature, on_token=on_token,
-                                   cancel=cancel)
+                                   cancel=cancel, prefix=prefix, stop_strings=tuple(stop_strings), top_p=top_p,
+                                   top_k=top_k, seed=seed)
         stats.prompt_tokens, stats.completion_tokens = res.prompt_tokens, len(res.token_ids)
         stats.finish_reason, stats.total_s = res.finish_reason, time.perf_counter() - t0
+        stats.stop_string = res.stop_string
         return res.text, stats
 
 
