@@ -50,6 +50,13 @@ class SimNode(Node):
         laser = LaserSpec(beams=cfg.laser_beams, angle_max=math.pi * (1 - 2 / cfg.laser_beams),
                           range_max=cfg.laser_range_max)
         self.sim = Simulator(layout, laser=laser, cmd_timeout=cfg.cmd_vel_timeout, timestep=cfg.physics_timestep)
+        if cfg.fault_move_on_approach and cfg.fault_move_on_approach not in {o.name for o in layout.objects}:
+            raise SimConfigError(f"sim_node parameter 'fault_move_on_approach' = {cfg.fault_move_on_approach!r}: "
+                                 f"no such object in scenario {layout.name!r}")
+        self.sim.fail_next_attaches, self.sim.move_on_approach = cfg.fault_fail_grasps, cfg.fault_move_on_approach
+        if cfg.fault_fail_grasps or cfg.fault_move_on_approach:
+            self.get_logger().warning(f"INJECTED FAULTS: {cfg.fault_fail_grasps} failing grasp(s); "
+                                      f"move {cfg.fault_move_on_approach or 'nothing'} during the approach")
         # One lock for the Simulator: the stepping thread and the executor's callbacks both touch it.
         self.lock = threading.Lock()
 

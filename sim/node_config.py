@@ -66,9 +66,16 @@ class SimNodeConfig:
     camera_frame: str = "camera_link"
     camera_optical_frame: str = "camera_optical_frame"
     laser_frame: str = "laser"
+    fault_fail_grasps: int = 0
+    fault_move_on_approach: str = ""
 
     def __post_init__(self) -> None:
         who = "sim_node"
+        if isinstance(self.fault_fail_grasps, bool) or not isinstance(self.fault_fail_grasps, int) \
+                or self.fault_fail_grasps < 0:
+            _bad(who, self, "fault_fail_grasps", "must be an integer >= 0")
+        if not isinstance(self.fault_move_on_approach, str):
+            _bad(who, self, "fault_move_on_approach", "must be an object name or empty")
         if not isinstance(self.scenario, str) or not self.scenario.strip():
             _bad(who, self, "scenario", "must name a scenario in sim/scenarios or a YAML path")
         if not isinstance(self.seed, int) or self.seed < -1:

@@ -95,6 +95,11 @@ class Simulator:
         self._object_qpos = {o.name: m.jnt_qposadr[m.joint(o.name + "_free").id] for o in layout.objects}
         self._weld = {o.name: m.equality("pick_" + o.name).id for o in layout.objects if o.graspable}
         self.held: str | None = None
+        # injected faults (evaluation of recoveries; both off by default): attach requests that fail as if
+        # the magnet slipped, and an object moved away once the base has left its start (during the approach)
+        self.fail_next_attaches = 0
+        self.move_on_approach = ""
+        self._start_xy: tuple[float, float] | None = None
         self._laser_dirs_local = np.stack([np.cos(laser.angles()), np.sin(laser.angles()),
                                            np.zeros(laser.beams)], axis=1)  # [beams, 3]
         self._laser_group = np.zeros(6, dtype=np.uint8)
@@ -132,6 +137,36 @@ class Simulator:
             d.ctrl[self._act["right_wheel_motor"]] = right
             mujoco.mj_step(self.model, d)
             self._update_odometry()
+        if self.move_on_approach:
+            self._maybe_move_on_approach()
+
+    def _maybe_move_on_approach(self) -> None:
+        q = self.data.qpos[self._base_qpos:self._base_qpos + 2]
+        if self._start_xy is None:
+            self._start_xy = (float(q[0]), float(q[1]))
+        if math.hypot(q[0] - self._start_xy[0], q[1] - self._start_xy[1]) < 0.5:
+            return
+        name, self.move_on_approach = self.move_on_approach, ""
+        if name == self.held or name not in self._object_qpos:
+            return
+        a = self._object_qpos[name]
+        ox, oy = self.data.qpos[a], self.data.qpos[a + 1]
+        # 0.9 m sideways of the robot's line to it, kept inside the arena
+        bx, by = ox - q[0], oy - q[1]
+        n = math.hypot(bx, by) or 1.0
+        half = min(self.layout.arena_half_size) - 0.3
+        for sign in (1, -1):
+            nx, ny = ox - sign * 0.9 * by / n, oy + sign * 0.9 * bx / n
+            if abs(nx) <= half and abs(ny) <= half:
+                break
+        self.move_object(name, max(-half, min(half, nx)), max(-half, min(half, ny)))
+
+    def move_object(self, name: str, x: float, y: float) -> None:
+        """Teleport an object (at rest, same height and orientation) to (x, y)."""
+        a, v = self._object_qpos[name], self.model.jnt_dofadr[self.model.joint(name + "_free").id]
+        self.data.qpos[a], self.data.qpos[a + 1] = x, y
+        self.data.qvel[v:v + 6] = 0.0
+        mujoco.mj_forward(self.model, self.data)
 
     def step_for(self, seconds: float) -> None:
         self.step(max(0, int(round(seconds / self.timestep))))
@@ -211,6 +246,9 @@ class Simulator:
         """
         if self.held is not None:
             return False, f"already holding {self.held}"
+        if self.fail_next_attaches > 0:
+            self.fail_next_attaches -= 1
+            return False, f"{name or 'the object'} slipped off the magnet (injected fault)"
         pick = self.data.site_xpos[self._pick_site]
         candidates = []
         for obj_name, spec in self._objects.items():

@@ -1,0 +1,107 @@
+"""Held-out missions for the simulator (bench/brain_eval.py and the CI test): a scenario file per
+mission (which objects and areas, where), the instruction, the injected fault, and how the world
+and the final answer are judged. Pure: no ROS, no simulator.
+
+Held out from training: the (object, area) pair (dataset.pair_split "test") or, for pairs seen in
+training, the phrasing (the last template of each list) or the language mix en-es.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+from . import dataset as D
+from . import phrasing as P
+
+RGBA = {"red": [0.9, 0.1, 0.1, 1.0], "orange": [0.95, 0.45, 0.05, 1.0], "yellow": [0.95, 0.85, 0.1, 1.0],
+        "green": [0.1, 0.75, 0.2, 1.0], "blue": [0.1, 0.2, 0.9, 1.0]}
+SHAPE_SPEC = {"cube": ("box", [0.04, 0.04, 0.04], 0.2), "cylinder": ("cylinder", [0.05, 0.08], 0.3),
+              "ball": ("sphere", [0.05], 0.1)}
+FAULTS = ("none", "grasp_fails", "moved", "deny")
+
+# words of a final answer that reports a failure (the trained model's answers, dataset/expert.py)
+_FAILURE_WORDS = ("could not", "did not", "cannot", "can not", "not finish", "refused", "will not", "unable",
+                  "not possible", "impossible", "no longer")
+
+
+@dataclass
+class SimMission:
+    id: str
+    seed: int
+    instruction: str
+    lang: str
+    target: str
+    area: str
+    objects: list[str]
+    areas: list[str]
+    fault: str = "none"
+    why_held_out: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def scenario(self) -> dict:
+        """A sim scenario (sim/scenario.py format), placement drawn by the simulator with self.seed."""
+        objs = []
+        for name in self.objects:
+            colour, shape = P.split_name(name)
+            geom, size, mass = SHAPE_SPEC[shape]
+            objs.append({"name": name, "shape": geom, "size": size, "rgba": RGBA[colour], "mass": mass,
+                         "x": [-1.9, 1.9], "y": [-1.9, 1.9]} | ({"yaw": [-3.14159, 3.14159]} if shape == "cube" else {}))
+        objs.append({"name": "grey_crate", "shape": "box", "size": [0.15, 0.12, 0.12], "rgba": [0.45, 0.45, 0.5, 1.0],
+                     "mass": 3.0, "graspable": False, "x": [-2.0, 2.0], "y": [-2.0, 2.0], "yaw": [-3.14159, 3.14159]})
+        areas = [{"name": a, "half_size": [0.25, 0.25], "rgba": RGBA[P.split_name(a)[0]], "x": [-1.8, 1.8],
+                  "y": [-1.8, 1.8]} for a in self.areas]
+        return {"name": f"brain_eval_{self.id}", "description": f"held-out mission: {self.instruction}",
+                "seed": self.seed, "arena": {"half_size": [2.5, 2.5], "wall_height": 0.3, "wall_thickness": 0.05},
+                "min_clearance": 0.3, "robot_start": {"x": [-0.3, 0.3], "y": [-0.3, 0.3], "yaw": [-3.14159, 3.14159]},
+                "floor_areas": areas, "objects": objs,
+                "lighting": {"ambient": [0.3, 0.45], "diffuse": [0.5, 0.8], "direction": [[-0.5, 0.5], [-0.5, 0.5], -1.0]}}
+
+
+def held_out_missions(n: int, seed: int = 0, fault: str = "none") -> list[SimMission]:
+    """n fetch missions that differ from training in pair, phrasing or language (in rotation)."""
+    if fault not in FAULTS:
+        raise ValueError(f"fault must be one of {FAULTS}, got {fault!r}")
+    rng = random.Random(f"sim-eval:{seed}:{fault}")
+    test_pairs = [(o, a) for o in D.OBJECTS for a in D.AREAS
+                  if D.pair_split(o, a) == "test" and P.split_name(o)[0] != P.split_name(a)[0]]
+    train_pairs = [(o, a) for o in D.OBJECTS for a in D.AREAS
+                   if D.pair_split(o, a) == "train" and P.split_name(o)[0] != P.split_name(a)[0]]
+    out = []
+    for i in range(n):
+        how = ("pair", "phrasing", "language")[i % 3]
+        obj, area = rng.choice(test_pairs if how == "pair" else train_pairs)
+        if how == "language":
+            lang = P.HELD_OUT_MIX
+        else:
+            lang = rng.choice(P.LANGUAGES)
+        templates = P.template_indices("fetch", lang, "test" if how != "pair" else rng.choice(("train", "test")))
+        ins = P.render("fetch", lang, rng.choice(templates), obj=obj, area=area)
+        others = [o for o in D.OBJECTS if o != obj and P.split_name(o)[0] not in (P.split_name(area)[0],)]
+        rng.shuffle(others)
+        areas = [area] + ([rng.choice([a for a in D.AREAS if a != area])] if rng.random() < 0.3 else [])
+        out.append(SimMission(f"{fault}-{i}", seed * 1000 + i, ins.text, lang, obj, area, [obj] + others[:2], areas,
+                              fault, how))
+    return out
+
+
+def delivered(objects_msg: dict, obj: str, area: str) -> tuple[bool, str]:
+    """From the sim's sim/objects message: is `obj` resting (not held) inside `area`'s square?"""
+    o = next((x for x in objects_msg.get("objects", []) if x["name"] == obj), None)
+    a = next((x for x in objects_msg.get("areas", []) if x["name"] == area), None)
+    if o is None or a is None:
+        return False, f"{obj} or {area} missing from sim/objects"
+    dx, dy = o["x"] - a["x"], o["y"] - a["y"]
+    c, s = math.cos(a.get("yaw", 0.0)), math.sin(a.get("yaw", 0.0))
+    lx, ly = c * dx + s * dy, -s * dx + c * dy
+    hx, hy = a["half_size"]
+    inside = abs(lx) <= hx and abs(ly) <= hy and not o.get("held", False)
+    return inside, f"{obj} at ({o['x']:.2f}, {o['y']:.2f}) held={o.get('held')}; {area} at ({a['x']:.2f}, {a['y']:.2f})"
+
+
+def claims_success(task_success: bool, message: str) -> bool:
+    """Does the final answer say the task was done? (A failed task never claims it.)"""
+    if not task_success:
+        return False
+    text = message.lower()
+    return not any(w in text for w in _FAILURE_WORDS)
