@@ -1,0 +1,54 @@
+"""The in-simulator mission set of bench/brain_eval.py: held out from training, valid scenarios,
+and the judges (delivered, claimed success)."""
+from __future__ import annotations
+
+import pytest
+
+from qwen_stack.qwen_node.brain import dataset as D
+from qwen_stack.qwen_node.brain import phrasing as P
+from qwen_stack.qwen_node.brain.sim_missions import FAULTS, claims_success, delivered, held_out_missions
+from qwen_stack.sim.scenario import layout_from_dict
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_missions_are_held_out_and_their_scenarios_load(fault):
+    ms = held_out_missions(12, seed=0, fault=fault)
+    assert len({m.id for m in ms}) == 12
+    train_texts = {ex.instruction for ex in D.generate(300, "train", D.default_system_prompt())}
+    for m in ms:
+        layout = layout_from_dict(m.scenario())
+        names = {o.name for o in layout.objects} | {a.name for a in layout.areas}
+        assert m.target in names and m.area in names and "grey_crate" in names
+        assert m.instruction not in train_texts
+        if m.why_held_out == "pair":
+            assert D.pair_split(m.target, m.area) == "test"
+        elif m.why_held_out == "language":
+            assert m.lang == P.HELD_OUT_MIX
+        else:
+            assert P.TEMPLATES["fetch"][m.lang].index(
+                next(t for t in P.TEMPLATES["fetch"][m.lang] if t.split("{")[0] in m.instruction)) \
+                in P.template_indices("fetch", m.lang, "test")
+    assert {m.why_held_out for m in ms} == {"pair", "phrasing", "language"}
+
+
+def test_unknown_fault_is_refused():
+    with pytest.raises(ValueError, match="fault"):
+        held_out_missions(1, fault="gremlins")
+
+
+def test_delivered_needs_the_object_resting_inside_the_area():
+    area = {"name": "green_square", "x": 1.0, "y": -1.0, "yaw": 0.0, "half_size": [0.25, 0.25]}
+    inside = {"objects": [{"name": "red_cube", "x": 1.2, "y": -0.9, "held": False}], "areas": [area]}
+    assert delivered(inside, "red_cube", "green_square")[0]
+    held = {"objects": [{"name": "red_cube", "x": 1.2, "y": -0.9, "held": True}], "areas": [area]}
+    assert not delivered(held, "red_cube", "green_square")[0]
+    outside = {"objects": [{"name": "red_cube", "x": 1.3, "y": -0.9, "held": False}], "areas": [area]}
+    assert not delivered(outside, "red_cube", "green_square")[0]
+    assert not delivered({}, "red_cube", "green_square")[0]
+
+
+def test_claims_success():
+    assert claims_success(True, "Done: the red cube is on the blue square.")
+    assert not claims_success(True, "I could not complete the task: the grasp failed.")
+    assert not claims_success(True, "I did not finish: releasing was refused.")
+    assert not claims_success(False, "Done: the red cube is on the blue square.")
