@@ -131,6 +131,12 @@ class SkillsNode(Node):
             return False, "another motion skill is running", None
         controller = None
         try:
+            if self.estop_latched:
+                return False, "e-stop latched: motion refused", None
+            # Every motion starts from a zero command: after an e-stop reset the supervisor moves a source
+            # again only once it has sent zero (re-arm). A skill already running never sends it, so a reset
+            # never restarts the motion that was stopped.
+            self._send(Twist2D(0.0, 0.0))
             first = self._next_odom(self.odom_seq)  # a fresh message, not one from before the request
             if first is None:
                 return False, f"no odometry on {topics.ODOM} within {self.config.odom_timeout} s", None
@@ -140,6 +146,8 @@ class SkillsNode(Node):
                 return False, err, None
             deadline = t0 + expected_s + self.config.skill_timeout_margin
             while True:
+                if self.estop_latched:
+                    return False, "e-stop latched: stopped", controller
                 self._send(controller.update(pose, velocity))
                 if controller.done:
                     return True, "done", controller
