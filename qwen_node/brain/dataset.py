@@ -213,6 +213,26 @@ def planner_tools() -> list[dict[str, Any]]:
     return specs
 
 
+def prompt_variant(system_prompt: str, tools: list[dict], rng: random.Random, p: float = 0.3
+                   ) -> tuple[str, list[dict]]:
+    """With probability p, a slightly edited system prompt and tool list (one sentence of the prompt
+    dropped; some tool descriptions cut to their first sentence): the model should not depend on the
+    exact wording, which the project edits now and then."""
+    if rng.random() >= p:
+        return system_prompt, tools
+    sentences = [x for x in system_prompt.split(". ") if x]
+    if len(sentences) > 2:
+        del sentences[rng.randrange(1, len(sentences))]
+    prompt = ". ".join(sentences)
+    out = []
+    for t in tools:
+        d = t["function"]["description"]
+        if rng.random() < 0.3 and ". " in d:
+            t = {**t, "function": {**t["function"], "description": d.split(". ")[0] + "."}}
+        out.append(t)
+    return prompt, out
+
+
 def default_system_prompt() -> str:
     from qwen_stack.qwen_node.agent.settings import DEFAULT_SYSTEM_PROMPT
     return DEFAULT_SYSTEM_PROMPT

@@ -29,9 +29,13 @@ def build_data(n_train: int, n_test: int, seed: int, tok, tools, system_prompt: 
     """Encoded examples: {"train": [(ids, mask)], "test": [(ids, mask, action_spans)]} in tokenizer ids."""
     out: dict[str, list] = {"train": [], "test": []}
     meta: dict[str, list] = {"train": [], "test": []}
+    rng = random.Random(seed)
     for split, n in (("train", n_train), ("test", n_test)):
-        for ex in D.generate(n, split, system_prompt, start=seed * 1_000_000):
-            ids, mask = D.encode(ex.messages, tools, tok)
+        for i in range(n):
+            # training sees small edits of the prompt's wording; the held-out split the exact prompt
+            sp, tl = D.prompt_variant(system_prompt, tools, rng) if split == "train" else (system_prompt, tools)
+            ex = D.generate_example(seed * 1_000_000 + i, split, sp)
+            ids, mask = D.encode(ex.messages, tl, tok)
             out[split].append((ids, mask))
             meta[split].append({"kind": ex.kind, "lang": ex.lang, "outcome": ex.outcome})
     return {"data": out, "meta": meta}

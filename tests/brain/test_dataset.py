@@ -130,3 +130,18 @@ def test_loss_mask_covers_exactly_what_the_model_writes(examples, tools):
         # and the rendered conversation is what the engine's chat format gives (not stored pre-rendered)
         text, spans = D.render_segments(ex.messages, tools)
         assert tok.decode(ids) == text and len(spans) == sum(m["role"] == "assistant" for m in ex.messages)
+
+
+def test_prompt_variants_edit_wording_only(tools):
+    import random
+
+    sp = D.default_system_prompt()
+    assert D.prompt_variant(sp, tools, random.Random(0), p=0.0) == (sp, tools)
+    changed = 0
+    for seed in range(20):
+        sp2, tools2 = D.prompt_variant(sp, tools, random.Random(seed), p=1.0)
+        assert len(sp2) < len(sp)
+        assert [t["function"]["name"] for t in tools2] == [t["function"]["name"] for t in tools]
+        assert [t["function"]["parameters"] for t in tools2] == [t["function"]["parameters"] for t in tools]
+        changed += tools2 != tools
+    assert changed > 5
