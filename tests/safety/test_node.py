@@ -346,3 +346,26 @@ def test_bad_parameters_refuse_to_start(ros_env, tmp_path):
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 2
     assert "max_linear_vel: must be > 0" in out and "geofence: open polygon" in out
+
+
+def test_hostile_tool_calls_are_refused_and_the_proxy_keeps_answering(harness, supervisor, tmp_path):
+    """Issue 16 item 3: with the old code the first of these killed the proxy thread (OverflowError in the
+    finiteness check) and neither CallTool nor Approve answered again until a restart."""
+    hostile = ['{"distance": ' + "9" * 400 + ', "speed": 0.2}',
+               '{"distance": ' + "9" * 5000 + ', "speed": 0.2}',
+               '{"distance": ' + "[" * 100000 + "]" * 100000 + ', "speed": 0.2}',
+               '{"distance": 0.5, "distance": 2.5, "speed": 0.2}']
+    for text in hostile:
+        resp = harness.call(harness.call_tool, CallTool.Request(service=T.SKILL_DRIVE_DISTANCE, arguments_json=text,
+                                                                source="planner", timeout_s=5.0))
+        assert not resp.accepted and resp.verdict_level == SafetyVerdict.REJECT and resp.reasons, resp
+    ok = harness.call(harness.approve, Approve.Request(request_id="x" * 100000, approved=True, operator_name="t"))
+    assert not ok.ok and "no pending approval request" in ok.message
+    resp = harness.call(harness.call_tool, CallTool.Request(
+        service=T.SKILL_DRIVE_DISTANCE, arguments_json=json.dumps({"distance": 1.0, "speed": 0.2}),
+        source="planner", timeout_s=5.0))
+    assert resp.accepted and resp.success
+    assert harness.double_calls == [("drive_distance", 1.0, 0.2)]
+    lines = (tmp_path / "audit.jsonl").read_text().splitlines()
+    refused = [json.loads(x) for x in lines if '"kind":"action"' in x and '"accepted":false' in x]
+    assert len(refused) == len(hostile) and max(len(x) for x in lines) < 20000
