@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from qwen_stack.qwen_node.agent.planner import CancelToken, ChatMessage
@@ -94,6 +95,10 @@ class LocalChatEngine:
             LOG.info("compile_decode applies to PyTorch layers; %s layers run their own kernels", layer_backend)
         self.tokenizer = self.engine.tokenizer
         self.model_dir = model_dir
+        card = Path(model_dir) / "README.md"   # a model card says what the checkpoint is (e.g. the stand-in brain)
+        if card.is_file():
+            first = next((ln.strip() for ln in card.read_text().splitlines() if ln.strip()), "")
+            LOG.warning("model %s: %s", model_dir, first[:300])
         self.context_length = self.engine.model.config.text.max_position_embeddings   # prompt + answer, tokens
         self.supports_images = self.engine.model.visual is not None
 
