@@ -15,6 +15,8 @@ SUBCOMMANDS = {
     "export-onnx": ("qwen_stack.trt_engines.export:main", "export decoder layers to ONNX (TensorRT NVFP4 pattern)"),
     "build-engines": ("qwen_stack.trt_engines.build:main", "build TensorRT engines from exported ONNX"),
     "train-brain": ("qwen_stack.qwen_node.brain.train:main", "train the small stand-in model on generated missions"),
+    "record": ("qwen_stack.recorder.cli:record_main", "record the stack's topics to MCAP (rosbag2 layout) until Ctrl-C"),
+    "bag": ("qwen_stack.recorder.cli:bag_main", "read a recording: `bag summary FILE` prints the mission timeline"),
 }
 
 

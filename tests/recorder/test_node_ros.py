@@ -1,0 +1,201 @@
+"""recorder_node over a live graph: a whole demo mission recorded and read back with the mcap library and the
+ROS 2 (CDR) decoders; `kill -9` mid-run; clean close on SIGTERM; bad parameters refused.
+
+The mission runs like tests/agent/test_e2e_sim.py (sim_node, skills, safety_supervisor, qwen_node on the replay
+backend, an operator double approving `release`), with recorder_node beside it.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("rclpy")
+pytest.importorskip("qwen_stack_interfaces", reason="ros_ws not built (scripts/build_ros_ws.sh)")
+pytest.importorskip("mujoco")
+
+from qwen_stack.paths import config_file  # noqa: E402
+from qwen_stack.recorder.reading import read_bag, recording_files  # noqa: E402
+from qwen_stack.recorder.timeline import format_timeline, mission_timeline  # noqa: E402
+from tests.agent.sim_stack import SimStack, params_file, start_observer  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+MISSION = "Find the red cube and bring it to the blue square."
+
+
+def start_recorder(folder, env, **overrides):
+    values = {"output_dir": str(folder / "bags"), "recording_name": "rec", **overrides}
+    over = params_file(folder, "recorder_over", values)
+    log = open(folder / "recorder.log", "w")
+    cmd = [sys.executable, "-m", "qwen_stack.recorder.node", "--ros-args",
+           "--params-file", str(config_file("recorder.yaml")), "--params-file", str(over)]
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_recording(folder, topics: set, timeout=60.0):
+    """Until the recorder has subscribed to `topics` (its log says so)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        text = (folder / "recorder.log").read_text()
+        if all(f"recording {t} [" in text for t in topics):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"recorder did not pick up {topics}:\n{(folder / 'recorder.log').read_text()[-2000:]}")
+
+
+def stop(proc, sig=signal.SIGINT, timeout=20):
+    proc.send_signal(sig)
+    return proc.wait(timeout=timeout)
+
+
+@pytest.fixture
+def observer():
+    import rclpy
+
+    node, ex = start_observer()
+    yield node
+    ex.shutdown()
+    node.destroy_node()
+    rclpy.shutdown()
+
+
+def test_demo_mission_recorded_every_cmd_vel_after_its_verdict(tmp_path, ros_env, observer):
+    stack = SimStack(tmp_path, ros_env, seed=0)
+    rec = start_recorder(tmp_path, ros_env)
+    try:
+        observer.wait_ready(stack)
+        wait_recording(tmp_path, {"/cmd_vel", "/safety/verdict", "/agent/tool_calls", "/agent/status", "/tf",
+                                  "/odom", "/scan", "/camera/image_raw/compressed"})
+        result, _ = observer.run_task(MISSION, timeout=240)
+        assert result.success, result.message
+        time.sleep(1.0)
+        assert stop(rec) == 0, (tmp_path / "recorder.log").read_text()[-2000:]
+    finally:
+        if rec.poll() is None:
+            rec.kill()
+        stack.stop()
+    files = recording_files(tmp_path / "bags" / "rec")
+    assert len(files) == 1
+    bag = read_bag(files[0])
+    assert bag.complete, bag.error                               # SIGINT: closed with summary and footer
+    ch = bag.channels["/tf_static"]
+    assert bag.schemas[ch.schema_id].name == "tf2_msgs/msg/TFMessage" and ch.message_encoding == "cdr"
+    assert "durability: transient_local" in ch.metadata["offered_qos_profiles"]
+    counts = {t: len(bag.on(t)) for t in bag.channels}
+    for t in ("/tf", "/tf_static", "/odom", "/scan", "/camera/image_raw/compressed", "/cmd_vel/autonomy",
+              "/robot_description", "/safety/approval_request", "/agent/thinking"):
+        assert counts.get(t, 0) > 0, (t, counts)
+
+    # every cmd_vel message after the verdict that produced it (publish times: the supervisor's send order)
+    verdicts = [m for m in bag.on("/safety/verdict") if not m.data.source.startswith("action:")]
+    # from the first verdict on: the recorder subscribes to the topics one by one as it discovers them
+    cmds = [m for m in bag.on("/cmd_vel") if m.publish_time >= verdicts[0].publish_time]
+    assert len(cmds) > 100
+    events = sorted([(m.publish_time, 0, m) for m in verdicts] + [(m.publish_time, 1, m) for m in cmds],
+                    key=lambda e: (e[0], e[1]))
+    pending, moving = None, 0
+    for _, kind, m in events:
+        if kind == 0:
+            pending = m
+            continue
+        assert pending is not None, "a cmd_vel message without a verdict before it"
+        sent = (pending.data.sent.linear.x, pending.data.sent.angular.z)
+        assert sent == (m.data.linear.x, m.data.angular.z), (sent, m.data)
+        moving += abs(m.data.linear.x) > 1e-3
+        pending = None                                           # one verdict per command
+    assert moving > 20                                           # the robot drove: not only zeros compared
+
+    # every actuating tool call: its action verdict and its audit record inside the call's window
+    calls = bag.on("/agent/tool_calls")
+    audit = [r for r in stack.audit() if r["kind"] == "action"]
+    action_verdicts = [m for m in bag.on("/safety/verdict") if m.data.source.startswith("action:")]
+    requested = [m for m in calls if m.data.status == "requested" and m.data.actuating]
+    finished = [m for m in calls if m.data.status != "requested" and m.data.actuating]
+    assert len(requested) == len(finished) >= 3                 # go_to_object, grasp, ..., release
+    for req, done in zip(requested, finished):
+        t0, t1 = req.publish_time, done.publish_time
+        assert [v for v in action_verdicts if t0 <= v.publish_time <= t1 and v.data.level_name == "ALLOW"], req.data.name
+        assert [r for r in audit if t0 * 1e-9 <= r["wall_time"] <= t1 * 1e-9 and r["accepted"]], req.data.name
+
+    text = format_timeline(mission_timeline(bag.messages))
+    print(text)
+    assert f"MISSION: {MISSION!r}" in text and "mission ended: succeeded" in text
+    for name in ("describe_state", "go_to_object", "grasp", "release"):
+        assert f" {name}(" in text
+    assert text.count("verdict ALLOW on skills/") >= 4 and "approval requested for skills/release" in text
+    assert text.count("-> succeeded") == len([m for m in calls if m.data.status == "succeeded"]) >= 5
+    out = subprocess.run([sys.executable, "-m", "qwen_stack.cli", "bag", "summary", str(tmp_path / "bags" / "rec")],
+                         env=ros_env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and f"MISSION: {MISSION!r}" in out.stdout, out.stderr
+
+
+def test_kill_9_leaves_a_readable_file_missing_at_most_about_a_second(tmp_path, ros_env):
+    import rclpy
+    from nav_msgs.msg import Odometry
+    from rclpy.executors import SingleThreadedExecutor
+    import threading
+
+    sim = params_file(tmp_path, "sim_over", {"seed": 0, "real_time_factor": 1.0, "camera_rate": 5.0})
+    log = open(tmp_path / "sim.log", "w")
+    simp = subprocess.Popen([sys.executable, "-m", "qwen_stack.sim.node", "--ros-args", "--params-file",
+                             str(config_file("sim.yaml")), "--params-file", str(sim)], env=ros_env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    rec = start_recorder(tmp_path, ros_env)
+    rclpy.init()
+    node = rclpy.create_node("odom_reference")
+    seen: list[int] = []   # source timestamps of odometry this process received (the reference)
+    node.create_subscription(Odometry, "odom", lambda m, info: seen.append(info["source_timestamp"]), 100)
+    ex = SingleThreadedExecutor()
+    ex.add_node(node)
+    threading.Thread(target=ex.spin, daemon=True).start()
+    try:
+        wait_recording(tmp_path, {"/odom", "/tf", "/scan"})
+        time.sleep(6.0)
+        assert rec.poll() is None
+        rec.kill()                                  # SIGKILL: no close, no summary
+        killed_at = time.time_ns()
+        rec.wait(timeout=10)
+    finally:
+        ex.shutdown()
+        node.destroy_node()
+        rclpy.shutdown()
+        if rec.poll() is None:
+            rec.kill()
+        simp.terminate()
+        simp.wait(timeout=20)
+    bag = read_bag(recording_files(tmp_path / "bags" / "rec")[0])
+    assert not bag.complete and len(bag.messages) > 50
+    recorded = {m.publish_time for m in bag.on("/odom")}
+    # reference messages published well before the kill (1 s flush period + the 0.25 s flush timer + slack
+    # for delivery on a loaded host): every one of them is in the file
+    old_enough = [s for s in seen if s < killed_at - 1.5e9]
+    assert len(old_enough) > 30
+    missing = [s for s in old_enough if s not in recorded]
+    assert not missing, f"{len(missing)} odometry messages older than 1.5 s lost; last recorded " \
+                        f"{(killed_at - max(recorded)) * 1e-9:.2f} s before the kill"
+    lost_s = (killed_at - max(m.log_time for m in bag.messages)) * 1e-9
+    print(f"kill -9: file readable, {len(bag.messages)} messages; newest recorded {lost_s:.2f} s before the kill")
+    assert lost_s < 1.5
+
+
+def test_sigterm_closes_the_file_and_bad_parameters_exit_2(tmp_path, ros_env):
+    rec = start_recorder(tmp_path, ros_env, topics=["/tf_static_none"], camera_topic="")
+    wait_for = time.time() + 30
+    while time.time() < wait_for and "recording to" not in (tmp_path / "recorder.log").read_text():
+        time.sleep(0.1)
+    assert stop(rec, signal.SIGTERM) == 0
+    bag = read_bag(recording_files(tmp_path / "bags" / "rec")[0])
+    assert bag.complete and bag.messages == []
+
+    bad = params_file(tmp_path, "bad", {"camera_rate": -2.0})
+    out = subprocess.run([sys.executable, "-m", "qwen_stack.recorder.node", "--ros-args", "--params-file",
+                          str(bad)], env=ros_env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "'camera_rate'" in out.stderr, out.stderr
+    again = subprocess.run([sys.executable, "-m", "qwen_stack.recorder.node", "--ros-args", "-p",
+                            f"output_dir:={tmp_path / 'bags'}", "-p", "recording_name:=rec"],
+                           env=ros_env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "already holds a recording" in again.stderr, again.stderr
