@@ -101,6 +101,8 @@ class SafetyCore:
         self._bounds = PolygonSet([c.geofence_poly] + list(c.keep_out_polys.values()))
         self._inside_sign = np.array([1.0] + [-1.0] * len(c.keep_out_polys))          # [Z]
         self._timeouts = {CommandSource.TELEOP.value: c.teleop_timeout, CommandSource.AUTONOMY.value: c.autonomy_timeout}
+        # a laser whose range_max ends short of this cannot tell "free" (+inf) inside the stop zone
+        self._stop_zone_reach = float(np.max(np.hypot(c.stop_poly[:, 0] - c.laser_x, c.stop_poly[:, 1] - c.laser_y)))
 
     # ------------------------------------------------------------------ clock
     def _observe(self, t: float) -> None:
@@ -144,6 +146,9 @@ class SafetyCore:
         data (scan_fault) changes nothing but the fault: the last usable scan ages and goes stale (STOP)."""
         self._observe(scan.stamp)
         fault = scan_fault(scan.angle_min, scan.angle_increment, scan.range_min, scan.range_max, scan.ranges)
+        if fault is None and scan.range_max < self._stop_zone_reach:
+            fault = (f"range_max {num(scan.range_max)} m short of the stop zone's far edge "
+                     f"({num(self._stop_zone_reach)} m from the laser)")
         if fault is not None:
             self.scan_fault = fault
             return

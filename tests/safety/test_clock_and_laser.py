@@ -180,7 +180,7 @@ def test_too_close_beam_is_an_obstacle_at_the_sensor(close):
 
 
 @pytest.mark.parametrize("bad", ["all_nan", "no_beams", "nan_increment", "nan_angle_min", "inf_range_min",
-                                 "range_max_below_min", "zero_increment"])
+                                 "range_max_below_min", "zero_increment", "range_max_short_of_stop_zone"])
 def test_unusable_scan_is_not_free_space_and_goes_stale(bad):
     """The reported case: an obstacle 0.3 m ahead (stop zone), then scans without usable data. Old code
     replaced the obstacle by 'no points' with a fresh stamp and drove at 0.3 m/s toward it."""
@@ -205,7 +205,10 @@ def test_unusable_scan_is_not_free_space_and_goes_stale(bad):
         kw["rmax"] = 0.01
     elif bad == "zero_increment":
         kw["inc"] = 0.0
-    assert scan_fault(*_fields(_scan(ranges, 0.0, **kw))) is not None
+    elif bad == "range_max_short_of_stop_zone":
+        kw["rmax"] = 0.3                                   # +inf beams then say nothing beyond 0.3 m
+    if bad != "range_max_short_of_stop_zone":
+        assert scan_fault(*_fields(_scan(ranges, 0.0, **kw))) is not None
     reasons = []
     for k in range(1, 15):
         t = 0.1 * k
