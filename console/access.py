@@ -140,6 +140,39 @@ def bearer_token(authorization: str | None) -> str | None:
     return value.strip() or None if scheme.lower() == "bearer" else None
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request is refused, as the HTTP answer to give (before its body is read)."""
+    status: int
+    detail: str
+    challenge: bool = False   # 401: answer with `WWW-Authenticate: Bearer`
+
+
+def role_needed(method: str) -> Role:
+    """Reading (GET, HEAD) needs a viewer; everything else controls the robot."""
+    return Role.VIEWER if method in ("GET", "HEAD") else Role.CONTROLLER
+
+
+def authorize(method: str, origin: str | None, authorization: str | None, credentials: Credentials,
+              allowed_origins: set[str]) -> Role | Refusal:
+    """The role of an API request from its headers alone (so that nothing of a refused request is read):
+    a foreign Origin is 403 whatever the token; then 401 without a credential the request needs (no token,
+    a wrong token, or open viewing without a token for a control request); 403 for a viewer that controls."""
+    if not origin_allowed(origin, allowed_origins):
+        return Refusal(403, "foreign origin")
+    token = bearer_token(authorization)
+    role = credentials.role_of(token)
+    needed = role_needed(method)
+    if needed == Role.CONTROLLER:
+        if role == Role.ANONYMOUS or token is None:
+            return Refusal(401, "the controller token is needed", challenge=True)
+        if role < Role.CONTROLLER:
+            return Refusal(403, "a viewer may not control")
+    elif role < Role.VIEWER:
+        return Refusal(401, "a viewer or controller token is needed", challenge=True)
+    return role
+
+
 def origin_allowed(origin: str | None, allowed: set[str]) -> bool:
     """Browsers always send Origin on WebSockets and cross-site POSTs: a foreign one is refused.
 

@@ -6,13 +6,20 @@ HTTP API (JSON; `Authorization: Bearer <token>`):
   POST /api/estop                   controller  latch the supervisor's e-stop
   POST /api/estop/reset             controller  {"reason"}: reset it (never resumes motion)
   POST /api/teleop/take_over        controller  -> {"control_id"}; teleop lock held from now
+  POST /api/teleop/heartbeat        controller  {"control_id"}: the holder is alive (pages use /ws/events)
   POST /api/teleop/command          controller  {"control_id", "linear", "angular"} -> as clamped
   POST /api/teleop/hand_back        controller  {"control_id"}
   POST /api/approvals/{request_id}  controller  {"approved"}
   POST /api/task                    controller  {"instruction"}
   POST /api/task/cancel             controller
+Every request passes console/guard.py first: Host, Origin, credentials and body size are checked on
+the headers, before a body is read. Bodies are strict: a field of the wrong JSON type (a string or a
+boolean for a speed) or an unknown field is 422 naming the field; texts are bounded (max_text_chars).
+Answers of robot-side requests: 200 with the robot side's "ok"; 503 when nothing could be sent; 504
+with "ok": null when the request was sent and no answer came (it may have been carried out).
 WebSockets (Origin checked; the first message is {"type": "hello", "token": ...}):
-  /ws/events  JSON events (first a snapshot); pages with control send {"type": "heartbeat"}
+  /ws/events  JSON events (first a snapshot); pages with the controller token send {"type": "heartbeat",
+              "control_id": <id while holding control, else null>} every heartbeat_period_s
   /ws/video   binary JPEG frames, newest first
 """
 from __future__ import annotations
@@ -22,53 +29,76 @@ import json
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from qwen_stack.console.access import Credentials, Role, bearer_token, origin_allowed
+from qwen_stack.console.access import Credentials, Refusal, Role, authorize, origin_allowed
 from qwen_stack.console.backend import ConsoleBackend, Outcome
+from qwen_stack.console.guard import LOOPBACK_NAMES, RequestGuard, host_name
 from qwen_stack.console.settings import ConsoleSettings
 from qwen_stack.console.teleop import TeleopError
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 HELLO_TIMEOUT_S = 5.0
-LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
 WS_POLICY_VIOLATION = 1008
+MAX_REQUEST_ID_CHARS = 128
 
 
-class ResetBody(BaseModel):
+class StrictBody(BaseModel):
+    # No coercion (true or "1" is not a speed, "false" is not a denial) and no unknown fields (a typo is
+    # an error, not a silently missing value).
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class ResetBody(StrictBody):
     reason: str
 
 
-class ControlBody(BaseModel):
+class ControlBody(StrictBody):
     control_id: str
 
 
-class TeleopBody(BaseModel):
+class TeleopBody(StrictBody):
     control_id: str
     linear: float = Field(allow_inf_nan=False)
     angular: float = Field(allow_inf_nan=False)
 
 
-class ApprovalBody(BaseModel):
+class ApprovalBody(StrictBody):
     approved: bool
 
 
-class TaskBody(BaseModel):
+class TaskBody(StrictBody):
     instruction: str
 
 
-def host_name(host_header: str) -> str:
-    """The host of a Host header without its port ("[::1]:8080" -> "::1")."""
-    if host_header.startswith("["):
-        return host_header[1:].split("]", 1)[0]
-    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
-
-
 def _outcome(outcome: Outcome) -> JSONResponse:
-    status = 503 if outcome.unavailable else 200
-    return JSONResponse({"ok": outcome.ok, "message": outcome.message}, status_code=status)
+    if outcome.unknown:
+        return JSONResponse({"ok": None, "message": outcome.message}, status_code=504)
+    return JSONResponse({"ok": outcome.ok, "message": outcome.message}, status_code=503 if outcome.unavailable else 200)
+
+
+def text_field(name: str, value: str, max_chars: int) -> str:
+    """`value` stripped; 422 naming the field when empty, longer than max_chars or not one printable line."""
+    text = value.strip()
+    if not text:
+        raise HTTPException(422, f"'{name}' is empty")
+    if len(text) > max_chars:
+        raise HTTPException(422, f"'{name}' is longer than {max_chars} characters ({len(text)})")
+    if not text.isprintable():
+        raise HTTPException(422, f"'{name}' must be one line of printable text (no control characters)")
+    return text
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    """One line naming each offending field: "'linear': Input should be a valid number"."""
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
+        parts.append(f"'{'.'.join(loc) or 'body'}': {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
 
 
 def create_app(settings: ConsoleSettings, credentials: Credentials, backend: ConsoleBackend,
@@ -77,39 +107,23 @@ def create_app(settings: ConsoleSettings, credentials: Credentials, backend: Con
     app = FastAPI(title="qwen_stack console", docs_url=None, redoc_url=None, openapi_url=None)
     origins = settings.allowed_origins(port)
 
-    def role_of(request: Request) -> Role:
-        if not origin_allowed(request.headers.get("origin"), origins):
-            raise HTTPException(403, "foreign origin")
-        return credentials.role_of(bearer_token(request.headers.get("authorization")))
-
-    def viewer(request: Request) -> Role:
-        role = role_of(request)
-        if role < Role.VIEWER:
-            raise HTTPException(401, "a viewer or controller token is needed", {"WWW-Authenticate": "Bearer"})
+    def require(request: Request) -> Role:
+        # RequestGuard refused these already, before the body; checked again here so that a route can
+        # never be reached without its role, whatever wraps the app.
+        role = authorize(request.method, request.headers.get("origin"), request.headers.get("authorization"),
+                         credentials, origins)
+        if isinstance(role, Refusal):
+            raise HTTPException(role.status, role.detail, {"WWW-Authenticate": "Bearer"} if role.challenge else None)
         return role
 
-    def controller(request: Request) -> Role:
-        role = role_of(request)
-        if role == Role.ANONYMOUS or bearer_token(request.headers.get("authorization")) is None:
-            raise HTTPException(401, "the controller token is needed", {"WWW-Authenticate": "Bearer"})
-        if role < Role.CONTROLLER:
-            raise HTTPException(403, "a viewer may not control")
-        return role
+    viewer = controller = require   # the role needed follows from the method (access.role_needed)
 
-    @app.middleware("http")
-    async def host_check_and_security_headers(request: Request, call_next):
-        # On localhost, a page from another site reaching 127.0.0.1 through DNS rebinding carries its own
-        # host name: refused.
-        if settings.loopback and host_name(request.headers.get("host", "")) not in LOOPBACK_NAMES:
-            return JSONResponse({"detail": "invalid host header"}, status_code=400)
-        response = await call_next(request)
-        # No framing (a framed E-stop or Approve button could be clicked by a hidden page), own scripts only.
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Content-Security-Policy"] = (
-            "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; frame-ancestors 'none'")
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        return response
+    app.add_middleware(RequestGuard, loopback=settings.loopback, credentials=credentials, origins=origins,
+                       max_body_bytes=settings.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_detail(exc)}, status_code=422)
 
     @app.exception_handler(TeleopError)
     async def teleop_refused(_request: Request, exc: TeleopError) -> JSONResponse:
@@ -127,7 +141,7 @@ def create_app(settings: ConsoleSettings, credentials: Credentials, backend: Con
         return {"role": role.name.lower(), "operator_name": s.operator_name,
                 "heartbeat_period_s": s.heartbeat_period_s,
                 "teleop": {"max_linear": s.teleop_max_linear, "max_angular": s.teleop_max_angular,
-                           "deadman_s": s.teleop_deadman_s}}
+                           "deadman_s": s.teleop_deadman_s, "session_timeout_s": s.teleop_session_timeout_s}}
 
     @app.get("/api/state")
     async def state(_: Role = Depends(viewer)) -> dict:
@@ -140,13 +154,17 @@ def create_app(settings: ConsoleSettings, credentials: Credentials, backend: Con
 
     @app.post("/api/estop/reset")
     async def estop_reset(body: ResetBody, _: Role = Depends(controller)) -> JSONResponse:
-        if not body.reason.strip():
-            raise HTTPException(422, "a reason is needed to reset the e-stop")
-        return _outcome(await backend.reset_estop(body.reason.strip(), settings.operator_name))
+        reason = text_field("reason", body.reason, settings.max_text_chars)   # checked before anything is sent
+        return _outcome(await backend.reset_estop(reason, settings.operator_name))
 
     @app.post("/api/teleop/take_over")
     async def take_over(_: Role = Depends(controller)) -> dict:
         return {"control_id": backend.take_over()}
+
+    @app.post("/api/teleop/heartbeat")
+    async def control_heartbeat(body: ControlBody, _: Role = Depends(controller)) -> dict:
+        backend.control_heartbeat(body.control_id)
+        return {"ok": True}
 
     @app.post("/api/teleop/command")
     async def teleop_command(body: TeleopBody, _: Role = Depends(controller)) -> dict:
@@ -160,6 +178,8 @@ def create_app(settings: ConsoleSettings, credentials: Credentials, backend: Con
 
     @app.post("/api/approvals/{request_id}")
     async def approve(request_id: str, body: ApprovalBody, _: Role = Depends(controller)) -> JSONResponse:
+        if len(request_id) > MAX_REQUEST_ID_CHARS or not request_id.isprintable():
+            raise HTTPException(422, f"'request_id' must be printable and at most {MAX_REQUEST_ID_CHARS} characters")
         outcome = await backend.approve(request_id, body.approved, settings.operator_name)
         if outcome is None:
             raise HTTPException(404, f"no pending approval request {request_id!r} (answered or expired)")
@@ -167,9 +187,8 @@ def create_app(settings: ConsoleSettings, credentials: Credentials, backend: Con
 
     @app.post("/api/task")
     async def start_task(body: TaskBody, _: Role = Depends(controller)) -> JSONResponse:
-        if not body.instruction.strip():
-            raise HTTPException(422, "the instruction is empty")
-        return _outcome(await backend.start_task(body.instruction.strip()))
+        instruction = text_field("instruction", body.instruction, settings.max_text_chars)
+        return _outcome(await backend.start_task(instruction))
 
     @app.post("/api/task/cancel")
     async def cancel_task(_: Role = Depends(controller)) -> JSONResponse:
@@ -183,9 +202,10 @@ def create_app(settings: ConsoleSettings, credentials: Credentials, backend: Con
             return None
         await ws.accept()
         try:
-            first = json.loads(await asyncio.wait_for(ws.receive_text(), HELLO_TIMEOUT_S))
+            text = await asyncio.wait_for(ws.receive_text(), HELLO_TIMEOUT_S)
+            first = json.loads(text) if len(text) <= settings.max_body_bytes else None
             token = first.get("token") if isinstance(first, dict) and first.get("type") == "hello" else None
-        except (asyncio.TimeoutError, ValueError, KeyError, WebSocketDisconnect):
+        except (asyncio.TimeoutError, ValueError, KeyError, RecursionError, WebSocketDisconnect):
             await ws.close(code=WS_POLICY_VIOLATION)
             return None
         role = credentials.role_of(token if isinstance(token, str) else None)
@@ -206,11 +226,18 @@ def create_app(settings: ConsoleSettings, credentials: Credentials, backend: Con
         async def receive() -> None:
             while True:
                 try:
-                    msg = json.loads(await ws.receive_text())
-                except (ValueError, KeyError):   # not JSON, or a binary message: ignored
+                    text = await ws.receive_text()
+                    # the server bounds messages (ws_max_size); this bounds them under any server
+                    msg = json.loads(text) if len(text) <= settings.max_body_bytes else None
+                except (ValueError, KeyError, RecursionError):   # not JSON, too deep, or binary: ignored
                     continue
                 if isinstance(msg, dict) and msg.get("type") == "heartbeat" and role == Role.CONTROLLER:
                     backend.send_heartbeat()
+                    if msg.get("control_id") is not None:
+                        try:
+                            backend.control_heartbeat(msg["control_id"])
+                        except TeleopError:   # not (or no longer) the holder: the teleop event told the page
+                            pass
 
         receiver = asyncio.create_task(receive())
         try:

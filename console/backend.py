@@ -19,10 +19,13 @@ from qwen_stack.console.teleop import ZERO, TeleopCommand, TeleopControl
 
 @dataclass(frozen=True)
 class Outcome:
-    """Answer of a robot-side request (service or action)."""
+    """Answer of a robot-side request (service or action). The three cases never blur: `ok` is what the
+    robot side answered; `unavailable`: nothing was sent (HTTP 503); `unknown`: the request was sent but no
+    answer came in time, so it may have been carried out (HTTP 504, `ok` reported as null)."""
     ok: bool
     message: str
-    unavailable: bool = False   # the robot side could not be reached (HTTP 503)
+    unavailable: bool = False
+    unknown: bool = False
 
 
 class ConsoleBackend(abc.ABC):
@@ -31,7 +34,8 @@ class ConsoleBackend(abc.ABC):
         self.state = ConsoleState(settings.recent_verdicts, settings.recent_tool_calls, settings.thinking_max_chars)
         self.hub = EventHub(self.state)
         self.frames = FrameHub()
-        self._teleop = TeleopControl(settings.teleop_max_linear, settings.teleop_max_angular, settings.teleop_deadman_s)
+        self._teleop = TeleopControl(settings.teleop_max_linear, settings.teleop_max_angular, settings.teleop_deadman_s,
+                                     settings.teleop_session_timeout_s)
         self._teleop_lock = threading.Lock()   # web thread takes over/commands, ROS timer thread publishes
 
     # --- what a concrete backend sends --------------------------------------------------------
@@ -63,16 +67,20 @@ class ConsoleBackend(abc.ABC):
     def trigger_estop(self) -> None:
         """Latch the supervisor's e-stop; a held teleop command is dropped so nothing resumes after a reset."""
         self._send_estop()
+        self._release_if(lambda t: t.in_control)
+
+    def _release_if(self, condition) -> bool:
+        """Drop control if `condition(teleop)` holds (checked under the lock): zero first, then the lock
+        released, then the pages told. True when released."""
         with self._teleop_lock:
-            if self._teleop.in_control:
+            release = condition(self._teleop)
+            if release:
                 self._teleop.force_release()
-                released = True
-            else:
-                released = False
-        if released:
+        if release:
             self._send_teleop(ZERO)
             self._send_teleop_lock(False)
             self.hub.update(self.state.on_teleop, False)
+        return release
 
     async def approve(self, request_id: str, approved: bool, operator: str) -> Outcome | None:
         """None when no such request is pending (expired or answered)."""
@@ -85,7 +93,7 @@ class ConsoleBackend(abc.ABC):
 
     def take_over(self) -> str:
         with self._teleop_lock:
-            control_id = self._teleop.take_over()
+            control_id = self._teleop.take_over(time.monotonic())
         self._send_teleop_lock(True)
         self._send_teleop(ZERO)
         self.hub.update(self.state.on_teleop, True)
@@ -104,8 +112,16 @@ class ConsoleBackend(abc.ABC):
         self._send_teleop(cmd)   # now, not at the next tick: a release must stop at once
         return cmd
 
+    def control_heartbeat(self, control_id: object) -> None:
+        """The page holding control is alive (TeleopError 409 when `control_id` does not hold control)."""
+        with self._teleop_lock:
+            self._teleop.heartbeat(control_id, time.monotonic())
+
     def teleop_tick(self) -> None:
-        """Called at teleop_publish_hz: keeps the supervisor's teleop input fresh while in control."""
+        """Called at teleop_publish_hz: releases control whose session went silent, else keeps the
+        supervisor's teleop input fresh while in control."""
+        if self._release_if(lambda t: t.session_expired(time.monotonic())):
+            return
         with self._teleop_lock:
             out = self._teleop.output(time.monotonic())
         if out is not None:
@@ -117,9 +133,4 @@ class ConsoleBackend(abc.ABC):
 
     def close(self) -> None:
         """Hand back control on shutdown (zero, then lock released)."""
-        with self._teleop_lock:
-            held = self._teleop.in_control
-            self._teleop.force_release()
-        if held:
-            self._send_teleop(ZERO)
-            self._send_teleop_lock(False)
+        self._release_if(lambda t: t.in_control)

@@ -23,7 +23,12 @@ def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:  # name the port and the parameter: "Address already in use" alone says neither
+        sock.close()
+        raise OSError(f"cannot listen on {host} port {port}: {exc.strerror}; choose another with the console "
+                      f"parameter 'port' (console.port:=PORT on the launch command line; 0: any free port)") from None
     return sock
 
 
@@ -51,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
              + ("" if credentials.viewer_source is None else f"; viewer token from {credentials.viewer_source}"))
     bridge.start()
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="websockets-sansio", lifespan="off",
+                                           ws_max_size=settings.max_body_bytes,   # a page's message is small
                                            timeout_graceful_shutdown=2))   # open pages must not hold a stop
     # uvicorn stops gracefully on SIGINT/SIGTERM and then re-raises the signal to the previous handler:
     # make that one a no-op so the bridge still hands control back (zero command, lock released) below.

@@ -145,57 +145,79 @@ class RosConsoleBridge(ConsoleBackend):
         self.pub_heartbeat.publish(Empty())
 
     async def _call(self, client, request, what: str):
-        """Await an rclpy service call from asyncio; None (and the reason) when it cannot be made."""
+        """The service's response, or the Outcome to answer without one: `unavailable` when nothing was sent,
+        `unknown` when the request went out and no answer came in time (the service may have acted)."""
         if not client.service_is_ready():
-            return None, f"{what}: service {client.srv_name} is not available"
+            return Outcome(False, f"{what}: service {client.srv_name} is not available; nothing was sent",
+                           unavailable=True)
         future = client.call_async(request)
+        try:
+            return await self._await_rclpy(future)
+        except asyncio.TimeoutError:
+            return Outcome(False, f"{what} was sent but {client.srv_name} did not answer within "
+                                  f"{self.settings.service_timeout_s:g} s: it may have been carried out "
+                                  f"(the state shown comes from the robot side)", unknown=True)
+
+    async def _await_rclpy(self, future):
+        """Await an rclpy future from asyncio for at most service_timeout_s."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-        future.add_done_callback(lambda f: loop.call_soon_threadsafe(
-            lambda: done.done() or done.set_result(f.result())))
-        try:
-            return await asyncio.wait_for(done, self.settings.service_timeout_s), ""
-        except asyncio.TimeoutError:
-            return None, f"{what}: no answer within {self.settings.service_timeout_s:g} s"
+
+        def settle(f) -> None:
+            if done.done():
+                return
+            exc = f.exception()
+            if exc is not None:
+                done.set_exception(exc)
+            else:
+                done.set_result(f.result())
+        future.add_done_callback(lambda f: loop.call_soon_threadsafe(settle, f))
+        return await asyncio.wait_for(done, self.settings.service_timeout_s)
 
     async def reset_estop(self, reason: str, operator: str) -> Outcome:
         if self._iface is None:
-            return Outcome(False, "qwen_stack_interfaces is not built", unavailable=True)
-        resp, why = await self._call(self.cli_reset, self._iface[1].ResetEStop.Request(
+            return Outcome(False, "qwen_stack_interfaces is not built; nothing was sent", unavailable=True)
+        resp = await self._call(self.cli_reset, self._iface[1].ResetEStop.Request(
             reason=reason, operator_name=operator), "e-stop reset")
-        return Outcome(False, why, unavailable=True) if resp is None else Outcome(resp.ok, resp.message)
+        return resp if isinstance(resp, Outcome) else Outcome(resp.ok, resp.message)
 
     async def send_approval(self, request_id: str, approved: bool, operator: str) -> Outcome:
         if self._iface is None:
-            return Outcome(False, "qwen_stack_interfaces is not built", unavailable=True)
-        resp, why = await self._call(self.cli_approve, self._iface[1].Approve.Request(
+            return Outcome(False, "qwen_stack_interfaces is not built; nothing was sent", unavailable=True)
+        resp = await self._call(self.cli_approve, self._iface[1].Approve.Request(
             request_id=request_id, approved=approved, operator_name=operator), "approval")
-        return Outcome(False, why, unavailable=True) if resp is None else Outcome(resp.ok, resp.message)
+        return resp if isinstance(resp, Outcome) else Outcome(resp.ok, resp.message)
 
     async def start_task(self, instruction: str) -> Outcome:
         if self._iface is None:
-            return Outcome(False, "qwen_stack_interfaces is not built", unavailable=True)
+            return Outcome(False, "qwen_stack_interfaces is not built; nothing was sent", unavailable=True)
         if not self.run_task.server_is_ready():
             return Outcome(False, f"the agent's action {topics.AGENT_RUN_TASK} is not available", unavailable=True)
         goal = self._iface[2].RunTask.Goal(instruction=instruction, max_steps=0)
         self.hub.update(self.state.on_task, instruction, "sending")   # before the agent can stream anything
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
         future = self.run_task.send_goal_async(goal)
-        future.add_done_callback(lambda f: loop.call_soon_threadsafe(
-            lambda: done.done() or done.set_result(f.result())))
         try:
-            handle = await asyncio.wait_for(done, self.settings.service_timeout_s)
+            handle = await self._await_rclpy(future)
         except asyncio.TimeoutError:
-            self.hub.update(self.state.on_task, instruction, "rejected", "the agent did not answer")
-            return Outcome(False, "the agent did not answer the goal", unavailable=True)
+            # The goal went out: the agent may still accept it. A late acceptance is adopted (cancel works).
+            future.add_done_callback(lambda f: f.exception() is None and self._adopt_goal(f.result(), instruction))
+            self.hub.update(self.state.on_task, instruction, "unanswered",
+                            "the goal was sent; the agent has not answered yet")
+            return Outcome(False, "the task was sent but the agent did not answer within "
+                                  f"{self.settings.service_timeout_s:g} s: it may be running", unknown=True)
+        if not self._adopt_goal(handle, instruction):
+            return Outcome(False, "the agent rejected the task")
+        return Outcome(True, "task accepted")
+
+    def _adopt_goal(self, handle, instruction: str) -> bool:
+        """Record the agent's answer to a goal; True when accepted (the result is then followed)."""
         if not handle.accepted:
             self.hub.update(self.state.on_task, instruction, "rejected", "the agent rejected the task")
-            return Outcome(False, "the agent rejected the task")
+            return False
         self._goal_handle, self._task_instruction = handle, instruction
         self.hub.update(self.state.on_task, instruction, "running")
         handle.get_result_async().add_done_callback(lambda f, h=handle: self._on_task_result(h, f.result()))
-        return Outcome(True, "task accepted")
+        return True
 
     def _on_task_result(self, handle, wrapped) -> None:
         from action_msgs.msg import GoalStatus

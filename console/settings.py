@@ -13,6 +13,7 @@ class ConsoleConfigError(ValueError):
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+MAX_OPERATOR_NAME_CHARS = 64   # recorded with every reset and approval: a name, not a text
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class ConsoleSettings:
     teleop_deadman_s: float = 0.3
     teleop_publish_hz: float = 20.0
     heartbeat_period_s: float = 0.5
+    teleop_session_timeout_s: float = 1.5
     video_max_fps: float = 15.0
     raw_jpeg_quality: int = 80
     robot_state_hz: float = 10.0
@@ -35,6 +37,8 @@ class ConsoleSettings:
     recent_tool_calls: int = 100
     thinking_max_chars: int = 20000
     service_timeout_s: float = 3.0
+    max_body_bytes: int = 16384
+    max_text_chars: int = 2000
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
@@ -42,15 +46,21 @@ class ConsoleSettings:
 
         def positive(name: str, upper: float = math.inf) -> None:
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and 0 < v <= upper):
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and 0 < v <= upper):
                 bad(name, f"must be a number in (0, {upper:g}]")
+
+        def integer(name: str, lo: int, hi: int) -> None:
+            v = getattr(self, name)   # a YAML `true` is an int to Python: refused, not read as 1
+            if isinstance(v, bool) or not (isinstance(v, int) and lo <= v <= hi):
+                bad(name, f"must be an integer in [{lo}, {hi}]")
 
         if not isinstance(self.host, str) or not self.host.strip():
             bad("host", "must be an address to bind (127.0.0.1 keeps the console on this machine)")
-        if not (isinstance(self.port, int) and 0 <= self.port <= 65535):
-            bad("port", "must be in [0, 65535] (0: any free port)")
+        integer("port", 0, 65535)   # 0: any free port
         if not isinstance(self.operator_name, str) or not self.operator_name.strip():
             bad("operator_name", "must not be empty (it is recorded with approvals and e-stop resets)")
+        if len(self.operator_name) > MAX_OPERATOR_NAME_CHARS or not self.operator_name.isprintable():
+            bad("operator_name", f"must be printable text of at most {MAX_OPERATOR_NAME_CHARS} characters")
         for origin in self.origins_extra():
             if not (origin.startswith("http://") or origin.startswith("https://")) or origin.endswith("/"):
                 bad("extra_origins", f"{origin!r} is not an origin like 'https://host:port'")
@@ -64,12 +74,15 @@ class ConsoleSettings:
         positive("service_timeout_s", 60.0)
         if self.teleop_deadman_s < 1.0 / self.teleop_publish_hz:
             bad("teleop_deadman_s", "must be at least one teleop publish period (1 / teleop_publish_hz)")
-        if not (isinstance(self.raw_jpeg_quality, int) and 1 <= self.raw_jpeg_quality <= 100):
-            bad("raw_jpeg_quality", "must be in [1, 100]")
+        positive("teleop_session_timeout_s", 30.0)
+        if self.teleop_session_timeout_s < 2 * self.heartbeat_period_s:
+            bad("teleop_session_timeout_s", "must be at least two heartbeat periods (2 * heartbeat_period_s): "
+                                            "one late heartbeat must not take control away")
+        integer("max_body_bytes", 1024, 10_485_760)
+        integer("max_text_chars", 64, 100_000)
+        integer("raw_jpeg_quality", 1, 100)
         for name in ("recent_verdicts", "recent_tool_calls", "thinking_max_chars"):
-            v = getattr(self, name)
-            if not (isinstance(v, int) and 1 <= v <= 1_000_000):
-                bad(name, "must be an integer in [1, 1000000]")
+            integer(name, 1, 1_000_000)
 
     @property
     def loopback(self) -> bool:

@@ -6,6 +6,11 @@ command if it is fresher than the deadman time, else zero. The page sends comman
 or stick is held and an explicit zero on release, so a lost page, tab or network means zero
 within `deadman_s`. Bad input (non-finite numbers, wrong control id) is refused and never moves
 the robot; good input is clamped to the configured limits.
+
+Control itself is bound to a live session: the holder's page sends a heartbeat carrying its control
+id; with none for `session_timeout_s` (tab closed, network lost), `session_expired(now)` is true and
+the caller releases control. Times are monotonic seconds: a stamp from the future (never expected)
+counts as silence, so no clock step can keep control alive.
 """
 from __future__ import annotations
 
@@ -43,23 +48,41 @@ def clamp_command(linear: object, angular: object, max_linear: float, max_angula
 
 
 class TeleopControl:
-    def __init__(self, max_linear: float, max_angular: float, deadman_s: float) -> None:
+    def __init__(self, max_linear: float, max_angular: float, deadman_s: float,
+                 session_timeout_s: float = math.inf) -> None:
         self.max_linear, self.max_angular, self.deadman_s = max_linear, max_angular, deadman_s
+        self.session_timeout_s = session_timeout_s
         self._control_id: str | None = None
         self._command = ZERO
         self._command_time = -math.inf
+        self._heartbeat_time = -math.inf
 
     @property
     def in_control(self) -> bool:
         return self._control_id is not None
 
-    def take_over(self) -> str:
-        """Start holding control; a second take-over while held is refused (409)."""
+    def take_over(self, now: float) -> str:
+        """Start holding control (the session counts as alive at `now`); a second take-over while held is
+        refused (409) until the holder hands back or its session expires."""
         if self._control_id is not None:
             raise TeleopError("control is already held by another console session; it must hand back first", 409)
         self._control_id = secrets.token_urlsafe(16)
         self._command, self._command_time = ZERO, -math.inf
+        self._heartbeat_time = now
         return self._control_id
+
+    def heartbeat(self, control_id: object, now: float) -> None:
+        """The holder's page is alive; TeleopError (409) when `control_id` does not hold control."""
+        self._check_holder(control_id)
+        self._heartbeat_time = max(self._heartbeat_time, now)
+
+    def session_expired(self, now: float) -> bool:
+        """True while held with no heartbeat for longer than session_timeout_s (or a heartbeat stamped
+        after `now`: a clock that went back proves nothing about the page)."""
+        if self._control_id is None:
+            return False
+        age = now - self._heartbeat_time
+        return age < 0 or age > self.session_timeout_s
 
     def _check_holder(self, control_id: object) -> None:
         if self._control_id is None:

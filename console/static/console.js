@@ -139,14 +139,19 @@ function connectVideo() {
   });
 }
 
+// The heartbeat keeps the operator heartbeat alive and, while this tab holds control, the control itself:
+// the server releases control (zero, lock released) when it stops for session_timeout_s (tab closed).
+function sendHeartbeat() {
+  if (page.events && page.events.readyState === WebSocket.OPEN) {
+    page.events.send(JSON.stringify({ type: "heartbeat", control_id: page.controlId }));
+  }
+}
+
 function startHeartbeat() {
   stopHeartbeat();
   if (page.role !== "controller") return;
-  const send = () => {
-    if (page.events && page.events.readyState === WebSocket.OPEN) page.events.send(JSON.stringify({ type: "heartbeat" }));
-  };
-  send();
-  page.heartbeatTimer = setInterval(send, page.session.heartbeat_period_s * 1000);
+  sendHeartbeat();
+  page.heartbeatTimer = setInterval(sendHeartbeat, page.session.heartbeat_period_s * 1000);
 }
 
 function stopHeartbeat() {
@@ -357,6 +362,7 @@ async function takeOver() {
   if (!res.ok) { $("teleop-state").textContent = "Take over refused: " + detail(res); return; }
   page.controlId = res.data.control_id;
   sessionStorage.setItem(CONTROL_KEY, page.controlId);
+  sendHeartbeat();
   renderTeleop(true);
 }
 

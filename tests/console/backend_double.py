@@ -2,10 +2,13 @@
 
 Used by the API tests and the browser tests that run without a ROS graph. Every `_send_*` is
 recorded in `sent` as (what, value, time.monotonic()); service-like calls answer with the
-configured outcomes.
+configured outcomes. `ticking()` runs teleop_tick at teleop_publish_hz in a thread, as the ROS
+bridge's timer does.
 """
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 
 from qwen_stack.console.backend import ConsoleBackend, Outcome
@@ -27,6 +30,24 @@ class BackendDouble(ConsoleBackend):
 
     def sent_of(self, what: str) -> list:
         return [v for w, v, _ in self.sent if w == what]
+
+    def times_of(self, what: str) -> list[float]:
+        return [t for w, _, t in self.sent if w == what]
+
+    @contextlib.contextmanager
+    def ticking(self):
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.wait(1.0 / self.settings.teleop_publish_hz):
+                self.teleop_tick()
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join(timeout=2)
 
     def _send_estop(self) -> None:
         self._record("estop", True)

@@ -81,7 +81,7 @@ def test_session_fields():
     client, _ = _client()
     assert client.get("/api/session", headers=auth(CONTROLLER)).json() == {
         "role": "controller", "operator_name": "operator", "heartbeat_period_s": 0.5,
-        "teleop": {"max_linear": 0.5, "max_angular": 1.0, "deadman_s": 0.3}}
+        "teleop": {"max_linear": 0.5, "max_angular": 1.0, "deadman_s": 0.3, "session_timeout_s": 1.5}}
 
 
 def test_foreign_host_header_refused_on_localhost():
@@ -191,6 +191,76 @@ def test_task_start_and_cancel():
     r = client.post("/api/task/cancel", headers=h)
     assert r.status_code == 200 and r.json() == {"ok": True, "message": "cancel requested"}
     assert backend.sent_of("start_task") == ["find the cup"] and len(backend.sent_of("cancel_task")) == 1
+
+
+def _sleep_past(seconds: float) -> None:
+    time.sleep(seconds + 0.05)
+
+
+def test_control_released_and_robot_stopped_when_the_holder_goes_silent():
+    """Issue 16 item 9: a take-over without heartbeats ends after teleop_session_timeout_s: zero first,
+    then the lock released, the pages told, and anybody may take over again."""
+    settings = ConsoleSettings(teleop_session_timeout_s=0.4, heartbeat_period_s=0.1)
+    client, backend = _client(settings=settings)
+    h = auth(CONTROLLER)
+    cid = client.post("/api/teleop/take_over", headers=h).json()["control_id"]
+    client.post("/api/teleop/command", json={"control_id": cid, "linear": 0.3, "angular": 0}, headers=h)
+    backend.teleop_tick()
+    assert client.get("/api/state").json()["teleop_in_control"] is True
+    assert backend.sent_of("teleop_lock")[-1] is True
+    _sleep_past(0.4)
+    n = len(backend.sent)
+    backend.teleop_tick()
+    assert [(w, v) for w, v, _ in backend.sent[n:]] == [("teleop", TeleopCommand(0.0, 0.0)), ("teleop_lock", False)]
+    assert client.get("/api/state").json()["teleop_in_control"] is False
+    backend.teleop_tick()
+    assert len(backend.sent) == n + 2                   # released: nothing more is published
+    r = client.post("/api/teleop/command", json={"control_id": cid, "linear": 0.3, "angular": 0}, headers=h)
+    assert r.status_code == 409
+    assert client.post("/api/teleop/take_over", headers=h).status_code == 200
+
+
+def test_heartbeats_of_the_holder_keep_control_over_websocket_and_http():
+    settings = ConsoleSettings(teleop_session_timeout_s=0.4, heartbeat_period_s=0.1)
+    client, backend = _client(settings=settings)
+    h = auth(CONTROLLER)
+    cid = client.post("/api/teleop/take_over", headers=h).json()["control_id"]
+    with client.websocket_connect(WS + "/ws/events", headers={"Origin": ORIGIN}) as ws:
+        ws.send_json({"type": "hello", "token": CONTROLLER})
+        ws.receive_json(), ws.receive_json()
+        for _ in range(8):                               # 0.8 s, twice the timeout, with heartbeats
+            time.sleep(0.1)
+            ws.send_json({"type": "heartbeat", "control_id": cid})
+            ws.send_json({"type": "heartbeat", "control_id": "an-old-id"})   # ignored, does not disconnect
+            backend.hub.update(backend.state.on_estop_latched, bool(_ % 2))  # a round trip: heartbeat was read
+            ws.receive_json()
+            backend.teleop_tick()
+    assert backend.sent_of("teleop_lock") and False not in backend.sent_of("teleop_lock")
+    for _ in range(4):
+        time.sleep(0.15)
+        assert client.post("/api/teleop/heartbeat", json={"control_id": cid}, headers=h).json() == {"ok": True}
+        backend.teleop_tick()
+    assert False not in backend.sent_of("teleop_lock")
+    assert client.post("/api/teleop/heartbeat", json={"control_id": "not-mine"}, headers=h).status_code == 409
+    _sleep_past(0.4)
+    backend.teleop_tick()
+    assert backend.sent_of("teleop_lock")[-1] is False
+
+
+def test_viewer_heartbeat_does_not_keep_control():
+    settings = ConsoleSettings(teleop_session_timeout_s=0.4, heartbeat_period_s=0.1)
+    client, backend = _client(open_viewing=False, settings=settings)
+    cid = client.post("/api/teleop/take_over", headers=auth(CONTROLLER)).json()["control_id"]
+    with client.websocket_connect(WS + "/ws/events", headers={"Origin": ORIGIN}) as ws:
+        ws.send_json({"type": "hello", "token": VIEWER})
+        ws.receive_json(), ws.receive_json()
+        for i in range(6):
+            time.sleep(0.1)
+            ws.send_json({"type": "heartbeat", "control_id": cid})   # a viewer that learned the id
+            backend.hub.update(backend.state.on_estop_latched, bool(i % 2))
+            ws.receive_json()
+    backend.teleop_tick()
+    assert backend.sent_of("teleop_lock")[-1] is False
 
 
 # --- WebSockets ------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, strategies as st
 
 from qwen_stack.console.state import ConsoleState
 from qwen_stack.console.teleop import ZERO, TeleopCommand, TeleopControl, TeleopError, clamp_command
@@ -85,10 +86,10 @@ def test_clamp_refuses_non_numbers(bad):
 def test_deadman_and_holder():
     t = TeleopControl(0.5, 1.0, deadman_s=0.3)
     assert t.output(0.0) is None                       # not in control: nothing published
-    cid = t.take_over()
+    cid = t.take_over(0.0)
     assert t.output(0.0) == ZERO
     with pytest.raises(TeleopError):
-        t.take_over()
+        t.take_over(0.0)
     t.command(cid, 0.4, 0.0, now=10.0)
     assert t.output(10.29) == TeleopCommand(0.4, 0.0)
     assert t.output(10.31) == ZERO                     # stale: zero
@@ -99,3 +100,45 @@ def test_deadman_and_holder():
     assert t.output(10.4) == ZERO                      # bad input did not move it
     t.hand_back(cid)
     assert t.output(10.4) is None and not t.in_control
+
+
+def test_control_session_expires_without_heartbeat():
+    t = TeleopControl(0.5, 1.0, deadman_s=0.3, session_timeout_s=1.5)
+    assert not t.session_expired(100.0)                # nobody holds control: nothing to expire
+    cid = t.take_over(10.0)
+    assert not t.session_expired(11.5)                 # take-over counts as the first sign of life
+    assert t.session_expired(11.51)
+    t.heartbeat(cid, 11.4)
+    assert not t.session_expired(12.9) and t.session_expired(12.91)
+    with pytest.raises(TeleopError) as exc:
+        t.heartbeat("someone-else", 12.0)              # only the holder keeps control alive
+    assert exc.value.status == 409
+    assert t.session_expired(12.91)
+    t.heartbeat(cid, 11.0)                             # an older stamp never moves the deadline back
+    assert t.session_expired(12.91)
+
+
+def test_control_session_heartbeat_from_the_future_counts_as_silence():
+    t = TeleopControl(0.5, 1.0, deadman_s=0.3, session_timeout_s=1.5)
+    cid = t.take_over(10.0)
+    t.heartbeat(cid, 50.0)
+    assert t.session_expired(20.0)                     # the clock went back: no proof the page is alive
+
+
+@given(steps=st.lists(st.tuples(st.sampled_from(["beat", "other", "tick"]), st.floats(0.0, 2.0)), max_size=40))
+def test_control_never_outlives_its_last_heartbeat(steps):
+    """Whatever the sequence, control is expired exactly when the holder's last sign of life is older
+    than the session timeout."""
+    t = TeleopControl(0.5, 1.0, deadman_s=0.3, session_timeout_s=1.0)
+    now = 0.0
+    cid = t.take_over(now)
+    alive_since = now
+    for kind, dt in steps:
+        now += dt
+        if kind == "beat":
+            t.heartbeat(cid, now)
+            alive_since = now
+        elif kind == "other":
+            with pytest.raises(TeleopError):
+                t.heartbeat("not-" + cid, now)
+        assert t.session_expired(now) == (now - alive_since > 1.0)
