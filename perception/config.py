@@ -140,3 +140,24 @@ def config_from_dict(values: Mapping[str, Any]) -> PerceptionConfig:
         return PerceptionConfig(**kwargs)
     except TypeError as exc:
         raise PerceptionConfigError(f"perception parameters: {exc}") from None
+
+
+# Parameters of the ROS shell only (perception/node.py); the rest are PerceptionConfig's scalar fields.
+NODE_PARAMETERS = {
+    "max_rate": 5.0,            # frames per second perception processes at most (the camera may send more)
+    "odom_frame": "odom",       # frame_id of the published objects and markers
+    "publish_annotated": True,  # publish perception/image_annotated
+}
+
+
+def parameter_defaults() -> dict[str, Any]:
+    """name -> default of every ROS parameter perception_node declares (qwen_stack.parameter_schema)."""
+    defaults = PerceptionConfig()
+    out: dict[str, Any] = {}
+    for f in fields(PerceptionConfig):
+        if f.name == "colours":
+            continue                              # a table: extended in code (DEFAULT_COLOURS), not per parameter
+        v = getattr(defaults, f.name)
+        out[f.name] = list(v) if isinstance(v, tuple) else v
+    out.update(NODE_PARAMETERS)
+    return out

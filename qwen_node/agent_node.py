@@ -66,12 +66,11 @@ class AgentNode(Node):
             m.angle_min, m.angle_increment, list(m.ranges), m.range_min, m.range_max), sd, callback_group=grp)
         self.create_subscription(Odometry, topics.ODOM, lambda m: self.world.set_odom(*_pose2d(m)), sd, callback_group=grp)
         self.create_subscription(JointState, topics.JOINT_STATES, self._on_joints, sd, callback_group=grp)
-        if s.object_locator == "sim_ground_truth":
-            self.get_logger().warn("object_locator=sim_ground_truth: go_to_object uses the SIMULATOR'S TRUE object "
-                                   "poses (a test double of perception)")
-            self.create_subscription(Odometry, topics.SIM_GROUND_TRUTH, lambda m: self.world.set_true_base(*_pose2d(m)),
-                                     10, callback_group=grp)
-            self.create_subscription(String, topics.SIM_OBJECTS, self._on_objects, 10, callback_group=grp)
+        if s.object_locator == "perception":   # objects by name: perception's memory (never the sim's truth)
+            from qwen_stack_interfaces.msg import DetectedObjects
+            self.create_subscription(DetectedObjects, topics.PERCEPTION_OBJECTS, lambda m: self.world.set_objects(
+                detected_objects_to_dicts(m), m.header.stamp.sec + m.header.stamp.nanosec * 1e-9), 10,
+                callback_group=grp)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.create_subscription(Bool, topics.SAFETY_ESTOP_STATE, self._on_estop, latched, callback_group=grp)
         self.create_subscription(Bool, topics.TELEOP_LOCK, self._on_teleop, 10, callback_group=grp)
@@ -104,13 +103,6 @@ class AgentNode(Node):
     def _on_joints(self, m) -> None:
         if self.s.camera_pan_joint in m.name:
             self.world.set_pan(m.position[list(m.name).index(self.s.camera_pan_joint)])
-
-    def _on_objects(self, m) -> None:
-        objects = parse_sim_objects(m.data)
-        if isinstance(objects, str):
-            self.get_logger().warn(objects, throttle_duration_sec=5.0)
-        else:
-            self.world.set_true_objects(objects, solid_sim_objects(m.data))
 
     def _on_estop(self, m) -> None:
         self.estop_latched = bool(m.data)
@@ -238,31 +230,9 @@ def _pose2d(m) -> tuple[float, float, float]:
     return p.x, p.y, yaw_of_quaternion(q.x, q.y, q.z, q.w)
 
 
-def solid_sim_objects(text: str) -> set[str]:
-    """Names of the sim's objects that stand on the floor (not floor areas, not the held one)."""
-    try:
-        doc = json.loads(text)
-        return {o["name"] for o in doc.get("objects", []) if isinstance(o, dict) and not o.get("held")}
-    except (json.JSONDecodeError, AttributeError, KeyError, TypeError):
-        return set()
-
-
-def parse_sim_objects(text: str) -> dict[str, tuple[float, float]] | str:
-    """topics.SIM_OBJECTS JSON -> name -> (x, y) in the world frame. Accepts {name: {x, y, ...}},
-    [{name, x, y, ...}] or the sim's {"objects": [...], "areas": [...]} (objects and floor areas)."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return "sim/objects: not JSON"
-    if isinstance(data, dict) and isinstance(data.get("objects"), list):
-        data = list(data["objects"]) + [a for a in data.get("areas") or [] if isinstance(a, dict)]
-    items = data.items() if isinstance(data, dict) else [(d.get("name"), d) for d in data if isinstance(d, dict)]
-    out = {}
-    for name, d in items:
-        if isinstance(d, dict) and isinstance(name, str):
-            pos = d.get("position", d)
-            if isinstance(pos, (list, tuple)) and len(pos) >= 2:
-                out[name] = (float(pos[0]), float(pos[1]))
-            elif isinstance(pos, dict) and "x" in pos and "y" in pos:
-                out[name] = (float(pos["x"]), float(pos["y"]))
-    return out if out else "sim/objects: no object positions found"
+def detected_objects_to_dicts(m) -> list[dict]:
+    """qwen_stack_interfaces/DetectedObjects -> the plain dicts SensorWorldView keeps."""
+    return [{"name": o.name, "colour": o.colour, "shape": o.shape, "solid": bool(o.solid),
+             "x": float(o.pose.position.x), "y": float(o.pose.position.y), "confidence": float(o.confidence),
+             "last_seen": o.last_seen.sec + o.last_seen.nanosec * 1e-9, "in_view": bool(o.in_view)}
+            for o in m.objects]

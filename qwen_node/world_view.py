@@ -1,10 +1,11 @@
 """What the planner knows of the world for grounding and object goals (ROS-free).
 
-The ROS shell stores the latest CameraInfo, LaserScan, odometry, camera pan and (in the
-simulator only) true poses here as plain values; the planner thread reads them.
-`object_locator = "sim_ground_truth"` is a TEST DOUBLE of perception: object positions come
-from the simulator's ground truth (topics.SIM_OBJECTS), converted to the odom frame with the
-true and the odometry base pose. A real robot uses go_to_point (grounding) instead.
+The ROS shell stores the latest CameraInfo, LaserScan, odometry, camera pan and perception's
+object memory (perception/objects, qwen_stack_interfaces/DetectedObjects) here as plain values;
+the planner thread reads them. `object_locator = "perception"`: go_to_object, obstacles,
+detect_objects and describe_state's "objects" come from that memory (odom frame); "none": no
+object is known by name (go_to_point on the camera image only). Nothing here reads the
+simulator's ground truth.
 """
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ import math
 import threading
 import time
 
+from qwen_stack.perception.memory import memory_report
 from qwen_stack.qwen_node.agent.grounding import (
-    CameraIntrinsics, CameraMount, GroundedGoal, LaserReading, Pose2D, ground_point, world_to_odom)
+    CameraIntrinsics, CameraMount, GroundedGoal, LaserReading, Pose2D, ground_point)
+
+# perception/objects older than this (receipt, monotonic) no longer says what is in view now
+IN_VIEW_FRESH_S = 1.5
 
 
 class SensorWorldView:
@@ -26,10 +31,10 @@ class SensorWorldView:
         self.laser: LaserReading | None = None
         self.odom: Pose2D | None = None
         self.pan = 0.0
-        self.true_base: Pose2D | None = None           # sim ground truth (world frame)
-        self.true_objects: dict[str, tuple[float, float]] = {}   # world frame
-        self.solid_objects: set[str] = set()           # objects that stand on the floor (not areas, not held)
-        self._odom_at_truth: Pose2D | None = None      # odometry when true_base was received
+        # perception's memory: dicts with name, colour, shape, x, y, solid, confidence, last_seen, in_view
+        self.objects: list[dict] = []
+        self.objects_stamp: float | None = None        # sensor time of the latest perception/objects
+        self._objects_received: float | None = None    # monotonic receipt time of it
 
     # --- writers (ROS callbacks) ---
     def set_intrinsics(self, k: list[float], width: int, height: int) -> None:
@@ -49,15 +54,12 @@ class SensorWorldView:
         with self._lock:
             self.pan = pan
 
-    def set_true_base(self, x: float, y: float, yaw: float) -> None:
+    def set_objects(self, objects: list[dict], stamp: float) -> None:
+        """perception/objects as plain dicts (see agent_node.detected_objects_to_dicts)."""
         with self._lock:
-            self.true_base = Pose2D(x, y, yaw)
-            self._odom_at_truth = self.odom
-
-    def set_true_objects(self, objects: dict[str, tuple[float, float]], solid: set[str] | None = None) -> None:
-        with self._lock:
-            self.true_objects = dict(objects)
-            self.solid_objects = set(objects) if solid is None else set(solid)
+            self.objects = [dict(o) for o in objects]
+            self.objects_stamp = stamp
+            self._objects_received = time.monotonic()
 
     # --- readers (planner thread) ---
     def _wait_for(self, ready) -> None:
@@ -84,30 +86,54 @@ class SensorWorldView:
             return "no odometry received yet"
         return ground_point(x_1000, y_1000, cam, self.mount, pan, laser, odom, standoff)
 
-    def obstacles(self, exclude: set[str]) -> list[tuple[float, float]]:
-        """Known objects standing on the floor (odom frame), except `exclude` and held ones; floor
-        areas are not obstacles. Empty without the ground-truth locator."""
-        if self.object_locator != "sim_ground_truth":
-            return []
+    def _memory(self) -> tuple[list[dict], float | None, float | None] | str:
+        if self.object_locator != "perception":
+            return "no object locator is configured (object_locator: none); use go_to_point on the camera image"
+        self._wait_for(lambda: self.objects_stamp is not None)
         with self._lock:
-            truth, odom, objects = self.true_base, self._odom_at_truth, dict(self.true_objects)
-            solid = set(self.solid_objects)
-        if truth is None or odom is None:
+            if self.objects_stamp is None:
+                return "perception has not published perception/objects yet (is perception_node running?)"
+            return list(self.objects), self.objects_stamp, self._objects_received
+
+    def obstacles(self, exclude: set[str]) -> list[tuple[float, float]]:
+        """Remembered objects standing on the floor (odom frame), except `exclude`; floor areas are
+        not obstacles and the held object is not in memory. Empty without perception."""
+        mem = self._memory()
+        if isinstance(mem, str):
             return []
-        return [world_to_odom(xy, truth, odom) for n, xy in objects.items() if n in solid and n not in exclude]
+        return [(o["x"], o["y"]) for o in mem[0] if o["solid"] and o["name"] not in exclude]
 
     def locate_object(self, name: str) -> tuple[float, float] | str:
-        if self.object_locator != "sim_ground_truth":
-            return "no object locator is configured (object_locator: none); use go_to_point on the camera image"
-        self._wait_for(lambda: self.true_base is not None and self._odom_at_truth is not None and bool(self.true_objects))
-        with self._lock:
-            truth, odom, objects = self.true_base, self._odom_at_truth, dict(self.true_objects)
-        if truth is None or odom is None:
-            return "the simulator's ground truth has not been received yet"
+        mem = self._memory()
+        if isinstance(mem, str):
+            return mem
         key = name.strip().lower().replace(" ", "_")
-        if key not in objects:
-            return f"no object named {name!r}; known: {sorted(objects)}"
-        return world_to_odom(objects[key], truth, odom)
+        for o in mem[0]:
+            if o["name"] == key:
+                return o["x"], o["y"]
+        known = sorted(o["name"] for o in mem[0])
+        return (f"no object named {name!r} in memory (known: {known}); look around first: rotate or look_at, "
+                f"then detect_objects")
+
+    def detect_objects(self) -> dict:
+        """The detect_objects result: names in view now and the whole memory (shared contract)."""
+        mem = self._memory()
+        if isinstance(mem, str):
+            return {"error": mem}
+        objects, stamp, received = mem
+        age = time.monotonic() - received if received is not None else math.inf
+        fresh = age <= IN_VIEW_FRESH_S
+        # seen_s_ago: sensor time of the message minus last sighting, plus how long ago it arrived
+        now = (stamp or 0.0) + max(0.0, age)
+        with self._lock:
+            odom = self.odom
+        entries = [dict(o, in_view=o["in_view"] and fresh) for o in objects]
+        return memory_report(entries, (odom.x, odom.y) if odom is not None else None, now)
+
+    def object_memory(self) -> list[dict]:
+        """describe_state's "objects": the memory entries of detect_objects (empty without perception)."""
+        report = self.detect_objects()
+        return report.get("memory", [])
 
 
 def yaw_of_quaternion(x: float, y: float, z: float, w: float) -> float:

@@ -32,6 +32,7 @@ PARAMETER_SCHEMAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "safety_supervisor": ("qwen_stack.safety.config:ros_parameter_defaults", ("keep_out.",)),
     "qwen_node": ("qwen_stack.qwen_node.agent.settings:AgentSettings", ()),
     "console_node": ("qwen_stack.console.settings:ConsoleSettings", ()),
+    "perception_node": ("qwen_stack.perception.config:parameter_defaults", ()),
     "recorder_node": ("qwen_stack.recorder.config:RecorderConfig", ()),
 }
 

@@ -18,10 +18,15 @@ SCAN = "scan"                                  # sensor_msgs/LaserScan
 ODOM = "odom"                                  # nav_msgs/Odometry
 JOINT_STATES = "joint_states"                  # sensor_msgs/JointState
 ROBOT_DESCRIPTION = "robot_description"        # std_msgs/String, URDF, transient local (sim/robot_description.py)
-SIM_GROUND_TRUTH = "sim/ground_truth"          # nav_msgs/Odometry, true base pose (tests only)
-SIM_OBJECTS = "sim/objects"                    # std_msgs/String, JSON of object poses (tests only)
+SIM_GROUND_TRUTH = "sim/ground_truth"          # nav_msgs/Odometry, true base pose (tests and benches only)
+SIM_OBJECTS = "sim/objects"                    # std_msgs/String, JSON of object poses (tests, benches only)
 CLOCK = "/clock"                               # rosgraph_msgs/Clock
 DIAGNOSTICS = "/diagnostics"                   # diagnostic_msgs/DiagnosticArray
+
+# --- perception (qwen_stack.perception) ---------------------------------------------------
+PERCEPTION_OBJECTS = "perception/objects"      # qwen_stack_interfaces/DetectedObjects, memory in odom + in-view flags
+PERCEPTION_IMAGE_ANNOTATED = "perception/image_annotated"  # sensor_msgs/Image (rgb8), boxes and labels
+PERCEPTION_MARKERS = "perception/markers"      # visualization_msgs/MarkerArray of the memory
 
 # --- safety supervisor ---------------------------------------------------------------------
 SAFETY_VERDICT = "safety/verdict"              # qwen_stack_interfaces/SafetyVerdict

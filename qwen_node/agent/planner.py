@@ -95,6 +95,10 @@ class WorldView(Protocol):
 
     def obstacles(self, exclude: set[str]) -> list[tuple[float, float]]: ...  # known objects, odom frame
 
+    def detect_objects(self) -> dict[str, Any]: ...                        # {"in_view": [...], "memory": [...]}
+
+    def object_memory(self) -> list[dict[str, Any]]: ...                   # the memory entries of detect_objects
+
 
 @dataclass
 class ToolCallRecord:
@@ -122,6 +126,22 @@ def supervisor_outcome(accepted: bool, success: bool, reasons: Sequence[str], re
     return ServiceOutcome(status, response, list(reasons))
 
 
+def add_object_memory(result: dict[str, Any], objects: list[dict[str, Any]]) -> None:
+    """Put perception's memory into a describe_state-like result as "objects": inside the
+    response's state_json (the state the model reads) when there is one, else beside it."""
+    response = result.get("response")
+    if isinstance(response, dict) and isinstance(response.get("state_json"), str):
+        try:
+            state = json.loads(response["state_json"])
+        except json.JSONDecodeError:
+            state = None
+        if isinstance(state, dict):
+            state["objects"] = objects
+            response["state_json"] = json.dumps(state)
+            return
+    result["objects"] = objects
+
+
 class ToolExecutor:
     """Runs one parsed call: builds the ROS request(s) and waits for the answer or a cancel."""
 
@@ -139,7 +159,15 @@ class ToolExecutor:
     def execute(self, call: ParsedToolCall, cancel: CancelToken) -> tuple[str, dict[str, Any]]:
         spec = self.registry[call.name]
         if spec.kind == "service":
-            return self._call(spec, dict(call.arguments), cancel)
+            status, result = self._call(spec, dict(call.arguments), cancel)
+            if spec.adds_object_memory and self.world is not None:
+                add_object_memory(result, self.world.object_memory())
+            return status, result
+        if spec.kind == "perception":
+            if self.world is None:
+                return "failed", {"error": f"{spec.name} needs perception (no world view configured)"}
+            report = self.world.detect_objects()
+            return ("failed" if "error" in report else "succeeded"), report
         if self.world is None:
             return "failed", {"error": f"{spec.name} needs the camera, laser and odometry (not configured)"}
         target = self.registry[spec.target_tool]

@@ -10,15 +10,16 @@ from dataclasses import dataclass, field, fields
 
 BACKENDS = ("replay", "local", "openai")
 CAMERA_MODES = ("raw", "compressed", "none")
-OBJECT_LOCATORS = ("none", "sim_ground_truth")
+OBJECT_LOCATORS = ("none", "perception")
 OPENAI_TOOL_MODES = ("native", "prompt")
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are the planner of a small wheeled robot with a camera, a laser scanner and a magnetic "
     "gripper at its front bumper. You see the camera image and act only by calling the tools you are "
     "given; every motion is checked by a safety supervisor, which may refuse it. Positions are in "
-    "metres in the odom frame (where the robot started), angles in radians. Call describe_state when "
-    "you need to know where things are. When the task is done, or cannot be done, answer in plain "
+    "metres in the odom frame (where the robot started), angles in radians. Call detect_objects to "
+    "see which objects are in view and remembered; look around (look_at, rotate) when what you need is "
+    "not known yet. When the task is done, or cannot be done, answer in plain "
     "text without a tool call and say which."
 )
 
@@ -71,7 +72,7 @@ class AgentSettings:
     laser_mount_xy: list = field(default_factory=lambda: [0.05, 0.0])  # laser origin in base_link, m
     grounding_standoff_m: float = 0.35      # stop this far short of a grounded point
     object_standoff_m: float = 0.22         # go_to_object: distance from object to base origin (gripper reach)
-    object_locator: str = "none"            # none | sim_ground_truth (TEST DOUBLE of perception: the sim's true object poses)
+    object_locator: str = "perception"      # perception (objects by name from perception/objects) | none (go_to_point only)
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:

@@ -9,6 +9,9 @@ Loaded from config/tools.yaml. Each tool is one of:
   frame; the planner turns it into an odom-frame goal (see grounding.py) for `target_tool`.
 - kind `object_goal`: the model names an object; an object locator gives its position and
   the planner sends `target_tool` to a stand-off pose in front of it.
+- kind `perception`: no arguments, no service; the planner answers from perception's object
+  memory (what is in view now and what is remembered). Never actuating.
+A service tool with `adds_object_memory: true` gets that memory added to its result ("objects").
 
 The JSON schema the model sees is built from the ROS request type itself
 (`get_fields_and_field_types`), with ranges from the safety policy intersected with the
@@ -24,7 +27,7 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
-KINDS = ("service", "grounding", "object_goal")
+KINDS = ("service", "grounding", "object_goal", "perception")
 
 # ROS IDL field types -> JSON schema fragments
 _INT_TYPES = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "byte", "char", "octet"}
@@ -48,6 +51,7 @@ class ToolSpec:
     timeout_s: float = 30.0
     target_tool: str = ""           # grounding / object_goal: the service tool they end in
     parameters: Mapping[str, Any] = field(default_factory=dict)  # JSON schema for the model
+    adds_object_memory: bool = False  # service tools: perception's memory is added to the result as "objects"
     approval_wait_s: float = 0.0    # operator's time to approve (safety policy needs_approval), else 0
 
     @property
@@ -141,7 +145,7 @@ def _req(entry: Mapping[str, Any], key: str, where: str, kind: type | tuple[type
 DEFAULT_APPROVAL_WAIT_S = 30.0
 
 _ENTRY_KEYS = {"name", "description", "kind", "actuating", "service", "interface", "model_fields",
-               "fixed_fields", "field_descriptions", "ranges", "timeout_s", "target_tool"}
+               "fixed_fields", "field_descriptions", "ranges", "timeout_s", "target_tool", "adds_object_memory"}
 
 
 class ToolRegistry:
@@ -209,7 +213,16 @@ class ToolRegistry:
             own_ranges = entry.get("ranges", {}) or {}
             common = dict(name=name, description=_req(entry, "description", where, str).strip(), kind=kind,
                           actuating=actuating, timeout_s=timeout)
+            adds_memory = entry.get("adds_object_memory", False)
+            if not isinstance(adds_memory, bool) or (adds_memory and kind != "service"):
+                raise RegistryError(f"{where}: adds_object_memory must be true or false, and only on a service tool")
+            if kind == "perception":
+                if actuating:
+                    raise RegistryError(f"{where}: a perception tool only reads the memory: actuating must be false")
+                specs.append(ToolSpec(**common, parameters={"type": "object", "properties": {}, "required": []}))
+                continue
             if kind == "service":
+                common["adds_object_memory"] = adds_memory
                 service = _req(entry, "service", where, str)
                 if actuating and policy is not None and service in policy.needs_approval:
                     common["approval_wait_s"] = float(approval_wait)
@@ -272,7 +285,7 @@ class ToolRegistry:
                 specs.append(ToolSpec(**common, target_tool=target, parameters=params))
         by_name = {s.name: s for s in specs}
         for s in specs:
-            if s.kind != "service":
+            if s.kind in ("grounding", "object_goal"):
                 t = by_name.get(s.target_tool)
                 if t is None or t.kind != "service" or not {"x", "y"} <= set(t.model_fields) | set(t.fixed_fields):
                     raise RegistryError(f"tools.yaml tool {s.name!r}: target_tool {s.target_tool!r} must be a "

@@ -59,6 +59,13 @@ class WorldDouble:
     def obstacles(self, exclude):
         return [xy for n, xy in self.objects.items() if n not in exclude and n in self.solid]
 
+    def detect_objects(self):
+        memory = [{"name": n, "x": xy[0], "y": xy[1]} for n, xy in self.objects.items()]
+        return {"in_view": sorted(self.objects), "memory": memory}
+
+    def object_memory(self):
+        return self.detect_objects()["memory"]
+
 
 class ScriptedModelDouble:
     """Plays fixed outputs in 5-character chunks and records the messages it was given.

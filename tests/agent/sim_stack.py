@@ -1,7 +1,7 @@
 """The whole stack in the simulator for end-to-end tests and the demo check.
 
-Processes: sim_node, skills_node, safety_supervisor (audit log in a temp folder), qwen_node
-(replay backend). In this process: `MissionObserver`, a node that sends the RunTask goal, plays
+Processes: sim_node, skills_node, safety_supervisor (audit log in a temp folder), perception_node,
+qwen_node (replay backend; objects by name from perception's memory, never the sim's truth). In this process: `MissionObserver`, a node that sends the RunTask goal, plays
 the operator on the console (`OperatorDouble` behaviour: approves each approval request the
 supervisor publishes — release needs one by the project's safety policy), and records what the
 robot did (cmd_vel/autonomy, sim ground truth, sim objects, agent tool calls) with wall times.
@@ -40,15 +40,17 @@ def params_file(folder: Path, name: str, values: dict) -> Path:
 
 class SimStack:
     def __init__(self, folder: Path, env: dict, seed: int, agent_overrides: dict | None = None,
-                 real_time_factor: float = 3.0):
+                 real_time_factor: float = 3.0, scenario: str = "fetch_red_cube"):
         self.folder, self.env, self.procs = folder, env, []
         self.audit_path = folder / "audit.jsonl"
-        sim = params_file(folder, "sim_over", {"seed": seed, "real_time_factor": real_time_factor, "camera_rate": 5.0})
+        sim = params_file(folder, "sim_over", {"seed": seed, "real_time_factor": real_time_factor, "camera_rate": 5.0,
+                                               "scenario": scenario})
         self._start("sim", "qwen_stack.sim.node", [config_file("sim.yaml"), sim])
         self._start("skills", "qwen_stack.sim.skills_node", [config_file("sim.yaml")])
         safety = params_file(folder, "safety_over", {"audit_log_path": str(self.audit_path)})
         self._start("safety", "qwen_stack.safety.node", [config_file("safety.yaml"), safety])
-        agent = params_file(folder, "agent_over", {"backend": "replay", "object_locator": "sim_ground_truth",
+        self._start("perception", "qwen_stack.perception.node", [config_file("perception.yaml")])
+        agent = params_file(folder, "agent_over", {"backend": "replay", "object_locator": "perception",
                                                      **(agent_overrides or {})})
         self._start("agent", "qwen_stack.qwen_node.node", [config_file("agent.yaml"), agent])
 

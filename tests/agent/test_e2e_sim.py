@@ -1,8 +1,8 @@
 """End to end in the simulator: sim_node + skills_node + safety_supervisor + qwen_node (replay backend).
 
 The replay script (config/replay/fetch_red_cube.jsonl) is not a model; it discovers the world through
-tools: go_to_object uses `object_locator: sim_ground_truth`, a TEST DOUBLE of perception (the sim's
-true object poses). The operator's approval of `release` (the policy requires one) is given by the
+tools: it looks all round (look_at, rotate, detect_objects) and go_to_object then drives to the positions
+perception_node remembers from the camera and the laser (the sim's ground truth is only the test's oracle). The operator's approval of `release` (the policy requires one) is given by the
 observer node, an operator double. Seeds: QWEN_STACK_E2E_SEEDS (default "0"; the acceptance run uses
 0-9).
 """
@@ -19,6 +19,7 @@ pytest.importorskip("mujoco")
 
 from .serve_process import free_port, wait_healthy  # noqa: E402
 from .sim_stack import SimStack, cube_on_square, start_observer  # noqa: E402
+from .test_node_parts import REPLAY_CALLS  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -58,8 +59,7 @@ def test_fetch_mission_succeeds_and_every_action_is_audited_first(tmp_path, ros_
 
         # every actuating call: accepted audit record(s) of its service, written before its effect reached the robot
         audit = [r for r in stack.audit() if r["kind"] == "action"]
-        assert [c.name for c in calls] == ["describe_state", "go_to_object", "grasp", "go_to_object", "release",
-                                           "describe_state"], summary
+        assert [c.name for c in calls] == REPLAY_CALLS, summary
         # the action's feedback carried the results in order; under load the last one may trail the
         # result and be dropped by the client (feedback and result are separate channels in ROS actions)
         assert fb_results == [c.name for c in calls][:len(fb_results)] and len(fb_results) >= len(calls) - 1, fb_results
@@ -67,13 +67,16 @@ def test_fetch_mission_succeeds_and_every_action_is_audited_first(tmp_path, ros_
         stamp = lambda m: m.stamp.sec + m.stamp.nanosec * 1e-9  # noqa: E731
         requested = [(stamp(m), m) for _, m in observer.tool_calls if m.status == "requested" and m.actuating]
         finished = [(stamp(m), m) for _, m in observer.tool_calls if m.status != "requested" and m.actuating]
-        service_of = {"go_to_object": "skills/go_to_pose", "grasp": "skills/grasp", "release": "skills/release"}
-        assert len(requested) == len(finished) == 4
+        service_of = {"go_to_object": "skills/go_to_pose", "grasp": "skills/grasp", "release": "skills/release",
+                      "look_at": "skills/look_at", "rotate": "skills/rotate"}
+        assert len(requested) == len(finished) == sum(1 for c in calls if c.actuating)
         for (t_req, m), (t_done, _) in zip(requested, finished):
             recs = [r for r in audit if t_req <= r["wall_time"] <= t_done]
             assert recs and all(r["accepted"] and r["source"] == "planner" for r in recs), (m.name, recs)
             assert {r["service"] for r in recs} == {service_of[m.name]}
-            if m.name == "go_to_object":   # its effect: the skill commands motion
+            if m.name == "look_at":        # pan only: no base motion, no held change to observe
+                continue
+            if m.name in ("go_to_object", "rotate"):   # its effect: the skill commands motion
                 effects = [t for t, v, w in observer.motion if t_req <= t <= t_done and (abs(v) > 1e-3 or abs(w) > 1e-3)]
             else:                           # grasp / release: the held object changes (sim/objects, 2 Hz)
                 effects = [t for t, _ in observer.held_changes if t_req <= t <= t_done + 0.6]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import cv2
 import numpy as np
@@ -16,7 +17,6 @@ from qwen_stack.qwen_node.agent.output_parser import parse_output
 from qwen_stack.qwen_node.agent.planner import CancelToken
 from qwen_stack.qwen_node.agent.settings import AgentSettings, config_path, settings_defaults
 from qwen_stack.qwen_node.agent.tool_registry import ToolRegistry
-from qwen_stack.qwen_node.agent_node import parse_sim_objects
 from qwen_stack.qwen_node.frame_window import FrameWindow, decode_compressed, decode_raw, fit_pixel_budget
 from qwen_stack.qwen_node.world_view import SensorWorldView
 
@@ -47,6 +47,11 @@ def test_bad_settings_are_rejected_naming_the_parameter(bad, name):
         AgentSettings(**bad)
 
 
+REPLAY_CALLS = ["describe_state", "detect_objects", "look_at", "detect_objects", "look_at", "detect_objects",
+                "look_at", "rotate", "detect_objects", "look_at", "detect_objects", "look_at", "detect_objects",
+                "look_at", "go_to_object", "grasp", "go_to_object", "release", "describe_state"]
+
+
 def test_replay_script_parses_cleanly_against_the_registry():
     reg = ToolRegistry.from_dict(yaml.safe_load(config_file("tools.yaml").read_text()), srv_file_request_fields,
                                  yaml.safe_load(config_file("safety_policy.yaml").read_text()))
@@ -56,7 +61,8 @@ def test_replay_script_parses_cleanly_against_the_registry():
         turn = parse_output(t, reg.schemas())
         assert turn.errors == [], turn.errors
         names += [c.name for c in turn.calls]
-    assert names == ["describe_state", "go_to_object", "grasp", "go_to_object", "release", "describe_state"]
+    # it looks all round (perception's memory fills up) before it goes to the cube by name
+    assert names == REPLAY_CALLS
     assert parse_output(turns[-1], reg.schemas()).calls == []
 
 
@@ -108,22 +114,48 @@ def test_pixel_budget_and_clip_sampling():
     assert [int(f[0, 0, 0]) for f in w.clip(1, 2.0, 100)] == [30]
 
 
-def test_sim_objects_formats():
-    assert parse_sim_objects('{"red_cube": {"x": 1, "y": 2, "z": 0.04}}') == {"red_cube": (1.0, 2.0)}
-    assert parse_sim_objects('[{"name": "a", "position": [3, 4, 0]}]') == {"a": (3.0, 4.0)}
-    assert parse_sim_objects('{"objects": [{"name": "b", "x": 5, "y": 6}], "areas": [{"name": "sq", "x": 1, "y": 2}]}'
-                             ) == {"b": (5.0, 6.0), "sq": (1.0, 2.0)}
-    assert "not JSON" in parse_sim_objects("{") and "no object" in parse_sim_objects("[]")
+def _memory_entry(name, x, y, in_view=True, solid=True, last_seen=10.0):
+    colour, shape = name.split("_")[0], name.split("_")[1]
+    return {"name": name, "colour": colour, "shape": shape, "solid": solid, "x": x, "y": y,
+            "confidence": 0.934, "last_seen": last_seen, "in_view": in_view}
 
 
-def test_world_view_locates_objects_in_odom_only_with_the_ground_truth_double():
-    wv = SensorWorldView(CameraMount((0.1, 0, 0.15)), (0.05, 0.0), "sim_ground_truth", sensor_wait_s=0.05)
-    assert "not been received" in wv.locate_object("red_cube")
-    wv.set_odom(0.0, 0.0, 0.0)
-    wv.set_true_base(1.0, 1.0, math.pi / 2)       # odom frame = robot start, world differs
-    wv.set_true_objects({"red_cube": (1.0, 3.0)})  # 2 m straight ahead of the robot
+def test_world_view_locates_objects_from_perceptions_memory():
+    wv = SensorWorldView(CameraMount((0.1, 0, 0.15)), (0.05, 0.0), "perception", sensor_wait_s=0.05)
+    assert "perception has not published" in wv.locate_object("red_cube")
+    wv.set_odom(1.0, 0.0, 0.0)
+    wv.set_objects([_memory_entry("red_cube", 2.0, 0.0, last_seen=9.0),
+                    _memory_entry("blue_square", -1.0, 1.0, in_view=False, solid=False)], stamp=10.0)
     assert wv.locate_object("red cube") == pytest.approx((2.0, 0.0))
-    assert "known: ['red_cube']" in wv.locate_object("unicorn")
+    missing = wv.locate_object("unicorn")
+    assert missing == ("no object named 'unicorn' in memory (known: ['blue_square', 'red_cube']); look around "
+                       "first: rotate or look_at, then detect_objects")
+    assert wv.obstacles(set()) == [(2.0, 0.0)]           # floor areas are not obstacles
+    assert wv.obstacles({"red_cube"}) == []
+    report = wv.detect_objects()
+    assert report["in_view"] == ["red_cube"]
+    assert report["memory"][0] == {"name": "red_cube", "colour": "red", "shape": "cube", "x": 2.0, "y": 0.0,
+                                   "distance": 1.0, "confidence": 0.93, "seen_s_ago": 1.0}
+    assert report["memory"][1]["distance"] == 2.24 and report["memory"][1]["seen_s_ago"] == 0.0
+    assert wv.object_memory() == report["memory"]
     off = SensorWorldView(CameraMount((0.1, 0, 0.15)), (0.05, 0.0), "none", sensor_wait_s=0.05)
     assert "no object locator" in off.locate_object("red_cube")
+    assert "no object locator" in off.detect_objects()["error"] and off.obstacles(set()) == []
+
+
+def test_world_view_in_view_is_empty_when_perception_went_quiet(monkeypatch):
+    import qwen_stack.qwen_node.world_view as wv_mod
+
+    wv = SensorWorldView(CameraMount((0.1, 0, 0.15)), (0.05, 0.0), "perception", sensor_wait_s=0.05)
+    wv.set_objects([_memory_entry("red_cube", 2.0, 0.0)], stamp=10.0)
+    later = time.monotonic() + wv_mod.IN_VIEW_FRESH_S + 1.0
+    monkeypatch.setattr(wv_mod.time, "monotonic", lambda: later)
+    report = wv.detect_objects()
+    assert report["in_view"] == [] and report["memory"][0]["name"] == "red_cube"
+    assert report["memory"][0]["seen_s_ago"] >= 2.5    # ages with the time since the last message
+    assert report["memory"][0]["distance"] is None     # no odometry yet: no distance invented
+
+
+def test_world_view_ground_point_needs_camera_info():
+    off = SensorWorldView(CameraMount((0.1, 0, 0.15)), (0.05, 0.0), "none", sensor_wait_s=0.05)
     assert "CameraInfo" in off.ground_point(500, 500, 0.3)

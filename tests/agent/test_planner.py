@@ -137,6 +137,34 @@ def test_object_goal_approaches_the_object_facing_it(registry):
     assert len(transport.log) == 1
 
 
+def test_detect_objects_answers_from_the_world_view_without_a_service(registry):
+    world = WorldDouble({"red_cube": (2.0, 0.0)})
+    planner, model, transport, _ = make(registry, [call("detect_objects"), "seen"], world=world)
+    res = planner.run("what do you see", CancelToken())
+    assert res.success and transport.log == []               # no ROS service, nothing actuated
+    tool = json.loads(next(c for r, c, _ in model.seen[1] if r == "tool"))
+    assert tool == {"tool": "detect_objects", "status": "succeeded", "in_view": ["red_cube"],
+                    "memory": [{"name": "red_cube", "x": 2.0, "y": 0.0}]}
+    planner, _, _, _ = make(registry, [call("detect_objects"), "seen"], world=None)
+    res = planner.run("what do you see", CancelToken())
+    assert res.records[0].status == "failed" and "needs perception" in res.records[0].result["error"]
+
+
+def test_describe_state_carries_the_object_memory_inside_its_state(registry):
+    state = {"odom_frame_pose": {"x": 0.0, "y": 0.0, "theta": 0.0}, "held_object": None}
+    transport = TransportDouble({"skills/describe_state": ServiceOutcome(
+        "succeeded", {"success": True, "state_json": json.dumps(state)})})
+    world = WorldDouble({"blue_square": (1.0, 1.0)})
+    planner, _, _, _ = make(registry, [call("describe_state"), "ok"], transport=transport, world=world)
+    res = planner.run("where am I", CancelToken())
+    got = json.loads(res.records[0].result["response"]["state_json"])
+    assert got == {**state, "objects": [{"name": "blue_square", "x": 1.0, "y": 1.0}]}
+    # a response without a state_json: the memory goes beside it
+    planner, _, _, _ = make(registry, [call("describe_state"), "ok"], world=world)
+    res = planner.run("where am I", CancelToken())
+    assert res.records[0].result["objects"] == [{"name": "blue_square", "x": 1.0, "y": 1.0}]
+
+
 def test_context_folding_keeps_totals_bounded_and_newest_intact():
     cfg = PlannerConfig(fold_threshold_chars=1000, fold_keep_chars=50, max_images_in_context=1)
     msgs = [ChatMessage("system", "s"), ChatMessage("user", "task", images=["f0"])]

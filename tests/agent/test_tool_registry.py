@@ -31,7 +31,26 @@ def test_project_registry_loads_with_schemas_from_request_types():
     assert reg["describe_state"].parameters == {"type": "object", "properties": {}, "required": []}
     assert reg["go_to_point"].parameters["properties"]["x"]["maximum"] == 1000
     names = [f["function"]["name"] for f in reg.function_specs()]
-    assert names[:2] == ["describe_state", "drive_distance"] and "go_to_object" in names
+    assert names[:3] == ["describe_state", "detect_objects", "drive_distance"] and "go_to_object" in names
+    assert reg["describe_state"].adds_object_memory and not reg["drive_distance"].adds_object_memory
+    detect = reg["detect_objects"]
+    assert detect.kind == "perception" and not detect.actuating and not detect.service
+    assert detect.parameters == {"type": "object", "properties": {}, "required": []}
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"name": "detect", "kind": "perception", "description": "d", "actuating": True}, "actuating must be false"),
+    ({"name": "look", "kind": "grounding", "description": "d", "actuating": True, "target_tool": "go_to_pose",
+      "adds_object_memory": True}, "only on a service tool"),
+    ({"name": "state", "description": "d", "actuating": False, "service": "skills/describe_state",
+      "interface": "qwen_stack_interfaces/srv/DescribeState", "model_fields": [], "adds_object_memory": "yes"},
+     "adds_object_memory must be true or false"),
+])
+def test_perception_tool_entries_are_checked(entry, message):
+    data = tools_yaml()
+    data["tools"].append(entry)
+    with pytest.raises(RegistryError, match=message):
+        load(data)
 
 
 def test_ros_types_agree_with_srv_files():

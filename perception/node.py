@@ -1,0 +1,256 @@
+"""perception_node: camera + CameraInfo + laser + odometry + pan -> perception/objects (memory in odom).
+
+Subscribes camera/image_raw, camera/camera_info, scan, odom and joint_states; publishes
+perception/objects (qwen_stack_interfaces/DetectedObjects), perception/image_annotated (rgb8,
+boxes and labels) and perception/markers (MarkerArray of the memory), and a status on
+/diagnostics once a second. Decisions live in pipeline.py / memory.py; this is wiring.
+Nothing here reads the simulator's ground truth.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import threading
+from dataclasses import fields
+
+import cv2
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from nav_msgs.msg import Odometry
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, JointState, LaserScan
+from visualization_msgs.msg import Marker, MarkerArray
+
+from qwen_stack import topics
+from qwen_stack.perception.camera_geometry import Intrinsics, LaserScan2D
+from qwen_stack.perception.config import (PerceptionConfig, PerceptionConfigError, config_from_dict,
+                                          parameter_defaults)
+from qwen_stack.perception.memory import MemoryEntry, Pose2D
+from qwen_stack.perception.pipeline import FrameResult, Perceiver, annotate
+from qwen_stack.perception.sensor_sync import TimedSeries
+from qwen_stack.qwen_node.frame_window import decode_raw
+
+SCALAR_FIELDS = [f.name for f in fields(PerceptionConfig) if f.name != "colours"]
+RGB = {"red": (0.9, 0.1, 0.1), "orange": (1.0, 0.5, 0.0), "yellow": (0.95, 0.85, 0.1), "green": (0.1, 0.75, 0.2),
+       "blue": (0.1, 0.2, 0.9), "grey": (0.5, 0.5, 0.55)}
+
+
+def _t(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def _stamp(msg_stamp_type, t: float):
+    s = msg_stamp_type()
+    s.sec = int(math.floor(t))
+    s.nanosec = int(round((t - math.floor(t)) * 1e9)) % 1_000_000_000
+    return s
+
+
+class PerceptionNode(Node):
+    def __init__(self) -> None:
+        super().__init__("perception")
+        from builtin_interfaces.msg import Time
+        from qwen_stack_interfaces.msg import DetectedObject, DetectedObjects
+
+        self._Time, self._Obj, self._Objs = Time, DetectedObject, DetectedObjects
+        for name, v in parameter_defaults().items():
+            self.declare_parameter(name, v)
+        self.cfg = config_from_dict({n: self.get_parameter(n).value for n in SCALAR_FIELDS})
+        self.max_rate = float(self.get_parameter("max_rate").value)
+        if not (math.isfinite(self.max_rate) and self.max_rate > 0):
+            raise PerceptionConfigError(f"perception parameter 'max_rate': must be > 0 (got {self.max_rate})")
+        self.frame_id = str(self.get_parameter("odom_frame").value)
+        self.publish_annotated = bool(self.get_parameter("publish_annotated").value)
+
+        self.perceiver = Perceiver(self.cfg)
+        self.odom = TimedSeries(angle_index=(2,))
+        self.pan = TimedSeries(angle_index=(0,))
+        self.cam: Intrinsics | None = None
+        self.laser: LaserScan2D | None = None
+        self._lock = threading.Lock()             # one frame at a time; the memory is not shared otherwise
+        self.last_frame_t = -math.inf
+        self.status = {"level": DiagnosticStatus.WARN, "message": "no camera frame yet"}
+        self.frames_used = self.frames_refused = 0
+
+        sd = qos_profile_sensor_data
+        self.create_subscription(Image, topics.CAMERA_IMAGE, self._on_image, sd)
+        self.create_subscription(CameraInfo, topics.CAMERA_INFO, self._on_info, sd)
+        self.create_subscription(LaserScan, topics.SCAN, self._on_scan, sd)
+        self.create_subscription(Odometry, topics.ODOM, self._on_odom, sd)
+        self.create_subscription(JointState, topics.JOINT_STATES, self._on_joints, sd)
+        self.pub_objects = self.create_publisher(DetectedObjects, topics.PERCEPTION_OBJECTS, 10)
+        self.pub_image = self.create_publisher(Image, topics.PERCEPTION_IMAGE_ANNOTATED, sd)
+        self.pub_markers = self.create_publisher(MarkerArray, topics.PERCEPTION_MARKERS, 10)
+        self.pub_diag = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        self.create_timer(1.0, self._diagnostics)
+        self.get_logger().info(f"perception: {len(self.cfg.colours)} colours, at most {self.max_rate:g} frames/s")
+
+    # ---- sensors ------------------------------------------------------------------------------
+    def _on_info(self, m: CameraInfo) -> None:
+        cam = Intrinsics.from_camera_info(list(m.k), m.width, m.height)
+        if isinstance(cam, str):
+            self.cam = None
+            self._problem(DiagnosticStatus.ERROR, cam)
+        else:
+            self.cam = cam
+
+    def _on_scan(self, m: LaserScan) -> None:
+        self.laser = LaserScan2D(tuple(self.cfg.laser_xyz[:2]), m.angle_min, m.angle_increment,
+                                 np.asarray(m.ranges, dtype=float), m.range_min, m.range_max, _t(m.header.stamp))
+
+    def _on_odom(self, m: Odometry) -> None:
+        p, q = m.pose.pose.position, m.pose.pose.orientation
+        yaw = math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
+        self.odom.push(_t(m.header.stamp), (p.x, p.y, yaw))
+
+    def _on_joints(self, m: JointState) -> None:
+        name = self.cfg.camera_pan_joint
+        if name and name in m.name:
+            i = list(m.name).index(name)
+            if i < len(m.position):
+                self.pan.push(_t(m.header.stamp), (m.position[i],))
+
+    # ---- frames ---------------------------------------------------------------------------------
+    def _on_image(self, m: Image) -> None:
+        t = _t(m.header.stamp)
+        if t < self.last_frame_t - 1.0:
+            self.last_frame_t = -math.inf         # sensor time went back (sim restarted): start over
+        if t - self.last_frame_t < 1.0 / self.max_rate:
+            return
+        if not self._lock.acquire(blocking=False):
+            return                                # still busy with the previous frame: skip this one
+        try:
+            self.last_frame_t = t
+            rgb = decode_raw(m.width, m.height, m.encoding, m.step, bytes(m.data))
+            if isinstance(rgb, str):
+                self._refuse(f"camera frame refused: {rgb}")
+                return
+            if m.encoding not in ("rgb8", "bgr8"):
+                self._refuse(f"camera frame refused: encoding {m.encoding!r} carries no colour perception "
+                             "can trust (expected rgb8 or bgr8)")
+                return
+            tol = self.cfg.sensor_timeout
+            pose = self.odom.at(t, tol)
+            pan = self.pan.at(t, tol) if self.cfg.camera_pan_joint else (0.0,)
+            res = self.perceiver.process(rgb, t, self.cam, pan[0] if pan else None,
+                                         Pose2D(*pose) if pose else None, self.laser)
+            if res.error:
+                self._refuse(res.error)
+                return
+            self.frames_used += 1
+            if res.notes:
+                self._problem(DiagnosticStatus.WARN, "; ".join(res.notes))
+            else:
+                self.status = {"level": DiagnosticStatus.OK, "message": f"{len(res.detections)} objects in view"}
+            self._publish(m, t, Pose2D(*pose), rgb, res)
+        finally:
+            self._lock.release()
+
+    def _refuse(self, why: str) -> None:
+        self.frames_refused += 1
+        self._problem(DiagnosticStatus.ERROR, why)
+
+    def _problem(self, level: int, why: str) -> None:
+        self.status = {"level": level, "message": why}
+        # one call site per severity: rclpy refuses a throttled call site whose severity changes
+        if level == DiagnosticStatus.ERROR:
+            self.get_logger().error(why, throttle_duration_sec=5.0)
+        else:
+            self.get_logger().warning(why, throttle_duration_sec=5.0)
+
+    # ---- outputs --------------------------------------------------------------------------------
+    def _publish(self, img: Image, t: float, robot: Pose2D, rgb, res: FrameResult) -> None:
+        msg = self._Objs()
+        msg.header.stamp, msg.header.frame_id = img.header.stamp, self.frame_id
+        msg.robot_pose.position.x, msg.robot_pose.position.y = robot.x, robot.y
+        msg.robot_pose.orientation.z, msg.robot_pose.orientation.w = math.sin(robot.theta / 2), math.cos(robot.theta / 2)
+        entries = self.perceiver.memory.visible()
+        msg.objects = [self._object_msg(e) for e in entries]
+        self.pub_objects.publish(msg)
+        self.pub_markers.publish(self._markers(entries, img.header.stamp))
+        if self.publish_annotated:
+            out = annotate(rgb, res.detections, res.names)
+            a = Image(height=out.shape[0], width=out.shape[1], encoding="rgb8", is_bigendian=0, step=out.shape[1] * 3)
+            a.header = img.header
+            a.data = out.tobytes()
+            self.pub_image.publish(a)
+
+    def _object_msg(self, e: MemoryEntry):
+        o = self._Obj()
+        o.name, o.shape, o.colour, o.solid = e.name, e.shape, e.colour, e.solid
+        o.pose.position.x, o.pose.position.y = e.x, e.y
+        o.pose.position.z = e.height / 2 if e.solid else 0.0
+        o.pose.orientation.w = 1.0
+        o.size.x = o.size.y = float(e.width)
+        o.size.z = float(e.height) if e.solid else 0.0
+        o.confidence = float(e.confidence)
+        o.first_seen, o.last_seen = _stamp(self._Time, e.first_seen), _stamp(self._Time, e.last_seen)
+        o.times_seen, o.in_view = int(e.times_seen), bool(e.in_view)
+        return o
+
+    def _markers(self, entries: list[MemoryEntry], stamp) -> MarkerArray:
+        arr = MarkerArray()
+        clear = Marker()
+        clear.action = Marker.DELETEALL
+        arr.markers.append(clear)
+        kinds = {"ball": Marker.SPHERE, "cylinder": Marker.CYLINDER}
+        for i, e in enumerate(entries):
+            body = Marker()
+            body.header.frame_id, body.header.stamp = self.frame_id, stamp
+            body.ns, body.id = "objects", i
+            body.type = kinds.get(e.shape, Marker.CUBE)
+            body.pose.position.x, body.pose.position.y = e.x, e.y
+            h = max(e.height, 0.005) if e.solid else 0.002
+            body.pose.position.z, body.pose.orientation.w = h / 2, 1.0
+            body.scale.x = body.scale.y = max(e.width, 0.02)
+            body.scale.z = h
+            r, g, b = RGB.get(e.colour, (1.0, 1.0, 1.0))
+            body.color.r, body.color.g, body.color.b, body.color.a = r, g, b, 1.0 if e.in_view else 0.5
+            label = Marker()
+            label.header = body.header
+            label.ns, label.id, label.type = "names", i, Marker.TEXT_VIEW_FACING
+            label.pose.position.x, label.pose.position.y, label.pose.position.z = e.x, e.y, h + 0.08
+            label.pose.orientation.w = 1.0
+            label.scale.z = 0.08
+            label.color.r = label.color.g = label.color.b = label.color.a = 1.0
+            label.text = e.name
+            arr.markers += [body, label]
+        return arr
+
+    def _diagnostics(self) -> None:
+        st = DiagnosticStatus(level=self.status["level"], name=f"{self.get_fully_qualified_name()}: perception",
+                              message=self.status["message"], hardware_id="camera+laser")
+        st.values = [KeyValue(key="frames_used", value=str(self.frames_used)),
+                     KeyValue(key="frames_refused", value=str(self.frames_refused)),
+                     KeyValue(key="objects_in_memory", value=str(len(self.perceiver.memory.visible()))),
+                     KeyValue(key="camera_info", value="yes" if self.cam is not None else "no")]
+        arr = DiagnosticArray(status=[st])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diag.publish(arr)
+
+
+def main(args: list[str] | None = None) -> int:
+    cv2.setNumThreads(1)   # small images: OpenCV's thread pool costs more than it saves on 2 shared cores
+    rclpy.init(args=args)
+    try:
+        node = PerceptionNode()
+    except PerceptionConfigError as exc:
+        print(f"perception_node: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    try:
+        # One executor thread: callbacks are short except frames, and a frame that arrives while
+        # one is processed is dropped (the lock), never queued behind it.
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
