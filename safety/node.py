@@ -113,9 +113,11 @@ def build_node():
                                                 use_global_arguments=False)
             pn = self.proxy_node
             self.approval_pub = pn.create_publisher(ApprovalRequest, T.SAFETY_APPROVAL_REQUEST, 10)
+            # the proxy thread only reads these two flags of the core (single attribute reads)
             self.proxy = ToolProxy(pn, ActionVetter(policy), self.cfg.approval_timeout, self.client_group,
                                    lambda: self.core.estop.latched, self.publish_approval_request,
-                                   self.reporter.action)
+                                   self.reporter.action,
+                                   operator_has_control=lambda: bool(self.core.lock and self.core.lock.held))
             pn.create_service(CallTool, T.SAFETY_CALL_TOOL, guard(T.SAFETY_CALL_TOOL, self.on_call_tool,
                                                                   self.call_tool_failed),
                               callback_group=self.proxy_group)

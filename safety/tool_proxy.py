@@ -7,6 +7,10 @@ waits for the target service only for what is left of it; so an approval that co
 up does nothing. `call` never raises: a failure before forwarding is a REJECT with its reason (audited), a
 failure after it is a failed call with its reason.
 
+While the operator holds the teleop lock (control taken over on the console, which cancels the planner's
+task), every call is refused and a pending approval is denied: the cancel reaches the proxy that way, as
+the e-stop does.
+
 Deadlines, approval expiry and the rate limit use the monotonic clock: a jump of the ROS clock (sim time
 reset) must not make an approval last forever or end it at once.
 """
@@ -23,14 +27,16 @@ from qwen_stack.safety.verdict import Verdict, VerdictLevel, bounded
 
 DEFAULT_CALL_TIMEOUT_S = 30.0      # CallTool.timeout_s <= 0 means this
 MAX_SERVICE_NAME_CHARS = 256       # longer names are refused (they also go into verdicts and the audit log)
+_OPERATOR = "teleop lock held: the operator has control, autonomous actions are refused"
 
 
 class ToolProxy:
     def __init__(self, node, vetter: ActionVetter, approval_timeout: float, client_group, is_latched,
-                 publish_approval_request, report, clock=time.monotonic) -> None:
+                 publish_approval_request, report, clock=time.monotonic, operator_has_control=lambda: False) -> None:
         self.node, self.vetter, self.approval_timeout = node, vetter, approval_timeout
         self.client_group = client_group
         self.is_latched, self.clock = is_latched, clock     # callables
+        self.operator_has_control = operator_has_control     # callable: teleop lock held
         self.publish_approval_request, self.report = publish_approval_request, report
         self.book = ApprovalBook()
         self._lock = threading.Lock()                          # vetter and book are shared by callback threads
@@ -62,6 +68,8 @@ class ToolProxy:
                 f"timeout_s must be a finite number of seconds, got {bounded(repr(timeout_s), 40)}",)))
         budget = float(timeout_s) if timeout_s > 0 else DEFAULT_CALL_TIMEOUT_S
         deadline = start + budget
+        if self.operator_has_control() and not self.is_latched():
+            return self._refuse(service, source, arguments_json, Verdict(VerdictLevel.REJECT, (_OPERATOR,)))
         with self._lock:
             av = self.vetter.vet(service, arguments_json, start, self.is_latched())
         if not av.accepted:
@@ -83,6 +91,8 @@ class ToolProxy:
             if self.is_latched():
                 return self._refuse(service, source, arguments_json,
                                     Verdict(VerdictLevel.ESTOP, ("e-stop latched: every action is refused",)))
+            if self.operator_has_control():
+                return self._refuse(service, source, arguments_json, Verdict(VerdictLevel.REJECT, (_OPERATOR,)))
             if self.clock() >= deadline:
                 return self._refuse(service, source, arguments_json, Verdict(VerdictLevel.REJECT, (
                     f"the caller's deadline ({budget:.1f} s) passed before the call could be forwarded",)))
@@ -126,6 +136,8 @@ class ToolProxy:
                     outcome = self.book.outcome(req.request_id, self.clock())
                 if self.is_latched():
                     return "e-stop latched while waiting for approval"
+                if self.operator_has_control():
+                    return f"{_OPERATOR} (while waiting for approval)"
                 if outcome is True:
                     return None
                 if outcome is False:

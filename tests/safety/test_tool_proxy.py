@@ -67,11 +67,11 @@ class Proxy:
     def __init__(self, approval_timeout=5.0):
         self.node = FakeNode()
         self.requests, self.reports = [], []
-        self.latched = False
+        self.latched = self.teleop = False
         self.proxy = ToolProxy(self.node, ActionVetter(load_policy(config_file("safety_policy.yaml"), FIELDS.get)),
                                approval_timeout, None, lambda: self.latched,
                                lambda req, timeout: self.requests.append((req, timeout)),
-                               lambda *a, **k: self.reports.append((a, k)))
+                               lambda *a, **k: self.reports.append((a, k)), operator_has_control=lambda: self.teleop)
 
     def call(self, service, args, timeout_s=5.0):
         text = args if isinstance(args, str) else json.dumps(args)
@@ -217,6 +217,22 @@ def test_estop_while_waiting_for_approval_refuses():
     threading.Timer(0.1, lambda: setattr(p, "latched", True)).start()
     out = p.call(SKILL_RELEASE, {}, timeout_s=2.0)
     assert not out["accepted"] and "e-stop" in out["reasons"][0] and p.node.calls == []
+
+
+def test_operator_taking_control_cancels_a_pending_approval_and_refuses_new_calls():
+    """The planner's task is cancelled when the operator takes control; the proxy hears it through the teleop
+    lock: a pending release is denied even if approved later, and new calls are refused."""
+    p = Proxy(approval_timeout=5.0)
+    threading.Timer(0.1, lambda: setattr(p, "teleop", True)).start()
+    p.approve_when_asked(True, after=0.3)
+    out = p.call(SKILL_RELEASE, {}, timeout_s=2.0)
+    assert not out["accepted"] and "operator has control" in out["reasons"][0]
+    out = p.call(SKILL_LOOK_AT, {"pan": 0.1})
+    assert not out["accepted"] and "operator has control" in out["reasons"][0]
+    time.sleep(0.4)
+    assert p.node.calls == []
+    p.teleop = False
+    assert p.call(SKILL_LOOK_AT, {"pan": 0.1})["success"]
 
 
 # ------------------------------------------------------------------ item 8: bounded verdicts and audit records
