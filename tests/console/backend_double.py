@@ -61,6 +61,10 @@ class BackendDouble(ConsoleBackend):
     def send_heartbeat(self) -> None:
         self._record("heartbeat")
 
+    def control_heartbeat(self, control_id: object) -> None:
+        super().control_heartbeat(control_id)   # recorded only when accepted (the holder's)
+        self._record("control_heartbeat", control_id)
+
     async def reset_estop(self, reason: str, operator: str) -> Outcome:
         self._record("reset_estop", (reason, operator))
         return self.reset_outcome

@@ -83,7 +83,9 @@ def test_take_over_lock_commands_deadman_and_hand_back(graph):
     t0 = time.monotonic()
     client.post("/api/teleop/command", json={"control_id": cid, "linear": 0.3, "angular": 0.0}, headers=H)
     wait_for(lambda: any(t > t0 and lin == 0.3 for t, lin, _ in list(sup.teleop_received)), what="forward command")
-    time.sleep(0.8)                 # no refresh: the deadman (0.3 s) turns it into zero, published at 20 Hz
+    for _ in range(4):              # no command refresh: the deadman (0.3 s) turns it into zero, published at 20 Hz
+        time.sleep(0.2)
+        client.post("/api/teleop/heartbeat", json={"control_id": cid}, headers=H)   # the session stays alive
     recent = [(lin, ang) for t, lin, ang in list(sup.teleop_received) if t > t0 + 0.6]
     assert recent and all(c == (0.0, 0.0) for c in recent)
     assert sup.lock_held            # lock kept fresh while in control
@@ -92,6 +94,24 @@ def test_take_over_lock_commands_deadman_and_hand_back(graph):
     n = len(sup.teleop_received)
     time.sleep(0.3)
     assert len(sup.teleop_received) == n   # nothing published once handed back
+
+
+def test_silent_holder_loses_control_zero_then_lock_released(graph):
+    """Issue 16 item 9 over ROS: a take-over whose session sends no heartbeat ends after
+    teleop_session_timeout_s (1.5 s in config/console.yaml): zero on cmd_vel/teleop, then teleop/lock False."""
+    _, client, sup, _, _ = graph
+    cid = client.post("/api/teleop/take_over", headers=H).json()["control_id"]
+    wait_for(lambda: sup.lock_held, what="teleop lock held")
+    client.post("/api/teleop/command", json={"control_id": cid, "linear": 0.3, "angular": 0.0}, headers=H)
+    n_lock = len(sup.lock_received)
+    wait_for(lambda: False in sup.lock_received[n_lock:], 10, "the lock released after the session timeout")
+    assert sup.teleop_received[-1][1:] == (0.0, 0.0)
+    assert client.get("/api/state").json()["teleop_in_control"] is False
+    r = client.post("/api/teleop/command", json={"control_id": cid, "linear": 0.3, "angular": 0.0}, headers=H)
+    assert r.status_code == 409
+    n = len(sup.teleop_received)
+    time.sleep(0.3)
+    assert len(sup.teleop_received) == n   # nothing published once released
 
 
 def test_approval_request_shown_and_denied(graph):

@@ -40,8 +40,8 @@ def browser():
         yield b
 
 
-def _console(open_viewing: bool = True):
-    settings = ConsoleSettings()
+def _console(open_viewing: bool = True, settings: ConsoleSettings | None = None):
+    settings = settings or ConsoleSettings()
     backend = BackendDouble(settings)
     creds = Credentials(CONTROLLER, VIEWER, "test", "test", open_viewing=open_viewing)
     return backend, (lambda port: create_app(settings, creds, backend, port=port))
@@ -229,3 +229,41 @@ def test_gamepad_drives_only_while_deadman_button_held(browser):
         assert TeleopCommand(0.5, 0.0) in backend.sent_of("teleop")
         assert backend.sent_of("teleop")[-1] == TeleopCommand(0.0, 0.0)
         page.close()
+
+
+def test_closing_the_controlling_tab_releases_control_and_stops_the_robot(browser):
+    """Issue 16 item 9: the tab holding control is closed while W is held; within the session bound
+    (teleop_session_timeout_s after its last heartbeat, plus one publish period) the console sends zero,
+    releases the teleop lock, and another tab sees autonomy in control and may take over."""
+    settings = ConsoleSettings(teleop_session_timeout_s=1.0, heartbeat_period_s=0.25)
+    backend, make = _console(settings=settings)
+    with serve(make) as url, backend.ticking():
+        holder = browser.new_page()
+        holder.goto(f"{url}/#token={CONTROLLER}")
+        holder.get_by_role("button", name="Take over").click()
+        expect(holder.get_by_text("You are in control")).to_be_visible()
+        other = browser.new_page()
+        other.goto(f"{url}/#token={CONTROLLER}")
+        expect(other.get_by_text("An operator is in control")).to_be_visible()
+        holder.keyboard.down("w")
+        expect(holder.get_by_text("Driving: 0.50 m/s, 0.00 rad/s")).to_be_visible()
+        time.sleep(1.5)                                   # longer than the session timeout: heartbeats keep it
+        assert False not in backend.sent_of("teleop_lock")
+        holder.close(run_before_unload=False)             # the key is never released on this page
+        deadline = time.monotonic() + 10
+        while False not in backend.sent_of("teleop_lock") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        released_at = backend.times_of("teleop_lock")[backend.sent_of("teleop_lock").index(False)]
+        last_beat = max(t for w, v, t in backend.sent if w == "control_heartbeat" and t < released_at)
+        bound = settings.teleop_session_timeout_s + 1.0 / settings.teleop_publish_hz
+        # Not before the timeout; after it by one publish period plus a loaded host's scheduling slack.
+        assert settings.teleop_session_timeout_s <= released_at - last_beat <= bound + 0.5
+        sent = [(w, v) for w, v, t in backend.sent if t >= released_at - 1e-9 and w in ("teleop", "teleop_lock")]
+        assert sent[:1] == [("teleop_lock", False)]
+        before = [(w, v) for w, v, t in backend.sent if t < released_at and w == "teleop"]
+        assert before[-1] == ("teleop", TeleopCommand(0.0, 0.0))   # zero went out before the lock was released
+        assert all(w != "teleop" for w, _ in sent)                  # and nothing after it
+        expect(other.get_by_text("Autonomy in control")).to_be_visible()
+        other.get_by_role("button", name="Take over").click()
+        expect(other.get_by_text("You are in control")).to_be_visible()
+        other.close()
