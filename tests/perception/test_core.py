@@ -1,0 +1,315 @@
+"""Perception's pure core: geometry by hand, segmentation and estimation on drawn and rendered
+frames, the memory (update, gone, re-sighting, moved objects, names), bad input, configuration."""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qwen_stack.perception.camera_geometry import (CameraPose, Intrinsics, LaserScan2D, pixel_rays,
+                                                   project_points, rays_at_height)
+from qwen_stack.perception.config import (PerceptionConfig, PerceptionConfigError, config_from_dict,
+                                          parameter_defaults)
+from qwen_stack.perception.detection import Detection
+from qwen_stack.perception.memory import ObjectMemory, Pose2D, memory_report
+from qwen_stack.perception.pipeline import Perceiver, annotate, check_frame
+from qwen_stack.perception.sensor_sync import TimedSeries
+
+ROOT = Path(__file__).resolve().parents[2]
+FY = 120 / math.tan(math.radians(30))          # the sim's 60 degree vertical field of view at 320x240
+CAM = Intrinsics(FY, FY, 160.0, 120.0, 320, 240)
+
+
+# --- geometry ----------------------------------------------------------------------------------
+def test_camera_pose_by_hand():
+    # pan axis 0.15 above base_link, base_link 0.05 above the floor, optical centre 0.02 ahead, 15 deg down
+    p = math.radians(15)
+    pose = CameraPose.at((0.10, 0.0, 0.15), 0.05, 0.02, p, 0.0)
+    assert pose.origin == pytest.approx([0.10 + 0.02 * math.cos(p), 0.0, 0.20 - 0.02 * math.sin(p)])
+    # the image centre looks along the pitched axis: forward and down by 15 deg
+    d = pixel_rays(np.array([160.0]), np.array([120.0]), CAM, pose)[0]
+    assert d == pytest.approx([math.cos(p), 0.0, -math.sin(p)])
+    # where it meets the floor: height / tan(15 deg) ahead of the optical centre
+    hit = rays_at_height(pose, d[None], 0.0)[0]
+    assert hit[0] == pytest.approx(pose.origin[0] + pose.origin[2] / math.tan(p)) and hit[1] == pytest.approx(0.0)
+    # the right image edge's middle row: 37.6 deg to the right (x right in the image = -y in base)
+    d = pixel_rays(np.array([320.0]), np.array([120.0]), CAM, CameraPose.at((0, 0, 0.15), 0.05, 0.0, 0.0, 0.0))[0]
+    assert math.atan2(d[1], d[0]) == pytest.approx(-math.atan(160 / FY))
+
+
+def test_pan_turns_the_view_left_and_projection_inverts_rays():
+    pose = CameraPose.at((0.10, 0.0, 0.15), 0.05, 0.02, 0.26, math.pi / 2)
+    d = pixel_rays(np.array([160.0]), np.array([120.0]), CAM, pose)[0]
+    assert math.atan2(d[1], d[0]) == pytest.approx(math.pi / 2)       # panned left: looks along +y
+    rng = np.random.default_rng(0)
+    cols, rows = rng.uniform(0, 320, 50), rng.uniform(130, 240, 50)    # below the horizon
+    pts = rays_at_height(pose, pixel_rays(cols, rows, CAM, pose), 0.0)
+    uv, front = project_points(np.c_[pts, np.zeros(50)], CAM, pose)
+    assert front.all() and uv == pytest.approx(np.c_[cols, rows], abs=1e-6)
+    above = rays_at_height(pose, pixel_rays(np.array([160.0]), np.array([10.0]), CAM, pose), 0.0)
+    assert np.isnan(above).all()                                       # above the horizon: no floor point
+
+
+def test_laser_range_at_a_bearing_takes_the_nearest_valid_return():
+    ranges = np.full(360, np.inf)
+    ranges[180 + 10] = 1.5      # beam at +10 deg (beam 0 points straight back)
+    ranges[180 + 12] = 1.2
+    ranges[180 - 40] = 0.01     # below range_min: not a return
+    scan = LaserScan2D((0.05, 0.0), -math.pi, 2 * math.pi / 360, ranges, 0.05, 8.0, 0.0)
+    assert scan.range_at(math.radians(11), math.radians(1.5)) == 1.2
+    assert scan.range_at(math.radians(10), math.radians(0.5)) == 1.5
+    assert scan.range_at(math.radians(-40), math.radians(1)) is None
+    assert scan.range_at(math.radians(179.5), math.radians(2)) is None   # wraps round without error
+
+
+def test_intrinsics_from_camera_info_refuses_an_uncalibrated_camera():
+    assert Intrinsics.from_camera_info([0.0] * 9, 320, 240) == (
+        "CameraInfo has no valid focal length (fx=0.0, fy=0.0): an uncalibrated camera")
+    assert "9" in Intrinsics.from_camera_info([1.0] * 4, 320, 240)
+    cam = Intrinsics.from_camera_info([FY, 0, 160, 0, FY, 120, 0, 0, 1], 320, 240)
+    assert cam.scaled_to(640, 480) == Intrinsics(2 * FY, 2 * FY, 320, 240, 640, 480)
+
+
+def test_timed_series_interpolates_angles_and_says_stale():
+    s = TimedSeries(angle_index=(2,))
+    s.push(1.0, (0.0, 0.0, math.pi - 0.1))
+    s.push(1.1, (1.0, 0.0, -math.pi + 0.1))            # across the +-pi seam
+    x, y, th = s.at(1.05, 0.5)
+    assert x == pytest.approx(0.5) and abs(abs(th) - math.pi) < 1e-9
+    assert s.at(3.0, 0.5) is None and s.at(1.3, 0.5) == (1.0, 0.0, -math.pi + 0.1)
+    s.push(1.08, (9.0, 0.0, 0.0))                      # out of order: dropped
+    assert s.at(1.1, 0.0) == (1.0, 0.0, -math.pi + 0.1)
+    s.push(0.05, (5.0, 0.0, 0.0))                      # sensor time jumped back > 1 s: a new timeline
+    assert s.at(0.05, 0.1) == (5.0, 0.0, 0.0) and s.at(1.05, 0.1) is None
+
+
+# --- frames: drawn ---------------------------------------------------------------------------------
+def _floor_frame() -> np.ndarray:
+    img = np.full((240, 320, 3), 150, np.uint8)
+    img[:60] = (170, 180, 190)      # a pale sky band above the horizon
+    return img
+
+
+def _pose() -> Pose2D:
+    return Pose2D(0.0, 0.0, 0.0)
+
+
+def test_a_blank_floor_gives_no_detection_and_no_memory():
+    p = Perceiver(PerceptionConfig())
+    res = p.process(_floor_frame(), 1.0, CAM, 0.0, _pose(), None)
+    assert res.error == "" and res.detections == [] and p.memory.entries == []
+    assert res.notes == ["no laser scan: ranging by camera only"]
+
+
+def test_a_red_patch_on_the_floor_is_placed_by_the_floor_plane():
+    # a flat red square drawn where the floor is 1 m ahead: named as an area, at ~1 m
+    cfg = PerceptionConfig()
+    p = Perceiver(cfg)
+    pose = p.camera_pose(0.0)
+    pts = np.array([[x, y, 0.0] for x in (0.9, 1.1) for y in (-0.1, 0.1)])
+    uv, _ = project_points(pts, CAM, pose)
+    img = _floor_frame()
+    l, t = np.floor(uv.min(axis=0)).astype(int)
+    r, b = np.ceil(uv.max(axis=0)).astype(int)
+    img[t:b, l:r] = (220, 25, 25)
+    res = p.process(img, 1.0, CAM, 0.0, _pose(), None)
+    assert len(res.detections) == 1
+    d = res.detections[0]
+    assert (d.colour, d.shape, d.solid) == ("red", "square", False)
+    assert d.x == pytest.approx(1.0, abs=0.05) and d.y == pytest.approx(0.0, abs=0.02)
+    assert res.names == ["red_square"]
+
+
+@pytest.mark.parametrize("rgb, why", [
+    (np.zeros((240, 320), np.uint8), "8-bit RGB"),
+    (np.zeros((240, 320, 3), np.float32), "8-bit RGB"),
+    (np.zeros((8, 8, 3), np.uint8), "too small"),
+    ("not an image", "not an image array"),
+])
+def test_bad_frames_are_refused_with_a_reason(rgb, why):
+    p = Perceiver(PerceptionConfig())
+    res = p.process(rgb, 1.0, CAM, 0.0, _pose(), None)
+    assert why in res.error and res.detections == [] and p.memory.entries == []
+    assert why in check_frame(rgb)
+
+
+def test_missing_camera_info_odometry_or_pan_refuse_the_frame():
+    img = _floor_frame()
+    img[150:170, 150:170] = (220, 25, 25)
+    p = Perceiver(PerceptionConfig())
+    assert "CameraInfo" in p.process(img, 1.0, None, 0.0, _pose(), None).error
+    assert "odometry" in p.process(img, 1.0, CAM, 0.0, None, None).error
+    assert "camera_pan_joint" in p.process(img, 1.0, CAM, None, _pose(), None).error
+    assert p.memory.entries == []                     # nothing invented from refused frames
+    fixed = Perceiver(PerceptionConfig(camera_pan_joint=""))
+    assert fixed.process(img, 1.0, CAM, None, _pose(), None).error == ""
+
+
+def test_a_stale_laser_is_not_used_and_said_so():
+    scan = LaserScan2D((0.05, 0.0), -math.pi, 2 * math.pi / 360, np.full(360, 0.5), 0.05, 8.0, 0.0)
+    res = Perceiver(PerceptionConfig()).process(_floor_frame(), 5.0, CAM, 0.0, _pose(), scan)
+    assert res.notes == ["laser scan is 5.0 s from the frame: ranging by camera only"]
+
+
+def test_annotation_draws_boxes_on_a_copy():
+    img = _floor_frame()
+    d = Detection("red", "cube", 0.9, 1.0, 0.0, 0.08, 0.08, True, "floor", 0.9, (100, 100, 120, 120))
+    out = annotate(img, [d], ["red_cube"])
+    assert out.shape == img.shape and (out != img).any() and (img == _floor_frame()).all()
+
+
+# --- memory --------------------------------------------------------------------------------------------
+def det(colour, shape, x, y, conf=0.9, solid=True):
+    return Detection(colour, shape, 0.9 if shape != "object" else 0.0, x, y, 0.08, 0.08, solid, "floor", conf,
+                     (0, 0, 1, 1))
+
+
+def test_memory_fuses_sightings_names_by_convention_and_numbers_duplicates():
+    m = ObjectMemory(PerceptionConfig())
+    m.update([det("red", "cube", 1.0, 0.0), det("red", "ball", 1.0, 1.0)], _pose(), 1.0)
+    m.update([det("red", "cube", 1.02, 0.0)], _pose(), 2.0)
+    cube = m.get("red_cube")
+    assert cube is not None and cube.times_seen == 2 and 1.0 < cube.x < 1.02 and cube.last_seen == 2.0
+    assert m.get("red_ball") is not None and not m.get("red_ball").in_view and cube.in_view
+    m.update([det("red", "cube", -1.0, 2.0)], _pose(), 3.0)        # far from the first: a second cube
+    assert sorted(e.name for e in m.visible()) == ["red_ball", "red_cube", "red_cube_2"]
+
+
+def test_unsure_shapes_get_a_generic_name_that_becomes_specific_once_sure():
+    m = ObjectMemory(PerceptionConfig())
+    m.update([det("green", "object", 1.0, 0.0)], _pose(), 1.0)
+    assert [e.name for e in m.visible()] == ["green_object_1"]
+    m.update([det("green", "cylinder", 1.0, 0.0)], _pose(), 2.0)
+    assert [e.name for e in m.visible()] == ["green_cylinder"]
+    m.update([det("green", "cube", 1.0, 0.0)], _pose(), 3.0)        # one dissenting sighting: the name stays
+    assert [e.name for e in m.visible()] == ["green_cylinder"]
+
+
+def test_memory_is_in_the_odom_frame_and_stays_when_out_of_view():
+    m = ObjectMemory(PerceptionConfig())
+    m.update([det("yellow", "ball", 1.0, 0.0)], Pose2D(2.0, 1.0, math.pi / 2), 1.0)   # base x = odom +y
+    e = m.get("yellow_ball")
+    assert (e.x, e.y) == pytest.approx((2.0, 2.0))
+    for t in range(2, 20):                                          # looking elsewhere: nothing clears it
+        m.update([], Pose2D(2.0, 1.0, -math.pi / 2), float(t), spot_in_clear_view=lambda x, y: False)
+    assert m.get("yellow_ball") is not None and not m.get("yellow_ball").in_view
+
+
+def test_an_object_missing_from_its_spot_in_clear_view_is_marked_gone_and_comes_back():
+    cfg = PerceptionConfig(gone_after_frames=3)
+    m = ObjectMemory(cfg)
+    m.update([det("red", "cube", 1.0, 0.0)], _pose(), 1.0)
+    for t in (2.0, 3.0):
+        m.update([], _pose(), t, spot_in_clear_view=lambda x, y: True)
+    assert m.get("red_cube") is not None                            # two empty views are not enough
+    m.update([], _pose(), 4.0, spot_in_clear_view=lambda x, y: True)
+    assert m.get("red_cube") is None and m.visible() == []
+    m.update([det("red", "cube", 1.01, 0.0)], _pose(), 5.0)         # seen again where it was
+    assert m.get("red_cube") is not None and len(m.entries) == 1
+
+
+def test_a_moved_object_keeps_its_name():
+    m = ObjectMemory(PerceptionConfig())
+    m.update([det("red", "cube", 1.0, 0.0)], _pose(), 1.0)
+    # later the cube shows up 2 m away while its old spot is out of view (it was carried there)
+    m.update([det("red", "cube", 1.0, 2.0)], _pose(), 2.0, spot_in_clear_view=lambda x, y: False)
+    assert [e.name for e in m.visible()] == ["red_cube"]
+    assert (m.get("red_cube").x, m.get("red_cube").y) == pytest.approx((1.0, 2.0), abs=0.01)
+
+
+def test_memory_report_is_the_contract_shape_rounded():
+    entries = [{"name": "red_cube", "colour": "red", "shape": "cube", "x": 1.2149, "y": -0.3549,
+                "confidence": 0.9712, "last_seen": 9.96, "in_view": True},
+               {"name": "blue_square", "colour": "blue", "shape": "square", "x": -1.0, "y": 2.0,
+                "confidence": 0.9, "last_seen": 4.0, "in_view": False}]
+    r = memory_report(entries, (0.0, 0.0), 10.0)
+    assert r == {"in_view": ["red_cube"], "memory": [
+        {"name": "red_cube", "colour": "red", "shape": "cube", "x": 1.21, "y": -0.35, "distance": 1.27,
+         "confidence": 0.97, "seen_s_ago": 0.0},
+        {"name": "blue_square", "colour": "blue", "shape": "square", "x": -1.0, "y": 2.0, "distance": 2.24,
+         "confidence": 0.9, "seen_s_ago": 6.0}]}
+    assert memory_report(entries, (0.0, 0.0), 1.0)["memory"][0]["seen_s_ago"] == 0.0   # clock went back: 0
+
+
+# --- configuration -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad, name", [
+    ({"max_range": -1.0}, "max_range"), ({"camera_pitch": 2.0}, "camera_pitch"),
+    ({"gone_after_frames": 0}, "gone_after_frames"), ({"name_min_confidence": 1.5}, "name_min_confidence"),
+    ({"laser_xyz": [0.0, 0.0]}, "laser_xyz"), ({"gone_view_margin": 0.6}, "gone_view_margin"),
+    ({"colours": {"red": {"hue": [0, 200], "sat": [0, 255], "val": [0, 255]}}}, "colours"),
+    ({"colours": {"red": {"sat": [0, 255]}}}, "colours"), ({"max_rnage": 3.0}, "max_rnage"),
+])
+def test_bad_parameters_are_refused_by_name(bad, name):
+    with pytest.raises(PerceptionConfigError, match=name):
+        config_from_dict(bad)
+
+
+def test_every_parameter_is_in_the_yaml_with_a_comment():
+    import yaml
+
+    text = (ROOT / "config" / "perception.yaml").read_text()
+    params = yaml.safe_load(text)["/**/perception"]["ros__parameters"]
+    assert set(params) == set(parameter_defaults())
+    for name in params:
+        line = next(l for l in text.splitlines() if re.match(rf"\s+{name}:", l))
+        assert "#" in line, f"{name} has no comment"
+    config_from_dict({k: v for k, v in params.items() if k in PerceptionConfig.__dataclass_fields__})
+
+
+# --- no ground truth in running nodes ---------------------------------------------------------------
+def _node_modules() -> set[Path]:
+    """Files of every module the stack's node executables (config/stack.yaml) import, transitively
+    within qwen_stack (setup.py maps qwen_stack.<part> to the folder <part>/)."""
+    import ast
+
+    import yaml
+
+    parts = {"qwen_stack": ROOT / "qwen_stack"}
+    for folder in ("qwen_node", "safety", "sim", "trt_engines", "console", "perception", "recorder"):
+        parts[f"qwen_stack.{folder}"] = ROOT / folder
+    setup = (ROOT / "setup.py").read_text()
+    entry = dict(re.findall(r'"(\w+) = (qwen_stack[\w.]*):main"', setup))
+    stack = yaml.safe_load((ROOT / "config" / "stack.yaml").read_text())
+    todo = [entry[n["executable"]] for n in stack["nodes"].values()]
+
+    def file_of(mod: str) -> Path | None:
+        for prefix in sorted(parts, key=len, reverse=True):
+            if mod == prefix or mod.startswith(prefix + "."):
+                rest = mod[len(prefix):].lstrip(".").replace(".", "/")
+                base = parts[prefix] / rest if rest else parts[prefix]
+                for cand in (base.with_suffix(".py"), base / "__init__.py"):
+                    if cand.exists():
+                        return cand
+        return None
+
+    seen: set[Path] = set()
+    while todo:
+        f = file_of(todo.pop())
+        if f is None or f in seen:
+            continue
+        seen.add(f)
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("qwen_stack"):
+                todo.append(node.module)
+                todo += [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                todo += [a.name for a in node.names if a.name.startswith("qwen_stack")]
+    return seen
+
+
+def test_no_running_node_reads_the_simulators_ground_truth():
+    """A search of the code every node of the stack runs (the executables of config/stack.yaml and
+    what they import): none subscribes to or reads sim/ground_truth or sim/objects, nor calls the
+    simulator's ground_truth()/objects(); only sim_node publishes them (for tests and benches)."""
+    files = _node_modules()
+    assert ROOT / "perception" / "node.py" in files and ROOT / "qwen_node" / "world_view.py" in files
+    publisher = {ROOT / "sim" / "node.py", ROOT / "sim" / "simulator.py", ROOT / "qwen_stack" / "topics.py"}
+    pattern = re.compile(r"SIM_GROUND_TRUTH|SIM_OBJECTS|sim/ground_truth|sim/objects|ground_truth\(\)|\.objects\(\)")
+    offenders = [f"{f.relative_to(ROOT)}:{i}: {line.strip()}" for f in sorted(files - publisher)
+                 for i, line in enumerate(f.read_text().splitlines(), 1) if pattern.search(line)]
+    assert offenders == [], "\n".join(offenders)
+    sim_node = (ROOT / "sim" / "node.py").read_text()
+    assert not re.search(r"create_subscription\([^)]*(SIM_GROUND_TRUTH|SIM_OBJECTS)", sim_node)
