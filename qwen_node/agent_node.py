@@ -129,6 +129,9 @@ class AgentNode(Node):
 
     # --- the task action -----------------------------------------------------------------------
     def _on_goal(self, goal) -> GoalResponse:
+        if not goal.instruction.strip():  # every client: nothing to do is not a mission (the console refuses it too)
+            self.get_logger().warn("task refused: empty instruction")
+            return GoalResponse.REJECT
         return GoalResponse.REJECT if self.cancel is not None else GoalResponse.ACCEPT
 
     def _on_cancel(self, goal_handle) -> CancelResponse:

@@ -92,8 +92,9 @@ class Launcher:
 
     def status(self) -> None:
         self._print("---- status " + time.strftime("%H:%M:%S"))
+        width = max((len(n.spec.name) for n in self.nodes), default=0)
         for node in self.nodes:
-            self._print(f"  {node.spec.name:<16} {node.state()}")
+            self._print(f"  {node.spec.name:<{width}}  {node.state()}")
 
     def start(self) -> None:
         for spec in self.specs:

@@ -3,11 +3,13 @@
 # and this repository's own ament_python package qwen_stack (ros_ws/src/qwen_stack -> ../..).
 #
 # Usage:
-#   scripts/build_ros_ws.sh [--symlink-install | --copy-install] [--build-base DIR]
+#   scripts/build_ros_ws.sh [--symlink-install | --copy-install] [--verbose] [--build-base DIR]
 #                           [--install-base DIR] [--log-base DIR] [other `colcon build` args...]
 # Defaults: --symlink-install (the workspace's mode: `colcon build --symlink-install`), bases
 # ros_ws/build, ros_ws/install, ros_ws/log. Idempotent; a re-run with nothing changed takes a few
 # seconds (colcon and CMake are incremental); switching the install mode rebuilds the interfaces.
+# colcon's output (with setuptools' and CMake's warnings) is shown only if the build fails or with
+# --verbose; it is kept in <log base>/build_ros_ws.output.log.
 #
 # Two worlds:
 # - pip ROS 2 wheels (default): the virtual environment $QWEN_STACK_VENV (default: <repo>/.venv)
@@ -37,6 +39,7 @@ die() { echo "build_ros_ws.sh: $*" >&2; exit 1; }
 abspath() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 
 SYMLINK=1
+VERBOSE=0
 BUILD_BASE="$WS/build"
 INSTALL_BASE="$WS/install"
 LOG_BASE="$WS/log"
@@ -45,13 +48,14 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --symlink-install) SYMLINK=1 ;;
     --copy-install) SYMLINK=0 ;;
+    -v|--verbose) VERBOSE=1 ;;
     --build-base) [[ $# -ge 2 ]] || die "--build-base needs a folder"; BUILD_BASE="$(abspath "$2")"; shift ;;
     --build-base=*) BUILD_BASE="$(abspath "${1#*=}")" ;;
     --install-base) [[ $# -ge 2 ]] || die "--install-base needs a folder"; INSTALL_BASE="$(abspath "$2")"; shift ;;
     --install-base=*) INSTALL_BASE="$(abspath "${1#*=}")" ;;
     --log-base) [[ $# -ge 2 ]] || die "--log-base needs a folder"; LOG_BASE="$(abspath "$2")"; shift ;;
     --log-base=*) LOG_BASE="$(abspath "${1#*=}")" ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) EXTRA+=("$1") ;;
   esac
   shift
@@ -122,6 +126,18 @@ fi
 
 cd "$WS"
 start=$SECONDS
+# A working build prints one line: colcon's ~200 lines of package progress and known setuptools/CMake
+# warnings are in BUILD_OUTPUT, shown in full when the build fails.
+mkdir -p "$LOG_BASE"
+BUILD_OUTPUT="$LOG_BASE/build_ros_ws.output.log"
+: > "$BUILD_OUTPUT"
+colcon() {
+  if [[ $VERBOSE -eq 1 ]]; then command colcon "$@"; return; fi
+  command colcon "$@" >> "$BUILD_OUTPUT" 2>&1 || {
+    cat "$BUILD_OUTPUT" >&2
+    die "colcon build failed (its output is above and in $BUILD_OUTPUT)"
+  }
+}
 if [[ $SYMLINK -eq 1 ]]; then
   colcon --log-base "$LOG_BASE" build --build-base "$BUILD_BASE" --install-base "$INSTALL_BASE" \
     --symlink-install --packages-skip qwen_stack "${COLCON_ARGS[@]+"${COLCON_ARGS[@]}"}"

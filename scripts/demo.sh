@@ -15,17 +15,38 @@ mission="${QWEN_STACK_MISSION-Find the red cube and bring it to the blue square.
 
 "$bin/qwen-stack" launch --profile "${QWEN_STACK_PROFILE:-sim}" --status-period 30 "$@" &
 launch_pid=$!
-stop() { kill -INT "$launch_pid" 2>/dev/null || true; wait "$launch_pid"; }
+task_pid=""
+stop() {
+  [ -n "$task_pid" ] && kill -INT "$task_pid" 2>/dev/null
+  kill -INT "$launch_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
 trap 'stop; exit 130' INT TERM
 
 if [ -n "$mission" ]; then
   approve=(--approve)
   [ "${QWEN_STACK_APPROVE:-1}" = 0 ] && approve=()
   echo "[demo] mission: $mission"
-  if "$bin/qwen-stack" task "${approve[@]}" --wait-server 120 --wait-odom 120 "$mission"; then
+  "$bin/qwen-stack" task "${approve[@]}" --wait-node 120 --wait-server 120 --wait-odom 120 "$mission" &
+  task_pid=$!
+  # Whichever ends first: a stack that stopped (a node could not start) ends the demo, with its exit code.
+  set +e
+  wait -n -p ended "$launch_pid" "$task_pid"
+  rc=$?
+  set -e
+  if [ "$ended" = "$launch_pid" ]; then
+    kill -INT "$task_pid" 2>/dev/null || true
+    wait "$task_pid" 2>/dev/null || true
+    echo "[demo] the stack stopped (exit code $rc) before the mission ended; see the lines above." >&2
+    exit "$rc"
+  fi
+  task_pid=""
+  if [ "$rc" = 0 ]; then
     echo "[demo] mission finished. The stack keeps running; console: http://127.0.0.1:8080/ . Ctrl-C stops it."
   else
     echo "[demo] mission did not succeed (see above). The stack keeps running; Ctrl-C stops it."
   fi
 fi
+set +e
 wait "$launch_pid"
+exit $?

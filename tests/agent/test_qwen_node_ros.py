@@ -177,7 +177,7 @@ def test_task_command_follows_a_task_to_its_result(graph, ros_env):
     RobotServicesDouble(node)
     start(["<think>look</think>" + call("describe_state"), "All done."])
     out = subprocess.run([sys.executable, "-m", "qwen_stack.qwen_node.task_cli", "check the state",
-                          "--wait-server", "30", "--timeout", "60"], env=ros_env, capture_output=True, text=True,
+                          "--wait-node", "30", "--wait-server", "30", "--timeout", "60"], env=ros_env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "-> describe_state {}" in out.stdout and "<- describe_state: succeeded" in out.stdout
@@ -189,3 +189,13 @@ def test_task_command_without_qwen_node_exits_2(ros_env):
     out = subprocess.run([sys.executable, "-m", "qwen_stack.qwen_node.task_cli", "x", "--wait-server", "1"],
                          env=ros_env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "no qwen_node" in out.stderr
+
+
+def test_node_refuses_an_empty_instruction_from_any_client(graph):
+    node, start = graph
+    start(["All done."])
+    client = ActionClient(node, RunTask, topics.AGENT_RUN_TASK)
+    assert client.wait_for_server(timeout_sec=30), "qwen_node's RunTask server did not appear"
+    for instruction in ("", "  \n\t"):
+        handle = _wait(client.send_goal_async(RunTask.Goal(instruction=instruction, max_steps=0)), 20)
+        assert not handle.accepted, repr(instruction)

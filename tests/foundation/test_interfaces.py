@@ -167,6 +167,9 @@ def test_build_script_builds_workspace_from_scratch(tmp_path, monkeypatch):
                              capture_output=True, text=True, timeout=900)
         assert run.returncode == 0, f"build {attempt} failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
         assert "interfaces load" in run.stdout, run.stdout[-2000:]
+        # quiet when it works: colcon's progress and setuptools'/CMake's warnings stay in the log
+        assert len(run.stdout.splitlines()) == 1 and run.stderr == "", run.stdout[-2000:] + run.stderr[-2000:]
+        assert "WARNING" in (tmp_path / "log" / "build_ros_ws.output.log").read_text()
 
     install = tmp_path / "install"
     iface = install / "qwen_stack_interfaces"
@@ -213,6 +216,17 @@ def test_build_script_builds_workspace_from_scratch(tmp_path, monkeypatch):
     assert Path(found["iface_prefix"]) == iface
     assert Path(found["prefix"]) == install / "qwen_stack"
     assert Path(found["qwen_stack"]).resolve() == ROOT / "qwen_stack" / "__init__.py"
+
+
+@pytest.mark.slow
+def test_build_script_shows_colcons_output_when_the_build_fails(tmp_path):
+    base = ["--build-base", str(tmp_path / "build"), "--install-base", str(tmp_path / "install"),
+            "--log-base", str(tmp_path / "log")]
+    run = subprocess.run(["bash", str(BUILD_SCRIPT), *base, "--cmake-args", "-DCMAKE_PROJECT_INCLUDE=/no/such.cmake"],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode != 0
+    assert "Failed   <<< " in run.stderr and "/no/such.cmake" in run.stderr   # colcon's own lines
+    assert "build_ros_ws.sh: colcon build failed" in run.stderr
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -10,6 +11,8 @@ import time
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
+
+from qwen_stack.stack_config import load_stack
 
 pytestmark = pytest.mark.ros
 
@@ -42,6 +45,22 @@ def test_bad_parameter_is_one_line_exit_2_and_nothing_starts(ros_env, override, 
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2, out
     assert out.strip() == f"qwen-stack launch: {message}"   # one line: no traceback, no node started
+
+
+def test_console_port_in_use_stops_the_stack_naming_port_and_parameter(ros_env):
+    """Someone else answers on the console's port: the stack must not run on (the user would open
+    the other program's page); the console is required in config/stack.yaml."""
+    assert load_stack("stack.yaml").nodes["console"].required
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        proc = _launch(ros_env, "--profile", "sim", f"console.port:={port}")
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out
+    assert f"cannot listen on 127.0.0.1 port {port}: Address already in use" in out
+    assert "console parameter 'port' (console.port:=PORT" in out
+    assert "required node 'console' died" in out and "stack stopped (exit code 1)" in out
 
 
 def test_two_namespaced_stacks_coexist_and_ctrl_c_stops_them(ros_env):
