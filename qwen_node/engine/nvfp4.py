@@ -433,7 +433,7 @@ class NVFP4Linear(torch.nn.Module):
         if x.numel() == self.in_features and x.dtype in (torch.float32, torch.bfloat16):   # one row: decode
             y = nvfp4_matvec(x.reshape(1, -1), self.weight, self.weight_scale, self.weight_scale_2)
             y = y.view(*x.shape[:-1], self.out_features)
-            return y if self.bias is None else y + self.bias
+            return y if self.bias is None else y + self.bias.to(y.dtype)
         return nvfp4_linear(x, self.qweight, self.bias, rows_per_tile=self.rows_per_tile)
 
     def forward_reference(self, x: torch.Tensor) -> torch.Tensor:

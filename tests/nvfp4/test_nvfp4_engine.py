@@ -249,10 +249,21 @@ def test_local_chat_engine_refuses_unknown_layer_backend_and_logs_tensorrt_fallb
 def test_compiled_decode_on_nvfp4_checkpoint_matches_eager(nvfp4_dir):
     """The local backend compiles the decode step for every PyTorch-layer checkpoint, NVFP4 ones included."""
     from qwen_stack.qwen_node.engine import compiled_decode
+    from qwen_stack.qwen_node.engine.generate import SamplingParams, generate
 
     model = load_model_auto(nvfp4_dir, dtype=torch.float32, progress=False)
     ids = torch.randint(0, 256, (1, 9), generator=torch.Generator().manual_seed(int(torch.randint(0, 2**31, ()))))
     want = greedy(model, ids, 12)
     logs = []
     assert compiled_decode.enable_with_warm_up(model, log=logs.append), logs
+    # the compiled graph calls the fused NVFP4 kernel (custom ops) and never recompiles as positions grow
+    from qwen_stack.qwen_node.engine import native
+    calls, real = [], native.nvfp4_matvec
+    native.nvfp4_matvec = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            res = generate(model, ids[0].tolist(), SamplingParams(max_new_tokens=12))
+    finally:
+        native.nvfp4_matvec = real
+    assert calls and res.token_ids == want[0].tolist()
     assert torch.equal(greedy(model, ids, 12), want)

@@ -1,0 +1,208 @@
+"""The fused NVFP4 matvec C kernel (kernels/nvfp4_matvec.c) against the dequantize + F.linear reference.
+
+Inputs are fresh random each run (the seed is printed on failure): random packed bytes cover every code,
+negative zero (code 8) and the saturated codes 7 / 15 included; random scale bytes cover E4M3 subnormals and
+448; zero blocks (codes 0, and scale 0) are planted; row counts are odd and widths multiples of 16 but not
+of 64 (the kernel's tail path). Tolerance: fp32 accumulation rounding, per output row
+|got - want| <= in * 2**-22 * sum_i |W'_ri x_i| (the two sum in different orders, both in fp32).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qwen_stack.qwen_node.engine import native
+from qwen_stack.qwen_node.engine.nvfp4 import (
+    NVFP4Linear,
+    NVFP4Tensor,
+    dequantize_nvfp4,
+    dequantize_rows_unscaled,
+    nvfp4_experts_matvec,
+    nvfp4_linear_reference,
+    nvfp4_matvec,
+    quantize_nvfp4,
+)
+from qwen_stack.qwen_node.engine.nvfp4_loader import NVFP4Experts
+
+# (rows, in): odd rows; widths 16, 48, 80, 208 (not multiples of 64), 1040 (= 16 * 65: main loop + tail);
+# 4096 x 256 and 9 x 2048 take the OpenMP path (rows * in >= 2**18)
+SHAPES = [(1, 16), (7, 48), (33, 80), (129, 208), (65, 1040), (4097, 256), (9, 2048), (300, 64)]
+
+
+def _seed() -> int:
+    return int(torch.randint(0, 2**31, ()))
+
+
+def random_weight(lead: tuple[int, ...], n_in: int, gen: torch.Generator) -> NVFP4Tensor:
+    """Random stored bytes: every code and every finite E4M3 scale, plus zero blocks."""
+    packed = torch.randint(0, 256, (*lead, n_in // 2), dtype=torch.uint8, generator=gen)
+    scale_bytes = torch.randint(0, 0x7F, (*lead, n_in // 16), dtype=torch.uint8, generator=gen)  # no NaN, 0..448
+    scale_bytes[..., 0] = 0x7E                                             # 448, the largest block scale
+    blocks = packed.view(*lead, n_in // 16, 8)
+    zero = torch.rand(blocks.shape[:-1], generator=gen) < 0.1
+    blocks[zero] = 0                                                       # all-zero codes
+    scale_bytes[torch.rand(scale_bytes.shape, generator=gen) < 0.05] = 0  # scale 0
+    blocks[torch.rand(blocks.shape[:-1], generator=gen) < 0.05] = 0x88   # negative zeros
+    blocks[torch.rand(blocks.shape[:-1], generator=gen) < 0.05] = 0xF7   # saturated: +6 and -6
+    g = torch.rand((), generator=gen) * 1e-2 + 1e-4
+    return NVFP4Tensor(packed, scale_bytes.view(torch.float8_e4m3fn), g.float())
+
+
+def assert_within_fp32_rounding(got: torch.Tensor, w: torch.Tensor, x: torch.Tensor, seed: int) -> None:
+    """got [K, O] vs x [K or 1, in] @ w^T, w [K or 1, O, in] or [O, in], all in fp32."""
+    want = x.float() @ w.float().transpose(-1, -2) if w.dim() == 2 else torch.einsum("ki,koi->ko", x.float(), w.float())
+    mag = x.float().abs() @ w.float().abs().transpose(-1, -2) if w.dim() == 2 else \
+        torch.einsum("ki,koi->ko", x.float().abs(), w.float().abs())
+    bound = w.shape[-1] * 2.0**-22 * mag + 1e-30
+    assert got.shape == want.shape and got.dtype == torch.float32
+    assert torch.isfinite(got).all(), f"seed {seed}"
+    worst = float(((got - want).abs() / bound).max())
+    assert worst <= 1.0, f"seed {seed}: error {worst:.3g} x the fp32 rounding bound"
+
+
+def test_kernel_builds_here_with_its_vector_path():
+    """The test command installs gcc: a kernel that stopped building must fail loudly (the AVX2 path is
+    required where the CPU has AVX2)."""
+    assert native.load("nvfp4_matvec") is not None
+    if "avx2" in open("/proc/cpuinfo").read():
+        assert native.nvfp4_has_avx2()
+
+
+@pytest.mark.parametrize("scalar", [False, True], ids=["avx2", "scalar"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows, n_in", SHAPES)
+def test_matvec_matches_reference(rows, n_in, dtype, scalar):
+    seed = _seed()
+    gen = torch.Generator().manual_seed(seed)
+    q = random_weight((rows,), n_in, gen)
+    x = torch.randn(1, n_in, generator=gen).to(dtype)
+    x[0, : min(16, n_in)] = 0.0                                            # a zero activation block too
+    got = native.nvfp4_matvec(x, q.packed, q.block_scale, q.global_scale, scalar=scalar)
+    assert got is not None
+    assert_within_fp32_rounding(got, dequantize_nvfp4(q), x, seed)         # reference: fp32 on the same x
+
+
+def test_quantized_weights_with_outliers_match_reference():
+    """Weights through the quantizer: zero rows, tiny blocks next to a huge outlier (subnormal E4M3 scales)."""
+    seed = _seed()
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(77, 208, generator=gen)
+    w[3] = 0.0
+    w[5, 17] = 1e4
+    w[6, :16] = -0.0
+    q = quantize_nvfp4(w)
+    x = torch.randn(1, 208, generator=gen)
+    assert_within_fp32_rounding(native.nvfp4_matvec(x, q.packed, q.block_scale, q.global_scale),
+                                dequantize_nvfp4(q), x, seed)
+    assert torch.allclose(nvfp4_matvec(x, q.packed, q.block_scale, q.global_scale), nvfp4_linear_reference(x, q),
+                          rtol=1e-5, atol=1e-6 * float(nvfp4_linear_reference(x, q).abs().max()))
+
+
+@pytest.mark.parametrize("scalar", [False, True], ids=["avx2", "scalar"])
+@pytest.mark.parametrize("parts, shared_x", [(2, True), (1, False), (1, True)])
+def test_experts_matvec_reads_the_selected_experts_in_place(parts, shared_x, scalar):
+    seed = _seed()
+    gen = torch.Generator().manual_seed(seed)
+    E, O, n_in, K = 6, 2 * 37, 80, 4
+    q = random_weight((E, O), n_in, gen)
+    g = torch.rand(E, parts, generator=gen) * 1e-2 + 1e-4
+    g = g if parts > 1 else g[:, 0]
+    experts = torch.tensor([4, 0, 4, 5])                                   # a repeated expert too
+    x = torch.randn(1 if shared_x else K, n_in, generator=gen)
+    got = native.nvfp4_matvec(x, q.packed, q.block_scale, g, experts, parts, scalar=scalar)
+    w = torch.stack([torch.cat([dequantize_nvfp4(NVFP4Tensor(q.packed[e, p * (O // parts):(p + 1) * (O // parts)],
+                                                             q.block_scale[e, p * (O // parts):(p + 1) * (O // parts)],
+                                                             g.reshape(E, parts)[e, p]))
+                                for p in range(parts)]) for e in experts.tolist()])   # [K, O, in]
+    assert_within_fp32_rounding(got, w, x.expand(K, n_in), seed)
+
+
+def test_bad_inputs_raise_clear_errors():
+    q = random_weight((4, 3), 32, torch.Generator().manual_seed(0))
+    g = torch.ones(4)
+    with pytest.raises(ValueError, match="expert index out of range"):
+        native.nvfp4_matvec(torch.randn(1, 32), q.packed, q.block_scale, g, torch.tensor([0, 4]))
+    with pytest.raises(ValueError, match="shapes disagree"):
+        native.nvfp4_matvec(torch.randn(1, 48), q.packed, q.block_scale, g, torch.tensor([0]))
+    with pytest.raises(ValueError, match="rows"):
+        native.nvfp4_matvec(torch.randn(3, 32), q.packed, q.block_scale, g, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="global_scale"):
+        native.nvfp4_matvec(torch.randn(1, 32), q.packed, q.block_scale, torch.ones(4, 2), torch.tensor([0]))
+    # not covered (fp16, a strided weight): None, and the op still answers through the tiled path
+    assert native.nvfp4_matvec(torch.randn(1, 32).half(), q.packed[0], q.block_scale[0], g[0]) is None
+
+
+def test_c_tile_dequantize_is_bit_identical_to_the_table_gather(monkeypatch):
+    gen = torch.Generator().manual_seed(_seed())
+    q = random_weight((45,), 208, gen)
+    for dtype in (torch.float32, torch.bfloat16):
+        fast = native.nvfp4_dequantize_rows(q.packed, q.block_scale, dtype)
+        monkeypatch.setattr(native, "nvfp4_dequantize_rows", lambda *a: None)
+        slow = dequantize_rows_unscaled(q.packed, q.block_scale, dtype)
+        monkeypatch.undo()
+        assert fast is not None and torch.equal(fast.view(torch.int16 if dtype == torch.bfloat16 else torch.int32),
+                                                slow.view(torch.int16 if dtype == torch.bfloat16 else torch.int32))
+
+
+def _modules(gen):
+    lin = NVFP4Linear(random_weight((37,), 80, gen), bias=torch.randn(37, generator=gen))
+    E, D, I = 5, 48, 32
+    ex = NVFP4Experts(E, D, I)
+    for wts, out_f, in_f, parts in ((ex.gate_up_proj, 2 * I, D, 2), (ex.down_proj, D, I, 1)):
+        q = random_weight((E, out_f), in_f, gen)
+        wts.weight.copy_(q.packed)
+        wts.weight_scale.copy_(q.block_scale)
+        wts.weight_scale_2.copy_(torch.rand(wts.weight_scale_2.shape, generator=gen) * 1e-2 + 1e-3)
+    return lin, ex
+
+
+def test_forced_fallback_gives_the_same_results(monkeypatch):
+    """With the C kernel off (QWEN_STACK_NATIVE=0, as without a compiler) the decode ops take the tiled
+    PyTorch path; both agree with the reference."""
+    seed = _seed()
+    gen = torch.Generator().manual_seed(seed)
+    lin, ex = _modules(gen)
+    x = torch.randn(1, 1, 80, generator=gen)
+    xe = torch.randn(1, 48, generator=gen)
+    top_w, top_idx = torch.rand(1, 5, generator=gen).softmax(-1).topk(2, dim=-1)
+    results = {}
+    for native_on in (True, False):
+        monkeypatch.setenv("QWEN_STACK_NATIVE", "1" if native_on else "0")
+        native.load.cache_clear()
+        native._nvfp4_lib.cache_clear()
+        if not native_on:
+            assert native.nvfp4_matvec(x[0], lin.weight, lin.weight_scale, lin.weight_scale_2) is None
+        with torch.no_grad():
+            results[native_on] = (lin(x), ex(xe, top_idx, top_w))
+    monkeypatch.delenv("QWEN_STACK_NATIVE")
+    native.load.cache_clear()
+    native._nvfp4_lib.cache_clear()
+    want_lin, want_ex = lin.forward_reference(x), ex.forward_reference(xe, top_idx, top_w)
+    for got_lin, got_ex in results.values():
+        assert torch.allclose(got_lin, want_lin, rtol=1e-5, atol=1e-5 * float(want_lin.abs().max())), f"seed {seed}"
+        assert torch.allclose(got_ex, want_ex, rtol=1e-5, atol=1e-5 * float(want_ex.abs().max())), f"seed {seed}"
+
+
+def test_decode_modules_use_the_kernel(monkeypatch):
+    """One token through NVFP4Linear / NVFP4Experts goes to the fused kernel (the experts' two ops: gate_up
+    and down), several tokens to the tiled path; bf16 activations give the reference's result to bf16."""
+    seed = _seed()
+    gen = torch.Generator().manual_seed(seed)
+    lin, ex = _modules(gen)
+    calls = []
+    real = native.nvfp4_matvec
+    monkeypatch.setattr(native, "nvfp4_matvec", lambda *a, **k: calls.append(a[-1] if len(a) > 4 else None) or real(*a, **k))
+    top_w, top_idx = torch.rand(1, 5, generator=gen).softmax(-1).topk(3, dim=-1)
+    with torch.no_grad():
+        for dtype in (torch.float32, torch.bfloat16):
+            x = torch.randn(1, 80, generator=gen).to(dtype)
+            xe = torch.randn(1, 48, generator=gen).to(dtype)
+            got, want = lin(x), lin.forward_reference(x.float())             # bf16 x upcasts exactly
+            assert got.dtype == dtype and torch.allclose(got.float(), want.float(), rtol=2e-2, atol=2e-2 * float(want.abs().max()))
+            got, want = ex(xe, top_idx, top_w.to(dtype)), ex.forward_reference(xe.float(), top_idx, top_w.to(dtype).float())
+            assert got.dtype == dtype and (got.float() - want.float()).abs().max() <= 3e-2 * want.float().abs().max()
+    assert calls == [None, 2, 1] * 2, calls
+    calls.clear()
+    with torch.no_grad():
+        lin(torch.randn(3, 80, generator=gen))                            # prefill: no kernel call
+    assert calls == []
