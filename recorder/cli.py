@@ -17,7 +17,7 @@ def record_main(argv: list[str]) -> int:
     p.add_argument("--name", help="recording name (default: qwen_stack_<date>-<time>)")
     p.add_argument("--topics", nargs="+", metavar="TOPIC", help="topics to record instead of the configured list")
     p.add_argument("--camera-rate", type=float, help="Hz of camera frames kept (0 = all)")
-    p.add_argument("--no-camera", action="store_true", help="do not record the camera")
+    p.add_argument("--no-images", action="store_true", help="record neither the camera nor the annotated image")
     p.add_argument("--namespace", default="", help="robot namespace the stack runs in (e.g. robot1)")
     a = p.parse_args(argv)
     ros = ["--ros-args", "--params-file", str(config_file("recorder.yaml"))]
@@ -33,8 +33,9 @@ def record_main(argv: list[str]) -> int:
         param("topics", "[" + ",".join(f'"{t}"' for t in a.topics) + "]")
     if a.camera_rate is not None:
         param("camera_rate", repr(float(a.camera_rate)))
-    if a.no_camera:
+    if a.no_images:
         param("camera_topic", '""')
+        param("annotated_image_topic", '""')
     if a.namespace:
         ros.extend(["-r", f"__ns:=/{a.namespace.strip('/')}"])
     from qwen_stack.recorder.node import main

@@ -16,7 +16,7 @@ DEFAULT_OUTPUT_DIR = "~/.local/share/qwen_stack/bags"
 # the recorder's namespace; topics that never appear (perception/* without a perception node) are skipped.
 DEFAULT_TOPICS = [
     "/tf", "/tf_static", T.ROBOT_DESCRIPTION, T.ODOM, T.SCAN,
-    "perception/objects", "perception/image_annotated",
+    T.PERCEPTION_OBJECTS, T.PERCEPTION_MARKERS,
     T.AUTONOMY_CMD_VEL, T.TELEOP_CMD_VEL, T.BASE_CMD_VEL, T.SAFETY_VERDICT,
     T.AGENT_TOOL_CALLS, T.AGENT_THINKING, T.AGENT_STATUS,
     T.SAFETY_ESTOP_TOPIC, T.SAFETY_ESTOP_STATE, T.TELEOP_LOCK, T.SAFETY_APPROVAL_REQUEST,
@@ -36,6 +36,8 @@ class RecorderConfig:
     topics: list = field(default_factory=lambda: list(DEFAULT_TOPICS))
     camera_topic: str = T.CAMERA_COMPRESSED      # recorded at camera_rate ("" = no camera)
     camera_rate: float = 5.0                     # Hz kept of the camera; 0 = every frame
+    annotated_image_topic: str = T.PERCEPTION_IMAGE_ANNOTATED   # raw RGB: recorded at annotated_image_rate ("" = not)
+    annotated_image_rate: float = 1.0            # Hz kept of the annotated image; 0 = every frame
     split_size_mb: float = 512.0                 # a file is closed at this size
     split_duration_s: float = 600.0              # ... or this age
     budget_mb: float = 8192.0                    # all recordings under output_dir; oldest files go first; 0 = no limit
@@ -77,6 +79,11 @@ class RecorderConfig:
         if self.camera_topic in self.topics:
             bad("camera_topic", "is also in topics; list it only as camera_topic (it is throttled)")
         number("camera_rate", 0.1, 1000.0, zero_ok=True)
+        if self.annotated_image_topic and not _TOPIC.match(self.annotated_image_topic):
+            bad("annotated_image_topic", "is not a valid topic name ('' records none)")
+        if self.annotated_image_topic and self.annotated_image_topic in (*self.topics, self.camera_topic):
+            bad("annotated_image_topic", "is also in topics or camera_topic; list it once (it is throttled)")
+        number("annotated_image_rate", 0.1, 1000.0, zero_ok=True)
         number("split_size_mb", 1.0, 1e6)
         number("split_duration_s", 1.0, 86400.0)
         number("budget_mb", 2 * self.split_size_mb if self.budget_mb else 0.0, 1e9, zero_ok=True)

@@ -65,15 +65,18 @@ def build_node():
             self.definitions = DefinitionSource()
             # resolved name -> throttle (None: every message)
             self.wanted: dict[str, RateThrottle | None] = {self.resolve_topic_name(t): None for t in cfg.topics}
-            if cfg.camera_topic:
-                self.wanted[self.resolve_topic_name(cfg.camera_topic)] = RateThrottle(cfg.camera_rate)
+            for topic, rate in ((cfg.camera_topic, cfg.camera_rate), (cfg.annotated_image_topic, cfg.annotated_image_rate)):
+                if topic:
+                    self.wanted[self.resolve_topic_name(topic)] = RateThrottle(rate)
             self.subs: dict[str, object] = {}
             self.refused: set[str] = set()       # topics that cannot be recorded (logged once)
             self.write_errors = 0
             self.create_timer(cfg.discovery_period_s, self.discover)
             self.create_timer(min(0.25, cfg.flush_period_s / 4), self.writer.tick)
-            self.get_logger().info(f"recording to {folder} ({len(self.wanted)} topics, camera at "
-                                   f"{cfg.camera_rate:g} Hz, flush every {cfg.flush_period_s:g} s)")
+            throttled = [f"{t} at {r:g} Hz" for t, r in ((cfg.camera_topic, cfg.camera_rate),
+                                                         (cfg.annotated_image_topic, cfg.annotated_image_rate)) if t]
+            self.get_logger().info(f"recording to {folder} ({len(cfg.topics)} topics"
+                                   + "".join(f", {t}" for t in throttled) + f"; flush every {cfg.flush_period_s:g} s)")
             self.discover()
 
         def discover(self) -> None:
@@ -122,9 +125,14 @@ def build_node():
                                         throttle_duration_sec=5.0)
 
         def close(self) -> None:
+            # after Ctrl-C the context is shut down and the logger cannot reach /rosout: plain stderr
+            def say(text: str) -> None:
+                print(f"[recorder] {text}", file=sys.stderr, flush=True)
+
+            self.writer.on_event = say
             self.writer.close()
             counts = ", ".join(f"{t} {n}" for t, n in sorted(self.writer.stats.messages.items()))
-            self.get_logger().info(f"closed; messages: {counts or 'none'}")
+            say(f"messages: {counts or 'none'}")
 
     return RecorderNode
 

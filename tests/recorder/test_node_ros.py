@@ -183,7 +183,7 @@ def test_kill_9_leaves_a_readable_file_missing_at_most_about_a_second(tmp_path, 
 
 
 def test_sigterm_closes_the_file_and_bad_parameters_exit_2(tmp_path, ros_env):
-    rec = start_recorder(tmp_path, ros_env, topics=["/tf_static_none"], camera_topic="")
+    rec = start_recorder(tmp_path, ros_env, topics=["/tf_static_none"], camera_topic="", annotated_image_topic="")
     wait_for = time.time() + 30
     while time.time() < wait_for and "recording to" not in (tmp_path / "recorder.log").read_text():
         time.sleep(0.1)
@@ -199,3 +199,31 @@ def test_sigterm_closes_the_file_and_bad_parameters_exit_2(tmp_path, ros_env):
                             f"output_dir:={tmp_path / 'bags'}", "-p", "recording_name:=rec"],
                            env=ros_env, capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "already holds a recording" in again.stderr, again.stderr
+
+
+def test_record_and_bag_commands(tmp_path, ros_env):
+    from qwen_stack.paths import SOURCE_ROOT
+
+    cli = [sys.executable, "-m", "qwen_stack.cli"]
+    log = open(tmp_path / "record.log", "w")
+    rec = subprocess.Popen([*cli, "record", "--out", str(tmp_path / "bags"), "--name", "cli", "--topics", "/odom_x",
+                            "/tf_x", "--no-images"], env=ros_env, stdout=log, stderr=subprocess.STDOUT)
+    end = time.time() + 60
+    while time.time() < end and "recording to" not in (tmp_path / "record.log").read_text():
+        time.sleep(0.1)
+    assert stop(rec) == 0, (tmp_path / "record.log").read_text()
+    text = (tmp_path / "record.log").read_text()
+    assert f"recording to {tmp_path / 'bags' / 'cli'} (2 topics; flush" in text, text    # --topics replaced the list
+    assert read_bag(tmp_path / "bags" / "cli" / "cli_0.mcap").complete
+
+    inside = subprocess.run([*cli, "record", "--out", str(SOURCE_ROOT / "bags")], env=ros_env, capture_output=True,
+                            text=True, timeout=60)
+    assert inside.returncode == 2 and "'output_dir'" in inside.stderr and "source checkout" in inside.stderr
+
+    (tmp_path / "junk.mcap").write_bytes(b"not an mcap file at all")
+    junk = subprocess.run([*cli, "bag", "summary", str(tmp_path / "junk.mcap")], env=ros_env, capture_output=True,
+                          text=True, timeout=60)
+    assert junk.returncode == 2 and "not a readable MCAP file" in junk.stderr, junk.stderr
+    empty = subprocess.run([*cli, "bag", "summary", str(tmp_path / "bags" / "cli")], env=ros_env, capture_output=True,
+                           text=True, timeout=60)
+    assert empty.returncode == 0 and "(no mission events" in empty.stdout, empty.stdout + empty.stderr
