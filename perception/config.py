@@ -60,6 +60,8 @@ class PerceptionConfig:
     gone_view_margin: float = 0.1             # share of the image width kept free at the borders for the gone check
     gone_max_range: float = 2.5               # m, the gone check only trusts views of spots nearer than this
     sensor_timeout: float = 1.0               # s of sensor time: a laser scan or pan older than the frame by more is not used
+    max_pan_rate: float = 0.3                 # rad/s, frames taken while the camera pans faster are skipped (pose too uncertain)
+    max_turn_rate: float = 1.0                # rad/s, frames taken while the base turns faster are skipped
     colours: tuple[ColourClass, ...] = field(default_factory=lambda: DEFAULT_COLOURS)
 
     def __post_init__(self) -> None:
@@ -67,7 +69,7 @@ class PerceptionConfig:
             return PerceptionConfigError(f"perception parameter {name!r}: {why} (got {getattr(self, name)!r})")
 
         for name in ("base_height", "robot_radius", "max_range", "crate_min_size", "flat_max_height",
-                     "associate_radius", "gone_max_range", "sensor_timeout"):
+                     "associate_radius", "gone_max_range", "sensor_timeout", "max_pan_rate", "max_turn_rate"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise bad(name, "must be a finite number > 0")

@@ -166,12 +166,16 @@ def classify(blob: Blob, width: float, height: float, cfg: PerceptionConfig) -> 
         return "object", 0.0             # a sliver at the image border: too little to tell
     if width >= cfg.crate_min_size or height >= cfg.crate_min_size:
         return "crate", 0.9
+    if blob.touches_border:              # cut at the border: the width and the fill say little, the height does
+        if height >= 0.13:
+            return "cylinder", 0.7
+        if blob.shade_flatness >= 0.6:
+            return "cube", 0.6
+        return ("ball", 0.6) if blob.shade_flatness <= 0.1 else ("object", 0.0)
     aspect = height / max(width, 1e-3)
-    if aspect >= 1.15 and not blob.touches_border:
+    if aspect >= 1.15:
         return "cylinder", min(1.0, 0.6 + 2 * (aspect - 1.15))
     ball_score = (0.84 - blob.fill) * 10 + (0.25 - blob.shade_flatness) * 2
-    if blob.touches_border:              # a cut silhouette's fill says little
-        return ("ball", 0.5) if blob.shade_flatness < 0.2 else ("object", 0.0)
     if ball_score > 0:
         return "ball", min(1.0, 0.55 + ball_score)
     return "cube", min(1.0, 0.55 - ball_score)

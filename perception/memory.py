@@ -6,8 +6,9 @@ is not in view now (it was moved, e.g. carried and released); failing that it is
 Positions fuse as a 1-D Kalman filter per object: a sighting's variance grows with the square of
 its range (the camera is low: a pixel spans more floor farther away), and a little process noise
 lets a re-sighting correct an old estimate. The shape is a vote over sightings; an object is
-named `<colour>_<shape>` once the vote is confident (`<colour>_<shape>_2` for a second one),
-else `<colour>_object_<n>`, and a generic name is replaced when the shape becomes sure. A
+named `<colour>_<shape>` once the vote is confident over two sightings (`<colour>_<shape>_2` for
+a second one), else `<colour>_object_<n>`; a name is replaced when the vote settles on another
+shape. A
 remembered object whose spot has been in clear view for `gone_after_frames` frames without a
 detection is marked gone (and no longer listed); a later sighting brings it back.
 """
@@ -173,11 +174,14 @@ class ObjectMemory:
             e.shape_votes[d.shape] += d.shape_confidence
 
     def _name(self, e: MemoryEntry) -> None:
-        sure = e.shape != "object" and e.shape_share() >= self.cfg.name_min_confidence
-        if e.name and (not _is_generic(e.name) or not sure):
-            return                                   # names are stable, except generic -> specific once
+        """`<colour>_<shape>` once the shape vote is sure over at least two sightings; a name whose
+        shape the vote has since overturned is replaced (a wrong name would send the robot to the
+        wrong object); otherwise `<colour>_object_<n>`."""
+        sure = e.shape != "object" and e.shape_share() >= self.cfg.name_min_confidence and e.times_seen >= 2
         if sure:
             base = f"{e.colour}_{e.shape}"
+            if e.name == base or (e.name.startswith(base + "_") and e.name[len(base) + 1:].isdigit()):
+                return
             taken = {o.name for o in self.entries if o is not e}
             name, n = base, 1
             while name in taken:

@@ -60,3 +60,21 @@ class TimedSeries:
             else:
                 out.append(x + w * (y - x))
         return tuple(out)
+
+    def rate_at(self, t: float, index: int = 0, span: float = 0.1) -> float | None:
+        """Rate of change of one component around t (per second, over about `span` within the
+        history), or None when the history does not cover t."""
+        with self._lock:
+            if len(self._t) < 2:
+                return None
+            first, last = self._t[0], self._t[-1]
+        t0, t1 = max(first, t - span / 2), min(last, t + span / 2)
+        if t1 - t0 < 1e-6 or t - last > span or first - t > span:
+            return None
+        a, b = self.at(t0, span), self.at(t1, span)
+        if a is None or b is None:
+            return None
+        d = b[index] - a[index]
+        if index in self.angle_index:
+            d = math.atan2(math.sin(d), math.cos(d))
+        return d / (t1 - t0)

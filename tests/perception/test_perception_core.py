@@ -73,6 +73,15 @@ def test_intrinsics_from_camera_info_refuses_an_uncalibrated_camera():
     assert cam.scaled_to(640, 480) == Intrinsics(2 * FY, 2 * FY, 320, 240, 640, 480)
 
 
+def test_timed_series_rate():
+    s = TimedSeries(angle_index=(0,))
+    for i in range(11):
+        s.push(i * 0.05, (math.pi - 0.25 + i * 0.05,))     # 1 rad/s, across the +-pi seam
+    assert s.rate_at(0.25, 0) == pytest.approx(1.0)
+    assert s.rate_at(0.5, 0) == pytest.approx(1.0)         # at the newest end
+    assert s.rate_at(5.0, 0) is None                        # long after the last sample
+
+
 def test_timed_series_interpolates_angles_and_says_stale():
     s = TimedSeries(angle_index=(2,))
     s.push(1.0, (0.0, 0.0, math.pi - 0.1))
@@ -116,6 +125,8 @@ def test_a_red_patch_on_the_floor_is_placed_by_the_floor_plane():
     r, b = np.ceil(uv.max(axis=0)).astype(int)
     img[t:b, l:r] = (220, 25, 25)
     res = p.process(img, 1.0, CAM, 0.0, _pose(), None)
+    assert res.names == ["red_object_1"]                 # one sighting: the shape is not sure yet
+    res = p.process(img, 1.2, CAM, 0.0, _pose(), None)
     assert len(res.detections) == 1
     d = res.detections[0]
     assert (d.colour, d.shape, d.solid) == ("red", "square", False)
@@ -170,12 +181,25 @@ def det(colour, shape, x, y, conf=0.9, solid=True):
 def test_memory_fuses_sightings_names_by_convention_and_numbers_duplicates():
     m = ObjectMemory(PerceptionConfig())
     m.update([det("red", "cube", 1.0, 0.0), det("red", "ball", 1.0, 1.0)], _pose(), 1.0)
-    m.update([det("red", "cube", 1.02, 0.0)], _pose(), 2.0)
+    assert sorted(e.name for e in m.visible()) == ["red_object_1", "red_object_2"]   # seen once: not sure yet
+    m.update([det("red", "cube", 1.02, 0.0), det("red", "ball", 1.0, 1.0)], _pose(), 2.0)
+    m.update([det("red", "cube", 1.02, 0.0)], _pose(), 3.0)
     cube = m.get("red_cube")
-    assert cube is not None and cube.times_seen == 2 and 1.0 < cube.x < 1.02 and cube.last_seen == 2.0
+    assert cube is not None and cube.times_seen == 3 and 1.0 < cube.x < 1.02 and cube.last_seen == 3.0
     assert m.get("red_ball") is not None and not m.get("red_ball").in_view and cube.in_view
-    m.update([det("red", "cube", -1.0, 2.0)], _pose(), 3.0)        # far from the first: a second cube
+    for t in (4.0, 5.0):
+        m.update([det("red", "cube", -1.0, 2.0)], _pose(), t)       # far from the first: a second cube
     assert sorted(e.name for e in m.visible()) == ["red_ball", "red_cube", "red_cube_2"]
+
+
+def test_a_name_follows_the_vote_when_it_settles_on_another_shape():
+    m = ObjectMemory(PerceptionConfig())
+    for t in (1.0, 2.0):
+        m.update([det("red", "ball", 1.0, 0.0)], _pose(), t)
+    assert [e.name for e in m.visible()] == ["red_ball"]
+    for t in (3.0, 4.0, 5.0, 6.0):                                 # closer looks: it is a cube
+        m.update([det("red", "cube", 1.0, 0.0)], _pose(), t)
+    assert [e.name for e in m.visible()] == ["red_cube"]
 
 
 def test_unsure_shapes_get_a_generic_name_that_becomes_specific_once_sure():
@@ -184,13 +208,15 @@ def test_unsure_shapes_get_a_generic_name_that_becomes_specific_once_sure():
     assert [e.name for e in m.visible()] == ["green_object_1"]
     m.update([det("green", "cylinder", 1.0, 0.0)], _pose(), 2.0)
     assert [e.name for e in m.visible()] == ["green_cylinder"]
+    m.update([det("green", "cylinder", 1.0, 0.0)], _pose(), 2.5)
     m.update([det("green", "cube", 1.0, 0.0)], _pose(), 3.0)        # one dissenting sighting: the name stays
     assert [e.name for e in m.visible()] == ["green_cylinder"]
 
 
 def test_memory_is_in_the_odom_frame_and_stays_when_out_of_view():
     m = ObjectMemory(PerceptionConfig())
-    m.update([det("yellow", "ball", 1.0, 0.0)], Pose2D(2.0, 1.0, math.pi / 2), 1.0)   # base x = odom +y
+    for t in (0.5, 1.0):
+        m.update([det("yellow", "ball", 1.0, 0.0)], Pose2D(2.0, 1.0, math.pi / 2), t)   # base x = odom +y
     e = m.get("yellow_ball")
     assert (e.x, e.y) == pytest.approx((2.0, 2.0))
     for t in range(2, 20):                                          # looking elsewhere: nothing clears it
@@ -201,7 +227,8 @@ def test_memory_is_in_the_odom_frame_and_stays_when_out_of_view():
 def test_an_object_missing_from_its_spot_in_clear_view_is_marked_gone_and_comes_back():
     cfg = PerceptionConfig(gone_after_frames=3)
     m = ObjectMemory(cfg)
-    m.update([det("red", "cube", 1.0, 0.0)], _pose(), 1.0)
+    for t in (0.5, 1.0):
+        m.update([det("red", "cube", 1.0, 0.0)], _pose(), t)
     for t in (2.0, 3.0):
         m.update([], _pose(), t, spot_in_clear_view=lambda x, y: True)
     assert m.get("red_cube") is not None                            # two empty views are not enough
@@ -213,7 +240,8 @@ def test_an_object_missing_from_its_spot_in_clear_view_is_marked_gone_and_comes_
 
 def test_a_moved_object_keeps_its_name():
     m = ObjectMemory(PerceptionConfig())
-    m.update([det("red", "cube", 1.0, 0.0)], _pose(), 1.0)
+    for t in (0.5, 1.0):
+        m.update([det("red", "cube", 1.0, 0.0)], _pose(), t)
     # later the cube shows up 2 m away while its old spot is out of view (it was carried there)
     m.update([det("red", "cube", 1.0, 2.0)], _pose(), 2.0, spot_in_clear_view=lambda x, y: False)
     assert [e.name for e in m.visible()] == ["red_cube"]
