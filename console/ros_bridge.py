@@ -283,7 +283,8 @@ class RosConsoleBridge(ConsoleBackend):
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         self.hub.update(self.state.on_diagnostics, [
             {"name": s.name, "level": int.from_bytes(s.level, "little") if isinstance(s.level, bytes) else int(s.level),
-             "message": s.message, "hardware_id": s.hardware_id} for s in msg.status])
+             "message": s.message, "hardware_id": s.hardware_id,
+             "values": {kv.key: kv.value for kv in s.values[:50]}} for s in msg.status])
 
     def _on_thinking(self, msg: String) -> None:
         self.hub.update(self.state.on_thinking, msg.data)

@@ -56,8 +56,12 @@ async function signIn(token) {
   page.token = token || null;
   const res = await api("GET", "/api/session");
   if (!res.ok) {
+    clearView();   // nothing of an earlier session stays on screen
+    sessionStorage.removeItem(TOKEN_KEY);
     $("signin").hidden = false;
-    $("signin-error").textContent = res.status === 401 ? "Sign in with a token to view this robot" : detail(res);
+    $("signin-error").textContent = res.status === 401
+      ? (token ? "Token not accepted: sign in with a valid token" : "Sign in with a token to view this robot")
+      : detail(res);
     setConnection("Not signed in");
     return;
   }
@@ -82,6 +86,34 @@ function applyRole() {
 }
 
 function setConnection(text) { $("connection").textContent = text; }
+
+// Signed out (a wrong token, a refused socket): close the sockets (no reconnect) and blank everything shown,
+// so no frame, pose or task of an earlier session can be taken for the robot's present state.
+function clearView() {
+  stopDriving();
+  stopHeartbeat();
+  const events = page.events, video = page.video;
+  page.events = page.video = null;
+  if (events) events.close();
+  if (video) video.close();
+  page.role = null;
+  page.controlId = null;
+  page.frames = 0;
+  const canvas = $("video");
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  delete canvas.dataset.frames;
+  $("video-info").textContent = "No video";
+  renderEstop(null);
+  for (const id of ["robot-pose", "robot-heading", "robot-speed"]) $(id).textContent = "unknown";
+  renderAgentStatus(null, null);
+  renderTask(null, true);
+  $("tool-calls").replaceChildren();
+  $("verdicts").replaceChildren();
+  for (const id of [...page.approvals.keys()]) removeApproval(id);
+  $("diagnostics").replaceChildren();
+  renderTeleop(false);
+  applyRole();
+}
 
 // ---- WebSockets -------------------------------------------------------------------------------
 function wsUrl(path) { return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path; }
@@ -166,12 +198,12 @@ function handleEvent(ev) {
       setConnection(`Connected as ${ev.role}`);
       startHeartbeat();
       break;
-    case "error": setConnection(ev.detail); break;
+    case "error": clearView(); setConnection(ev.detail); break;
     case "snapshot": renderSnapshot(ev); break;
     case "estop": renderEstop(ev.latched); break;
     case "robot": renderRobot(ev.robot); break;
     case "thinking": appendThinking(ev.text); break;
-    case "agent_status": renderAgentStatus(ev.status); break;
+    case "agent_status": renderAgentStatus(ev.status, ev.summary); break;
     case "task": renderTask(ev.task, ev.clear_thinking); break;
     case "tool_call": renderToolCall(ev.call); break;
     case "verdict": renderVerdict(ev.verdict); break;
@@ -185,7 +217,7 @@ function handleEvent(ev) {
 function renderSnapshot(s) {
   renderEstop(s.estop_latched);
   renderRobot(s.robot);
-  renderAgentStatus(s.agent_status);
+  renderAgentStatus(s.agent_status, s.agent_summary);
   renderTask(s.task, false);
   $("thinking").textContent = s.thinking || "";
   $("tool-calls").replaceChildren();
@@ -220,20 +252,40 @@ function appendThinking(text) {
   if (atBottom) el.scrollTop = el.scrollHeight;
 }
 
-function renderAgentStatus(status) {
-  $("agent-status").textContent = status === null || status === undefined ? ""
-    : "Agent: " + (typeof status === "string" ? status : JSON.stringify(status));
+function renderAgentStatus(status, summary) {
+  $("agent-status").textContent = status === null || status === undefined ? "" : "Agent: " + (summary || "");
 }
 
 function renderTask(task, clearThinking) {
   if (clearThinking) $("thinking").textContent = "";
-  $("task-state").textContent = task ? `Task “${task.instruction}”: ${task.state}${task.message ? " — " + task.message : ""}` : "No task";
+  if (!task) { $("task-state").textContent = "No task"; return; }
+  const steps = typeof task.steps === "number" && task.steps > 0 ? `, ${task.steps} tool call${task.steps === 1 ? "" : "s"}` : "";
+  const where = task.origin === "agent" ? " (started outside this console)" : "";
+  $("task-state").textContent = `Task “${task.instruction}”: ${task.state}${steps}${task.message ? " — " + task.message : ""}${where}`;
 }
 
 function pre(value) {
   const p = document.createElement("pre");
   p.textContent = value === null || value === undefined ? "" : (typeof value === "string" ? value : JSON.stringify(value, null, 1));
   return p;
+}
+
+// A one-line summary, with the whole value behind a disclosure (collapsed, bounded in height).
+function summaryCell(summary, value) {
+  if (value === null || value === undefined || summary === "" && (typeof value !== "object" || !Object.keys(value).length)) {
+    return summary || "—";
+  }
+  const details = document.createElement("details");
+  const s = document.createElement("summary");
+  s.textContent = summary || "details";
+  details.append(s, pre(value));
+  return details;
+}
+
+function verdictText(c) {
+  if (!c.actuating) return "— (read-only)";
+  if (!c.verdict) return "pending";
+  return c.verdict.level_name + (c.verdict.reasons.length ? ": " + c.verdict.reasons.join("; ") : "");
 }
 
 function renderToolCall(c) {
@@ -243,19 +295,24 @@ function renderToolCall(c) {
     row = $("tool-calls").insertRow();
     row.dataset.key = key;
   }
-  const cells = [String(c.step), c.name, pre(c.arguments), c.status, pre(c.result)];
+  const cells = [String(c.step), c.name, summaryCell(c.arguments_summary, c.arguments), c.status, verdictText(c),
+                 summaryCell(c.result_summary, c.result)];
   row.replaceChildren(...cells.map((v) => {
     const td = document.createElement("td");
     if (typeof v === "string") td.textContent = v; else td.append(v);
     return td;
   }));
+  if (c.verdict) row.cells[4].className = "level-" + c.verdict.level_name;
+  const wrap = $("tool-calls-wrap");
+  wrap.scrollTop = wrap.scrollHeight;   // the newest call in view
 }
 
 function renderVerdict(v) {
   const li = document.createElement("li");
-  li.className = "level-" + v.level_name;
-  const when = new Date(v.time * 1000).toLocaleTimeString();
-  li.textContent = `${when} ${v.level_name} ${v.source}${v.reasons.length ? ": " + v.reasons.join("; ") : ""}`;
+  li.className = v.idle ? "level-IDLE" : "level-" + v.level_name;
+  const when = typeof v.time === "number" ? new Date(v.time * 1000).toLocaleTimeString() : "";
+  li.textContent = v.idle ? `${when} idle: nothing commands motion, the base is held at zero`
+    : `${when} ${v.level_name} ${v.source}${v.reasons.length ? ": " + v.reasons.join("; ") : ""}`;
   const list = $("verdicts");
   list.prepend(li);
   while (list.children.length > 50) list.lastChild.remove();
@@ -267,6 +324,7 @@ function renderDiagnostics(statuses) {
     for (const v of [s.name, s.level_name, s.message]) {
       const td = document.createElement("td"); td.textContent = v; tr.append(td);
     }
+    tr.cells[1].className = "diag-" + s.level_name;
     return tr;
   }));
 }
@@ -338,6 +396,8 @@ async function confirmReset(ev) {
   if (!reason) { $("reset-error").textContent = "A reason is needed"; return; }
   const res = await api("POST", "/api/estop/reset", { reason });
   if (res.ok && res.data.ok) $("reset-dialog").close();
+  else if (res.status === 504) $("reset-error").textContent = "Reset sent, no answer yet: " + detail(res);
+  else if (res.status === 503) $("reset-error").textContent = "Reset not sent: " + detail(res);
   else $("reset-error").textContent = "Reset refused: " + detail(res);
 }
 
@@ -449,7 +509,8 @@ async function startTask(ev) {
   const instruction = $("instruction").value.trim();
   if (!instruction) { $("task-state").textContent = "Type an instruction first"; return; }
   const res = await api("POST", "/api/task", { instruction });
-  if (!res.ok || !res.data.ok) $("task-state").textContent = "Task not started: " + detail(res);
+  if (res.status === 504) $("task-state").textContent = "Task sent, no answer yet: " + detail(res);
+  else if (!res.ok || !res.data.ok) $("task-state").textContent = "Task not started: " + detail(res);
 }
 
 async function cancelTask() {

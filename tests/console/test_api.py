@@ -187,7 +187,8 @@ def test_task_start_and_cancel():
     assert client.post("/api/task", json={"instruction": " "}, headers=h).status_code == 422
     r = client.post("/api/task", json={"instruction": "find the cup"}, headers=h)
     assert r.status_code == 200 and r.json() == {"ok": True, "message": "goal accepted"}
-    assert client.get("/api/state").json()["task"] == {"instruction": "find the cup", "state": "running", "message": ""}
+    assert client.get("/api/state").json()["task"] == {"instruction": "find the cup", "state": "running", "message": "",
+                                                       "origin": "console", "steps": None}
     r = client.post("/api/task/cancel", headers=h)
     assert r.status_code == 200 and r.json() == {"ok": True, "message": "cancel requested"}
     assert backend.sent_of("start_task") == ["find the cup"] and len(backend.sent_of("cancel_task")) == 1

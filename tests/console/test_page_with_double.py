@@ -5,6 +5,7 @@ console would have sent to ROS (recorded by the double).
 """
 from __future__ import annotations
 
+import json
 import time
 
 import cv2
@@ -267,3 +268,91 @@ def test_closing_the_controlling_tab_releases_control_and_stops_the_robot(browse
         other.get_by_role("button", name="Take over").click()
         expect(other.get_by_text("You are in control")).to_be_visible()
         other.close()
+
+
+# --- issue 16 item 13: what an operator reads at a glance ----------------------------------------
+def test_operator_reads_task_agent_tool_calls_and_verdicts_at_a_glance(controller_page):
+    page, backend = controller_page
+    status = {"state": "running", "task": "fetch the red cube", "steps": 2, "backend": "replay", "is_model": False,
+              "note": "NOT a language model: replaying a fixed script", "camera": "sim", "frames_in_window": 8,
+              "last_prompt_images": None, "estop_latched": False, "teleop_locked": False}
+    backend.hub.update(backend.state.on_agent_status, json.dumps(status))     # a task started with the CLI
+    task = page.get_by_role("status").filter(has_text="Task")
+    expect(task).to_have_text("Task “fetch the red cube”: running, 2 tool calls (started outside this console)")
+    expect(page.get_by_text("Agent: running · backend replay (NOT a language model: replaying a fixed script) · "
+                            "camera sim, 8 frames")).to_be_visible()
+    # tool calls: summaries in the cells, the supervisor's verdict in its own column
+    state_json = json.dumps({"pose": {"x": 1.0, "y": 2.0}, "objects": [{"name": f"obj{i}"} for i in range(40)]})
+    for step in range(60):                            # a long mission must not grow the page without end
+        backend.hub.update(backend.state.on_tool_call, {
+            "task_id": "t1", "step": step, "name": "describe_state", "arguments_json": "{}", "actuating": False,
+            "status": "succeeded", "result_json": json.dumps({"tool": "describe_state", "status": "succeeded",
+                                                             "response": {"success": True, "state_json": state_json}})})
+    backend.hub.update(backend.state.on_tool_call, {
+        "task_id": "t1", "step": 60, "name": "release", "arguments_json": '{"object_name": "red_cube"}',
+        "actuating": True, "status": "requested", "result_json": ""})
+    backend.hub.update(backend.state.on_verdict, {"time": time.time(), "level": 4, "level_name": "REJECT",
+                                                  "source": "action:skills/release", "reasons": ["operator denied"]})
+    backend.hub.update(backend.state.on_tool_call, {
+        "task_id": "t1", "step": 60, "name": "release", "arguments_json": '{"object_name": "red_cube"}',
+        "actuating": True, "status": "rejected",
+        "result_json": json.dumps({"tool": "release", "status": "rejected", "reasons": ["operator denied"]})})
+    table = page.get_by_role("table", name="Tool calls")
+    last = table.get_by_role("row").filter(has_text="release")
+    expect(last.get_by_role("cell")).to_have_text(["60", "release", "object_name=red_cube", "rejected",
+                                                   "REJECT: operator denied", "operator denied"], use_inner_text=True)
+    first = table.get_by_role("row").nth(1)
+    expect(first.get_by_role("cell").nth(4)).to_have_text("— (read-only)")
+    expect(first.get_by_role("cell").nth(5)).to_have_text("state_json={pose, objects}", use_inner_text=True)   # as rendered
+    assert "\\\"" not in table.inner_text()                        # no escaped JSON anywhere
+    height = page.evaluate("document.documentElement.scrollHeight")
+    assert height < 2000, f"the page grew to {height} px"
+    first.get_by_role("cell").nth(5).get_by_text("state_json={pose, objects}").click()   # the whole result on demand
+    expect(first.get_by_role("cell").nth(5)).to_contain_text('"name": "obj39"')
+
+
+def test_supervisor_at_rest_reads_idle_not_stop(controller_page):
+    page, backend = controller_page
+    backend.hub.update(backend.state.on_diagnostics, [{
+        "name": "/safety_supervisor: safety supervisor", "level": 1, "message": "STOP: command watchdog: no fresh input",
+        "values": {"active_source": "none", "estop_latched": "False"}}])
+    row = page.get_by_role("table", name="Node health").get_by_role("row").nth(1)
+    expect(row.get_by_role("cell")).to_have_text([
+        "/safety_supervisor: safety supervisor", "OK", "idle: nothing commands motion, the supervisor holds the base at zero"])
+    backend.hub.update(backend.state.on_verdict, {"time": time.time(), "level": 3, "level_name": "STOP",
+                                                  "source": "none", "reasons": ["command watchdog: no fresh input"]})
+    verdicts = page.get_by_role("list", name="Recent verdicts")
+    expect(verdicts).to_contain_text("idle: nothing commands motion, the base is held at zero")
+    expect(verdicts).not_to_contain_text("STOP")
+
+
+def test_wrong_token_blanks_everything_an_earlier_session_showed(browser):
+    backend, make = _console()
+    with serve(make) as url:
+        page = browser.new_page()
+        page.goto(url)                                                  # a viewer on localhost
+        expect(page.get_by_text("Connected as viewer")).to_be_visible()
+        video = page.get_by_role("img", name="Live camera video")
+        backend.frames.publish(jpeg(120))
+        expect(video).to_have_attribute("data-frames", "1")
+        backend.hub.update(backend.state.on_odometry, 1.25, -0.5, 0.0, 0.2, 0.0, 0.0)
+        backend.hub.update(backend.state.on_estop_latched, False)
+        backend.hub.update(backend.state.on_task, "bring the cube", "running")
+        expect(page.get_by_text("x 1.25 m, y -0.50 m")).to_be_visible()
+        page.get_by_label("Access token").fill("wrong-token-0123456789abcdef")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("alert")).to_have_text("Token not accepted: sign in with a valid token")
+        expect(page.get_by_text("Not signed in")).to_be_visible()
+        expect(page.get_by_text("x 1.25 m, y -0.50 m")).to_have_count(0)
+        expect(page.get_by_role("status").filter(has_text="Task")).to_have_text("No task")
+        expect(page.get_by_role("status").filter(has_text="E-stop")).to_have_text("E-stop state unknown")
+        expect(page.get_by_text("No video")).to_be_visible()
+        assert video.get_attribute("data-frames") is None
+        blank = page.evaluate("""() => { const c = document.getElementById('video');
+            return c.getContext('2d').getImageData(0, 0, c.width, c.height).data.every((v) => v === 0); }""")
+        assert blank                                                    # the last frame is gone
+        backend.frames.publish(jpeg(200))                               # and nothing new arrives
+        backend.hub.update(backend.state.on_odometry, 3.0, 3.0, 0.0, 0.0, 0.0, 0.0)
+        time.sleep(0.5)
+        expect(page.get_by_text("x 3.00 m, y 3.00 m")).to_have_count(0)
+        page.close()
