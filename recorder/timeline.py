@@ -58,7 +58,7 @@ def mission_timeline(messages: list) -> list[Event]:
             if now[0] == "running" and (before[0] != "running" or before[1] != now[1]):
                 add(m, f"MISSION: {now[1]!r}")
             elif before[0] == "running" and now[0] != "running":
-                add(m, f"mission ended: {now[0]}")
+                add(m, f"mission ended: {_short(now[0], 200)}")
             state["agent"] = now
         elif _is(m.topic, T.AGENT_TOOL_CALLS):
             if d.status == "requested":
