@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
+import time
 from dataclasses import fields
 
 import cv2
@@ -70,6 +71,7 @@ class PerceptionNode(Node):
         self.cam: Intrinsics | None = None
         self.laser: LaserScan2D | None = None
         self._lock = threading.Lock()             # one frame at a time; the memory is not shared otherwise
+        self._pending = None                      # (Image, monotonic receipt) waiting for odometry and pan
         self.last_frame_t = -math.inf
         self.status = {"level": DiagnosticStatus.WARN, "message": "no camera frame yet"}
         self.frames_used = self.frames_refused = self.frames_skipped_moving = 0
@@ -85,6 +87,7 @@ class PerceptionNode(Node):
         self.pub_markers = self.create_publisher(MarkerArray, topics.PERCEPTION_MARKERS, 10)
         self.pub_diag = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         self.create_timer(1.0, self._diagnostics)
+        self.create_timer(0.02, self._try_pending)
         self.get_logger().info(f"perception: {len(self.cfg.colours)} colours, at most {self.max_rate:g} frames/s")
 
     # ---- sensors ------------------------------------------------------------------------------
@@ -119,10 +122,26 @@ class PerceptionNode(Node):
             self.last_frame_t = -math.inf         # sensor time went back (sim restarted): start over
         if t - self.last_frame_t < 1.0 / self.max_rate:
             return
-        if not self._lock.acquire(blocking=False):
-            return                                # still busy with the previous frame: skip this one
-        try:
-            self.last_frame_t = t
+        self.last_frame_t = t
+        # A frame waits until odometry and the pan joint have spoken for its instant (they travel on
+        # their own topics and may arrive after it); a newer frame replaces one still waiting.
+        self._pending = (m, time.monotonic())
+        self._try_pending()
+
+    def _try_pending(self) -> None:
+        if self._pending is None:
+            return
+        m, since = self._pending
+        t = _t(m.header.stamp)
+        covered = (self.odom.latest_time() or -math.inf) >= t and (
+            not self.cfg.camera_pan_joint or (self.pan.latest_time() or -math.inf) >= t)
+        if not covered and time.monotonic() - since < self.cfg.sensor_timeout:
+            return                                # the timer tries again
+        self._pending = None
+        self._process(m, t)
+
+    def _process(self, m: Image, t: float) -> None:
+        with self._lock:
             rgb = decode_raw(m.width, m.height, m.encoding, m.step, bytes(m.data))
             if isinstance(rgb, str):
                 self._refuse(f"camera frame refused: {rgb}")
@@ -134,8 +153,7 @@ class PerceptionNode(Node):
             tol = self.cfg.sensor_timeout
             pose = self.odom.at(t, tol)
             pan = self.pan.at(t, tol) if self.cfg.camera_pan_joint else (0.0,)
-            moving = self._moving_too_fast(t)
-            if moving:
+            if self._moving_too_fast(t):
                 self.frames_skipped_moving += 1      # not an error: the next still frame is used
                 return
             res = self.perceiver.process(rgb, t, self.cam, pan[0] if pan else None,
@@ -149,8 +167,6 @@ class PerceptionNode(Node):
             else:
                 self.status = {"level": DiagnosticStatus.OK, "message": f"{len(res.detections)} objects in view"}
             self._publish(m, t, Pose2D(*pose), rgb, res)
-        finally:
-            self._lock.release()
 
     def _moving_too_fast(self, t: float) -> str:
         """Why a frame at t is not used for placing objects ('' = it is): a camera swinging on its pan
@@ -258,8 +274,8 @@ def main(args: list[str] | None = None) -> int:
         rclpy.try_shutdown()
         return 2
     try:
-        # One executor thread: callbacks are short except frames, and a frame that arrives while
-        # one is processed is dropped (the lock), never queued behind it.
+        # One executor thread: callbacks are short except a frame's processing (a few ms); frames
+        # that arrive meanwhile replace the one waiting, so work never queues up.
         rclpy.spin(node)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
