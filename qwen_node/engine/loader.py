@@ -40,7 +40,8 @@ from .model import LayerBuilders, Qwen35ForGeneration
 
 
 class CheckpointError(ValueError):
-    """A tensor is missing, has the wrong shape, or the checkpoint files are inconsistent."""
+    """A tensor is missing, has the wrong shape, or the checkpoint files are inconsistent or unreadable;
+    the message names the file."""
 
 
 class TensorSource(Protocol):
@@ -51,17 +52,22 @@ class TensorSource(Protocol):
 
 
 class SafetensorsSource:
-    """Lazy, memory-mapped view of model.safetensors or an index of shards."""
+    """Lazy, memory-mapped view of model.safetensors or an index of shards. Unreadable files (truncated,
+    not safetensors) and index entries their shard lacks raise CheckpointError naming the file."""
 
     def __init__(self, model_dir: str | Path):
         from safetensors import safe_open
         d = Path(model_dir)
+        self._dir = d
         index = d / "model.safetensors.index.json"
         single = d / "model.safetensors"
         if index.is_file():
-            weight_map = json.loads(index.read_text()).get("weight_map")
-            if not isinstance(weight_map, dict):
-                raise CheckpointError(f"{index}: no 'weight_map' object")
+            try:
+                weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+                raise CheckpointError(f"{index}: not a JSON object ({exc})") from exc
+            if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+                raise CheckpointError(f"{index}: no 'weight_map' object of tensor name -> shard file")
             files = sorted(set(weight_map.values()))
         elif single.is_file():
             weight_map, files = None, [single.name]
@@ -71,9 +77,20 @@ class SafetensorsSource:
         for f in files:
             if not (d / f).is_file():
                 raise CheckpointError(f"{d / f}: shard listed in the index is missing")
-            self._handles[f] = safe_open(str(d / f), framework="pt")
+            try:
+                self._handles[f] = safe_open(str(d / f), framework="pt")
+            except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...: all mean "cannot read"
+                raise CheckpointError(f"{d / f}: cannot be read as safetensors (truncated or not a safetensors "
+                                      f"file?): {exc}") from exc
         if weight_map is None:
             weight_map = {k: files[0] for k in self._handles[files[0]].keys()}
+        else:
+            for f, h in self._handles.items():
+                stored = set(h.keys())
+                lacking = [k for k, v in weight_map.items() if v == f and k not in stored]
+                if lacking:
+                    raise CheckpointError(f"{d / f}: lacks tensor {lacking[0]!r} that {index.name} places there"
+                                          + (f" (and {len(lacking) - 1} more)" if len(lacking) > 1 else ""))
         self._where = weight_map
 
     def names(self):
@@ -82,11 +99,18 @@ class SafetensorsSource:
     def has(self, name):
         return name in self._where
 
+    def _read(self, name, what):
+        f = self._where[name]
+        try:
+            return what(self._handles[f])
+        except Exception as exc:  # noqa: BLE001 - the file, not the caller, is at fault
+            raise CheckpointError(f"{self._dir / f}: cannot read tensor {name!r}: {exc}") from exc
+
     def shape(self, name):
-        return tuple(self._handles[self._where[name]].get_slice(name).get_shape())
+        return self._read(name, lambda h: tuple(h.get_slice(name).get_shape()))
 
     def get(self, name):
-        return self._handles[self._where[name]].get_tensor(name)
+        return self._read(name, lambda h: h.get_tensor(name))
 
 
 _FUSED = re.compile(r"^(?P<p>.*\.experts)\.(?P<kind>gate_up_proj|down_proj)(?:\.(?P<leaf>\w+))?$")
@@ -174,9 +198,10 @@ def _tensors_of(model: nn.Module):
 
 def load_model(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu",
                builders: LayerBuilders | None = None, source: TensorSource | None = None,
-               progress: bool = True) -> Qwen35ForGeneration:
+               progress: bool = True, check_only: bool = False) -> Qwen35ForGeneration:
     """Build the model described by config.json and fill it from the checkpoint. Raises ConfigError or
-    CheckpointError with the offending field or tensor named."""
+    CheckpointError with the offending field or tensor named. check_only: stop after checking every
+    tensor's presence and shape (no data read) and return the model on the meta device."""
     cfg = load_config(model_dir)
     src = source if source is not None else FusedExpertsSource(SafetensorsSource(model_dir))
     previous = torch.get_default_dtype()
@@ -203,12 +228,14 @@ def load_model(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, devic
             continue
         shape = src.shape(name)
         if tuple(shape) != tuple(t.shape):
-            raise CheckpointError(f"tensor {name!r}: checkpoint shape {tuple(shape)} does not match the shape "
-                                  f"{tuple(t.shape)} that config.json implies for {full}")
+            raise CheckpointError(f"{model_dir}: tensor {name!r}: checkpoint shape {tuple(shape)} does not match the "
+                                  f"shape {tuple(t.shape)} that config.json implies for {full}")
         plan.append((mod, local, name, t.dtype, isinstance(t, nn.Parameter)))
     if missing:
         more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
-        raise CheckpointError(f"checkpoint is missing tensor {missing[0]!r}; missing: {missing[:5]}{more}")
+        raise CheckpointError(f"{model_dir}: checkpoint is missing tensor {missing[0]!r}; missing: {missing[:5]}{more}")
+    if check_only:
+        return model
 
     # 2) read one tensor at a time (memory-mapped), cast to the declared dtype, move to the device
     bar = None
