@@ -37,6 +37,14 @@ experts alone (the layout of community Qwen3.5-397B NVFP4 checkpoints).
 Non-linear tensors (1-D norms, conv, embeddings) are never candidates; a 2-D ``*.weight`` whose
 input width is not a multiple of 16 stays as it is (reported).
 
+The writer never writes what the engine's loader refuses (``plan_quantization``): the routed experts
+of one layer are one fused module, so they are quantized all together or kept all together (one
+expert's ``down_proj`` with an input width not a multiple of 16, or one excluded expert, keeps the
+whole group, reported with the reason; padding, as ModelOpt does, would change the shapes
+config.json implies); and a 2-D weight the engine builds as a plain layer whatever the checkpoint
+holds (``embed_tokens``, ``lm_head``, the vision tower) stays as it is even when no exclusion names
+it. After writing, the output is checked with the loader's own presence-and-shape pass.
+
 ``input_scale``: ModelOpt calibrates it from activations for W4A4 kernels. This writer does no
 calibration; it stores 1.0 and marks the file ``"activation_calibration": "none"`` in the
 producer block. The engine here is weight-only and never reads it; a W4A4 runtime needs a
@@ -47,6 +55,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,9 +180,27 @@ def read_quant_config(model_dir: str | os.PathLike) -> NVFP4QuantConfig | None:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path}: cannot read JSON ({exc})") from exc
+    if not isinstance(body, dict):
+        raise CheckpointError(f"{path}: must hold a JSON object")
+    return body
+
+
+def _safe_open(f: Path):
+    try:
+        return safe_open(str(f), framework="pt")
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...: all mean "cannot read"
+        raise CheckpointError(f"{f}: cannot be read as safetensors (truncated or not a safetensors file?): "
+                              f"{exc}") from exc
+
+
+def _get_tensor(handle, f: Path, name: str) -> torch.Tensor:
+    try:
+        return handle.get_tensor(name)
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{f}: cannot read tensor {name!r}: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,7 +248,7 @@ class NVFP4CheckpointReader:
 
     def _open(self, f: Path):
         if f not in self._handles:
-            self._handles[f] = safe_open(str(f), framework="pt")
+            self._handles[f] = _safe_open(f)
         return self._handles[f]
 
     def keys(self) -> list[str]:
@@ -236,7 +263,7 @@ class NVFP4CheckpointReader:
     def tensor(self, name: str) -> torch.Tensor:
         if name not in self._where:
             raise KeyError(f"{self.model_dir}: no tensor {name!r}")
-        return self._open(self._where[name]).get_tensor(name)
+        return _get_tensor(self._open(self._where[name]), self._where[name], name)
 
     def is_quantized(self, module: str) -> bool:
         return f"{module}.weight_scale_2" in self._where and f"{module}.weight" in self._where
@@ -282,6 +309,10 @@ class QuantizeReport:
     quantized: list[str] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)  # 2-D linear weights kept by an exclusion
     not_divisible: list[str] = field(default_factory=list)  # 2-D weights whose input width % 16 != 0
+    # kept so that the loader accepts the output: routed experts kept with their group (module -> why),
+    # and weights the engine builds as plain layers (embeddings, lm_head, vision tower)
+    group_kept: dict[str, str] = field(default_factory=dict)
+    engine_plain: list[str] = field(default_factory=list)
     copied: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
@@ -330,6 +361,88 @@ class _ShardWriter:
         (self.out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
 
 
+_EXPERT = re.compile(r"^(?P<group>.*\.experts)\.\d+\.(?:gate_proj|up_proj|down_proj)$")
+_FLOAT_DTYPES = ("BF16", "F16", "F32", "F64")    # safetensors dtype names of quantizable sources
+
+
+def engine_module_kinds(model_dir: str | os.PathLike) -> tuple[set[str], set[str]] | None:
+    """(modules the engine may load in NVFP4, modules it always builds as plain layers), as checkpoint
+    module names, from the model config.json describes (built on the meta device); None when config.json
+    does not describe a model the engine runs (then nothing is restricted)."""
+    from .config import ConfigError, load_config
+    from .loader import checkpoint_name
+    from .model import LayerBuilders, Qwen35ForGeneration, plain_experts, plain_linear
+
+    try:
+        cfg = load_config(model_dir)
+    except ConfigError:
+        return None
+    flexible: set[str] = set()
+
+    def linear(name, in_features, out_features, bias):
+        flexible.add(cfg.text_prefix + name)
+        return plain_linear(name, in_features, out_features, bias)
+
+    def experts(name, num_experts, hidden, intermediate):
+        flexible.update(f"{cfg.text_prefix}{name}.{e}.{p}" for e in range(num_experts)
+                        for p in ("gate_proj", "up_proj", "down_proj"))
+        return plain_experts(name, num_experts, hidden, intermediate)
+
+    with torch.device("meta"):
+        model = Qwen35ForGeneration(cfg, LayerBuilders(linear=linear, experts=experts))
+    loaded = {checkpoint_name(cfg, n)[: -len(".weight")] for n, _ in model.named_parameters() if n.endswith(".weight")}
+    if cfg.text.tie_word_embeddings:
+        loaded.add(cfg.text_prefix + "embed_tokens")
+    return flexible, loaded - flexible
+
+
+def plan_quantization(tensors: dict[str, tuple[tuple[int, ...], str]], exclude, engine_kinds=None) -> dict[str, str]:
+    """tensor name -> (shape, safetensors dtype) ==> module -> "nvfp4" or the reason it stays in source precision
+    ("excluded", "not_divisible", "engine_plain", or "group: <why>" for routed experts kept with their group).
+    Only 2-D floating ``*.weight`` tensors are candidates."""
+    plain = engine_kinds[1] if engine_kinds else set()
+    plan: dict[str, str] = {}
+    for name, (shape, dtype) in tensors.items():
+        if len(shape) != 2 or not name.endswith(".weight") or dtype not in _FLOAT_DTYPES:
+            continue
+        module = name[: -len(".weight")]
+        plan[module] = ("excluded" if is_excluded(module, exclude) else "engine_plain" if module in plain else
+                        "not_divisible" if shape[-1] % BLOCK_SIZE else "nvfp4")
+    groups: dict[str, list[str]] = {}
+    for module in plan:
+        m = _EXPERT.match(module)
+        if m:
+            groups.setdefault(m["group"], []).append(module)
+    for group, members in groups.items():
+        kept = [m for m in members if plan[m] != "nvfp4"]
+        if kept and len(kept) < len(members):      # the loader fuses a group: one format for all of it
+            why = f"group: {kept[0]} is {plan[kept[0]].replace('_', ' ')}, so all {len(members)} expert weights of {group} stay"
+            for m in members:
+                if plan[m] == "nvfp4":
+                    plan[m] = why
+    return plan
+
+
+def check_loadable(model_dir: str | os.PathLike) -> None:
+    """The loader's presence-and-shape pass over an NVFP4 checkpoint (no data read); CheckpointError if it
+    would refuse the folder. A folder whose config.json the engine does not run is not checked."""
+    from .config import ConfigError, load_config
+    from .loader import CheckpointError as LoaderError
+    from .loader import FusedExpertsSource, SafetensorsSource, load_model
+    from .nvfp4_loader import ModelOptLayoutSource, nvfp4_layer_builders
+
+    try:
+        cfg = load_config(model_dir)
+    except ConfigError:
+        return
+    try:
+        source = FusedExpertsSource(ModelOptLayoutSource(SafetensorsSource(model_dir)))
+        load_model(model_dir, builders=nvfp4_layer_builders(source, cfg.text_prefix), source=source,
+                   progress=False, check_only=True)
+    except (LoaderError, ValueError) as exc:
+        raise CheckpointError(f"{model_dir}: the written checkpoint would not load: {exc}") from exc
+
+
 def quantize_checkpoint(
     model_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -369,23 +482,40 @@ def quantize_checkpoint(
 
     report = QuantizeReport()
     writer = _ShardWriter(dst, shard_bytes)
-    names = [(f, k) for f in files for k in safe_open(str(f), framework="pt").keys()]
+    handles: dict[Path, Any] = {f: _safe_open(f) for f in files}
+    names = [(f, k) for f in files for k in handles[f].keys()]
+    tensors = {}
+    for f, k in names:
+        try:
+            sl = handles[f].get_slice(k)
+            tensors[k] = (tuple(sl.get_shape()), sl.get_dtype())
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(f"{f}: cannot read tensor {k!r}: {exc}") from exc
+    plan = plan_quantization(tensors, tuple(exclude), engine_module_kinds(src))
+    for module, why in plan.items():
+        if why == "excluded":
+            report.excluded.append(module)
+        elif why == "not_divisible":
+            report.not_divisible.append(module)
+        elif why == "engine_plain":
+            report.engine_plain.append(module)
+        elif why != "nvfp4":
+            report.group_kept[module] = why[len("group: "):]
+    for why in sorted(set(report.group_kept.values())):
+        say(f"kept in source precision: {why}")
     say(f"quantizing {len(names)} tensors from {src} ({len(files)} shard(s)) to NVFP4 in {dst}")
-    handles: dict[Path, Any] = {}
     for i, (f, name) in enumerate(names):
-        h = handles.setdefault(f, safe_open(str(f), framework="pt"))
-        t = h.get_tensor(name)
+        t = _get_tensor(handles[f], f, name)
         nbytes = t.numel() * t.element_size()
         report.bytes_in += nbytes
         module = name[: -len(".weight")]
         shape = tuple(t.shape)
-        if len(shape) == 2 and name.endswith(".weight") and t.is_floating_point() and t.element_size() >= 2:
-            if is_excluded(module, exclude):
-                report.excluded.append(module)
-            elif shape[-1] % BLOCK_SIZE:
-                report.not_divisible.append(module)
+        if name.endswith(".weight") and module in plan:
+            if plan[module] == "not_divisible":
                 say(f"[{i + 1}/{len(names)}] {name}: kept, input width {shape[-1]} is not a multiple of {BLOCK_SIZE}")
-            else:
+            elif plan[module] == "engine_plain":
+                say(f"[{i + 1}/{len(names)}] {name}: kept, the engine builds it as a plain layer")
+            elif plan[module] == "nvfp4":
                 q = quantize_nvfp4(t)
                 writer.add(name, q.packed)
                 writer.add(f"{module}.weight_scale", q.block_scale)
@@ -409,7 +539,8 @@ def quantize_checkpoint(
         report.bytes_out += nbytes
     writer.close()
 
-    exclude_modules = sorted(set(report.excluded) | set(report.not_divisible))
+    exclude_modules = sorted(set(report.excluded) | set(report.not_divisible) | set(report.group_kept)
+                             | set(report.engine_plain))
     hf_cfg = hf_quant_config(exclude_modules)
     (dst / "hf_quant_config.json").write_text(json.dumps(hf_cfg, indent=4))
     cfg_path = dst / "config.json"
@@ -417,6 +548,7 @@ def quantize_checkpoint(
         cfg = _read_json(cfg_path)
         cfg["quantization_config"] = config_json_quantization(hf_cfg)
         cfg_path.write_text(json.dumps(cfg, indent=2))
+    check_loadable(dst)
     say(
         f"done: {len(report.quantized)} linears in NVFP4, {len(exclude_modules)} kept, {report.copied} tensors copied; "
         f"{report.bytes_in / 1e6:.1f} MB -> {report.bytes_out / 1e6:.1f} MB"

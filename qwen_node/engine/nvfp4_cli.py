@@ -62,8 +62,9 @@ def quantize_main(argv: list[str] | None = None) -> int:
     ratio = report.bytes_out_quantized / max(report.bytes_in_quantized, 1)
     print(
         f"quantized {len(report.quantized)} linears ({report.bytes_in_quantized / 1e6:.1f} MB -> "
-        f"{report.bytes_out_quantized / 1e6:.1f} MB, {ratio:.3f}x); kept {len(report.excluded)} excluded "
-        f"and {len(report.not_divisible)} non-divisible linears; checkpoint {report.bytes_in / 1e6:.1f} MB -> "
+        f"{report.bytes_out_quantized / 1e6:.1f} MB, {ratio:.3f}x); kept {len(report.excluded)} excluded, "
+        f"{len(report.not_divisible)} non-divisible, {len(report.group_kept)} routed-expert weights with their "
+        f"group and {len(report.engine_plain)} the engine loads unquantized; checkpoint {report.bytes_in / 1e6:.1f} MB -> "
         f"{report.bytes_out / 1e6:.1f} MB ({report.bytes_out / max(report.bytes_in, 1):.3f}x)"
     )
     if report.rel_error:
