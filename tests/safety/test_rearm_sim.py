@@ -14,7 +14,10 @@ pytest.importorskip("mujoco")
 
 from tests.agent.sim_stack import SimStack, cube_on_square, start_observer  # noqa: E402
 
-pytestmark = [pytest.mark.ros, pytest.mark.slow]
+# A live graph on a loaded host, and the mission also depends on perception (which may misname an object on
+# one run): reruns as the other live-graph modules get (tests/conftest.py), but never after a re-arm failure.
+REARM = "RE-ARM FAILURE"
+pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.flaky(reruns=2, reruns_delay=2, rerun_except=REARM)]
 
 MISSION = "Find the red cube and bring it to the blue square."
 
@@ -49,14 +52,21 @@ def test_after_estop_and_reset_the_fetch_mission_succeeds_first_time(tmp_path, r
         result, _ = observer.run_task(MISSION, timeout=240)
         stack.check_alive()
         time.sleep(1.2)
-        calls = [(m.name, m.status) for _, m in observer.tool_calls if m.status != "requested"]
+        done = [m for _, m in observer.tool_calls if m.status != "requested"]
+        calls = [(m.name, m.status) for m in done]
+        # the re-arm itself, first (not rerun): no command refused for want of re-arming, motion sent after it
+        steps = [r for r in stack.audit() if r["kind"] == "step"]
+        unarmed = [r for r in steps if "not re-armed" in " ".join(r["reasons"])]
+        assert not unarmed, f"{REARM}: {len(unarmed)} steps refused a source not re-armed: {unarmed[0]}"
+        reset_at = max(r["stamp"] for r in stack.audit() if r["kind"] == "estop_reset" and r.get("ok"))
+        moved = [r for r in steps if r["stamp"] > reset_at and r["sent"] != [0.0, 0.0]]
+        assert moved, f"{REARM}: the supervisor sent no motion after the reset; calls {calls}"
+        # then the mission (perception may fail it on a run)
         ok, where = cube_on_square(observer.objects)
         assert result.success, f"{result.message}; calls {calls}"
-        assert all(s == "succeeded" for _, s in calls), calls         # every motion worked at the first try
+        assert all(s == "succeeded" for _, s in calls), calls         # every call worked at the first try
         assert {"go_to_object", "grasp", "release"} <= {n for n, _ in calls}, calls
         assert ok, where
-        steps = [r for r in stack.audit() if r["kind"] == "step"]
-        assert not any("not re-armed" in " ".join(r["reasons"]) for r in steps), "a skill moved before re-arming"
     finally:
         stack.stop()
         ex.shutdown()
