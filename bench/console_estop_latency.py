@@ -1,7 +1,7 @@
 """E-stop latency through the console: click in the browser -> zero command on the base topic (cmd_vel).
 
     .venv/bin/python bench/console_estop_latency.py [--presses 20]
-        [--supervisor double|real]
+        [--supervisor double|real] [--flood] [--flood-seconds 120] [--flood-requests 20000]
 
 For each press the robot is first made to move (a nonzero command on cmd_vel/autonomy at 20 Hz,
 which the supervisor forwards to cmd_vel), then the E-stop button of the page (Debian's Chromium,
@@ -13,6 +13,12 @@ from a ROS node (no browser, no HTTP, no console) -> zero on cmd_vel.
 
 --supervisor double: tests/console/ros_doubles.SupervisorDouble (zero sent at once on latch);
 --supervisor real:   the stack's safety_supervisor (python -m qwen_stack.safety.node, config/safety.yaml).
+--flood: the console presses are measured twice, quiet and then under a flood of oversized requests
+(issue 16 item 10): FLOOD_CONNECTIONS clients on 127.0.0.1 (never another host) each POST, one after the
+other, a body announced as 300 MB and streamed as far as the server takes it: half without a token as
+a cross-origin text/plain page would (401/403 expected), half with the controller token (413 expected).
+Bounded: at most --flood-requests requests and --flood-seconds seconds in all. Target: p99 under the
+flood within 2x of quiet.
 Prints a table; asserts nothing.
 """
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -127,9 +134,101 @@ def _reset(client: httpx.Client, watcher: BaseWatcher) -> None:
     raise RuntimeError(f"reset failed: {r.status_code} {r.text}")
 
 
+FLOOD_CONNECTIONS = 4
+FLOOD_BODY_BYTES = 300 * 1024 * 1024   # what each request announces
+FLOOD_CHUNK = bytes(64 * 1024)
+
+
+class Flood:
+    """Oversized requests to the console from FLOOD_CONNECTIONS threads, bounded in count and time."""
+
+    def __init__(self, url: str, max_requests: int, max_seconds: float) -> None:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        if host != "127.0.0.1":
+            raise ValueError(f"the flood only ever targets 127.0.0.1, not {host!r}")
+        self.addr = (host, int(port))
+        self.max_requests, self.max_seconds = max_requests, max_seconds
+        self.t0 = self.deadline = self.t_end = 0.0
+        self.lock = threading.Lock()
+        self.started = 0
+        self.bytes_sent = 0
+        self.statuses: dict[str, int] = {}
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(FLOOD_CONNECTIONS)]
+
+    def __enter__(self) -> "Flood":
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + self.max_seconds
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=30)
+
+    def active(self) -> bool:
+        with self.lock:
+            return not self.stop.is_set() and self.started < self.max_requests and time.monotonic() < self.deadline
+
+    def _next(self) -> int | None:
+        with self.lock:
+            if self.stop.is_set() or self.started >= self.max_requests or time.monotonic() > self.deadline:
+                self.t_end = self.t_end or time.monotonic()
+                return None
+            self.started += 1
+            return self.started
+
+    def _run(self, worker: int) -> None:
+        while (n := self._next()) is not None:
+            if n % 2:   # what any web page can send: cross-origin, text/plain, no token
+                extra = "Origin: http://evil.example\r\nContent-Type: text/plain\r\n"
+            else:       # the right token, a body too large
+                extra = f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
+            head = (f"POST /api/task HTTP/1.1\r\nHost: 127.0.0.1:{self.addr[1]}\r\n{extra}"
+                    f"Content-Length: {FLOOD_BODY_BYTES}\r\n\r\n").encode()
+            status, sent = "no answer", 0
+            try:
+                with socket.create_connection(self.addr, timeout=10) as sock:
+                    sock.sendall(head)
+                    sock.setblocking(False)
+                    answer = b""
+                    while sent < FLOOD_BODY_BYTES and not self.stop.is_set() and time.monotonic() < self.deadline:
+                        try:
+                            answer += sock.recv(4096)
+                            if answer.startswith(b"HTTP/1.1 "):
+                                status = answer[9:12].decode()
+                                break
+                        except BlockingIOError:
+                            pass
+                        try:
+                            sent += sock.send(FLOOD_CHUNK)
+                        except BlockingIOError:
+                            time.sleep(0.001)
+            except OSError as exc:   # the server closed the connection on us: the refusal did its job
+                status = status if status != "no answer" else type(exc).__name__
+            with self.lock:
+                self.bytes_sent += sent
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    def report(self) -> str:
+        with self.lock:
+            end = self.t_end or time.monotonic()
+            return (f"flood: {self.started} requests in {end - self.t0:.1f} s from {FLOOD_CONNECTIONS} connections "
+                    f"at a time, each announcing {FLOOD_BODY_BYTES >> 20} MB; "
+                    f"{self.bytes_sent / 2**20:.1f} MB sent in all before the server answered or closed; "
+                    f"answers: {dict(sorted(self.statuses.items()))}")
+
+
+def _p99(values_ms: list[float]) -> float:
+    v = sorted(values_ms)
+    return v[min(len(v) - 1, int(round(0.99 * (len(v) - 1))))]
+
+
 def _summary(name: str, values_ms: list[float]) -> str:
     v = sorted(values_ms)
-    p99 = v[min(len(v) - 1, int(round(0.99 * (len(v) - 1))))]
+    p99 = _p99(v)
     return f"| {name:<46} | {len(v):>3} | {statistics.median(v):8.2f} | {p99:8.2f} | {v[0]:8.2f} | {v[-1]:8.2f} |"
 
 
@@ -146,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presses", type=int, default=20)
     ap.add_argument("--supervisor", choices=("double", "real"), default="double")
+    ap.add_argument("--flood", action="store_true", help="also measure under a flood of oversized requests")
+    ap.add_argument("--flood-seconds", type=float, default=120.0, help="upper bound on the flood's duration")
+    ap.add_argument("--flood-requests", type=int, default=20000, help="upper bound on the flood's request count")
     args = ap.parse_args(argv)
 
     # A domain of its own unless one is given, so that tests running meanwhile do not cross-talk.
@@ -164,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=executor.spin, daemon=True).start()
     baseline: list[float] = []
     console: list[float] = []
+    flooded: list[float] = []
+    flood_report = ""
     try:
         with console_node(env, Path(tmpdir.name), TOKEN) as (url, _log, _proc), \
                 httpx.Client(base_url=url, timeout=10) as client, chromium() as browser:
@@ -179,13 +283,30 @@ def main(argv: list[str] | None = None) -> int:
                 watcher.pub_estop.publish(Bool(data=True))
                 baseline.append((watcher.first_zero_after(t0) - t0) * 1e3)
                 _reset(client, watcher)
-            for i in range(args.presses):                       # through the browser and the console
+            presses = 0
+
+            def press() -> float:
+                nonlocal presses
                 watcher.wait_moving()
                 button.click()
-                page.wait_for_function(f"window.__estopClicks.length > {i}")
-                t_click = page.evaluate(f"window.__estopClicks[{i}]") / 1e3
-                console.append((watcher.first_zero_after(t_click) - t_click) * 1e3)
+                page.wait_for_function(f"window.__estopClicks.length > {presses}")
+                t_click = page.evaluate(f"window.__estopClicks[{presses}]") / 1e3
+                presses += 1
+                latency = (watcher.first_zero_after(t_click) - t_click) * 1e3
                 _reset(client, watcher)
+                return latency
+
+            for _ in range(args.presses):                       # through the browser and the console
+                console.append(press())
+            if args.flood:
+                with Flood(url, args.flood_requests, args.flood_seconds) as flood:
+                    time.sleep(1.0)                             # the flood under way first
+                    for _ in range(args.presses):
+                        latency = press()
+                        if not flood.active():   # only presses made while the flood lasted count
+                            break
+                        flooded.append(latency)
+                flood_report = flood.report()
             watcher.drive = False
     finally:
         executor.shutdown(timeout_sec=1)
@@ -200,6 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"|{'-' * 48}|{'-' * 5}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 10}|")
     print(_summary("baseline: ROS publish on safety/estop", baseline))
     print(_summary("console: click E-STOP in Chromium", console))
+    if args.flood:
+        if flooded:
+            print(_summary("console: click E-STOP, under the flood", flooded))
+        print(f"\n{flood_report}")
+        if flooded:
+            quiet99, flood99 = _p99(console), _p99(flooded)
+            print(f"p99 under the flood / quiet: {flood99 / quiet99:.2f} (target: at most 2)")
     return 0
 
 

@@ -267,3 +267,28 @@ def test_task_typed_on_page_streams_thinking_and_tool_calls_then_cancel(stack):
     page.get_by_role("button", name="Cancel task").click()
     expect(page.get_by_role("status").filter(has_text="Task")).to_contain_text(
         re.compile("canceled|failed"), timeout=20000)
+
+
+def test_closing_the_controlling_tab_stops_the_robot_and_releases_control(stack):
+    """Issue 16 item 9 against the real supervisor and simulator: the tab holding control is closed while
+    W is held; the robot stops, and the console releases control by itself (the other page sees it)."""
+    page, watcher, _ = stack
+    _ensure_released(page, watcher)
+    holder = page.context.browser.new_page()
+    holder.goto(f"{page.url.split('#')[0]}#token={TOKEN}")
+    expect(holder.get_by_text("Connected as controller")).to_be_visible()
+    holder.get_by_role("button", name="Take over").click()
+    expect(holder.get_by_text("You are in control")).to_be_visible()
+    expect(page.get_by_text("An operator is in control")).to_be_visible()
+    holder.keyboard.down("w")
+    wait_for(lambda: watcher.speed > 0.05, what="robot moving")
+    holder.close(run_before_unload=False)
+    t_close = time.monotonic()
+    wait_for(lambda: any(lin == 0.0 for _, lin, _ in watcher.cmds_since(t_close)), what="zero on cmd_vel")
+    wait_for(lambda: abs(watcher.speed) < 0.01, what="robot stopped")
+    # released by the console once the closed tab's heartbeats stop (teleop_session_timeout_s = 1.5 s)
+    expect(page.get_by_text("Autonomy in control")).to_be_visible(timeout=10000)
+    page.get_by_role("button", name="Take over").click()      # free for anyone again
+    expect(page.get_by_text("You are in control")).to_be_visible()
+    page.get_by_role("button", name="Hand back").click()
+    expect(page.get_by_text("Autonomy in control")).to_be_visible()
