@@ -337,7 +337,8 @@ class SafetyCore:
                     v, w = v * scale, w * scale
         cap = c.stop_cap_forward if v >= 0 else c.stop_cap_reverse
         if abs(v) > cap:
-            col.add(L.LIMIT, f"stopping-distance cap: |v| {num(abs(v))} > {num(cap)} m/s keeps the stop inside stop_zone")
+            col.add(L.LIMIT, f"stopping-distance cap: |v| {num(abs(v))} > {num(cap)} m/s keeps the stop inside "
+                             "stop_zone")
             v = math.copysign(cap, v)
         return v, w
 
@@ -350,7 +351,8 @@ class SafetyCore:
             return v
         lag = (prev - self.odom.linear_x) * math.copysign(1.0, prev)
         if lag > self.cfg.odom_lag_tolerance:
-            col.add(L.LIMIT, f"odometry lags command ({num(self.odom.linear_x)} vs sent {num(prev)} m/s): not speeding up")
+            col.add(L.LIMIT, f"odometry lags command ({num(self.odom.linear_x)} vs sent {num(prev)} m/s): "
+                             "not speeding up")
             return prev
         return v
 
