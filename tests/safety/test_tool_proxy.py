@@ -15,7 +15,7 @@ from qwen_stack.safety.audit import AuditLog
 from qwen_stack.safety.estop import EStopLatch
 from qwen_stack.safety.inputs import EStopEvent
 from qwen_stack.safety.verdict import MAX_REASON_CHARS, Verdict, VerdictLevel, num
-from qwen_stack.topics import SKILL_DRIVE_DISTANCE, SKILL_LOOK_AT, SKILL_RELEASE
+from qwen_stack.topics import SKILL_LOOK_AT, SKILL_RELEASE
 
 from .test_action_policy import FIELDS
 
