@@ -104,6 +104,8 @@ class RosConsoleBridge(ConsoleBackend):
             self.cli_reset = node.create_client(srv.ResetEStop, topics.SAFETY_RESET_ESTOP)
             self.cli_approve = node.create_client(srv.Approve, topics.SAFETY_APPROVE)
             self.run_task = ActionClient(node, action.RunTask, topics.AGENT_RUN_TASK)
+            from action_msgs.srv import CancelGoal
+            self.cli_cancel_all = node.create_client(CancelGoal, f"{topics.AGENT_RUN_TASK}/_action/cancel_goal")
 
         node.create_timer(1.0 / settings.teleop_publish_hz, self.teleop_tick)
         node.create_timer(0.25, self.expire_approvals)
@@ -232,10 +234,23 @@ class RosConsoleBridge(ConsoleBackend):
 
     async def cancel_task(self) -> Outcome:
         handle = self._goal_handle
-        if handle is None:
-            return Outcome(False, "no task started from this console is running")
-        handle.cancel_goal_async()
-        return Outcome(True, "cancel requested")
+        if handle is not None:
+            handle.cancel_goal_async()
+            return Outcome(True, "cancel requested")
+        if not self.hub.read(lambda s: isinstance(s.agent_status, dict) and s.agent_status.get("state") == "running"):
+            return Outcome(False, "no task is running")
+        if self._iface is None:
+            return Outcome(False, "qwen_stack_interfaces is not built; nothing was sent", unavailable=True)
+        # A task started elsewhere (qwen-stack task), shown on the page: the operator may cancel it too. A
+        # cancel request with an empty goal id and stamp cancels every goal of the action (the agent runs one).
+        from action_msgs.srv import CancelGoal
+
+        resp = await self._call(self.cli_cancel_all, CancelGoal.Request(), "task cancel")
+        if isinstance(resp, Outcome):
+            return resp
+        if resp.return_code == CancelGoal.Response.ERROR_NONE and resp.goals_canceling:
+            return Outcome(True, "cancel requested (task started outside this console)")
+        return Outcome(False, f"the agent did not accept the cancel (return code {resp.return_code})")
 
     # --- receptions (executor thread) ---------------------------------------------------------
     def _on_estop_state(self, msg: Bool) -> None:

@@ -292,3 +292,28 @@ def test_closing_the_controlling_tab_stops_the_robot_and_releases_control(stack)
     expect(page.get_by_text("You are in control")).to_be_visible()
     page.get_by_role("button", name="Hand back").click()
     expect(page.get_by_text("Autonomy in control")).to_be_visible()
+
+
+def test_task_started_outside_the_console_is_shown_and_can_be_cancelled(stack):
+    """Issue 16 item 13: a task sent to the agent by another client (as `qwen-stack task` does) is shown
+    on the Task panel, not "No task", and the operator can cancel it from the page."""
+    from qwen_stack_interfaces.action import RunTask
+    from rclpy.action import ActionClient
+
+    page, watcher, node = stack
+    _ensure_released(page, watcher)
+    client = ActionClient(node, RunTask, topics.AGENT_RUN_TASK)
+    assert client.wait_for_server(timeout_sec=10)
+    accepted = client.send_goal_async(RunTask.Goal(instruction="fetch the red cube from the CLI", max_steps=0))
+    handle = wait_for(lambda: accepted.done() and accepted.result(), 10, "the goal answered")
+    assert handle.accepted
+    task = page.get_by_role("status").filter(has_text="Task")
+    expect(task).to_contain_text("Task “fetch the red cube from the CLI”: running", timeout=20000)
+    expect(task).to_contain_text("(started outside this console)")
+    page.get_by_role("button", name="Cancel task").click()
+    result = handle.get_result_async()
+    wait_for(result.done, 30, "the CLI task to end")
+    from action_msgs.msg import GoalStatus
+    assert result.result().status == GoalStatus.STATUS_CANCELED
+    expect(task).to_contain_text(re.compile("canceled|cancelled|failed"), timeout=20000)
+    client.destroy()
