@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace", default=None, help="robot namespace (overrides the stack file)")
     parser.add_argument("--status-period", type=float, default=10.0, help="seconds between status lines")
     parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: run until Ctrl-C)")
+    parser.add_argument("--check", action="store_true",
+                        help="check the stack file and the overrides, print each node's command line, start nothing")
     parser.add_argument("overrides", nargs="*", help="node.parameter:=value")
     args = parser.parse_args(argv)
     try:
@@ -174,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     except StackConfigError as exc:
         print(f"qwen-stack launch: {exc}", file=sys.stderr)
         return 2
+    if args.check:
+        with tempfile.TemporaryDirectory(prefix="qwen_stack_check_") as tmp:
+            for spec in specs:
+                print(f"{spec.fully_qualified_name}: {' '.join(node_command(spec, write_params_file(spec, Path(tmp))))}")
+        print(f"qwen-stack launch: {len(specs)} nodes, parameters checked; nothing started (--check)")
+        return 0
     launcher = Launcher(specs, ros_environment(), args.status_period)
 
     def on_signal(signum, _frame):

@@ -38,7 +38,7 @@ if [ -n "$mission" ]; then
     kill -INT "$task_pid" 2>/dev/null || true
     wait "$task_pid" 2>/dev/null || true
     echo "[demo] the stack stopped (exit code $rc) before the mission ended; see the lines above." >&2
-    exit "$rc"
+    exit $(( rc == 0 ? 1 : rc ))   # a demo whose mission never ended did not succeed
   fi
   task_pid=""
   if [ "$rc" = 0 ]; then

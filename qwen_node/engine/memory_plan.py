@@ -420,7 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qwen-stack plan", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help=f"preset ({', '.join(PRESETS)}) or config.json path/folder")
     p.add_argument("--quant", required=True, help="weights: nvfp4, fp8 or bf16")
-    p.add_argument("--context", type=int, required=True, help="tokens per sequence (prompt + output)")
+    p.add_argument("--context", type=int, default=32768,
+                   help="tokens per sequence, prompt + output (default 32768; the table's title says which)")
     p.add_argument("--batch", type=int, default=1, help="concurrent sequences (default 1)")
     p.add_argument("--preset", default=DEFAULT_PRESET, help=f"quantized-layer preset, as for quantize (default {DEFAULT_PRESET})")
     p.add_argument("--kv-dtype", default="bf16", help="KV cache dtype: bf16, fp16, fp8 or fp32 (default bf16)")
