@@ -72,6 +72,7 @@ class PerceptionNode(Node):
         self.laser: LaserScan2D | None = None
         self._lock = threading.Lock()             # one frame at a time; the memory is not shared otherwise
         self._pending = None                      # (Image, monotonic receipt) waiting for odometry and pan
+        self._logged: dict = {}                   # memory as last logged (id -> name, gone, x, y)
         self.last_frame_t = -math.inf
         self.status = {"level": DiagnosticStatus.WARN, "message": "no camera frame yet"}
         self.frames_used = self.frames_refused = self.frames_skipped_moving = 0
@@ -162,11 +163,27 @@ class PerceptionNode(Node):
                 self._refuse(res.error)
                 return
             self.frames_used += 1
+            self._log_memory_changes()
             if res.notes:
                 self._problem(DiagnosticStatus.WARN, "; ".join(res.notes))
             else:
                 self.status = {"level": DiagnosticStatus.OK, "message": f"{len(res.detections)} objects in view"}
             self._publish(m, t, Pose2D(*pose), rgb, res)
+
+    def _log_memory_changes(self) -> None:
+        """One log line per object that appears in memory, is renamed or is marked gone."""
+        now = {id(e): (e.name, e.gone, round(e.x, 2), round(e.y, 2)) for e in self.perceiver.memory.entries}
+        for k, (name, gone, x, y) in now.items():
+            before = self._logged.get(k)
+            if before is None:
+                self.get_logger().info(f"memory: new {name} at ({x}, {y})")
+            elif before[0] != name:
+                self.get_logger().info(f"memory: {before[0]} renamed {name} at ({x}, {y})")
+            elif gone and not before[1]:
+                self.get_logger().info(f"memory: {name} gone from ({x}, {y})")
+            elif before[1] and not gone:
+                self.get_logger().info(f"memory: {name} seen again at ({x}, {y})")
+        self._logged = now
 
     def _moving_too_fast(self, t: float) -> str:
         """Why a frame at t is not used for placing objects ('' = it is): a camera swinging on its pan

@@ -38,6 +38,7 @@ class Perceiver:
     def __init__(self, cfg: PerceptionConfig):
         self.cfg = cfg
         self.memory = ObjectMemory(cfg)
+        self.cut_at_bottom: list[tuple[int, int, int, int]] = []   # boxes of blobs left out in the last frame
 
     def camera_pose(self, pan: float) -> CameraPose:
         c = self.cfg
@@ -51,7 +52,13 @@ class Perceiver:
         pose = self.camera_pose(pan)
         min_px = max(4, int(round(self.cfg.min_blob_pixels * (w * h) / (320 * 240))))
         out = []
+        self.cut_at_bottom = []
         for blob in find_blobs(rgb, self.cfg.colours, min_px):
+            if blob.touches_bottom:
+                # cut by the image's lower edge: within half a metre, foot unseen (about to be grasped,
+                # or held); no honest position. Seen whole from farther; its box hides spots meanwhile.
+                self.cut_at_bottom.append((blob.left, blob.top, blob.right, blob.bottom))
+                continue
             d = estimate(blob, cam, pose, self.cfg, laser)
             if d is None or d.distance > self.cfg.max_range:
                 continue
@@ -109,6 +116,9 @@ class Perceiver:
             for d in detections:             # something nearer covers the spot
                 l, t, r, b = d.box
                 if l - 3 <= u <= r + 3 and v <= b + 3 and d.distance < dist - 0.1:
+                    return False
+            for l, t, r, b in self.cut_at_bottom:   # a near blob left out covers what is behind it
+                if l - 3 <= u <= r + 3:
                     return False
             if laser is not None:
                 lx, ly = laser.origin_xy

@@ -30,6 +30,7 @@ class Blob:
     shade_flatness: float              # share of pixels within a few grey levels of the brightest face's level
     foot_visible: bool                 # the pixels just below the lowest points are not another colour class
     touches_border: bool               # the blob reaches the image's left, right or bottom edge
+    touches_bottom: bool               # ... the bottom edge: its foot is below the view
     mask: np.ndarray                   # [bottom-top+1, right-left+1] bool: the blob within its bounding box
 
 
@@ -96,5 +97,7 @@ def _measure(colour: str, sub: np.ndarray, x: int, y: int, area: int, centroid, 
     top_level = int(np.percentile(vals, 90))
     flat = float(np.mean(np.abs(vals - top_level) <= 3))
     touches = x == 0 or x + bw >= w or y + bh >= h
+    bottom = y + bh >= h
     return Blob(colour, area, x, y, x + bw - 1, y + bh - 1, (float(centroid[0]) + 0.5, float(centroid[1]) + 0.5),
-                (bottom_col, bottom_row), circ, area / float(bw * bh), flat, foot_visible, touches, sub)
+                (bottom_col, bottom_row), circ, area / float(bw * bh), flat, foot_visible and not bottom, touches,
+                bottom, sub)

@@ -19,6 +19,7 @@ from qwen_stack.qwen_node.agent.grounding import (
 
 # perception/objects older than this (receipt, monotonic) no longer says what is in view now
 IN_VIEW_FRESH_S = 1.5
+FRESH_AFTER_S = 0.25   # detect_objects' fresh answer: a message received this long after the call
 
 
 class SensorWorldView:
@@ -115,8 +116,16 @@ class SensorWorldView:
         return (f"no object named {name!r} in memory (known: {known}); look around first: rotate or look_at, "
                 f"then detect_objects")
 
-    def detect_objects(self) -> dict:
-        """The detect_objects result: names in view now and the whole memory (shared contract)."""
+    def detect_objects(self, fresh_wait_s: float = 2.0) -> dict:
+        """The detect_objects result: names in view now and the whole memory (shared contract).
+        fresh_wait_s > 0: wait up to that long for perception's answer to a frame taken after the
+        call, so that `in_view` is what the camera sees now, not before the last motion."""
+        asked = time.monotonic()
+        while time.monotonic() < asked + fresh_wait_s:
+            with self._lock:
+                if self._objects_received is not None and self._objects_received > asked + FRESH_AFTER_S:
+                    break
+            time.sleep(0.02)
         mem = self._memory()
         if isinstance(mem, str):
             return {"error": mem}
@@ -132,8 +141,7 @@ class SensorWorldView:
 
     def object_memory(self) -> list[dict]:
         """describe_state's "objects": the memory entries of detect_objects (empty without perception)."""
-        report = self.detect_objects()
-        return report.get("memory", [])
+        return self.detect_objects(fresh_wait_s=0.0).get("memory", [])
 
 
 def yaw_of_quaternion(x: float, y: float, z: float, w: float) -> float:

@@ -132,7 +132,7 @@ def test_world_view_locates_objects_from_perceptions_memory():
                        "first: rotate or look_at, then detect_objects")
     assert wv.obstacles(set()) == [(2.0, 0.0)]           # floor areas are not obstacles
     assert wv.obstacles({"red_cube"}) == []
-    report = wv.detect_objects()
+    report = wv.detect_objects(fresh_wait_s=0.0)
     assert report["in_view"] == ["red_cube"]
     assert report["memory"][0] == {"name": "red_cube", "colour": "red", "shape": "cube", "x": 2.0, "y": 0.0,
                                    "distance": 1.0, "confidence": 0.93, "seen_s_ago": 1.0}
@@ -140,7 +140,23 @@ def test_world_view_locates_objects_from_perceptions_memory():
     assert wv.object_memory() == report["memory"]
     off = SensorWorldView(CameraMount((0.1, 0, 0.15)), (0.05, 0.0), "none", sensor_wait_s=0.05)
     assert "no object locator" in off.locate_object("red_cube")
-    assert "no object locator" in off.detect_objects()["error"] and off.obstacles(set()) == []
+    assert "no object locator" in off.detect_objects(fresh_wait_s=0.0)["error"] and off.obstacles(set()) == []
+
+
+def test_detect_objects_waits_for_perceptions_answer_to_a_newer_frame():
+    import threading
+
+    wv = SensorWorldView(CameraMount((0.1, 0, 0.15)), (0.05, 0.0), "perception", sensor_wait_s=0.05)
+    wv.set_objects([_memory_entry("red_cube", 2.0, 0.0)], stamp=10.0)          # before the look_at ended
+    later = threading.Timer(0.5, lambda: wv.set_objects([_memory_entry("red_cube", 2.0, 0.0, in_view=False)], 11.0))
+    later.start()
+    t0 = time.monotonic()
+    report = wv.detect_objects(fresh_wait_s=3.0)
+    assert 0.4 < time.monotonic() - t0 < 2.5
+    assert report["in_view"] == []                   # the newer frame's answer, not the old one's
+    t0 = time.monotonic()
+    wv.detect_objects(fresh_wait_s=0.3)              # nothing newer comes: the latest after the wait
+    assert time.monotonic() - t0 >= 0.3
 
 
 def test_world_view_in_view_is_empty_when_perception_went_quiet(monkeypatch):
@@ -150,7 +166,7 @@ def test_world_view_in_view_is_empty_when_perception_went_quiet(monkeypatch):
     wv.set_objects([_memory_entry("red_cube", 2.0, 0.0)], stamp=10.0)
     later = time.monotonic() + wv_mod.IN_VIEW_FRESH_S + 1.0
     monkeypatch.setattr(wv_mod.time, "monotonic", lambda: later)
-    report = wv.detect_objects()
+    report = wv.detect_objects(fresh_wait_s=0.0)
     assert report["in_view"] == [] and report["memory"][0]["name"] == "red_cube"
     assert report["memory"][0]["seen_s_ago"] >= 2.5    # ages with the time since the last message
     assert report["memory"][0]["distance"] is None     # no odometry yet: no distance invented
