@@ -32,6 +32,10 @@ from qwen_stack.sim.skill_control import (DriveDistanceController, GoToPoseContr
                                           Twist2D)
 
 
+PAN_SETTLED_RAD = 0.02       # look_at is done once the pan joint is this close to its target
+PAN_SETTLE_TIMEOUT_S = 3.0   # ... or fails after this long (the pan swings 3 rad in well under 1 s)
+
+
 class SkillsUnavailable(RuntimeError):
     """The interface package is not importable (build ros_ws first)."""
 
@@ -247,6 +251,16 @@ class SkillsNode(Node):
         else:
             out, err = self._call(self.sim_pan, type(req)(pan=req.pan))
             resp.success, resp.message = (out.success, out.message) if out else (False, err)
+            if resp.success:
+                # done when the camera looks there (joint_states), so a frame taken next shows that view
+                end = time.monotonic() + PAN_SETTLE_TIMEOUT_S
+                while abs(self.pan - req.pan) > PAN_SETTLED_RAD and time.monotonic() < end:
+                    time.sleep(0.02)
+                if abs(self.pan - req.pan) > PAN_SETTLED_RAD:
+                    resp.success = False
+                    resp.message = f"camera pan at {self.pan:.3f} rad, not at {req.pan:.3f} after {PAN_SETTLE_TIMEOUT_S} s"
+                else:
+                    time.sleep(0.1)               # the last swing damps out
         self._record("look_at", resp.success, resp.message)
         return resp
 
