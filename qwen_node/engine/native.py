@@ -110,7 +110,7 @@ def _nvfp4_lib():
     if lib is None:
         return None
     lib.nvfp4_matvec.restype = lib.nvfp4_dequantize_rows.restype = lib.nvfp4_has_avx2.restype = ctypes.c_int
-    lib.nvfp4_matvec.argtypes = ([ctypes.c_void_p] * 4 + [ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+    lib.nvfp4_matvec.argtypes = ([ctypes.c_void_p] * 4 + [ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_int64,
                                  ctypes.c_void_p] + [ctypes.c_int64] * 3 + [ctypes.c_int])
     lib.nvfp4_dequantize_rows.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_int]
     return lib
@@ -147,22 +147,24 @@ def nvfp4_matvec(x: torch.Tensor, packed: torch.Tensor, block_scale: torch.Tenso
     if global_scale.numel() != n_experts * parts or parts < 1 or lead[-1] % parts:
         raise ValueError(f"nvfp4_matvec: global_scale {tuple(global_scale.shape)} does not hold {parts} "
                          f"scale(s) for each of {n_experts} weight(s) of {lead[-1]} rows")
-    if experts is not None and k and (int(experts.min()) < 0 or int(experts.max()) >= n_experts):
-        raise ValueError(f"nvfp4_matvec: expert index out of range 0..{n_experts - 1}: {experts.tolist()}")
     if not (x.device.type == packed.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
             and packed.dtype == torch.uint8 and block_scale.dtype == torch.float8_e4m3fn
             and packed.is_contiguous() and block_scale.is_contiguous() and n_in % 16 == 0 and n_in >= 16):
         return None
     lib = _nvfp4_lib()
     if lib is None:
+        if experts is not None and k and not 0 <= int(experts.min()) <= int(experts.max()) < n_experts:
+            raise ValueError(f"nvfp4_matvec: expert index out of range 0..{n_experts - 1}: {experts.tolist()}")
         return None
     xf = x.float().contiguous()
     g = global_scale.float().contiguous()
     idx = None if experts is None else experts.to(torch.int64).contiguous()
     y = torch.empty(k, lead[-1], dtype=torch.float32)
     rc = lib.nvfp4_matvec(packed.data_ptr(), block_scale.data_ptr(), g.data_ptr(),
-                          None if idx is None else idx.data_ptr(), k, xf.data_ptr(),
+                          None if idx is None else idx.data_ptr(), n_experts, k, xf.data_ptr(),
                           n_in if x.shape[0] > 1 else 0, y.data_ptr(), lead[-1], n_in, parts, int(scalar))
+    if rc == -2:                                  # checked in C: no extra passes over the indices here
+        raise ValueError(f"nvfp4_matvec: expert index out of range 0..{n_experts - 1}: {experts.tolist()}")
     return y if rc == 0 else None
 
 

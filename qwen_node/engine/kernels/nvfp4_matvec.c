@@ -111,13 +111,16 @@ int nvfp4_has_avx2(void) {
 }
 
 /* y[k, r] = g(e, r) * W_e[r] . x_k for k < n_out_rows, e = experts ? experts[k] : 0; x_k = x + k * x_stride.
- * y: fp32 [n_out_rows, rows]. Returns 0, or -1 on bad arguments / no memory (the caller uses the reference).
+ * y: fp32 [n_out_rows, rows]. Returns 0; -2 when an expert index is outside 0..n_experts-1 (nothing read);
+ * -1 on other bad arguments or no memory (the caller uses the reference).
  * Threads: OpenMP over (k, 16-row chunk) pairs, sharing torch's pool (same libgomp, see native.py); small
  * products stay on the calling thread. */
 int nvfp4_matvec(const uint8_t *packed, const uint8_t *scales, const float *gscales, const int64_t *experts,
-                 int64_t n_out_rows, const float *x, int64_t x_stride, float *y, int64_t rows, int64_t in,
-                 int64_t parts, int scalar) {
+                 int64_t n_experts, int64_t n_out_rows, const float *x, int64_t x_stride, float *y, int64_t rows,
+                 int64_t in, int64_t parts, int scalar) {
     if (rows < 1 || in < 16 || in % 16 || n_out_rows < 1 || parts < 1 || rows % parts || x_stride < 0) return -1;
+    for (int64_t k = 0; experts && k < n_out_rows; k++)
+        if (experts[k] < 0 || experts[k] >= n_experts) return -2;
 #ifndef __AVX2__
     scalar = 1;
 #endif
