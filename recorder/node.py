@@ -72,7 +72,7 @@ def build_node():
             self.refused: set[str] = set()       # topics that cannot be recorded (logged once)
             self.write_errors = 0
             self.create_timer(cfg.discovery_period_s, self.discover)
-            self.create_timer(min(0.25, cfg.flush_period_s / 4), self.writer.tick)
+            self.create_timer(min(0.25, cfg.flush_period_s / 4), self.tick)
             throttled = [f"{t} at {r:g} Hz" for t, r in ((cfg.camera_topic, cfg.camera_rate),
                                                          (cfg.annotated_image_topic, cfg.annotated_image_rate)) if t]
             self.get_logger().info(f"recording to {folder} ({len(cfg.topics)} topics"
@@ -112,6 +112,13 @@ def build_node():
                 msg_class, topic, lambda data, info, t=topic, th=throttle: self.on_message(t, th, data, info),
                 qos, raw=True)
             self.get_logger().info(f"recording {topic} [{type_name}] ({reliability}, {durability})")
+
+        def tick(self) -> None:
+            try:
+                self.writer.tick()
+            except OSError as exc:      # as in on_message: the node keeps running and says why
+                self.write_errors += 1
+                self.get_logger().error(f"flush failed ({self.write_errors} so far): {exc}", throttle_duration_sec=5.0)
 
         def on_message(self, topic: str, throttle, data: bytes, info) -> None:
             log_time = time.time_ns()
