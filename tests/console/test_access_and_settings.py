@@ -104,7 +104,13 @@ def test_shipped_config_loads_with_defaults():
     ("teleop_max_linear", float("nan")), ("teleop_max_angular", 11.0), ("teleop_deadman_s", 0.01),
     ("teleop_publish_hz", -1.0), ("video_max_fps", float("inf")), ("raw_jpeg_quality", 0),
     ("recent_verdicts", 0), ("extra_origins", "robot.example"), ("extra_origins", "http://x/"),
-    ("service_timeout_s", 0.0)])
+    ("service_timeout_s", 0.0),
+    # issue 16: a YAML `true` is an int to Python; it is refused, not read as 1
+    ("port", True), ("teleop_max_linear", True), ("heartbeat_period_s", True), ("raw_jpeg_quality", True),
+    ("recent_verdicts", True), ("max_body_bytes", True), ("max_text_chars", False),
+    ("teleop_session_timeout_s", 0.9),      # under two heartbeat periods (0.5 s): one late beat would drop control
+    ("teleop_session_timeout_s", 31.0), ("max_body_bytes", 1023), ("max_body_bytes", 2 ** 30),
+    ("max_text_chars", 63), ("operator_name", "o" * 65), ("operator_name", "line\nbreak")])
 def test_bad_parameter_rejected_with_its_name(name, value):
     with pytest.raises(ConsoleConfigError, match=f"'{name}'"):
         ConsoleSettings(**{name: value})
