@@ -279,6 +279,7 @@ def test_clock_jumps_laser_faults_and_malformed_tool_calls(events, pose0):
     fault_beam = 0
     last_usable_scan = None            # (time, too_close) of the latest usable scan on the current timeline
     odom_ok, last_odom = True, None
+    seen = now                         # the latest time the core was given
     core.on_scan(_scan(now))
     last_usable_scan = (now, False)
     expanded = []
@@ -286,9 +287,11 @@ def test_clock_jumps_laser_faults_and_malformed_tool_calls(events, pose0):
         expanded += [("cmd", e[1], e[2], e[3], cfg.control_period)] * e[4] if e[0] == "drive" else [e]
     for kind, a, b, c, gap_s in expanded:
         if kind == "jump":
+            # the core can only see a jump against the latest time it was given (`seen`, before the gap): in
+            # the node the control timer gives it the clock every control period
             new = max(0.0, now + b)
-            extra["backward jumps" if new < now else "forward jumps"] += 1
-            if new < now:
+            extra["backward jumps" if new < seen else "forward jumps"] += 1
+            if new < seen:
                 last_cmd_time.clear()
                 last_usable_scan = last_odom = None
             now = new
@@ -339,6 +342,7 @@ def test_clock_jumps_laser_faults_and_malformed_tool_calls(events, pose0):
         prev = (core.last_sent.linear_x, core.last_sent.angular_z)
         prev_time = core.last_sent_time
         r = core.step(now)
+        seen = now
         dt = cfg.control_period if prev_time is None else min(max(now - prev_time, 0.0), cfg.control_period)
         fresh = any(0.0 <= now - t <= (cfg.teleop_timeout if s == "teleop" else cfg.autonomy_timeout)
                     for s, t in last_cmd_time.items())
