@@ -20,6 +20,7 @@ class BackendDouble(ConsoleBackend):
     def __init__(self, settings: ConsoleSettings | None = None) -> None:
         super().__init__(settings or ConsoleSettings())
         self.sent: list[tuple[str, object, float]] = []
+        self.ticks: list[float] = []   # when ticking() called teleop_tick
         self.reset_outcome = Outcome(True, "e-stop reset")
         self.approval_outcome = Outcome(True, "answer recorded")
         self.task_outcome = Outcome(True, "goal accepted")
@@ -40,6 +41,7 @@ class BackendDouble(ConsoleBackend):
 
         def run() -> None:
             while not stop.wait(1.0 / self.settings.teleop_publish_hz):
+                self.ticks.append(time.monotonic())
                 self.teleop_tick()
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
@@ -62,8 +64,9 @@ class BackendDouble(ConsoleBackend):
         self._record("heartbeat")
 
     def control_heartbeat(self, control_id: object) -> None:
+        t = time.monotonic()                     # taken before: the backend's own stamp is no earlier
         super().control_heartbeat(control_id)   # recorded only when accepted (the holder's)
-        self._record("control_heartbeat", control_id)
+        self.sent.append(("control_heartbeat", control_id, t))
 
     async def reset_estop(self, reason: str, operator: str) -> Outcome:
         self._record("reset_estop", (reason, operator))
