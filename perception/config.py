@@ -146,7 +146,7 @@ def config_from_dict(values: Mapping[str, Any]) -> PerceptionConfig:
 
 # Parameters of the ROS shell only (perception/node.py); the rest are PerceptionConfig's scalar fields.
 NODE_PARAMETERS = {
-    "max_rate": 5.0,            # frames per second perception processes at most (the camera may send more)
+    "max_rate": 5.0,            # frames per wall-clock second perception processes at most (a CPU budget)
     "odom_frame": "odom",       # frame_id of the published objects and markers
     "publish_annotated": True,  # publish perception/image_annotated
 }

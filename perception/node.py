@@ -73,7 +73,7 @@ class PerceptionNode(Node):
         self._lock = threading.Lock()             # one frame at a time; the memory is not shared otherwise
         self._pending = None                      # (Image, monotonic receipt) waiting for odometry and pan
         self._logged: dict = {}                   # memory as last logged (id -> name, gone, x, y)
-        self.last_frame_t = -math.inf
+        self.last_frame_wall = -math.inf          # monotonic time of the last frame taken
         self.status = {"level": DiagnosticStatus.WARN, "message": "no camera frame yet"}
         self.frames_used = self.frames_refused = self.frames_skipped_moving = 0
 
@@ -118,12 +118,11 @@ class PerceptionNode(Node):
 
     # ---- frames ---------------------------------------------------------------------------------
     def _on_image(self, m: Image) -> None:
-        t = _t(m.header.stamp)
-        if t < self.last_frame_t - 1.0:
-            self.last_frame_t = -math.inf         # sensor time went back (sim restarted): start over
-        if t - self.last_frame_t < 1.0 / self.max_rate:
+        # max_rate is a CPU budget, so it counts wall time (a simulator faster than real time sends more)
+        now = time.monotonic()
+        if now - self.last_frame_wall < 1.0 / self.max_rate:
             return
-        self.last_frame_t = t
+        self.last_frame_wall = now
         # A frame waits until odometry and the pan joint have spoken for its instant (they travel on
         # their own topics and may arrive after it); a newer frame replaces one still waiting.
         self._pending = (m, time.monotonic())
@@ -218,8 +217,10 @@ class PerceptionNode(Node):
         entries = self.perceiver.memory.visible()
         msg.objects = [self._object_msg(e) for e in entries]
         self.pub_objects.publish(msg)
-        self.pub_markers.publish(self._markers(entries, img.header.stamp))
-        if self.publish_annotated:
+        # the markers and the annotated image only when someone watches (RViz, Foxglove, the console)
+        if self.pub_markers.get_subscription_count() > 0:
+            self.pub_markers.publish(self._markers(entries, img.header.stamp))
+        if self.publish_annotated and self.pub_image.get_subscription_count() > 0:
             out = annotate(rgb, res.detections, res.names)
             a = Image(height=out.shape[0], width=out.shape[1], encoding="rgb8", is_bigendian=0, step=out.shape[1] * 3)
             a.header = img.header
