@@ -27,24 +27,25 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 MISSION = "Find the red cube and bring it to the blue square."
 
 
-def start_recorder(folder, env, **overrides):
+def start_recorder(folder, env, log_name="recorder", **overrides):
     values = {"output_dir": str(folder / "bags"), "recording_name": "rec", **overrides}
-    over = params_file(folder, "recorder_over", values)
-    log = open(folder / "recorder.log", "w")
+    over = params_file(folder, f"{log_name}_over", values)
+    log = open(folder / f"{log_name}.log", "w")
     cmd = [sys.executable, "-m", "qwen_stack.recorder.node", "--ros-args",
            "--params-file", str(config_file("recorder.yaml")), "--params-file", str(over)]
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def wait_recording(folder, topics: set, timeout=60.0):
+def wait_recording(folder, topics: set, timeout=60.0, log_name="recorder"):
     """Until the recorder has subscribed to `topics` (its log says so)."""
     end = time.time() + timeout
+    log = folder / f"{log_name}.log"
     while time.time() < end:
-        text = (folder / "recorder.log").read_text()
+        text = log.read_text()
         if all(f"recording {t} [" in text for t in topics):
             return
         time.sleep(0.2)
-    raise AssertionError(f"recorder did not pick up {topics}:\n{(folder / 'recorder.log').read_text()[-2000:]}")
+    raise AssertionError(f"recorder did not pick up {topics}:\n{log.read_text()[-2000:]}")
 
 
 def stop(proc, sig=signal.SIGINT, timeout=20):
@@ -64,20 +65,36 @@ def observer():
 
 
 def test_demo_mission_recorded_every_cmd_vel_after_its_verdict(tmp_path, ros_env, observer):
+    """Two recorders: `rec` runs to the end (Ctrl-C), `killed` gets `kill -9` mid-mission."""
+    import threading
+
     stack = SimStack(tmp_path, ros_env, seed=0)
     rec = start_recorder(tmp_path, ros_env)
+    victim = start_recorder(tmp_path, ros_env, log_name="killed", recording_name="killed")
+    killed = {}
+
+    def kill_mid_mission():
+        end = time.time() + 240
+        while time.time() < end and len(observer.tool_calls) < 8:   # a few calls in: the robot is busy
+            time.sleep(0.05)
+        victim.kill()                                            # SIGKILL: no close, no summary
+        killed["at"] = time.time_ns()
+
     try:
         observer.wait_ready(stack)
-        wait_recording(tmp_path, {"/cmd_vel", "/safety/verdict", "/agent/tool_calls", "/agent/status", "/tf",
-                                  "/odom", "/scan", "/camera/image_raw/compressed"})
+        for name in ("recorder", "killed"):
+            wait_recording(tmp_path, {"/cmd_vel", "/safety/verdict", "/agent/tool_calls", "/agent/status", "/tf",
+                                      "/odom", "/scan", "/camera/image_raw/compressed"}, log_name=name)
+        threading.Thread(target=kill_mid_mission, daemon=True).start()
         # the mission's own success is tests/agent/test_e2e_sim.py's business; a loaded host can fail it
         # (a skill timing out): what is checked here is that the recording shows what happened
         result, _ = observer.run_task(MISSION, timeout=240)
         time.sleep(1.0)
         assert stop(rec) == 0, (tmp_path / "recorder.log").read_text()[-2000:]
     finally:
-        if rec.poll() is None:
-            rec.kill()
+        for p in (rec, victim):
+            if p.poll() is None:
+                p.kill()
         stack.stop()
     files = recording_files(tmp_path / "bags" / "rec")
     assert len(files) == 1
@@ -137,6 +154,20 @@ def test_demo_mission_recorded_every_cmd_vel_after_its_verdict(tmp_path, ros_env
     out = subprocess.run([sys.executable, "-m", "qwen_stack.cli", "bag", "summary", str(tmp_path / "bags" / "rec")],
                          env=ros_env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and f"MISSION: {MISSION!r}" in out.stdout, out.stderr
+
+    # the killed recorder's file: readable, and it holds everything the full recording has from the same
+    # span, up to about a second before the kill (flush period 1 s + the 0.25 s flush timer + delivery slack)
+    assert "at" in killed, "the mission ended before the kill"
+    cut = read_bag(recording_files(tmp_path / "bags" / "killed")[0])
+    assert not cut.complete and cut.messages
+    cutoff = killed["at"] - 1.5e9
+    for topic in ("/cmd_vel", "/safety/verdict", "/agent/tool_calls", "/agent/thinking", "/tf", "/odom", "/scan"):
+        have = {m.publish_time for m in cut.on(topic)}
+        assert have, topic
+        ref = {m.publish_time for m in bag.on(topic) if min(have) <= m.publish_time < cutoff}
+        assert ref and ref <= have, f"{topic}: {len(ref - have)} of {len(ref)} messages older than 1.5 s missing"
+    lost_s = (killed["at"] - max(m.log_time for m in cut.messages)) * 1e-9
+    print(f"kill -9 mid-mission: {len(cut.messages)} messages readable; newest {lost_s:.2f} s before the kill")
 
 
 def test_kill_9_leaves_a_readable_file_missing_at_most_about_a_second(tmp_path, ros_env):
