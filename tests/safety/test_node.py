@@ -369,3 +369,74 @@ def test_hostile_tool_calls_are_refused_and_the_proxy_keeps_answering(harness, s
     lines = (tmp_path / "audit.jsonl").read_text().splitlines()
     refused = [json.loads(x) for x in lines if '"kind":"action"' in x and '"accepted":false' in x]
     assert len(refused) == len(hostile) and max(len(x) for x in lines) < 20000
+
+
+class SimClock:
+    """Publishes /clock (sim time) from a thread: `rate` sim seconds per wall second, settable at any time."""
+
+    def __init__(self, node, start: float, rate: float = 1.0):
+        from rosgraph_msgs.msg import Clock
+
+        self.Clock, self.pub = Clock, node.create_publisher(Clock, "/clock", 10)
+        self.lock, self.t, self.rate, self.running = threading.Lock(), start, rate, True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def set(self, t: float | None = None, rate: float | None = None):
+        with self.lock:
+            self.t = self.t if t is None else t
+            self.rate = self.rate if rate is None else rate
+
+    def now(self) -> float:
+        with self.lock:
+            return self.t
+
+    def _run(self):
+        last = time.monotonic()
+        while self.running:
+            time.sleep(0.005)
+            wall = time.monotonic()
+            with self.lock:
+                self.t += (wall - last) * self.rate
+                t = self.t
+            last = wall
+            msg = self.Clock()
+            msg.clock.sec, msg.clock.nanosec = int(t), int((t % 1.0) * 1e9)
+            self.pub.publish(msg)
+
+    def stop(self):
+        self.running = False
+        self.thread.join(2)
+
+
+def test_sim_time_reset_recovers_at_once_and_never_revives_an_old_command(harness, ros_env, tmp_path):
+    """Issue 16 item 1 over ROS with sim time: a command received at ~16 s, sim time reset to 0. The old
+    supervisor stopped ("clock went backwards") until sim time passed 16 s again, then drove on the old
+    command for up to autonomy_timeout. Now: a new command moves the robot at once after the reset, and
+    nothing from before it ever moves it again."""
+    clock = SimClock(harness.node, start=16.0)
+    sup = _start(ros_env, tmp_path, use_sim_time=True)
+    try:
+        harness.wait_for(lambda: len(harness.outputs) > 0, 20.0, "supervisor output on cmd_vel")
+        harness.autonomy_cmd = (0.2, 0.0)
+        harness.wait_output(0.2)
+        harness.autonomy_cmd = None
+        harness.wait_output(0.0, 5.0)                       # watchdog
+        old_max = clock.now()
+        clock.set(t=0.0)                                    # sim reset
+        time.sleep(0.3)
+        harness.autonomy_cmd = (0.1, 0.0)                   # a new command after the reset: moves at once
+        harness.wait_output(0.1, 5.0)
+        assert clock.now() < old_max - 5.0, "recovered only after the clock passed its old maximum"
+        harness.autonomy_cmd = None
+        harness.wait_output(0.0, 5.0)
+        t0 = time.monotonic()
+        clock.set(rate=5.0)                                 # run sim time past the old command's stamps
+        harness.wait_for(lambda: clock.now() > old_max + 3.0, 30.0, "sim time past its old maximum")
+        outs = harness.outputs_since(t0)
+        assert outs and all(o == (0.0, 0.0) for o in outs), "an old command drove after the sim time reset"
+    finally:
+        _stop(sup)
+        clock.stop()
+    steps = [r for r in _audit(tmp_path) if r["kind"] == "step"]
+    assert any(any("clock went backwards" in s for s in r["reasons"]) for r in steps)
