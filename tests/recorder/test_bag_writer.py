@@ -201,3 +201,23 @@ def test_offers_yaml_is_rosbag2s_list_of_profiles():
                       "avoid_ros_namespace_conventions": False}
     assert inf == {"sec": 9223372036, "nsec": 854775807}
     assert doc[1]["reliability"] == "best_effort" and doc[1]["deadline"] == {"sec": 1, "nsec": 500_000_000}
+
+
+def test_rclpy_qos_becomes_the_offer_rosbag2_writes():
+    """The node's conversion of a publisher's rclpy QoSProfile (as the graph reports it) into an Offer."""
+    pytest.importorskip("rclpy")
+    from rclpy.duration import Duration
+    from rclpy.qos import (DurabilityPolicy, HistoryPolicy, LivelinessPolicy, QoSProfile, ReliabilityPolicy,
+                           qos_profile_sensor_data)
+
+    from qwen_stack.recorder.node import _offer_of
+
+    o = _offer_of(qos_profile_sensor_data)
+    assert (o.reliability, o.durability, o.history, o.depth) == ("best_effort", "volatile", "keep_last", 5)
+    graph = QoSProfile(history=HistoryPolicy.UNKNOWN, depth=0, reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.TRANSIENT_LOCAL, liveliness=LivelinessPolicy.MANUAL_BY_TOPIC,
+                       deadline=Duration(nanoseconds=INFINITE_NS), lifespan=Duration(seconds=2))
+    o = _offer_of(graph)
+    assert o == Offer(reliability="reliable", durability="transient_local", history="unknown", depth=0,
+                      deadline_ns=INFINITE_NS, lifespan_ns=2 * 10**9, liveliness="manual_by_topic",
+                      liveliness_lease_duration_ns=0)
