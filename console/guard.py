@@ -3,18 +3,20 @@
 Order, each step before any byte of a body is read:
   Host (400, localhost only: DNS rebinding) -> for /api/: Origin (403) and credentials (401/403)
   -> declared body size (413) -> JSON content type for /api/ bodies (415) -> the body, read up to
-  max_body_bytes (413 past it, for bodies without a Content-Length) -> the app.
+  max_body_bytes (413 past it, for bodies without a Content-Length) within BODY_TIMEOUT_S (408) -> the app.
 A refused request with a body unread is answered with `Connection: close`, so the server drops the
 connection instead of receiving (and discarding) the rest: a 300 MB upload costs the header parse.
 Security headers are added to every HTTP response here.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 
 from qwen_stack.console.access import Credentials, Refusal, authorize
 
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
+BODY_TIMEOUT_S = 5.0   # a body this console accepts (16 KB by default) takes milliseconds; a trickle is refused
 SECURITY_HEADERS = [
     # No framing (a framed E-stop or Approve button could be clicked by a hidden page), own scripts only.
     (b"x-frame-options", b"DENY"),
@@ -84,9 +86,12 @@ class RequestGuard:
                                 max_body_bytes=self.max_body_bytes)
         body_unread = has_body(headers)
         if refusal is None and body_unread:
-            body, complete = await self._read_body(receive)
-            if not complete:
-                refusal = Refusal(413, f"request body is larger than max_body_bytes ({self.max_body_bytes})")
+            try:
+                body = await asyncio.wait_for(self._read_body(receive), BODY_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                body, refusal = None, Refusal(408, f"request body not received within {BODY_TIMEOUT_S:g} s")
+            if body is None:
+                refusal = refusal or Refusal(413, f"request body is larger than max_body_bytes ({self.max_body_bytes})")
             else:
                 body_unread = False
                 receive = _replay(body, receive)
@@ -95,20 +100,20 @@ class RequestGuard:
             return
         await self.app(scope, receive, _with_security_headers(send))
 
-    async def _read_body(self, receive) -> tuple[bytes, bool]:
-        """The body if it fits in max_body_bytes (True), else what was read so far (False)."""
+    async def _read_body(self, receive) -> bytes | None:
+        """The body if it fits in max_body_bytes, else None (not one chunk more is read)."""
         chunks, size = [], 0
         while True:
             message = await receive()
             if message["type"] != "http.request":   # the client went away
-                return b"", False
+                return None
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                return b"", False
+                return None
             chunks.append(chunk)
             if not message.get("more_body", False):
-                return b"".join(chunks), True
+                return b"".join(chunks)
 
 
 def _replay(body: bytes, receive):

@@ -42,8 +42,10 @@ def _client(settings: ConsoleSettings | None = None):
     return TestClient(app, base_url="http://127.0.0.1:8080"), backend
 
 
-def asgi_post(app, path: str, headers: dict[str, str], chunks: list[bytes]) -> tuple[int, dict, dict, int]:
-    """POST through the ASGI app with a body in `chunks`: (status, response headers, JSON body, chunks read)."""
+def asgi_post(app, path: str, headers: dict[str, str], chunks: list[bytes],
+              trickle: bool = False) -> tuple[int, dict, dict, int]:
+    """POST through the ASGI app with a body in `chunks` (`trickle`: more is announced and never comes):
+    (status, response headers, JSON body, chunks read)."""
     read = 0
     sent: list[dict] = []
 
@@ -51,7 +53,7 @@ def asgi_post(app, path: str, headers: dict[str, str], chunks: list[bytes]) -> t
         nonlocal read
         if read < len(chunks):
             read += 1
-            return {"type": "http.request", "body": chunks[read - 1], "more_body": read < len(chunks)}
+            return {"type": "http.request", "body": chunks[read - 1], "more_body": trickle or read < len(chunks)}
         await asyncio.sleep(3600)   # the client has nothing more to say
 
     async def send(message):
@@ -251,3 +253,15 @@ def test_oversized_or_deep_websocket_messages_ignored():
         backend.hub.update(backend.state.on_estop_latched, True)
         assert ws.receive_json() == {"type": "estop", "latched": True}      # the socket still serves
     assert len(backend.sent_of("heartbeat")) == 1
+
+
+def test_a_body_trickling_in_is_refused_408(monkeypatch):
+    import qwen_stack.console.guard as guard
+
+    monkeypatch.setattr(guard, "BODY_TIMEOUT_S", 0.2)
+    app, backend = _app()
+    hdrs = {"Host": "127.0.0.1:8080", "Authorization": f"Bearer {CONTROLLER}", "Content-Type": "application/json",
+            "Content-Length": "100"}
+    status, headers, body, read = asgi_post(app, "/api/task", hdrs, [b'{"instruction": '], trickle=True)
+    assert (status, read) == (408, 1) and headers["connection"] == "close"
+    assert body == {"detail": "request body not received within 0.2 s"} and backend.sent == []
