@@ -51,29 +51,30 @@ def bag_main(argv: list[str]) -> int:
     s.add_argument("path", help="an .mcap file or a recording folder (its files in order)")
     a = p.parse_args(argv)
     from qwen_stack.recorder.reading import read_bag, recording_files
-    from qwen_stack.recorder.timeline import format_timeline, mission_timeline
+    from qwen_stack.recorder.timeline import format_timeline, mission_timeline, on_timeline
 
     files = recording_files(a.path)
     if not files or not all(f.is_file() for f in files):
         print(f"qwen-stack bag: no .mcap file at {a.path}", file=sys.stderr)
         return 2
-    messages = []
+    messages, counts, times = [], Counter(), []
     for f in files:
         try:
-            r = read_bag(f)
+            r = read_bag(f, keep=on_timeline)
         except OSError as exc:
             print(f"qwen-stack bag: cannot read {f}: {exc}", file=sys.stderr)
             return 2
-        if not r.messages and r.error and not r.channels:
+        if not r.counts and r.error and not r.channels:
             print(f"qwen-stack bag: {f} is not a readable MCAP file ({r.error})", file=sys.stderr)
             return 2
         state = "complete" if r.complete else f"not closed (writer killed?), read up to the cut: {r.error}"
-        print(f"{f}: {len(r.messages)} messages, {state}")
+        print(f"{f}: {sum(r.counts.values())} messages, {state}")
         messages += r.messages
-    if messages:
-        span = (max(m.log_time for m in messages) - min(m.log_time for m in messages)) * 1e-9
-        counts = Counter(m.topic for m in messages)
-        print(f"{span:.1f} s; " + ", ".join(f"{t} {n}" for t, n in sorted(counts.items())))
+        counts += r.counts
+        times += [m.log_time for m in r.messages]
+    if counts:
+        span = f"{(max(times) - min(times)) * 1e-9:.1f} s of mission topics; " if times else ""
+        print(span + ", ".join(f"{t} {n}" for t, n in sorted(counts.items())))
     events = mission_timeline(messages)
     print(format_timeline(events) if events else "(no mission events: agent, safety or operator topics)")
     return 0

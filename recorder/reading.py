@@ -7,9 +7,10 @@ stored in the file itself (no ROS installation needed).
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mcap.reader import StreamReader
 from mcap.records import Channel, Footer, Message, Schema
@@ -31,6 +32,7 @@ class BagRead:
     messages: list = field(default_factory=list)     # RecordedMessage, in file (arrival) order
     channels: dict = field(default_factory=dict)     # topic -> Channel record
     schemas: dict = field(default_factory=dict)      # schema id -> Schema record
+    counts: Counter = field(default_factory=Counter)  # topic -> messages in the file (kept or not)
     complete: bool = False                           # footer reached: the writer closed the file
     error: str = ""                                  # why reading stopped early (torn last record)
 
@@ -38,7 +40,9 @@ class BagRead:
         return [m for m in self.messages if m.topic == topic]
 
 
-def read_bag(path: str | Path, decode: bool = True, topics: set[str] | None = None) -> BagRead:
+def read_bag(path: str | Path, decode: bool = True, topics: set[str] | None = None,
+             keep: Callable[[str], bool] | None = None) -> BagRead:
+    """Messages of `topics` (all if None) for which `keep(topic)` holds; every message is counted."""
     out = BagRead(Path(path))
     factory = DecoderFactory()
     decoders: dict[int, Any] = {}
@@ -53,7 +57,8 @@ def read_bag(path: str | Path, decode: bool = True, topics: set[str] | None = No
                     out.channels[record.topic] = record
                 elif isinstance(record, Message):
                     ch = by_id[record.channel_id]
-                    if topics is not None and ch.topic not in topics:
+                    out.counts[ch.topic] += 1
+                    if (topics is not None and ch.topic not in topics) or (keep is not None and not keep(ch.topic)):
                         continue
                     schema = out.schemas.get(ch.schema_id)
                     data: Any = record.data

@@ -22,6 +22,15 @@ def _is(topic: str, name: str) -> bool:
     return topic == "/" + name or topic.endswith("/" + name)
 
 
+TIMELINE_TOPICS = (T.AGENT_STATUS, T.AGENT_TOOL_CALLS, T.SAFETY_VERDICT, T.SAFETY_ESTOP_STATE, T.SAFETY_ESTOP_TOPIC,
+                   T.TELEOP_LOCK, T.SAFETY_APPROVAL_REQUEST)
+
+
+def on_timeline(topic: str) -> bool:
+    """Whether mission_timeline reads `topic` (read_bag's `keep`: images and scans need no decoding)."""
+    return any(_is(topic, name) for name in TIMELINE_TOPICS)
+
+
 def _short(text: str, n: int = 100) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 3] + "..."
