@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--compile-decode", action="store_true",
                     help="decode through the torch.compile'd step (~3x faster decode; compiles at start)")
-    ap.add_argument("--max-tokens", type=int, default=1024, help="default max_tokens per request")
+    ap.add_argument("--max-tokens", type=int, default=1024,
+                    help="max_tokens of a request that gives none (must fit the model's context)")
     ap.add_argument("--api-key-env", default="", help="NAME of an environment variable holding the API key")
     args = ap.parse_args(argv)
 
@@ -45,7 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     from qwen_stack.qwen_node.agent.backends.local import LocalChatEngine
     from qwen_stack.qwen_node.openai_api import create_app
 
-    engine = LocalChatEngine(args.model, args.device, compile_decode=args.compile_decode)
+    try:
+        engine = LocalChatEngine(args.model, args.device, compile_decode=args.compile_decode)
+    except ValueError as exc:       # ConfigError, CheckpointError, ChatFormatError: they name the file
+        print(f"qwen-stack serve: {exc}", file=sys.stderr)
+        return 2
+    if args.max_tokens >= engine.context_length:
+        print(f"qwen-stack serve: --max-tokens {args.max_tokens} does not fit the model's context of "
+              f"{engine.context_length} tokens (max_position_embeddings)", file=sys.stderr)
+        return 2
     app = create_app(engine, args.served_model_name, args.max_tokens, api_key)
     print(f"qwen-stack serve: {args.model} as {args.served_model_name!r} on http://{args.host}:{args.port}/v1",
           file=sys.stderr, flush=True)

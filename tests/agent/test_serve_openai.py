@@ -257,7 +257,7 @@ def test_a_client_that_goes_away_cancels_its_generation(double, stream):
 # --- the real engine on a tiny random checkpoint --------------------------------------------------
 
 @pytest.fixture(scope="module")
-def serve_url(tmp_path_factory):
+def small_context_checkpoint(tmp_path_factory):
     pytest.importorskip("transformers")
     from .tiny_model import make_tiny_checkpoint
 
@@ -265,6 +265,12 @@ def serve_url(tmp_path_factory):
     cfg = json.loads((folder / "config.json").read_text())
     cfg["text_config"]["max_position_embeddings"] = 2048    # a context a test can overflow
     (folder / "config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def serve_url(small_context_checkpoint):
+    folder = small_context_checkpoint
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "qwen_stack.qwen_node.serve", "--model", str(folder),
                              "--port", str(port), "--device", "cpu", "--max-tokens", "8"],
@@ -320,3 +326,21 @@ def test_real_engine_refuses_a_turn_past_its_context(serve_url):
     r = httpx.post(f"{serve_url}/chat/completions", json={"model": "qwen3.5", "messages": USER, "max_tokens": 2},
                    timeout=120)
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
+
+
+def _serve(args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "qwen_stack.qwen_node.serve", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.slow
+def test_serve_refuses_a_default_max_tokens_past_the_context(small_context_checkpoint):
+    r = _serve(["--model", str(small_context_checkpoint), "--device", "cpu", "--max-tokens", "4096"])
+    assert r.returncode == 2 and "--max-tokens 4096 does not fit the model's context of 2048 tokens" in r.stderr
+
+
+def test_serve_names_a_broken_checkpoint_in_one_line(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["Qwen3_5ForCausalLM"], "vocab_size": "many"}))
+    r = _serve(["--model", str(tmp_path), "--device", "cpu"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"{tmp_path / 'config.json'}: missing field num_hidden_layers" in r.stderr
