@@ -75,6 +75,8 @@ class SafetyConfig:
     audit_log_path: str = "~/.ros/qwen_stack/safety_audit.jsonl"  # JSON lines; "" disables (not recommended)
     audit_fsync: bool = False              # fsync each record (survives power loss; costs ~ms per record)
     audit_log_sensors: bool = True         # also log a one-line summary of every scan and odometry message
+    audit_rotate_mb: float = 64.0          # start a new file before the current one would pass this (0: never)
+    audit_retention_mb: float = 1024.0     # rotated files kept in all, oldest deleted first (0: keep all)
     diagnostics_period: float = 1.0        # s between /diagnostics summaries and second-publisher checks
 
     # derived, filled by validate()
@@ -95,7 +97,7 @@ _POSITIVE = ("control_rate_hz", "teleop_timeout", "autonomy_timeout", "teleop_lo
              "max_angular_accel", "max_angular_decel", "robot_radius", "prediction_horizon",
              "heartbeat_timeout", "approval_timeout", "diagnostics_period", "time_before_collision")
 _NON_NEGATIVE = ("max_reverse_vel", "max_linear_jerk", "max_angular_jerk", "odom_lag_tolerance",
-                 "stopping_reaction_time", "rearm_max_speed")
+                 "stopping_reaction_time", "rearm_max_speed", "audit_rotate_mb", "audit_retention_mb")
 _DERIVED = ("geofence_poly", "keep_out_polys", "stop_poly", "slowdown_poly", "stop_cap_forward", "stop_cap_reverse")
 
 

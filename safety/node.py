@@ -80,7 +80,9 @@ def build_node():
                 self.get_logger().fatal(self.config_error)
                 return TransitionCallbackReturn.FAILURE
             self.core = SafetyCore(self.cfg, start_time=_now(self))
-            self.audit = AuditLog(self.cfg.audit_log_path, fsync=self.cfg.audit_fsync)
+            self.audit = AuditLog(self.cfg.audit_log_path, fsync=self.cfg.audit_fsync,
+                                  max_bytes=int(self.cfg.audit_rotate_mb * 1e6),
+                                  retention_bytes=int(self.cfg.audit_retention_mb * 1e6))
             g = self.control_group
             self.cmd_pub = self.create_lifecycle_publisher(Twist, T.BASE_CMD_VEL, 10)
             self.verdict_pub = self.create_lifecycle_publisher(SafetyVerdict, T.SAFETY_VERDICT, 10)

@@ -41,7 +41,8 @@ def test_non_positive_or_non_finite_limits_are_refused(name, bad):
 
 
 @pytest.mark.parametrize("name", ["max_reverse_vel", "max_linear_jerk", "odom_lag_tolerance",
-                                  "stopping_reaction_time", "rearm_max_speed"])
+                                  "stopping_reaction_time", "rearm_max_speed", "audit_rotate_mb",
+                                  "audit_retention_mb"])
 def test_negative_values_are_refused(name):
     assert f"{name}: must be >= 0" in _refused(**{name: -0.1})
 
