@@ -137,6 +137,7 @@ class AgentNode(Node):
     def _on_cancel(self, goal_handle) -> CancelResponse:
         if self.cancel is not None:
             self.cancel.cancel("cancelled by the client")
+            self.transport.cancel_supervisor_calls()   # a pending approval must not act after the cancel
         return CancelResponse.ACCEPT
 
     def _execute(self, goal_handle):

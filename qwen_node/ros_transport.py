@@ -11,6 +11,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Callable
 
+from qwen_stack import topics
 from qwen_stack.qwen_node.agent.planner import ServiceOutcome, supervisor_outcome
 from qwen_stack.qwen_node.ros_messages import fill_message, message_to_dict
 
@@ -28,6 +29,10 @@ class RosToolTransport:
         self.node, self.source, self.group = node, source, callback_group
         self._call_tool_type = CallTool
         self.proxy = node.create_client(CallTool, proxy_service, callback_group=callback_group)
+        from std_srvs.srv import Trigger
+
+        self._trigger_type = Trigger
+        self.cancel_client = node.create_client(Trigger, topics.SAFETY_CANCEL_CALLS, callback_group=callback_group)
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.on_sent = on_sent
@@ -86,3 +91,12 @@ class RosToolTransport:
         if self.on_sent:
             self.on_sent(service)
         return fut
+
+    def cancel_supervisor_calls(self) -> bool:
+        """Tell the supervisor's proxy that the task was cancelled: a call it is still vetting, or whose
+        approval it is still waiting for, is refused (an approval given after the cancel does nothing).
+        Fire and forget: returns False when the service is not there."""
+        if not self.cancel_client.service_is_ready():
+            return False
+        self.cancel_client.call_async(self._trigger_type.Request())
+        return True

@@ -37,6 +37,7 @@ SAFETY_RESET_ESTOP = "safety/reset_estop"      # qwen_stack_interfaces/ResetESto
 SAFETY_CALL_TOOL = "safety/call_tool"          # qwen_stack_interfaces/CallTool, proxy for actuating services
 SAFETY_APPROVAL_REQUEST = "safety/approval_request"  # qwen_stack_interfaces/ApprovalRequest
 SAFETY_APPROVE = "safety/approve"              # qwen_stack_interfaces/Approve
+SAFETY_CANCEL_CALLS = "safety/cancel_calls"    # std_srvs/Trigger: the caller's task was cancelled; calls in progress refused
 OPERATOR_HEARTBEAT = "operator/heartbeat"      # std_msgs/Empty, from the console while it is open
 
 # --- robot skills (sim/skills_node.py; a real robot replaces that node) ---------------------

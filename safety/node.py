@@ -2,8 +2,8 @@
 
 Inputs: cmd_vel/autonomy, cmd_vel/teleop, teleop/lock, scan, odom, safety/estop, operator/heartbeat.
 Output: cmd_vel (this node is its only publisher), safety/verdict, safety/estop_latched, /diagnostics.
-Services: safety/call_tool (proxy for actuating services), safety/trigger_estop, safety/reset_estop,
-safety/approve. The node configures and activates itself at start; bad parameters exit with code 2.
+Services: safety/call_tool (proxy for actuating services), safety/cancel_calls, safety/trigger_estop,
+safety/reset_estop, safety/approve. The node configures and activates itself at start; bad parameters exit with code 2.
 No callback dies on its input: an exception in a control-path callback is logged and audited and the base
 is sent zero; in the proxy's callbacks it becomes a refusal with its reason (see `_guarded`).
 """
@@ -125,6 +125,9 @@ def build_node():
                               callback_group=self.proxy_group)
             pn.create_service(Approve, T.SAFETY_APPROVE, guard(T.SAFETY_APPROVE, self.on_approve, self.approve_failed),
                               callback_group=self.proxy_group)
+            pn.create_service(Trigger, T.SAFETY_CANCEL_CALLS, guard(T.SAFETY_CANCEL_CALLS, self.on_cancel_calls,
+                                                                    self.trigger_failed),
+                              callback_group=self.proxy_group)
             self.get_logger().info(f"configured: policy {self.cfg.policy_file} ({len(policy.services)} services), "
                                    f"audit log {self.cfg.audit_log_path or 'disabled'}")
             return TransitionCallbackReturn.SUCCESS
@@ -185,6 +188,12 @@ def build_node():
             _request, response = args
             response.accepted, response.success = False, False
             response.verdict_level, response.reasons, response.response_json = 4, [reason], "{}"   # REJECT
+            return response
+
+        @staticmethod
+        def trigger_failed(args, reason):
+            _request, response = args
+            response.success, response.message = False, f"not done: {reason}"
             return response
 
         @staticmethod
@@ -278,6 +287,13 @@ def build_node():
                                                               request.operator_name)
             self.audit.write("approval", request.operator_name or "unknown", _now(self),
                              request_id=request.request_id, approved=request.approved, ok=response.ok)
+            return response
+
+        def on_cancel_calls(self, request, response):
+            """A caller gave up (its task was cancelled): calls in progress are refused from now on."""
+            self.proxy.cancel_pending("the caller cancelled its task")
+            self.audit.write("cancel_calls", "caller", _now(self))
+            response.success, response.message = True, "calls in progress refused from now on"
             return response
 
         def publish_approval_request(self, req, timeout):

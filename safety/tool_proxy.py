@@ -7,6 +7,11 @@ waits for the target service only for what is left of it; so an approval that co
 up does nothing. `call` never raises: a failure before forwarding is a REJECT with its reason (audited), a
 failure after it is a failed call with its reason.
 
+A caller that gives up (its task cancelled) says so with `cancel_pending` (service safety/cancel_calls):
+every call in progress at that moment is refused from then on (a pending approval is denied, nothing is
+forwarded), so an approval that comes after the cancel does nothing. Calls that arrive later are vetted
+as usual.
+
 While the operator holds the teleop lock (control taken over on the console, which cancels the planner's
 task), every call is refused and a pending approval is denied: the cancel reaches the proxy that way, as
 the e-stop does.
@@ -41,6 +46,18 @@ class ToolProxy:
         self.book = ApprovalBook()
         self._lock = threading.Lock()                          # vetter and book are shared by callback threads
         self._clients: dict = {}
+        self._cancel_epoch = 0                                 # bumped by cancel_pending()
+        self._cancel_reason = ""
+
+    def cancel_pending(self, reason: str = "cancelled by the caller") -> None:
+        """Refuse every call in progress now (pending approvals denied, nothing forwarded after this)."""
+        with self._lock:
+            self._cancel_epoch += 1
+            self._cancel_reason = bounded(str(reason), 200)
+
+    def _cancelled_since(self, epoch: int) -> str | None:
+        with self._lock:
+            return None if self._cancel_epoch == epoch else self._cancel_reason
 
     def answer(self, request_id: str, approved: bool, operator: str) -> tuple[bool, str]:
         with self._lock:
@@ -60,6 +77,8 @@ class ToolProxy:
 
     def _call(self, service, arguments_json, source, timeout_s, forwarded: threading.Event) -> dict:
         start = self.clock()
+        with self._lock:
+            epoch = self._cancel_epoch
         if not isinstance(service, str) or len(service) > MAX_SERVICE_NAME_CHARS:
             return self._refuse(service, source, arguments_json, Verdict(VerdictLevel.REJECT, (
                 f"service name longer than {MAX_SERVICE_NAME_CHARS} characters",)))
@@ -75,7 +94,7 @@ class ToolProxy:
         if not av.accepted:
             return self._refuse(service, source, arguments_json, av.verdict)
         if av.needs_approval:
-            denied = self._wait_for_approval(service, arguments_json, deadline, budget)
+            denied = self._wait_for_approval(service, arguments_json, deadline, budget, epoch)
             if denied:
                 return self._refuse(service, source, arguments_json, Verdict(VerdictLevel.REJECT, (denied,)))
         cls = service_class(av.policy.type)
@@ -93,6 +112,9 @@ class ToolProxy:
                                     Verdict(VerdictLevel.ESTOP, ("e-stop latched: every action is refused",)))
             if self.operator_has_control():
                 return self._refuse(service, source, arguments_json, Verdict(VerdictLevel.REJECT, (_OPERATOR,)))
+            if self._cancel_epoch != epoch:
+                return self._refuse(service, source, arguments_json, Verdict(VerdictLevel.REJECT, (
+                    f"call cancelled: {self._cancel_reason}",)))
             if self.clock() >= deadline:
                 return self._refuse(service, source, arguments_json, Verdict(VerdictLevel.REJECT, (
                     f"the caller's deadline ({budget:.1f} s) passed before the call could be forwarded",)))
@@ -123,7 +145,8 @@ class ToolProxy:
         return {"accepted": True, "success": success, "verdict_level": 0, "reasons": [],
                 "response_json": json.dumps(response)}
 
-    def _wait_for_approval(self, service: str, arguments_json: str, deadline: float, budget: float) -> str | None:
+    def _wait_for_approval(self, service: str, arguments_json: str, deadline: float, budget: float,
+                           epoch: int) -> str | None:
         """None when approved, else the reason for denial. Waits at most approval_timeout and never past the
         caller's deadline; the request offered to the operator carries that shorter time."""
         wait = max(0.0, min(self.approval_timeout, deadline - self.clock()))
@@ -138,6 +161,9 @@ class ToolProxy:
                     return "e-stop latched while waiting for approval"
                 if self.operator_has_control():
                     return f"{_OPERATOR} (while waiting for approval)"
+                cancelled = self._cancelled_since(epoch)
+                if cancelled is not None:
+                    return f"call cancelled while waiting for approval: {cancelled}"
                 if outcome is True:
                     return None
                 if outcome is False:

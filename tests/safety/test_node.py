@@ -36,6 +36,7 @@ from qwen_stack import topics as T  # noqa: E402
 from qwen_stack.paths import config_file  # noqa: E402
 from qwen_stack_interfaces.msg import ApprovalRequest, SafetyVerdict  # noqa: E402
 from qwen_stack_interfaces.srv import Approve, CallTool, DriveDistance, Release, ResetEStop  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -103,6 +104,7 @@ class Harness:
         self.call_tool = n.create_client(CallTool, T.SAFETY_CALL_TOOL)
         self.reset = n.create_client(ResetEStop, T.SAFETY_RESET_ESTOP)
         self.approve = n.create_client(Approve, T.SAFETY_APPROVE)
+        self.cancel_calls = n.create_client(Trigger, T.SAFETY_CANCEL_CALLS)
         # test doubles of the real skills: they only record what reached them
         n.create_service(DriveDistance, T.SKILL_DRIVE_DISTANCE, self._double_drive)
         n.create_service(Release, T.SKILL_RELEASE, self._double_release)
@@ -311,6 +313,23 @@ def test_approval_flow_timeout_denies_and_approval_forwards(harness, supervisor)
     harness.wait_for(lambda: fut.done(), 5.0, "CallTool answer")
     assert fut.result().accepted and fut.result().success
     assert harness.double_calls == [("release",)]
+
+
+def test_a_cancel_from_the_caller_refuses_its_pending_approval(harness, supervisor):
+    """Issue 16 item 6: the task is cancelled while the proxy waits for the operator; an approval that
+    comes after the cancel must not release the object."""
+    n0, released = len(harness.approval_requests), harness.double_calls.count(("release",))
+    fut = harness.call_tool.call_async(CallTool.Request(service=T.SKILL_RELEASE, arguments_json="{}",
+                                                        source="planner", timeout_s=5.0))
+    harness.wait_for(lambda: len(harness.approval_requests) == n0 + 1, 5.0, "approval request")
+    assert harness.call(harness.cancel_calls, Trigger.Request()).success
+    harness.wait_for(lambda: fut.done(), 5.0, "CallTool answer")
+    assert not fut.result().accepted and "cancelled" in fut.result().reasons[0]
+    late = harness.call(harness.approve, Approve.Request(request_id=harness.approval_requests[-1].request_id,
+                                                         approved=True, operator_name="tester"))
+    assert not late.ok
+    time.sleep(0.3)
+    assert harness.double_calls.count(("release",)) == released
 
 
 def test_estop_latches_and_reset_does_not_resume_motion(harness, supervisor):

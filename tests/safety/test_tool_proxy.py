@@ -235,6 +235,33 @@ def test_operator_taking_control_cancels_a_pending_approval_and_refuses_new_call
     assert p.call(SKILL_LOOK_AT, {"pan": 0.1})["success"]
 
 
+def test_a_cancelled_task_cancels_its_pending_approval_and_only_that():
+    """The operator cancels the task (not a take-over): the planner tells the proxy (safety/cancel_calls); the
+    pending release is refused even if approved afterwards, and a call made after the cancel works."""
+    p = Proxy(approval_timeout=5.0)
+    threading.Timer(0.15, lambda: p.proxy.cancel_pending("the caller cancelled its task")).start()
+    p.approve_when_asked(True, after=0.4)
+    out = p.call(SKILL_RELEASE, {}, timeout_s=2.0)
+    assert not out["accepted"] and "cancelled" in out["reasons"][0], out
+    time.sleep(0.5)
+    assert p.node.calls == []
+    assert p.call(SKILL_LOOK_AT, {"pan": 0.1})["success"] and len(p.node.calls) == 1
+
+
+def test_cancel_between_approval_and_forward_refuses():
+    """An approval that lands just before the cancel: the forward checks the cancel under the lock."""
+    p = Proxy(approval_timeout=5.0)
+    original = p.proxy._wait_for_approval
+
+    def approved_then_cancelled(*a, **k):
+        p.proxy.cancel_pending("cancelled")
+        return None                         # as if approved a moment before the cancel arrived
+    p.proxy._wait_for_approval = approved_then_cancelled
+    out = p.call(SKILL_RELEASE, {}, timeout_s=2.0)
+    assert not out["accepted"] and "cancelled" in out["reasons"][0] and p.node.calls == []
+    p.proxy._wait_for_approval = original
+
+
 # ------------------------------------------------------------------ item 8: bounded verdicts and audit records
 def test_verdict_numbers_and_reasons_are_bounded():
     """Old code: 1e308 with .3f printed a 309-digit number into the verdict and the audit log."""
