@@ -129,7 +129,8 @@ class SkillsNode(Node):
         while the base still moves.
 
         make_controller(start_pose) -> (controller, None) or (None, error). Gives up (and stops) when
-        odometry stops or the sim time passes expected_s + skill_timeout_margin.
+        odometry stops, the sim time passes expected_s + skill_timeout_margin, or the clock jumps back (a sim
+        reset: the deadline would otherwise lie in the old time and never come).
         """
         if not self.motion_lock.acquire(blocking=False):
             return False, "another motion skill is running", None
@@ -149,6 +150,7 @@ class SkillsNode(Node):
             if err:
                 return False, err, None
             deadline = t0 + expected_s + self.config.skill_timeout_margin
+            t_prev = t0
             while True:
                 if self.estop_latched:
                     return False, "e-stop latched: stopped", controller
@@ -158,7 +160,11 @@ class SkillsNode(Node):
                 nxt = self._next_odom(seq)
                 if nxt is None:
                     return False, f"odometry stopped for {self.config.odom_timeout} s: stopped", controller
-                seq, pose, velocity, t = nxt
+                seq, pose, velocity, t_new = nxt
+                if t_new < t_prev:   # sim reset / clock stepped back: the deadline and the pose are from before
+                    return False, (f"the clock jumped back ({t_prev:.2f} s -> {t_new:.2f} s) during the skill: "
+                                   "stopped"), controller
+                t = t_prev = t_new
                 if t > deadline:
                     return False, f"timed out after {t - t0:.1f} s (sim time): stopped", controller
         finally:

@@ -1,0 +1,49 @@
+"""The skills' motion loop (SkillsNode._run) when the clock jumps back mid-skill (sim reset, clock stepped):
+the skill stops at once with a reason instead of waiting for a deadline that lies in the old time.
+
+The loop runs on a test double of the node's state (odometry feed, command sink, lock): no ROS graph."""
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("rclpy")
+from qwen_stack.sim.node_config import SkillsNodeConfig  # noqa: E402
+from qwen_stack.sim.skill_control import Pose2D, Twist2D  # noqa: E402
+from qwen_stack.sim.skills_node import SkillsNode  # noqa: E402
+
+
+class NeverDone:
+    done = False
+
+    def update(self, pose, velocity):
+        return Twist2D(0.2, 0.0)
+
+
+def _double(stamps: list[float]):
+    """The node's state as _run reads it: odometry messages at the given sim times, commands recorded."""
+    feed = iter(stamps)
+    sent: list[Twist2D] = []
+
+    def next_odom(after_seq):
+        t = next(feed, None)
+        return None if t is None else (after_seq + 1, Pose2D(0.0, 0.0, 0.0), Twist2D(0.0, 0.0), t)
+    return SimpleNamespace(motion_lock=threading.Lock(), estop_latched=False, odom_seq=0, _send=sent.append,
+                           _next_odom=next_odom, config=SkillsNodeConfig()), sent
+
+
+def test_backward_jump_stops_the_skill_with_a_reason():
+    node, sent = _double([100.0, 100.1, 100.2, 0.05, 0.1, 0.2])
+    ok, msg, _ = SkillsNode._run(node, lambda pose: (NeverDone(), None), expected_s=5.0)
+    assert not ok and "clock jumped back" in msg
+    assert sent[-1] == Twist2D(0.0, 0.0) and len(sent) == 5   # zero, a tick per message before the jump, stop
+    assert not node.motion_lock.locked()
+
+
+def test_forward_time_still_times_out_in_sim_time():
+    margin = SkillsNodeConfig().skill_timeout_margin
+    node, _ = _double([10.0 + 0.5 * i for i in range(200)])
+    ok, msg, _ = SkillsNode._run(node, lambda pose: (NeverDone(), None), expected_s=1.0)
+    assert not ok and "timed out after" in msg and float(msg.split("after ")[1].split(" s")[0]) <= 1.0 + margin + 0.5
