@@ -10,12 +10,12 @@
  * one E4M3 block scale per 16 values, [rows, in/16]; one fp32 global scale g per projection.
  *   y[r] = g * sum_b e4m3(s[r, b]) * sum_{i < 16} E2M1[code[r, 16 b + i]] * x[16 b + i]
  *
- * AVX2 path, per 32 packed bytes (64 weights, 4 blocks): split the nibbles, one vpshufb each looks up
- * 2 * E2M1 as a signed byte (exact small integers), sign-extend 8 at a time to int32 and convert to fp32,
- * multiply with x, sum each 16-value block in a register and add it times the block's scale (a 256-entry
- * table of 0.5 * e4m3, the 0.5 undoing the doubled codes). The nibble split puts a block's even elements in
- * one vector and its odd ones in the next, so x is read in that order: xp, x with each 16-block stored as
- * its 8 even elements then its 8 odd ones, made once per call.
+ * AVX2 path (row_avx2): every E2M1 value's fp32 bit pattern has a zero lower half, so two vpshufb table
+ * lookups (the upper half's two bytes) and two byte/word interleaves with zero turn 32 codes into exact fp32
+ * weights, with no integer-to-float conversion. Each 16-value block is summed in a vector, then multiplied by
+ * its scale (a 256-entry e4m3 table) into the accumulator. The decoded vectors hold the weights in a fixed
+ * shuffled order, so x is read in the same order: xp (xp_index), made once per call.
+ * Measured (one core, L3-resident 4096 x 4096): ~20 G weights/s against ~17 G for sign-extend + convert.
  *
  * Experts: packed [E, rows, in/2], scales [E, rows, in/16], global scales [E, parts] (a fused gate_up weight
  * has two projections, each owning rows / parts rows); experts[k] picks the weight for output row k of y.
@@ -28,10 +28,15 @@
 #include <immintrin.h>
 #endif
 
-static float SCALE_HALF[256];   /* 0.5 * e4m3fn(byte); NaN bytes (0x7f, 0xff) decode to NaN */
-static const int8_t CODE2[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};   /* 2 * E2M1 */
+static float SCALE[256];   /* e4m3fn(byte) as fp32; the NaN bytes (0x7f, 0xff) decode to NaN */
 static const float CODE_F[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
                                  -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+/* The same 16 values as bf16 bit patterns, i.e. the upper halves of their fp32 patterns (all lower halves are
+ * zero): high bytes and low bytes. */
+static const uint8_t CODE_HI[16] = {0x00, 0x3f, 0x3f, 0x3f, 0x40, 0x40, 0x40, 0x40,
+                                    0x80, 0xbf, 0xbf, 0xbf, 0xc0, 0xc0, 0xc0, 0xc0};
+static const uint8_t CODE_LO[16] = {0x00, 0x00, 0x80, 0xc0, 0x00, 0x40, 0x80, 0xc0,
+                                    0x00, 0x00, 0x80, 0xc0, 0x00, 0x40, 0x80, 0xc0};
 
 __attribute__((constructor)) static void init_scales(void) {
     for (int b = 0; b < 256; b++) {
@@ -40,7 +45,7 @@ __attribute__((constructor)) static void init_scales(void) {
         if (e == 15 && m == 7) v = __builtin_nanf("");
         else if (e == 0) v = (float)m / 8.0f / 64.0f;                         /* subnormal: m/8 * 2^-6 */
         else v = (1.0f + (float)m / 8.0f) * (e >= 7 ? (float)(1 << (e - 7)) : 1.0f / (float)(1 << (7 - e)));
-        SCALE_HALF[b] = 0.5f * (sign ? -v : v);
+        SCALE[b] = sign ? -v : v;
     }
 }
 
@@ -53,48 +58,71 @@ static float row_scalar(const uint8_t *p, const uint8_t *s, const float *x, int6
             const uint8_t byte = p[8 * b + i];
             blk += CODE_F[byte & 15] * x[16 * b + 2 * i] + CODE_F[byte >> 4] * x[16 * b + 2 * i + 1];
         }
-        acc += 2.0f * SCALE_HALF[s[b]] * blk;
+        acc += SCALE[s[b]] * blk;
     }
     return acc;
 }
 
-#ifdef __AVX2__
-static inline __m256 cvt8(__m128i codes) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(codes)); }
-
-/* The 16 values of one block (evens in ev's low 8 bytes, odds in od's) dotted with xp, times the scale. */
-static inline __m256 block_fma(__m128i ev, __m128i od, const float *xp, uint8_t s, __m256 acc) {
-    __m256 blk = _mm256_mul_ps(cvt8(ev), _mm256_loadu_ps(xp));
-    blk = _mm256_fmadd_ps(cvt8(od), _mm256_loadu_ps(xp + 8), blk);
-    return _mm256_fmadd_ps(blk, _mm256_set1_ps(SCALE_HALF[s]), acc);
+/* Where the vector path reads x[i] (i within a row): index into xp. Per 64 values (blocks 0-3 of a chunk)
+ * the decoded vectors hold, in 4-float lane halves, blocks 0 and 2 (or 1 and 3) side by side, evens before
+ * odds, 4 of each at a time; the last (in / 16) % 4 blocks are decoded one at a time: evens, then odds. */
+static inline int64_t xp_index(int64_t i, int64_t in) {
+    const int64_t w = i & 15, j = w >> 1, parity = w & 1, blk = i >> 4;
+    if (blk >= (in / 64) * 4) return (i & ~(int64_t)15) + parity * 8 + j;
+    const int64_t bl = blk & 3, pair = bl & 1, half = bl >> 1;
+    return (i & ~(int64_t)63) + pair * 32 + (parity * 2 + (j >> 2)) * 8 + half * 4 + (j & 3);
 }
 
+#ifdef __AVX2__
+#define AS_PS(v) _mm256_castsi256_ps(v)
+
+/* Per 32 packed bytes (64 weights, 4 blocks): split the nibbles; two vpshufb look up each code's fp32 upper
+ * half (high and low byte); interleaving them with zeros gives the fp32 values themselves: no int-to-float
+ * conversion, and everything is exact. Each block's 16 products are summed in a vector, then scaled. */
 static float row_avx2(const uint8_t *p, const uint8_t *s, const float *xp, int64_t in) {
-    const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)CODE2));
-    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    const __m256i hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)CODE_HI));
+    const __m256i lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)CODE_LO));
+    const __m256i low4 = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();    /* two chains: FMA latency */
-    const int64_t nb = in / 16;
-    int64_t b = 0;
-    for (; b + 4 <= nb; b += 4) {
+    const int64_t nb = in / 16, nb4 = nb / 4 * 4;
+    for (int64_t b = 0; b < nb4; b += 4) {
         const __m256i bytes = _mm256_loadu_si256((const __m256i *)(p + 8 * b));
-        const __m256i ev = _mm256_shuffle_epi8(lut, _mm256_and_si256(bytes, low4));                       /* evens */
-        const __m256i od = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4));  /* odds */
-        const __m128i ev01 = _mm256_castsi256_si128(ev), od01 = _mm256_castsi256_si128(od);
-        const __m128i ev23 = _mm256_extracti128_si256(ev, 1), od23 = _mm256_extracti128_si256(od, 1);
+        const __m256i ce = _mm256_and_si256(bytes, low4), co = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
+        const __m256i eh = _mm256_shuffle_epi8(hi, ce), el = _mm256_shuffle_epi8(lo, ce);   /* even elements */
+        const __m256i oh = _mm256_shuffle_epi8(hi, co), ol = _mm256_shuffle_epi8(lo, co);   /* odd elements */
+        /* 16-bit patterns; lane 0 / lane 1: blocks 0 / 2 (unpacklo), 1 / 3 (unpackhi) */
+        const __m256i e02 = _mm256_unpacklo_epi8(el, eh), e13 = _mm256_unpackhi_epi8(el, eh);
+        const __m256i o02 = _mm256_unpacklo_epi8(ol, oh), o13 = _mm256_unpackhi_epi8(ol, oh);
         const float *x = xp + 16 * b;
-        acc0 = block_fma(ev01, od01, x, s[b], acc0);
-        acc1 = block_fma(_mm_unpackhi_epi64(ev01, ev01), _mm_unpackhi_epi64(od01, od01), x + 16, s[b + 1], acc1);
-        acc0 = block_fma(ev23, od23, x + 32, s[b + 2], acc0);
-        acc1 = block_fma(_mm_unpackhi_epi64(ev23, ev23), _mm_unpackhi_epi64(od23, od23), x + 48, s[b + 3], acc1);
-    }
-    for (; b < nb; b++) {                                                /* widths not a multiple of 64 */
-        const __m128i bytes = _mm_loadl_epi64((const __m128i *)(p + 8 * b));
-        const __m128i l = _mm256_castsi256_si128(lut), m = _mm_set1_epi8(0x0f);
-        const __m128i ev = _mm_shuffle_epi8(l, _mm_and_si128(bytes, m));
-        const __m128i od = _mm_shuffle_epi8(l, _mm_and_si128(_mm_srli_epi16(bytes, 4), m));
-        acc0 = block_fma(ev, od, xp + 16 * b, s[b], acc0);
+        __m256 t02 = _mm256_mul_ps(AS_PS(_mm256_unpacklo_epi16(zero, e02)), _mm256_loadu_ps(x));
+        t02 = _mm256_fmadd_ps(AS_PS(_mm256_unpackhi_epi16(zero, e02)), _mm256_loadu_ps(x + 8), t02);
+        t02 = _mm256_fmadd_ps(AS_PS(_mm256_unpacklo_epi16(zero, o02)), _mm256_loadu_ps(x + 16), t02);
+        t02 = _mm256_fmadd_ps(AS_PS(_mm256_unpackhi_epi16(zero, o02)), _mm256_loadu_ps(x + 24), t02);
+        __m256 t13 = _mm256_mul_ps(AS_PS(_mm256_unpacklo_epi16(zero, e13)), _mm256_loadu_ps(x + 32));
+        t13 = _mm256_fmadd_ps(AS_PS(_mm256_unpackhi_epi16(zero, e13)), _mm256_loadu_ps(x + 40), t13);
+        t13 = _mm256_fmadd_ps(AS_PS(_mm256_unpacklo_epi16(zero, o13)), _mm256_loadu_ps(x + 48), t13);
+        t13 = _mm256_fmadd_ps(AS_PS(_mm256_unpackhi_epi16(zero, o13)), _mm256_loadu_ps(x + 56), t13);
+        const __m256 s02 = _mm256_set_m128(_mm_set1_ps(SCALE[s[b + 2]]), _mm_set1_ps(SCALE[s[b]]));
+        const __m256 s13 = _mm256_set_m128(_mm_set1_ps(SCALE[s[b + 3]]), _mm_set1_ps(SCALE[s[b + 1]]));
+        acc0 = _mm256_fmadd_ps(t02, s02, acc0);
+        acc1 = _mm256_fmadd_ps(t13, s13, acc1);
     }
     const __m256 a = _mm256_add_ps(acc0, acc1);
     __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    const __m128i hi1 = _mm256_castsi256_si128(hi), lo1 = _mm256_castsi256_si128(lo), z1 = _mm_setzero_si128();
+    for (int64_t b = nb4; b < nb; b++) {                                 /* widths not a multiple of 64 */
+        const __m128i bytes = _mm_loadl_epi64((const __m128i *)(p + 8 * b));
+        const __m128i ce = _mm_and_si128(bytes, _mm256_castsi256_si128(low4));
+        const __m128i co = _mm_and_si128(_mm_srli_epi16(bytes, 4), _mm256_castsi256_si128(low4));
+        const __m128i e = _mm_unpacklo_epi8(_mm_shuffle_epi8(lo1, ce), _mm_shuffle_epi8(hi1, ce));
+        const __m128i o = _mm_unpacklo_epi8(_mm_shuffle_epi8(lo1, co), _mm_shuffle_epi8(hi1, co));
+        const float *x = xp + 16 * b;
+        __m128 t = _mm_mul_ps(_mm_castsi128_ps(_mm_unpacklo_epi16(z1, e)), _mm_loadu_ps(x));
+        t = _mm_fmadd_ps(_mm_castsi128_ps(_mm_unpackhi_epi16(z1, e)), _mm_loadu_ps(x + 4), t);
+        t = _mm_fmadd_ps(_mm_castsi128_ps(_mm_unpacklo_epi16(z1, o)), _mm_loadu_ps(x + 8), t);
+        t = _mm_fmadd_ps(_mm_castsi128_ps(_mm_unpackhi_epi16(z1, o)), _mm_loadu_ps(x + 12), t);
+        h = _mm_fmadd_ps(t, _mm_set1_ps(SCALE[s[b]]), h);
+    }
     h = _mm_add_ps(h, _mm_movehl_ps(h, h));
     h = _mm_add_ss(h, _mm_movehdup_ps(h));
     return _mm_cvtss_f32(h);
@@ -130,10 +158,7 @@ int nvfp4_matvec(const uint8_t *packed, const uint8_t *scales, const float *gsca
         xp = malloc(sizeof(float) * n_x * in);
         if (!xp) return -1;
         for (int64_t k = 0; k < n_x; k++)
-            for (int64_t i = 0; i < in; i++) {
-                const int64_t blk = i & ~(int64_t)15, j = i & 15;
-                xp[k * in + blk + (j & 1) * 8 + (j >> 1)] = x[k * x_stride + i];
-            }
+            for (int64_t i = 0; i < in; i++) xp[k * in + xp_index(i, in)] = x[k * x_stride + i];
     }
     const int64_t chunk = 16, chunks = (rows + chunk - 1) / chunk, jobs = n_out_rows * chunks;
 #pragma omp parallel for schedule(static) if (n_out_rows * rows * in >= (1 << 18))
@@ -164,7 +189,7 @@ int nvfp4_dequantize_rows(const uint8_t *packed, const uint8_t *scales, int64_t 
     for (int64_t r = 0; r < n; r++) {
         const uint8_t *p = packed + r * (in / 2), *s = scales + r * (in / 16);
         for (int64_t b = 0; b < in / 16; b++) {
-            const float sc = 2.0f * SCALE_HALF[s[b]];
+            const float sc = SCALE[s[b]];
             float v[16];
             for (int i = 0; i < 8; i++) {
                 v[2 * i] = CODE_F[p[8 * b + i] & 15] * sc;
