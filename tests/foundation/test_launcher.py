@@ -88,3 +88,34 @@ def test_two_namespaced_stacks_coexist_and_ctrl_c_stops_them(ros_env):
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
         assert "stack stopped (exit code 0)" in out and "running pid" in out
+
+
+@pytest.mark.slow
+def test_each_running_node_declares_exactly_the_parameters_the_launcher_checks_against(ros_env):
+    """The launcher's schema (qwen_stack/parameter_schema.py) against the nodes themselves: every node
+    of the sim profile (nodes added later included) is started and asked for its parameter names."""
+    from rcl_interfaces.srv import ListParameters
+
+    from qwen_stack.parameter_schema import ROS_OWN_PARAMETERS, ROS_OWN_PREFIXES
+
+    stack = load_stack("stack.yaml")
+    specs = stack.select("sim")
+    proc = _launch(ros_env, "--profile", "sim", "--duration", "300", "console.port:=0")
+    rclpy.init()
+    node = rclpy.create_node("launcher_test_param_lister")
+    try:
+        for spec in specs:
+            client = node.create_client(ListParameters, f"{spec.fully_qualified_name}/list_parameters")
+            assert client.wait_for_service(timeout_sec=120), f"{spec.name} never offered list_parameters"
+            fut = client.call_async(ListParameters.Request(depth=0))
+            rclpy.spin_until_future_complete(node, fut, timeout_sec=30)
+            assert fut.done(), spec.name
+            names = {n for n in fut.result().result.names
+                     if n not in ROS_OWN_PARAMETERS and not n.startswith(ROS_OWN_PREFIXES)}
+            assert names == set(spec.schema.defaults), (spec.name, names ^ set(spec.schema.defaults))
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert "died" not in out, out[-3000:]

@@ -167,8 +167,9 @@ def launch_synopsis(cmd, _ctx):
 def demo(cmd, _ctx):
     """Bounded: no mission (QWEN_STACK_MISSION="", as the README documents) and --duration 20 for the
     launcher: bootstrap, the sim profile starts, no required node dies, Ctrl-C-like stop, exit 0. The
-    mission itself runs in tests/agent/test_e2e_sim.py."""
-    out = _ok(_bash(cmd + " --duration 20", 600, QWEN_STACK_MISSION=""))
+    console takes any free port (console.port:=0): a demo the user runs may hold 8080. The mission
+    itself runs in tests/agent/test_e2e_sim.py."""
+    out = _ok(_bash(cmd + " --duration 20 console.port:=0", 600, QWEN_STACK_MISSION=""))
     assert "[bootstrap] ready" in out and "--duration 20 s: stopping the stack" in out
     assert "stack stopped (exit code 0)" in out and "died" not in out
 
