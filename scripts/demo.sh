@@ -12,6 +12,11 @@ cd "$root"
 export PYTHONUNBUFFERED=1
 bin="$root/.venv/bin"
 mission="${QWEN_STACK_MISSION-Find the red cube and bring it to the blue square.}"
+console="http://127.0.0.1:8080/"   # where the console listens, as the arguments may have moved it
+for a in "$@"; do
+  case "$a" in console.port:=0) console="the address in the [console] line above" ;;
+               console.port:=*) console="http://127.0.0.1:${a#console.port:=}/" ;; esac
+done
 
 "$bin/qwen-stack" launch --profile "${QWEN_STACK_PROFILE:-sim}" --status-period 30 "$@" &
 launch_pid=$!
@@ -42,7 +47,7 @@ if [ -n "$mission" ]; then
   fi
   task_pid=""
   if [ "$rc" = 0 ]; then
-    echo "[demo] mission finished. The stack keeps running; console: http://127.0.0.1:8080/ . Ctrl-C stops it."
+    echo "[demo] mission finished. The stack keeps running; console: $console . Ctrl-C stops it."
   else
     echo "[demo] mission did not succeed (see above). The stack keeps running; Ctrl-C stops it."
   fi
