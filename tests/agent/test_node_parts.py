@@ -38,7 +38,8 @@ def test_agent_yaml_has_every_setting_and_they_are_valid():
     (dict(clip_fps=float("nan")), "clip_fps"), (dict(backend="local"), "model_dir"),
     (dict(openai_api_key_env="sk-abc123"), "openai_api_key_env"), (dict(camera_mount_xyz=[1, 2]), "camera_mount_xyz"),
     (dict(clip_frames=20, clip_fps=1.0, frame_window_s=5.0), "clip_frames"),
-    (dict(object_locator="magic"), "object_locator"), (dict(grounding_standoff_m=-1.0), "grounding_standoff_m"),
+    (dict(object_locator="magic"), "object_locator"), (dict(object_locator="sim_ground_truth"), "object_locator"),
+    (dict(grounding_standoff_m=-1.0), "grounding_standoff_m"),
     (dict(layer_backend="cuda"), "layer_backend"), (dict(layer_backend="tensorrt"), "trt_engine_dir"),
     (dict(layer_backend="onnxruntime"), "onnx_dir"), (dict(trt_precision="int2"), "trt_precision"),
 ])
