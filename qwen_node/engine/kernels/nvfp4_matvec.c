@@ -161,7 +161,7 @@ int nvfp4_matvec(const uint8_t *packed, const uint8_t *scales, const float *gsca
             for (int64_t i = 0; i < in; i++) xp[k * in + xp_index(i, in)] = x[k * x_stride + i];
     }
     const int64_t chunk = 16, chunks = (rows + chunk - 1) / chunk, jobs = n_out_rows * chunks;
-#pragma omp parallel for schedule(static) if (n_out_rows * rows * in >= (1 << 18))
+#pragma omp parallel for schedule(dynamic) if (n_out_rows * rows * in >= (1 << 18))
     for (int64_t job = 0; job < jobs; job++) {
         const int64_t k = job / chunks, r0 = (job % chunks) * chunk, r1 = r0 + chunk < rows ? r0 + chunk : rows;
         const int64_t e = experts ? experts[k] : 0, xk = x_stride ? k : 0;
