@@ -47,6 +47,7 @@ class PerceptionConfig:
     camera_pan_joint: str = "camera_pan_joint"  # joint_states name of the pan joint ("" = fixed camera at pan 0)
     laser_xyz: tuple = (0.05, 0.0, 0.11)      # m, laser origin in base_link
     robot_radius: float = 0.22                # m, detections whose centre falls inside this circle are the robot itself or the held object
+    pick_x: float = 0.22                      # m, the gripper's pick point ahead of base_link: a grasped object is taken from, and released at, it
     # --- segmentation ---
     min_blob_pixels: int = 12                 # blobs smaller than this (at 320x240; scaled by image area) are noise
     max_range: float = 3.5                    # m, detections farther than this are dropped (poor resolution)
@@ -68,7 +69,7 @@ class PerceptionConfig:
         def bad(name: str, why: str) -> PerceptionConfigError:
             return PerceptionConfigError(f"perception parameter {name!r}: {why} (got {getattr(self, name)!r})")
 
-        for name in ("base_height", "robot_radius", "max_range", "crate_min_size", "flat_max_height",
+        for name in ("base_height", "robot_radius", "pick_x", "max_range", "crate_min_size", "flat_max_height",
                      "associate_radius", "gone_max_range", "sensor_timeout", "max_pan_rate", "max_turn_rate"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):

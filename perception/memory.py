@@ -60,6 +60,7 @@ class MemoryEntry:
     missed_in_view: int = 0                 # frames in a row with the spot in view and no detection
     gone: bool = False
     in_view: bool = False
+    held: bool = False                      # in the gripper: travels with the robot, not a floor object
 
     @property
     def shape(self) -> str:
@@ -79,11 +80,33 @@ class ObjectMemory:
         self._generic_index: Counter = Counter()     # colour -> last <colour>_object_<n> index
 
     def visible(self) -> list[MemoryEntry]:
-        return [e for e in self.entries if not e.gone]
+        """What memory lists: neither gone nor held."""
+        return [e for e in self.entries if not e.gone and not e.held]
 
     def get(self, name: str) -> MemoryEntry | None:
+        for e in self.visible():
+            if e.name == name:
+                return e
+        return None
+
+    def hold(self, robot: Pose2D, pick_x: float, name_hint: str = "") -> MemoryEntry | None:
+        """The gripper took something: the remembered floor object nearest the pick point (within
+        0.35 m), else the one named `name_hint`, is held from now on (not listed, not matched)."""
+        px, py = robot.to_odom(pick_x, 0.0)
+        cands = [(math.hypot(e.x - px, e.y - py), e) for e in self.visible() if e.solid]
+        near = [c for c in cands if c[0] <= 0.35]
+        e = min(near, key=lambda c: c[0])[1] if near else self.get(name_hint) if name_hint else None
+        if e is not None:
+            e.held, e.in_view = True, False
+        return e
+
+    def release(self, robot: Pose2D, pick_x: float) -> MemoryEntry | None:
+        """The gripper let go: the held object stands on the floor at the pick point."""
         for e in self.entries:
-            if e.name == name and not e.gone:
+            if e.held:
+                e.x, e.y = robot.to_odom(pick_x, 0.0)
+                e.held, e.gone, e.missed_in_view = False, False, 0
+                e.variance = max(e.variance, 0.05 ** 2)    # where the gripper put it, give or take
                 return e
         return None
 
@@ -112,7 +135,7 @@ class ObjectMemory:
         if spot_in_clear_view is None:
             return result  # type: ignore[return-value]
         for e in self.entries:
-            if id(e) in matched or e.gone:
+            if id(e) in matched or e.gone or e.held:
                 continue
             if spot_in_clear_view(e.x, e.y):
                 e.missed_in_view += 1
@@ -132,7 +155,7 @@ class ObjectMemory:
                    in_view: Callable[[float, float], bool] | None) -> MemoryEntry | None:
         best, best_dist = None, math.inf
         for e in self.entries:
-            if id(e) in matched or e.colour != d.colour or e.solid != d.solid:
+            if id(e) in matched or e.held or e.colour != d.colour or e.solid != d.solid:
                 continue
             dist = math.hypot(e.x - ox, e.y - oy)
             gate = self.cfg.associate_radius + 2.0 * math.sqrt(e.variance)
@@ -142,7 +165,7 @@ class ObjectMemory:
             return best
         # moved: the same kind of object, remembered where the camera does not see now (or gone)
         for e in self.entries:
-            if id(e) in matched or e.colour != d.colour or e.solid != d.solid:
+            if id(e) in matched or e.held or e.colour != d.colour or e.solid != d.solid:
                 continue
             same_kind = e.shape == d.shape and d.shape != "object" and e.shape_share() >= self.cfg.name_min_confidence
             if same_kind and (e.gone or (in_view is not None and not in_view(e.x, e.y))):

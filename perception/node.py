@@ -1,6 +1,6 @@
 """perception_node: camera + CameraInfo + laser + odometry + pan -> perception/objects (memory in odom).
 
-Subscribes camera/image_raw, camera/camera_info, scan, odom and joint_states; publishes
+Subscribes camera/image_raw, camera/camera_info, scan, odom, joint_states and gripper/held; publishes
 perception/objects (qwen_stack_interfaces/DetectedObjects), perception/image_annotated (rgb8,
 boxes and labels) and perception/markers (MarkerArray of the memory), and a status on
 /diagnostics once a second. Decisions live in pipeline.py / memory.py; this is wiring.
@@ -20,8 +20,9 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, JointState, LaserScan
+from std_msgs.msg import String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from qwen_stack import topics
@@ -83,6 +84,8 @@ class PerceptionNode(Node):
         self.create_subscription(LaserScan, topics.SCAN, self._on_scan, sd)
         self.create_subscription(Odometry, topics.ODOM, self._on_odom, sd)
         self.create_subscription(JointState, topics.JOINT_STATES, self._on_joints, sd)
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.create_subscription(String, topics.GRIPPER_HELD, self._on_held, latched)
         self.pub_objects = self.create_publisher(DetectedObjects, topics.PERCEPTION_OBJECTS, 10)
         self.pub_image = self.create_publisher(Image, topics.PERCEPTION_IMAGE_ANNOTATED, sd)
         self.pub_markers = self.create_publisher(MarkerArray, topics.PERCEPTION_MARKERS, 10)
@@ -115,6 +118,23 @@ class PerceptionNode(Node):
             i = list(m.name).index(name)
             if i < len(m.position):
                 self.pan.push(_t(m.header.stamp), (m.position[i],))
+
+    def _on_held(self, m: String) -> None:
+        """The gripper's report: the held object leaves the floor memory; on release it is back,
+        where the gripper put it."""
+        t = self.odom.latest_time()
+        pose = self.odom.at(t, self.cfg.sensor_timeout) if t is not None else None
+        if pose is None:
+            self.get_logger().warning(f"gripper reports {m.data!r} before any odometry: memory not updated")
+            return
+        with self._lock:
+            if m.data:
+                e = self.perceiver.memory.hold(Pose2D(*pose), self.cfg.pick_x, m.data)
+                self.get_logger().info(f"memory: {e.name if e else 'nothing remembered'} held ({m.data!r} by the gripper)")
+            else:
+                e = self.perceiver.memory.release(Pose2D(*pose), self.cfg.pick_x)
+                if e is not None:
+                    self.get_logger().info(f"memory: {e.name} released at ({e.x:.2f}, {e.y:.2f})")
 
     # ---- frames ---------------------------------------------------------------------------------
     def _on_image(self, m: Image) -> None:

@@ -48,6 +48,7 @@ SKILL_GRASP = "skills/grasp"                   # qwen_stack_interfaces/Grasp
 SKILL_RELEASE = "skills/release"               # qwen_stack_interfaces/Release
 SKILL_DESCRIBE_STATE = "skills/describe_state"  # qwen_stack_interfaces/DescribeState
 SKILL_LOOK_AT = "skills/look_at"               # qwen_stack_interfaces/LookAt
+GRIPPER_HELD = "gripper/held"                  # std_msgs/String (latched): name of the held object, "" = none
 
 # --- agent ---------------------------------------------------------------------------------
 AGENT_RUN_TASK = "agent/run_task"              # qwen_stack_interfaces/RunTask (action)

@@ -23,7 +23,7 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool
+from std_msgs.msg import Bool, String
 
 from qwen_stack import topics
 from qwen_stack.sim.node_config import SimConfigError, SkillsNodeConfig
@@ -65,6 +65,10 @@ class SkillsNode(Node):
         # `motion_lock` instead (one at a time; a second one is refused, not queued).
         group = ReentrantCallbackGroup()
         self.pub_cmd = self.create_publisher(Twist, topics.AUTONOMY_CMD_VEL, 10)
+        # what the gripper holds ("" = nothing), latched: perception drops the held object from its memory
+        self.pub_held = self.create_publisher(
+            String, topics.GRIPPER_HELD, QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.pub_held.publish(String(data=""))
         self.create_subscription(Odometry, topics.ODOM, self._on_odom, 10, callback_group=group)
         self.create_subscription(JointState, topics.JOINT_STATES, self._on_joints, 10, callback_group=group)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)  # as the supervisor publishes it
@@ -239,6 +243,7 @@ class SkillsNode(Node):
         resp.held_object = out.held_object if out else ""
         if resp.success:
             self.held = resp.held_object
+            self.pub_held.publish(String(data=self.held))
         self._record("grasp", resp.success, resp.message)
         return resp
 
@@ -248,6 +253,7 @@ class SkillsNode(Node):
         resp.released_object = out.released_object if out else ""
         if resp.success:
             self.held = None
+            self.pub_held.publish(String(data=""))
         self._record("release", resp.success, resp.message)
         return resp
 

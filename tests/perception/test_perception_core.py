@@ -341,3 +341,22 @@ def test_no_running_node_reads_the_simulators_ground_truth():
     assert offenders == [], "\n".join(offenders)
     sim_node = (ROOT / "sim" / "node.py").read_text()
     assert not re.search(r"create_subscription\([^)]*(SIM_GROUND_TRUTH|SIM_OBJECTS)", sim_node)
+
+
+def test_the_held_object_is_not_listed_and_is_back_where_it_was_released():
+    m = ObjectMemory(PerceptionConfig())
+    for t in (1.0, 2.0):
+        m.update([det("red", "cube", 1.0, 0.0), det("yellow", "ball", 2.0, 1.0)], _pose(), t)
+    # the robot drove up: the cube is 0.25 m ahead of base_link, the pick point 0.22
+    held = m.hold(Pose2D(0.75, 0.0, 0.0), 0.22, "red_cube")
+    assert held is not None and held.name == "red_cube"
+    assert [e.name for e in m.visible()] == ["yellow_ball"] and m.get("red_cube") is None
+    # a red cube seen elsewhere meanwhile is another one, not the held one
+    m.update([det("red", "cube", -1.0, -1.0)], Pose2D(0.0, 0.0, 0.0), 3.0)
+    m.update([det("red", "cube", -1.0, -1.0)], Pose2D(0.0, 0.0, 0.0), 3.5)
+    assert sorted(e.name for e in m.visible()) == ["red_cube_2", "yellow_ball"]
+    released = m.release(Pose2D(2.0, -1.0, math.pi / 2), 0.22)      # facing +y: the pick point is at y + 0.22
+    assert released is held and (held.x, held.y) == pytest.approx((2.0, -0.78))
+    assert m.get("red_cube") is held and not held.in_view
+    assert m.release(_pose(), 0.22) is None                          # nothing held: nothing moves
+    assert m.hold(Pose2D(-5.0, -5.0, 0.0), 0.22) is None             # nothing near the gripper, no name
