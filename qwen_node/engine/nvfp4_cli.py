@@ -4,7 +4,9 @@
 docstring): ``all-linears`` (default; NVIDIA's published Qwen3.5 layout: experts, attention and
 large DeltaNet projections in NVFP4; router, gates, DeltaNet a/b, embeddings, lm_head, vision tower
 and MTP head kept), ``mlp-only`` or ``experts-only``; ``--exclude`` adds glob patterns over module names;
-``--preset none`` applies only the ``--exclude`` patterns.
+``--preset none`` applies only the ``--exclude`` patterns. Whatever the patterns, the output always loads:
+a layer's routed experts are quantized all together or kept all together, and weights the engine builds as
+plain layers (embeddings, lm_head, vision tower) stay as they are; the summary counts both.
 """
 from __future__ import annotations
 

@@ -53,7 +53,8 @@ def chat_dicts(messages: Sequence[ChatMessage], vision: bool) -> tuple[list[dict
     for m in messages:
         text = strip_special_tokens(m.content, _KEEP_IN_ASSISTANT if m.role == "assistant" else ())
         if m.role == "assistant" and "</think>" in text:
-            # the engine's chat format splits reasoning at the LAST block; drop stray tags inside
+            # one reasoning block: the chat format takes reasoning before the first </think> and the answer
+            # after the last, so stray tags are dropped
             reasoning, _, answer = text.rpartition("</think>")
             text = reasoning.replace("<think>", "").replace("</think>", "") + "</think>" + answer.replace("<think>", "")
         elif m.role == "assistant":
