@@ -24,8 +24,10 @@ Prints a table; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
+import signal
 import socket
 import statistics
 import subprocess
@@ -139,48 +141,39 @@ FLOOD_BODY_BYTES = 300 * 1024 * 1024   # what each request announces
 FLOOD_CHUNK = bytes(64 * 1024)
 
 
-class Flood:
-    """Oversized requests to the console from FLOOD_CONNECTIONS threads, bounded in count and time."""
+class FloodWorker:
+    """Oversized requests to the console from FLOOD_CONNECTIONS threads, bounded in count and time.
+    Runs in a process of its own (`--flood-worker`): in the measuring process its threads would hold the
+    GIL against the ROS callback that timestamps cmd_vel, and the latency measured would be theirs."""
 
-    def __init__(self, url: str, max_requests: int, max_seconds: float) -> None:
-        host, port = url.removeprefix("http://").rsplit(":", 1)
-        if host != "127.0.0.1":
-            raise ValueError(f"the flood only ever targets 127.0.0.1, not {host!r}")
-        self.addr = (host, int(port))
-        self.max_requests, self.max_seconds = max_requests, max_seconds
-        self.t0 = self.deadline = self.t_end = 0.0
+    def __init__(self, port: int, max_requests: int, max_seconds: float) -> None:
+        self.addr = ("127.0.0.1", port)   # never another host
+        self.max_requests = max_requests
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + max_seconds
         self.lock = threading.Lock()
         self.started = 0
         self.bytes_sent = 0
         self.statuses: dict[str, int] = {}
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(FLOOD_CONNECTIONS)]
 
-    def __enter__(self) -> "Flood":
-        self.t0 = time.monotonic()
-        self.deadline = self.t0 + self.max_seconds
-        for t in self.threads:
+    def run(self) -> dict:
+        threads = [threading.Thread(target=self._run, daemon=True) for _ in range(FLOOD_CONNECTIONS)]
+        for t in threads:
             t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=30)
-
-    def active(self) -> bool:
-        with self.lock:
-            return not self.stop.is_set() and self.started < self.max_requests and time.monotonic() < self.deadline
+        for t in threads:
+            t.join()
+        return {"requests": self.started, "seconds": round(time.monotonic() - self.t0, 1),
+                "mb_sent": round(self.bytes_sent / 2**20, 1), "answers": dict(sorted(self.statuses.items()))}
 
     def _next(self) -> int | None:
         with self.lock:
             if self.stop.is_set() or self.started >= self.max_requests or time.monotonic() > self.deadline:
-                self.t_end = self.t_end or time.monotonic()
                 return None
             self.started += 1
             return self.started
 
-    def _run(self, worker: int) -> None:
+    def _run(self) -> None:
         while (n := self._next()) is not None:
             if n % 2:   # what any web page can send: cross-origin, text/plain, no token
                 extra = "Origin: http://evil.example\r\nContent-Type: text/plain\r\n"
@@ -212,13 +205,44 @@ class Flood:
                 self.bytes_sent += sent
                 self.statuses[status] = self.statuses.get(status, 0) + 1
 
+
+def _flood_worker(port: int, max_requests: int, max_seconds: float) -> int:
+    worker = FloodWorker(port, max_requests, max_seconds)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())
+    print(json.dumps(worker.run()), flush=True)
+    return 0
+
+
+class Flood:
+    """The flood worker process, for the time of a `with` block."""
+
+    def __init__(self, url: str, max_requests: int, max_seconds: float) -> None:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        if host != "127.0.0.1":
+            raise ValueError(f"the flood only ever targets 127.0.0.1, not {host!r}")
+        self.args = [sys.executable, str(Path(__file__).resolve()), "--flood-worker", port, str(max_requests),
+                     str(max_seconds)]
+        self.proc: subprocess.Popen | None = None
+        self.result: dict = {}
+
+    def __enter__(self) -> "Flood":
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, text=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=60)
+        self.result = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+
+    def active(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def report(self) -> str:
-        with self.lock:
-            end = self.t_end or time.monotonic()
-            return (f"flood: {self.started} requests in {end - self.t0:.1f} s from {FLOOD_CONNECTIONS} connections "
-                    f"at a time, each announcing {FLOOD_BODY_BYTES >> 20} MB; "
-                    f"{self.bytes_sent / 2**20:.1f} MB sent in all before the server answered or closed; "
-                    f"answers: {dict(sorted(self.statuses.items()))}")
+        r = self.result
+        return (f"flood: {r.get('requests')} requests in {r.get('seconds')} s from {FLOOD_CONNECTIONS} connections "
+                f"at a time (a process of its own), each announcing {FLOOD_BODY_BYTES >> 20} MB; "
+                f"{r.get('mb_sent')} MB sent in all before the server answered or closed; answers: {r.get('answers')}")
 
 
 def _p99(values_ms: list[float]) -> float:
@@ -241,6 +265,9 @@ def _reexec_in_ros_environment() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--flood-worker"]:
+        return _flood_worker(int(argv[1]), int(argv[2]), float(argv[3]))
     _reexec_in_ros_environment()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presses", type=int, default=20)
