@@ -203,6 +203,19 @@ def test_bad_skill_requests_are_refused_without_motion(stack):
     assert not resp.success and "outside" in resp.message
 
 
+def test_look_at_answers_once_the_camera_looks_there(stack):
+    """A frame taken right after look_at must show the new view: the pan swings at up to 8 rad/s."""
+    srv = _interfaces()
+    probe = stack["probe"]
+    for pan in (1.2, -0.4):
+        resp = call(stack["client"], srv.LookAt, topics.SKILL_LOOK_AT, srv.LookAt.Request(pan=pan))
+        assert resp.success, resp.message
+        time.sleep(0.1)   # one joint_states period (30 Hz) for the probe to hear the state at the answer
+        with probe.lock:
+            j = probe.last["joints"]
+        assert abs(j.position[list(j.name).index("camera_pan_joint")] - pan) < 0.03
+
+
 def test_grasp_go_to_pose_2m_and_release_through_the_relay(stack):
     srv = _interfaces()
     probe, client, relay = stack["probe"], stack["client"], stack["relay"]
