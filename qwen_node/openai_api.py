@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from qwen_stack.qwen_node.agent.output_parser import (
     OutputStreamParser, ParsedToolCall, TextDelta, ThinkingDelta, ToolCallError)
+from qwen_stack.qwen_node.engine.generate import ContextLengthError
 
 
 class ChatEngine(Protocol):
@@ -149,6 +150,7 @@ class ChatRequest:
     forced_name: str | None             # the function a named tool_choice calls
     parallel_tool_calls: bool           # False: the turn ends after its first call
     max_tokens: int
+    max_tokens_given: bool              # False: the server's default, cut to what fits after the prompt
     temperature: float
     top_p: float
     top_k: int
@@ -236,7 +238,9 @@ def parse_request(body: Any, model_name: str, default_max_tokens: int, context_l
 
     max_tokens = _number(body, "max_tokens", None, int, low=1)
     if max_tokens is None:
-        max_tokens = _number(body, "max_completion_tokens", default_max_tokens, int, low=1)
+        max_tokens = _number(body, "max_completion_tokens", None, int, low=1)
+    given = max_tokens is not None
+    max_tokens = max_tokens if given else default_max_tokens
     if context_length is not None and max_tokens >= context_length:
         raise RequestError(f"max_tokens={max_tokens} does not fit the model's context of {context_length} tokens "
                            f"(prompt included)", "max_tokens")
@@ -253,7 +257,7 @@ def parse_request(body: Any, model_name: str, default_max_tokens: int, context_l
         raise RequestError("stream_options: only include_usage is supported", "stream_options")
     return ChatRequest(
         chat=chat, images=images, tools=tools, schemas=schemas, tool_choice=choice, forced_name=forced,
-        parallel_tool_calls=_flag(body, "parallel_tool_calls", True), max_tokens=max_tokens,
+        parallel_tool_calls=_flag(body, "parallel_tool_calls", True), max_tokens=max_tokens, max_tokens_given=given,
         temperature=_number(body, "temperature", 0.0, low=0.0, high=2.0),
         top_p=_top_p(body), top_k=_number(body, "top_k", 0, int, low=0),
         seed=_number(body, "seed", None, int), stop=tuple(stop or ()), stream=_flag(body, "stream", False),
@@ -322,9 +326,17 @@ def run_turn(engine: ChatEngine, req: ChatRequest, emit: Callable[[str], None], 
     end_at_call = ("</tool_call>",) if req.tools and (forced and req.forced_name or not req.parallel_tool_calls) else ()
 
     def step(prefix: str, budget: int, stops: tuple[str, ...]):
-        return engine.stream(req.chat, req.images, req.tools, emit, cancel, budget, req.temperature, req.thinking,
-                             prefix=prefix, stop_strings=req.stop + stops, top_p=req.top_p, top_k=req.top_k,
-                             seed=req.seed)
+        def go(n):
+            return engine.stream(req.chat, req.images, req.tools, emit, cancel, n, req.temperature, req.thinking,
+                                 prefix=prefix, stop_strings=req.stop + stops, top_p=req.top_p, top_k=req.top_k,
+                                 seed=req.seed)
+        try:
+            return go(budget)
+        except ContextLengthError as exc:
+            # no max_tokens in the request: the default shrinks to what fits after the prompt (as vLLM does)
+            if req.max_tokens_given or exc.prompt_tokens >= exc.context:
+                raise
+            return go(exc.context - exc.prompt_tokens)
 
     def closed(stats) -> str:
         if stats.finish_reason == "stop_string" and stats.stop_string in end_at_call:

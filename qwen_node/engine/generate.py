@@ -40,6 +40,10 @@ class SamplingParams:
 class ContextLengthError(ValueError):
     """The prompt plus the tokens asked for do not fit the model's context (max_position_embeddings)."""
 
+    def __init__(self, message: str, prompt_tokens: int, context: int):
+        super().__init__(message)
+        self.prompt_tokens, self.context = prompt_tokens, context     # room left: context - prompt_tokens
+
 
 @dataclass
 class GenerationResult:
@@ -150,10 +154,10 @@ def generate(model: Qwen35ForGeneration, prompt_ids: list[int] | torch.Tensor, p
     if T + params.max_new_tokens > context:
         if T > context:
             raise ContextLengthError(f"the prompt has {T} tokens, more than the model's context of {context} "
-                                     f"tokens (max_position_embeddings in config.json)")
+                                     f"tokens (max_position_embeddings in config.json)", T, context)
         raise ContextLengthError(f"the prompt ({T} tokens) plus max_new_tokens ({params.max_new_tokens}) exceed the "
                                  f"model's context of {context} tokens (max_position_embeddings in config.json); "
-                                 f"at most {context - T} new tokens fit")
+                                 f"at most {context - T} new tokens fit", T, context)
     device = model.lm_head.weight.device
     ids = ids.to(device)
     if position_ids is None:

@@ -344,3 +344,26 @@ def test_serve_names_a_broken_checkpoint_in_one_line(tmp_path):
     r = _serve(["--model", str(tmp_path), "--device", "cpu"])
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"{tmp_path / 'config.json'}: missing field num_hidden_layers" in r.stderr
+
+
+@pytest.mark.slow
+def test_real_engine_shrinks_the_default_max_tokens_to_the_room_left(serve_url):
+    """serve runs with --max-tokens 8; a prompt 3 tokens short of the 2048 context gets 3, not a 400."""
+    from qwen_stack.qwen_node.engine.chat import render_chat
+    from qwen_stack.qwen_node.engine.tokenizer import QwenTokenizer
+
+    tok = QwenTokenizer()
+    k = 2000
+    while True:
+        msgs = [{"role": "user", "content": "go " * k}]
+        n = len(tok.encode(render_chat(msgs)[0]))
+        if n >= 2045:
+            break
+        k += 1
+    assert n == 2045
+    r = httpx.post(f"{serve_url}/chat/completions", json={"model": "qwen3.5", "messages": msgs}, timeout=300)
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"] == {"prompt_tokens": 2045, "completion_tokens": 3, "total_tokens": 2048}
+    r = httpx.post(f"{serve_url}/chat/completions", json={"model": "qwen3.5", "messages": msgs, "max_tokens": 8},
+                   timeout=300)
+    assert r.status_code == 400 and "at most 3 new tokens fit" in r.json()["error"]["message"]
