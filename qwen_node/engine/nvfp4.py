@@ -346,9 +346,7 @@ def nvfp4_linear(
 # decode step calls the kernel as is, with no graph break and no recompile as positions grow)
 
 
-@torch.library.custom_op("qwen_stack::nvfp4_matvec", mutates_args=())
-def nvfp4_matvec(x: torch.Tensor, packed: torch.Tensor, block_scale: torch.Tensor,
-                 global_scale: torch.Tensor) -> torch.Tensor:
+def _matvec(x: torch.Tensor, packed: torch.Tensor, block_scale: torch.Tensor, global_scale: torch.Tensor) -> torch.Tensor:
     """x [1, in] @ W'^T -> [1, out] in x.dtype, W' given as stored (packed [out, in/2], block_scale [out, in/16],
     global_scale []). The C kernel (native.nvfp4_matvec) when it covers the inputs, else the tiled path."""
     y = native.nvfp4_matvec(x, packed, block_scale, global_scale)
@@ -357,14 +355,16 @@ def nvfp4_matvec(x: torch.Tensor, packed: torch.Tensor, block_scale: torch.Tenso
     return y.to(x.dtype)
 
 
+nvfp4_matvec = torch.library.custom_op("qwen_stack::nvfp4_matvec", _matvec, mutates_args=())
+
+
 @nvfp4_matvec.register_fake
 def _(x, packed, block_scale, global_scale):
     return x.new_empty(x.shape[0], packed.shape[0])
 
 
-@torch.library.custom_op("qwen_stack::nvfp4_experts_matvec", mutates_args=())
-def nvfp4_experts_matvec(x: torch.Tensor, packed: torch.Tensor, block_scale: torch.Tensor,
-                         global_scale: torch.Tensor, experts: torch.Tensor, parts: int) -> torch.Tensor:
+def _experts_matvec(x: torch.Tensor, packed: torch.Tensor, block_scale: torch.Tensor,
+                    global_scale: torch.Tensor, experts: torch.Tensor, parts: int) -> torch.Tensor:
     """Selected experts, read in place from the stored weights: row k of the result is expert experts[k]'s
     weight times x (x [1, in], shared) or times x[k] (x [K, in]). packed [E, out, in/2], block_scale
     [E, out, in/16], global_scale [E, parts] or [E]; `parts` projections of out/parts rows each (2 for a fused
@@ -381,6 +381,19 @@ def nvfp4_experts_matvec(x: torch.Tensor, packed: torch.Tensor, block_scale: tor
                                                            block_scale[e, p * rows:(p + 1) * rows], g[e, p]))
                               for p in range(parts)], dim=-1))
     return torch.cat(out)
+
+
+nvfp4_experts_matvec = torch.library.custom_op("qwen_stack::nvfp4_experts_matvec", _experts_matvec, mutates_args=())
+
+
+def decode_op(op, impl):
+    """The custom op inside a compiled graph, its Python body called directly in eager code (the dispatcher
+    round trip costs about as much as the kernel on small weights)."""
+    return lambda *args: op(*args) if torch.compiler.is_compiling() else impl(*args)
+
+
+matvec_decode = decode_op(nvfp4_matvec, _matvec)
+experts_matvec_decode = decode_op(nvfp4_experts_matvec, _experts_matvec)
 
 
 @nvfp4_experts_matvec.register_fake
@@ -431,7 +444,7 @@ class NVFP4Linear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [..., in] -> [..., out]
         if x.numel() == self.in_features and x.dtype in (torch.float32, torch.bfloat16):   # one row: decode
-            y = nvfp4_matvec(x.reshape(1, -1), self.weight, self.weight_scale, self.weight_scale_2)
+            y = matvec_decode(x.reshape(1, -1), self.weight, self.weight_scale, self.weight_scale_2)
             y = y.view(*x.shape[:-1], self.out_features)
             return y if self.bias is None else y + self.bias.to(y.dtype)
         return nvfp4_linear(x, self.qweight, self.bias, rows_per_tile=self.rows_per_tile)
