@@ -178,6 +178,23 @@ def check_messages(messages) -> None:
             raise ChatFormatError(f"messages[{i}]: role {m.get('role')!r} is not system, user, assistant or tool")
 
 
+def check_tools(tools) -> list | None:
+    """Tool definitions as the template receives them: a list of JSON objects whose text holds no special
+    token (a description with "<|im_end|>" would end the system turn)."""
+    if tools is None:
+        return None
+    if not isinstance(tools, (list, tuple)):
+        raise ChatFormatError(f"tools: expected a list, got {type(tools).__name__}")
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            raise ChatFormatError(f"tools[{i}]: a tool must be an object, got {type(tool).__name__}")
+        try:
+            check_plain(json.dumps(tool, ensure_ascii=False), f"tools[{i}]")
+        except TypeError as exc:
+            raise ChatFormatError(f"tools[{i}]: not JSON-serialisable ({exc})") from exc
+    return list(tools)
+
+
 def last_query_index(messages: list[dict]) -> int:
     """Index of the last user message that is a real query, not only a tool response (template's rule)."""
     for i in range(len(messages) - 1, -1, -1):
@@ -192,8 +209,7 @@ def render_chat(messages: list[dict], tools: list[dict] | None = None, add_gener
                 enable_thinking: bool = True, add_vision_id: bool = False) -> tuple[str, int, int]:
     """Messages (+ tools) -> (prompt text, number of images, number of videos), image/video as placeholders."""
     check_messages(messages)
-    if tools is not None and not isinstance(tools, (list, tuple)):
-        raise ChatFormatError(f"tools: expected a list, got {type(tools).__name__}")
+    tools = check_tools(tools)
     parts: list[str] = []
     system = None
     if messages[0]["role"] == "system":

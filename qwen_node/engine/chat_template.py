@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from .chat import (ASSISTANT_TAGS, IMAGE_PLACEHOLDER, USER_TAGS, VIDEO_PLACEHOLDER, ChatFormatError,
-                   check_plain, check_messages, render_content, tool_call_parts)
+                   check_messages, check_plain, check_tools, render_content, tool_call_parts)
 
 # where a checkpoint keeps its template, in the order Hugging Face looks (a .jinja file wins)
 TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json", "tokenizer_config.json")
@@ -95,8 +95,7 @@ class ChatTemplate:
                enable_thinking: bool = True, add_vision_id: bool = False) -> tuple[str, int, int]:
         import jinja2
 
-        if tools is not None and not isinstance(tools, (list, tuple)):
-            raise ChatFormatError(f"tools: expected a list, got {type(tools).__name__}")
+        tools = check_tools(tools)
         try:
             text = self._template.render(messages=_prepared(messages), tools=list(tools) if tools else None,
                                          add_generation_prompt=add_generation_prompt,
