@@ -117,6 +117,23 @@ class LaserScan2D:
         ok = np.isfinite(r) & (r >= self.range_min) & (r <= self.range_max)
         return float(r[ok].min()) if ok.any() else None
 
+    def points_between(self, bearing: float, half_width: float, r_lo: float, r_hi: float) -> np.ndarray:
+        """Returns [N, 2] (base frame) of the beams within bearing +- half_width whose range lies in
+        [r_lo, r_hi]."""
+        n = len(self.ranges)
+        if self.angle_increment <= 0 or n == 0:
+            return np.zeros((0, 2))
+        lo = int(math.ceil((bearing - half_width - self.angle_min) / self.angle_increment))
+        hi = int(math.floor((bearing + half_width - self.angle_min) / self.angle_increment))
+        k = np.arange(lo, hi + 1)
+        if not self._full_circle():
+            k = k[(k >= 0) & (k < n)]
+        ang = self.angle_min + self.angle_increment * k     # unwrapped: the bearing of each beam
+        r = self.ranges[k % n]
+        ok = np.isfinite(r) & (r >= max(self.range_min, r_lo)) & (r <= min(self.range_max, r_hi))
+        ang, r = ang[ok], r[ok]
+        return np.stack([self.origin_xy[0] + r * np.cos(ang), self.origin_xy[1] + r * np.sin(ang)], axis=1)
+
     def _full_circle(self) -> bool:
         return self.angle_increment * len(self.ranges) >= 2 * math.pi - 1e-6
 

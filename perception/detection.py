@@ -95,10 +95,21 @@ def estimate(blob: Blob, cam: Intrinsics, pose: CameraPose, cfg: PerceptionConfi
         lx, ly = laser.origin_xy
         dist_l = math.hypot(cx - lx, cy - ly)
         b = math.atan2(cy - ly, cx - lx)
-        r = laser.range_at(b, math.atan2(w_half, max(dist_l, 1e-3)) * 0.8)
+        half = math.atan2(w_half, max(dist_l, 1e-3)) * 0.8
+        r = laser.range_at(b, half)
         if r is not None and abs((r + w_half) - dist_l) < max(0.15, 0.2 * dist_l):
-            dl = r + w_half
-            cx, cy = lx + dl * math.cos(b), ly + dl * math.sin(b)
+            # the object's visible faces in the scan: their mean, pushed back by most of a
+            # half-width (a face seen square on: its centre is a half-depth in front of the centre)
+            pts = laser.points_between(b, half, r - 0.01, r + 1.5 * w_half + 0.02)
+            if len(pts) >= 3:
+                mx, my = pts.mean(axis=0)
+                dm = math.hypot(mx - lx, my - ly)
+                bm = math.atan2(my - ly, mx - lx)
+                dl = dm + 0.85 * w_half
+                cx, cy = lx + dl * math.cos(bm), ly + dl * math.sin(bm)
+            else:
+                dl = r + w_half
+                cx, cy = lx + dl * math.cos(b), ly + dl * math.sin(b)
             source = "laser"
     dist = math.hypot(cx - cam_xy[0], cy - cam_xy[1])
     conf = _position_confidence(blob, dist, source)

@@ -65,6 +65,18 @@ def test_laser_range_at_a_bearing_takes_the_nearest_valid_return():
     assert scan.range_at(math.radians(179.5), math.radians(2)) is None   # wraps round without error
 
 
+def test_laser_points_of_an_object_face():
+    ranges = np.full(360, np.inf)
+    for deg in (8, 9, 10, 11, 12):           # a flat face 1 m ahead, seen over 5 beams
+        ranges[180 + deg] = 1.0 / math.cos(math.radians(deg - 10))
+    ranges[180 + 13] = 3.0                    # the wall behind: out of the range window
+    scan = LaserScan2D((0.05, 0.0), -math.pi, 2 * math.pi / 360, ranges, 0.05, 8.0, 0.0)
+    pts = scan.points_between(math.radians(10), math.radians(3.5), 0.9, 1.2)
+    assert len(pts) == 5
+    assert pts.mean(axis=0) == pytest.approx([0.05 + math.cos(math.radians(10)), math.sin(math.radians(10))],
+                                             abs=0.01)
+
+
 def test_intrinsics_from_camera_info_refuses_an_uncalibrated_camera():
     assert Intrinsics.from_camera_info([0.0] * 9, 320, 240) == (
         "CameraInfo has no valid focal length (fx=0.0, fy=0.0): an uncalibrated camera")
