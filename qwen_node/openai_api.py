@@ -20,7 +20,7 @@ import json
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -159,14 +159,14 @@ class ChatRequest:
     stream: bool
     include_usage: bool                 # streaming: a final chunk carries the usage
     thinking: bool
-    extra: dict = field(default_factory=dict)
 
 
 def _number(body: dict, name: str, default, kind=float, low=None, high=None):
     value = body.get(name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or (kind is int and not float(value).is_integer())):
         raise RequestError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {value!r}", name)
     value = kind(value)
     if (low is not None and value < low) or (high is not None and value > high):
@@ -314,7 +314,8 @@ CALL_START = "<tool_call>\n<function="
 _BRIDGE_TOKENS = 16
 
 
-def run_turn(engine: ChatEngine, req: ChatRequest, emit: Callable[[str], None], cancel: Callable[[], bool]) -> TurnResult:
+def run_turn(engine: ChatEngine, req: ChatRequest, emit: Callable[[str], None],
+             cancel: Callable[[], bool]) -> TurnResult:
     """Generate one assistant turn as the request's tool_choice demands; emit() gets all model-side text
     (forced call starts included), in order. Raises whatever the engine raises."""
     forced = None
@@ -457,10 +458,16 @@ def create_app(engine: ChatEngine, model_name: str, default_max_tokens: int = 10
         threading.Thread(target=worker, daemon=True, name=f"generate-{rid}").start()
         watcher = asyncio.ensure_future(watch_disconnect())
 
-        def chunk(delta: dict, finish: str | None = None) -> str:
-            obj = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model_name,
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        def sse(obj: dict) -> str:
             return f"data: {json.dumps(obj)}\n\n"
+
+        def chunk(delta: dict | None, finish: str | None = None, usage: dict | None = None) -> str:
+            choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+            obj: dict[str, Any] = {"id": rid, "object": "chat.completion.chunk", "created": created,
+                                   "model": model_name, "choices": choices}
+            if usage is not None:
+                obj["usage"] = usage
+            return sse(obj)
 
         if req.stream:
             try:
@@ -478,12 +485,12 @@ def create_app(engine: ChatEngine, model_name: str, default_max_tokens: int = 10
                         if kind == "delta":
                             yield chunk(item)
                         elif kind == "error":
-                            yield f"data: {json.dumps({'error': {'message': f'{type(item).__name__}: {item}', 'type': 'server_error'}})}\n\n"
+                            yield sse({"error": {"message": f"{type(item).__name__}: {item}", "type": "server_error"}})
                             break
                         else:
                             yield chunk({}, _finish_reason(item.finish_reason, bool(assembler.tool_calls)))
-                            if req.include_usage:
-                                yield f"data: {json.dumps({'id': rid, 'object': 'chat.completion.chunk', 'created': created, 'model': model_name, 'choices': [], 'usage': _usage(item)})}\n\n"
+                            if req.include_usage:       # OpenAI's form: one more chunk, no choices
+                                yield chunk(None, usage=_usage(item))
                             break
                         kind, item = await events.get()
                     yield "data: [DONE]\n\n"
