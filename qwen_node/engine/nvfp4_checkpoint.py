@@ -171,6 +171,11 @@ def read_quant_config(model_dir: str | os.PathLike) -> NVFP4QuantConfig | None:
         group = next((g for g in groups if g), BLOCK_SIZE)
     else:
         raise CheckpointError(f"{d}: no config.json or hf_quant_config.json")
+    where = hf_path if hf_path.exists() else cfg_path
+    if not isinstance(exclude, list) or not all(isinstance(m, str) for m in exclude):
+        raise CheckpointError(f"{where}: exclude_modules / ignore must be a list of module names, got {exclude!r}")
+    if isinstance(group, bool) or not isinstance(group, int):
+        raise CheckpointError(f"{where}: group_size must be an integer, got {group!r}")
     if algo != "NVFP4":
         raise CheckpointError(f"{d}: quant_algo is {algo!r}; only 'NVFP4' is supported")
     if group != BLOCK_SIZE:

@@ -115,3 +115,17 @@ def test_a_truncated_source_is_named_by_quantize(tmp_path, tiny_moe_dir, capsys)
     assert quantize_main(["--model", str(src), "--out", str(tmp_path / "q"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert str(f) in err and "cannot be read as safetensors" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("quantization,match", [
+    ({"quant_algo": "NVFP4", "group_size": "16"}, "group_size must be an integer"),
+    ({"quant_algo": "NVFP4", "exclude_modules": "lm_head"}, "exclude_modules / ignore must be a list"),
+])
+def test_hf_quant_config_fields_are_typed(tmp_path, quantization, match):
+    import json
+
+    from qwen_stack.qwen_node.engine.nvfp4_checkpoint import read_quant_config
+
+    (tmp_path / "hf_quant_config.json").write_text(json.dumps({"quantization": quantization}))
+    with pytest.raises(CheckpointError, match=f"hf_quant_config.json: {match}"):
+        read_quant_config(tmp_path)
