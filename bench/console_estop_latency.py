@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/console_estop_latency.py [--presses 20]
         [--supervisor double|real] [--flood] [--flood-seconds 120] [--flood-requests 20000]
+        [--flood-rate 40]
 
 For each press the robot is first made to move (a nonzero command on cmd_vel/autonomy at 20 Hz,
 which the supervisor forwards to cmd_vel), then the E-stop button of the page (Debian's Chromium,
@@ -13,12 +14,17 @@ from a ROS node (no browser, no HTTP, no console) -> zero on cmd_vel.
 
 --supervisor double: tests/console/ros_doubles.SupervisorDouble (zero sent at once on latch);
 --supervisor real:   the stack's safety_supervisor (python -m qwen_stack.safety.node, config/safety.yaml).
---flood: the console presses are measured twice, quiet and then under a flood of oversized requests
-(issue 16 item 10): FLOOD_CONNECTIONS clients on 127.0.0.1 (never another host) each POST, one after the
-other, a body announced as 300 MB and streamed as far as the server takes it: half without a token as
+--flood: the console presses are measured quiet and under a flood of oversized requests in turn, so
+that both see the same background load (issue 16 item 10). The flood, a process of its own, paused
+for the quiet presses: FLOOD_CONNECTIONS clients on 127.0.0.1 (never another host) each POST, one after the
+other, a body announced as 300 MB and streamed at 100 MB/s as far as the server takes it (the pace keeps
+the flood's own CPU, on this same machine, from being what is measured): half without a token as
 a cross-origin text/plain page would (401/403 expected), half with the controller token (413 expected).
-Bounded: at most --flood-requests requests and --flood-seconds seconds in all. Target: p99 under the
-flood within 2x of quiet.
+Bounded: at most --flood-requests requests, started at --flood-rate per second at most (40: the
+oversized uploads of the issue, 4 at a time, arriving again as fast as they are refused would be a
+flood of connections instead, ~1000/s here, which no request check can make free on two cores:
+--flood-rate 0 measures that), and --flood-seconds seconds in all. Target: p99 under the flood
+within 2x of quiet.
 Prints a table; asserts nothing.
 """
 from __future__ import annotations
@@ -27,6 +33,7 @@ import argparse
 import json
 import os
 import random
+import select
 import signal
 import socket
 import statistics
@@ -139,6 +146,7 @@ def _reset(client: httpx.Client, watcher: BaseWatcher) -> None:
 FLOOD_CONNECTIONS = 4
 FLOOD_BODY_BYTES = 300 * 1024 * 1024   # what each request announces
 FLOOD_CHUNK = bytes(64 * 1024)
+FLOOD_BYTES_PER_S = 100 * 2**20        # per connection: 400 MB/s in all, as fast as the old console could read
 
 
 class FloodWorker:
@@ -146,8 +154,10 @@ class FloodWorker:
     Runs in a process of its own (`--flood-worker`): in the measuring process its threads would hold the
     GIL against the ROS callback that timestamps cmd_vel, and the latency measured would be theirs."""
 
-    def __init__(self, port: int, max_requests: int, max_seconds: float) -> None:
+    def __init__(self, port: int, max_requests: int, max_seconds: float, rate: float) -> None:
         self.addr = ("127.0.0.1", port)   # never another host
+        self.period = 1.0 / rate if rate > 0 else 0.0   # between request starts, all connections together
+        self.next_start = 0.0
         self.max_requests = max_requests
         self.t0 = time.monotonic()
         self.deadline = self.t0 + max_seconds
@@ -156,6 +166,7 @@ class FloodWorker:
         self.bytes_sent = 0
         self.statuses: dict[str, int] = {}
         self.stop = threading.Event()
+        self.go = threading.Event()   # the flood runs only while set (paused for the quiet presses)
 
     def run(self) -> dict:
         threads = [threading.Thread(target=self._run, daemon=True) for _ in range(FLOOD_CONNECTIONS)]
@@ -167,11 +178,17 @@ class FloodWorker:
                 "mb_sent": round(self.bytes_sent / 2**20, 1), "answers": dict(sorted(self.statuses.items()))}
 
     def _next(self) -> int | None:
+        while not self.go.wait(0.05):
+            if self.stop.is_set() or time.monotonic() > self.deadline:
+                return None
         with self.lock:
             if self.stop.is_set() or self.started >= self.max_requests or time.monotonic() > self.deadline:
                 return None
             self.started += 1
-            return self.started
+            start = self.next_start = max(self.next_start + self.period, time.monotonic())
+            n = self.started
+        time.sleep(max(0.0, start - time.monotonic()))
+        return n
 
     def _run(self) -> None:
         while (n := self._next()) is not None:
@@ -187,18 +204,22 @@ class FloodWorker:
                     sock.sendall(head)
                     sock.setblocking(False)
                     answer = b""
-                    while sent < FLOOD_BODY_BYTES and not self.stop.is_set() and time.monotonic() < self.deadline:
-                        try:
-                            answer += sock.recv(4096)
-                            if answer.startswith(b"HTTP/1.1 "):
-                                status = answer[9:12].decode()
+                    t_start = time.monotonic()
+                    while (sent < FLOOD_BODY_BYTES and self.go.is_set() and not self.stop.is_set()
+                           and time.monotonic() < self.deadline):   # a pause drops uploads under way too
+                        # paced at FLOOD_BYTES_PER_S per connection; an answer is noticed while waiting
+                        wait = t_start + sent / FLOOD_BYTES_PER_S - time.monotonic()
+                        readable, _, _ = select.select([sock], [], [], max(wait, 0.0))
+                        if readable:
+                            chunk = sock.recv(4096)
+                            answer += chunk
+                            if answer.startswith(b"HTTP/1.1 ") or not chunk:
+                                status = answer[9:12].decode() if answer else "closed"
                                 break
-                        except BlockingIOError:
-                            pass
                         try:
                             sent += sock.send(FLOOD_CHUNK)
                         except BlockingIOError:
-                            time.sleep(0.001)
+                            select.select([], [sock], [], 0.01)
             except OSError as exc:   # the server closed the connection on us: the refusal did its job
                 status = status if status != "no answer" else type(exc).__name__
             with self.lock:
@@ -206,9 +227,12 @@ class FloodWorker:
                 self.statuses[status] = self.statuses.get(status, 0) + 1
 
 
-def _flood_worker(port: int, max_requests: int, max_seconds: float) -> int:
-    worker = FloodWorker(port, max_requests, max_seconds)
+def _flood_worker(port: int, max_requests: int, max_seconds: float, rate: float) -> int:
+    worker = FloodWorker(port, max_requests, max_seconds, rate)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop.set())
+    signal.signal(signal.SIGUSR1, lambda *_: worker.go.set())
+    signal.signal(signal.SIGUSR2, lambda *_: worker.go.clear())
+    print("ready", flush=True)   # the handlers are in place: the parent may signal
     print(json.dumps(worker.run()), flush=True)
     return 0
 
@@ -216,23 +240,41 @@ def _flood_worker(port: int, max_requests: int, max_seconds: float) -> int:
 class Flood:
     """The flood worker process, for the time of a `with` block."""
 
-    def __init__(self, url: str, max_requests: int, max_seconds: float) -> None:
+    def __init__(self, url: str, max_requests: int, max_seconds: float, rate: float) -> None:
         host, port = url.removeprefix("http://").rsplit(":", 1)
+        self.rate = rate
         if host != "127.0.0.1":
             raise ValueError(f"the flood only ever targets 127.0.0.1, not {host!r}")
         self.args = [sys.executable, str(Path(__file__).resolve()), "--flood-worker", port, str(max_requests),
-                     str(max_seconds)]
+                     str(max_seconds), str(rate)]
         self.proc: subprocess.Popen | None = None
         self.result: dict = {}
+        self.seconds_on = 0.0   # time the flood was running (resume to pause)
+        self._on_since: float | None = None
 
     def __enter__(self) -> "Flood":
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the flood worker did not start")
         return self
+
+    def resume(self) -> None:
+        self._on_since = time.monotonic()
+        self.proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)   # under way before anything is measured
+
+    def pause(self) -> None:
+        self.proc.send_signal(signal.SIGUSR2)
+        if self._on_since is not None:
+            self.seconds_on += time.monotonic() - self._on_since
+            self._on_since = None
+        time.sleep(0.2)   # requests in flight refused and gone
 
     def __exit__(self, *exc) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=60)
+        out = self.proc.stdout.read()
+        self.proc.wait(timeout=60)
         self.result = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
 
     def active(self) -> bool:
@@ -240,8 +282,9 @@ class Flood:
 
     def report(self) -> str:
         r = self.result
-        return (f"flood: {r.get('requests')} requests in {r.get('seconds')} s from {FLOOD_CONNECTIONS} connections "
-                f"at a time (a process of its own), each announcing {FLOOD_BODY_BYTES >> 20} MB; "
+        rate = f"at most {self.rate:g} requests/s" if self.rate > 0 else "unpaced"
+        return (f"flood ({rate}): {r.get('requests')} requests while running {self.seconds_on:.1f} s (of {r.get('seconds')} s, "
+                f"paused for the quiet presses) from {FLOOD_CONNECTIONS} connections at a time, each announcing {FLOOD_BODY_BYTES >> 20} MB; "
                 f"{r.get('mb_sent')} MB sent in all before the server answered or closed; answers: {r.get('answers')}")
 
 
@@ -267,7 +310,7 @@ def _reexec_in_ros_environment() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--flood-worker"]:
-        return _flood_worker(int(argv[1]), int(argv[2]), float(argv[3]))
+        return _flood_worker(int(argv[1]), int(argv[2]), float(argv[3]), float(argv[4]))
     _reexec_in_ros_environment()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presses", type=int, default=20)
@@ -275,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flood", action="store_true", help="also measure under a flood of oversized requests")
     ap.add_argument("--flood-seconds", type=float, default=120.0, help="upper bound on the flood's duration")
     ap.add_argument("--flood-requests", type=int, default=20000, help="upper bound on the flood's request count")
+    ap.add_argument("--flood-rate", type=float, default=40.0,
+                    help="requests started per second, all connections together (0: as fast as they are answered)")
     args = ap.parse_args(argv)
 
     # A domain of its own unless one is given, so that tests running meanwhile do not cross-talk.
@@ -323,16 +368,19 @@ def main(argv: list[str] | None = None) -> int:
                 _reset(client, watcher)
                 return latency
 
-            for _ in range(args.presses):                       # through the browser and the console
-                console.append(press())
-            if args.flood:
-                with Flood(url, args.flood_requests, args.flood_seconds) as flood:
-                    time.sleep(1.0)                             # the flood under way first
+            if not args.flood:
+                for _ in range(args.presses):                   # through the browser and the console
+                    console.append(press())
+            else:   # quiet and flooded presses in turn: both see the same background load of the host
+                with Flood(url, args.flood_requests, args.flood_seconds, args.flood_rate) as flood:
                     for _ in range(args.presses):
+                        console.append(press())
+                        flood.resume()
                         latency = press()
                         if not flood.active():   # only presses made while the flood lasted count
                             break
                         flooded.append(latency)
+                        flood.pause()
                 flood_report = flood.report()
             watcher.drive = False
     finally:
