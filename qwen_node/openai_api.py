@@ -25,7 +25,8 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.requests import ClientDisconnect
 
 from qwen_stack.qwen_node.agent.output_parser import (
     OutputStreamParser, ParsedToolCall, TextDelta, ThinkingDelta, ToolCallError)
@@ -424,6 +425,8 @@ def create_app(engine: ChatEngine, model_name: str, default_max_tokens: int = 10
                 body = await request.json()
             except ValueError:
                 raise RequestError("body is not valid JSON") from None
+            except ClientDisconnect:       # gone before its request was read: nothing to generate
+                return Response(status_code=499)
             req = parse_request(body, model_name, default_max_tokens, getattr(engine, "context_length", None))
         except RequestError as exc:
             return exc.response()

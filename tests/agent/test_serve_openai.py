@@ -241,7 +241,7 @@ def test_stream_usage_only_when_asked(double):
 def test_a_client_that_goes_away_cancels_its_generation(double, stream):
     client, model = double
     model.reply, model.delay_s = (lambda prefix, thinking: "x" * 4000), 0.05     # 1000 chunks: 50 s
-    impatient = openai.OpenAI(base_url=str(client.base_url), api_key="unused", max_retries=0, timeout=1.0)
+    impatient = openai.OpenAI(base_url=str(client.base_url), api_key="unused", max_retries=0, timeout=3.0)
     if stream:
         s = impatient.chat.completions.create(model="qwen3.5", messages=USER, stream=True)
         next(iter(s))
