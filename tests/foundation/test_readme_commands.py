@@ -17,6 +17,10 @@ check fails `test_every_readme_command_is_checked`. The checks, by kind:
   tests as the README says), plus the options the README writes must appear in it.
 - mention: a program named in prose, not a command to run; or a full-ROS-install command, run only
   where `ros2`/system colcon exist (skipped with the reason elsewhere).
+
+The parts' READMEs (console/, recorder/, ...) show synopses with placeholders: their `qwen-stack` and
+`python -m qwen_stack.X` commands are checked at the help level (the subcommand exists, every option
+written is one it has).
 """
 from __future__ import annotations
 
@@ -202,12 +206,12 @@ def r_assignment(cmd, _ctx):  # a shell variable for the lines below; used by ea
 def help_with_options(cmd, _ctx):
     """--help of the subcommand; each option the README writes must be one it has."""
     words = cmd.split()
-    n = 1
+    n = 3 if words[:2] == ["python", "-m"] else 1
     while n < len(words) and re.fullmatch(r"[a-z][a-z0-9-]*", words[n]):
         n += 1  # the program and its (sub)subcommands: `qwen-stack bag summary`
     base = " ".join(words[:n])
     out = _ok(_bash(f"{base} --help", 120))
-    for opt in (w for w in words[n:] if w.startswith("--")):
+    for opt in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", " ".join(words[n:])):  # also inside [--opt X]
         assert opt in out, f"{opt} is not an option of {base}"
 
 
@@ -265,6 +269,26 @@ CHECKS = {
     "python -m qwen_stack.trt_engines.gpu_check": gpu_check,
 }
 SLOW = {demo, serve, generate, quantize, bench_help}
+
+
+def part_readme_commands() -> list[tuple[str, str]]:
+    """(README, command) for the `qwen-stack ...` and `python -m qwen_stack.X ...` commands of every
+    part's README (the parts' READMEs show synopses with placeholders: their options are checked)."""
+    out = []
+    for readme in sorted(SOURCE_ROOT.glob("*/**/README.md")):
+        if any(part in (".venv", "ros_ws", "node_modules") for part in readme.relative_to(SOURCE_ROOT).parts):
+            continue
+        for cmd in readme_commands(readme.read_text()):
+            cmd = cmd.removeprefix(".venv/bin/")
+            if cmd.startswith("qwen-stack ") or (cmd.startswith("python -m qwen_stack.")
+                                                 and not cmd.startswith("python -m qwen_stack.rosenv")):
+                out.append((str(readme.relative_to(SOURCE_ROOT)), cmd))
+    return out
+
+
+@pytest.mark.parametrize("readme, command", part_readme_commands())
+def test_part_readme_commands_name_real_subcommands_and_options(readme, command):
+    help_with_options(command, None)
 
 
 def test_every_readme_command_is_checked():
