@@ -131,7 +131,7 @@ function connectEvents() {
   const ws = openSocket("/ws/events", (ev) => handleEvent(JSON.parse(ev.data)));
   page.events = ws;
   ws.addEventListener("close", () => {
-    stopHeartbeat();
+    // The heartbeat goes on (over HTTP) while the socket reconnects; signing out stops it (clearView).
     if (page.events !== ws) return;
     setConnection("Disconnected, reconnecting…");
     setTimeout(() => { if (page.events === ws) connectEvents(); }, 1000);
@@ -176,6 +176,10 @@ function connectVideo() {
 function sendHeartbeat() {
   if (page.events && page.events.readyState === WebSocket.OPEN) {
     page.events.send(JSON.stringify({ type: "heartbeat", control_id: page.controlId }));
+  } else if (page.controlId) {   // the socket is reconnecting: control must not lapse meanwhile
+    api("POST", "/api/teleop/heartbeat", { control_id: page.controlId }).then((res) => {
+      if (res.status === 409) renderTeleop(false);
+    });
   }
 }
 

@@ -358,3 +358,24 @@ def test_wrong_token_blanks_everything_an_earlier_session_showed(browser):
         time.sleep(0.5)
         expect(page.get_by_text("x 3.00 m, y 3.00 m")).to_have_count(0)
         page.close()
+
+
+def test_control_kept_while_the_events_socket_reconnects(browser):
+    """The heartbeat falls back to HTTP while /ws/events is down, so a network blip does not end control."""
+    settings = ConsoleSettings(teleop_session_timeout_s=1.0, heartbeat_period_s=0.25)
+    backend, make = _console(settings=settings)
+    with serve(make) as url, backend.ticking():
+        page = browser.new_page()
+        page.goto(f"{url}/#token={CONTROLLER}")
+        page.get_by_role("button", name="Take over").click()
+        expect(page.get_by_text("You are in control")).to_be_visible()
+        page.evaluate("window.__reconnect = connectEvents; window.connectEvents = () => {}; page.events.close()")
+        expect(page.get_by_text("Disconnected, reconnecting…")).to_be_visible()
+        n = len(backend.sent_of("control_heartbeat"))
+        time.sleep(2.5)                                   # 2.5 session timeouts without the socket
+        assert len(backend.sent_of("control_heartbeat")) >= n + 4   # over HTTP meanwhile
+        assert False not in backend.sent_of("teleop_lock")
+        page.evaluate("window.connectEvents = window.__reconnect; connectEvents()")
+        expect(page.get_by_text("Connected as controller")).to_be_visible()
+        expect(page.get_by_text("You are in control")).to_be_visible()
+        page.close()
