@@ -93,8 +93,13 @@ def agent_params(backend: str, compile_decode: bool) -> dict:
             "camera": "none", "compile_decode": compile_decode}
 
 
+def set_models(bf16: str, nvfp4: str) -> None:
+    global MODEL, NVFP4
+    MODEL, NVFP4 = Path(bf16).resolve(), Path(nvfp4).resolve()
+
+
 def run_mission(observer, mission, backend: str, env: dict, rtf: float, timeout: float, compile_decode: bool,
-                keep: Path | None) -> dict:
+                keep: Path | None, camera_rate: float = 3.0) -> dict:
     from qwen_stack.qwen_node.brain.sim_missions import claims_success, delivered
 
     folder = Path(tempfile.mkdtemp(prefix=f"brain_{backend}_{mission.id}_", dir=keep))
@@ -102,7 +107,7 @@ def run_mission(observer, mission, backend: str, env: dict, rtf: float, timeout:
     observer.reset_records()
     from tests.brain.brain_stack import BrainStack
 
-    stack = BrainStack(folder, env, mission, agent_params(backend, compile_decode), rtf)
+    stack = BrainStack(folder, env, mission, agent_params(backend, compile_decode), rtf, camera_rate)
     row = {"mission": mission.id, "backend": backend, "fault": mission.fault, "instruction": mission.instruction,
            "held_out": mission.why_held_out, "lang": mission.lang}
     stamps: list[tuple[float, str]] = []
@@ -116,6 +121,15 @@ def run_mission(observer, mission, backend: str, env: dict, rtf: float, timeout:
         ok, where = delivered(observer.objects, mission.target, mission.area)
         calls = [m for _, m in observer.tool_calls if m.status != "requested"]
         malformed = sum(1 for f in feedback if f.kind == "status" and "malformed model output" in f.text)
+        with open(folder / "transcript.txt", "w") as tr:   # what the model thought and did, for reading
+            tr.write(f"instruction: {mission.instruction}\n")
+            for f in feedback:
+                if f.kind in ("tool_call", "tool_result"):
+                    tc = f.tool_call
+                    tr.write(f"[{f.kind}] {tc.name} {tc.arguments_json} {tc.status} {tc.result_json[:600]}\n")
+                else:
+                    tr.write(f"[{f.kind}] {f.text}\n")
+            tr.write(f"result: {result.success} {result.message}\n")
         # per turn: from the previous tool result (or the goal) to the turn's tool call (or the answer)
         turn_s, last = [], t0
         for t, kind in stamps:
@@ -168,8 +182,12 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per mission")
     ap.add_argument("--compile-decode", action="store_true", help="qwen_node decodes through the compiled step in sim")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default=str(MODEL), help="bf16 checkpoint")
+    ap.add_argument("--nvfp4", default=str(NVFP4), help="NVFP4 checkpoint")
+    ap.add_argument("--camera-rate", type=float, default=3.0, help="sim camera frames per sim second (perception)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "brain_eval"), help="results folder (JSON + logs)")
     a = ap.parse_args(argv)
+    set_models(a.model, a.nvfp4)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"args": vars(a)}
@@ -177,6 +195,8 @@ def main(argv=None) -> int:
     if not a.sim_only and a.text_conversations:
         report["text"] = {}
         for name, d in (("bf16", MODEL), ("nvfp4", NVFP4)):
+            if name not in a.backends.split(","):
+                continue
             t0 = time.time()
             report["text"][name] = text_eval(d, a.text_conversations, compile_decode=True)
             print(f"text {name}: {json.dumps(report['text'][name])} ({time.time() - t0:.0f} s)", flush=True)
@@ -198,7 +218,7 @@ def main(argv=None) -> int:
         for backend in a.backends.split(","):
             todo = missions + (fault_missions if backend in a.fault_backends.split(",") else [])
             for m in todo:
-                row = run_mission(observer, m, backend, env, a.rtf, a.timeout, a.compile_decode, out)
+                row = run_mission(observer, m, backend, env, a.rtf, a.timeout, a.compile_decode, out, a.camera_rate)
                 rows.append(row)
                 print(f"{backend:6} {m.id:14} delivered={row['delivered']!s:5} claims={row['claims_success']!s:5} "
                       f"right={row['right']!s:5} {row.get('error', row.get('answer', ''))[:110]}", flush=True)

@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves the other core free)")
     ap.add_argument("--max-tokens", type=int, default=6144, help="conversations longer than this are cut")
     ap.add_argument("--size", default="small", help="model_config preset")
+    ap.add_argument("--export-only", action="store_true",
+                    help="write DIR/model-step<N> from the saved state (a look at a run in progress) and exit")
     a = ap.parse_args(argv)
     for name in ("train_examples", "test_examples", "steps", "eval_every", "save_every", "threads", "max_tokens"):
         if getattr(a, name) <= 0:
@@ -215,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
         order_rng.setstate(st["order_rng"])
         torch.set_rng_state(st["torch_rng"])
         print(f"resumed at step {step}", flush=True)
+    if a.export_only:
+        if not state_path.exists():
+            ap.error(f"--export-only: no {state_path}")
+        save_hf(model, vmap, mtok, out / f"model-step{step}")
+        print(f"saved {out / f'model-step{step}'}", flush=True)
+        return 0
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f} M parameters ({a.size}), {a.threads} thread(s)", flush=True)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 class BrainStack:
     """sim_node (mission scenario, injected faults), skills, safety supervisor, perception, qwen_node."""
 
-    def __init__(self, folder: Path, env: dict, mission, agent: dict, rtf: float):
+    def __init__(self, folder: Path, env: dict, mission, agent: dict, rtf: float, camera_rate: float = 3.0):
         import yaml
 
         from qwen_stack.paths import config_file
@@ -20,7 +20,7 @@ class BrainStack:
         self.folder, self.env, self.procs = folder, env, []
         scen = folder / "scenario.yaml"
         scen.write_text(yaml.safe_dump(mission.scenario(), sort_keys=False))
-        sim = {"scenario": str(scen), "seed": mission.seed, "real_time_factor": rtf, "camera_rate": 5.0,
+        sim = {"scenario": str(scen), "seed": mission.seed, "real_time_factor": rtf, "camera_rate": camera_rate,
                "fault_fail_grasps": 1 if mission.fault == "grasp_fails" else 0,
                "fault_move_on_approach": mission.target if mission.fault == "moved" else ""}
         self._start("sim", "qwen_stack.sim.node", [config_file("sim.yaml"), params_file(folder, "sim_over", sim)])
