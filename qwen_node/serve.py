@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 
 
@@ -41,6 +42,17 @@ def main(argv: list[str] | None = None) -> int:
         print("qwen-stack serve: --max-tokens must be > 0", file=sys.stderr)
         return 2
 
+    # Listen before the model loads: a port in use is said at once, naming it and the option.
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        sock.close()
+        print(f"qwen-stack serve: cannot listen on {args.host} port {args.port}: {exc.strerror}; "
+              "choose another with --port PORT", file=sys.stderr)
+        return 2
+
     import uvicorn
 
     from qwen_stack.qwen_node.agent.backends.local import LocalChatEngine
@@ -58,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(engine, args.served_model_name, args.max_tokens, api_key)
     print(f"qwen-stack serve: {args.model} as {args.served_model_name!r} on http://{args.host}:{args.port}/v1",
           file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     return 0
 
 
