@@ -103,34 +103,57 @@ def save_hf(model, vmap, tok_mapped, out_dir: Path, dtype=torch.bfloat16) -> Non
     cfg_path.write_text(json.dumps(cfg, indent=2))
 
 
-def plot_loss(log_path: Path, png: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot_loss(log_path: Path, png: Path, size: tuple[int, int] = (900, 480)) -> None:
+    """The loss curve as a PNG (PIL only): train loss per step (light) and its running mean over 25
+    steps, held-out loss (dots) on a log axis; held-out next-action accuracy (squares) on 0..1 at right."""
+    from PIL import Image, ImageDraw
 
     rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    # a resumed run logs again the steps after its last saved state: the later record of a step wins
+    rows = sorted({r["step"]: r for r in rows if "step" in r}.values(), key=lambda r: r["step"])
     steps = [r["step"] for r in rows if "loss" in r]
     loss = [r["loss"] for r in rows if "loss" in r]
     ev = [r for r in rows if "heldout_loss" in r]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if loss:   # running mean over 25 steps
-        k = 25
-        smooth = [sum(loss[max(0, i - k + 1):i + 1]) / len(loss[max(0, i - k + 1):i + 1]) for i in range(len(loss))]
-        ax.plot(steps, loss, alpha=0.25, label="train loss (per step)")
-        ax.plot(steps, smooth, label="train loss (mean of 25)")
-    if ev:
-        ax.plot([r["step"] for r in ev], [r["heldout_loss"] for r in ev], "o-", label="held-out loss")
-        ax2 = ax.twinx()
-        ax2.plot([r["step"] for r in ev], [r["heldout_next_action_acc"] for r in ev], "s--", color="green",
-                 label="held-out next-action acc")
-        ax2.set_ylim(0, 1)
-        ax2.set_ylabel("next-action accuracy")
-    ax.set_yscale("log")
-    ax.set_xlabel("step (one conversation)")
-    ax.set_ylabel("loss (nats/token)")
-    ax.legend(loc="upper center")
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
+    if not loss:
+        raise ValueError(f"{log_path}: no loss rows")
+    W, H = size
+    x0, x1, y0, y1 = 70, W - 70, 30, H - 50
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+    lo = math.log10(max(min(loss + [r["heldout_loss"] for r in ev]), 1e-3))
+    hi = math.log10(max(loss + [r["heldout_loss"] for r in ev]))
+    lo, hi = math.floor(lo), math.ceil(hi) if hi > lo else lo + 1
+    smax = max(steps)
+
+    def px(step: float) -> float:
+        return x0 + (x1 - x0) * step / max(smax, 1)
+
+    def py(v: float) -> float:
+        return y1 - (y1 - y0) * (math.log10(max(v, 1e-6)) - lo) / (hi - lo)
+
+    d.rectangle([x0, y0, x1, y1], outline="black")
+    for e in range(lo, hi + 1):
+        y = py(10 ** e)
+        d.line([x0, y, x1, y], fill=(225, 225, 225))
+        d.text((8, y - 6), f"1e{e}", fill="black")
+    for k in range(5):
+        st = round(smax * k / 4)
+        d.text((px(st) - 10, y1 + 6), str(st), fill="black")
+        acc = k / 4
+        d.text((x1 + 6, y1 - (y1 - y0) * acc - 6), f"{acc:.2f}", fill=(0, 130, 0))
+    d.line([(px(s_), py(v)) for s_, v in zip(steps, loss)], fill=(170, 190, 235), width=1)
+    k = 25
+    smooth = [sum(loss[max(0, i - k + 1):i + 1]) / len(loss[max(0, i - k + 1):i + 1]) for i in range(len(loss))]
+    d.line([(px(s_), py(v)) for s_, v in zip(steps, smooth)], fill=(20, 60, 200), width=2)
+    for r in ev:
+        x, y = px(r["step"]), py(r["heldout_loss"])
+        d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=(220, 80, 20))
+        ya = y1 - (y1 - y0) * r["heldout_next_action_acc"]
+        d.rectangle([x - 4, ya - 4, x + 4, ya + 4], fill=(0, 150, 0))
+    d.text((x0, 8), "train loss (light: per step, dark: mean of 25)   held-out loss (orange dots, log axis)   "
+                    "held-out next-action accuracy (green squares, right axis)", fill="black")
+    d.text(((x0 + x1) // 2 - 80, H - 22), "step (one conversation each)", fill="black")
+    img.save(png)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         if not state_path.exists():
             ap.error(f"--export-only: no {state_path}")
         save_hf(model, vmap, mtok, out / f"model-step{step}")
-        print(f"saved {out / f'model-step{step}'}", flush=True)
+        plot_loss(out / "log.jsonl", out / "loss.png")
+        print(f"saved {out / f'model-step{step}'} and {out / 'loss.png'}", flush=True)
         return 0
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f} M parameters ({a.size}), {a.threads} thread(s)", flush=True)
@@ -288,10 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         "(a stand-in until a real Qwen3.5 checkpoint is given with model_dir).\n\n"
         f"Command: `qwen-stack train-brain {' '.join(sys.argv[2:] if argv is None else argv)}`\n\n"
         f"Held-out (teacher-forced) next-action accuracy: {final['heldout_next_action_acc']:.3f}\n")
-    try:
-        plot_loss(out / "log.jsonl", out / "loss.png")
-    except ImportError as exc:
-        print(f"no loss plot ({exc})", file=sys.stderr)
+    plot_loss(out / "log.jsonl", out / "loss.png")
     print(f"saved {out / 'model'}", flush=True)
     return 0
 
