@@ -233,24 +233,26 @@ class RosConsoleBridge(ConsoleBackend):
             self._goal_handle = None
 
     async def cancel_task(self) -> Outcome:
+        """Cancel the task the agent runs, whoever started it (the page shows it either way)."""
+        running = self.hub.read(lambda s: isinstance(s.agent_status, dict) and s.agent_status.get("state") == "running")
+        if running and self._iface is not None:
+            # A cancel request with an empty goal id and stamp cancels every goal of the action; the agent runs
+            # one at a time. Our own goal handle is not used here: it may be a finished goal whose result has
+            # not come back yet, and cancelling that would leave the running task alone.
+            from action_msgs.srv import CancelGoal
+
+            resp = await self._call(self.cli_cancel_all, CancelGoal.Request(), "task cancel")
+            if isinstance(resp, Outcome):
+                return resp
+            if resp.return_code == CancelGoal.Response.ERROR_NONE:
+                return (Outcome(True, "cancel requested") if resp.goals_canceling
+                        else Outcome(False, "the agent had no task left to cancel (it may just have ended)"))
+            return Outcome(False, f"the agent did not accept the cancel (return code {resp.return_code})")
         handle = self._goal_handle
-        if handle is not None:
+        if handle is not None:   # started from here, the agent's status not in yet
             handle.cancel_goal_async()
             return Outcome(True, "cancel requested")
-        if not self.hub.read(lambda s: isinstance(s.agent_status, dict) and s.agent_status.get("state") == "running"):
-            return Outcome(False, "no task is running")
-        if self._iface is None:
-            return Outcome(False, "qwen_stack_interfaces is not built; nothing was sent", unavailable=True)
-        # A task started elsewhere (qwen-stack task), shown on the page: the operator may cancel it too. A
-        # cancel request with an empty goal id and stamp cancels every goal of the action (the agent runs one).
-        from action_msgs.srv import CancelGoal
-
-        resp = await self._call(self.cli_cancel_all, CancelGoal.Request(), "task cancel")
-        if isinstance(resp, Outcome):
-            return resp
-        if resp.return_code == CancelGoal.Response.ERROR_NONE and resp.goals_canceling:
-            return Outcome(True, "cancel requested (task started outside this console)")
-        return Outcome(False, f"the agent did not accept the cancel (return code {resp.return_code})")
+        return Outcome(False, "no task is running")
 
     # --- receptions (executor thread) ---------------------------------------------------------
     def _on_estop_state(self, msg: Bool) -> None:
