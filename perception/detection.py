@@ -76,7 +76,9 @@ def estimate(blob: Blob, cam: Intrinsics, pose: CameraPose, cfg: PerceptionConfi
     height = max(0.0, top_h)
     box = (blob.left, blob.top, blob.right, blob.bottom)
 
-    if height < cfg.flat_max_height and blob.foot_visible:
+    # cut by the image's side, a flat area's width is too small and its height reads too big
+    flat_limit = cfg.flat_max_height * (1.3 if blob.touches_border else 1.0)
+    if height < flat_limit and blob.foot_visible:
         return _area(blob, cam, pose, box)
 
     shape, shape_conf = classify(blob, 2 * w_half, height, cfg)
@@ -161,10 +163,31 @@ def _area(blob: Blob, cam: Intrinsics, pose: CameraPose, box) -> Detection | Non
         cx = float(((x + np.roll(x, -1)) * cross).sum() / (6 * a))
         cy = float(((y + np.roll(y, -1)) * cross).sum() / (6 * a))
     lo, hi = pts.min(axis=0), pts.max(axis=0)
+    left_cut, right_cut = blob.left == 0, blob.right >= cam.width - 1
+    if left_cut != right_cut:
+        cx, cy = _uncut_square_centre(pts, (cx, cy), pose, toward_left=left_cut)
     dist = math.hypot(cx - pose.origin[0], cy - pose.origin[1])
     conf = _position_confidence(blob, dist, "area")
     return Detection(blob.colour, "square", 0.9 if not blob.touches_border else 0.6, float(cx), float(cy),
                      float(max(hi - lo)), 0.0, False, "area", conf, box)
+
+
+def _uncut_square_centre(pts: np.ndarray, centroid, pose: CameraPose, toward_left: bool) -> tuple[float, float]:
+    """Centre of a square area whose outline is cut by the image's left or right edge. Along the
+    line of sight the whole square is visible: its depth extent gives the side (between s and
+    s*sqrt(2) for any yaw: divided by 1.2); across it, the extreme away from the cut is the
+    square's own, and the centre lies half a side beyond it towards the cut."""
+    c = np.asarray(centroid, float)
+    u = c - pose.origin[:2]
+    u /= max(float(np.linalg.norm(u)), 1e-9)                   # along the line of sight
+    v = np.array([-u[1], u[0]]) if toward_left else np.array([u[1], -u[0]])   # across, towards the cut
+    rel = pts - pose.origin[:2]
+    along, across = rel @ u, rel @ v
+    side = (along.max() - along.min()) / 1.2
+    if across.max() - across.min() >= side:
+        return float(c[0]), float(c[1])                         # cut little: the outline is the square
+    centre = pose.origin[:2] + u * (along.max() + along.min()) / 2 + v * (across.min() + side / 2)
+    return float(centre[0]), float(centre[1])
 
 
 def classify(blob: Blob, width: float, height: float, cfg: PerceptionConfig) -> tuple[str, float]:

@@ -372,3 +372,20 @@ def test_the_held_object_is_not_listed_and_is_back_where_it_was_released():
     assert m.get("red_cube") is held and not held.in_view
     assert m.release(_pose(), 0.22) is None                          # nothing held: nothing moves
     assert m.hold(Pose2D(-5.0, -5.0, 0.0), 0.22) is None             # nothing near the gripper, no name
+
+
+def test_a_square_cut_by_the_image_side_is_centred_from_its_uncut_edges():
+    from qwen_stack.perception.detection import _uncut_square_centre
+
+    pose = CameraPose.at((0.10, 0.0, 0.15), 0.05, 0.02, math.radians(15), 0.0)
+    ox, oy = pose.origin[:2]
+    # a 0.5 m square centred 1.5 m ahead and 0.3 m to the left; the image's left edge cut away all
+    # of it left of y = oy + 0.3 (the outline's edge there is the cut)
+    cx, cy = ox + 1.5, oy + 0.3
+    outline = np.array([[cx - 0.25, cy - 0.25], [cx + 0.25, cy - 0.25], [cx + 0.25, cy], [cx - 0.25, cy]])
+    got = _uncut_square_centre(outline, outline.mean(axis=0), pose, toward_left=True)
+    # along the sight line the depth (0.5 m) is seen whole; the side is taken as 0.5 / 1.2
+    assert got[0] == pytest.approx(cx, abs=0.05) and got[1] == pytest.approx(cy, abs=0.06)
+    assert abs(got[1] - cy) < abs(outline.mean(axis=0)[1] - cy)          # closer than the visible part's centre
+    whole = np.array([[cx - 0.25, cy - 0.25], [cx + 0.25, cy - 0.25], [cx + 0.25, cy + 0.25], [cx - 0.25, cy + 0.25]])
+    assert _uncut_square_centre(whole, (cx, cy), pose, toward_left=True) == pytest.approx((cx, cy))
