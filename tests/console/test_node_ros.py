@@ -79,7 +79,8 @@ def test_estop_latches_supervisor_and_state_comes_back(graph):
 def test_take_over_lock_commands_deadman_and_hand_back(graph):
     _, client, sup, _, _ = graph
     cid = client.post("/api/teleop/take_over", headers=H).json()["control_id"]
-    wait_for(lambda: sup.lock_held, what="teleop lock held")
+    wait_for(lambda: client.post("/api/teleop/heartbeat", json={"control_id": cid}, headers=H).status_code == 200
+             and sup.lock_held, what="teleop lock held")
     t0 = time.monotonic()
     client.post("/api/teleop/command", json={"control_id": cid, "linear": 0.3, "angular": 0.0}, headers=H)
     wait_for(lambda: any(t > t0 and lin == 0.3 for t, lin, _ in list(sup.teleop_received)), what="forward command")
@@ -223,13 +224,16 @@ def test_sigint_with_page_open_hands_back_control_and_exits(graph, ros_env, tmp_
         client = httpx.Client(base_url=url, timeout=10)
         cid = client.post("/api/teleop/take_over", headers=H).json()["control_id"]
         client.post("/api/teleop/command", json={"control_id": cid, "linear": 0.2, "angular": 0.0}, headers=H)
-        wait_for(lambda: sup.lock_held, what="lock held")
+        # a console just started may take a while to be discovered: its session is kept alive meanwhile
+        wait_for(lambda: client.post("/api/teleop/heartbeat", json={"control_id": cid}, headers=H).status_code == 200
+                 and sup.lock_held, 20, what="lock held")
         n_lock = len(sup.lock_received)
 
         async def hold_page_open_and_stop():
             async with websockets.connect(url.replace("http://", "ws://") + "/ws/events", origin=url) as ws:
                 await ws.send(json.dumps({"type": "hello", "token": TOKEN}))
                 await ws.recv()
+                await ws.send(json.dumps({"type": "heartbeat", "control_id": cid}))   # the page holds control
                 proc.send_signal(signal.SIGINT)
                 t0 = time.monotonic()
                 while time.monotonic() - t0 < 10:
