@@ -32,6 +32,7 @@ PERCEPTION_MARKERS = "perception/markers"      # visualization_msgs/MarkerArray 
 SAFETY_VERDICT = "safety/verdict"              # qwen_stack_interfaces/SafetyVerdict
 SAFETY_ESTOP_TOPIC = "safety/estop"            # std_msgs/Bool, True latches the e-stop
 SAFETY_ESTOP_STATE = "safety/estop_latched"    # std_msgs/Bool (transient local), current latch state
+SAFETY_ZONES = "safety/zones"                  # std_msgs/String (transient local), JSON of the supervisor's zones
 SAFETY_TRIGGER_ESTOP = "safety/trigger_estop"  # std_srvs/Trigger
 SAFETY_RESET_ESTOP = "safety/reset_estop"      # qwen_stack_interfaces/ResetEStop
 SAFETY_CALL_TOOL = "safety/call_tool"          # qwen_stack_interfaces/CallTool, proxy for actuating services

@@ -36,7 +36,7 @@ def build_node():
     from qwen_stack_interfaces.msg import ApprovalRequest, SafetyVerdict
     from qwen_stack_interfaces.srv import Approve, CallTool, ResetEStop
     from sensor_msgs.msg import LaserScan
-    from std_msgs.msg import Bool, Empty
+    from std_msgs.msg import Bool, Empty, String
     from std_srvs.srv import Trigger
 
     from qwen_stack import topics as T
@@ -46,7 +46,7 @@ def build_node():
     from qwen_stack.safety.config import NODE_NAME, ConfigError, config_from_params
     from qwen_stack.safety.inputs import EStopEvent, TeleopLock
     from qwen_stack.safety.msg_conversion import odom_to_data, request_fields, scan_to_data, twist_to_command
-    from qwen_stack.safety.reporting import SupervisorReporter
+    from qwen_stack.safety.reporting import SupervisorReporter, zones_json
     from qwen_stack.safety.supervisor_core import SafetyCore
     from qwen_stack.safety.tool_proxy import ToolProxy
 
@@ -88,6 +88,7 @@ def build_node():
             self.verdict_pub = self.create_lifecycle_publisher(SafetyVerdict, T.SAFETY_VERDICT, 10)
             latched_qos = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
             self.estop_pub = self.create_lifecycle_publisher(Bool, T.SAFETY_ESTOP_STATE, latched_qos)
+            self.zones_pub = self.create_lifecycle_publisher(String, T.SAFETY_ZONES, latched_qos)
             self.diag_pub = self.create_lifecycle_publisher(DiagnosticArray, T.DIAGNOSTICS, 10)
             self.reporter = SupervisorReporter(self, self.audit, SafetyVerdict, Twist, DiagnosticArray,
                                                DiagnosticStatus, KeyValue, _now)
@@ -138,6 +139,7 @@ def build_node():
             self.diag_timer = self.create_timer(self.cfg.diagnostics_period, self.diagnostics_tick,
                                                 callback_group=self.control_group)
             self.estop_pub.publish(Bool(data=False))
+            self.zones_pub.publish(String(data=zones_json(self.cfg)))   # for viewers (console map): one source
             return ret
 
         def on_deactivate(self, state):

@@ -106,3 +106,15 @@ def test_params_file_styles(tmp_path):
                                                                "keep_out": {"box": [1, 1, 2, 1, 2, 2]}}}}))
         cfg = load_config(f)
         assert cfg.max_linear_vel == 0.3 and "box" in cfg.keep_out_polys
+
+
+def test_zones_json_carries_the_validated_polygons():
+    import json
+
+    from qwen_stack.safety.reporting import zones_json
+
+    cfg = config_from_params({**BASE_PARAMS, "keep_out_zones": "box", "keep_out.box": [0, 0, 1, 0, 1, 1]})
+    zones = json.loads(zones_json(cfg))
+    assert zones["keep_out"] == {"box": [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]}
+    assert zones["stop_zone"] == [[float(x), float(y)] for x, y in cfg.stop_poly]
+    assert zones["robot_radius"] == cfg.robot_radius and zones["laser"] == {"x": 0.0, "y": 0.0, "yaw": 0.0}

@@ -459,3 +459,25 @@ def test_sim_time_reset_recovers_at_once_and_never_revives_an_old_command(harnes
         clock.stop()
     steps = [r for r in _audit(tmp_path) if r["kind"] == "step"]
     assert any(any("clock went backwards" in s for s in r["reasons"]) for r in steps)
+
+
+def test_zones_are_latched_for_late_viewers_from_the_validated_config(harness, ros_env, tmp_path):
+    """The console's map draws the supervisor's zones from safety/zones (one source): a subscriber that joins
+    after activation still gets them, and they are the configured polygons."""
+    from std_msgs.msg import String
+
+    box = [2.0, 1.0, 3.0, 1.0, 3.0, 2.0, 2.0, 2.0]
+    sup = _start(ros_env, tmp_path, keep_out_zones="table", **{"keep_out.table": box}, robot_radius=0.2)
+    try:
+        harness.wait_for(lambda: len(harness.outputs) > 0, 20.0, "supervisor output on cmd_vel")
+        got = []
+        qos = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        harness.node.create_subscription(String, T.SAFETY_ZONES, lambda m: got.append(json.loads(m.data)), qos)
+        harness.wait_for(lambda: got, 10.0, "latched safety/zones")
+    finally:
+        _stop(sup)
+    zones = got[-1]
+    assert zones["keep_out"] == {"table": [box[i:i + 2] for i in range(0, 8, 2)]}
+    assert zones["robot_radius"] == 0.2
+    assert zones["geofence"] == [[-5.0, -5.0], [5.0, -5.0], [5.0, 5.0], [-5.0, 5.0]]
+    assert len(zones["stop_zone"]) >= 3 and len(zones["slowdown_zone"]) >= 3
