@@ -32,7 +32,7 @@ class ConsoleBackend(abc.ABC):
     def __init__(self, settings: ConsoleSettings) -> None:
         self.settings = settings
         self.state = ConsoleState(settings.recent_verdicts, settings.recent_tool_calls, settings.thinking_max_chars,
-                                  settings.max_text_chars)
+                                  settings.max_text_chars, map_period_s=1.0 / settings.map_hz)
         self.hub = EventHub(self.state)
         self.frames = FrameHub()
         self._teleop = TeleopControl(settings.teleop_max_linear, settings.teleop_max_angular, settings.teleop_deadman_s,

@@ -26,7 +26,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CompressedImage, Image, LaserScan
 from std_msgs.msg import Bool, Empty, String
 from std_srvs.srv import Trigger
 
@@ -96,11 +96,15 @@ class RosConsoleBridge(ConsoleBackend):
         node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diagnostics, RELIABLE)
         node.create_subscription(String, topics.AGENT_THINKING, self._on_thinking, RELIABLE)
         node.create_subscription(String, topics.AGENT_STATUS, self._on_agent_status, LATCHED)  # the agent latches it
+        # the map: zones from the supervisor (latched, its validated config), laser, perception's objects
+        node.create_subscription(String, topics.SAFETY_ZONES, self._on_zones, LATCHED)
+        node.create_subscription(LaserScan, topics.SCAN, self._on_scan, qos_profile_sensor_data)
         if self._iface is not None:
             msg, srv, action = self._iface
             node.create_subscription(msg.SafetyVerdict, topics.SAFETY_VERDICT, self._on_verdict, RELIABLE)
             node.create_subscription(msg.ApprovalRequest, topics.SAFETY_APPROVAL_REQUEST, self._on_approval, RELIABLE)
             node.create_subscription(msg.ToolCall, topics.AGENT_TOOL_CALLS, self._on_tool_call, RELIABLE)
+            node.create_subscription(msg.DetectedObjects, topics.PERCEPTION_OBJECTS, self._on_objects, RELIABLE)
             self.cli_reset = node.create_client(srv.ResetEStop, topics.SAFETY_RESET_ESTOP)
             self.cli_approve = node.create_client(srv.Approve, topics.SAFETY_APPROVE)
             self.run_task = ActionClient(node, action.RunTask, topics.AGENT_RUN_TASK)
@@ -109,6 +113,7 @@ class RosConsoleBridge(ConsoleBackend):
 
         node.create_timer(1.0 / settings.teleop_publish_hz, self.teleop_tick)
         node.create_timer(0.25, self.expire_approvals)
+        node.create_timer(1.0 / settings.map_hz, lambda: self.hub.update(self.state.map_tick, time.monotonic()))
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(node)
         self._thread = threading.Thread(target=self._spin, name="console-ros", daemon=True)
@@ -259,11 +264,14 @@ class RosConsoleBridge(ConsoleBackend):
         self.hub.update(self.state.on_estop_latched, bool(msg.data))
 
     def _on_odom(self, msg: Odometry) -> None:
+        p, t = msg.pose.pose, msg.twist.twist
+        # every pose goes to the map's short history (a scan is placed with the pose at its time)
+        self.hub.update(self.state.map.on_pose, p.position.x, p.position.y, yaw_of(p.orientation),
+                        _stamp_s(msg.header.stamp))
         now = time.monotonic()
         if now - self._last_odom_push < 1.0 / self.settings.robot_state_hz:
             return
         self._last_odom_push = now
-        p, t = msg.pose.pose, msg.twist.twist
         self.hub.update(self.state.on_odometry, p.position.x, p.position.y, yaw_of(p.orientation),
                         t.linear.x, t.angular.z, _stamp_s(msg.header.stamp))
 
@@ -302,6 +310,18 @@ class RosConsoleBridge(ConsoleBackend):
             {"name": s.name, "level": int.from_bytes(s.level, "little") if isinstance(s.level, bytes) else int(s.level),
              "message": s.message, "hardware_id": s.hardware_id,
              "values": {kv.key: kv.value for kv in s.values[:50]}} for s in msg.status])
+
+    def _on_zones(self, msg: String) -> None:
+        self.hub.update(self.state.map.on_zones, msg.data)
+
+    def _on_scan(self, msg: LaserScan) -> None:
+        self.hub.update(self.state.map.on_scan, msg.angle_min, msg.angle_increment, msg.range_min, msg.range_max,
+                        msg.ranges, _stamp_s(msg.header.stamp))
+
+    def _on_objects(self, msg) -> None:
+        self.hub.update(self.state.map.on_objects, [
+            {"name": o.name, "x": o.pose.position.x, "y": o.pose.position.y, "in_view": o.in_view, "solid": o.solid}
+            for o in msg.objects[:100]])
 
     def _on_thinking(self, msg: String) -> None:
         self.hub.update(self.state.on_thinking, msg.data)

@@ -33,6 +33,7 @@ class ConsoleSettings:
     video_max_fps: float = 15.0
     raw_jpeg_quality: int = 80
     robot_state_hz: float = 10.0
+    map_hz: float = 4.0
     recent_verdicts: int = 50
     recent_tool_calls: int = 100
     thinking_max_chars: int = 20000
@@ -71,6 +72,7 @@ class ConsoleSettings:
         positive("heartbeat_period_s", 10.0)
         positive("video_max_fps", 120.0)
         positive("robot_state_hz", 100.0)
+        positive("map_hz", 30.0)
         positive("service_timeout_s", 60.0)
         if self.teleop_deadman_s < 1.0 / self.teleop_publish_hz:
             bad("teleop_deadman_s", "must be at least one teleop publish period (1 / teleop_publish_hz)")

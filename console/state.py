@@ -20,6 +20,8 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
+from qwen_stack.console.mapview import MapView
+
 VERDICT_LEVELS = ("ALLOW", "LIMIT", "SLOWDOWN", "STOP", "REJECT", "ESTOP")
 STOP_LEVEL = 3
 DIAGNOSTIC_LEVELS = {0: "OK", 1: "WARN", 2: "ERROR", 3: "STALE"}
@@ -182,7 +184,7 @@ class PendingApproval:
 
 class ConsoleState:
     def __init__(self, recent_verdicts: int = 50, recent_tool_calls: int = 100, thinking_max_chars: int = 20000,
-                 max_text_chars: int = 2000) -> None:
+                 max_text_chars: int = 2000, map_period_s: float = 0.25) -> None:
         self.estop_latched: bool | None = None      # None until the supervisor has said
         self.robot: dict | None = None
         self.agent_status: object = None
@@ -195,6 +197,7 @@ class ConsoleState:
         self.approvals: dict[str, PendingApproval] = {}
         self.diagnostics: dict[str, dict] = {}
         self.teleop_in_control = False
+        self.map = MapView(map_period_s)   # updated through its on_* methods; events come from map_tick
         self._changes = 0              # counts task-related updates, to tell which task news is newer
         self._task_change = -1
         self._agent_change = -1
@@ -365,6 +368,7 @@ class ConsoleState:
             "result_summary": result_summary(result),
             "verdict": None,   # the supervisor's verdict, for actuating calls, once it has judged
         }
+        self.map.on_tool_call(entry["name"], arguments)   # the latest go_to_* call is the goal drawn
         key = (entry["task_id"], entry["step"])
         for i, old in enumerate(self.tool_calls):   # a later status of the same call replaces it
             if (old["task_id"], old["step"]) == key:
@@ -394,6 +398,10 @@ class ConsoleState:
         self.teleop_in_control = in_control
         return {"type": "teleop", "in_control": in_control}
 
+    def map_tick(self, now: float) -> dict | None:
+        """The map event, throttled (MapView.tick); called on a timer, never per message."""
+        return self.map.tick(now)
+
     def snapshot(self) -> dict:
         return {
             "type": "snapshot",
@@ -408,4 +416,5 @@ class ConsoleState:
             "approvals": [p.as_dict() for p in self.approvals.values()],
             "diagnostics": self.diagnostics_list(),
             "teleop_in_control": self.teleop_in_control,
+            "map": self.map.as_dict(),
         }
