@@ -163,14 +163,16 @@ class MapView:
         self._dirty = True
 
     def on_objects(self, objects: list[dict]) -> None:
-        """objects: {"name", "x", "y", "in_view", "solid"} in odom; items with a bad position are left out."""
+        """objects: {"name", "x", "y", "in_view", "solid", "colour"} in odom; items with a bad position are left out."""
         out = []
         for o in objects[:MAX_OBJECTS]:
             x, y = _num(o.get("x")), _num(o.get("y"))
             if x is None or y is None:
                 continue
+            colour = str(o.get("colour", ""))
             out.append({"name": _name(o.get("name", "")), "x": x, "y": y, "in_view": bool(o.get("in_view")),
-                        "solid": bool(o.get("solid", True))})
+                        "solid": bool(o.get("solid", True)),
+                        "colour": colour if colour.isalpha() and len(colour) <= 16 else ""})
         self.objects = out
         self._follow_goal_object()
         self._dirty = True

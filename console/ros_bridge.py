@@ -320,7 +320,8 @@ class RosConsoleBridge(ConsoleBackend):
 
     def _on_objects(self, msg) -> None:
         self.hub.update(self.state.map.on_objects, [
-            {"name": o.name, "x": o.pose.position.x, "y": o.pose.position.y, "in_view": o.in_view, "solid": o.solid}
+            {"name": o.name, "x": o.pose.position.x, "y": o.pose.position.y, "in_view": o.in_view, "solid": o.solid,
+             "colour": o.colour}
             for o in msg.objects[:100]])
 
     def _on_thinking(self, msg: String) -> None:

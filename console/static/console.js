@@ -112,6 +112,7 @@ function clearView() {
   for (const id of [...page.approvals.keys()]) removeApproval(id);
   $("diagnostics").replaceChildren();
   renderTeleop(false);
+  clearMap();
   applyRole();
 }
 
@@ -215,6 +216,7 @@ function handleEvent(ev) {
     case "approval_resolved": removeApproval(ev.request_id); break;
     case "diagnostics": renderDiagnostics(ev.statuses); break;
     case "teleop": renderTeleop(ev.in_control); break;
+    case "map": renderMap(ev.map); break;
   }
 }
 
@@ -232,6 +234,7 @@ function renderSnapshot(s) {
   for (const a of s.approvals) addApproval(a);
   renderDiagnostics(s.diagnostics);
   renderTeleop(s.teleop_in_control);
+  renderMap(s.map);
 }
 
 function renderEstop(latched) {
@@ -537,3 +540,126 @@ document.addEventListener("DOMContentLoaded", () => {
   pollGamepad();
   signIn(readToken());
 });
+
+// ---- map ----------------------------------------------------------------------------------------
+// Top-down view in the odom frame, +y up. Everything is drawn in viewBox pixels through one transform,
+// recomputed each redraw so the arena (geofence, keep-out zones), the robot, objects and goal fit.
+const SVG_NS = "http://www.w3.org/2000/svg";
+const MAP_W = 640, MAP_H = 420, MAP_PAD = 20;   // viewBox size and margin (px)
+const OBJECT_FILL = new Set(["red", "orange", "yellow", "green", "blue", "purple", "white", "black", "grey", "gray",
+                             "brown", "pink", "cyan", "magenta"]);
+
+function svgEl(tag, attrs) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, v);
+  return el;
+}
+
+function finite(v) { return typeof v === "number" && Number.isFinite(v); }
+
+function mapView(m) {
+  // World bounds to fit: arena and zones, the robot with its slowdown zone, objects, goal (not the laser:
+  // one far return must not shrink the arena).
+  const xs = [], ys = [];
+  const add = (x, y) => { if (finite(x) && finite(y)) { xs.push(x); ys.push(y); } };
+  const z = m.zones;
+  if (z) {
+    for (const [x, y] of z.geofence) add(x, y);
+    for (const k of z.keep_out) for (const [x, y] of k.polygon) add(x, y);
+  }
+  if (m.robot) {
+    const reach = z ? Math.max(...z.slowdown_zone.map(([x, y]) => Math.hypot(x, y)), z.robot_radius) : 1.0;
+    add(m.robot.x - reach, m.robot.y - reach); add(m.robot.x + reach, m.robot.y + reach);
+  }
+  for (const o of m.objects || []) add(o.x, o.y);
+  if (m.goal) add(m.goal.x, m.goal.y);
+  if (!xs.length) return null;
+  const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
+  const scale = Math.min((MAP_W - 2 * MAP_PAD) / Math.max(x1 - x0, 0.5), (MAP_H - 2 * MAP_PAD) / Math.max(y1 - y0, 0.5));
+  return { scale, cx: (x0 + x1) / 2, cy: (y0 + y1) / 2 };
+}
+
+function toScreen(v, x, y) {
+  return [MAP_W / 2 + (x - v.cx) * v.scale, MAP_H / 2 - (y - v.cy) * v.scale];
+}
+
+function pointsAttr(v, poly) {
+  return poly.map(([x, y]) => toScreen(v, x, y).map((a) => a.toFixed(2)).join(",")).join(" ");
+}
+
+function clearMap() {
+  for (const id of ["map-geofence", "map-keepout", "map-scan", "map-objects", "map-goal"]) $(id).replaceChildren();
+  $("map-robot").setAttribute("hidden", "");
+  $("map-robot").removeAttribute("transform");
+  delete $("map").dataset.view;
+  $("map-info").textContent = "No map data yet";
+}
+
+function renderMap(m) {
+  if (!m) { clearMap(); return; }
+  const v = mapView(m);
+  if (!v) { clearMap(); return; }
+  const svg = $("map");
+  svg.dataset.view = `${v.scale} ${v.cx} ${v.cy}`;   // world -> px: ((x-cx)*s + W/2, H/2 - (y-cy)*s)
+  const z = m.zones;
+  $("map-geofence").replaceChildren(...(z ? [svgEl("polygon", { class: "geofence", points: pointsAttr(v, z.geofence) })] : []));
+  $("map-keepout").replaceChildren(...(z ? z.keep_out.map((k) => {
+    const g = svgEl("g", { "data-zone": k.name });
+    g.append(svgEl("polygon", { class: "keepout", points: pointsAttr(v, k.polygon) }));
+    const [lx, ly] = toScreen(v, k.polygon[0][0], k.polygon[0][1]);
+    const label = svgEl("text", { x: lx.toFixed(1), y: (ly - 3).toFixed(1) });
+    label.textContent = `keep-out ${k.name}`;
+    g.append(label);
+    return g;
+  }) : []));
+  $("map-scan").replaceChildren(...(m.scan || []).map(([x, y]) => {
+    const [sx, sy] = toScreen(v, x, y);
+    return svgEl("circle", { class: "scan", cx: sx.toFixed(1), cy: sy.toFixed(1), r: 1.6 });
+  }));
+  $("map-objects").replaceChildren(...(m.objects || []).map((o) => {
+    const [sx, sy] = toScreen(v, o.x, o.y);
+    const g = svgEl("g", { "data-object": o.name });
+    const fill = OBJECT_FILL.has(o.colour) ? o.colour : "#999";
+    g.append(svgEl("rect", { class: "object" + (o.solid ? "" : " area"), x: (sx - 5).toFixed(1), y: (sy - 5).toFixed(1),
+                             width: 10, height: 10, fill, "stroke-width": o.in_view ? 2 : 1 }));
+    const label = svgEl("text", { x: (sx + 7).toFixed(1), y: (sy + 4).toFixed(1) });
+    label.textContent = o.name;
+    g.append(label);
+    return g;
+  }));
+  const goal = [];
+  if (m.goal) {
+    const [gx, gy] = toScreen(v, m.goal.x, m.goal.y);
+    const g = svgEl("g", { "data-goal": m.goal.label, class: "goal" });
+    g.append(svgEl("path", { d: `M${gx - 7},${gy - 7}L${gx + 7},${gy + 7}M${gx - 7},${gy + 7}L${gx + 7},${gy - 7}` }));
+    if (finite(m.goal.theta)) {
+      g.append(svgEl("line", { x1: gx, y1: gy, x2: gx + 18 * Math.cos(m.goal.theta), y2: gy - 18 * Math.sin(m.goal.theta) }));
+    }
+    const label = svgEl("text", { x: (gx + 9).toFixed(1), y: (gy - 9).toFixed(1), class: "goal-label" });
+    label.textContent = m.goal.label;
+    g.append(label);
+    goal.push(g);
+  }
+  $("map-goal").replaceChildren(...goal);
+  const robot = $("map-robot");
+  if (m.robot) {
+    // The robot group is drawn in the robot frame in px (x forward, y left -> screen y up), placed by its transform.
+    const [rx, ry] = toScreen(v, m.robot.x, m.robot.y);
+    const deg = -m.robot.theta * 180 / Math.PI;
+    robot.setAttribute("transform", `translate(${rx.toFixed(2)} ${ry.toFixed(2)}) rotate(${deg.toFixed(2)})`);
+    const local = (poly) => poly.map(([x, y]) => `${(x * v.scale).toFixed(2)},${(-y * v.scale).toFixed(2)}`).join(" ");
+    const radius = z ? z.robot_radius : 0.25;
+    $("map-footprint").setAttribute("r", (radius * v.scale).toFixed(2));
+    $("map-heading").setAttribute("x2", (radius * v.scale).toFixed(2));
+    $("map-slowdown").setAttribute("points", z ? local(z.slowdown_zone) : "");
+    $("map-stop").setAttribute("points", z ? local(z.stop_zone) : "");
+    robot.removeAttribute("hidden");
+  } else {
+    robot.setAttribute("hidden", "");
+  }
+  const parts = [m.robot ? `robot x ${fmt(m.robot.x)} m, y ${fmt(m.robot.y)} m` : "robot pose unknown",
+                 `${(m.scan || []).length} laser points`, `${(m.objects || []).length} objects`,
+                 m.goal ? m.goal.label : "no goal",
+                 z ? `${z.keep_out.length} keep-out zones` : (m.zones_error || "no zones from the supervisor yet")];
+  $("map-info").textContent = parts.join(" · ");
+}
