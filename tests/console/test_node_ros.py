@@ -247,3 +247,45 @@ def test_sigint_with_page_open_hands_back_control_and_exits(graph, ros_env, tmp_
     assert returncode == 0
     assert False in sup.lock_received[n_lock:]
     assert sup.teleop_received[-1][1:] == (0.0, 0.0)
+
+
+def test_map_from_latched_zones_odom_scan_and_objects(graph):
+    """The map's inputs over ROS: the supervisor's latched safety/zones, odometry, a scan placed in odom, and
+    perception's objects (the console never reads the safety config itself)."""
+    import math
+
+    from nav_msgs.msg import Odometry
+    from qwen_stack_interfaces.msg import DetectedObject, DetectedObjects
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import LaserScan
+    from std_msgs.msg import String
+
+    _, client, _, helper, _ = graph
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    zones = {"robot_radius": 0.3, "laser": {"x": 0.0, "y": 0.0, "yaw": 0.0},
+             "stop_zone": [[0.5, 0.3], [0.5, -0.3], [-0.4, -0.3], [-0.4, 0.3]],
+             "slowdown_zone": [[1.0, 0.5], [1.0, -0.5], [-0.6, -0.5], [-0.6, 0.5]],
+             "geofence": [[-4, -4], [4, -4], [4, 4], [-4, 4]], "keep_out": {"bin": [[1, 1], [2, 1], [2, 2]]}}
+    helper.create_publisher(String, topics.SAFETY_ZONES, latched).publish(String(data=json.dumps(zones)))
+    pub_odom = helper.create_publisher(Odometry, topics.ODOM, qos_profile_sensor_data)
+    pub_scan = helper.create_publisher(LaserScan, topics.SCAN, qos_profile_sensor_data)
+    pub_obj = helper.create_publisher(DetectedObjects, topics.PERCEPTION_OBJECTS, 10)
+    odom = Odometry()
+    odom.pose.pose.position.x, odom.pose.pose.position.y = 1.0, -1.0
+    odom.pose.pose.orientation.z, odom.pose.pose.orientation.w = math.sin(math.pi / 4), math.cos(math.pi / 4)
+    scan = LaserScan(angle_min=0.0, angle_increment=0.01, range_min=0.05, range_max=10.0, ranges=[2.0] * 3)
+    objects = DetectedObjects(objects=[DetectedObject(name="red_cube", colour="red", solid=True)])
+    objects.objects[0].pose.position.x, objects.objects[0].pose.position.y = 2.5, 0.5
+
+    def published_map():
+        pub_odom.publish(odom)
+        pub_scan.publish(scan)
+        pub_obj.publish(objects)
+        m = client.get("/api/state").json()["map"]
+        return m if m["zones"] and m["robot"] and m["scan"] and m["objects"] else None
+    m = wait_for(published_map, 10, "the map's inputs")
+    assert m["zones"]["keep_out"] == [{"name": "bin", "polygon": [[1.0, 1.0], [2.0, 1.0], [2.0, 2.0]]}]
+    assert m["robot"]["x"] == 1.0 and abs(m["robot"]["theta"] - math.pi / 2) < 1e-6
+    x, y = m["scan"][0]        # first beam straight ahead (+y in odom), 2 m from the robot
+    assert abs(x - 1.0) < 1e-3 and abs(y - 1.0) < 1e-3
+    assert m["objects"][0]["name"] == "red_cube" and m["objects"][0]["x"] == 2.5
