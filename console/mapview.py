@@ -142,7 +142,7 @@ class MapView:
         """The kept pose nearest in time to `stamp` (within POSE_MATCH_S), else the latest pose."""
         stamp = _num(stamp, math.inf) if stamp is not None else None
         if stamp is not None and self._poses:
-            t, pose = min(self._poses, key=lambda tp: abs(tp[0] - stamp))
+            t, pose = min(reversed(self._poses), key=lambda tp: abs(tp[0] - stamp))   # ties: the newest
             if abs(t - stamp) <= POSE_MATCH_S:
                 return pose
         return None if self.robot is None else (self.robot["x"], self.robot["y"], self.robot["theta"])

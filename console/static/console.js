@@ -545,7 +545,7 @@ document.addEventListener("DOMContentLoaded", () => {
 // Top-down view in the odom frame, +y up. Everything is drawn in viewBox pixels through one transform,
 // recomputed each redraw so the arena (geofence, keep-out zones), the robot, objects and goal fit.
 const SVG_NS = "http://www.w3.org/2000/svg";
-const MAP_W = 640, MAP_H = 420, MAP_PAD = 20;   // viewBox size and margin (px)
+const MAP_W = 480, MAP_H = 480, MAP_PAD = 16;   // viewBox size and margin (px)
 const OBJECT_FILL = new Set(["red", "orange", "yellow", "green", "blue", "purple", "white", "black", "grey", "gray",
                              "brown", "pink", "cyan", "magenta"]);
 

@@ -60,7 +60,7 @@ def view(page) -> tuple[float, float, float]:
 
 def to_px(v, x, y) -> tuple[float, float]:
     s, cx, cy = v
-    return 320 + (x - cx) * s, 210 - (y - cy) * s   # viewBox 640 x 420, +y up
+    return 240 + (x - cx) * s, 240 - (y - cy) * s   # viewBox 480 x 480, +y up
 
 
 def rect(locator) -> dict:
@@ -81,10 +81,10 @@ def test_robot_marker_moves_and_turns_with_odometry(map_page):
     push(backend, backend.state.map.on_zones, json.dumps(ZONES))
     push(backend, backend.state.map.on_pose, 0.0, 0.0, 0.0)
     robot = page.locator("#map-robot")
-    expect(robot).to_have_attribute("transform", "translate(320.00 210.00) rotate(0.00)")   # centre of the arena
+    expect(robot).to_have_attribute("transform", "translate(240.00 240.00) rotate(0.00)")   # centre of the arena
     before = robot_centre(page)
     push(backend, backend.state.map.on_pose, 1.0, 0.5, math.pi / 2)
-    expect(robot).not_to_have_attribute("transform", "translate(320.00 210.00) rotate(0.00)")
+    expect(robot).not_to_have_attribute("transform", "translate(240.00 240.00) rotate(0.00)")
     after = robot_centre(page)
     assert after[0] > before[0] + 5 and after[1] < before[1] - 2   # moved right (+x) and up (+y) on screen
     assert "rotate(-90.00)" in robot.get_attribute("transform")

@@ -273,7 +273,9 @@ def test_map_from_latched_zones_odom_scan_and_objects(graph):
     odom = Odometry()
     odom.pose.pose.position.x, odom.pose.pose.position.y = 1.0, -1.0
     odom.pose.pose.orientation.z, odom.pose.pose.orientation.w = math.sin(math.pi / 4), math.cos(math.pi / 4)
+    odom.header.stamp.sec = 1000     # the scan is placed with the pose at its own stamp
     scan = LaserScan(angle_min=0.0, angle_increment=0.01, range_min=0.05, range_max=10.0, ranges=[2.0] * 3)
+    scan.header.stamp.sec = 1000
     objects = DetectedObjects(objects=[DetectedObject(name="red_cube", colour="red", solid=True)])
     objects.objects[0].pose.position.x, objects.objects[0].pose.position.y = 2.5, 0.5
 
