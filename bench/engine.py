@@ -13,6 +13,14 @@ round, so a busy shared machine hurts both alike. A memory-floor table follows: 
 over the host's measured read bandwidth. Then ours: decode time per token with the caches holding 1K, 4K,
 16K and 32K tokens of context (caches filled with random keys/values/states, then timed decode steps,
 best of 3 rounds of 12 steps; decode cost depends on the context length, not on its content).
+
+NVFP4 (skip with --no-nvfp4): the bf16 model quantized with `qwen-stack quantize`'s default preset (every linear
+but the router, gates, DeltaNet a/b, embeddings and lm_head), loaded packed; its decode runs the fused 4-bit
+kernel (kernels/nvfp4_matvec.c), its prefill the dequantize-a-tile-then-GEMM path. A table of fp32, bf16 and
+NVFP4 of the same weights, ours compiled and eager, in interleaved rounds (best and spread over the rounds),
+with the NVFP4/bf16 ratios; NVFP4 joins the memory-floor table (its packed bytes per token).
+--demo DIR adds a shipped NVFP4 model folder: its decode tokens/s in NVFP4 and in bf16 (the same weights
+dequantized once at load); by default the first NVFP4 folder under models/, if any.
 """
 from __future__ import annotations
 
@@ -31,6 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "engine")
 from qwen_stack.qwen_node.engine import compiled_decode  # noqa: E402
 from qwen_stack.qwen_node.engine.generate import SamplingParams, generate  # noqa: E402
 from qwen_stack.qwen_node.engine.loader import FusedExpertsSource, load_model  # noqa: E402
+from qwen_stack.qwen_node.engine.model import FusedExperts, Linear  # noqa: E402
+from qwen_stack.qwen_node.engine.nvfp4 import NVFP4Linear  # noqa: E402
+from qwen_stack.qwen_node.engine.nvfp4_checkpoint import quantize_checkpoint, read_quant_config  # noqa: E402
+from qwen_stack.qwen_node.engine.nvfp4_loader import NVFP4Experts, load_model_auto  # noqa: E402
 
 
 class StateDictSource:
@@ -206,11 +218,12 @@ def decode_ms_at_context(model, ctx, steps):
 
 
 def active_weight_bytes(model) -> int:
-    """Bytes of weights one decode step must read: every parameter, one embedding row, top-k of E experts."""
+    """Bytes of weights one decode step must read: every parameter and buffer (NVFP4 keeps its packed codes and
+    scales as buffers), one embedding row, top-k of E experts."""
     cfg = model.config.text
     total = 0
-    for name, p in model.named_parameters():
-        if name.startswith("visual."):
+    for name, p in [*model.named_parameters(), *model.named_buffers()]:
+        if name.startswith("visual.") or name.endswith("input_scale"):       # input_scale: stored, never read
             continue
         n = p.numel() * p.element_size()
         if name.endswith("embed_tokens.weight"):
@@ -232,11 +245,76 @@ def read_gbps() -> float:
     return a.numel() * 4 / best / 1e9
 
 
+def nvfp4_checkpoint(ref_bf16, work: Path) -> Path:
+    """The bench model written as a bf16 checkpoint and quantized as `qwen-stack quantize` does (kept in work/
+    and reused by later runs with the same --work folder)."""
+    src, dst = work / "bench_bf16", work / "bench_nvfp4"
+    if not (dst / "hf_quant_config.json").exists():
+        ref_bf16.save_pretrained(str(src))
+        quantize_checkpoint(src, dst, measure_error=False)
+    return dst
+
+
+def run_eager(model, *a, **kw):
+    step, model.decode_step = model.decode_step, None
+    try:
+        return run_ours(model, *a, **kw)
+    finally:
+        model.decode_step = step
+
+
+def interleaved_rounds(models: dict, prompt, new_tokens, rounds) -> dict:
+    """Every model compiled and eager in turn, `rounds` times (a busy host hurts all alike).
+    -> {(name, "compiled" | "eager"): [(prefill s, decode ms/token), ...]}"""
+    runs = {(name, mode): [] for name in models for mode in ("compiled", "eager")}
+    for _ in range(rounds):
+        for name, m in models.items():
+            runs[(name, "compiled")].append(run_ours(m, prompt, new_tokens)[:2])
+            runs[(name, "eager")].append(run_eager(m, prompt, new_tokens)[:2])
+    return runs
+
+
+def dequantized_twin(model, dtype):
+    """The same model with every NVFP4 weight dequantized into plain bf16/fp32 layers (for --demo: the shipped
+    NVFP4 weights in bf16 storage)."""
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, NVFP4Linear):
+                plain = Linear(child.in_features, child.out_features, bias=child.bias is not None)
+                plain.weight = torch.nn.Parameter(child.qweight.dequantize(dtype), requires_grad=False)
+                if child.bias is not None:
+                    plain.bias = torch.nn.Parameter(child.bias.detach().to(dtype), requires_grad=False)
+            elif isinstance(child, NVFP4Experts):
+                plain = FusedExperts(child.num_experts, child.gate_up_proj.in_features, child.intermediate)
+                plain.gate_up_proj = torch.nn.Parameter(child.gate_up_proj.dequantize(dtype), requires_grad=False)
+                plain.down_proj = torch.nn.Parameter(child.down_proj.dequantize(dtype), requires_grad=False)
+            else:
+                continue
+            setattr(parent, child_name, plain)
+    return model
+
+
+def default_demo() -> Path | None:
+    models = Path(__file__).resolve().parents[1] / "models"
+    found = sorted(d for d in models.glob("*") if d.is_dir() and read_quant_config(d) is not None) if models.is_dir() else []
+    return found[0] if found else None
+
+
+def spread(xs) -> str:
+    return f"{min(xs):.1f}-{max(xs):.1f}"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="shorter prompt/decode, contexts up to 4K only")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-nvfp4", action="store_true", help="skip the NVFP4 rows")
+    ap.add_argument("--no-hf", action="store_true", help="skip transformers and the context sweep (NVFP4 table only)")
+    ap.add_argument("--rounds", type=int, default=0, help="interleaved rounds (default 2 quick, 5 full)")
+    ap.add_argument("--work", type=Path, help="keep the quantized bench checkpoint here and reuse it")
+    ap.add_argument("--demo", type=Path, default=None, help="a shipped NVFP4 model folder (default: models/*)")
     args = ap.parse_args(argv)
+    rounds = args.rounds or (2 if args.quick else 5)
     torch.set_num_threads(args.threads)
     prompt_len, new_tokens = (128, 16) if args.quick else (256, 48)
     contexts = [1024, 4096] if args.quick else [1024, 4096, 16384, 32768]
@@ -244,6 +322,7 @@ def main(argv=None):
     ref32 = build_reference()
     prompt = torch.randint(0, 32768, (prompt_len,), generator=torch.Generator().manual_seed(1)).tolist()
     rows, ctx_rows, floor_rows = [], [], []
+    same_weights, warm = {}, {}                                                   # for the NVFP4 table
     with tempfile.TemporaryDirectory() as d:
         ref32.config.architectures = ["Qwen3_5MoeForCausalLM"]
         ref32.config.save_pretrained(d)                                           # config.json only
@@ -253,16 +332,49 @@ def main(argv=None):
             ours = load_model(d, dtype=dtype, source=source, progress=False)
             weights_mb = sum(p.numel() * p.element_size() for p in ours.parameters()) / 2**20
             compiled_decode.enable(ours)
-            warm_s = compiled_decode.warm_up(ours)
-            r = side_by_side(ours, ref, prompt, new_tokens, rounds=2 if args.quick else 5)
-            rows.append((dtype_name, weights_mb, warm_s, r))
-            floor_rows.append((dtype_name, active_weight_bytes(ours), read_gbps(), r))
-            for ctx in contexts:
-                ctx_rows.append((dtype_name, ctx, decode_ms_at_context(ours, ctx, steps=6 if args.quick else 12)))
-            ours.setup_caches(1, 1)
+            warm[dtype_name] = warm_s = compiled_decode.warm_up(ours)
+            if not args.no_hf:
+                r = side_by_side(ours, ref, prompt, new_tokens, rounds=rounds)
+                rows.append((dtype_name, weights_mb, warm_s, r))
+                floor_rows.append((dtype_name, active_weight_bytes(ours), read_gbps(), r))
+                for ctx in contexts:
+                    ctx_rows.append((dtype_name, ctx, decode_ms_at_context(ours, ctx, steps=6 if args.quick else 12)))
+                ours.setup_caches(1, 1)
+            if not args.no_nvfp4:
+                same_weights[dtype_name] = ours
+                if dtype == torch.bfloat16:
+                    with tempfile.TemporaryDirectory() as q:
+                        ref.config.architectures = ["Qwen3_5MoeForCausalLM"]
+                        work = args.work or Path(q)
+                        work.mkdir(parents=True, exist_ok=True)
+                        nv = load_model_auto(nvfp4_checkpoint(ref, work), dtype=torch.bfloat16, progress=False)
+                    compiled_decode.enable(nv)
+                    warm["nvfp4"] = compiled_decode.warm_up(nv)
+                    same_weights["nvfp4"] = nv
             del ours
             if ref is not ref32:
                 del ref
+    quant_runs = interleaved_rounds(same_weights, prompt, new_tokens, rounds) if same_weights else {}
+    if quant_runs:
+        best = {key: (len(prompt) / min(r[0] for r in rs), 1000 / min(r[1] for r in rs)) for key, rs in quant_runs.items()}
+        gbps = read_gbps()
+        for name in same_weights:
+            floor_rows.append((name, active_weight_bytes(same_weights[name]), gbps,
+                               {"ours": (None, best[(name, "compiled")][1]), "hf": None}))
+    demo_rows = []
+    demo = args.demo or default_demo()
+    if demo is not None and not args.no_nvfp4:
+        nv = load_model_auto(demo, dtype=torch.bfloat16, progress=False)
+        twin = dequantized_twin(load_model_auto(demo, dtype=torch.bfloat16, progress=False), torch.bfloat16)
+        demo_models = {"bf16 (dequantized)": twin, "nvfp4": nv}
+        for m in demo_models.values():
+            compiled_decode.enable(m)
+            compiled_decode.warm_up(m)
+        vocab = nv.config.text.vocab_size
+        demo_prompt = [t % vocab for t in prompt]
+        demo_runs = interleaved_rounds(demo_models, demo_prompt, new_tokens, rounds)
+        demo_rows = [(name, [1000 / r[1] for r in demo_runs[(name, "compiled")]],
+                      [1000 / r[1] for r in demo_runs[(name, "eager")]]) for name in demo_models]
     print(f"\nQwen3.5-MoE bench config: hidden 1024, 8 layers (3 DeltaNet : 1 attention), 64 experts top-8, "
           f"vocab 32768; batch 1, greedy, {torch.get_num_threads()} threads; prompt {prompt_len}, {new_tokens} new tokens")
     print("ours = compiled decode step (qwen_node/engine/compiled_decode.py); eager = the same engine without it")
@@ -280,15 +392,37 @@ def main(argv=None):
           f"{'hf ms':>6} {'hf/floor':>8}")
     for name, nbytes, gbps, r in floor_rows:
         floor_ms = nbytes / gbps / 1e6
-        ours_ms, hf_ms = 1000 / r["ours"][1], 1000 / r["hf"][1]
-        print(f"{name:<5} {nbytes / 1e6:>13.0f} {gbps:>6.1f} {floor_ms:>8.2f} | {ours_ms:>7.2f} {floor_ms / ours_ms:>7.0%} | "
-              f"{hf_ms:>6.2f} {hf_ms / floor_ms:>7.2f}x")
+        ours_ms = 1000 / r["ours"][1]
+        hf = "     -        -" if r["hf"] is None else f"{1000 / r['hf'][1]:>6.2f} {1000 / r['hf'][1] / floor_ms:>7.2f}x"
+        print(f"{name:<5} {nbytes / 1e6:>13.0f} {gbps:>6.1f} {floor_ms:>8.2f} | {ours_ms:>7.2f} {floor_ms / ours_ms:>7.0%} | {hf}")
     print("\nours (compiled): decode time per token vs context length (caches pre-filled)")
     print(f"{'dtype':<5} {'context':>8} {'ms/token':>9} {'vs 1K':>7}")
     base = {}
     for name, ctx, ms in ctx_rows:
         base.setdefault(name, ms)
         print(f"{name:<5} {ctx:>8} {ms:>9.2f} {ms / base[name]:>6.2f}x")
+    if quant_runs:
+        print(f"\nsame weights in fp32, bf16 and NVFP4 (ours; {rounds} interleaved rounds: best, and the spread over "
+              f"the rounds; NVFP4 = the bf16 model quantized, lm_head/embeddings/router kept in bf16)")
+        print(f"{'weights':<7} {'compile':>7} | {'prefill tok/s':>13} {'spread':>13} | {'decode tok/s':>12} "
+              f"{'spread':>11} | {'eager tok/s':>11} {'spread':>11}")
+        for name in same_weights:
+            c, e = quant_runs[(name, "compiled")], quant_runs[(name, "eager")]
+            print(f"{name:<7} {warm[name]:>7.1f} | {best[(name, 'compiled')][0]:>13.1f} "
+                  f"{spread([len(prompt) / r[0] for r in c]):>13} | {best[(name, 'compiled')][1]:>12.1f} "
+                  f"{spread([1000 / r[1] for r in c]):>11} | {best[(name, 'eager')][1]:>11.1f} {spread([1000 / r[1] for r in e]):>11}")
+        if "nvfp4" in same_weights and "bf16" in same_weights:
+            dec = best[("nvfp4", "compiled")][1] / best[("bf16", "compiled")][1]
+            dec_e = best[("nvfp4", "eager")][1] / best[("bf16", "eager")][1]
+            pre = best[("bf16", "compiled")][0] / best[("nvfp4", "compiled")][0]
+            print(f"NVFP4 / bf16 decode tokens/s: compiled {dec:.2f}x, eager {dec_e:.2f}x (target >= 2x); "
+                  f"NVFP4 / bf16 prefill time: {pre:.2f}x (target <= 1.5x)")
+    if demo_rows:
+        print(f"\nshipped demo model {demo}: decode tokens/s ({rounds} interleaved rounds: best, spread)")
+        for name, comp, eag in demo_rows:
+            print(f"{name:<20} compiled {max(comp):>7.1f} ({spread(comp)})  eager {max(eag):>7.1f} ({spread(eag)})")
+    elif not args.no_nvfp4:
+        print("\nno shipped NVFP4 demo model found (models/*/hf_quant_config.json; --demo DIR): demo row skipped")
     print(f"\ntotal bench time {time.perf_counter() - t0:.0f} s")
     return 0
 
