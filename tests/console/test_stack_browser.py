@@ -190,6 +190,8 @@ def test_take_over_drives_forward_while_held_and_stops_on_release_and_video_chan
     expect(page.get_by_text("You are in control")).to_be_visible()
     start = watcher.truth
     before = _canvas(page)
+    expect(page.locator("#map-geofence polygon")).to_have_count(1)   # the map has the supervisor's latched zones
+    map_before = page.locator("#map-robot").get_attribute("transform")
     _drive_forward(page, watcher, 1.5)
     t_release = time.monotonic()
     moved = math.dist(start, watcher.truth)
@@ -199,6 +201,7 @@ def test_take_over_drives_forward_while_held_and_stops_on_release_and_video_chan
     frames_before = int(video.get_attribute("data-frames"))
     wait_for(lambda: int(video.get_attribute("data-frames")) > frames_before + 1, what="more video frames")
     assert _canvas(page) != before                         # the camera view changed as the robot moved
+    expect(page.locator("#map-robot")).not_to_have_attribute("transform", map_before)   # and the map's robot moved
     rest = watcher.truth
     time.sleep(1.0)
     assert math.dist(rest, watcher.truth) < 0.01            # released: it stays put
