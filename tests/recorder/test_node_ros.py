@@ -165,7 +165,9 @@ def test_demo_mission_recorded_every_cmd_vel_after_its_verdict(tmp_path, ros_env
         have = {m.publish_time for m in cut.on(topic)}
         assert have, topic
         ref = {m.publish_time for m in bag.on(topic) if min(have) <= m.publish_time < cutoff}
-        assert ref and ref <= have, f"{topic}: {len(ref - have)} of {len(ref)} messages older than 1.5 s missing"
+        # streams must have messages in the span; event topics (a burst of tool calls) may have none there
+        assert ref or topic not in ("/cmd_vel", "/tf", "/odom", "/scan"), topic
+        assert ref <= have, f"{topic}: {len(ref - have)} of {len(ref)} messages older than 1.5 s missing"
     lost_s = (killed["at"] - max(m.log_time for m in cut.messages)) * 1e-9
     print(f"kill -9 mid-mission: {len(cut.messages)} messages readable; newest {lost_s:.2f} s before the kill")
 
@@ -209,7 +211,9 @@ def test_kill_9_leaves_a_readable_file_missing_at_most_about_a_second(tmp_path, 
     recorded = {m.publish_time for m in bag.on("/odom")}
     # reference messages published well before the kill (1 s flush period + the 0.25 s flush timer + slack
     # for delivery on a loaded host): every one of them is in the file
-    old_enough = [s for s in seen if s < killed_at - 1.5e9]
+    # from the recorder's first odometry message on: it subscribes once it discovers the publisher, which can
+    # be a few messages after this reference node did
+    old_enough = [s for s in seen if min(recorded) <= s < killed_at - 1.5e9]
     assert len(old_enough) > 30
     missing = [s for s in old_enough if s not in recorded]
     assert not missing, f"{len(missing)} odometry messages older than 1.5 s lost; last recorded " \
