@@ -215,6 +215,16 @@ def help_with_options(cmd, _ctx):
         assert opt in out, f"{opt} is not an option of {base}"
 
 
+def as_written(cmd, _ctx):
+    """Run exactly as written: the shipped stand-in brain (models/brain) answers in seconds."""
+    _ok(_bash(cmd, 300))
+
+
+def script_help(cmd, _ctx):
+    """A benchmark written out in full (not through $R): asked for --help, as bench_help does."""
+    assert "usage:" in _ok(_bash(f"{cmd} --help", 300))
+
+
 def pip_gpu_extra(cmd, _ctx):
     """Not run (it installs from NVIDIA's index): the `gpu` extra it names must exist."""
     from importlib.metadata import metadata
@@ -247,7 +257,11 @@ CHECKS = {
     'R=".venv/bin/python -m qwen_stack.rosenv .venv/bin/python"': r_assignment,
     **{f"$R bench/{name}.py": bench_help for name in (
         "camera_stream", "sim_rate", "safety_latency", "agent_latency", "perception", "console_estop_latency",
-        "engine", "nvfp4", "trt_export")},
+        "engine", "nvfp4", "trt_export", "brain_eval")},
+    "bash scripts/demo.sh qwen_node.backend:=local qwen_node.model_dir:=models/brain qwen_node.camera:=none": demo_check,
+    '.venv/bin/qwen-stack generate --model models/brain --prompt "Bring the red cube to the blue square."': as_written,
+    ".venv/bin/python -m qwen_stack.rosenv .venv/bin/python bench/brain_eval.py": script_help,
+    "qwen-stack train-brain --out DIR": help_with_options,
     "qwen-stack task --approve": help_with_options,
     "qwen-stack record": help_with_options,            # records until Ctrl-C
     "qwen-stack bag summary": help_with_options,       # needs a recording (FILE)
@@ -268,7 +282,7 @@ CHECKS = {
     "pip install '.[gpu]'": pip_gpu_extra,
     "python -m qwen_stack.trt_engines.gpu_check": gpu_check,
 }
-SLOW = {demo, serve, generate, quantize, bench_help}
+SLOW = {demo, serve, generate, quantize, bench_help, as_written, script_help}
 
 
 def part_readme_commands() -> list[tuple[str, str]]:
