@@ -60,6 +60,7 @@ def call(node, type_, name: str, request, timeout: float = 60.0):
         # A response lost on a client whose response path was not matched yet (loaded host): drop the
         # client and ask once more with a fresh one. A motion request that did arrive the first time
         # is then refused as "another motion skill is running", never executed twice.
-        node.destroy_client(client)
+        # The old client is dropped, not destroyed: destroying it while the executor thread waits on it
+        # killed that thread ("InvalidHandle: destruction was requested") and no later call was answered.
         del clients[name]
     raise AssertionError(f"{name} did not answer within {timeout} s")
