@@ -78,6 +78,14 @@ def quat_mul(a, b) -> tuple[float, float, float, float]:
             aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz)
 
 
+def quat_matrix(q) -> list[list[float]]:
+    """3x3 rotation matrix (rows) of an (x, y, z, w) quaternion."""
+    x, y, z, w = q
+    return [[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]]
+
+
 def joint_transform(j: Joint, position: float = 0.0) -> tuple[tuple[float, float, float], tuple[float, float, float, float]]:
     """parent -> child transform (translation, quaternion x y z w) at a joint position (radians)."""
     q = quat_rpy(*j.rpy)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from qwen_stack.paths import config_file
-from qwen_stack.sim.robot_description import Frames, joint_transform, joints, quat_mul, urdf
+from qwen_stack.sim.robot_description import Frames, joint_transform, joints, quat_matrix, quat_mul, urdf
 from qwen_stack.sim.scenario import layout_from_dict
 from qwen_stack.sim.simulator import JOINT_NAMES, Simulator
 from qwen_stack.sim.world import RobotSpec
@@ -18,10 +18,7 @@ from sim_test_worlds import open_arena
 
 
 def _rot(q) -> np.ndarray:
-    x, y, z, w = q
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+    return np.array(quat_matrix(q))
 
 
 def _params(name: str) -> dict:

@@ -11,18 +11,14 @@ pytest.importorskip("sensor_msgs.msg")
 
 from qwen_stack.sim import ros_messages as rm  # noqa: E402
 from qwen_stack.sim.node_config import SimNodeConfig  # noqa: E402
-from qwen_stack.sim.robot_description import OPTICAL_RPY  # noqa: E402
+from qwen_stack.sim.robot_description import OPTICAL_RPY, quat_matrix  # noqa: E402
 from qwen_stack.sim.scenario import FloorArea, Pose2D  # noqa: E402
 from qwen_stack.sim.simulator import BaseState, LaserSpec, ObjectState  # noqa: E402
 from qwen_stack.sim.world import RobotSpec  # noqa: E402
 
 
 def rotation(q) -> np.ndarray:
-    """3x3 matrix of an (x, y, z, w) quaternion."""
-    x, y, z, w = q
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+    return np.array(quat_matrix(q))
 
 
 def test_optical_frame_axes():

@@ -25,14 +25,12 @@ from std_msgs.msg import String  # noqa: E402
 
 from qwen_stack import topics  # noqa: E402
 from qwen_stack.paths import config_file  # noqa: E402
+from qwen_stack.sim.robot_description import quat_matrix  # noqa: E402
 from qwen_stack.sim.world import RobotSpec  # noqa: E402
 
 
 def _rot(q) -> np.ndarray:
-    x, y, z, w = q
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+    return np.array(quat_matrix(q))
 
 
 class TfProbe(Node):
