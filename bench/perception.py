@@ -127,7 +127,8 @@ def baseline_detect(perceiver: Perceiver, rgb, cam: Intrinsics, pan: float) -> l
 
 
 class Score:
-    def __init__(self) -> None:
+    def __init__(self, verbose: bool = VERBOSE) -> None:
+        self.verbose = verbose   # print each miss and misnaming (PERCEPTION_BENCH_VERBOSE=1)
         self.truths = self.found = self.dets = self.true_dets = self.named = 0
         self.errors: list[float] = []
 
@@ -148,10 +149,10 @@ class Score:
                 self.found += 1
                 self.errors.append(bd)
                 self.named += names[best] == expected_name(n)
-                if VERBOSE and (names[best] != expected_name(n) or bd > 0.1):
+                if self.verbose and (names[best] != expected_name(n) or bd > 0.1):
                     d = dets[best]
                     print(f"    {n}: as {names[best]} err {bd:.3f} at {math.hypot(x, y):.2f} m via {d.source if hasattr(d, 'source') else d.range_source} px={truth[n][2]} w={d.width:.3f} h={d.height:.3f} shape_conf={d.shape_confidence:.2f}")
-            elif VERBOSE:
+            elif self.verbose:
                 near = sorted(dets, key=lambda d: math.hypot(d.x - x, d.y - y))[:1]
                 print(f"    MISSED {n} at {math.hypot(x, y):.2f} m px={truth[n][2]} nearest det "
                       + (f"{near[0].colour}_{near[0].shape} {math.hypot(near[0].x - x, near[0].y - y):.2f} m off" if near else "none"))
@@ -229,7 +230,7 @@ def main() -> int:
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     args = ap.parse_args()
     cfg = PerceptionConfig()
-    ours, raw, base = Score(), Score(), Score()
+    ours, raw, base = Score(), Score(), Score(verbose=False)
     by_scenario: dict[str, Score] = {}
     mem_err: list[float] = []
     mem_named = mem_total = 0
@@ -258,10 +259,7 @@ def main() -> int:
                 ours.add(pub, names, truth, 1.0)
                 by_scenario[scen].add(pub, names, truth, 1.0)
                 bd = baseline_detect(perceiver, rgb, cam, pan_now)
-                v, VERBOSE_ = VERBOSE, None
-                globals()["VERBOSE"] = False
                 base.add(bd, [f"{d.colour}_{d.shape}" for d in bd], truth, 1.0)
-                globals()["VERBOSE"] = v
                 if k == 2:  # timing at 640x480 on a fresh memory (no accuracy scoring)
                     rgb2, cam2, _, _, _ = sensors(sim, 640, 480)
                     p2 = Perceiver(cfg)

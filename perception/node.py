@@ -16,7 +16,6 @@ from dataclasses import fields
 
 import cv2
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
@@ -26,6 +25,7 @@ from std_msgs.msg import String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from qwen_stack import topics
+from qwen_stack.node_main import run_node
 from qwen_stack.perception.camera_geometry import Intrinsics, LaserScan2D
 from qwen_stack.perception.config import (PerceptionConfig, PerceptionConfigError, config_from_dict,
                                           parameter_defaults)
@@ -304,23 +304,9 @@ class PerceptionNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     cv2.setNumThreads(1)   # small images: OpenCV's thread pool costs more than it saves on 2 shared cores
-    rclpy.init(args=args)
-    try:
-        node = PerceptionNode()
-    except PerceptionConfigError as exc:
-        print(f"perception_node: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        # One executor thread: callbacks are short except a frame's processing (a few ms); frames
-        # that arrive meanwhile replace the one waiting, so work never queues up.
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # One executor thread: callbacks are short except a frame's processing (a few ms); frames
+    # that arrive meanwhile replace the one waiting, so work never queues up.
+    return run_node("perception_node", PerceptionNode, argv=args, config_errors=(PerceptionConfigError,))
 
 
 if __name__ == "__main__":

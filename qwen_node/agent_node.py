@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 from rclpy.action import ActionServer, CancelResponse, GoalResponse

@@ -3,8 +3,8 @@
 Thin shell: topics are found on the graph (a configured topic is subscribed once a publisher offers it, with
 the type and QoS the publishers offer, as `ros2 bag record` does), messages arrive serialized (raw=True: no
 decode or encode), the camera goes through a RateThrottle, everything else is written as received. One
-SingleThreadedExecutor runs every callback, so the writer has one caller. SIGINT and SIGTERM (rclpy's
-handlers) end the spin; the file is then closed with its summary. A `kill -9` loses at most the chunk in
+SingleThreadedExecutor runs every callback, so the writer has one caller. SIGINT and SIGTERM (node_main)
+end the spin; the file is then closed with its summary. A `kill -9` loses at most the chunk in
 progress, flushed every flush_period_s. Bad parameters exit with code 2 and a message naming the parameter.
 """
 from __future__ import annotations
@@ -13,8 +13,13 @@ import importlib
 import sys
 import time
 from dataclasses import fields
+from typing import TYPE_CHECKING
 
+from qwen_stack.node_main import run_node
 from qwen_stack.rosenv import apply_to_current_process
+
+if TYPE_CHECKING:
+    from qwen_stack.recorder.qos import Offer
 
 NODE_NAME = "recorder"
 
@@ -147,9 +152,6 @@ def build_node():
 def main(argv: list[str] | None = None) -> int:
     apply_to_current_process()
     try:
-        import rclpy
-        from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-
         from qwen_stack.recorder.config import RecorderConfigError
         from qwen_stack.recorder.schema import DefinitionError
 
@@ -157,24 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as exc:
         print(f"recorder_node: cannot import ROS ({exc}); run in the stack's environment", file=sys.stderr)
         return 2
-    rclpy.init(args=sys.argv if argv is None else argv)
-    try:
-        node = node_cls()
-    except (RecorderConfigError, DefinitionError, OSError) as exc:
-        print(f"recorder_node: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("recorder_node", node_cls, argv=argv,
+                    config_errors=(RecorderConfigError, DefinitionError, OSError), on_stop=lambda node: node.close())
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import threading
 
+from qwen_stack.node_main import run_node, spin_until
 from qwen_stack.rosenv import apply_to_current_process
 
 
@@ -127,7 +128,7 @@ def build_node():
             pn.create_service(Approve, T.SAFETY_APPROVE, guard(T.SAFETY_APPROVE, self.on_approve, self.approve_failed),
                               callback_group=self.proxy_group)
             pn.create_service(Trigger, T.SAFETY_CANCEL_CALLS, guard(T.SAFETY_CANCEL_CALLS, self.on_cancel_calls,
-                                                                    self.trigger_failed),
+                                                                    self.cancel_failed),
                               callback_group=self.proxy_group)
             self.get_logger().info(f"configured: policy {self.cfg.policy_file} ({len(policy.services)} services), "
                                    f"audit log {self.cfg.audit_log_path or 'disabled'}")
@@ -193,7 +194,7 @@ def build_node():
             return response
 
         @staticmethod
-        def trigger_failed(args, reason):
+        def cancel_failed(args, reason):
             _request, response = args
             response.success, response.message = False, f"not done: {reason}"
             return response
@@ -312,8 +313,7 @@ def build_node():
 def main(argv: list[str] | None = None) -> int:
     apply_to_current_process()
     try:
-        import rclpy
-        from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+        from rclpy.executors import MultiThreadedExecutor
         from rclpy.lifecycle import TransitionCallbackReturn
 
         node_cls = build_node()
@@ -321,35 +321,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"safety_supervisor: cannot import ROS or qwen_stack_interfaces ({exc}); "
               "build ros_ws (scripts/build_ros_ws.sh) and run in the stack's environment", file=sys.stderr)
         return 2
-    rclpy.init(args=sys.argv if argv is None else argv)
-    node = node_cls()
-    code = 0
-    proxy_executor = None
-    try:
+    proxy: dict = {}
+
+    def start(node, stop) -> int | None:
         if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
             print(node.config_error or "safety_supervisor: configure failed", file=sys.stderr)
             return 2
         node.trigger_activate()
-        proxy_executor = MultiThreadedExecutor(num_threads=3)   # see SafetySupervisor.__init__ for why two
-        proxy_executor.add_node(node.proxy_node)
-        proxy_thread = threading.Thread(target=proxy_executor.spin, name="tool_proxy", daemon=True)
-        proxy_thread.start()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if proxy_executor is not None:
-            proxy_executor.shutdown(timeout_sec=1.0)
+        proxy["executor"] = ex = MultiThreadedExecutor(num_threads=3)   # see SafetySupervisor.__init__ for why two
+        ex.add_node(node.proxy_node)
+        proxy["thread"] = threading.Thread(target=spin_until, args=(ex, stop), name="tool_proxy", daemon=True)
+        proxy["thread"].start()
+        return None
+
+    def on_stop(node) -> None:
+        if "thread" in proxy:
+            proxy["thread"].join(timeout=2.0)          # `stop` is set: it ends within one spin slice
+            proxy["executor"].shutdown(timeout_sec=1.0)
         if getattr(node, "proxy_node", None) is not None:
             node.proxy_node.destroy_node()
-        if rclpy.ok() and hasattr(node, "cmd_pub"):
-            node.send_zero()                       # leave the base stopped
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return code
+        if hasattr(node, "cmd_pub"):
+            node.send_zero()                           # leave the base stopped
+
+    return run_node("safety_supervisor", node_cls, argv=argv, start=start, on_stop=on_stop)
 
 
 if __name__ == "__main__":

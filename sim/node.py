@@ -27,6 +27,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState, Lase
 from std_msgs.msg import String  # noqa: E402
 
 from qwen_stack import topics  # noqa: E402
+from qwen_stack.node_main import run_node  # noqa: E402
 from qwen_stack.sim import ros_messages as rm  # noqa: E402
 from qwen_stack.sim.node_config import SimConfigError, SimNodeConfig  # noqa: E402
 from qwen_stack.sim.robot_description import urdf  # noqa: E402
@@ -233,25 +234,10 @@ class SimNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = SimNode()
-    except (SimConfigError, ScenarioError) as exc:
-        print(f"sim_node: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    node.start()
-    try:
-        # The callbacks (cmd_vel, three short services) never block, so one executor thread is enough;
-        # physics runs in the node's own stepping thread.
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.stop()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # The callbacks (cmd_vel, three short services) never block, so one executor thread is enough;
+    # physics runs in the node's own stepping thread.
+    return run_node("sim_node", SimNode, argv=args, config_errors=(SimConfigError, ScenarioError),
+                    start=lambda node, _stop: node.start(), on_stop=lambda node: node.stop())
 
 
 if __name__ == "__main__":

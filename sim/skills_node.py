@@ -14,18 +14,17 @@ import threading
 import time
 from dataclasses import fields
 
-import rclpy
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.client import Client
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
 
 from qwen_stack import topics
+from qwen_stack.node_main import run_node
 from qwen_stack.sim.node_config import SimConfigError, SkillsNodeConfig
 from qwen_stack.topics import SIM_ATTACH, SIM_DETACH, SIM_SET_PAN
 from qwen_stack.sim.skill_control import (DriveDistanceController, GoToPoseController, Pose2D, RotateController,
@@ -83,6 +82,7 @@ class SkillsNode(Node):
         self.held: str | None = None
         self.last_result: dict[str, object] = {"skill": None}
         self.motion_lock = threading.Lock()
+        self.stopping = threading.Event()   # the process is stopping: motion skills end
         for name, type_, cb in ((topics.SKILL_DRIVE_DISTANCE, srv.DriveDistance, self._drive_distance),
                                 (topics.SKILL_ROTATE, srv.Rotate, self._rotate),
                                 (topics.SKILL_GO_TO_POSE, srv.GoToPose, self._go_to_pose),
@@ -116,7 +116,8 @@ class SkillsNode(Node):
     def _next_odom(self, after_seq: int) -> tuple[int, Pose2D, Twist2D, float] | None:
         """Wait (wall clock, odom_timeout) for an odometry message newer than `after_seq`."""
         with self.odom_cv:
-            if not self.odom_cv.wait_for(lambda: self.odom_seq > after_seq, timeout=self.config.odom_timeout):
+            if not self.odom_cv.wait_for(lambda: self.odom_seq > after_seq or self.stopping.is_set(),
+                                         timeout=self.config.odom_timeout) or self.stopping.is_set():
                 return None
             return self.odom_seq, self.odom_pose, self.odom_twist, self.odom_time
 
@@ -156,12 +157,16 @@ class SkillsNode(Node):
             deadline = t0 + expected_s + self.config.skill_timeout_margin
             t_prev = t0
             while True:
+                if self.stopping.is_set():
+                    return False, "the skills node is stopping: stopped", controller
                 if self.estop_latched:
                     return False, "e-stop latched: stopped", controller
                 self._send(controller.update(pose, velocity))
                 if controller.done:
                     return True, "done", controller
                 nxt = self._next_odom(seq)
+                if nxt is None and self.stopping.is_set():
+                    return False, "the skills node is stopping: stopped", controller
                 if nxt is None:
                     return False, f"odometry stopped for {self.config.odom_timeout} s: stopped", controller
                 seq, pose, velocity, t_new = nxt
@@ -295,28 +300,13 @@ class SkillsNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = SkillsNode()
-    except (SimConfigError, SkillsUnavailable) as exc:
-        print(f"skills_node: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
+    def on_stop(node: SkillsNode) -> None:
+        node.stopping.set()            # a running motion skill ends (and sends its own zero) at once
+        node._send(Twist2D(0.0, 0.0))  # leave the base stopped
     # Several threads: a skill callback waits on odometry that another thread must deliver.
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        if rclpy.ok():
-            node._send(Twist2D(0.0, 0.0))
-            time.sleep(0.05)
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("skills_node", SkillsNode, argv=args, config_errors=(SimConfigError, SkillsUnavailable),
+                    threads=4, on_stop=on_stop)
+
 
 
 if __name__ == "__main__":

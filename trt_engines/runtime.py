@@ -19,6 +19,7 @@ output that alternate (ping-pong), so an engine never reads and writes the same 
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 from dataclasses import dataclass
@@ -30,8 +31,7 @@ import torch
 from torch import nn
 
 from qwen_stack.qwen_node.engine.config import TextConfig
-from qwen_stack.qwen_node.engine.model import (DenseMLP, GatedAttention, GatedDeltaNet, LayerBuilders, SparseMoE,
-                                               StepInputs)
+from qwen_stack.qwen_node.engine.model import LayerBuilders, StepInputs
 
 from .build import BuildTarget, TensorRTUnavailable, detect_gpu_arch, import_tensorrt, usable_engines
 from .export import read_manifest
@@ -372,7 +372,7 @@ def select_backend(config: BackendConfig, log: logging.Logger | None = None,
         return graph_layer_builders(OnnxRuntimeRunner(config.onnx_dir), base, log.info)
     try:
         import_tensorrt()
-        import pycuda.driver  # noqa: F401  (the runner's buffers and streams)
+        importlib.import_module("pycuda.driver")  # the runner's buffers and streams
         import tensorrt as trt_mod
         arch = detect_gpu_arch()
         target = BuildTarget(trt_mod.__version__, arch, config.precision)

@@ -16,7 +16,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from qwen_stack.qwen_node.agent.grounding import GroundedGoal, Pose2D, approach_pose
 from qwen_stack.qwen_node.agent.route import detour_waypoints

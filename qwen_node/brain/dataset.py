@@ -250,7 +250,6 @@ def render_segments(messages: list[dict], tools: list[dict]) -> tuple[str, list[
     chat, _ = chat_dicts([ChatMessage(m["role"], m["content"]) for m in messages], vision=False)
     text, _, _ = render_chat(chat, tools, add_generation_prompt=False)
     spans = []
-    pos = 0
     for k, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
@@ -262,7 +261,6 @@ def render_segments(messages: list[dict], tools: list[dict]) -> tuple[str, list[
         if text[start:start + len(target)] != target:
             raise ValueError(f"turn {k}: the rendered conversation does not reproduce the model output verbatim")
         spans.append((start, start + len(target)))
-        pos = start + len(target)
     return text, spans
 
 
@@ -272,7 +270,6 @@ def encode(messages: list[dict], tools: list[dict], tokenizer) -> tuple[list[int
     ids = tokenizer.encode(text)
     enc = tokenizer._tok._tokenizer
     mask = []
-    offset = 0   # character offset of each token's start
     byte_pos = 0
     char_of_byte = _byte_to_char(text)
     si = 0
@@ -283,7 +280,6 @@ def encode(messages: list[dict], tools: list[dict], tokenizer) -> tuple[list[int
         while si < len(spans) and c0 >= spans[si][1]:
             si += 1
         mask.append(1 if si < len(spans) and spans[si][0] <= c0 < spans[si][1] else 0)
-        offset = c0
     return ids, mask
 
 

@@ -130,8 +130,8 @@ class Expert:
             if r["status"] == "rejected":
                 reason = "; ".join(r.get("reasons", []))
                 if reason.startswith("rate limit") and tries < 3:
-                    r2 = yield Turn(f"The supervisor refused go_to_object: {reason}. Wait a moment by checking the "
-                                    f"state, then try again.", ("describe_state", {}))
+                    yield Turn(f"The supervisor refused go_to_object: {reason}. Wait a moment by checking the "
+                               f"state, then try again.", ("describe_state", {}))
                     thinking = f"Try go_to_object {name} again."
                     continue
                 return f"the safety supervisor refused to move ({reason})"
@@ -194,7 +194,7 @@ class Expert:
             if r["status"] != "succeeded":
                 reason = "; ".join(r.get("reasons", [])) or r.get("response", {}).get("message", "")
                 return f"the search rotation was refused ({reason})"
-            r = yield Turn(f"Rotated. Detect objects in the new view.", ("detect_objects", {}))
+            r = yield Turn("Rotated. Detect objects in the new view.", ("detect_objects", {}))
             if name in self.w.memory:
                 return True
         return False

@@ -11,7 +11,6 @@ from dataclasses import fields
 
 import cv2
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, qos_profile_sensor_data
@@ -20,6 +19,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from qwen_stack import topics
 from qwen_stack.camera.config import CameraConfig, CameraConfigError
 from qwen_stack.camera.sources import RetryingSource, SourceError, open_source
+from qwen_stack.node_main import run_node
 
 
 class CameraNode(Node):
@@ -98,22 +98,8 @@ class CameraNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = CameraNode()
-    except (SourceError, CameraConfigError) as exc:
-        print(f"camera_node: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.source.source.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("camera_node", CameraNode, argv=args, config_errors=(SourceError, CameraConfigError),
+                    on_stop=lambda node: node.source.source.close())
 
 
 if __name__ == "__main__":

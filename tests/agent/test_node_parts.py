@@ -1,8 +1,6 @@
 """ROS-free parts of qwen_node: settings, frame window, message helpers, replay script, world view."""
 from __future__ import annotations
 
-import json
-import math
 import time
 
 import cv2

@@ -1,7 +1,6 @@
 """Output parser: hand-written Qwen3.5 outputs, every split point, and a fuzz test."""
 from __future__ import annotations
 
-import json
 import random
 
 import pytest

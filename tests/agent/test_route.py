@@ -1,9 +1,7 @@
 """Detours around known obstacles, with hand-derived geometry."""
 from __future__ import annotations
 
-import math
 
-import pytest
 
 from qwen_stack.qwen_node.agent.route import _closest_on_segment, detour_waypoints
 

@@ -62,7 +62,7 @@ class BrainStack:
 
 
 def make_observer():
-    from tests.agent.sim_stack import MissionObserver, start_observer
+    from tests.agent.sim_stack import MissionObserver
 
     class EvalObserver(MissionObserver):
         deny_approvals = False

@@ -17,7 +17,6 @@ from qwen_stack.qwen_node.engine.nvfp4 import (
     NVFP4Tensor,
     dequantize_nvfp4,
     dequantize_rows_unscaled,
-    nvfp4_experts_matvec,
     nvfp4_linear_reference,
     nvfp4_matvec,
     quantize_nvfp4,

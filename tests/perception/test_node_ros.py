@@ -28,7 +28,6 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from qwen_stack import topics  # noqa: E402
 from qwen_stack.paths import config_file  # noqa: E402
 
-import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 

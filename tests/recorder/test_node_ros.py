@@ -6,7 +6,6 @@ backend, an operator double approving `release`), with recorder_node beside it.
 """
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

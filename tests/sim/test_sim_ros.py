@@ -5,6 +5,7 @@ test double; the lead reruns these checks with the real supervisor.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import threading
@@ -98,7 +99,7 @@ def stack(tmp_path_factory, ros_env):
     params = ["--params-file", str(config_file("sim.yaml"))]
     procs = [start_node("qwen_stack.sim.node", params + ["-p", f"scenario:={scenario}"], ros_env, folder / "sim.log")]
     try:
-        import qwen_stack_interfaces.srv  # noqa: F401
+        importlib.import_module("qwen_stack_interfaces.srv")
         procs.append(start_node("qwen_stack.sim.skills_node", params, ros_env, folder / "skills.log"))
     except ImportError:
         pass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from qwen_stack.trt_engines import build
 from qwen_stack.trt_engines.build import BuildTarget, check_precision, profile_shapes, stale_reason, usable_engines

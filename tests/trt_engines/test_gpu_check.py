@@ -1,6 +1,8 @@
 """trt_engines/gpu_check.py: the whole TensorRT path on a GPU machine; without one, the refusal."""
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
 from qwen_stack.trt_engines import gpu_check
@@ -11,7 +13,7 @@ def _gpu_ready() -> str | None:
     """None when TensorRT, pycuda and a GPU are all here, else why not."""
     try:
         import_tensorrt()
-        import pycuda.driver  # noqa: F401
+        importlib.import_module("pycuda.driver")
         detect_gpu_arch()
     except (TensorRTUnavailable, ImportError) as exc:
         return str(exc)
