@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 from qwen_stack.perception.camera_geometry import Intrinsics, LaserScan2D, pixel_rays, rays_at_height  # noqa: E402
 from qwen_stack.perception.config import PerceptionConfig  # noqa: E402
 from qwen_stack.perception.detection import Detection  # noqa: E402
-from qwen_stack.perception.memory import Pose2D  # noqa: E402
+from qwen_stack.geometry import Pose2D  # noqa: E402
 from qwen_stack.perception.pipeline import Perceiver  # noqa: E402
 from qwen_stack.perception.segmentation import find_blobs  # noqa: E402
 from qwen_stack.sim.scenario import load_layout  # noqa: E402

@@ -31,6 +31,7 @@ from std_msgs.msg import Bool, Empty, String
 from std_srvs.srv import Trigger
 
 from qwen_stack import topics
+from qwen_stack.geometry import yaw_of
 from qwen_stack.console.backend import ConsoleBackend, Outcome
 from qwen_stack.console.settings import ConsoleSettings
 from qwen_stack.console.teleop import TeleopCommand
@@ -52,11 +53,6 @@ def _interfaces():
 
 def _stamp_s(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
-
-
-def yaw_of(q) -> float:
-    """Yaw (rad) of a quaternion with fields x, y, z, w."""
-    return math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
 
 
 def settings_from_node(node: Node) -> ConsoleSettings:

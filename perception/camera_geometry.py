@@ -137,6 +137,3 @@ class LaserScan2D:
     def _full_circle(self) -> bool:
         return self.angle_increment * len(self.ranges) >= 2 * math.pi - 1e-6
 
-
-def wrap(a: float) -> float:
-    return math.atan2(math.sin(a), math.cos(a))

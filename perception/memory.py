@@ -21,25 +21,10 @@ from typing import Callable
 
 from qwen_stack.perception.config import PerceptionConfig
 from qwen_stack.perception.detection import Detection
+from qwen_stack.geometry import Pose2D
 
 POS_SIGMA_AT_1M = 0.03     # m, position noise of one sighting at 1 m (grows with range squared)
 PROCESS_SIGMA = 0.005      # m per update, lets newer sightings move an old estimate
-
-
-@dataclass(frozen=True)
-class Pose2D:
-    x: float
-    y: float
-    theta: float
-
-    def to_odom(self, bx: float, by: float) -> tuple[float, float]:
-        c, s = math.cos(self.theta), math.sin(self.theta)
-        return self.x + c * bx - s * by, self.y + s * bx + c * by
-
-    def to_base(self, ox: float, oy: float) -> tuple[float, float]:
-        dx, dy = ox - self.x, oy - self.y
-        c, s = math.cos(self.theta), math.sin(self.theta)
-        return c * dx + s * dy, -s * dx + c * dy
 
 
 @dataclass

@@ -29,7 +29,8 @@ from qwen_stack.node_main import run_node
 from qwen_stack.perception.camera_geometry import Intrinsics, LaserScan2D
 from qwen_stack.perception.config import (PerceptionConfig, PerceptionConfigError, config_from_dict,
                                           parameter_defaults)
-from qwen_stack.perception.memory import MemoryEntry, Pose2D
+from qwen_stack.geometry import Pose2D, quaternion_of_yaw, yaw_of
+from qwen_stack.perception.memory import MemoryEntry
 from qwen_stack.perception.pipeline import FrameResult, Perceiver, annotate
 from qwen_stack.perception.sensor_sync import TimedSeries
 from qwen_stack.qwen_node.frame_window import decode_raw
@@ -109,7 +110,7 @@ class PerceptionNode(Node):
 
     def _on_odom(self, m: Odometry) -> None:
         p, q = m.pose.pose.position, m.pose.pose.orientation
-        yaw = math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
+        yaw = yaw_of(q)
         self.odom.push(_t(m.header.stamp), (p.x, p.y, yaw))
 
     def _on_joints(self, m: JointState) -> None:
@@ -233,7 +234,7 @@ class PerceptionNode(Node):
         msg = self._Objs()
         msg.header.stamp, msg.header.frame_id = img.header.stamp, self.frame_id
         msg.robot_pose.position.x, msg.robot_pose.position.y = robot.x, robot.y
-        msg.robot_pose.orientation.z, msg.robot_pose.orientation.w = math.sin(robot.theta / 2), math.cos(robot.theta / 2)
+        _, _, msg.robot_pose.orientation.z, msg.robot_pose.orientation.w = quaternion_of_yaw(robot.yaw)
         entries = self.perceiver.memory.visible()
         msg.objects = [self._object_msg(e) for e in entries]
         self.pub_objects.publish(msg)

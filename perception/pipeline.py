@@ -19,7 +19,8 @@ import numpy as np
 from qwen_stack.perception.camera_geometry import CameraPose, Intrinsics, LaserScan2D, project_points
 from qwen_stack.perception.config import PerceptionConfig
 from qwen_stack.perception.detection import Detection, estimate
-from qwen_stack.perception.memory import ObjectMemory, Pose2D
+from qwen_stack.geometry import Pose2D
+from qwen_stack.perception.memory import ObjectMemory
 from qwen_stack.perception.segmentation import find_blobs
 
 BOX_COLOURS = {"red": (230, 40, 40), "orange": (255, 140, 0), "yellow": (240, 220, 20), "green": (30, 200, 60),

@@ -17,7 +17,8 @@ from qwen_stack.qwen_node.agent.settings import AgentSettings, config_path, sett
 from qwen_stack.qwen_node.agent.tool_registry import RegistryError, ToolRegistry
 from qwen_stack.qwen_node.frame_window import FrameWindow, decode_compressed, decode_raw
 from qwen_stack.qwen_node.ros_transport import RosToolTransport
-from qwen_stack.qwen_node.world_view import SensorWorldView, yaw_of_quaternion
+from qwen_stack.geometry import yaw_of
+from qwen_stack.qwen_node.world_view import SensorWorldView
 
 
 class AgentNode(Node):
@@ -230,7 +231,7 @@ class AgentNode(Node):
 
 def _pose2d(m) -> tuple[float, float, float]:
     p, q = m.pose.pose.position, m.pose.pose.orientation
-    return p.x, p.y, yaw_of_quaternion(q.x, q.y, q.z, q.w)
+    return p.x, p.y, yaw_of(q)
 
 
 def detected_objects_to_dicts(m) -> list[dict]:

@@ -5,7 +5,6 @@ threads; the planner thread waits on it (with its timeout and cancel token).
 """
 from __future__ import annotations
 
-import importlib
 import json
 import threading
 from concurrent.futures import Future
@@ -13,12 +12,7 @@ from typing import Any, Callable
 
 from qwen_stack import topics
 from qwen_stack.qwen_node.agent.planner import ServiceOutcome, supervisor_outcome
-from qwen_stack.qwen_node.ros_messages import fill_message, message_to_dict
-
-
-def service_type(interface: str):
-    pkg, _, name = interface.split("/")
-    return getattr(importlib.import_module(f"{pkg}.srv"), name)
+from qwen_stack.ros_messages import fill_message, message_to_dict, service_class
 
 
 class RosToolTransport:
@@ -40,7 +34,7 @@ class RosToolTransport:
     def _client(self, service: str, interface: str):
         with self._lock:
             if service not in self._clients:
-                self._clients[service] = self.node.create_client(service_type(interface), service,
+                self._clients[service] = self.node.create_client(service_class(interface), service,
                                                                  callback_group=self.group)
             return self._clients[service]
 

@@ -13,9 +13,10 @@ import math
 import threading
 import time
 
+from qwen_stack.geometry import Pose2D
 from qwen_stack.perception.memory import memory_report
 from qwen_stack.qwen_node.agent.grounding import (
-    CameraIntrinsics, CameraMount, GroundedGoal, LaserReading, Pose2D, ground_point)
+    CameraIntrinsics, CameraMount, GroundedGoal, LaserReading, ground_point)
 
 # perception/objects older than this (receipt, monotonic) no longer says what is in view now
 IN_VIEW_FRESH_S = 1.5
@@ -143,6 +144,3 @@ class SensorWorldView:
         """describe_state's "objects": the memory entries of detect_objects (empty without perception)."""
         return self.detect_objects(fresh_wait_s=0.0).get("memory", [])
 
-
-def yaw_of_quaternion(x: float, y: float, z: float, w: float) -> float:
-    return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))

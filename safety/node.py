@@ -46,7 +46,7 @@ def build_node():
     from qwen_stack.safety.audit import AuditLog
     from qwen_stack.safety.config import NODE_NAME, ConfigError, config_from_params
     from qwen_stack.safety.inputs import EStopEvent, TeleopLock
-    from qwen_stack.safety.msg_conversion import odom_to_data, request_fields, scan_to_data, twist_to_command
+    from qwen_stack.safety.ros_messages import odom_to_data, request_fields, scan_to_data, twist_to_command
     from qwen_stack.safety.reporting import SupervisorReporter, zones_json
     from qwen_stack.safety.supervisor_core import SafetyCore
     from qwen_stack.safety.tool_proxy import ToolProxy

@@ -27,7 +27,7 @@ import threading
 import time
 
 from qwen_stack.safety.action_policy import ActionVetter, ApprovalBook
-from qwen_stack.safety.msg_conversion import fill_message, message_to_dict, service_class
+from qwen_stack.ros_messages import InterfaceUnavailable, fill_message, message_to_dict, service_class
 from qwen_stack.safety.verdict import Verdict, VerdictLevel, bounded
 
 DEFAULT_CALL_TIMEOUT_S = 30.0      # CallTool.timeout_s <= 0 means this
@@ -97,10 +97,10 @@ class ToolProxy:
             denied = self._wait_for_approval(service, arguments_json, deadline, budget, epoch)
             if denied:
                 return self._refuse(service, source, arguments_json, Verdict(VerdictLevel.REJECT, (denied,)))
-        cls = service_class(av.policy.type)
-        if cls is None:   # refused at configure time; kept as a guard
-            return self._refuse(service, source, arguments_json,
-                                Verdict(VerdictLevel.REJECT, (f"service type {av.policy.type} not importable",)))
+        try:
+            cls = service_class(av.policy.type)
+        except InterfaceUnavailable as exc:   # refused at configure time; kept as a guard
+            return self._refuse(service, source, arguments_json, Verdict(VerdictLevel.REJECT, (str(exc),)))
         try:
             request = fill_message(cls.Request(), av.arguments)
         except (AssertionError, TypeError, ValueError, OverflowError) as exc:   # rosidl setters assert ranges

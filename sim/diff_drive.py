@@ -8,10 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-
-def wrap_angle(a: float) -> float:
-    """Angle wrapped to [-pi, pi)."""
-    return (a + math.pi) % (2.0 * math.pi) - math.pi
+from qwen_stack.geometry import wrap_angle
 
 
 @dataclass(frozen=True)

@@ -16,19 +16,14 @@ from typing import Any
 import numpy as np
 import yaml
 
+from qwen_stack.geometry import Pose2D
+
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 SHAPES = ("box", "cylinder", "sphere")
 
 
 class ScenarioError(ValueError):
     """A scenario file or dict is invalid; the message names the offending field."""
-
-
-@dataclass(frozen=True)
-class Pose2D:
-    x: float
-    y: float
-    yaw: float  # radians, counter-clockwise from +x
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from qwen_stack.sim.diff_drive import DiffDriveKinematics, MotorDriver, WheelOdometry, wrap_angle
+from qwen_stack.geometry import wrap_angle, yaw_of_quaternion
+from qwen_stack.sim.diff_drive import DiffDriveKinematics, MotorDriver, WheelOdometry
 from qwen_stack.sim.scenario import WorldLayout
 from qwen_stack.sim.world import GROUP_WORLD, RobotSpec, build_mjcf
 
@@ -185,7 +186,7 @@ class Simulator:
         """The true pose in the world frame and the true body-frame velocity."""
         q = self.data.qpos[self._base_qpos:self._base_qpos + 7]
         w, z = q[3], q[6]
-        yaw = math.atan2(2 * (w * z + q[4] * q[5]), 1 - 2 * (q[5] ** 2 + z ** 2))
+        yaw = yaw_of_quaternion(q[4], q[5], z, w)   # MuJoCo's qpos quaternion is (w, x, y, z)
         v = self.data.qvel[self._base_qvel:self._base_qvel + 6]  # free joint: world linear, body angular
         linear = v[0] * math.cos(yaw) + v[1] * math.sin(yaw)
         return BaseState(float(q[0]), float(q[1]), yaw, float(linear), float(v[5]))
@@ -199,7 +200,7 @@ class Simulator:
         for name, spec in self._objects.items():
             a = self._object_qpos[name]
             x, y, z, w, qx, qy, qz = self.data.qpos[a:a + 7]
-            yaw = math.atan2(2 * (w * qz + qx * qy), 1 - 2 * (qy ** 2 + qz ** 2))
+            yaw = yaw_of_quaternion(qx, qy, qz, w)
             out.append(ObjectState(name, spec.shape, spec.rgba, float(x), float(y), float(z), yaw, name == self.held))
         return out
 

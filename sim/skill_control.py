@@ -20,8 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from qwen_stack.sim.diff_drive import wrap_angle
-from qwen_stack.sim.scenario import Pose2D
+from qwen_stack.geometry import Pose2D, wrap_angle
 
 __all__ = ["Pose2D", "Twist2D", "STOP", "SkillLimits", "DriveDistanceController", "RotateController",
            "GoToPoseController"]

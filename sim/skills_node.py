@@ -24,6 +24,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, String
 
 from qwen_stack import topics
+from qwen_stack.geometry import yaw_of
 from qwen_stack.node_main import run_node
 from qwen_stack.sim.node_config import SimConfigError, SkillsNodeConfig
 from qwen_stack.topics import SIM_ATTACH, SIM_DETACH, SIM_SET_PAN
@@ -98,7 +99,7 @@ class SkillsNode(Node):
     # ---- inputs ---------------------------------------------------------------------------------
     def _on_odom(self, msg: Odometry) -> None:
         q = msg.pose.pose.orientation
-        yaw = math.atan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y * q.y + q.z * q.z))
+        yaw = yaw_of(q)
         with self.odom_cv:
             self.odom_pose = Pose2D(msg.pose.pose.position.x, msg.pose.pose.position.y, yaw)
             self.odom_twist = Twist2D(msg.twist.twist.linear.x, msg.twist.twist.angular.z)

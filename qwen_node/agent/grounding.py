@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+from qwen_stack.geometry import Pose2D, wrap_angle
+
 
 @dataclass(frozen=True)
 class CameraIntrinsics:
@@ -47,13 +49,6 @@ class LaserReading:
     ranges: Sequence[float]
     range_min: float
     range_max: float
-
-
-@dataclass(frozen=True)
-class Pose2D:
-    x: float
-    y: float
-    theta: float
 
 
 @dataclass(frozen=True)
@@ -136,31 +131,17 @@ def ground_point(x_1000: float, y_1000: float, cam: CameraIntrinsics, mount: Cam
     heading = math.atan2(ty, tx)
     back = min(standoff, d)
     gx, gy = tx - back * math.cos(heading), ty - back * math.sin(heading)
-    c, s = math.cos(odom.theta), math.sin(odom.theta)
-
-    def to_odom(px: float, py: float) -> tuple[float, float]:
-        return odom.x + c * px - s * py, odom.y + s * px + c * py
-
-    ox, oy = to_odom(gx, gy)
-    return GroundedGoal((tx, ty), to_odom(tx, ty), Pose2D(ox, oy, _wrap(odom.theta + heading)), source, rng)
+    ox, oy = odom.to_odom(gx, gy)
+    return GroundedGoal((tx, ty), odom.to_odom(tx, ty), Pose2D(ox, oy, wrap_angle(odom.yaw + heading)), source, rng)
 
 
 def approach_pose(robot: Pose2D, target_xy: tuple[float, float], standoff: float) -> Pose2D:
     """Pose `standoff` metres short of target on the line from the robot, facing the target."""
     dx, dy = target_xy[0] - robot.x, target_xy[1] - robot.y
-    heading = math.atan2(dy, dx) if math.hypot(dx, dy) > 1e-9 else robot.theta
+    heading = math.atan2(dy, dx) if math.hypot(dx, dy) > 1e-9 else robot.yaw
     return Pose2D(target_xy[0] - standoff * math.cos(heading), target_xy[1] - standoff * math.sin(heading), heading)
 
 
 def world_to_odom(point_world: tuple[float, float], base_in_world: Pose2D, base_in_odom: Pose2D) -> tuple[float, float]:
     """A world-frame point in the odom frame, given the base pose in both at the same instant."""
-    # base frame coordinates of the point
-    dx, dy = point_world[0] - base_in_world.x, point_world[1] - base_in_world.y
-    c, s = math.cos(base_in_world.theta), math.sin(base_in_world.theta)
-    bx, by = c * dx + s * dy, -s * dx + c * dy
-    c, s = math.cos(base_in_odom.theta), math.sin(base_in_odom.theta)
-    return base_in_odom.x + c * bx - s * by, base_in_odom.y + s * bx + c * by
-
-
-def _wrap(a: float) -> float:
-    return math.atan2(math.sin(a), math.cos(a))
+    return base_in_odom.to_odom(*base_in_world.to_base(*point_world))

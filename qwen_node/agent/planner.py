@@ -18,7 +18,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
-from qwen_stack.qwen_node.agent.grounding import GroundedGoal, Pose2D, approach_pose
+from qwen_stack.geometry import Pose2D
+from qwen_stack.qwen_node.agent.grounding import GroundedGoal, approach_pose
 from qwen_stack.qwen_node.agent.route import detour_waypoints
 from qwen_stack.qwen_node.agent.output_parser import (
     OutputStreamParser, ParsedToolCall, ParsedTurn, TextDelta, ThinkingDelta, ToolCallError)
@@ -206,12 +207,12 @@ class ToolExecutor:
         args = {"x": goal.x, "y": goal.y}
         fields = set(target.model_fields) | set(target.fixed_fields)
         if "theta" in fields:
-            args["theta"] = goal.theta
+            args["theta"] = goal.yaw
         if "use_theta" in fields:
             args["use_theta"] = spec.kind == "object_goal"
         args = {k: v for k, v in args.items() if k not in target.fixed_fields}
         status, result = self._call(target, args, cancel)
-        result.update(goal={"x": round(goal.x, 3), "y": round(goal.y, 3), "theta": round(goal.theta, 3)}, **extra)
+        result.update(goal={"x": round(goal.x, 3), "y": round(goal.y, 3), "theta": round(goal.yaw, 3)}, **extra)
         return status, result
 
     def _call(self, spec: ToolSpec, arguments: dict[str, Any], cancel: CancelToken) -> tuple[str, dict[str, Any]]:

@@ -19,7 +19,6 @@ registry's own.
 """
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +26,11 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
+from qwen_stack.ros_messages import FLOAT_TYPES, INT_TYPES, InterfaceUnavailable, service_class
+
 KINDS = ("service", "grounding", "object_goal", "perception")
 
 # ROS IDL field types -> JSON schema fragments
-_INT_TYPES = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "byte", "char", "octet"}
-_FLOAT_TYPES = {"float", "double", "float32", "float64"}
 
 
 class RegistryError(ValueError):
@@ -66,21 +65,16 @@ FieldResolver = Callable[[str], Mapping[str, str]]
 
 def ros_request_fields(interface: str) -> Mapping[str, str]:
     """Request field name -> ROS type of a service type 'pkg/srv/Name' (imports it)."""
-    parts = interface.split("/")
-    if len(parts) != 3 or parts[1] != "srv":
-        raise RegistryError(f"interface {interface!r} is not of the form pkg/srv/Name")
     try:
-        module = importlib.import_module(f"{parts[0]}.srv")
-        srv = getattr(module, parts[2])
-    except (ImportError, AttributeError) as exc:
-        raise RegistryError(f"interface {interface!r} cannot be imported ({exc}); is ros_ws built?") from exc
-    return srv.Request.get_fields_and_field_types()
+        return service_class(interface).Request.get_fields_and_field_types()
+    except InterfaceUnavailable as exc:
+        raise RegistryError(str(exc)) from None
 
 
 def json_type_of_ros_field(ros_type: str) -> dict[str, Any]:
-    if ros_type in _FLOAT_TYPES:
+    if ros_type in FLOAT_TYPES:
         return {"type": "number"}
-    if ros_type in _INT_TYPES:
+    if ros_type in INT_TYPES:
         return {"type": "integer", **({"minimum": 0} if ros_type.startswith("uint") or ros_type in ("byte", "octet") else {})}
     if ros_type == "boolean":
         return {"type": "boolean"}

@@ -16,6 +16,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from qwen_stack.geometry import wrap_angle
+
 HALF_FOV = math.radians(37.0)     # camera: 60 deg vertical FOV at 4:3 -> ~75 deg horizontal
 VIEW_RANGE = 4.0                   # m, beyond this perception does not report objects
 CONFIDENT_RANGE = 2.8              # m, beyond this an object is named <colour>_object_<n>
@@ -63,10 +65,6 @@ class MemoryEntry:
     seen_t: float
 
 
-def _wrap(a: float) -> float:
-    return (a + math.pi) % (2 * math.pi) - math.pi
-
-
 class SymbolicWorld:
     def __init__(self, things: list[Thing], robot: tuple[float, float, float], faults: Faults, rng: random.Random):
         self.things = {t.name: t for t in things}
@@ -92,7 +90,7 @@ class SymbolicWorld:
                 continue
             dx, dy = t.x - self.x, t.y - self.y
             d = math.hypot(dx, dy)
-            if d > VIEW_RANGE or (d > 0.05 and abs(_wrap(math.atan2(dy, dx) - heading)) > HALF_FOV):
+            if d > VIEW_RANGE or (d > 0.05 and abs(wrap_angle(math.atan2(dy, dx) - heading)) > HALF_FOV):
                 continue
             name = t.name
             if d > CONFIDENT_RANGE and not t.area:
@@ -144,7 +142,7 @@ class SymbolicWorld:
                 "response": {"success": True, "state_json": json.dumps(state)}}
 
     def _rotate(self, angle: float, speed: float) -> dict[str, Any]:
-        self.theta = _wrap(self.theta + angle)
+        self.theta = wrap_angle(self.theta + angle)
         self.t += abs(angle) / speed + 1.0
         return _ok("rotate", {"rotated": round(angle + self.rng.gauss(0, 0.01), 3)})
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future
 
-from qwen_stack.qwen_node.agent.grounding import GroundedGoal, Pose2D
+from qwen_stack.geometry import Pose2D
+from qwen_stack.qwen_node.agent.grounding import GroundedGoal
 from qwen_stack.qwen_node.agent.planner import ServiceOutcome
 
 

@@ -5,8 +5,9 @@ import math
 
 import pytest
 
+from qwen_stack.geometry import Pose2D
 from qwen_stack.qwen_node.agent.grounding import (
-    CameraIntrinsics, CameraMount, LaserReading, Pose2D, approach_pose, ground_point, world_to_odom)
+    CameraIntrinsics, CameraMount, LaserReading, approach_pose, ground_point, world_to_odom)
 
 FY = 240 / math.tan(math.radians(30))  # 60 deg vertical field of view, 480 rows
 CAM = CameraIntrinsics(FY, FY, 320.0, 240.0, 640, 480)
@@ -27,7 +28,7 @@ def test_bottom_centre_point_hits_the_floor_30_degrees_down():
     assert g.source == "floor" and g.range_m == pytest.approx(d)
     assert g.target_base == pytest.approx((0.10 + d, 0.0))
     assert g.target_odom == pytest.approx((1.0, 2.0 + 0.10 + d))     # robot faces +y in odom
-    assert (g.goal.x, g.goal.y, g.goal.theta) == pytest.approx((1.0, 2.0 + d, math.pi / 2))
+    assert (g.goal.x, g.goal.y, g.goal.yaw) == pytest.approx((1.0, 2.0 + d, math.pi / 2))
 
 
 def test_horizon_point_uses_the_laser():
@@ -62,6 +63,6 @@ def test_point_above_horizon_without_laser_return_is_an_error():
 
 def test_approach_pose_and_world_to_odom():
     p = approach_pose(Pose2D(0, 0, 0), (0.0, 2.0), 0.5)
-    assert (p.x, p.y, p.theta) == pytest.approx((0.0, 1.5, math.pi / 2))
+    assert (p.x, p.y, p.yaw) == pytest.approx((0.0, 1.5, math.pi / 2))
     # odom = world rotated by 90 deg and shifted: base at world (1, 1, 0) is odom (0, 0, pi/2)
     assert world_to_odom((2.0, 1.0), Pose2D(1, 1, 0), Pose2D(0, 0, math.pi / 2)) == pytest.approx((0.0, 1.0))

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from qwen_stack.paths import config_file
-from qwen_stack.qwen_node.agent.grounding import Pose2D
+from qwen_stack.geometry import Pose2D
 from qwen_stack.qwen_node.agent.planner import (
     CancelToken, ChatMessage, Planner, PlannerConfig, ServiceOutcome, ToolExecutor, fold_context,
     supervisor_outcome)

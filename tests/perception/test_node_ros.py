@@ -26,6 +26,7 @@ from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 
 from qwen_stack import topics  # noqa: E402
+from qwen_stack.geometry import yaw_of  # noqa: E402
 from qwen_stack.paths import config_file  # noqa: E402
 
 import subprocess  # noqa: E402
@@ -107,10 +108,6 @@ def ros_context(ros_env):
     rclpy.shutdown(context=ctx)
 
 
-def _yaw(q) -> float:
-    return math.atan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y * q.y + q.z * q.z))
-
-
 def test_detections_in_a_running_simulator_have_the_scenario_names_and_true_poses(tmp_path, ros_env, ros_context):
     env = ros_env
     lis = Listener(ros_context)
@@ -128,7 +125,7 @@ def test_detections_in_a_running_simulator_have_the_scenario_names_and_true_pose
         assert last.header.frame_id == "odom"
         # the robot has not moved: odom = its start pose; the oracle's world poses -> odom through it
         p, q = lis.truth.pose.pose.position, lis.truth.pose.pose.orientation
-        yaw, odom = _yaw(q), last.robot_pose.position
+        yaw, odom = yaw_of(q), last.robot_pose.position
         c, s = math.cos(yaw), math.sin(yaw)
         truth = {}
         for o in lis.sim_objects["objects"] + lis.sim_objects["areas"]:

@@ -14,7 +14,8 @@ from qwen_stack.perception.camera_geometry import (CameraPose, Intrinsics, Laser
 from qwen_stack.perception.config import (PerceptionConfig, PerceptionConfigError, config_from_dict,
                                           parameter_defaults)
 from qwen_stack.perception.detection import Detection
-from qwen_stack.perception.memory import ObjectMemory, Pose2D, memory_report
+from qwen_stack.geometry import Pose2D
+from qwen_stack.perception.memory import ObjectMemory, memory_report
 from qwen_stack.perception.pipeline import Perceiver, annotate, check_frame
 from qwen_stack.perception.sensor_sync import TimedSeries
 

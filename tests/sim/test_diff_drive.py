@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from qwen_stack.sim.diff_drive import DiffDriveKinematics, MotorDriver, WheelOdometry, wrap_angle
+from qwen_stack.geometry import wrap_angle
+from qwen_stack.sim.diff_drive import DiffDriveKinematics, MotorDriver, WheelOdometry
 
 KIN = DiffDriveKinematics(wheel_radius=0.05, wheel_separation=0.26)
 

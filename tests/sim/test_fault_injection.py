@@ -19,7 +19,7 @@ def _cube_sim(x: float = -1.0):
 
 def _drive(sim, distance: float, speed: float = 0.2) -> None:
     """Closed loop on odometry, as the skills do it."""
-    from qwen_stack.sim.scenario import Pose2D
+    from qwen_stack.geometry import Pose2D
     from qwen_stack.sim.skill_control import DriveDistanceController, SkillLimits, Twist2D
 
     o = sim.odometry()

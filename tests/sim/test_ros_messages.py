@@ -12,7 +12,8 @@ pytest.importorskip("sensor_msgs.msg")
 from qwen_stack.sim import ros_messages as rm  # noqa: E402
 from qwen_stack.sim.node_config import SimNodeConfig  # noqa: E402
 from qwen_stack.sim.robot_description import OPTICAL_RPY, quat_matrix  # noqa: E402
-from qwen_stack.sim.scenario import FloorArea, Pose2D  # noqa: E402
+from qwen_stack.geometry import Pose2D  # noqa: E402
+from qwen_stack.sim.scenario import FloorArea  # noqa: E402
 from qwen_stack.sim.simulator import BaseState, LaserSpec, ObjectState  # noqa: E402
 from qwen_stack.sim.world import RobotSpec  # noqa: E402
 

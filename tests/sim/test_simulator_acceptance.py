@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from sim_test_worlds import ARENA_HALF, RED_CUBE, open_arena
 
-from qwen_stack.sim.diff_drive import wrap_angle
-from qwen_stack.sim.scenario import Pose2D, layout_from_dict, load_layout
+from qwen_stack.geometry import Pose2D, wrap_angle
+from qwen_stack.sim.scenario import layout_from_dict, load_layout
 from qwen_stack.sim.simulator import Simulator
 from qwen_stack.sim.world import RobotSpec
 from qwen_stack.sim.skill_control import (DriveDistanceController, GoToPoseController, RotateController,

@@ -12,7 +12,8 @@ import math
 import pytest
 from sim_test_worlds import RED_CUBE, open_arena
 
-from qwen_stack.sim.scenario import Pose2D, layout_from_dict
+from qwen_stack.geometry import Pose2D
+from qwen_stack.sim.scenario import layout_from_dict
 from qwen_stack.sim.simulator import Simulator
 from qwen_stack.sim.skill_control import (STOP, DriveDistanceController, GoToPoseController, RotateController,
                                           SkillLimits, Twist2D)
