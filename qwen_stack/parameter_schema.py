@@ -4,7 +4,8 @@ rclpy ignores a parameter a node never declares (a typo such as `console.prot:=9
 node on its default) and raises a traceback for a value of the wrong type. So the stack checks
 every parameter before any node starts, from the same settings each node declares its
 parameters from: `PARAMETER_SCHEMAS` maps each executable to its settings dataclass (every field
-is a parameter; the default's type is the parameter's type) or to a function returning
+but those marked NOT_A_PARAMETER is a parameter, typed by its default: node_parameters.py, the same
+helper the nodes declare with) or to a function returning
 {name: default}. Both launchers go through here (stack_config.load_stack), and a node whose
 executable has no entry is refused, so a node added later cannot skip the check.
 
@@ -18,9 +19,11 @@ import difflib
 import importlib
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import yaml
+
+from qwen_stack.node_parameters import parameter_defaults
 
 # executable -> "module:attribute" (a settings dataclass or a function returning {name: default}),
 # optionally with name prefixes under which the node takes parameters of its own choosing.
@@ -169,11 +172,7 @@ def _typed_list(value: list, default: list, label: str) -> list:
 
 def _defaults_of(target: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(target):
-        out = {}
-        for f in dataclasses.fields(target):
-            factory: Callable[[], Any] | Any = f.default_factory
-            out[f.name] = factory() if factory is not dataclasses.MISSING else f.default
-        return out
+        return parameter_defaults(target)   # what the node declares (qwen_stack/node_parameters.py)
     return dict(target())
 
 

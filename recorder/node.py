@@ -12,10 +12,10 @@ from __future__ import annotations
 import importlib
 import sys
 import time
-from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from qwen_stack.node_main import run_node
+from qwen_stack.node_parameters import settings_from_node
 from qwen_stack.rosenv import apply_to_current_process
 
 if TYPE_CHECKING:
@@ -53,12 +53,7 @@ def build_node():
     class RecorderNode(Node):
         def __init__(self):
             super().__init__(NODE_NAME)
-            defaults = RecorderConfig()
-            for f in fields(RecorderConfig):
-                self.declare_parameter(f.name, getattr(defaults, f.name))
-            values = {f.name: self.get_parameter(f.name).value for f in fields(RecorderConfig)}
-            values["topics"] = list(values["topics"] or [])
-            self.cfg = cfg = RecorderConfig.from_dict(values)   # RecorderConfigError: main() exits 2
+            self.cfg = cfg = settings_from_node(self, RecorderConfig)   # RecorderConfigError: main() exits 2
             name = cfg.recording_name or time.strftime("qwen_stack_%Y%m%d-%H%M%S")
             folder = cfg.output_path / name
             if folder.exists() and any(folder.glob("*.mcap")):

@@ -12,8 +12,6 @@ import os
 import sys
 import threading
 import time
-from dataclasses import fields
-
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering; must precede the first GL context
 
 import rclpy  # noqa: E402
@@ -28,6 +26,7 @@ from std_msgs.msg import String  # noqa: E402
 
 from qwen_stack import topics  # noqa: E402
 from qwen_stack.node_main import run_node  # noqa: E402
+from qwen_stack.node_parameters import settings_from_node  # noqa: E402
 from qwen_stack.sim import ros_messages as rm  # noqa: E402
 from qwen_stack.sim.node_config import SimConfigError, SimNodeConfig  # noqa: E402
 from qwen_stack.sim.robot_description import urdf  # noqa: E402
@@ -42,11 +41,7 @@ MAX_LAG_S = 0.25  # behind real time by more than this: give up catching up (the
 class SimNode(Node):
     def __init__(self) -> None:
         super().__init__("sim")
-        defaults = SimNodeConfig()
-        for f in fields(SimNodeConfig):
-            self.declare_parameter(f.name, getattr(defaults, f.name))
-        cfg = self.config = SimNodeConfig.from_dict(
-            {f.name: self.get_parameter(f.name).value for f in fields(SimNodeConfig)})
+        cfg = self.config = settings_from_node(self, SimNodeConfig)
         layout = load_layout(cfg.scenario, None if cfg.seed < 0 else cfg.seed)
         laser = LaserSpec(beams=cfg.laser_beams, angle_max=math.pi * (1 - 2 / cfg.laser_beams),
                           range_max=cfg.laser_range_max)

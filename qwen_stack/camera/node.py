@@ -7,7 +7,6 @@ mid-run is reported on /diagnostics and reopened, and nothing is published meanw
 from __future__ import annotations
 
 import sys
-from dataclasses import fields
 
 import cv2
 import numpy as np
@@ -20,16 +19,13 @@ from qwen_stack import topics
 from qwen_stack.camera.config import CameraConfig, CameraConfigError
 from qwen_stack.camera.sources import RetryingSource, SourceError, open_source
 from qwen_stack.node_main import run_node
+from qwen_stack.node_parameters import settings_from_node
 
 
 class CameraNode(Node):
     def __init__(self) -> None:
         super().__init__("camera")
-        defaults = CameraConfig()
-        for f in fields(CameraConfig):
-            self.declare_parameter(f.name, getattr(defaults, f.name))
-        self.config = CameraConfig.from_dict(
-            {f.name: self.get_parameter(f.name).value for f in fields(CameraConfig)})
+        self.config = settings_from_node(self, CameraConfig)
         cfg = self.config
         self.source = RetryingSource(open_source(cfg.source, cfg.width, cfg.height), cfg.retry_period_s)
 
