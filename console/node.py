@@ -15,8 +15,9 @@ from rclpy.signals import SignalHandlerOptions
 
 from qwen_stack.console.access import AccessConfigError, load_credentials
 from qwen_stack.console.app import create_app
-from qwen_stack.console.ros_bridge import RosConsoleBridge, settings_from_node
-from qwen_stack.console.settings import ConsoleConfigError
+from qwen_stack.console.ros_bridge import RosConsoleBridge
+from qwen_stack.console.settings import ConsoleConfigError, ConsoleSettings
+from qwen_stack.node_parameters import settings_from_node
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     node = rclpy.create_node("console")
     log = node.get_logger()
     try:
-        settings = settings_from_node(node)
+        settings = settings_from_node(node, ConsoleSettings)
         credentials, created = load_credentials(settings)
         sock = _bind(settings.host, settings.port)
     except (ConsoleConfigError, AccessConfigError, OSError) as exc:

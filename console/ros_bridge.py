@@ -55,16 +55,6 @@ def _stamp_s(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
-def settings_from_node(node: Node) -> ConsoleSettings:
-    """Declare every ConsoleSettings field as a parameter and validate the values given."""
-    from dataclasses import fields
-
-    defaults = ConsoleSettings()
-    for f in fields(ConsoleSettings):
-        node.declare_parameter(f.name, getattr(defaults, f.name))
-    return ConsoleSettings.from_dict({f.name: node.get_parameter(f.name).value for f in fields(ConsoleSettings)})
-
-
 class RosConsoleBridge(ConsoleBackend):
     def __init__(self, node: Node, settings: ConsoleSettings) -> None:
         super().__init__(settings)

@@ -12,7 +12,6 @@ import math
 import sys
 import threading
 import time
-from dataclasses import fields
 
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
@@ -26,6 +25,7 @@ from std_msgs.msg import Bool, String
 from qwen_stack import topics
 from qwen_stack.geometry import yaw_of
 from qwen_stack.node_main import run_node
+from qwen_stack.node_parameters import settings_from_node
 from qwen_stack.sim.node_config import SimConfigError, SkillsNodeConfig
 from qwen_stack.topics import SIM_ATTACH, SIM_DETACH, SIM_SET_PAN
 from qwen_stack.sim.skill_control import (DriveDistanceController, GoToPoseController, Pose2D, RotateController,
@@ -52,11 +52,7 @@ def _interfaces():
 class SkillsNode(Node):
     def __init__(self) -> None:
         super().__init__("skills")
-        defaults = SkillsNodeConfig()
-        for f in fields(SkillsNodeConfig):
-            self.declare_parameter(f.name, getattr(defaults, f.name))
-        self.config = SkillsNodeConfig.from_dict(
-            {f.name: self.get_parameter(f.name).value for f in fields(SkillsNodeConfig)})
+        self.config = settings_from_node(self, SkillsNodeConfig)
         self.limits = self.config.limits()
         srv = _interfaces()
         # Skill callbacks block for seconds while they wait for odometry, and odometry (and the sim's
