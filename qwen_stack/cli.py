@@ -11,7 +11,7 @@ SUBCOMMANDS = {
     "generate": ("qwen_stack.qwen_node.engine.cli:generate_main", "run the Qwen3.5 engine on a prompt, image or video"),
     "quantize": ("qwen_stack.qwen_node.engine.nvfp4_cli:quantize_main", "write an NVFP4 (ModelOpt-format) checkpoint"),
     "plan": ("qwen_stack.qwen_node.engine.memory_plan:main", "memory a deployment needs, as a table"),
-    "serve": ("qwen_stack.qwen_node.serve:main", "OpenAI-compatible HTTP API over the engine"),
+    "serve": ("qwen_stack.qwen_node.engine.serve:main", "OpenAI-compatible HTTP API over the engine"),
     "export-onnx": ("qwen_stack.trt_engines.export:main", "export decoder layers to ONNX (TensorRT NVFP4 pattern)"),
     "build-engines": ("qwen_stack.trt_engines.build:main", "build TensorRT engines from exported ONNX"),
     "train-brain": ("qwen_stack.qwen_node.brain.train:main", "train the small stand-in model on generated missions"),

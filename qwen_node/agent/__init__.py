@@ -1,1 +1,1 @@
-"""The agent: output parsing, tool registry, planner loop, backends (ROS-free cores)."""
+"""The agent: output parsing, tool registry, planner loop, backends, the camera frame window (ROS-free cores)."""

@@ -15,7 +15,7 @@ import pytest
 from qwen_stack.qwen_node.agent.backends.openai_chat import OpenAIChatBackend, QwenTextFromDeltas, to_openai_messages
 from qwen_stack.qwen_node.agent.output_parser import parse_output
 from qwen_stack.qwen_node.agent.planner import CancelToken, ChatMessage, Planner, PlannerConfig, ToolExecutor
-from qwen_stack.qwen_node.openai_api import create_app
+from qwen_stack.qwen_node.engine.openai_api import create_app
 
 from .doubles import TransportDouble
 from .serve_process import free_port, wait_healthy
@@ -163,7 +163,7 @@ def tiny_checkpoint(tmp_path_factory):
 @pytest.mark.slow
 def test_openai_backend_against_qwen_stack_serve(tiny_checkpoint, ros_env):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "qwen_stack.qwen_node.serve", "--model", str(tiny_checkpoint),
+    proc = subprocess.Popen([sys.executable, "-m", "qwen_stack.qwen_node.engine.serve", "--model", str(tiny_checkpoint),
                              "--port", str(port), "--device", "cpu", "--max-tokens", "24"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -185,7 +185,7 @@ def test_openai_backend_against_qwen_stack_serve(tiny_checkpoint, ros_env):
 
 
 def test_serve_refuses_a_public_bind_without_a_key(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "qwen_stack.qwen_node.serve", "--model", str(tmp_path),
+    r = subprocess.run([sys.executable, "-m", "qwen_stack.qwen_node.engine.serve", "--model", str(tmp_path),
                         "--host", "0.0.0.0"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--api-key-env" in r.stderr
 
@@ -197,7 +197,7 @@ def test_local_backend_loop_from_camera_frame_to_parsed_output(tiny_checkpoint):
     from qwen_stack.paths import config_file
     from qwen_stack.qwen_node.agent.backends.local import LocalChatEngine, LocalEngineBackend
     from qwen_stack.qwen_node.agent.tool_registry import ToolRegistry
-    from qwen_stack.qwen_node.frame_window import FrameWindow
+    from qwen_stack.qwen_node.agent.frame_window import FrameWindow
 
     from .srv_files import srv_file_request_fields
 

@@ -162,7 +162,7 @@ def test_model_backends_run_from_camera_frame_to_parsed_output(tmp_path, ros_env
         overrides.update(model_dir=str(tiny_checkpoint), device="cpu")
     else:
         port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "qwen_stack.qwen_node.serve", "--model", str(tiny_checkpoint),
+        server = subprocess.Popen([sys.executable, "-m", "qwen_stack.qwen_node.engine.serve", "--model", str(tiny_checkpoint),
                                    "--port", str(port), "--device", "cpu"], env=ros_env,
                                   stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT)
         overrides.update(openai_base_url=f"http://127.0.0.1:{port}/v1")

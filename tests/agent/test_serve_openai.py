@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from qwen_stack.qwen_node.agent.backends.local import GenerationStats
-from qwen_stack.qwen_node.openai_api import create_app
+from qwen_stack.qwen_node.engine.openai_api import create_app
 
 from .serve_process import free_port, wait_healthy
 
@@ -272,7 +272,7 @@ def small_context_checkpoint(tmp_path_factory):
 def serve_url(small_context_checkpoint):
     folder = small_context_checkpoint
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "qwen_stack.qwen_node.serve", "--model", str(folder),
+    proc = subprocess.Popen([sys.executable, "-m", "qwen_stack.qwen_node.engine.serve", "--model", str(folder),
                              "--port", str(port), "--device", "cpu", "--max-tokens", "8"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -329,7 +329,7 @@ def test_real_engine_refuses_a_turn_past_its_context(serve_url):
 
 
 def _serve(args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "qwen_stack.qwen_node.serve", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "qwen_stack.qwen_node.engine.serve", *args], capture_output=True, text=True,
                           timeout=timeout)
 
 

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from qwen_stack.qwen_node.agent.backends.local import LocalChatEngine
-    from qwen_stack.qwen_node.openai_api import create_app
+    from qwen_stack.qwen_node.engine.openai_api import create_app
 
     try:
         engine = LocalChatEngine(args.model, args.device, compile_decode=args.compile_decode)
