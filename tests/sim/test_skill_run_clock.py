@@ -30,7 +30,8 @@ def _double(stamps: list[float]):
     def next_odom(after_seq):
         t = next(feed, None)
         return None if t is None else (after_seq + 1, Pose2D(0.0, 0.0, 0.0), Twist2D(0.0, 0.0), t)
-    return SimpleNamespace(motion_lock=threading.Lock(), estop_latched=False, odom_seq=0, _send=sent.append,
+    return SimpleNamespace(motion_lock=threading.Lock(), stopping=threading.Event(), estop_latched=False, odom_seq=0,
+                           _send=sent.append,
                            _next_odom=next_odom, config=SkillsNodeConfig()), sent
 
 
@@ -40,6 +41,20 @@ def test_backward_jump_stops_the_skill_with_a_reason():
     assert not ok and "clock jumped back" in msg
     assert sent[-1] == Twist2D(0.0, 0.0) and len(sent) == 5   # zero, a tick per message before the jump, stop
     assert not node.motion_lock.locked()
+
+
+def test_a_stopping_process_ends_the_skill_with_a_zero_command():
+    node, sent = _double([10.0 + 0.05 * i for i in range(200)])
+    real_next = node._next_odom
+
+    def next_odom(after_seq):      # the process is asked to stop after the third odometry message
+        if after_seq == 3:
+            node.stopping.set()
+        return real_next(after_seq)
+    node._next_odom = next_odom
+    ok, msg, _ = SkillsNode._run(node, lambda pose: (NeverDone(), None), expected_s=5.0)
+    assert not ok and "stopping" in msg
+    assert sent[-1] == Twist2D(0.0, 0.0) and not node.motion_lock.locked()
 
 
 def test_forward_time_still_times_out_in_sim_time():
