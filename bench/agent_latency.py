@@ -44,7 +44,8 @@ def row(name: str, ours: list[float], base: list[float]) -> str:
 def stage_a(n: int, width: int, height: int, engine) -> tuple[list[float], list[float]]:
     from qwen_stack.qwen_node.agent.backends.local import chat_dicts
     from qwen_stack.qwen_node.agent.planner import ChatMessage
-    from qwen_stack.qwen_node.agent.frame_window import FrameWindow, decode_raw
+    from qwen_stack.images import decode_raw
+    from qwen_stack.qwen_node.agent.frame_window import FrameWindow
 
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (height, width, 3), dtype=np.uint8).tobytes() for _ in range(8)]

@@ -33,7 +33,7 @@ from qwen_stack.geometry import Pose2D, quaternion_of_yaw, yaw_of
 from qwen_stack.perception.memory import MemoryEntry
 from qwen_stack.perception.pipeline import FrameResult, Perceiver, annotate
 from qwen_stack.perception.sensor_sync import TimedSeries
-from qwen_stack.qwen_node.agent.frame_window import decode_raw
+from qwen_stack.images import decode_raw
 
 SCALAR_FIELDS = [f.name for f in fields(PerceptionConfig) if f.name != "colours"]
 RGB = {"red": (0.9, 0.1, 0.1), "orange": (1.0, 0.5, 0.0), "yellow": (0.95, 0.85, 0.1), "green": (0.1, 0.75, 0.2),

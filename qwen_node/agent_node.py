@@ -15,7 +15,8 @@ from qwen_stack.qwen_node.agent.grounding import CameraMount
 from qwen_stack.qwen_node.agent.planner import AgentEvent, CancelToken, Planner, PlannerConfig, ToolExecutor
 from qwen_stack.qwen_node.agent.settings import AgentSettings, config_path, settings_defaults
 from qwen_stack.qwen_node.agent.tool_registry import RegistryError, ToolRegistry
-from qwen_stack.qwen_node.agent.frame_window import FrameWindow, decode_compressed, decode_raw
+from qwen_stack.images import decode_compressed, decode_raw
+from qwen_stack.qwen_node.agent.frame_window import FrameWindow
 from qwen_stack.qwen_node.ros_transport import RosToolTransport
 from qwen_stack.geometry import yaw_of
 from qwen_stack.qwen_node.world_view import SensorWorldView

@@ -15,7 +15,8 @@ from qwen_stack.qwen_node.agent.output_parser import parse_output
 from qwen_stack.qwen_node.agent.planner import CancelToken
 from qwen_stack.qwen_node.agent.settings import AgentSettings, config_path, settings_defaults
 from qwen_stack.qwen_node.agent.tool_registry import ToolRegistry
-from qwen_stack.qwen_node.agent.frame_window import FrameWindow, decode_compressed, decode_raw, fit_pixel_budget
+from qwen_stack.images import decode_compressed, decode_raw
+from qwen_stack.qwen_node.agent.frame_window import FrameWindow, fit_pixel_budget
 from qwen_stack.qwen_node.world_view import SensorWorldView
 
 from .srv_files import srv_file_request_fields
