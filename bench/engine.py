@@ -19,8 +19,12 @@ but the router, gates, DeltaNet a/b, embeddings and lm_head), loaded packed; its
 kernel (kernels/nvfp4_matvec.c), its prefill the dequantize-a-tile-then-GEMM path. A table of fp32, bf16 and
 NVFP4 of the same weights, ours compiled and eager, in interleaved rounds (best and spread over the rounds),
 with the NVFP4/bf16 ratios; NVFP4 joins the memory-floor table (its packed bytes per token).
---demo DIR adds a shipped NVFP4 model folder: its decode tokens/s in NVFP4 and in bf16 (the same weights
+--demo DIR adds a shipped NVFP4 model folder: its decode tokens/s in NVFP4 and in bf16 (its bf16 original when
+the folder beside it is DIR without "-nvfp4", as models/brain for models/brain-nvfp4; else the NVFP4 weights
 dequantized once at load); by default the first NVFP4 folder under models/, if any.
+
+--quant: the NVFP4 comparison alone, in a few minutes on a 2-core host: --quick --no-hf, 3 rounds, 1 torch
+thread (every row alike, so a core busy with other work hurts all rows alike).
 """
 from __future__ import annotations
 
@@ -300,22 +304,36 @@ def default_demo() -> Path | None:
     return found[0] if found else None
 
 
-def spread(xs) -> str:
-    return f"{min(xs):.1f}-{max(xs):.1f}"
+def bf16_original(nvfp4_dir: Path) -> Path | None:
+    """models/brain for models/brain-nvfp4: the unquantized folder the NVFP4 one was made from, if it is there."""
+    if not nvfp4_dir.name.endswith("-nvfp4"):
+        return None
+    src = nvfp4_dir.with_name(nvfp4_dir.name[: -len("-nvfp4")])
+    return src if (src / "config.json").exists() and read_quant_config(src) is None else None
+
+
+def spread(xs, digits: int = 1) -> str:
+    return f"{min(xs):.{digits}f}-{max(xs):.{digits}f}"
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="shorter prompt/decode, contexts up to 4K only")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quant", action="store_true", help="NVFP4 table only, short: --quick --no-hf, 3 rounds, 1 thread")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default 2; 1 with --quant)")
     ap.add_argument("--no-nvfp4", action="store_true", help="skip the NVFP4 rows")
     ap.add_argument("--no-hf", action="store_true", help="skip transformers and the context sweep (NVFP4 table only)")
     ap.add_argument("--rounds", type=int, default=0, help="interleaved rounds (default 2 quick, 5 full)")
     ap.add_argument("--work", type=Path, help="keep the quantized bench checkpoint here and reuse it")
     ap.add_argument("--demo", type=Path, default=None, help="a shipped NVFP4 model folder (default: models/*)")
     args = ap.parse_args(argv)
+    if args.quant:
+        if args.no_nvfp4:
+            ap.error("--quant and --no-nvfp4 contradict each other")
+        args.quick = args.no_hf = True
+        args.rounds = args.rounds or 3
     rounds = args.rounds or (2 if args.quick else 5)
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or (1 if args.quant else 2))
     prompt_len, new_tokens = (128, 16) if args.quick else (256, 48)
     contexts = [1024, 4096] if args.quick else [1024, 4096, 16384, 32768]
     t0 = time.perf_counter()
@@ -365,8 +383,13 @@ def main(argv=None):
     demo = args.demo or default_demo()
     if demo is not None and not args.no_nvfp4:
         nv = load_model_auto(demo, dtype=torch.bfloat16, progress=False)
-        twin = dequantized_twin(load_model_auto(demo, dtype=torch.bfloat16, progress=False), torch.bfloat16)
-        demo_models = {"bf16 (dequantized)": twin, "nvfp4": nv}
+        original = bf16_original(demo)
+        if original is not None:
+            demo_models = {f"bf16 ({original.name})": load_model_auto(original, dtype=torch.bfloat16, progress=False)}
+        else:
+            demo_models = {"bf16 (dequantized)": dequantized_twin(load_model_auto(demo, dtype=torch.bfloat16,
+                                                                                  progress=False), torch.bfloat16)}
+        demo_models[f"nvfp4 ({demo.name})"] = nv
         for m in demo_models.values():
             compiled_decode.enable(m)
             compiled_decode.warm_up(m)
@@ -378,10 +401,11 @@ def main(argv=None):
     print(f"\nQwen3.5-MoE bench config: hidden 1024, 8 layers (3 DeltaNet : 1 attention), 64 experts top-8, "
           f"vocab 32768; batch 1, greedy, {torch.get_num_threads()} threads; prompt {prompt_len}, {new_tokens} new tokens")
     print("ours = compiled decode step (qwen_node/engine/compiled_decode.py); eager = the same engine without it")
-    print(f"{'dtype':<5} {'weights':>7} {'compile':>7} | {'prefill tok/s':>22} | {'decode tok/s':>38} | "
-          f"{'peak RSS growth MB':>18}")
-    print(f"{'':<5} {'MB':>7} {'s':>7} | {'ours':>7} {'hf':>7} {'ratio':>6} | {'ours':>7} {'eager':>7} {'hf':>7} "
-          f"{'ours/hf':>7} {'eag/hf':>6} | {'ours':>8} {'hf':>9}")
+    if rows:
+        print(f"{'dtype':<5} {'weights':>7} {'compile':>7} | {'prefill tok/s':>22} | {'decode tok/s':>38} | "
+              f"{'peak RSS growth MB':>18}")
+        print(f"{'':<5} {'MB':>7} {'s':>7} | {'ours':>7} {'hf':>7} {'ratio':>6} | {'ours':>7} {'eager':>7} {'hf':>7} "
+              f"{'ours/hf':>7} {'eag/hf':>6} | {'ours':>8} {'hf':>9}")
     for name, wmb, warm_s, r in rows:
         (op, od, om), (_, ed, _), (hp, hd, hm) = r["ours"], r["eager"], r["hf"]
         print(f"{name:<5} {wmb:>7.0f} {warm_s:>7.1f} | {op:>7.1f} {hp:>7.1f} {op / hp:>5.2f}x | {od:>7.1f} {ed:>7.1f} "
@@ -395,8 +419,9 @@ def main(argv=None):
         ours_ms = 1000 / r["ours"][1]
         hf = "     -        -" if r["hf"] is None else f"{1000 / r['hf'][1]:>6.2f} {1000 / r['hf'][1] / floor_ms:>7.2f}x"
         print(f"{name:<5} {nbytes / 1e6:>13.0f} {gbps:>6.1f} {floor_ms:>8.2f} | {ours_ms:>7.2f} {floor_ms / ours_ms:>7.0%} | {hf}")
-    print("\nours (compiled): decode time per token vs context length (caches pre-filled)")
-    print(f"{'dtype':<5} {'context':>8} {'ms/token':>9} {'vs 1K':>7}")
+    if ctx_rows:
+        print("\nours (compiled): decode time per token vs context length (caches pre-filled)")
+        print(f"{'dtype':<5} {'context':>8} {'ms/token':>9} {'vs 1K':>7}")
     base = {}
     for name, ctx, ms in ctx_rows:
         base.setdefault(name, ms)
@@ -417,10 +442,20 @@ def main(argv=None):
             pre = best[("bf16", "compiled")][0] / best[("nvfp4", "compiled")][0]
             print(f"NVFP4 / bf16 decode tokens/s: compiled {dec:.2f}x, eager {dec_e:.2f}x (target >= 2x); "
                   f"NVFP4 / bf16 prefill time: {pre:.2f}x (target <= 1.5x)")
+            per_round = {what: [f(n, b) for n, b in zip(quant_runs[("nvfp4", mode)], quant_runs[("bf16", mode)])]
+                         for what, mode, f in (("decode compiled", "compiled", lambda n, b: b[1] / n[1]),
+                                               ("decode eager", "eager", lambda n, b: b[1] / n[1]),
+                                               ("prefill time", "compiled", lambda n, b: n[0] / b[0]))}
+            print("the same ratios round by round (each NVFP4 run against the bf16 run beside it): "
+                  + ", ".join(f"{what} {spread(v, 2)}x" for what, v in per_round.items()))
     if demo_rows:
         print(f"\nshipped demo model {demo}: decode tokens/s ({rounds} interleaved rounds: best, spread)")
         for name, comp, eag in demo_rows:
-            print(f"{name:<20} compiled {max(comp):>7.1f} ({spread(comp)})  eager {max(eag):>7.1f} ({spread(eag)})")
+            print(f"{name:<26} compiled {max(comp):>7.1f} ({spread(comp)})  eager {max(eag):>7.1f} ({spread(eag)})")
+        (_, bc, be), (_, nc, ne) = demo_rows
+        print(f"NVFP4 / bf16 decode tokens/s: compiled {max(nc) / max(bc):.2f}x (rounds "
+              f"{spread([n / b for n, b in zip(nc, bc)], 2)}x), eager {max(ne) / max(be):.2f}x "
+              f"(rounds {spread([n / b for n, b in zip(ne, be)], 2)}x)")
     elif not args.no_nvfp4:
         print("\nno shipped NVFP4 demo model found (models/*/hf_quant_config.json; --demo DIR): demo row skipped")
     print(f"\ntotal bench time {time.perf_counter() - t0:.0f} s")
