@@ -16,6 +16,7 @@ from qwen_stack.qwen_node.agent.planner import AgentEvent, CancelToken, Planner,
 from qwen_stack.qwen_node.agent.settings import AgentSettings, config_path, settings_defaults
 from qwen_stack.qwen_node.agent.tool_registry import RegistryError, ToolRegistry
 from qwen_stack.images import decode_compressed, decode_raw
+from qwen_stack.qwen_node.agent.feedback import DeltaCoalescer
 from qwen_stack.qwen_node.agent.frame_window import FrameWindow
 from qwen_stack.qwen_node.ros_transport import RosToolTransport
 from qwen_stack.geometry import yaw_of
@@ -154,32 +155,20 @@ class AgentNode(Node):
         if hasattr(self.backend, "reset"):
             self.backend.reset()
 
-        pending = {"kind": "", "text": "", "since": 0.0}   # coalesced thinking/text deltas
+        def feedback(kind: str, text: str):
+            fb = self._RunTask.Feedback()
+            fb.kind, fb.text = kind, text
+            return fb
 
-        def flush() -> None:
-            if pending["text"]:
-                fb = self._RunTask.Feedback()
-                fb.kind, fb.text = pending["kind"], pending["text"]
-                goal_handle.publish_feedback(fb)
-            pending.update(kind="", text="")
+        deltas = DeltaCoalescer(lambda kind, text: goal_handle.publish_feedback(feedback(kind, text)))
 
         def on_event(ev: AgentEvent) -> None:
             if ev.kind in ("thinking", "text"):
-                # every delta on agent/thinking; feedback gets them coalesced (a burst of tiny
-                # feedback messages would overrun the action's keep-last queue)
-                self.pub_thinking.publish(self._String(data=ev.text))
-                if pending["kind"] not in ("", ev.kind):
-                    flush()
-                if not pending["text"]:
-                    pending["since"] = time.monotonic()
-                pending["kind"] = ev.kind
-                pending["text"] += ev.text
-                if len(pending["text"]) > 400 or time.monotonic() - pending["since"] > 0.25:
-                    flush()
+                self.pub_thinking.publish(self._String(data=ev.text))   # every delta; feedback gets them merged
+                deltas.add(ev.kind, ev.text)
                 return
-            flush()
-            fb = self._RunTask.Feedback()
-            fb.kind, fb.text = ev.kind, ev.text
+            deltas.flush()
+            fb = feedback(ev.kind, ev.text)
             if ev.tool_call is not None:
                 rec = ev.tool_call
                 self.steps = rec.step + 1
@@ -198,7 +187,7 @@ class AgentNode(Node):
                           on_timing=lambda name: self.timings.append((name, time.monotonic())))
         try:
             result = planner.run(instruction, token, goal_handle.request.max_steps)
-            flush()
+            deltas.flush()
             # feedback and result travel separately; a client drops feedback that arrives after the
             # result, so give the last feedback a head start
             time.sleep(0.1)
