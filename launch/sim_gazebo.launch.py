@@ -20,7 +20,7 @@ from launch_ros.substitutions import FindPackageShare
 
 from qwen_stack.sim.gazebo_world import GAZEBO_DIR, ROBOT_MODEL, write_files
 from qwen_stack.sim.robot_description import urdf
-from qwen_stack.sim.world import RobotSpec
+from qwen_stack.robot import load_robot
 
 BRIDGE_CONFIG = GAZEBO_DIR / "bridge.yaml"
 
@@ -32,7 +32,7 @@ def _world_and_robot(context):
     out = Path(tempfile.mkdtemp(prefix="qwen_stack_gz_"))
     world, robot, layout = write_files(scenario, None if seed < 0 else seed, out)
     start = layout.robot_start
-    spec = RobotSpec()
+    spec = load_robot()
     gz_args = f"{'-s ' if headless else ''}-r {world}"
     return [
         IncludeLaunchDescription(

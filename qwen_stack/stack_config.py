@@ -6,6 +6,7 @@ pip-world launcher, since no launch/launch_ros wheels exist) both call `load_sta
 
 File layout (every key is documented in config/stack.yaml itself):
     namespace: ""             # robot namespace for every node
+    robot: robot.yaml         # the robot description, given to every node that reads it as robot_file
     profiles: {name: [node, ...]}
     nodes:
       <name>:
@@ -18,6 +19,10 @@ File layout (every key is documented in config/stack.yaml itself):
 Every parameter (param files, inline, command line) is checked against what the node's executable
 declares (qwen_stack/parameter_schema.py) before any node starts: an unknown name or a value of the
 wrong type is a StackConfigError naming `node.parameter`.
+
+One robot per stack: the top-level `robot` is loaded (and refused, naming the key, when it cannot be
+used) and passed as `robot_file` to every node that declares that parameter; a node's own robot_file
+(param file, inline, command line) is refused, so two nodes can never read different robots.
 """
 from __future__ import annotations
 
@@ -30,11 +35,13 @@ import yaml
 
 from qwen_stack.parameter_schema import ParameterError, ParameterSchema, schema_for
 from qwen_stack.paths import config_file
+from qwen_stack.robot import ROBOT_FILE, RobotConfigError, load_robot, robot_path
 
 PACKAGE = "qwen_stack"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _NAMESPACE = re.compile(r"^(/?[A-Za-z][A-Za-z0-9_]*)*/?$")
 _PARAM_TYPES = (bool, int, float, str)
+ROBOT_PARAMETER = "robot_file"   # every node that reads the robot description takes it under this name
 
 
 class StackConfigError(ValueError):
@@ -121,6 +128,7 @@ class StackConfig:
     nodes: dict[str, NodeSpec]
     profiles: dict[str, tuple[str, ...]]
     source: Path
+    robot_file: Path | None = None   # the robot description every node that reads one is given
 
     def select(self, profile: str | None) -> list[NodeSpec]:
         if profile is None:
@@ -154,6 +162,14 @@ def load_stack(path: str | Path = "stack.yaml", namespace: str | None = None,
     overrides = overrides or {}
     for name in overrides:
         _expect(name in raw_nodes, f"override for unknown node {name!r}")
+    robot = data.get("robot", ROBOT_FILE)
+    _expect(isinstance(robot, str) and robot.strip() != "",
+            f"{path}: robot must name the robot description (a config/ name or a path)")
+    robot_file = robot_path(robot).resolve()
+    try:
+        load_robot(str(robot_file))
+    except RobotConfigError as exc:
+        raise StackConfigError(f"{path}: robot: {exc}") from None
 
     nodes: dict[str, NodeSpec] = {}
     for name, entry in raw_nodes.items():
@@ -184,6 +200,13 @@ def load_stack(path: str | Path = "stack.yaml", namespace: str | None = None,
                              else schema.check(k, v, f"{name}."))
         except ParameterError as exc:
             raise StackConfigError(str(exc)) from None
+        if ROBOT_PARAMETER in schema.defaults:
+            given = [where + ".parameters"] if ROBOT_PARAMETER in (entry.get("parameters") or {}) else []
+            given += [str(p) for p in files if ROBOT_PARAMETER in read_ros_params_file(p, name)]
+            given += ["the command line"] if ROBOT_PARAMETER in overrides.get(name, {}) else []
+            _expect(not given, f"{name}.{ROBOT_PARAMETER} is the stack's, not one node's (given in "
+                               f"{', '.join(given)}): set `robot:` at the top of {path}, once for every node")
+            inline[ROBOT_PARAMETER] = str(robot_file)
         remaps = entry.get("remappings") or {}
         _expect(isinstance(remaps, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in remaps.items()),
                 f"{where}.remappings must map topic names to topic names")
@@ -198,7 +221,7 @@ def load_stack(path: str | Path = "stack.yaml", namespace: str | None = None,
         for m in members:
             _expect(m in nodes, f"{path}: profiles.{pname} names unknown node {m!r}")
         profiles[pname] = tuple(members)
-    return StackConfig(namespace=ns, nodes=nodes, profiles=profiles, source=Path(path))
+    return StackConfig(namespace=ns, nodes=nodes, profiles=profiles, source=Path(path), robot_file=robot_file)
 
 
 def launch_ros_node_kwargs(spec: NodeSpec) -> dict[str, Any]:

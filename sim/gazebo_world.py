@@ -1,4 +1,4 @@
-"""The MuJoCo world as Gazebo (gz sim Harmonic/Ionic) SDF: same robot (RobotSpec), same arena (WorldLayout).
+"""The MuJoCo world as Gazebo (gz sim Harmonic/Ionic) SDF: same robot (config/robot.yaml), same arena (WorldLayout).
 
     python -m qwen_stack.sim.gazebo_world [SCENARIO] [--seed N] [--out sim/gazebo]
 
@@ -16,7 +16,8 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from qwen_stack.sim.scenario import WorldLayout, load_layout
-from qwen_stack.sim.world import RobotSpec
+from qwen_stack.robot import RobotSpec, load_robot
+from qwen_stack.sim.world import check_simulated
 
 ROBOT_MODEL = "qwen_stack_robot"
 WORLD_NAME = "qwen_stack_arena"
@@ -142,8 +143,12 @@ def world_sdf(layout: WorldLayout, physics_timestep: float = 0.002) -> str:
 """
 
 
-def robot_sdf(spec: RobotSpec = RobotSpec(), camera=(320, 240, 15.0), laser=(360, 10.0, 8.0)) -> str:
-    """The robot as a gz model; link/joint/frame names are those of the MuJoCo robot and REP 105."""
+def robot_sdf(spec: RobotSpec | None = None, camera=(320, 240, 15.0), laser=(360, 10.0, 8.0)) -> str:
+    """The robot as a gz model (None: config/robot.yaml); link/joint/frame names are those of the MuJoCo robot
+    and REP 105."""
+    spec = spec if spec is not None else load_robot()
+    check_simulated(spec)
+    pan_joint = spec.camera_pan_joint
     r, sep, hw = spec.wheel_radius, spec.wheel_separation, spec.wheel_half_width
     cx, cy, cz = spec.chassis_half_size
     caster_z = -(r - spec.caster_radius)
@@ -222,7 +227,7 @@ def robot_sdf(spec: RobotSpec = RobotSpec(), camera=(320, 240, 15.0), laser=(360
       <pose relative_to="base_link">{_f(px, py, pz, 0, 0, 0)}</pose>
       {_inertial(0.05, 1e-5, 1e-5, 1e-5)}
     </link>
-    <joint name="camera_pan_joint" type="revolute">
+    <joint name="{pan_joint}" type="revolute">
       <parent>base_link</parent>
       <child>camera_pan_link</child>
       <axis><xyz>0 0 1</xyz><limit><lower>{-spec.pan_limit:g}</lower><upper>{spec.pan_limit:g}</upper></limit>
@@ -268,10 +273,10 @@ def robot_sdf(spec: RobotSpec = RobotSpec(), camera=(320, 240, 15.0), laser=(360
       <topic>{GZ_JOINT_STATES}</topic>
       <joint_name>left_wheel_joint</joint_name>
       <joint_name>right_wheel_joint</joint_name>
-      <joint_name>camera_pan_joint</joint_name>
+      <joint_name>{pan_joint}</joint_name>
     </plugin>
     <plugin filename="gz-sim-joint-position-controller-system" name="gz::sim::systems::JointPositionController">
-      <joint_name>camera_pan_joint</joint_name>
+      <joint_name>{pan_joint}</joint_name>
       <topic>{GZ_CAMERA_PAN}</topic>
       <p_gain>2.0</p_gain>
       <d_gain>0.2</d_gain>

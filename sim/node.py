@@ -27,6 +27,7 @@ from std_msgs.msg import String  # noqa: E402
 from qwen_stack import topics  # noqa: E402
 from qwen_stack.node_main import run_node  # noqa: E402
 from qwen_stack.node_parameters import settings_from_node  # noqa: E402
+from qwen_stack.robot import RobotConfigError, load_robot  # noqa: E402
 from qwen_stack.sim import ros_messages as rm  # noqa: E402
 from qwen_stack.sim.node_config import SimConfigError, SimNodeConfig  # noqa: E402
 from qwen_stack.sim.robot_description import urdf  # noqa: E402
@@ -42,10 +43,11 @@ class SimNode(Node):
     def __init__(self) -> None:
         super().__init__("sim")
         cfg = self.config = settings_from_node(self, SimNodeConfig)
-        layout = load_layout(cfg.scenario, None if cfg.seed < 0 else cfg.seed)
+        robot = load_robot(cfg.robot_file)
+        layout = load_layout(cfg.scenario, None if cfg.seed < 0 else cfg.seed, robot.footprint_radius)
         laser = LaserSpec(beams=cfg.laser_beams, angle_max=math.pi * (1 - 2 / cfg.laser_beams),
                           range_max=cfg.laser_range_max)
-        self.sim = Simulator(layout, laser=laser, cmd_timeout=cfg.cmd_vel_timeout, timestep=cfg.physics_timestep)
+        self.sim = Simulator(layout, robot, laser=laser, cmd_timeout=cfg.cmd_vel_timeout, timestep=cfg.physics_timestep)
         if cfg.fault_move_on_approach and cfg.fault_move_on_approach not in {o.name for o in layout.objects}:
             raise SimConfigError(f"sim_node parameter 'fault_move_on_approach' = {cfg.fault_move_on_approach!r}: "
                                  f"no such object in scenario {layout.name!r}")
@@ -231,7 +233,7 @@ class SimNode(Node):
 def main(args: list[str] | None = None) -> int:
     # The callbacks (cmd_vel, three short services) never block, so one executor thread is enough;
     # physics runs in the node's own stepping thread.
-    return run_node("sim_node", SimNode, argv=args, config_errors=(SimConfigError, ScenarioError),
+    return run_node("sim_node", SimNode, argv=args, config_errors=(SimConfigError, ScenarioError, RobotConfigError),
                     start=lambda node, _stop: node.start(), on_stop=lambda node: node.stop())
 
 

@@ -1,6 +1,8 @@
 """Settings of sim_node and skills_node: validated dataclasses, documented in config/sim.yaml.
 
 Bad values are refused at start with a message naming the parameter (the node exits with code 2).
+The robot itself (geometry, sensor mounts, speed limits) is not here: both nodes read it from
+`robot_file` (config/robot.yaml, qwen_stack/robot.py), which the stack sets once for every node.
 """
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+from qwen_stack.robot import ROBOT_FILE, RobotSpec
 from qwen_stack.sim.skill_control import SkillLimits
 
 MAX_CAMERA_SIZE = (640, 480)  # the offscreen buffer the world is built with
@@ -68,9 +71,12 @@ class SimNodeConfig:
     laser_frame: str = "laser"
     fault_fail_grasps: int = 0
     fault_move_on_approach: str = ""
+    robot_file: str = ROBOT_FILE      # the robot description (config/ name or path); the stack sets it
 
     def __post_init__(self) -> None:
         who = "sim_node"
+        if not isinstance(self.robot_file, str) or not self.robot_file.strip():
+            _bad(who, self, "robot_file", "must name the robot description (config/robot.yaml)")
         if isinstance(self.fault_fail_grasps, bool) or not isinstance(self.fault_fail_grasps, int) \
                 or self.fault_fail_grasps < 0:
             _bad(who, self, "fault_fail_grasps", "must be an integer >= 0")
@@ -111,8 +117,8 @@ class SimNodeConfig:
 
 @dataclass(frozen=True)
 class SkillsNodeConfig:
-    max_linear: float = 0.5
-    max_angular: float = 1.5
+    """The skills' tuning. Their top speeds are the robot's (robot_file); limits(robot) checks the rest
+    against it: default speeds within the top speeds, the braking profile no harder than the base brakes."""
     default_linear: float = 0.3
     default_angular: float = 0.8
     max_distance: float = 10.0
@@ -127,23 +133,36 @@ class SkillsNodeConfig:
     odom_timeout: float = 2.0
     skill_timeout_margin: float = 10.0
     sim_service_timeout: float = 5.0
+    robot_file: str = ROBOT_FILE      # the robot description (config/ name or path); the stack sets it
 
     def __post_init__(self) -> None:
         who = "skills_node"
-        _positive(who, self, *(f.name for f in fields(self)))
+        _positive(who, self, *(f.name for f in fields(self) if f.name != "robot_file"))
+        if not isinstance(self.robot_file, str) or not self.robot_file.strip():
+            _bad(who, self, "robot_file", "must name the robot description (config/robot.yaml)")
+        if self.settle_factor < 1:
+            _bad(who, self, "settle_factor", "must be >= 1 (a band narrower than the tolerance)")
+
+    def limits(self, robot: RobotSpec) -> SkillLimits:
+        """The skills' limits on `robot`; SimConfigError naming the parameter that exceeds the robot's limit."""
+        who = "skills_node"
+        for name, value, limit, robot_name in (
+                ("default_linear", self.default_linear, robot.max_linear_vel, "max_linear_vel"),
+                ("default_angular", self.default_angular, robot.max_angular_vel, "max_angular_vel"),
+                ("linear_accel", self.linear_accel, robot.max_linear_decel, "max_linear_decel"),
+                ("angular_accel", self.angular_accel, robot.max_angular_decel, "max_angular_decel")):
+            if value > limit:
+                _bad(who, self, name, f"above the robot's {robot_name} ({limit:g}, robot_file {self.robot_file})")
         try:
-            self.limits()
+            return SkillLimits(max_linear=robot.max_linear_vel, max_angular=robot.max_angular_vel,
+                               default_linear=self.default_linear, default_angular=self.default_angular,
+                               max_distance=self.max_distance, linear_accel=self.linear_accel,
+                               angular_accel=self.angular_accel, position_tolerance=self.position_tolerance,
+                               angle_tolerance=self.angle_tolerance, rest_linear=self.rest_linear,
+                               rest_angular=self.rest_angular, settle_factor=self.settle_factor,
+                               rest_ticks=self.rest_ticks)
         except ValueError as exc:
             raise SimConfigError(f"{who}: {exc}") from None
-
-    def limits(self) -> SkillLimits:
-        return SkillLimits(max_linear=self.max_linear, max_angular=self.max_angular,
-                           default_linear=self.default_linear, default_angular=self.default_angular,
-                           max_distance=self.max_distance, linear_accel=self.linear_accel,
-                           angular_accel=self.angular_accel, position_tolerance=self.position_tolerance,
-                           angle_tolerance=self.angle_tolerance, rest_linear=self.rest_linear,
-                           rest_angular=self.rest_angular, settle_factor=self.settle_factor,
-                           rest_ticks=self.rest_ticks)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "SkillsNodeConfig":

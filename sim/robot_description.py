@@ -1,5 +1,6 @@
-"""The robot's URDF (`robot_description`), generated from RobotSpec: the same numbers the MuJoCo
-world (sim/world.py) and the Gazebo files (sim/gazebo_world.py) are built from.
+"""The robot's URDF (`robot_description`), generated from the robot description (config/robot.yaml,
+qwen_stack/robot.py RobotSpec): the same numbers the MuJoCo world (sim/world.py) and the Gazebo files
+(sim/gazebo_world.py) are built from.
 
 Kinematic tree (REP 103/105 names from the sim node's frame parameters):
 
@@ -18,7 +19,7 @@ import math
 from dataclasses import dataclass
 from xml.sax.saxutils import quoteattr
 
-from qwen_stack.sim.world import RobotSpec
+from qwen_stack.robot import RobotSpec, load_robot
 
 # camera_link -> camera_optical_frame: z forward, x right, y down (REP 103's optical convention).
 OPTICAL_RPY = (-math.pi / 2, 0.0, -math.pi / 2)
@@ -54,7 +55,7 @@ def joints(spec: RobotSpec, f: Frames = Frames()) -> list[Joint]:
         Joint("left_wheel_joint", "continuous", f.base, f.left_wheel, (0.0, half, 0.0), axis=(0.0, 1.0, 0.0)),
         Joint("right_wheel_joint", "continuous", f.base, f.right_wheel, (0.0, -half, 0.0), axis=(0.0, 1.0, 0.0)),
         Joint("laser_joint", "fixed", f.base, f.laser, tuple(spec.laser_xyz)),
-        Joint("camera_pan_joint", "revolute", f.base, f.camera_pan, tuple(spec.camera_xyz), limit=spec.pan_limit),
+        Joint(spec.camera_pan_joint, "revolute", f.base, f.camera_pan, tuple(spec.camera_xyz), limit=spec.pan_limit),
         Joint("camera_joint", "fixed", f.camera_pan, f.camera, (0.0, 0.0, 0.0),
               rpy=(0.0, math.radians(spec.camera_tilt_deg), 0.0)),
         Joint("camera_optical_joint", "fixed", f.camera, f.camera_optical, (spec.camera_lens_x, 0.0, 0.0),
@@ -99,8 +100,9 @@ def _v(values) -> str:
     return " ".join(f"{v:.9g}" for v in values)
 
 
-def urdf(spec: RobotSpec = RobotSpec(), f: Frames = Frames(), name: str = "qwen_stack_robot") -> str:
-    """URDF of the robot: links with simple visuals, the joints of `joints()`."""
+def urdf(spec: RobotSpec | None = None, f: Frames = Frames(), name: str = "qwen_stack_robot") -> str:
+    """URDF of the robot (None: config/robot.yaml): links with simple visuals, the joints of `joints()`."""
+    spec = spec if spec is not None else load_robot()
     r, (cx, cy, cz) = spec.wheel_radius, spec.chassis_half_size
     visuals = {
         f.base: f'<visual><origin xyz="{_v((spec.chassis_offset_x, 0, cz + 0.005))}"/>'

@@ -21,7 +21,7 @@ from std_msgs.msg import String
 from qwen_stack.sim.simulator import BaseState, LaserSpec, ObjectState
 from qwen_stack.sim.robot_description import Frames, joint_transform, quat_rpy
 from qwen_stack.sim.robot_description import joints as urdf_joints
-from qwen_stack.sim.world import RobotSpec
+from qwen_stack.robot import RobotSpec
 
 
 

@@ -80,8 +80,6 @@ class WorldLayout:
     lighting: Lighting
 
 
-ROBOT_FOOTPRINT_RADIUS = 0.22  # metres; keep in step with world.RobotSpec (checked in tests)
-
 
 def _draw(spec: Any, rng: np.random.Generator, where: str) -> float:
     """A number, or [low, high] drawn uniformly."""
@@ -152,8 +150,9 @@ class _Placer:
                             f"(inside the walls and {self.clearance} m from everything placed before)")
 
 
-def layout_from_dict(data: dict, seed: int | None = None) -> WorldLayout:
-    """Resolve a scenario mapping with `seed` (default: the scenario's own `seed`)."""
+def layout_from_dict(data: dict, seed: int | None = None, footprint_radius: float | None = None) -> WorldLayout:
+    """Resolve a scenario mapping with `seed` (default: the scenario's own `seed`). The robot start keeps
+    `footprint_radius` (default: config/robot.yaml's) clear of walls and objects."""
     _check_keys(data, {"name", "description", "seed", "arena", "robot_start", "objects", "floor_areas",
                        "lighting", "min_clearance"}, "scenario")
     seed = int(data.get("seed", 0) if seed is None else seed)
@@ -173,7 +172,11 @@ def layout_from_dict(data: dict, seed: int | None = None) -> WorldLayout:
     placer = _Placer(rng, (half[0], half[1]), clearance)
     start = data.get("robot_start", {})
     _check_keys(start, {"x", "y", "yaw"}, "robot_start")
-    robot_start = placer.place(start, ROBOT_FOOTPRINT_RADIUS, "robot_start")
+    if footprint_radius is None:
+        from qwen_stack.robot import load_robot
+
+        footprint_radius = load_robot().footprint_radius
+    robot_start = placer.place(start, footprint_radius, "robot_start")
 
     areas: list[FloorArea] = []
     names: set[str] = set()
@@ -249,13 +252,13 @@ def scenario_path(name_or_path: str) -> Path:
     raise ScenarioError(f"scenario {name_or_path!r}: no such file; known scenarios: {known}")
 
 
-def load_layout(name_or_path: str, seed: int | None = None) -> WorldLayout:
-    """Load a scenario YAML file and resolve it with `seed` (default: the file's seed)."""
+def load_layout(name_or_path: str, seed: int | None = None, footprint_radius: float | None = None) -> WorldLayout:
+    """Load a scenario YAML file and resolve it with `seed` (default: the file's seed); see layout_from_dict."""
     path = scenario_path(name_or_path)
     with open(path) as f:
         data = yaml.safe_load(f)
     try:
-        return layout_from_dict(data or {}, seed)
+        return layout_from_dict(data or {}, seed, footprint_radius)
     except ScenarioError as exc:
         raise ScenarioError(f"{path}: {exc}") from None
 

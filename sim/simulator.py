@@ -19,9 +19,8 @@ import numpy as np
 from qwen_stack.geometry import wrap_angle, yaw_of_quaternion
 from qwen_stack.sim.diff_drive import DiffDriveKinematics, MotorDriver, WheelOdometry
 from qwen_stack.sim.scenario import WorldLayout
-from qwen_stack.sim.world import GROUP_WORLD, RobotSpec, build_mjcf
-
-JOINT_NAMES = ("left_wheel_joint", "right_wheel_joint", "camera_pan_joint")
+from qwen_stack.robot import RobotSpec, load_robot
+from qwen_stack.sim.world import GROUP_WORLD, build_mjcf, joint_names
 
 
 @dataclass(frozen=True)
@@ -72,10 +71,12 @@ class ObjectState:
 
 
 class Simulator:
-    def __init__(self, layout: WorldLayout, robot: RobotSpec = RobotSpec(), laser: LaserSpec = LaserSpec(),
+    def __init__(self, layout: WorldLayout, robot: RobotSpec | None = None, laser: LaserSpec = LaserSpec(),
                  cmd_timeout: float = 0.5, timestep: float = 0.002, max_render: tuple[int, int] = (640, 480),
                  fast_render: bool = True):
+        robot = robot if robot is not None else load_robot()   # None: config/robot.yaml
         self.layout, self.robot, self.laser = layout, robot, laser
+        self.joint_names = joint_names(robot)   # joint_states order
         self.xml = build_mjcf(layout, robot, offscreen=max_render, timestep=timestep, fast_render=fast_render)
         self.model = mujoco.MjModel.from_xml_string(self.xml)
         self.data = mujoco.MjData(self.model)
@@ -86,8 +87,8 @@ class Simulator:
         self._base_body = m.body("base_link").id
         self._base_qpos = m.jnt_qposadr[m.joint("base_free").id]
         self._base_qvel = m.jnt_dofadr[m.joint("base_free").id]
-        self._joint_qpos = [m.jnt_qposadr[m.joint(n).id] for n in JOINT_NAMES]
-        self._joint_qvel = [m.jnt_dofadr[m.joint(n).id] for n in JOINT_NAMES]
+        self._joint_qpos = [m.jnt_qposadr[m.joint(n).id] for n in self.joint_names]
+        self._joint_qvel = [m.jnt_dofadr[m.joint(n).id] for n in self.joint_names]
         self._act = {n: m.actuator(n).id for n in ("left_wheel_motor", "right_wheel_motor", "camera_pan_motor")}
         self._laser_site = m.site("laser").id
         self._pick_site = m.site("pick").id
@@ -193,7 +194,7 @@ class Simulator:
 
     def joint_states(self) -> tuple[tuple[str, ...], list[float], list[float]]:
         q, v = self.data.qpos, self.data.qvel
-        return JOINT_NAMES, [float(q[i]) for i in self._joint_qpos], [float(v[i]) for i in self._joint_qvel]
+        return self.joint_names, [float(q[i]) for i in self._joint_qpos], [float(v[i]) for i in self._joint_qvel]
 
     def objects(self) -> list[ObjectState]:
         out = []

@@ -37,9 +37,10 @@ STOP = Twist2D(0.0, 0.0)
 
 @dataclass(frozen=True)
 class SkillLimits:
-    """Bounds and tuning shared by the skills (config/sim.yaml, skills_node section)."""
-    max_linear: float = 0.5          # m/s, fastest a skill may drive
-    max_angular: float = 1.5         # rad/s, fastest a skill may turn
+    """Bounds and tuning shared by the skills: the top speeds are the robot's (config/robot.yaml), the rest
+    the skills_node section of config/sim.yaml (node_config.SkillsNodeConfig.limits builds them)."""
+    max_linear: float                # m/s, fastest a skill may drive: the robot's max_linear_vel
+    max_angular: float               # rad/s, fastest a skill may turn: the robot's max_angular_vel
     default_linear: float = 0.3      # m/s when a request gives no speed (0)
     default_angular: float = 0.8     # rad/s when a request gives no speed (0)
     max_distance: float = 10.0       # m, longest drive/go_to_pose accepted

@@ -26,6 +26,7 @@ from qwen_stack import topics
 from qwen_stack.geometry import yaw_of
 from qwen_stack.node_main import run_node
 from qwen_stack.node_parameters import settings_from_node
+from qwen_stack.robot import RobotConfigError, load_robot
 from qwen_stack.sim.node_config import SimConfigError, SkillsNodeConfig
 from qwen_stack.topics import SIM_ATTACH, SIM_DETACH, SIM_SET_PAN
 from qwen_stack.sim.skill_control import (DriveDistanceController, GoToPoseController, Pose2D, RotateController,
@@ -53,7 +54,8 @@ class SkillsNode(Node):
     def __init__(self) -> None:
         super().__init__("skills")
         self.config = settings_from_node(self, SkillsNodeConfig)
-        self.limits = self.config.limits()
+        self.robot = load_robot(self.config.robot_file)
+        self.limits = self.config.limits(self.robot)   # top speeds: the robot's; the rest checked against it
         srv = _interfaces()
         # Skill callbacks block for seconds while they wait for odometry, and odometry (and the sim's
         # service responses) must still be delivered meanwhile: a ReentrantCallbackGroup on a
@@ -104,8 +106,8 @@ class SkillsNode(Node):
             self.odom_cv.notify_all()
 
     def _on_joints(self, msg: JointState) -> None:
-        if "camera_pan_joint" in msg.name:
-            self.pan = msg.position[msg.name.index("camera_pan_joint")]
+        if self.robot.camera_pan_joint in msg.name:
+            self.pan = msg.position[msg.name.index(self.robot.camera_pan_joint)]
 
     def _on_estop(self, msg: Bool) -> None:
         self.estop_latched = bool(msg.data)
@@ -301,7 +303,8 @@ def main(args: list[str] | None = None) -> int:
         node.stopping.set()            # a running motion skill ends (and sends its own zero) at once
         node._send(Twist2D(0.0, 0.0))  # leave the base stopped
     # Several threads: a skill callback waits on odometry that another thread must deliver.
-    return run_node("skills_node", SkillsNode, argv=args, config_errors=(SimConfigError, SkillsUnavailable),
+    return run_node("skills_node", SkillsNode, argv=args,
+                    config_errors=(SimConfigError, RobotConfigError, SkillsUnavailable),
                     threads=4, on_stop=on_stop)
 
 

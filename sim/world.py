@@ -8,7 +8,8 @@ camera_tilt_deg; the MuJoCo camera looks along camera_link's +x (MuJoCo cameras 
 the scanner's origin. `pick` is the magnetic gripper's site at the front bumper.
 
 The wheels touch the floor with an invisible sphere of the wheel's radius: a single contact point
-exactly under the axle, so the rolling radius and the track are those of RobotSpec (a cylinder
+exactly under the axle, so the rolling radius and the track are those of the robot description
+(config/robot.yaml, qwen_stack/robot.py RobotSpec; a cylinder
 touches with its rim edges and turns ~9% slower than its encoders say). The visible cylinder does
 not collide. Tyres and casters have stiff contacts (solref 0.004 s): with MuJoCo's default
 (0.02 s) they sink ~1 mm and the rolling radius, hence odometry, is off by ~2%. The front caster
@@ -20,46 +21,26 @@ laser), 2 = floor paint (target areas: seen by the camera only).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from xml.sax.saxutils import quoteattr
 
-from qwen_stack.sim.scenario import ROBOT_FOOTPRINT_RADIUS, WorldLayout
+from qwen_stack.robot import RobotConfigError, RobotSpec, load_robot
+from qwen_stack.sim.scenario import WorldLayout
 
 GROUP_WORLD, GROUP_ROBOT, GROUP_FLOOR_PAINT = 0, 1, 2
 
 
-@dataclass(frozen=True)
-class RobotSpec:
-    """Geometry and drive of the robot. Everything in metres, kilograms, seconds."""
-    wheel_radius: float = 0.05
-    wheel_separation: float = 0.26     # distance between the wheels' contact points
-    wheel_half_width: float = 0.012
-    chassis_half_size: tuple[float, float, float] = (0.15, 0.11, 0.04)
-    chassis_offset_x: float = -0.03    # chassis centre behind the axle
-    caster_radius: float = 0.025
-    caster_x: float = -0.14            # rear caster, behind the axle
-    front_caster_x: float = 0.09       # front caster: a pitch stop when the base brakes
-    front_caster_gap: float = 0.003    # m above the floor at rest, so that the wheels carry the weight
-    base_mass: float = 4.0
-    wheel_mass: float = 0.3
-    motor_kv: float = 0.5              # velocity servo gain, N*m per rad/s (stiffer gains ring when braking)
-    motor_max_torque: float = 0.8      # N*m
-    max_wheel_speed: float = 20.0      # rad/s (1.0 m/s at r=0.05)
-    laser_xyz: tuple[float, float, float] = (0.05, 0.0, 0.11)   # in base_link
-    camera_xyz: tuple[float, float, float] = (0.10, 0.0, 0.15)  # pan axis in base_link
-    camera_fovy_deg: float = 60.0
-    camera_tilt_deg: float = 15.0      # camera pitched down, to see the floor and objects near the robot
-    camera_lens_x: float = 0.02        # optical centre ahead of the pan axis, along camera_link's x
-    pan_limit: float = 2.0             # rad, each way
-    pick_x: float = 0.22               # magnetic pick site, ahead of the axle
-    pick_reach: float = 0.15           # objects whose centre is this close to the pick can be attached
+def joint_names(spec: RobotSpec) -> tuple[str, str, str]:
+    """The simulated robot's moving joints, as joint_states names them (the pan joint's from robot.yaml)."""
+    return ("left_wheel_joint", "right_wheel_joint", spec.camera_pan_joint)
 
-    def __post_init__(self) -> None:
-        if self.caster_radius >= self.wheel_radius:
-            raise ValueError("RobotSpec.caster_radius must be smaller than wheel_radius")
-        reach = math.hypot(self.chassis_half_size[0] - self.chassis_offset_x, self.chassis_half_size[1])
-        if reach > ROBOT_FOOTPRINT_RADIUS:
-            raise ValueError("RobotSpec chassis is larger than scenario.ROBOT_FOOTPRINT_RADIUS")
+
+def check_simulated(spec: RobotSpec) -> None:
+    """The simulated robot always has a pan joint: a description that cannot be simulated is refused by name."""
+    if not spec.camera_pan_joint:
+        raise RobotConfigError("camera_pan_joint: the simulated robot's camera pans; name its joint "
+                               "(\"\" is only for a real robot with a fixed camera)")
+    if spec.pan_limit <= 0:
+        raise RobotConfigError(f"pan_limit: the simulated robot's camera pans; must be > 0, got {spec.pan_limit}")
 
 
 def _f(*values: float) -> str:
@@ -67,6 +48,7 @@ def _f(*values: float) -> str:
 
 
 def _robot_xml(spec: RobotSpec, x: float, y: float, yaw: float) -> str:
+    check_simulated(spec)
     r, sep = spec.wheel_radius, spec.wheel_separation
     cx, cy, cz = spec.chassis_half_size
     caster_z = -(r - spec.caster_radius)
@@ -104,7 +86,7 @@ def _robot_xml(spec: RobotSpec, x: float, y: float, yaw: float) -> str:
               mass="0" rgba="0.1 0.1 0.1 1" contype="0" conaffinity="0" {robot}/>
       </body>
       <body name="camera_pan_link" pos="{_f(*spec.camera_xyz)}">
-        <joint name="camera_pan_joint" type="hinge" axis="0 0 1" range="{_f(-spec.pan_limit, spec.pan_limit)}"
+        <joint name={quoteattr(spec.camera_pan_joint)} type="hinge" axis="0 0 1" range="{_f(-spec.pan_limit, spec.pan_limit)}"
                damping="0.05" armature="0.001"/>
         <geom name="camera_mast" type="cylinder" size="0.012 0.03" pos="0 0 -0.03" mass="0.05"
               rgba="0.3 0.3 0.3 1" {robot} contype="0" conaffinity="0"/>
@@ -129,13 +111,15 @@ def _object_xml(o) -> str:
     </body>"""
 
 
-def build_mjcf(layout: WorldLayout, robot: RobotSpec = RobotSpec(), offscreen: tuple[int, int] = (640, 480),
+def build_mjcf(layout: WorldLayout, robot: RobotSpec | None = None, offscreen: tuple[int, int] = (640, 480),
                timestep: float = 0.002, fast_render: bool = True) -> str:
     """The whole world as an MJCF string. `offscreen`: largest (width, height) the camera may render.
+    robot: None is config/robot.yaml.
 
     fast_render: no shadows, no multisampling (CPU rendering is ~30x faster); False keeps MuJoCo's
     defaults (shadow map, 4x MSAA, the sun casting shadows), the baseline of bench/sim_rate.py.
     """
+    robot = robot if robot is not None else load_robot()
     quality = '<quality shadowsize="0" offsamples="0"/>' if fast_render else ""
     shadows = "false" if fast_render else "true"
     hx, hy = layout.arena_half_size
@@ -196,7 +180,7 @@ def build_mjcf(layout: WorldLayout, robot: RobotSpec = RobotSpec(), offscreen: t
     <velocity name="right_wheel_motor" joint="right_wheel_joint" kv="{robot.motor_kv}"
               ctrlrange="{_f(-robot.max_wheel_speed, robot.max_wheel_speed)}"
               forcerange="{_f(-robot.motor_max_torque, robot.motor_max_torque)}"/>
-    <position name="camera_pan_motor" joint="camera_pan_joint" kp="2.0" kv="0.2"
+    <position name="camera_pan_motor" joint={quoteattr(robot.camera_pan_joint)} kp="2.0" kv="0.2"
               ctrlrange="{_f(-robot.pan_limit, robot.pan_limit)}"/>
   </actuator>
 </mujoco>

@@ -137,3 +137,47 @@ def test_unknown_profile_and_bad_namespace(tmp_path):
         load_stack("stack.yaml", namespace="1 bad")
     with pytest.raises(StackConfigError, match="node.parameter:=value"):
         parse_overrides(["fps=3"])
+
+
+def test_one_robot_for_every_node_that_reads_one(tmp_path):
+    """The stack's `robot:` goes to every node declaring robot_file; a node's own is refused, wherever given."""
+    from qwen_stack.robot import load_robot, robot_to_dict
+
+    robot = tmp_path / "my_robot.yaml"
+    robot.write_text(yaml.safe_dump(robot_to_dict(load_robot())))
+    cfg = tmp_path / "stack.yaml"
+    nodes = {"skills": {"executable": "skills_node"}, "sim": {"executable": "sim_node"},
+             "cam": {"executable": "camera_node"}}
+    cfg.write_text(yaml.safe_dump({"robot": str(robot), "nodes": nodes}))
+    stack = load_stack(str(cfg))
+    assert stack.robot_file == robot.resolve()
+    assert {n: s.parameters().get("robot_file") for n, s in stack.nodes.items()} == {
+        "skills": str(robot.resolve()), "sim": str(robot.resolve()), "cam": None}
+    assert load_stack("stack.yaml").nodes["sim"].parameters()["robot_file"] == str(
+        (SOURCE_ROOT / "config" / "robot.yaml").resolve())
+    with pytest.raises(StackConfigError, match=r"sim\.robot_file is the stack's, not one node's \(given in the "
+                                               r"command line\): set `robot:` at the top of"):
+        load_stack(str(cfg), overrides=parse_overrides([f"sim.robot_file:={robot}"]))
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"/**": {"ros__parameters": {"robot_file": str(robot)}}}))
+    cfg.write_text(yaml.safe_dump({"nodes": {"skills": {"executable": "skills_node",
+                                                        "param_files": [str(tmp_path / "p.yaml")]}}}))
+    with pytest.raises(StackConfigError, match=r"skills\.robot_file is the stack's.*p\.yaml"):
+        load_stack(str(cfg))
+    cfg.write_text(yaml.safe_dump({"nodes": {"skills": {"executable": "skills_node",
+                                                        "parameters": {"robot_file": str(robot)}}}}))
+    with pytest.raises(StackConfigError, match=r"skills\.robot_file is the stack's.*nodes\.skills\.parameters"):
+        load_stack(str(cfg))
+
+
+def test_a_robot_that_cannot_be_used_stops_the_stack_naming_the_key(tmp_path):
+    from qwen_stack.robot import load_robot, robot_to_dict
+
+    robot = tmp_path / "bad_robot.yaml"
+    robot.write_text(yaml.safe_dump({**robot_to_dict(load_robot()), "max_linear_vel": -0.5}))
+    cfg = tmp_path / "stack.yaml"
+    cfg.write_text(yaml.safe_dump({"robot": str(robot), "nodes": {"cam": {"executable": "camera_node"}}}))
+    with pytest.raises(StackConfigError, match=r"(?s)robot: .*bad_robot\.yaml: .*max_linear_vel: must be > 0"):
+        load_stack(str(cfg))
+    cfg.write_text(yaml.safe_dump({"robot": "", "nodes": {"cam": {"executable": "camera_node"}}}))
+    with pytest.raises(StackConfigError, match="robot must name the robot description"):
+        load_stack(str(cfg))

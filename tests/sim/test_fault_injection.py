@@ -20,10 +20,12 @@ def _cube_sim(x: float = -1.0):
 def _drive(sim, distance: float, speed: float = 0.2) -> None:
     """Closed loop on odometry, as the skills do it."""
     from qwen_stack.geometry import Pose2D
-    from qwen_stack.sim.skill_control import DriveDistanceController, SkillLimits, Twist2D
+    from qwen_stack.robot import load_robot
+    from qwen_stack.sim.node_config import SkillsNodeConfig
+    from qwen_stack.sim.skill_control import DriveDistanceController, Twist2D
 
     o = sim.odometry()
-    c = DriveDistanceController(Pose2D(o.x, o.y, o.yaw), distance, speed, SkillLimits())
+    c = DriveDistanceController(Pose2D(o.x, o.y, o.yaw), distance, speed, SkillsNodeConfig().limits(load_robot()))
     t_end = sim.time + 20
     while not c.done and sim.time < t_end:
         o = sim.odometry()

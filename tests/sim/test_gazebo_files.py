@@ -14,8 +14,8 @@ from qwen_stack import topics
 from qwen_stack.paths import SOURCE_ROOT
 from qwen_stack.sim import gazebo_world
 from qwen_stack.sim.scenario import load_layout
-from qwen_stack.sim.simulator import JOINT_NAMES
-from qwen_stack.sim.world import RobotSpec
+from qwen_stack.robot import load_robot
+from qwen_stack.sim.world import joint_names
 
 GZ = gazebo_world.GAZEBO_DIR
 BRIDGE = yaml.safe_load((GZ / "bridge.yaml").read_text())
@@ -78,13 +78,13 @@ def test_world_sdf_has_the_systems_and_the_scenario():
 
 def test_robot_sdf_matches_the_mujoco_robot():
     model = _robot().find("model")
-    spec = RobotSpec()
+    spec = load_robot()
     links = {link.get("name") for link in model.findall("link")}
     assert {"base_link", "left_wheel", "right_wheel", "camera_pan_link", "camera_link", "laser"} <= links
     joints = {j.get("name"): j for j in model.findall("joint")}
     for j in joints.values():
         assert j.find("parent").text in links and j.find("child").text in links, j.get("name")
-    for name in JOINT_NAMES:
+    for name in joint_names(spec):
         assert joints[name].get("type") == "revolute"
     plugins = {p.get("filename"): p for p in model.findall("plugin")}
     dd = plugins["gz-sim-diff-drive-system"]
@@ -94,7 +94,7 @@ def test_robot_sdf_matches_the_mujoco_robot():
     assert float(dd.find("wheel_separation").text) == spec.wheel_separation
     assert (dd.find("frame_id").text, dd.find("child_frame_id").text) == ("odom", "base_link")
     jsp = plugins["gz-sim-joint-state-publisher-system"]
-    assert [e.text for e in jsp.findall("joint_name")] == list(JOINT_NAMES)
+    assert [e.text for e in jsp.findall("joint_name")] == list(joint_names(spec))
     assert plugins["gz-sim-odometry-publisher-system"].find("odom_frame").text == "world"
 
     sensors = {s.get("type"): s for s in model.iter("sensor")}

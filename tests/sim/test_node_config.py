@@ -1,12 +1,14 @@
 """sim_node/skills_node settings, the shipped config/sim.yaml, and the sensor schedule."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import fields
 
 import pytest
 import yaml
 
 from qwen_stack.paths import config_file
+from qwen_stack.robot import load_robot
 from qwen_stack.sim.node_config import SimConfigError, SimNodeConfig, SkillsNodeConfig
 from qwen_stack.sim.stepping import SensorSchedule
 
@@ -18,8 +20,9 @@ def _sections():
 
 def test_shipped_config_matches_the_dataclasses_and_defaults():
     sim, skills = _sections()
-    assert set(sim) == {f.name for f in fields(SimNodeConfig)}
-    assert set(skills) == {f.name for f in fields(SkillsNodeConfig)}
+    # robot_file is the stack's (config/stack.yaml robot:, tests/foundation/test_robot_facts.py), not sim.yaml's
+    assert set(sim) == {f.name for f in fields(SimNodeConfig)} - {"robot_file"}
+    assert set(skills) == {f.name for f in fields(SkillsNodeConfig)} - {"robot_file"}
     assert SimNodeConfig.from_dict(sim) == SimNodeConfig()
     assert SkillsNodeConfig.from_dict(skills) == SkillsNodeConfig()
 
@@ -42,10 +45,28 @@ def test_bad_sim_values_name_the_parameter(name, value):
         SimNodeConfig(**{name: value})
 
 
-@pytest.mark.parametrize("name, value", [("max_linear", 0.0), ("default_linear", 2.0), ("odom_timeout", -1.0)])
+@pytest.mark.parametrize("name, value", [("default_linear", 0.0), ("odom_timeout", -1.0), ("settle_factor", 0.5),
+                                         ("robot_file", "")])
 def test_bad_skills_values_are_refused(name, value):
     with pytest.raises(SimConfigError, match=name):
         SkillsNodeConfig(**{name: value})
+
+
+@pytest.mark.parametrize("name, value, robot_limit", [
+    ("default_linear", 0.6, "max_linear_vel"), ("default_angular", 1.2, "max_angular_vel"),
+    ("linear_accel", 1.5, "max_linear_decel"), ("angular_accel", 3.5, "max_angular_decel")])
+def test_skills_stay_within_the_robots_limits(name, value, robot_limit):
+    robot = load_robot()
+    with pytest.raises(SimConfigError, match=rf"'{name}' = {value}: above the robot's {robot_limit}"):
+        SkillsNodeConfig(**{name: value}).limits(robot)
+
+
+def test_skills_top_speeds_are_the_robots():
+    robot = load_robot()
+    limits = SkillsNodeConfig().limits(robot)
+    assert (limits.max_linear, limits.max_angular) == (robot.max_linear_vel, robot.max_angular_vel)
+    faster = dataclasses.replace(robot, max_linear_vel=0.8, max_angular_vel=1.6)
+    assert SkillsNodeConfig().limits(faster).max_angular == 1.6
 
 
 def test_unknown_parameters_are_refused():

@@ -12,8 +12,9 @@ import yaml
 from qwen_stack.paths import config_file
 from qwen_stack.sim.robot_description import Frames, joint_transform, joints, quat_matrix, quat_mul, urdf
 from qwen_stack.sim.scenario import layout_from_dict
-from qwen_stack.sim.simulator import JOINT_NAMES, Simulator
-from qwen_stack.sim.world import RobotSpec
+from qwen_stack.robot import RobotSpec, load_robot
+from qwen_stack.sim.simulator import Simulator
+from qwen_stack.sim.world import joint_names
 from sim_test_worlds import open_arena
 
 
@@ -34,12 +35,12 @@ def test_urdf_is_one_tree_with_every_joint_the_simulator_reports():
     assert links - children == {"base_link"}                 # one root
     assert parents | children <= links and len(children) == len(root.findall("joint"))  # each link one parent
     moving = {j.get("name") for j in root.findall("joint") if j.get("type") != "fixed"}
-    assert moving == set(JOINT_NAMES)
+    assert moving == set(joint_names(load_robot()))
 
 
 def test_urdf_origins_are_the_joint_list():
     root = ET.fromstring(urdf())
-    for j in joints(RobotSpec()):
+    for j in joints(load_robot()):
         el = next(e for e in root.findall("joint") if e.get("name") == j.name)
         origin = el.find("origin")
         assert [float(v) for v in origin.get("xyz").split()] == pytest.approx(j.xyz, abs=1e-6)
@@ -47,7 +48,7 @@ def test_urdf_origins_are_the_joint_list():
 
 
 def test_mounts_equal_the_supervisors_and_the_agents():
-    spec, safety, agent = RobotSpec(), _params("safety.yaml"), _params("agent.yaml")
+    spec, safety, agent = load_robot(), _params("safety.yaml"), _params("agent.yaml")
     assert (safety["laser_x"], safety["laser_y"]) == pytest.approx(spec.laser_xyz[:2])
     assert safety.get("laser_yaw", 0.0) == 0.0
     assert agent["laser_mount_xy"] == pytest.approx(list(spec.laser_xyz[:2]))
@@ -73,7 +74,7 @@ def _chain(base_xyz, base_yaw, positions: dict[str, float], child: str, spec: Ro
 @pytest.mark.parametrize("pan", [0.0, 0.8, -1.4])
 def test_tf_chain_matches_the_simulators_kinematics(pan):
     """Camera and laser poses composed from the URDF's joints equal MuJoCo's, within 1 cm and 1 degree."""
-    spec = RobotSpec()
+    spec = load_robot()
     sim = Simulator(layout_from_dict(open_arena(robot=(-0.5, 0.3, 0.7))))
     try:
         sim.set_pan(pan)

@@ -15,7 +15,7 @@ from qwen_stack.sim.robot_description import OPTICAL_RPY, quat_matrix  # noqa: E
 from qwen_stack.geometry import Pose2D  # noqa: E402
 from qwen_stack.sim.scenario import FloorArea  # noqa: E402
 from qwen_stack.sim.simulator import BaseState, LaserSpec, ObjectState  # noqa: E402
-from qwen_stack.sim.world import RobotSpec  # noqa: E402
+from qwen_stack.robot import load_robot  # noqa: E402
 
 
 def rotation(q) -> np.ndarray:
@@ -38,7 +38,7 @@ def test_quat_rpy_is_z_y_x():
 
 
 def test_camera_transforms_tilt_down_and_pan():
-    robot, cfg = RobotSpec(), SimNodeConfig()
+    robot, cfg = load_robot(), SimNodeConfig()
     tf = rm.robot_transforms(robot, BaseState(1.0, 2.0, 0.5, 0.0, 0.0), {"camera_pan_joint": 0.7}, 3.25, cfg)
     odom, pan = tf
     assert (odom.header.frame_id, odom.child_frame_id) == ("odom", "base_link")

@@ -6,9 +6,9 @@ import math
 import pytest
 from sim_test_worlds import RED_CUBE, open_arena
 
-from qwen_stack.sim.scenario import (ROBOT_FOOTPRINT_RADIUS, SCENARIO_DIR, ScenarioError, layout_from_dict,
+from qwen_stack.sim.scenario import (SCENARIO_DIR, ScenarioError, layout_from_dict,
                                      load_layout)
-from qwen_stack.sim.world import RobotSpec
+from qwen_stack.robot import load_robot
 
 
 
@@ -37,7 +37,7 @@ def test_placement_respects_walls_and_clearance():
     for seed in range(20):
         layout = load_layout("fetch_red_cube", seed=seed)
         hx, hy = layout.arena_half_size
-        things = [(layout.robot_start.x, layout.robot_start.y, ROBOT_FOOTPRINT_RADIUS)]
+        things = [(layout.robot_start.x, layout.robot_start.y, load_robot().footprint_radius)]
         things += [(o.pose.x, o.pose.y, o.footprint_radius) for o in layout.objects]
         things += [(a.pose.x, a.pose.y, a.footprint_radius) for a in layout.areas]
         for i, (x, y, r) in enumerate(things):
@@ -46,10 +46,10 @@ def test_placement_respects_walls_and_clearance():
                 assert math.hypot(x - x2, y - y2) >= r + r2 + 0.25 - 1e-9
 
 
-def test_robot_footprint_constant_covers_the_chassis():
-    spec = RobotSpec()
+def test_robot_footprint_covers_the_chassis():
+    spec = load_robot()
     corner = math.hypot(spec.chassis_half_size[0] - spec.chassis_offset_x, spec.chassis_half_size[1])
-    assert corner <= ROBOT_FOOTPRINT_RADIUS
+    assert corner <= spec.footprint_radius
 
 
 @pytest.mark.parametrize("patch, field", [

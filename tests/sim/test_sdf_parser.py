@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from qwen_stack.sim import gazebo_world
-from qwen_stack.sim.simulator import JOINT_NAMES
-from qwen_stack.sim.world import RobotSpec
+from qwen_stack.robot import load_robot
+from qwen_stack.sim.world import joint_names
 
 SOURCE = Path(__file__).parent / "native" / "sdf_check.cc"
 WORLD, ROBOT = gazebo_world.GAZEBO_DIR / "fetch_red_cube.sdf", gazebo_world.GAZEBO_DIR / "qwen_stack_robot.sdf"
@@ -77,10 +77,10 @@ def test_robot_parses_without_errors_and_matches_the_robot_spec(checker):
     assert _unrecognized(r["errors"]) <= NEWER_THAN_SDF_1_9
     assert r["model"] == "qwen_stack_robot"
     # every joint the simulator reports exists, moving, with base_link as the parent
-    for name in JOINT_NAMES:
+    for name in joint_names(load_robot()):
         assert r["joints"][name][0] in ("revolute", "continuous") and r["joints"][name][1] == "base_link"
     # sensor mounts as the parser resolves them (model frame) equal RobotSpec's (base_link frame)
-    spec, base = RobotSpec(), r["links"]["base_link"]
+    spec, base = load_robot(), r["links"]["base_link"]
     laser, pan, cam = r["links"]["laser"], r["links"]["camera_pan_link"], r["links"]["camera_link"]
     assert [laser[i] - base[i] for i in range(3)] == pytest.approx(list(spec.laser_xyz), abs=1e-6)
     assert [pan[i] - base[i] for i in range(3)] == pytest.approx(list(spec.camera_xyz), abs=1e-6)

@@ -264,7 +264,9 @@ def test_grasp_go_to_pose_2m_and_release_through_the_relay(stack):
 @pytest.mark.parametrize("module, override, named", [
     ("qwen_stack.sim.node", "camera_width:=2000", "camera_width"),
     ("qwen_stack.sim.node", "scenario:=no_such_scenario", "no_such_scenario"),
-    ("qwen_stack.sim.skills_node", "max_linear:=0.0", "max_linear"),
+    ("qwen_stack.sim.skills_node", "default_linear:=0.0", "default_linear"),
+    ("qwen_stack.sim.skills_node", "default_linear:=0.9", "above the robot's max_linear_vel"),
+    ("qwen_stack.sim.node", "robot_file:=/nonexistent/robot.yaml", "cannot read the robot description"),
 ])
 def test_nodes_refuse_bad_parameters_at_start(tmp_path, ros_env, module, override, named):
     if module.endswith("skills_node"):

@@ -14,12 +14,12 @@ from sim_test_worlds import ARENA_HALF, RED_CUBE, open_arena
 from qwen_stack.geometry import Pose2D, wrap_angle
 from qwen_stack.sim.scenario import layout_from_dict, load_layout
 from qwen_stack.sim.simulator import Simulator
-from qwen_stack.sim.world import RobotSpec
-from qwen_stack.sim.skill_control import (DriveDistanceController, GoToPoseController, RotateController,
-                                          SkillLimits, Twist2D)
+from qwen_stack.robot import load_robot
+from qwen_stack.sim.node_config import SkillsNodeConfig
+from qwen_stack.sim.skill_control import DriveDistanceController, GoToPoseController, RotateController, Twist2D
 
 CONTROL_PERIOD = 1 / 30  # s, the sim node's default odometry rate
-LIMITS = SkillLimits()
+LIMITS = SkillsNodeConfig().limits(load_robot())   # as skills_node runs them
 
 
 def odom_pose(sim: Simulator) -> Pose2D:
@@ -106,7 +106,7 @@ def red_fraction(img: np.ndarray) -> float:
 
 
 def test_camera_centre_is_red_when_facing_the_red_cube():
-    spec = RobotSpec()
+    spec = load_robot()
     # Where the tilted optical axis meets the cube's centre height: horizontal distance from the camera.
     cam_height = spec.wheel_radius + spec.camera_xyz[2]
     reach = (cam_height - RED_CUBE["size"][2]) / math.tan(math.radians(spec.camera_tilt_deg))
@@ -128,7 +128,7 @@ def test_camera_centre_is_red_when_facing_the_red_cube():
 
 
 def test_camera_pan_looks_sideways():
-    spec = RobotSpec()
+    spec = load_robot()
     reach = (spec.wheel_radius + spec.camera_xyz[2] - RED_CUBE["size"][2]) / math.tan(math.radians(spec.camera_tilt_deg))
     cube = dict(RED_CUBE, x=-1.0 + spec.camera_xyz[0], y=reach)  # left of the pan axis
     sim = Simulator(layout_from_dict(open_arena(robot=(-1.0, 0.0, 0.0), objects=[cube])))

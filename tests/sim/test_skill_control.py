@@ -18,7 +18,7 @@ from qwen_stack.sim.simulator import Simulator
 from qwen_stack.sim.skill_control import (STOP, DriveDistanceController, GoToPoseController, RotateController,
                                           SkillLimits, Twist2D)
 
-LIMITS = SkillLimits()
+LIMITS = SkillLimits(max_linear=0.5, max_angular=1.0)   # a robot's top speeds (config/robot.yaml's)
 CONTROL_PERIOD = 1 / 30  # s, the sim node's default odometry rate
 MOVING = Twist2D(0.2, 0.0)
 TURNING = Twist2D(0.0, 0.5)

@@ -1,6 +1,6 @@
 """/tf, /tf_static and robot_description from a running sim_node, over real topics: the chain
 odom -> base_link -> camera_pan_link -> camera_link -> camera_optical_frame (and -> laser) against the
-simulator's kinematics written out by hand (RobotSpec's numbers), within 1 cm and 1 degree."""
+simulator's kinematics written out by hand (config/robot.yaml's numbers), within 1 cm and 1 degree."""
 from __future__ import annotations
 
 import math
@@ -26,7 +26,7 @@ from std_msgs.msg import String  # noqa: E402
 from qwen_stack import topics  # noqa: E402
 from qwen_stack.paths import config_file  # noqa: E402
 from qwen_stack.sim.robot_description import quat_matrix  # noqa: E402
-from qwen_stack.sim.world import RobotSpec  # noqa: E402
+from qwen_stack.robot import load_robot  # noqa: E402
 
 
 def _rot(q) -> np.ndarray:
@@ -133,7 +133,7 @@ def test_tf_chain_matches_the_simulator(sim, pan):
         return j is not None and abs(j.position[list(j.name).index("camera_pan_joint")] - pan) < 0.005
     _wait(settled, what=f"camera pan at {pan}")
     time.sleep(0.3)  # a few more /tf messages with the settled pan
-    spec, truth = RobotSpec(), sim.truth.pose.pose
+    spec, truth = load_robot(), sim.truth.pose.pose
     yaw = 2 * math.atan2(truth.orientation.z, truth.orientation.w)
     with sim.lock:
         j = sim.joints
