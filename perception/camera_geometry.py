@@ -105,17 +105,26 @@ class LaserScan2D:
 
     def range_at(self, bearing: float, half_width: float) -> float | None:
         """Nearest valid return within [bearing - half_width, bearing + half_width] (laser frame), or None."""
+        hit = self.nearest_return(bearing, half_width)
+        return hit[1] if hit is not None else None
+
+    def nearest_return(self, bearing: float, half_width: float) -> tuple[float, float] | None:
+        """(bearing, range) of the nearest valid return within bearing +- half_width (a beam's
+        bearing unwrapped near `bearing`), or None."""
         if self.angle_increment <= 0 or len(self.ranges) == 0:
             return None
         n = len(self.ranges)
         lo = int(math.floor((bearing - half_width - self.angle_min) / self.angle_increment))
         hi = int(math.ceil((bearing + half_width - self.angle_min) / self.angle_increment))
-        idx = np.arange(lo, hi + 1) % n if self._full_circle() else np.arange(max(lo, 0), min(hi, n - 1) + 1)
-        if idx.size == 0:
+        k = np.arange(lo, hi + 1) if self._full_circle() else np.arange(max(lo, 0), min(hi, n - 1) + 1)
+        if k.size == 0:
             return None
-        r = self.ranges[idx]
+        r = self.ranges[k % n]
         ok = np.isfinite(r) & (r >= self.range_min) & (r <= self.range_max)
-        return float(r[ok].min()) if ok.any() else None
+        if not ok.any():
+            return None
+        i = int(np.argmin(np.where(ok, r, np.inf)))
+        return float(self.angle_min + self.angle_increment * k[i]), float(r[i])
 
     def points_between(self, bearing: float, half_width: float, r_lo: float, r_hi: float) -> np.ndarray:
         """Returns [N, 2] (base frame) of the beams within bearing +- half_width whose range lies in
@@ -133,6 +142,36 @@ class LaserScan2D:
         ok = np.isfinite(r) & (r >= max(self.range_min, r_lo)) & (r <= min(self.range_max, r_hi))
         ang, r = ang[ok], r[ok]
         return np.stack([self.origin_xy[0] + r * np.cos(ang), self.origin_xy[1] + r * np.sin(ang)], axis=1)
+
+    def surface_from(self, bearing: float, direction: int, max_length: float) -> np.ndarray | None:
+        """Base-frame points [N, 2] of the surface the beam nearest `bearing` hits, followed beam by
+        beam towards larger (direction +1) or smaller (-1) angles while each return lies within a
+        small jump of the previous one (a jump is the gap to whatever stands behind); None when that
+        beam has no return, or when the surface runs on for more than `max_length` (a wall, not an
+        object)."""
+        n = len(self.ranges)
+        if self.angle_increment <= 0 or n == 0 or direction not in (1, -1):
+            return None
+        k0 = int(round((bearing - self.angle_min) / self.angle_increment))
+        pts: list[tuple[float, float]] = []
+        prev = None
+        for step in range(n):
+            k = k0 + direction * step
+            if not self._full_circle() and not 0 <= k < n:
+                break
+            r = float(self.ranges[k % n])
+            if not (math.isfinite(r) and self.range_min <= r <= self.range_max):
+                break
+            # neighbouring beams on one face differ by about r * increment * tan(incidence): three
+            # increments allow ~70 degrees of incidence and still stop at a gap of a few centimetres
+            if prev is not None and abs(r - prev) > max(0.05, 3.0 * r * self.angle_increment):
+                break
+            a = self.angle_min + self.angle_increment * k
+            pts.append((self.origin_xy[0] + r * math.cos(a), self.origin_xy[1] + r * math.sin(a)))
+            if math.hypot(pts[-1][0] - pts[0][0], pts[-1][1] - pts[0][1]) > max_length:
+                return None
+            prev = r
+        return np.array(pts) if pts else None
 
     def _full_circle(self) -> bool:
         return self.angle_increment * len(self.ranges) >= 2 * math.pi - 1e-6

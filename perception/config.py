@@ -53,6 +53,7 @@ class PerceptionConfig:
     max_range: float = 3.5                    # m, detections farther than this are dropped (poor resolution)
     # --- classification ---
     crate_min_size: float = 0.2               # m, an object at least this wide or tall is a crate
+    max_object_size: float = 0.45             # m, widest object footprint (a crate's diagonal): a laser surface longer is a wall
     flat_max_height: float = 0.045            # m, a blob lower than this is an area painted on the floor (cubes are 0.08)
     name_min_confidence: float = 0.6          # share of sightings that must agree on a shape before it names the object
     # --- memory ---
@@ -69,8 +70,9 @@ class PerceptionConfig:
         def bad(name: str, why: str) -> PerceptionConfigError:
             return PerceptionConfigError(f"perception parameter {name!r}: {why} (got {getattr(self, name)!r})")
 
-        for name in ("base_height", "robot_radius", "pick_x", "max_range", "crate_min_size", "flat_max_height",
-                     "associate_radius", "gone_max_range", "sensor_timeout", "max_pan_rate", "max_turn_rate"):
+        for name in ("base_height", "robot_radius", "pick_x", "max_range", "crate_min_size", "max_object_size",
+                     "flat_max_height", "associate_radius", "gone_max_range", "sensor_timeout", "max_pan_rate",
+                     "max_turn_rate"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise bad(name, "must be a finite number > 0")

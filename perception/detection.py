@@ -9,9 +9,11 @@ Range (the camera is only ~0.2 m above the floor, so it matters most):
   ball's centre height (its radius, from the apparent width);
 - the laser, where a return lies along the object's bearing at the distance the camera
   expects (the laser plane is ~0.16 m up: only tall objects reach it), replaces the camera range;
+  an object the image's side cuts is placed from all of its faces in the scan, past the cut;
 - a hidden foot (another object below the blob) falls back to the apparent width with the
   shape's nominal size;
-- flat areas painted on the floor: the mean floor projection of all their pixels.
+- flat areas painted on the floor: the centroid of their outline projected on the floor; an
+  outline the image's side cuts: a square fitted to those of its own edges that are seen.
 Shape: from the metric width and height, the silhouette's roundness and the shading.
 """
 from __future__ import annotations
@@ -27,7 +29,9 @@ from qwen_stack.perception.config import PerceptionConfig
 from qwen_stack.perception.segmentation import Blob
 
 SHAPES = ("cube", "ball", "cylinder", "crate", "square", "object")
-NOMINAL_WIDTH = {"cube": 0.09, "ball": 0.1, "cylinder": 0.1, "crate": 0.3}   # m, used when the foot is hidden
+NOMINAL_WIDTH = {"cube": 0.09, "ball": 0.1, "cylinder": 0.1, "crate": 0.3,   # m, used when the foot is hidden
+                 "square": 0.5}        # ... and when an area shows one corner at the image side
+SMALL_OBJECT_MAX_WIDTH = 0.15   # m, wider than any cube, ball or cylinder looks (their widths: ~0.08..0.12)
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,11 @@ def estimate(blob: Blob, cam: Intrinsics, pose: CameraPose, cfg: PerceptionConfi
     flat_limit = cfg.flat_max_height * (1.3 if blob.touches_border else 1.0)
     if height < flat_limit and blob.foot_visible:
         return _area(blob, cam, pose, box)
+    if (blob.touches_border and blob.foot_visible and 2 * w_half > SMALL_OBJECT_MAX_WIDTH
+            and height < cfg.crate_min_size):
+        # what is seen of a cut blob is at most its width; wider than any small object yet lower
+        # than a crate, it fits nothing but paint (its height read too big: the far side is cut)
+        return _area(blob, cam, pose, box)
 
     shape, shape_conf = classify(blob, 2 * w_half, height, cfg)
     source = "floor"
@@ -93,17 +102,28 @@ def estimate(blob: Blob, cam: Intrinsics, pose: CameraPose, cfg: PerceptionConfi
         centre, w_half = _ball_range(pose, rays[1], t, centre)
         source = "ball"
     cx, cy = cam_xy + bearing_dir * centre
-    if laser is not None:
+    # the scan plane passes over an object whose (whole, measured) top is clearly below it: a
+    # return along its bearing is whatever stands behind it
+    laser_sees_it = blob.touches_border or height >= cfg.base_height + cfg.laser_xyz[2] - 0.03
+    if laser is not None and laser_sees_it:
         lx, ly = laser.origin_xy
         dist_l = math.hypot(cx - lx, cy - ly)
         b = math.atan2(cy - ly, cx - lx)
         half = math.atan2(w_half, max(dist_l, 1e-3)) * 0.8
-        r = laser.range_at(b, half)
+        hit = laser.nearest_return(b, half)
+        r = hit[1] if hit is not None else None
         if r is not None and abs((r + w_half) - dist_l) < max(0.15, 0.2 * dist_l):
             # the object's visible faces in the scan: their mean, pushed back by most of a
             # half-width (a face seen square on: its centre is a half-depth in front of the centre)
             pts = laser.points_between(b, half, r - 0.01, r + 1.5 * w_half + 0.02)
-            if len(pts) >= 3:
+            whole = _past_the_image_side(hit[0], blob, cam, laser, cfg)
+            if whole is not None:
+                # the laser sees the part the image's side cut off: the whole footprint from its faces
+                (cx, cy), width = _box_from_faces(whole, laser.origin_xy)
+                w_half = max(w_half, width / 2)
+                if 2 * w_half >= cfg.crate_min_size:
+                    shape, shape_conf = "crate", 0.8
+            elif len(pts) >= 3:
                 mx, my = pts.mean(axis=0)
                 dm = math.hypot(mx - lx, my - ly)
                 bm = math.atan2(my - ly, mx - lx)
@@ -117,6 +137,47 @@ def estimate(blob: Blob, cam: Intrinsics, pose: CameraPose, cfg: PerceptionConfi
     conf = _position_confidence(blob, dist, source)
     return Detection(blob.colour, shape, shape_conf, float(cx), float(cy), 2 * w_half, height, True, source,
                      conf, box)
+
+
+def _past_the_image_side(bearing: float, blob: Blob, cam: Intrinsics, laser: LaserScan2D,
+                         cfg: PerceptionConfig) -> np.ndarray | None:
+    """The scan points [N, 2] (in beam order) of the whole visible surface of an object that the
+    image's left or right side cuts, from the beam at `bearing` (laser frame, a return from the
+    object) both ways to its ends; None when the blob is not cut at one side, or when the surface
+    runs on like a wall."""
+    cut_left, cut_right = blob.left == 0, blob.right >= cam.width - 1
+    if cut_left == cut_right:
+        return None                        # not cut at a side, or wider than the view (a wall, the crate up close)
+    up = laser.surface_from(bearing, 1, cfg.max_object_size)       # larger bearings: the robot's (and image's) left
+    down = laser.surface_from(bearing, -1, cfg.max_object_size)
+    if up is None or down is None:
+        return None
+    out = np.concatenate([down[::-1], up[1:]])                      # both start with the beam at `bearing`
+    if len(out) < 3 or math.hypot(*(out[-1] - out[0])) > cfg.max_object_size:
+        return None
+    return out
+
+
+def _box_from_faces(pts: np.ndarray, origin) -> tuple[tuple[float, float], float]:
+    """Centre and width of a box footprint from the scan points [N, 2] of its visible faces, in
+    beam order. Two faces (an L): their far ends are two opposite corners, the centre is halfway
+    between them. One face: the centre lies half a face length behind its middle (a square
+    footprint assumed)."""
+    a, b = pts[0], pts[-1]
+    ab = b - a
+    length = max(float(np.linalg.norm(ab)), 1e-6)
+    normal = np.array([-ab[1], ab[0]]) / length
+    mid = (a + b) / 2
+    if float(np.dot(normal, mid - np.asarray(origin, float))) < 0:
+        normal = -normal                   # away from the laser
+    depth = (pts - a) @ normal             # how far each point lies behind the chord a-b (<= 0: in front)
+    k = int(np.argmin(depth))
+    if -depth[k] > max(0.02, 0.1 * length):
+        corner = pts[k]
+        width = max(float(np.linalg.norm(corner - a)), float(np.linalg.norm(corner - b)))
+        return (float(mid[0]), float(mid[1])), width
+    centre = mid + normal * length / 2
+    return (float(centre[0]), float(centre[1])), length
 
 
 def _ray_height_at(pose: CameraPose, ray: np.ndarray, horizontal_distance: float) -> float:
@@ -144,14 +205,21 @@ def _ball_range(pose: CameraPose, centroid_ray: np.ndarray, t: float, guess: flo
 
 def _area(blob: Blob, cam: Intrinsics, pose: CameraPose, box) -> Detection | None:
     """A flat area: its outline projected onto the floor; the centre is that polygon's centroid
-    (a mean over pixels would weigh the near side, which has more pixels per square metre)."""
+    (a mean over pixels would weigh the near side, which has more pixels per square metre). An
+    outline cut by the image's left or right side is fitted with a square instead."""
     contours, _ = cv2.findContours(blob.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
         return None
-    c = max(contours, key=cv2.contourArea)[:, 0, :].astype(float)   # [N, 2] (col, row) of boundary pixels
-    rays = pixel_rays(c[:, 0] + blob.left + 0.5, c[:, 1] + blob.top + 0.5, cam, pose)
+    c = max(contours, key=cv2.contourArea)
+    cut_side = blob.left == 0 or blob.right >= cam.width - 1
+    if cut_side:
+        c = cv2.approxPolyDP(c, 1.0, True)          # the outline's corners, not its pixel staircase
+    c = c[:, 0, :].astype(float)                    # [N, 2] (col, row) of boundary pixels
+    cols, rows = c[:, 0] + blob.left, c[:, 1] + blob.top
+    rays = pixel_rays(cols + 0.5, rows + 0.5, cam, pose)
     pts = rays_at_height(pose, rays, 0.0)
-    pts = pts[np.all(np.isfinite(pts), axis=1)]
+    ok = np.all(np.isfinite(pts), axis=1)
+    pts, cut = pts[ok], ((cols <= 0) | (cols >= cam.width - 1))[ok]
     if len(pts) < 3:
         return None
     x, y = pts[:, 0], pts[:, 1]
@@ -163,31 +231,64 @@ def _area(blob: Blob, cam: Intrinsics, pose: CameraPose, box) -> Detection | Non
         cx = float(((x + np.roll(x, -1)) * cross).sum() / (6 * a))
         cy = float(((y + np.roll(y, -1)) * cross).sum() / (6 * a))
     lo, hi = pts.min(axis=0), pts.max(axis=0)
-    left_cut, right_cut = blob.left == 0, blob.right >= cam.width - 1
-    if left_cut != right_cut:
-        cx, cy = _uncut_square_centre(pts, (cx, cy), pose, toward_left=left_cut)
+    width = float(max(hi - lo))
+    if cut_side and cut.any():
+        fit = _square_from_cut_outline(pts, cut, pose.origin[:2], NOMINAL_WIDTH["square"])
+        if fit is not None:
+            (cx, cy), width = fit
     dist = math.hypot(cx - pose.origin[0], cy - pose.origin[1])
     conf = _position_confidence(blob, dist, "area")
     return Detection(blob.colour, "square", 0.9 if not blob.touches_border else 0.6, float(cx), float(cy),
-                     float(max(hi - lo)), 0.0, False, "area", conf, box)
+                     width, 0.0, False, "area", conf, box)
 
 
-def _uncut_square_centre(pts: np.ndarray, centroid, pose: CameraPose, toward_left: bool) -> tuple[float, float]:
-    """Centre of a square area whose outline is cut by the image's left or right edge. Along the
-    line of sight the whole square is visible: its depth extent gives the side (between s and
-    s*sqrt(2) for any yaw: divided by 1.2); across it, the extreme away from the cut is the
-    square's own, and the centre lies half a side beyond it towards the cut."""
-    c = np.asarray(centroid, float)
-    u = c - pose.origin[:2]
-    u /= max(float(np.linalg.norm(u)), 1e-9)                   # along the line of sight
-    v = np.array([-u[1], u[0]]) if toward_left else np.array([u[1], -u[0]])   # across, towards the cut
-    rel = pts - pose.origin[:2]
-    along, across = rel @ u, rel @ v
-    side = (along.max() - along.min()) / 1.2
-    if across.max() - across.min() >= side:
-        return float(c[0]), float(c[1])                         # cut little: the outline is the square
-    centre = pose.origin[:2] + u * (along.max() + along.min()) / 2 + v * (across.min() + side / 2)
-    return float(centre[0]), float(centre[1])
+def _square_from_cut_outline(pts: np.ndarray, cut: np.ndarray, origin, side_prior: float
+                             ) -> tuple[tuple[float, float], float] | None:
+    """Centre and side of a square area whose floor outline `pts` [N, 2] (a polygon, in order) the
+    image's side cut; `cut` [N] marks the vertices on the image's side; `origin` is the camera's
+    floor point. The polygon is the square less the part beyond one straight cut, so every edge
+    not lying along the cut is part of the square's own edges: their directions give its yaw
+    (mod 90 degrees; a mean weighed by length). In the square's axes, an
+    extreme of the outline reached by an uncut vertex is one of the square's edges; an extreme
+    reached only by cut vertices is not. Along an axis with both edges seen, the side is measured
+    and the centre is halfway; with one, the centre lies half a side inside it; a side measured on
+    neither axis is `side_prior` (at least what is seen). None when no edge of the square is seen."""
+    n = len(pts)
+    if cut.all():
+        return None
+    origin = np.asarray(origin, float)
+    z = 0j
+    for i in range(n):
+        j = (i + 1) % n
+        if cut[i] and cut[j]:
+            continue                                  # along the image's side
+        d = pts[j] - pts[i]
+        a = 4 * math.atan2(d[1], d[0])
+        z += math.hypot(*d) * complex(math.cos(a), math.sin(a))
+    if abs(z) < 1e-9:
+        return None
+    yaw = math.atan2(z.imag, z.real) / 4
+    c, s = math.cos(yaw), math.sin(yaw)
+    uv = pts @ np.array([[c, -s], [s, c]])            # [N, 2] in the square's axes
+    # an uncut vertex this close to an extreme, and closer to it than to the other one, reaches it
+    # (a floor pixel spans more metres farther away)
+    tol = max(0.03, 0.04 * float(np.linalg.norm(pts.mean(axis=0) - origin)))
+    axes = []
+    for k in (0, 1):
+        v = uv[:, k]
+        lo, hi = float(v.min()), float(v.max())
+        u_lo, u_hi = float(v[~cut].min()), float(v[~cut].max())
+        axes.append((lo, hi, u_lo - lo <= tol and u_lo - lo < hi - u_lo, hi - u_hi <= tol and hi - u_hi < u_hi - lo))
+    sides = [hi - lo for lo, hi, lo_seen, hi_seen in axes if lo_seen and hi_seen]
+    side = float(np.mean(sides)) if sides else max(side_prior, *(hi - lo for lo, hi, _, _ in axes))
+    centre = []
+    for lo, hi, lo_seen, hi_seen in axes:
+        if lo_seen == hi_seen:
+            centre.append((lo + hi) / 2)              # both edges seen, or neither (nothing better)
+        else:
+            centre.append(lo + side / 2 if lo_seen else hi - side / 2)
+    cx, cy = np.array([[c, -s], [s, c]]) @ np.array(centre)
+    return (float(cx), float(cy)), side
 
 
 def classify(blob: Blob, width: float, height: float, cfg: PerceptionConfig) -> tuple[str, float]:

@@ -375,18 +375,102 @@ def test_the_held_object_is_not_listed_and_is_back_where_it_was_released():
     assert m.hold(Pose2D(-5.0, -5.0, 0.0), 0.22) is None             # nothing near the gripper, no name
 
 
-def test_a_square_cut_by_the_image_side_is_centred_from_its_uncut_edges():
-    from qwen_stack.perception.detection import _uncut_square_centre
+def test_a_square_cut_by_the_image_side_is_fitted_from_its_own_edges():
+    from qwen_stack.perception.detection import _square_from_cut_outline
 
-    pose = CameraPose.at((0.10, 0.0, 0.15), 0.05, 0.02, math.radians(15), 0.0)
-    ox, oy = pose.origin[:2]
-    # a 0.5 m square centred 1.5 m ahead and 0.3 m to the left; the image's left edge cut away all
-    # of it left of y = oy + 0.3 (the outline's edge there is the cut)
-    cx, cy = ox + 1.5, oy + 0.3
-    outline = np.array([[cx - 0.25, cy - 0.25], [cx + 0.25, cy - 0.25], [cx + 0.25, cy], [cx - 0.25, cy]])
-    got = _uncut_square_centre(outline, outline.mean(axis=0), pose, toward_left=True)
-    # along the sight line the depth (0.5 m) is seen whole; the side is taken as 0.5 / 1.2
-    assert got[0] == pytest.approx(cx, abs=0.05) and got[1] == pytest.approx(cy, abs=0.06)
-    assert abs(got[1] - cy) < abs(outline.mean(axis=0)[1] - cy)          # closer than the visible part's centre
-    whole = np.array([[cx - 0.25, cy - 0.25], [cx + 0.25, cy - 0.25], [cx + 0.25, cy + 0.25], [cx - 0.25, cy + 0.25]])
-    assert _uncut_square_centre(whole, (cx, cy), pose, toward_left=True) == pytest.approx((cx, cy))
+    def turned(pts, yaw, centre):
+        c, s = math.cos(yaw), math.sin(yaw)
+        return np.asarray(pts, float) @ np.array([[c, s], [-s, c]]) + centre
+
+    origin = (0.12, 0.0)
+    centre = np.array([1.5, 0.4])
+    yaw = math.radians(20)
+    # a 0.5 m square (own axes u, v) less the part beyond a straight cut at u = 0.1: the outline is
+    # three of its edges and the cut; all four extremes but u's upper one are its own edges
+    outline = turned([[-0.25, -0.25], [0.1, -0.25], [0.1, 0.25], [-0.25, 0.25]], yaw, centre)
+    cut = np.array([False, True, True, False])
+    got, side = _square_from_cut_outline(outline, cut, origin, side_prior=0.3)
+    assert got == pytest.approx(tuple(centre), abs=1e-9) and side == pytest.approx(0.5)   # side measured along v
+    # only one corner in view (a triangle): the side is the prior, the centre half a side inside the
+    # two edges that are seen
+    corner = turned([[-0.25, -0.25], [-0.05, -0.25], [-0.25, -0.1]], yaw, centre)
+    got, side = _square_from_cut_outline(corner, np.array([False, True, True]), origin, side_prior=0.5)
+    assert got == pytest.approx(tuple(centre), abs=1e-9) and side == 0.5
+    # the visible part's own centroid would be 0.19 m off
+    assert np.linalg.norm(corner.mean(axis=0) - centre) > 0.18
+    # nothing but the image's side: no square to fit
+    assert _square_from_cut_outline(corner, np.array([True, True, True]), origin, 0.5) is None
+
+
+def test_an_object_cut_by_the_image_side_is_placed_from_all_its_laser_faces():
+    from qwen_stack.perception.detection import _box_from_faces
+
+    inc = 2 * math.pi / 360
+    # a 0.3 m box centred 1.2 m ahead (laser frame at the origin), turned 30 deg: its two near faces
+    c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
+    corners = [np.array([1.2, 0.0]) + np.array([[c, -s], [s, c]]) @ np.array(v) for v in
+               ([-0.15, -0.15], [0.15, -0.15], [0.15, 0.15], [-0.15, 0.15])]
+    ranges = np.full(360, 3.0)                   # a wall 3 m away all round
+    for k in range(360):
+        a = -math.pi + inc * k
+        d = np.array([math.cos(a), math.sin(a)])
+        for p, q in zip(corners, corners[1:] + corners[:1]):   # nearest crossing of the box's edges
+            m = np.column_stack([d, p - q])
+            if abs(np.linalg.det(m)) > 1e-12:
+                t, u = np.linalg.solve(m, p)
+                if t > 0 and 0 <= u <= 1:
+                    ranges[k] = min(ranges[k], t)
+    scan = LaserScan2D((0.0, 0.0), -math.pi, inc, ranges, 0.05, 8.0, 0.0)
+    faces = np.concatenate([scan.surface_from(0.0, -1, 0.45)[::-1], scan.surface_from(0.0, 1, 0.45)[1:]])
+    assert 15 <= len(faces) <= 25                # about 0.3 m * sqrt(2) of faces at 1 m: ~20 beams
+    (cx, cy), width = _box_from_faces(faces, (0.0, 0.0))
+    assert math.hypot(cx - 1.2, cy) < 0.03 and width == pytest.approx(0.3, abs=0.04)
+    # the wall runs on beyond any object: no surface
+    assert scan.surface_from(math.radians(90), 1, 0.45) is None
+    # one face seen square on: the centre half a face behind its middle
+    face = np.array([[1.0, y] for y in np.linspace(-0.14, 0.14, 9)])
+    (cx, cy), width = _box_from_faces(face, (0.0, 0.0))
+    assert (cx, cy) == pytest.approx((1.14, 0.0)) and width == pytest.approx(0.28)
+
+
+def _draw_floor_square(img, pose, centre, yaw_deg, half=0.25, rgb=(25, 50, 230)):
+    import cv2
+    c, s = math.cos(math.radians(yaw_deg)), math.sin(math.radians(yaw_deg))
+    corners = np.array([[centre[0] + c * u - s * v, centre[1] + s * u + c * v, 0.0]
+                        for u, v in ((-half, -half), (half, -half), (half, half), (-half, half))])
+    uv, _ = project_points(corners, CAM, pose)
+    cv2.fillPoly(img, [np.round(uv).astype(np.int32)], rgb)
+
+
+@pytest.mark.parametrize("centre, yaw, tol", [((1.3, 0.95), 20, 0.05), ((0.9, 0.75), 10, 0.05), ((1.6, 1.3), 0, 0.09)])
+def test_a_floor_square_half_out_of_the_image_is_placed_at_its_centre(centre, yaw, tol):
+    # a 0.5 m blue square whose left part lies beyond the image's left side: the visible part's
+    # centre is 0.2..0.3 m off; the fit from its own edges finds the square's centre (within the
+    # drawing's rounding: a pixel spans ~7 cm of floor along the sight line 2 m away). Near
+    # (0.9 m) the cut part reads taller than paint, but wider than any small object: still paint.
+    p = Perceiver(PerceptionConfig())
+    img = _floor_frame()
+    _draw_floor_square(img, p.camera_pose(0.0), centre, yaw)
+    (d,) = p.detect(img, CAM, 0.0, None)
+    assert d.box[0] == 0                                     # cut by the image's left side
+    assert (d.shape, d.solid) == ("square", False)
+    assert math.hypot(d.x - centre[0], d.y - centre[1]) < tol
+    assert d.width == pytest.approx(0.5, abs=0.05)
+
+
+def test_the_laser_is_not_used_for_an_object_below_its_plane():
+    # a red 8 cm cube 1.5 m ahead and a wall 1.72 m ahead along its bearing: the scan plane
+    # (0.16 m up) passes over the cube, so the wall's return is not the cube's range
+    import cv2
+    p = Perceiver(PerceptionConfig())
+    pose = p.camera_pose(0.0)
+    corners = np.array([[x, y, z] for x in (1.46, 1.54) for y in (-0.04, 0.04) for z in (0.0, 0.08)])
+    uv, _ = project_points(corners, CAM, pose)
+    img = _floor_frame()
+    cv2.fillConvexPoly(img, cv2.convexHull(np.round(uv).astype(np.int32)), (220, 25, 25))
+    ranges = np.full(360, np.inf)
+    ranges[180 - 20:180 + 21] = 1.72 - 0.05                 # from the laser 0.05 m ahead of base_link
+    scan = LaserScan2D((0.05, 0.0), -math.pi, 2 * math.pi / 360, ranges, 0.05, 8.0, 0.0)
+    (d,) = p.detect(img, CAM, 0.0, scan)
+    assert d.solid and d.height < 0.1 and d.range_source != "laser"
+    assert d.x == pytest.approx(1.5, abs=0.05) and d.y == pytest.approx(0.0, abs=0.02)
