@@ -48,7 +48,7 @@ setup(
         f"{PACKAGE}.sim": ["scenarios/*.yaml", "gazebo/*"],
         f"{PACKAGE}.console": ["static/*"],
         f"{PACKAGE}.trt_engines": ["typing_stubs/*/*.pyi"],
-        f"{PACKAGE}.qwen_node.engine": ["kernels/*.c"],      # C kernels, built on first use (engine/native.py)
+        f"{PACKAGE}.qwen_node.engine": ["kernels/*.c", "kernels/*.cpp"],  # C/C++ kernels, built on first use (engine/native.py)
     },
     include_package_data=True,
     data_files=[

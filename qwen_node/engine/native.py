@@ -6,6 +6,11 @@ code built for another CPU; loaded with ctypes. OpenMP: the library's libgomp so
 loaded, so the kernels share torch's thread pool and thread count.
 Without a compiler, after a failed build, with QWEN_STACK_NATIVE=0 or for inputs a kernel does not cover, callers
 get None and use the PyTorch reference (a failed build is logged once).
+
+The NVFP4 kernel is also a PyTorch operator (kernels/nvfp4_ops.cpp, `torch.ops.qwen_stack_nvfp4.matvec`): that
+C++ file is compiled with g++ against torch's headers, linked with nvfp4_matvec.c into one library (cached the same
+way, keyed by torch's version too) and loaded with torch.ops.load_library, so a compiled graph calls the kernel
+without any Python in between. Its C functions are reached with ctypes from the same library.
 """
 from __future__ import annotations
 
@@ -38,36 +43,80 @@ def _cpu_id() -> str:
     return "\n".join(next((ln for ln in lines if ln.startswith(key)), "") for key in ("model name", "flags"))
 
 
+def enabled() -> bool:
+    """QWEN_STACK_NATIVE=0 turns every kernel off (read on each call: tests switch it)."""
+    return os.environ.get("QWEN_STACK_NATIVE", "1") != "0"
+
+
+def _build(name: str, objects: list[tuple[Path, list[str]]], link: list[str], key_extra: str = "") -> Path | None:
+    """Compile each (source, compiler + flags) to an object, link them with `link` into a cached library.
+    None (logged) when a step fails."""
+    key = hashlib.sha256(b"\0".join([*(src.read_bytes() + " ".join(cmd).encode() for src, cmd in objects),
+                                     " ".join(link).encode(), _cpu_id().encode(), key_extra.encode()])).hexdigest()[:16]
+    cache = Path(os.environ.get("QWEN_STACK_KERNEL_CACHE") or Path.home() / ".cache" / "qwen_stack" / "kernels")
+    so = cache / f"{name}-{key}.so"
+    if so.exists():
+        return so
+    cache.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache, suffix=".so.tmp")
+    os.close(fd)
+    objs = [f"{tmp[:-len('.so.tmp')]}-{i}.o" for i in range(len(objects))]
+    r = None
+    for (src, cmd), obj in zip(objects, objs):
+        r = subprocess.run([*cmd, "-c", str(src), "-o", obj], capture_output=True, text=True)
+        if r.returncode != 0:
+            break
+    else:
+        r = subprocess.run([link[0], *objs, "-o", tmp, *link[1:]], capture_output=True, text=True)
+    for obj in objs:
+        if os.path.exists(obj):
+            os.unlink(obj)
+    if r.returncode != 0:
+        os.unlink(tmp)
+        LOG.warning("building native kernel %s failed, using the PyTorch reference:\n%s", name, r.stderr[-2000:])
+        return None
+    os.replace(tmp, so)                          # atomic: concurrent builders never load a half-written file
+    return so
+
+
+def _c_compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+
+
 @lru_cache(maxsize=None)
 def load(name: str) -> ctypes.CDLL | None:
     """kernels/<name>.c as a loaded library, built if needed; None if it cannot be built here."""
-    if os.environ.get("QWEN_STACK_NATIVE", "1") == "0":
+    if not enabled():
         return None
-    src = KERNELS / f"{name}.c"
-    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    cc = _c_compiler()
     if cc is None:
         LOG.warning("no C compiler (gcc): native kernel %s unavailable, using the PyTorch reference", name)
         return None
-    key = hashlib.sha256(b"\0".join([src.read_bytes(), " ".join(FLAGS + LINK_FLAGS).encode(), cc.encode(),
-                                     _cpu_id().encode()])).hexdigest()[:16]
-    cache = Path(os.environ.get("QWEN_STACK_KERNEL_CACHE") or Path.home() / ".cache" / "qwen_stack" / "kernels")
-    so = cache / f"{name}-{key}.so"
-    if not so.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache, suffix=".so.tmp")
-        os.close(fd)
-        obj = tmp[:-len(".so.tmp")] + ".o"
-        r = subprocess.run([cc, *FLAGS, "-c", str(src), "-o", obj], capture_output=True, text=True)
-        if r.returncode == 0:
-            r = subprocess.run([cc, *LINK_FLAGS, obj, "-o", tmp, "-lm"], capture_output=True, text=True)
-        if os.path.exists(obj):
-            os.unlink(obj)
-        if r.returncode != 0:
-            os.unlink(tmp)
-            LOG.warning("building native kernel %s failed, using the PyTorch reference:\n%s", name, r.stderr[-2000:])
-            return None
-        os.replace(tmp, so)                      # atomic: concurrent builders never load a half-written file
-    return ctypes.CDLL(str(so))
+    so = _build(name, [(KERNELS / f"{name}.c", [cc, *FLAGS])], [cc, *LINK_FLAGS, "-lm"])
+    return None if so is None else ctypes.CDLL(str(so))
+
+
+@lru_cache(maxsize=None)
+def torch_ops(name: str, c_sources: tuple[str, ...]) -> Path | None:
+    """kernels/<name>.cpp (TORCH_LIBRARY registrations) linked with kernels/<c_sources>.c, built if needed and
+    loaded into torch.ops (once per process: a library's operators can be registered only once). Returns the
+    library's path (its C functions: ctypes.CDLL of it), None if it cannot be built here. Ignores enabled():
+    callers check it, so that switching the kernels off and on again in one process works."""
+    cc, cxx = _c_compiler(), os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if cc is None or cxx is None:
+        LOG.warning("no C/C++ compiler (gcc, g++): native operator %s unavailable, using the PyTorch reference", name)
+        return None
+    root = Path(torch.__file__).parent
+    cxx_flags = ["-O2", "-std=c++20", "-fPIC", "-w", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+                 f"-I{root / 'include'}", f"-I{root / 'include' / 'torch' / 'csrc' / 'api' / 'include'}"]
+    objects = [(KERNELS / f"{c}.c", [cc, *FLAGS]) for c in c_sources] + [(KERNELS / f"{name}.cpp", [cxx, *cxx_flags])]
+    # link without -ffast-math (see FLAGS); c10 and torch_cpu are already loaded in this process
+    so = _build(name, objects, [cxx, *LINK_FLAGS, f"-L{root / 'lib'}", "-lc10", "-ltorch_cpu", "-lm"],
+                key_extra=f"{torch.__version__} {torch.version.git_version}")
+    if so is None:
+        return None
+    torch.ops.load_library(str(so))
+    return so
 
 
 @lru_cache(maxsize=None)
@@ -105,15 +154,39 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
 
 
 @lru_cache(maxsize=None)
-def _nvfp4_lib():
-    lib = load("nvfp4_matvec")
-    if lib is None:
+def _nvfp4_library() -> Path | None:
+    so = torch_ops("nvfp4_ops", ("nvfp4_matvec",))
+    if so is None:
         return None
-    lib.nvfp4_matvec.restype = lib.nvfp4_dequantize_rows.restype = lib.nvfp4_has_avx2.restype = ctypes.c_int
-    lib.nvfp4_matvec.argtypes = ([ctypes.c_void_p] * 4 + [ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_int64,
-                                 ctypes.c_void_p] + [ctypes.c_int64] * 3 + [ctypes.c_int])
+
+    @torch.library.register_fake("qwen_stack_nvfp4::matvec")
+    def _(x, packed, block_scale, global_scale, experts=None, parts=1, scalar=False, fp32_out=False):
+        return x.new_empty(1 if experts is None else experts.shape[0], packed.shape[-2],
+                           dtype=torch.float32 if fp32_out else x.dtype)
+
+    return so
+
+
+@lru_cache(maxsize=None)
+def _nvfp4_ctypes(so: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(so))
+    lib.nvfp4_dequantize_rows.restype = lib.nvfp4_has_avx2.restype = ctypes.c_int
     lib.nvfp4_dequantize_rows.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_int]
     return lib
+
+
+def _nvfp4_lib() -> ctypes.CDLL | None:
+    """The NVFP4 library's C functions (ctypes), None when the kernels are off or unavailable."""
+    so = _nvfp4_library() if enabled() else None
+    return None if so is None else _nvfp4_ctypes(so)
+
+
+def nvfp4_op():
+    """torch.ops.qwen_stack_nvfp4.matvec (kernels/nvfp4_ops.cpp: the fused kernel as an operator), None when the
+    kernels are off (QWEN_STACK_NATIVE=0) or it cannot be built here. Arguments and result: see nvfp4_matvec."""
+    if not enabled() or _nvfp4_library() is None:
+        return None
+    return torch.ops.qwen_stack_nvfp4.matvec.default
 
 
 def nvfp4_has_avx2() -> bool:
@@ -124,48 +197,20 @@ def nvfp4_has_avx2() -> bool:
 
 def nvfp4_matvec(x: torch.Tensor, packed: torch.Tensor, block_scale: torch.Tensor, global_scale: torch.Tensor,
                  experts: torch.Tensor | None = None, parts: int = 1, *, scalar: bool = False) -> torch.Tensor | None:
-    """NVFP4 weight times activation rows, dequantizing inside the dot products (kernels/nvfp4_matvec.c).
+    """NVFP4 weight times activation rows, dequantizing inside the dot products (kernels/nvfp4_matvec.c), fp32
+    result (for tests and benches; the engine calls the operator, whose result is in x's dtype).
 
     Plain weight (experts None): packed uint8 [O, in/2], block_scale e4m3 [O, in/16], global_scale fp32 []
     (or [parts]), x [1, in] -> fp32 [1, O]. Experts: packed [E, O, in/2], block_scale [E, O, in/16],
     global_scale [E, parts] or [E] (parts = 1), experts int [K]; x [1, in] (shared) or [K, in] (row k for
-    expert k) -> fp32 [K, O]. x fp32 or bf16. scalar: force the plain-C path (tests).
-    None when the inputs are not covered (not CPU, not contiguous, other dtypes) or the kernel is unavailable.
-    Raises ValueError for shapes that disagree or expert indices out of range.
+    expert k) -> fp32 [K, O]. x any float dtype (fp32 and bf16 read as they are). scalar: force the plain-C path.
+    None when the kernel is unavailable or the tensors are not on the CPU. Raises ValueError for shapes that
+    disagree or expert indices out of range.
     """
-    lead = packed.shape[:-1]
-    n_in = packed.shape[-1] * 2
-    if experts is None and packed.dim() != 2 or experts is not None and packed.dim() != 3:
-        raise ValueError(f"nvfp4_matvec: packed {tuple(packed.shape)} does not fit experts={experts is not None}")
-    if block_scale.shape != (*lead, n_in // 16) or x.dim() != 2 or x.shape[-1] != n_in:
-        raise ValueError(f"nvfp4_matvec: shapes disagree: x {tuple(x.shape)}, packed {tuple(packed.shape)}, "
-                         f"block_scale {tuple(block_scale.shape)}")
-    k = 1 if experts is None else experts.numel()
-    if x.shape[0] not in (1, k):
-        raise ValueError(f"nvfp4_matvec: x has {x.shape[0]} rows, expected 1 or {k}")
-    n_experts = 1 if experts is None else packed.shape[0]
-    if global_scale.numel() != n_experts * parts or parts < 1 or lead[-1] % parts:
-        raise ValueError(f"nvfp4_matvec: global_scale {tuple(global_scale.shape)} does not hold {parts} "
-                         f"scale(s) for each of {n_experts} weight(s) of {lead[-1]} rows")
-    if not (x.device.type == packed.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
-            and packed.dtype == torch.uint8 and block_scale.dtype == torch.float8_e4m3fn
-            and packed.is_contiguous() and block_scale.is_contiguous() and n_in % 16 == 0 and n_in >= 16):
+    op = nvfp4_op()
+    if op is None or not all(t.device.type == "cpu" for t in (x, packed, block_scale, global_scale)):
         return None
-    lib = _nvfp4_lib()
-    if lib is None:
-        if experts is not None and k and not 0 <= int(experts.min()) <= int(experts.max()) < n_experts:
-            raise ValueError(f"nvfp4_matvec: expert index out of range 0..{n_experts - 1}: {experts.tolist()}")
-        return None
-    xf = x.float().contiguous()
-    g = global_scale.float().contiguous()
-    idx = None if experts is None else experts.to(torch.int64).contiguous()
-    y = torch.empty(k, lead[-1], dtype=torch.float32)
-    rc = lib.nvfp4_matvec(packed.data_ptr(), block_scale.data_ptr(), g.data_ptr(),
-                          None if idx is None else idx.data_ptr(), n_experts, k, xf.data_ptr(),
-                          n_in if x.shape[0] > 1 else 0, y.data_ptr(), lead[-1], n_in, parts, int(scalar))
-    if rc == -2:                                  # checked in C: no extra passes over the indices here
-        raise ValueError(f"nvfp4_matvec: expert index out of range 0..{n_experts - 1}: {experts.tolist()}")
-    return y if rc == 0 else None
+    return op(x, packed, block_scale, global_scale, experts, parts, scalar, True)
 
 
 def nvfp4_dequantize_rows(packed: torch.Tensor, block_scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:

@@ -342,40 +342,23 @@ def nvfp4_linear(
 
 
 # ---------------------------------------------------------------------------------------------
-# decode: one activation row, the fused C kernel as custom ops (opaque to torch.compile, so a compiled
-# decode step calls the kernel as is, with no graph break and no recompile as positions grow)
+# decode: one activation row through the fused kernel, a C++-registered operator (native.nvfp4_op); opaque to
+# torch.compile, so a compiled decode step calls it as is (no graph break, no recompile as positions grow) and,
+# with inductor's C++ wrapper, without Python. Without the kernel: the tiled path, as a Python custom op inside
+# a compiled graph.
 
 
-def _matvec(x: torch.Tensor, packed: torch.Tensor, block_scale: torch.Tensor, global_scale: torch.Tensor) -> torch.Tensor:
-    """x [1, in] @ W'^T -> [1, out] in x.dtype, W' given as stored (packed [out, in/2], block_scale [out, in/16],
-    global_scale []). The C kernel (native.nvfp4_matvec) when it covers the inputs, else the tiled path."""
-    y = native.nvfp4_matvec(x, packed, block_scale, global_scale)
-    if y is None:
-        return nvfp4_linear(x, NVFP4Tensor(packed, block_scale, global_scale))
-    return y.to(x.dtype)
-
-
-nvfp4_matvec = torch.library.custom_op("qwen_stack::nvfp4_matvec", _matvec, mutates_args=())
-
-
-@nvfp4_matvec.register_fake
-def _(x, packed, block_scale, global_scale):
-    return x.new_empty(x.shape[0], packed.shape[0])
-
-
-def _experts_matvec(x: torch.Tensor, packed: torch.Tensor, block_scale: torch.Tensor,
-                    global_scale: torch.Tensor, experts: torch.Tensor, parts: int) -> torch.Tensor:
-    """Selected experts, read in place from the stored weights: row k of the result is expert experts[k]'s
-    weight times x (x [1, in], shared) or times x[k] (x [K, in]). packed [E, out, in/2], block_scale
-    [E, out, in/16], global_scale [E, parts] or [E]; `parts` projections of out/parts rows each (2 for a fused
-    gate_up). -> [K, out] in x.dtype."""
-    y = native.nvfp4_matvec(x, packed, block_scale, global_scale, experts, parts)
-    if y is not None:
-        return y.to(x.dtype)
-    rows = packed.shape[1] // parts
-    g = global_scale.reshape(packed.shape[0], parts)
+def _matvec_tiled(x: torch.Tensor, packed: torch.Tensor, block_scale: torch.Tensor, global_scale: torch.Tensor,
+                  experts: torch.Tensor | None = None, parts: int = 1) -> torch.Tensor:
+    """nvfp4_matvec without the kernel: each selected weight's projections through nvfp4_linear."""
+    if experts is None:
+        packed, block_scale, experts = packed[None], block_scale[None], torch.zeros(1, dtype=torch.long)
+    n_experts, rows = packed.shape[0], packed.shape[1] // parts
+    g = global_scale.reshape(n_experts, parts)
     out = []
     for k, e in enumerate(experts.tolist()):
+        if not 0 <= e < n_experts:
+            raise ValueError(f"nvfp4_matvec: expert index out of range 0..{n_experts - 1}: {experts.tolist()}")
         xk = x[k if x.shape[0] > 1 else 0][None]
         out.append(torch.cat([nvfp4_linear(xk, NVFP4Tensor(packed[e, p * rows:(p + 1) * rows],
                                                            block_scale[e, p * rows:(p + 1) * rows], g[e, p]))
@@ -383,22 +366,34 @@ def _experts_matvec(x: torch.Tensor, packed: torch.Tensor, block_scale: torch.Te
     return torch.cat(out)
 
 
-nvfp4_experts_matvec = torch.library.custom_op("qwen_stack::nvfp4_experts_matvec", _experts_matvec, mutates_args=())
+nvfp4_matvec_tiled = torch.library.custom_op("qwen_stack::nvfp4_matvec_tiled", _matvec_tiled, mutates_args=())
 
 
-def decode_op(op, impl):
-    """The custom op inside a compiled graph, its Python body called directly in eager code (the dispatcher
-    round trip costs about as much as the kernel on small weights)."""
-    return lambda *args: op(*args) if torch.compiler.is_compiling() else impl(*args)
+@nvfp4_matvec_tiled.register_fake
+def _(x, packed, block_scale, global_scale, experts=None, parts=1):
+    return x.new_empty(1 if experts is None else experts.shape[0], packed.shape[-2])
 
 
-matvec_decode = decode_op(nvfp4_matvec, _matvec)
-experts_matvec_decode = decode_op(nvfp4_experts_matvec, _experts_matvec)
+@torch.compiler.assume_constant_result
+def _kernel_available() -> bool:
+    """Decided once when a graph is traced (dynamo must not trace the build and load)."""
+    return native.nvfp4_op() is not None
 
 
-@nvfp4_experts_matvec.register_fake
-def _(x, packed, block_scale, global_scale, experts, parts):
-    return x.new_empty(experts.shape[0], packed.shape[1])
+def nvfp4_matvec(x: torch.Tensor, packed: torch.Tensor, block_scale: torch.Tensor, global_scale: torch.Tensor,
+                 experts: torch.Tensor | None = None, parts: int = 1) -> torch.Tensor:
+    """Decode: x [1, in] times a stored weight, or the selected experts' weights read in place.
+
+    Plain weight: packed [out, in/2], block_scale [out, in/16], global_scale [] or [parts] -> [1, out].
+    Experts: packed [E, out, in/2], block_scale [E, out, in/16], global_scale [E, parts] or [E], experts int [K];
+    x [1, in] (shared) or [K, in] (row k for expert k) -> [K, out], row k by expert experts[k]. `parts`
+    projections of out/parts rows each own one global scale (2 for a fused gate_up). Result in x.dtype.
+    """
+    if x.device.type == "cpu" and _kernel_available():
+        return torch.ops.qwen_stack_nvfp4.matvec(x, packed, block_scale, global_scale, experts, parts)
+    if torch.compiler.is_compiling():
+        return nvfp4_matvec_tiled(x, packed, block_scale, global_scale, experts, parts)
+    return _matvec_tiled(x, packed, block_scale, global_scale, experts, parts)
 
 
 class NVFP4Linear(torch.nn.Module):
@@ -443,8 +438,8 @@ class NVFP4Linear(torch.nn.Module):
         return NVFP4Tensor(self.weight, self.weight_scale, self.weight_scale_2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [..., in] -> [..., out]
-        if x.numel() == self.in_features and x.dtype in (torch.float32, torch.bfloat16):   # one row: decode
-            y = matvec_decode(x.reshape(1, -1), self.weight, self.weight_scale, self.weight_scale_2)
+        if x.numel() == self.in_features:                                                  # one row: decode
+            y = nvfp4_matvec(x.reshape(1, -1), self.weight, self.weight_scale, self.weight_scale_2)
             y = y.view(*x.shape[:-1], self.out_features)
             return y if self.bias is None else y + self.bias.to(y.dtype)
         return nvfp4_linear(x, self.qweight, self.bias, rows_per_tile=self.rows_per_tile)

@@ -29,7 +29,7 @@ from torch import nn
 from .config import load_config
 from .loader import FusedExpertsSource, SafetensorsSource, TensorSource, load_model
 from .model import FusedExperts, LayerBuilders, plain_experts, plain_linear
-from .nvfp4 import BLOCK_SIZE, NVFP4Linear, NVFP4Tensor, dequantize_nvfp4, experts_matvec_decode, nvfp4_linear
+from .nvfp4 import BLOCK_SIZE, NVFP4Linear, NVFP4Tensor, dequantize_nvfp4, nvfp4_linear, nvfp4_matvec
 from .nvfp4_checkpoint import read_quant_config
 
 _SCALAR_LEAVES = ("weight_scale_2", "input_scale")
@@ -118,7 +118,7 @@ class NVFP4Experts(nn.Module):
     """Routed experts with NVFP4 weights; same interface and routing as ``model.FusedExperts``.
 
     forward(x: [N, D], top_idx: [N, K], top_w: [N, K]) -> [N, D]. One token (decode): the K selected experts
-    straight from the packed weights, dequantized inside the dot products (the C kernel, nvfp4_experts_matvec);
+    straight from the packed weights, dequantized inside the dot products (the C kernel, nvfp4.nvfp4_matvec);
     more tokens (prefill): each active expert's weights dequantized tile by tile inside its three matmuls.
     """
 
@@ -131,10 +131,10 @@ class NVFP4Experts(nn.Module):
     def forward(self, x, top_idx, top_w):
         # x: [N, D]; top_idx, top_w: [N, K]. Index legend: N tokens, K top-k, E experts, D hidden.
         N, K = top_idx.shape
-        if N == 1 and x.dtype in (torch.float32, torch.bfloat16):
+        if N == 1:
             gu, dn, idx = self.gate_up_proj, self.down_proj, top_idx[0]
-            gate, up = experts_matvec_decode(x, gu.weight, gu.weight_scale, gu.weight_scale_2, idx, 2).chunk(2, -1)
-            ye = experts_matvec_decode(F.silu(gate) * up, dn.weight, dn.weight_scale, dn.weight_scale_2, idx, 1)  # [K, D]
+            gate, up = nvfp4_matvec(x, gu.weight, gu.weight_scale, gu.weight_scale_2, idx, 2).chunk(2, -1)
+            ye = nvfp4_matvec(F.silu(gate) * up, dn.weight, dn.weight_scale, dn.weight_scale_2, idx, 1)  # [K, D]
             return (ye.float() * top_w[0, :, None].float()).sum(0, keepdim=True).to(x.dtype)
         flat = top_idx.reshape(-1)  # [N*K]
         order = flat.argsort()

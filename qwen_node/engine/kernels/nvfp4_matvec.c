@@ -138,14 +138,31 @@ int nvfp4_has_avx2(void) {
 #endif
 }
 
-/* y[k, r] = g(e, r) * W_e[r] . x_k for k < n_out_rows, e = experts ? experts[k] : 0; x_k = x + k * x_stride.
- * y: fp32 [n_out_rows, rows]. Returns 0; -2 when an expert index is outside 0..n_experts-1 (nothing read);
- * -1 on other bad arguments or no memory (the caller uses the reference).
+static inline float bf16_to_f32(uint16_t h) {
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* fp32 -> bf16, round to nearest even (as torch's .to(torch.bfloat16)); NaN stays a quiet NaN. Bit operations
+ * only: -ffast-math may assume no NaN in float comparisons. */
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+/* y[k, r] = g(e, r) * W_e[r] . x_k for k < n_out_rows, e = experts ? experts[k] : 0; x_k = x + k * x_stride
+ * (elements). x: fp32, or bf16 when x_bf16; y [n_out_rows, rows]: fp32, or bf16 (rounded once, at the end) when
+ * y_bf16. Returns 0; -2 when an expert index is outside 0..n_experts-1 (nothing read); -1 on other bad arguments
+ * or no memory (the caller uses the reference).
  * Threads: OpenMP over (k, 16-row chunk) pairs, sharing torch's pool (same libgomp, see native.py); small
  * products stay on the calling thread. */
 int nvfp4_matvec(const uint8_t *packed, const uint8_t *scales, const float *gscales, const int64_t *experts,
-                 int64_t n_experts, int64_t n_out_rows, const float *x, int64_t x_stride, float *y, int64_t rows,
-                 int64_t in, int64_t parts, int scalar) {
+                 int64_t n_experts, int64_t n_out_rows, const void *x, int x_bf16, int64_t x_stride, void *y,
+                 int y_bf16, int64_t rows, int64_t in, int64_t parts, int scalar) {
     if (rows < 1 || in < 16 || in % 16 || n_out_rows < 1 || parts < 1 || rows % parts || x_stride < 0) return -1;
     for (int64_t k = 0; experts && k < n_out_rows; k++)
         if (experts[k] < 0 || experts[k] >= n_experts) return -2;
@@ -153,13 +170,15 @@ int nvfp4_matvec(const uint8_t *packed, const uint8_t *scales, const float *gsca
     scalar = 1;
 #endif
     const int64_t n_x = x_stride ? n_out_rows : 1, rows_per_part = rows / parts;
-    float *xp = NULL;
-    if (!scalar) {                                     /* x in the order the vector path reads it */
-        xp = malloc(sizeof(float) * n_x * in);
-        if (!xp) return -1;
-        for (int64_t k = 0; k < n_x; k++)
-            for (int64_t i = 0; i < in; i++) xp[k * in + xp_index(i, in)] = x[k * x_stride + i];
-    }
+    /* x as fp32, in the order the vector path reads it (xp_index) or as given (scalar path) */
+    float *xf = malloc(sizeof(float) * n_x * in);
+    if (!xf) return -1;
+    for (int64_t k = 0; k < n_x; k++)
+        for (int64_t i = 0; i < in; i++) {
+            const float v = x_bf16 ? bf16_to_f32(((const uint16_t *)x)[k * x_stride + i])
+                                   : ((const float *)x)[k * x_stride + i];
+            xf[k * in + (scalar ? i : xp_index(i, in))] = v;
+        }
     const int64_t chunk = 16, chunks = (rows + chunk - 1) / chunk, jobs = n_out_rows * chunks;
 #pragma omp parallel for schedule(dynamic) if (n_out_rows * rows * in >= (1 << 18))
     for (int64_t job = 0; job < jobs; job++) {
@@ -170,14 +189,15 @@ int nvfp4_matvec(const uint8_t *packed, const uint8_t *scales, const float *gsca
             const float g = gscales[e * parts + r / rows_per_part];
             float dot;
 #ifdef __AVX2__
-            if (!scalar) dot = row_avx2(p, s, xp + xk * in, in);
+            if (!scalar) dot = row_avx2(p, s, xf + xk * in, in);
             else
 #endif
-                dot = row_scalar(p, s, x + xk * x_stride, in);
-            y[k * rows + r] = g * dot;
+                dot = row_scalar(p, s, xf + xk * in, in);
+            if (y_bf16) ((uint16_t *)y)[k * rows + r] = f32_to_bf16(g * dot);
+            else ((float *)y)[k * rows + r] = g * dot;
         }
     }
-    free(xp);
+    free(xf);
     return 0;
 }
 
