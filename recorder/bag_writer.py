@@ -7,6 +7,9 @@ as received, log_time = reception time, publish_time = the publisher's source ti
 Unix epoch). Every file is complete on its own (its own schemas and channels), so one file opens without
 the others and the budget can delete any of them.
 
+A metadata.yaml (recorder.metadata, rosbag2's bag format 9) describes the folder's files; it is rewritten after
+every flush, split and close, so `ros2 bag info/play` open the folder at any time.
+
 Crash safety: the chunk in progress is closed and written out every `flush_period_s` (mcap's
 Writer.flush), so a killed process leaves a file whose last chunk is at most that old; the file then lacks
 its summary and footer, which the stream readers do not need (recorder.reading reads such files).
@@ -21,6 +24,8 @@ from typing import Callable
 
 from mcap.well_known import MessageEncoding, SchemaEncoding
 from mcap.writer import CompressionType, Writer
+
+from qwen_stack.recorder.metadata import FileSummary, TopicMeta, bag_metadata, rebuild_after_deletion, write_metadata
 
 PROFILE = "ros2"
 LIBRARY = "qwen_stack recorder"
@@ -80,6 +85,7 @@ class BagWriter:
         self._sequence: dict[str, int] = {}
         self._opened_at = self._last_flush = 0.0
         self._unflushed = 0
+        self._files: list[FileSummary] = []     # this recording's files still on disk, in order
         self._open_next()
 
     # ------------------------------------------------------------------ public
@@ -106,6 +112,7 @@ class BagWriter:
         self._writer.add_message(self._channels[topic], log_time=int(log_time_ns), data=bytes(data),
                                  publish_time=int(publish_time_ns if publish_time_ns else log_time_ns), sequence=seq)
         self.stats.messages[topic] += 1
+        self._files[-1].add(topic, int(log_time_ns))
         self._unflushed += 1
         if self._file.tell() >= self.limits.split_bytes:
             self._rotate("size")
@@ -126,6 +133,7 @@ class BagWriter:
         if self._writer is None:
             return
         self._finish_current()
+        self._write_metadata()
         self.on_event(f"closed {self.current_path}")
 
     # ------------------------------------------------------------------ internals
@@ -144,6 +152,8 @@ class BagWriter:
         self._opened_at = self._last_flush = self.clock()
         self._writer.flush()                 # header readable at once
         self.stats.files.append(path)
+        self._files.append(FileSummary(path.name))
+        self._write_metadata()
         self.on_event(f"opened {path}")
         self._enforce_budget()
 
@@ -163,6 +173,7 @@ class BagWriter:
             self._writer.flush()
             self.stats.flushes += 1
             self._unflushed = 0
+            self._write_metadata()              # matches what is now on disk
         self._last_flush = now
         self._enforce_budget()
 
@@ -170,6 +181,10 @@ class BagWriter:
         self._writer.finish()
         self._file.close()
         self._writer = self._file = None
+
+    def _write_metadata(self) -> None:
+        topics = [TopicMeta(t.topic, t.type_name, t.offered_qos_profiles, t.type_hash) for t in self.topics.values()]
+        write_metadata(self.folder, bag_metadata(self._files, topics, os.environ.get("ROS_DISTRO", "")))
 
     def _rotate(self, why: str) -> None:
         self.on_event(f"split ({why}): closing {self.current_path}")
@@ -200,6 +215,11 @@ class BagWriter:
                 pass
             total -= size
             self.stats.deleted.append(p)
+            if p.parent.resolve() == self.folder.resolve():
+                self._files = [f for f in self._files if f.name != p.name]
+                self._write_metadata()
+            else:
+                rebuild_after_deletion(p.parent)    # another recording: its metadata must not name the file
             self.on_event(f"budget: deleted {p} ({size / 2**20:.1f} MB)")
             try:
                 p.parent.rmdir()               # a recording folder left empty

@@ -221,3 +221,79 @@ def test_rclpy_qos_becomes_the_offer_rosbag2_writes():
     assert o == Offer(reliability="reliable", durability="transient_local", history="unknown", depth=0,
                       deadline_ns=INFINITE_NS, lifespan_ns=2 * 10**9, liveliness="manual_by_topic",
                       liveliness_lease_duration_ns=0)
+
+
+# ---- metadata.yaml: the folder opens in an independent rosbag2 reader (rosbags, Ternaris) ----------------
+
+def _rosbags_read(folder):
+    from rosbags.rosbag2 import Reader
+
+    with Reader(folder) as reader:
+        counts = {c.topic: c.msgcount for c in reader.connections}
+        msgs = [(c.topic, t, bytes(raw)) for c, t, raw in reader.messages()]
+        return counts, msgs, reader.message_count
+
+
+def test_a_split_recording_opens_as_a_rosbag2_folder(tmp_path):
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    w = writer(tmp_path, split_bytes=20_000, chunk_bytes=4_000, compression="zstd")
+    w.add_topic(TopicInfo("/note", "std_msgs/msg/String", "string data\n", offers_yaml([Offer()]), "RIHS01_abc"))
+    rng, sent = random.Random(3), []
+    for i in range(120):
+        if i % 3 == 0:
+            data = store.serialize_cdr(store.types["std_msgs/msg/String"](data=f"note {i}"), "std_msgs/msg/String")
+            topic = "/note"
+        else:
+            data, topic = cdr_bytes(rng.randbytes(500)), "/blob"
+        w.write(topic, bytes(data), log_time_ns=1_000_000_000 + i)
+        sent.append((topic, 1_000_000_000 + i, bytes(data)))
+    w.close()
+    meta = yaml.safe_load((tmp_path / "rec" / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert len(meta["relative_file_paths"]) >= 3 and meta["relative_file_paths"] == [p.name for p in w.stats.files]
+    assert meta["message_count"] == 120 and sum(f["message_count"] for f in meta["files"]) == 120
+    assert meta["starting_time"]["nanoseconds_since_epoch"] == 1_000_000_000 and meta["duration"]["nanoseconds"] == 119
+    counts, msgs, total = _rosbags_read(tmp_path / "rec")
+    assert counts == {"/blob": 80, "/note": 40} and total == 120
+    assert sorted(msgs) == sorted(sent)                         # every message, bytes and time, across the files
+    notes = [store.deserialize_cdr(raw, "std_msgs/msg/String").data for topic, _, raw in sorted(msgs) if topic == "/note"]
+    assert notes == [f"note {i}" for i in range(0, 120, 3)]
+
+
+def test_metadata_matches_what_was_flushed_when_the_recorder_is_killed(tmp_path):
+    clock = Clock()
+    w = writer(tmp_path, clock=clock, flush_period_s=1.0)
+    for i in range(50):
+        clock.t = i * 0.1
+        w.write("/blob", cdr_bytes(b"x" * 10), log_time_ns=i)
+    # killed here: no close. metadata.yaml describes what the last flush wrote, and that is all in the file
+    meta = yaml.safe_load((tmp_path / "rec" / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    on_disk = read_bag(w.current_path).counts["/blob"]
+    assert meta["message_count"] == on_disk and 40 <= on_disk < 50
+
+
+def test_the_budget_keeps_every_metadata_true(tmp_path):
+    old = tmp_path / "older_recording"
+    w_old = BagWriter(old, "older_recording", BagLimits(split_bytes=30_000, chunk_bytes=4_000, compression="none"),
+                      budget_root=tmp_path / "unused")
+    w_old.add_topic(TopicInfo("/blob", "test_msgs/msg/Blob", RAW, offers_yaml([Offer()])))
+    rng = random.Random(5)
+    for i in range(80):
+        w_old.write("/blob", cdr_bytes(rng.randbytes(1000)), log_time_ns=i)
+    w_old.close()
+    old_files = recording_files(old)
+    assert len(old_files) >= 2
+    for k, p in enumerate(old_files):
+        os.utime(p, (1000 + k, 1000 + k))        # older than anything the new recording writes
+    w = writer(tmp_path, split_bytes=50_000, chunk_bytes=8_000, compression="none", budget_bytes=100_000)
+    for i in range(40):
+        w.write("/blob", cdr_bytes(rng.randbytes(1500)), log_time_ns=10_000 + i)
+    w.close()
+    assert old_files[0] in w.stats.deleted and old_files[-1].exists()   # the old recording lost its oldest file
+    for folder in (old, tmp_path / "rec"):      # both folders open, and name only files that exist
+        meta = yaml.safe_load((folder / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        assert all((folder / n).exists() for n in meta["relative_file_paths"])
+        counts, msgs, total = _rosbags_read(folder)
+        assert total == len(msgs) == meta["message_count"] == sum(read_bag(folder / n).counts["/blob"]
+                                                                  for n in meta["relative_file_paths"])
