@@ -13,7 +13,9 @@ from qwen_stack import topics
 from qwen_stack.qwen_node.agent.backends.factory import make_backend
 from qwen_stack.qwen_node.agent.grounding import CameraMount
 from qwen_stack.qwen_node.agent.planner import AgentEvent, CancelToken, Planner, PlannerConfig, ToolExecutor
-from qwen_stack.qwen_node.agent.settings import AgentSettings, config_path, settings_defaults
+from qwen_stack.qwen_node.agent.settings import AgentSettings, config_path
+from qwen_stack.node_parameters import settings_from_node
+from qwen_stack.robot import load_robot
 from qwen_stack.qwen_node.agent.tool_registry import RegistryError, ToolRegistry
 from qwen_stack.images import decode_compressed, decode_raw
 from qwen_stack.qwen_node.agent.feedback import DeltaCoalescer
@@ -33,8 +35,8 @@ class AgentNode(Node):
         from std_msgs.msg import Bool, String
 
         self._RunTask, self._ToolCall, self._String = RunTask, ToolCall, String
-        values = {n: self.declare_parameter(n, d).value for n, d in settings_defaults().items()}
-        self.s = s = AgentSettings(**{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in values.items()})
+        self.s = s = settings_from_node(self, AgentSettings)
+        self.robot = robot = load_robot(s.robot_file)   # camera and laser mounts
         try:
             self.registry = ToolRegistry.load(config_path(s.tools_file), safety_policy_path=config_path(s.safety_policy_file))
         except (RegistryError, OSError) as exc:
@@ -44,8 +46,7 @@ class AgentNode(Node):
         self.sensors = ReentrantCallbackGroup()        # sensors, safety state, service responses
         self.task_group = MutuallyExclusiveCallbackGroup()  # one task at a time
         self.frames = FrameWindow(s.frame_window_s)
-        self.world = SensorWorldView(CameraMount(tuple(s.camera_mount_xyz), s.camera_pitch),
-                                     tuple(s.laser_mount_xy), s.object_locator)
+        self.world = SensorWorldView(CameraMount.of_robot(robot), tuple(robot.laser_xyz[:2]), s.object_locator)
         self.transport = RosToolTransport(self, self.registry.supervisor_proxy, self.sensors)
         self.executor_ = ToolExecutor(self.registry, self.transport, self.world, s.grounding_standoff_m,
                                       s.object_standoff_m)
@@ -103,8 +104,9 @@ class AgentNode(Node):
         self.frames.add(time.monotonic(), frame)
 
     def _on_joints(self, m) -> None:
-        if self.s.camera_pan_joint in m.name:
-            self.world.set_pan(m.position[list(m.name).index(self.s.camera_pan_joint)])
+        joint = self.robot.camera_pan_joint   # "": a fixed camera, pan stays 0
+        if joint and joint in m.name:
+            self.world.set_pan(m.position[list(m.name).index(joint)])
 
     def _on_estop(self, m) -> None:
         self.estop_latched = bool(m.data)

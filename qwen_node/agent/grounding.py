@@ -1,9 +1,11 @@
 """Grounding: a point the model names in the camera image -> a goal pose in the odom frame.
 
 Qwen3.5 answers points in 0-1000 image coordinates (x to the right, y down, independent of
-the image size). Frames (REP 103): base_link x forward, y left, z up; the camera sits at
-`CameraMount.xyz` in base_link, panned by `pan` about z and pitched down by `pitch`; its
-optical axis is camera x. Pinhole intrinsics come from sensor_msgs/CameraInfo (fx, fy, cx, cy).
+the image size). Frames (REP 103): base_link x forward, y left, z up, `base_height` above the
+floor (the wheel axle); the camera's pan axis sits at `CameraMount.xyz` in base_link, the camera
+turns by `pan` about z and is pitched down by `pitch`; its optical centre is `lens_x` ahead of the
+pan axis along the pitched camera x, its optical axis is camera x. All of it comes from the robot
+description (CameraMount.of_robot). Pinhole intrinsics come from sensor_msgs/CameraInfo.
 
 The range along the pixel's ray is the nearest of
 - the laser: the beam closest to the ray's bearing (seen from the laser origin), for things
@@ -37,8 +39,23 @@ class CameraIntrinsics:
 
 @dataclass(frozen=True)
 class CameraMount:
-    xyz: tuple[float, float, float]   # camera origin (pan axis) in base_link, metres
-    pitch: float = 0.0                # radians, + looks down
+    """Where the camera is; no defaults, so that no part of it can be forgotten (the floor is
+    base_height + xyz[2] below the pan axis, not xyz[2]: go_to_point once stopped short for that)."""
+    xyz: tuple[float, float, float]   # camera pan axis in base_link, metres
+    pitch: float                      # radians, + looks down
+    base_height: float                # base_link above the floor, metres
+    lens_x: float                     # optical centre ahead of the pan axis along the pitched camera x, metres
+
+    @staticmethod
+    def of_robot(robot) -> "CameraMount":
+        """From the robot description (qwen_stack.robot.RobotSpec)."""
+        return CameraMount(tuple(robot.camera_xyz), robot.camera_pitch, robot.base_height, robot.camera_lens_x)
+
+    def optical_centre(self, pan: float) -> tuple[float, float, float]:
+        """The optical centre at camera pan `pan`: (x, y) in base_link, height above the floor."""
+        ahead = self.lens_x * math.cos(self.pitch)   # the lens, pitched down, sits a little lower and nearer
+        return (self.xyz[0] + ahead * math.cos(pan), self.xyz[1] + ahead * math.sin(pan),
+                self.base_height + self.xyz[2] - self.lens_x * math.sin(self.pitch))
 
 
 @dataclass(frozen=True)
@@ -113,10 +130,11 @@ def ground_point(x_1000: float, y_1000: float, cam: CameraIntrinsics, mount: Cam
     if horiz < 1e-6:
         return "the point is straight below the camera"
     bearing = math.atan2(dy, dx)
-    cam_xy = (mount.xyz[0], mount.xyz[1])
+    cx, cy, height = mount.optical_centre(pan)
+    cam_xy = (cx, cy)
     candidates: list[tuple[float, str]] = []
-    if dz < -1e-6:  # ray goes down: it meets the floor
-        t = mount.xyz[2] / -dz
+    if dz < -1e-6:  # ray goes down: it meets the floor, `height` below the optical centre
+        t = height / -dz
         candidates.append((t * horiz, "floor"))
     if laser is not None:
         r = _laser_range_along(laser.origin_xy, cam_xy, bearing, laser)

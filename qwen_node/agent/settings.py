@@ -1,12 +1,16 @@
 """qwen_node's settings: one dataclass, every field commented, bad values rejected by name.
 
 The ROS shell declares one parameter per field (same name, same default) and builds this from
-them; config/agent.yaml carries the same names with comments.
+them; config/agent.yaml carries the same names with comments. The robot's camera and laser mounts
+are not settings of the agent: it reads them from `robot_file` (config/robot.yaml), which the stack
+sets once for every node.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
+
+from qwen_stack.robot import ROBOT_FILE
 
 BACKENDS = ("replay", "local", "openai")
 CAMERA_MODES = ("raw", "compressed", "none")
@@ -65,11 +69,8 @@ class AgentSettings:
     max_images_in_context: int = 1          # frames (or clips) kept in the conversation
     frame_stale_s: float = 2.0              # a frame older than this is not shown (the camera is stale)
 
-    # --- grounding (point in the image -> goal pose) ---
-    camera_mount_xyz: list = field(default_factory=lambda: [0.10, 0.0, 0.15])  # camera origin in base_link, m
-    camera_pitch: float = 0.0               # radians, + looks down
-    camera_pan_joint: str = "camera_pan"    # joint_states name of the camera pan (empty: fixed camera)
-    laser_mount_xy: list = field(default_factory=lambda: [0.05, 0.0])  # laser origin in base_link, m
+    # --- grounding (point in the image -> goal pose; camera and laser mounts: the robot's) ---
+    robot_file: str = ROBOT_FILE            # the robot description (config/ name or path); the stack sets it
     grounding_standoff_m: float = 0.35      # stop this far short of a grounded point
     object_standoff_m: float = 0.22         # go_to_object: distance from object to base origin (gripper reach)
     object_locator: str = "perception"      # perception (objects by name from perception/objects) | none (go_to_point only)
@@ -97,10 +98,8 @@ class AgentSettings:
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise bad(name, "must be a finite number >= 0")
-        if len(self.camera_mount_xyz) != 3:
-            raise bad("camera_mount_xyz", "must be [x, y, z]")
-        if len(self.laser_mount_xy) != 2:
-            raise bad("laser_mount_xy", "must be [x, y]")
+        if not isinstance(self.robot_file, str) or not self.robot_file.strip():
+            raise bad("robot_file", "must name the robot description (config/robot.yaml)")
         if self.backend == "local" and not self.model_dir:
             raise bad("model_dir", "the local backend needs a checkpoint directory")
         if self.layer_backend not in ("pytorch", "tensorrt", "onnxruntime"):
@@ -122,14 +121,6 @@ class AgentSettings:
     @property
     def effective_system_prompt(self) -> str:
         return self.system_prompt.strip() or DEFAULT_SYSTEM_PROMPT
-
-
-def settings_defaults() -> dict:
-    """name -> default value, for declaring ROS parameters."""
-    out = {}
-    for f in fields(AgentSettings):
-        out[f.name] = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
-    return out
 
 
 def config_path(name: str):

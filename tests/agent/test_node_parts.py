@@ -13,7 +13,8 @@ from qwen_stack.qwen_node.agent.backends.replay import ReplayBackend, load_repla
 from qwen_stack.qwen_node.agent.grounding import CameraMount
 from qwen_stack.qwen_node.agent.output_parser import parse_output
 from qwen_stack.qwen_node.agent.planner import CancelToken
-from qwen_stack.qwen_node.agent.settings import AgentSettings, config_path, settings_defaults
+from qwen_stack.node_parameters import parameter_defaults
+from qwen_stack.qwen_node.agent.settings import AgentSettings, config_path
 from qwen_stack.qwen_node.agent.tool_registry import ToolRegistry
 from qwen_stack.images import decode_compressed, decode_raw
 from qwen_stack.qwen_node.agent.frame_window import FrameWindow, fit_pixel_budget
@@ -21,10 +22,13 @@ from qwen_stack.qwen_node.world_view import SensorWorldView
 
 from .srv_files import srv_file_request_fields
 
+MOUNT = CameraMount((0.1, 0.0, 0.15), pitch=0.0, base_height=0.05, lens_x=0.0)
+
 
 def test_agent_yaml_has_every_setting_and_they_are_valid():
     params = yaml.safe_load(config_file("agent.yaml").read_text())["/**"]["ros__parameters"]
-    assert set(params) == set(settings_defaults())
+    # robot_file is the stack's (config/stack.yaml robot:, tests/foundation/test_robot_facts.py), not agent.yaml's
+    assert set(params) == set(parameter_defaults(AgentSettings)) - {"robot_file"}
     AgentSettings(**params)
     text = config_file("agent.yaml").read_text()
     for name in params:  # every parameter carries a comment on its line
@@ -35,7 +39,7 @@ def test_agent_yaml_has_every_setting_and_they_are_valid():
 @pytest.mark.parametrize("bad, name", [
     (dict(backend="gpt"), "backend"), (dict(camera="usb"), "camera"), (dict(max_steps=0), "max_steps"),
     (dict(clip_fps=float("nan")), "clip_fps"), (dict(backend="local"), "model_dir"),
-    (dict(openai_api_key_env="sk-abc123"), "openai_api_key_env"), (dict(camera_mount_xyz=[1, 2]), "camera_mount_xyz"),
+    (dict(openai_api_key_env="sk-abc123"), "openai_api_key_env"), (dict(robot_file=""), "robot_file"),
     (dict(clip_frames=20, clip_fps=1.0, frame_window_s=5.0), "clip_frames"),
     (dict(object_locator="magic"), "object_locator"), (dict(object_locator="sim_ground_truth"), "object_locator"),
     (dict(grounding_standoff_m=-1.0), "grounding_standoff_m"),
@@ -121,7 +125,7 @@ def _memory_entry(name, x, y, in_view=True, solid=True, last_seen=10.0):
 
 
 def test_world_view_locates_objects_from_perceptions_memory():
-    wv = SensorWorldView(CameraMount((0.1, 0, 0.15)), (0.05, 0.0), "perception", sensor_wait_s=0.05)
+    wv = SensorWorldView(MOUNT, (0.05, 0.0), "perception", sensor_wait_s=0.05)
     assert "perception has not published" in wv.locate_object("red_cube")
     wv.set_odom(1.0, 0.0, 0.0)
     wv.set_objects([_memory_entry("red_cube", 2.0, 0.0, last_seen=9.0),
@@ -138,7 +142,7 @@ def test_world_view_locates_objects_from_perceptions_memory():
                                    "distance": 1.0, "confidence": 0.93, "seen_s_ago": 1.0}
     assert report["memory"][1]["distance"] == 2.24 and report["memory"][1]["seen_s_ago"] == 0.0
     assert wv.object_memory() == report["memory"]
-    off = SensorWorldView(CameraMount((0.1, 0, 0.15)), (0.05, 0.0), "none", sensor_wait_s=0.05)
+    off = SensorWorldView(MOUNT, (0.05, 0.0), "none", sensor_wait_s=0.05)
     assert "no object locator" in off.locate_object("red_cube")
     assert "no object locator" in off.detect_objects(fresh_wait_s=0.0)["error"] and off.obstacles(set()) == []
 
@@ -146,7 +150,7 @@ def test_world_view_locates_objects_from_perceptions_memory():
 def test_detect_objects_waits_for_perceptions_answer_to_a_newer_frame():
     import threading
 
-    wv = SensorWorldView(CameraMount((0.1, 0, 0.15)), (0.05, 0.0), "perception", sensor_wait_s=0.05)
+    wv = SensorWorldView(MOUNT, (0.05, 0.0), "perception", sensor_wait_s=0.05)
     wv.set_objects([_memory_entry("red_cube", 2.0, 0.0)], stamp=10.0)          # before the look_at ended
     later = threading.Timer(0.5, lambda: wv.set_objects([_memory_entry("red_cube", 2.0, 0.0, in_view=False)], 11.0))
     later.start()
@@ -162,7 +166,7 @@ def test_detect_objects_waits_for_perceptions_answer_to_a_newer_frame():
 def test_world_view_in_view_is_empty_when_perception_went_quiet(monkeypatch):
     import qwen_stack.qwen_node.world_view as wv_mod
 
-    wv = SensorWorldView(CameraMount((0.1, 0, 0.15)), (0.05, 0.0), "perception", sensor_wait_s=0.05)
+    wv = SensorWorldView(MOUNT, (0.05, 0.0), "perception", sensor_wait_s=0.05)
     wv.set_objects([_memory_entry("red_cube", 2.0, 0.0)], stamp=10.0)
     later = time.monotonic() + wv_mod.IN_VIEW_FRESH_S + 1.0
     monkeypatch.setattr(wv_mod.time, "monotonic", lambda: later)
@@ -173,5 +177,5 @@ def test_world_view_in_view_is_empty_when_perception_went_quiet(monkeypatch):
 
 
 def test_world_view_ground_point_needs_camera_info():
-    off = SensorWorldView(CameraMount((0.1, 0, 0.15)), (0.05, 0.0), "none", sensor_wait_s=0.05)
+    off = SensorWorldView(MOUNT, (0.05, 0.0), "none", sensor_wait_s=0.05)
     assert "CameraInfo" in off.ground_point(500, 500, 0.3)

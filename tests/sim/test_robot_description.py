@@ -47,13 +47,10 @@ def test_urdf_origins_are_the_joint_list():
         assert [float(v) for v in origin.get("rpy").split()] == pytest.approx(j.rpy, abs=1e-6)
 
 
-def test_mounts_equal_the_supervisors_and_the_agents():
-    spec, safety, agent = load_robot(), _params("safety.yaml"), _params("agent.yaml")
+def test_mounts_equal_the_supervisors():
+    spec, safety = load_robot(), _params("safety.yaml")
     assert (safety["laser_x"], safety["laser_y"]) == pytest.approx(spec.laser_xyz[:2])
     assert safety.get("laser_yaw", 0.0) == 0.0
-    assert agent["laser_mount_xy"] == pytest.approx(list(spec.laser_xyz[:2]))
-    assert agent["camera_mount_xyz"] == pytest.approx(list(spec.camera_xyz))
-    assert agent["camera_pitch"] == pytest.approx(math.radians(spec.camera_tilt_deg), abs=1e-4)
 
 
 def _chain(base_xyz, base_yaw, positions: dict[str, float], child: str, spec: RobotSpec):
