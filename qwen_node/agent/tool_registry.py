@@ -14,8 +14,9 @@ Loaded from config/tools.yaml. Each tool is one of:
 A service tool with `adds_object_memory: true` gets that memory added to its result ("objects").
 
 The JSON schema the model sees is built from the ROS request type itself
-(`get_fields_and_field_types`), with ranges from the safety policy intersected with the
-registry's own.
+(`get_fields_and_field_types`), with the ranges, allowed values and lengths of the safety policy
+(config/safety_policy.yaml), the one place a tool's limits are written: the model is shown
+exactly what the supervisor will accept.
 """
 from __future__ import annotations
 
@@ -118,14 +119,6 @@ def policy_view(doc: Mapping[str, Any] | None) -> PolicyView | None:
     return PolicyView(types, rules, frozenset(s for s, p in policy.services.items() if p.needs_approval))
 
 
-def _intersect(a: tuple[float, float] | None, b: tuple[float, float] | None) -> tuple[float, float] | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return (max(a[0], b[0]), min(a[1], b[1]))
-
-
 def _req(entry: Mapping[str, Any], key: str, where: str, kind: type | tuple[type, ...]) -> Any:
     if key not in entry:
         raise RegistryError(f"{where}: missing key {key!r}")
@@ -139,7 +132,7 @@ def _req(entry: Mapping[str, Any], key: str, where: str, kind: type | tuple[type
 DEFAULT_APPROVAL_WAIT_S = 30.0
 
 _ENTRY_KEYS = {"name", "description", "kind", "actuating", "service", "interface", "model_fields",
-               "fixed_fields", "field_descriptions", "ranges", "timeout_s", "target_tool", "adds_object_memory"}
+               "fixed_fields", "field_descriptions", "timeout_s", "target_tool", "adds_object_memory"}
 
 
 class ToolRegistry:
@@ -204,7 +197,6 @@ class ToolRegistry:
             if not (math.isfinite(timeout) and timeout > 0):
                 raise RegistryError(f"{where}: timeout_s must be > 0, got {timeout}")
             descriptions = entry.get("field_descriptions", {}) or {}
-            own_ranges = entry.get("ranges", {}) or {}
             common = dict(name=name, description=_req(entry, "description", where, str).strip(), kind=kind,
                           actuating=actuating, timeout_s=timeout)
             adds_memory = entry.get("adds_object_memory", False)
@@ -245,12 +237,10 @@ class ToolRegistry:
                 for f in model_fields:
                     prop = json_type_of_ros_field(fields[f])
                     rule = rules.get(f)
-                    rng = _intersect(_range(own_ranges.get(f), where, f), rule.range if rule else None)
+                    rng = rule.range if rule else None
                     if rng is not None:
-                        if rng[0] > rng[1]:
-                            raise RegistryError(f"{where}: range of {f!r} is empty after the safety policy {rng}")
                         if prop["type"] not in ("number", "integer"):
-                            raise RegistryError(f"{where}: range given for non-numeric field {f!r}")
+                            raise RegistryError(f"{where}: the safety policy gives a range for non-numeric field {f!r}")
                         prop["minimum"], prop["maximum"] = rng
                     if rule is not None and rule.values is not None:
                         prop["enum"] = list(rule.values)
@@ -301,10 +291,3 @@ class ToolRegistry:
                 policy = yaml.safe_load(f)
         return cls.from_dict(data, resolver, policy)
 
-
-def _range(value: Any, where: str, fname: str) -> tuple[float, float] | None:
-    if value is None:
-        return None
-    if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)):
-        raise RegistryError(f"{where}: ranges.{fname} must be [low, high], got {value!r}")
-    return (float(value[0]), float(value[1]))

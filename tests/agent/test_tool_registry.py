@@ -21,11 +21,13 @@ def load(data, policy=None) -> ToolRegistry:
 
 
 def test_project_registry_loads_with_schemas_from_request_types():
-    reg = load(tools_yaml())
+    reg = load(tools_yaml(), safety_policy())
     drive = reg["drive_distance"]
     assert drive.actuating and drive.approval_wait_s == 0.0
-    assert drive.parameters["properties"]["distance"] == {
-        "type": "number", "minimum": -3.0, "maximum": 3.0, "description": "metres, + forward, - backward"}
+    assert drive.parameters["properties"]["distance"] == {   # range: the policy's
+        "type": "number", "minimum": -1.0, "maximum": 3.0, "description": "metres, + forward, - backward"}
+    assert load(tools_yaml())["drive_distance"].parameters["properties"]["distance"] == {   # no policy, no range
+        "type": "number", "description": "metres, + forward, - backward"}
     assert reg["go_to_pose"].parameters["properties"]["use_theta"]["type"] == "boolean"
     assert reg["grasp"].parameters["properties"]["object_name"]["type"] == "string"
     assert reg["describe_state"].parameters == {"type": "object", "properties": {}, "required": []}
@@ -72,17 +74,24 @@ def test_project_registry_agrees_with_the_project_safety_policy():
             assert tool.service in safety_policy()["services"]
 
 
-def test_safety_policy_ranges_are_intersected():
+def test_ranges_come_from_the_safety_policy_alone():
     policy = safety_policy()
     policy["services"]["skills/drive_distance"]["arguments"] = {"distance": {"min": -1.0, "max": 5.0},
                                                                 "speed": {"min": 0.1, "max": 0.3}}
     policy["services"]["skills/grasp"]["arguments"] = {"object_name": {"max_length": 12}}
     reg = load(tools_yaml(), policy)
     props = reg["drive_distance"].parameters["properties"]
-    assert (props["distance"]["minimum"], props["distance"]["maximum"]) == (-1.0, 3.0)
+    assert (props["distance"]["minimum"], props["distance"]["maximum"]) == (-1.0, 5.0)
     assert (props["speed"]["minimum"], props["speed"]["maximum"]) == (0.1, 0.3)
     assert reg["grasp"].parameters["properties"]["object_name"]["maxLength"] == 12
     assert reg["go_to_pose"].parameters["properties"]["use_theta"]["enum"] == [True, False]
+
+
+def test_a_policy_range_on_a_text_field_is_refused():
+    policy = safety_policy()
+    policy["services"]["skills/grasp"]["arguments"] = {"object_name": {"min": 0, "max": 1}}
+    with pytest.raises(RegistryError, match="object_name"):
+        load(tools_yaml(), policy)
 
 
 def test_actuating_tool_missing_from_the_policy_is_refused():
@@ -118,11 +127,10 @@ def _tool(data, name):
     (lambda d: _tool(d, "drive_distance").update(route="direct"), "unknown key(s) ['route']"),
     (lambda d: d.update(approval_wait_s=float("nan")), "approval_wait_s"),
     (lambda d: _tool(d, "drive_distance").update(model_fields=["distance", "wheels"]), "no request field 'wheels'"),
-    (lambda d: _tool(d, "drive_distance").update(ranges={"distance": [1]}), "ranges.distance"),
+    (lambda d: _tool(d, "drive_distance").update(ranges={"distance": [-1, 1]}), "unknown key(s) ['ranges']"),
     (lambda d: _tool(d, "drive_distance").update(colour="red"), "unknown key"),
     (lambda d: _tool(d, "drive_distance").pop("actuating"), "missing key 'actuating'"),
     (lambda d: _tool(d, "drive_distance").update(timeout_s=0), "timeout_s"),
-    (lambda d: _tool(d, "grasp").update(ranges={"object_name": [0, 1]}), "non-numeric"),
     (lambda d: _tool(d, "go_to_point").update(target_tool="grasp"), "target_tool"),
     (lambda d: _tool(d, "go_to_object").update(actuating=False), "must be actuating"),
     (lambda d: d["tools"].append(dict(_tool(d, "grasp"))), "defined twice"),
@@ -140,13 +148,6 @@ def test_tool_the_policy_calls_actuating_cannot_be_declared_passive():
     load(data)  # fine without a policy...
     with pytest.raises(RegistryError, match="actuating in the safety policy"):
         load(data, safety_policy())
-
-
-def test_empty_range_after_policy_is_refused():
-    with pytest.raises(RegistryError, match="empty"):
-        policy = safety_policy()
-        policy["services"]["skills/drive_distance"]["arguments"]["distance"] = {"min": 5.0, "max": 6.0}
-        load(tools_yaml(), policy)
 
 
 def test_tool_needing_approval_waits_for_the_operator_on_top_of_its_timeout():
