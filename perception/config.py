@@ -1,13 +1,18 @@
 """Perception settings: one dataclass, every field commented, bad values rejected by name.
 
 The ROS shell declares one parameter per scalar field; config/perception.yaml carries the same
-names with comments. Colours are a table (name -> HSV ranges) that the YAML may extend.
+names with comments. Colours are a table (name -> HSV ranges) that the YAML may extend. The robot
+(camera and laser mounts, footprint, pick site) is not a perception setting: `robot` is the robot
+description (config/robot.yaml), which the node reads from its robot_file parameter.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
+
+from qwen_stack.node_parameters import NOT_A_PARAMETER, parameter_defaults as _declared
+from qwen_stack.robot import ROBOT_FILE, RobotSpec, load_robot
 
 
 class PerceptionConfigError(ValueError):
@@ -39,15 +44,6 @@ DEFAULT_COLOURS: tuple[ColourClass, ...] = (
 
 @dataclass(frozen=True)
 class PerceptionConfig:
-    # --- robot description (sim/world.py RobotSpec) ---
-    base_height: float = 0.05                 # m, base_link above the floor (the wheel axle)
-    camera_pan_axis_xyz: tuple = (0.10, 0.0, 0.15)  # m, camera pan axis origin in base_link
-    camera_optical_offset: float = 0.02       # m, optical centre ahead of the pan axis along the (pitched) camera x
-    camera_pitch: float = 0.2618              # rad, + looks down
-    camera_pan_joint: str = "camera_pan_joint"  # joint_states name of the pan joint ("" = fixed camera at pan 0)
-    laser_xyz: tuple = (0.05, 0.0, 0.11)      # m, laser origin in base_link
-    robot_radius: float = 0.22                # m, detections whose centre falls inside this circle are the robot itself or the held object
-    pick_x: float = 0.22                      # m, the gripper's pick point ahead of base_link: a grasped object is taken from, and released at, it
     # --- segmentation ---
     min_blob_pixels: int = 12                 # blobs smaller than this (at 320x240; scaled by image area) are noise
     max_range: float = 3.5                    # m, detections farther than this are dropped (poor resolution)
@@ -64,28 +60,21 @@ class PerceptionConfig:
     sensor_timeout: float = 1.0               # s of sensor time: a laser scan or pan older than the frame by more is not used
     max_pan_rate: float = 0.3                 # rad/s, frames taken while the camera pans faster are skipped (pose too uncertain)
     max_turn_rate: float = 1.0                # rad/s, frames taken while the base turns faster are skipped
-    colours: tuple[ColourClass, ...] = field(default_factory=lambda: DEFAULT_COLOURS)
+    colours: tuple[ColourClass, ...] = field(default_factory=lambda: DEFAULT_COLOURS, metadata=NOT_A_PARAMETER)
+    # the robot: camera mount and tilt, laser mount, footprint (detections inside it are the robot itself or the
+    # object it holds), pick site (a grasped object is taken from and released at it)
+    robot: RobotSpec = field(default_factory=load_robot, metadata=NOT_A_PARAMETER)
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> PerceptionConfigError:
             return PerceptionConfigError(f"perception parameter {name!r}: {why} (got {getattr(self, name)!r})")
 
-        for name in ("base_height", "robot_radius", "pick_x", "max_range", "crate_min_size", "max_object_size",
+        for name in ("max_range", "crate_min_size", "max_object_size",
                      "flat_max_height", "associate_radius", "gone_max_range", "sensor_timeout", "max_pan_rate",
                      "max_turn_rate"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise bad(name, "must be a finite number > 0")
-        for name in ("camera_optical_offset",):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise bad(name, "must be a finite number >= 0")
-        if not (math.isfinite(self.camera_pitch) and abs(self.camera_pitch) < math.pi / 2):
-            raise bad("camera_pitch", "must be within (-pi/2, pi/2)")
-        for name, n in (("camera_pan_axis_xyz", 3), ("laser_xyz", 3)):
-            v = getattr(self, name)
-            if len(v) != n or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in v):
-                raise bad(name, f"must be {n} finite numbers")
         for name in ("min_blob_pixels", "gone_after_frames"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) > 0):
                 raise bad(name, "must be an integer > 0")
@@ -105,10 +94,6 @@ class PerceptionConfig:
             if not c.name.isidentifier():
                 raise bad("colours", f"colour name {c.name!r} must be an identifier (it becomes part of object names)")
 
-    @property
-    def camera_height(self) -> float:
-        """Pan axis above the floor, m."""
-        return self.base_height + self.camera_pan_axis_xyz[2]
 
 
 def colours_from_dict(doc: Mapping[str, Any]) -> tuple[ColourClass, ...]:
@@ -129,16 +114,17 @@ def colours_from_dict(doc: Mapping[str, Any]) -> tuple[ColourClass, ...]:
     return tuple(out)
 
 
-def config_from_dict(values: Mapping[str, Any]) -> PerceptionConfig:
-    """Build from plain values (ROS parameters); unknown names are refused by name."""
-    known = {f.name for f in fields(PerceptionConfig)}
+def config_from_dict(values: Mapping[str, Any], robot: RobotSpec | None = None) -> PerceptionConfig:
+    """Build from plain values (ROS parameters) on `robot` (None: config/robot.yaml); unknown names are
+    refused by name (a robot fact among them: it is the robot description's, not perception's)."""
+    known = {f.name for f in fields(PerceptionConfig)} - {"robot"}
     unknown = set(values) - known
     if unknown:
-        raise PerceptionConfigError(f"unknown perception parameter(s) {sorted(unknown)}; known: {sorted(known)}")
+        raise PerceptionConfigError(f"unknown perception parameter(s) {sorted(unknown)}; known: {sorted(known)} "
+                                    f"(the robot's mounts and footprint come from robot_file)")
     kwargs = dict(values)
-    for name in ("camera_pan_axis_xyz", "laser_xyz"):
-        if name in kwargs:
-            kwargs[name] = tuple(kwargs[name])
+    if robot is not None:
+        kwargs["robot"] = robot
     if "colours" in kwargs and not isinstance(kwargs["colours"], tuple):
         kwargs["colours"] = colours_from_dict(kwargs["colours"])
     try:
@@ -152,17 +138,11 @@ NODE_PARAMETERS = {
     "max_rate": 5.0,            # frames per wall-clock second perception processes at most (a CPU budget)
     "odom_frame": "odom",       # frame_id of the published objects and markers
     "publish_annotated": True,  # publish perception/image_annotated
+    "robot_file": ROBOT_FILE,   # the robot description (config/ name or path); the stack sets it
 }
 
 
 def parameter_defaults() -> dict[str, Any]:
-    """name -> default of every ROS parameter perception_node declares (qwen_stack.parameter_schema)."""
-    defaults = PerceptionConfig()
-    out: dict[str, Any] = {}
-    for f in fields(PerceptionConfig):
-        if f.name == "colours":
-            continue                              # a table: extended in code (DEFAULT_COLOURS), not per parameter
-        v = getattr(defaults, f.name)
-        out[f.name] = list(v) if isinstance(v, tuple) else v
-    out.update(NODE_PARAMETERS)
-    return out
+    """name -> default of every ROS parameter perception_node declares (qwen_stack.parameter_schema):
+    PerceptionConfig's fields but the colour table and the robot, and the node's own."""
+    return {**_declared(PerceptionConfig), **NODE_PARAMETERS}

@@ -104,7 +104,7 @@ def estimate(blob: Blob, cam: Intrinsics, pose: CameraPose, cfg: PerceptionConfi
     cx, cy = cam_xy + bearing_dir * centre
     # the scan plane passes over an object whose (whole, measured) top is clearly below it: a
     # return along its bearing is whatever stands behind it
-    laser_sees_it = blob.touches_border or height >= cfg.base_height + cfg.laser_xyz[2] - 0.03
+    laser_sees_it = blob.touches_border or height >= cfg.robot.base_height + cfg.robot.laser_xyz[2] - 0.03
     if laser is not None and laser_sees_it:
         lx, ly = laser.origin_xy
         dist_l = math.hypot(cx - lx, cy - ly)

@@ -12,7 +12,6 @@ import math
 import sys
 import threading
 import time
-from dataclasses import fields
 
 import cv2
 import numpy as np
@@ -26,16 +25,16 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from qwen_stack import topics
 from qwen_stack.node_main import run_node
+from qwen_stack.node_parameters import declare_parameters
 from qwen_stack.perception.camera_geometry import Intrinsics, LaserScan2D
-from qwen_stack.perception.config import (PerceptionConfig, PerceptionConfigError, config_from_dict,
-                                          parameter_defaults)
+from qwen_stack.perception.config import NODE_PARAMETERS, PerceptionConfigError, config_from_dict, parameter_defaults
 from qwen_stack.geometry import Pose2D, quaternion_of_yaw, yaw_of
 from qwen_stack.perception.memory import MemoryEntry
 from qwen_stack.perception.pipeline import FrameResult, Perceiver, annotate
 from qwen_stack.perception.sensor_sync import TimedSeries
 from qwen_stack.images import decode_raw
+from qwen_stack.robot import RobotConfigError, load_robot
 
-SCALAR_FIELDS = [f.name for f in fields(PerceptionConfig) if f.name != "colours"]
 RGB = {"red": (0.9, 0.1, 0.1), "orange": (1.0, 0.5, 0.0), "yellow": (0.95, 0.85, 0.1), "green": (0.1, 0.75, 0.2),
        "blue": (0.1, 0.2, 0.9), "grey": (0.5, 0.5, 0.55)}
 
@@ -58,14 +57,14 @@ class PerceptionNode(Node):
         from qwen_stack_interfaces.msg import DetectedObject, DetectedObjects
 
         self._Time, self._Obj, self._Objs = Time, DetectedObject, DetectedObjects
-        for name, v in parameter_defaults().items():
-            self.declare_parameter(name, v)
-        self.cfg = config_from_dict({n: self.get_parameter(n).value for n in SCALAR_FIELDS})
-        self.max_rate = float(self.get_parameter("max_rate").value)
+        values = declare_parameters(self, parameter_defaults())
+        own = {name: values.pop(name) for name in NODE_PARAMETERS}
+        self.cfg = config_from_dict(values, load_robot(own["robot_file"]))
+        self.max_rate = float(own["max_rate"])
         if not (math.isfinite(self.max_rate) and self.max_rate > 0):
             raise PerceptionConfigError(f"perception parameter 'max_rate': must be > 0 (got {self.max_rate})")
-        self.frame_id = str(self.get_parameter("odom_frame").value)
-        self.publish_annotated = bool(self.get_parameter("publish_annotated").value)
+        self.frame_id = str(own["odom_frame"])
+        self.publish_annotated = bool(own["publish_annotated"])
 
         self.perceiver = Perceiver(self.cfg)
         self.odom = TimedSeries(angle_index=(2,))
@@ -105,7 +104,7 @@ class PerceptionNode(Node):
             self.cam = cam
 
     def _on_scan(self, m: LaserScan) -> None:
-        self.laser = LaserScan2D(tuple(self.cfg.laser_xyz[:2]), m.angle_min, m.angle_increment,
+        self.laser = LaserScan2D(tuple(self.cfg.robot.laser_xyz[:2]), m.angle_min, m.angle_increment,
                                  np.asarray(m.ranges, dtype=float), m.range_min, m.range_max, _t(m.header.stamp))
 
     def _on_odom(self, m: Odometry) -> None:
@@ -114,7 +113,7 @@ class PerceptionNode(Node):
         self.odom.push(_t(m.header.stamp), (p.x, p.y, yaw))
 
     def _on_joints(self, m: JointState) -> None:
-        name = self.cfg.camera_pan_joint
+        name = self.cfg.robot.camera_pan_joint
         if name and name in m.name:
             i = list(m.name).index(name)
             if i < len(m.position):
@@ -130,10 +129,10 @@ class PerceptionNode(Node):
             return
         with self._lock:
             if m.data:
-                e = self.perceiver.memory.hold(Pose2D(*pose), self.cfg.pick_x, m.data)
+                e = self.perceiver.memory.hold(Pose2D(*pose), self.cfg.robot.pick_x, m.data)
                 self.get_logger().info(f"memory: {e.name if e else 'nothing remembered'} held ({m.data!r} by the gripper)")
             else:
-                e = self.perceiver.memory.release(Pose2D(*pose), self.cfg.pick_x)
+                e = self.perceiver.memory.release(Pose2D(*pose), self.cfg.robot.pick_x)
                 if e is not None:
                     self.get_logger().info(f"memory: {e.name} released at ({e.x:.2f}, {e.y:.2f})")
 
@@ -155,7 +154,7 @@ class PerceptionNode(Node):
         m, since = self._pending
         t = _t(m.header.stamp)
         covered = (self.odom.latest_time() or -math.inf) >= t and (
-            not self.cfg.camera_pan_joint or (self.pan.latest_time() or -math.inf) >= t)
+            not self.cfg.robot.camera_pan_joint or (self.pan.latest_time() or -math.inf) >= t)
         if not covered and time.monotonic() - since < self.cfg.sensor_timeout:
             return                                # the timer tries again
         self._pending = None
@@ -173,7 +172,7 @@ class PerceptionNode(Node):
                 return
             tol = self.cfg.sensor_timeout
             pose = self.odom.at(t, tol)
-            pan = self.pan.at(t, tol) if self.cfg.camera_pan_joint else (0.0,)
+            pan = self.pan.at(t, tol) if self.cfg.robot.camera_pan_joint else (0.0,)
             if self._moving_too_fast(t):
                 self.frames_skipped_moving += 1      # not an error: the next still frame is used
                 return
@@ -209,7 +208,7 @@ class PerceptionNode(Node):
         """Why a frame at t is not used for placing objects ('' = it is): a camera swinging on its pan
         joint or a base turning fast makes the pose of the frame too uncertain (a 30 ms error at
         6 rad/s of pan moves an object 1.6 m away by 30 cm)."""
-        pan_rate = self.pan.rate_at(t) if self.cfg.camera_pan_joint else 0.0
+        pan_rate = self.pan.rate_at(t) if self.cfg.robot.camera_pan_joint else 0.0
         if pan_rate is not None and abs(pan_rate) > self.cfg.max_pan_rate:
             return f"camera panning at {pan_rate:.2f} rad/s"
         turn = self.odom.rate_at(t, index=2)
@@ -307,7 +306,7 @@ def main(args: list[str] | None = None) -> int:
     cv2.setNumThreads(1)   # small images: OpenCV's thread pool costs more than it saves on 2 shared cores
     # One executor thread: callbacks are short except a frame's processing (a few ms); frames
     # that arrive meanwhile replace the one waiting, so work never queues up.
-    return run_node("perception_node", PerceptionNode, argv=args, config_errors=(PerceptionConfigError,))
+    return run_node("perception_node", PerceptionNode, argv=args, config_errors=(PerceptionConfigError, RobotConfigError))
 
 
 if __name__ == "__main__":

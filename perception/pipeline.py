@@ -42,8 +42,8 @@ class Perceiver:
         self.cut_at_bottom: list[tuple[int, int, int, int]] = []   # boxes of blobs left out in the last frame
 
     def camera_pose(self, pan: float) -> CameraPose:
-        c = self.cfg
-        return CameraPose.at(c.camera_pan_axis_xyz, c.base_height, c.camera_optical_offset, c.camera_pitch, pan)
+        r = self.cfg.robot
+        return CameraPose.at(r.camera_xyz, r.base_height, r.camera_lens_x, r.camera_pitch, pan)
 
     def detect(self, rgb: np.ndarray, cam: Intrinsics, pan: float, laser: LaserScan2D | None) -> list[Detection]:
         """Detections (base frame) in one frame; no memory update."""
@@ -63,7 +63,7 @@ class Perceiver:
             d = estimate(blob, cam, pose, self.cfg, laser)
             if d is None or d.distance > self.cfg.max_range:
                 continue
-            if d.solid and math.hypot(d.x, d.y) < self.cfg.robot_radius:
+            if d.solid and math.hypot(d.x, d.y) < self.cfg.robot.footprint_radius:
                 continue                     # the robot's own body or the object it holds
             out.append(d)
         return out
@@ -82,8 +82,9 @@ class Perceiver:
             res.error = "no odometry received: cannot place objects in the odom frame"
             return res
         if pan is None:
-            if self.cfg.camera_pan_joint:
-                res.error = f"no joint_states with {self.cfg.camera_pan_joint!r} received: camera direction unknown"
+            if self.cfg.robot.camera_pan_joint:
+                res.error = (f"no joint_states with {self.cfg.robot.camera_pan_joint!r} received: "
+                             "camera direction unknown")
                 return res
             pan = 0.0
         if laser is not None and abs(stamp - laser.stamp) > self.cfg.sensor_timeout:
@@ -108,7 +109,7 @@ class Perceiver:
         def clear(ox: float, oy: float) -> bool:
             bx, by = robot.to_base(ox, oy)
             dist = math.hypot(bx - pose.origin[0], by - pose.origin[1])
-            if dist > cfg.gone_max_range or math.hypot(bx, by) < cfg.robot_radius + 0.1:
+            if dist > cfg.gone_max_range or math.hypot(bx, by) < cfg.robot.footprint_radius + 0.1:
                 return False
             uv, front = project_points(np.array([[bx, by, 0.02]]), cam, pose)
             u, v = uv[0]

@@ -2,6 +2,7 @@
 frames, the memory (update, gone, re-sighting, moved objects, names), bad input, configuration."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -18,6 +19,7 @@ from qwen_stack.geometry import Pose2D
 from qwen_stack.perception.memory import ObjectMemory, memory_report
 from qwen_stack.perception.pipeline import Perceiver, annotate, check_frame
 from qwen_stack.perception.sensor_sync import TimedSeries
+from qwen_stack.robot import load_robot
 
 ROOT = Path(__file__).resolve().parents[2]
 FY = 120 / math.tan(math.radians(30))          # the sim's 60 degree vertical field of view at 320x240
@@ -168,7 +170,7 @@ def test_missing_camera_info_odometry_or_pan_refuse_the_frame():
     assert "odometry" in p.process(img, 1.0, CAM, 0.0, None, None).error
     assert "camera_pan_joint" in p.process(img, 1.0, CAM, None, _pose(), None).error
     assert p.memory.entries == []                     # nothing invented from refused frames
-    fixed = Perceiver(PerceptionConfig(camera_pan_joint=""))
+    fixed = Perceiver(PerceptionConfig(robot=dataclasses.replace(load_robot(), camera_pan_joint="")))
     assert fixed.process(img, 1.0, CAM, None, _pose(), None).error == ""
 
 
@@ -277,9 +279,9 @@ def test_memory_report_is_the_contract_shape_rounded():
 
 # --- configuration -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("bad, name", [
-    ({"max_range": -1.0}, "max_range"), ({"camera_pitch": 2.0}, "camera_pitch"),
+    ({"max_range": -1.0}, "max_range"), ({"camera_pitch": 0.2}, "camera_pitch.*come from robot_file"),
     ({"gone_after_frames": 0}, "gone_after_frames"), ({"name_min_confidence": 1.5}, "name_min_confidence"),
-    ({"laser_xyz": [0.0, 0.0]}, "laser_xyz"), ({"gone_view_margin": 0.6}, "gone_view_margin"),
+    ({"laser_xyz": [0.0, 0.0, 0.1]}, "laser_xyz"), ({"gone_view_margin": 0.6}, "gone_view_margin"),
     ({"colours": {"red": {"hue": [0, 200], "sat": [0, 255], "val": [0, 255]}}}, "colours"),
     ({"colours": {"red": {"sat": [0, 255]}}}, "colours"), ({"max_rnage": 3.0}, "max_rnage"),
 ])
@@ -293,7 +295,8 @@ def test_every_parameter_is_in_the_yaml_with_a_comment():
 
     text = (ROOT / "config" / "perception.yaml").read_text()
     params = yaml.safe_load(text)["/**/perception"]["ros__parameters"]
-    assert set(params) == set(parameter_defaults())
+    # robot_file is the stack's (config/stack.yaml robot:, tests/foundation/test_robot_facts.py)
+    assert set(params) == set(parameter_defaults()) - {"robot_file"}
     for name in params:
         line = next(l for l in text.splitlines() if re.match(rf"\s+{name}:", l))
         assert "#" in line, f"{name} has no comment"
