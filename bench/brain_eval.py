@@ -209,9 +209,9 @@ def main(argv=None) -> int:
         env = ros_environment(domain_id=int(os.environ.get("QWEN_STACK_TEST_DOMAIN",
                                                             random.Random(os.getpid()).randint(101, 200))))
         os.environ.update(env)
-        from tests.brain.brain_stack import make_observer
+        from tests.agent.sim_stack import start_observer
 
-        observer, ex = make_observer()
+        observer, ex = start_observer()
         missions = held_out_missions(a.missions, a.seed)
         fault_missions = [m for f in ("grasp_fails", "moved", "deny") for m in held_out_missions(a.faults, a.seed, f)]
         rows = []

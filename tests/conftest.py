@@ -37,6 +37,16 @@ def ros_env() -> dict:
     return ros_environment(domain_id=_DOMAIN)
 
 
+@pytest.fixture
+def observer():
+    """The mission observer and operator double of tests/agent/sim_stack.py, spinning for the test's duration."""
+    from tests.agent.sim_stack import close_observer, start_observer
+
+    node, ex = start_observer()
+    yield node
+    close_observer(node, ex)
+
+
 # Tests over a live ROS graph (nodes in other processes, real DDS, the simulator in real time) wait on
 # wall-clock time; on a loaded 2-core machine a node can be starved for a second. Such a test is run
 # again (twice at most) before it counts as failed; pytest's summary lists every rerun ("R").

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -29,59 +27,34 @@ from std_srvs.srv import Trigger
 
 from qwen_stack import topics
 from qwen_stack.paths import config_file
+from tests.ros_processes import NodeGroup, params_file
 
 
-def params_file(folder: Path, name: str, values: dict) -> Path:
-    p = folder / f"{name}.yaml"
-    body = "\n".join(f"    {k}: {json.dumps(v)}" for k, v in values.items())
-    p.write_text(f"/**:\n  ros__parameters:\n{body}\n")
-    return p
-
-
-class SimStack:
+class SimStack(NodeGroup):
     def __init__(self, folder: Path, env: dict, seed: int, agent_overrides: dict | None = None,
-                 real_time_factor: float = 3.0, scenario: str = "fetch_red_cube"):
-        self.folder, self.env, self.procs = folder, env, []
+                 real_time_factor: float = 3.0, scenario: str = "fetch_red_cube", camera_rate: float = 5.0,
+                 sim_overrides: dict | None = None):
+        super().__init__(folder, env)
         self.audit_path = folder / "audit.jsonl"
-        sim = params_file(folder, "sim_over", {"seed": seed, "real_time_factor": real_time_factor, "camera_rate": 5.0,
-                                               "scenario": scenario})
-        self._start("sim", "qwen_stack.sim.node", [config_file("sim.yaml"), sim])
-        self._start("skills", "qwen_stack.sim.skills_node", [config_file("sim.yaml")])
+        sim = params_file(folder, "sim_over", {"seed": seed, "real_time_factor": real_time_factor,
+                                               "camera_rate": camera_rate, "scenario": scenario,
+                                               **(sim_overrides or {})})
+        self.start("sim", "qwen_stack.sim.node", [config_file("sim.yaml"), sim])
+        self.start("skills", "qwen_stack.sim.skills_node", [config_file("sim.yaml")])
         safety = params_file(folder, "safety_over", {"audit_log_path": str(self.audit_path)})
-        self._start("safety", "qwen_stack.safety.node", [config_file("safety.yaml"), safety])
-        self._start("perception", "qwen_stack.perception.node", [config_file("perception.yaml")])
+        self.start("safety", "qwen_stack.safety.node", [config_file("safety.yaml"), safety])
+        self.start("perception", "qwen_stack.perception.node", [config_file("perception.yaml")])
         agent = params_file(folder, "agent_over", {"backend": "replay", "object_locator": "perception",
                                                      **(agent_overrides or {})})
-        self._start("agent", "qwen_stack.qwen_node.node", [config_file("agent.yaml"), agent])
-
-    def _start(self, name, module, files):
-        cmd = [sys.executable, "-m", module, "--ros-args"]
-        for f in files:
-            cmd += ["--params-file", str(f)]
-        log = open(self.folder / f"{name}.log", "w")
-        self.procs.append((name, subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)))
-
-    def check_alive(self):
-        for name, p in self.procs:
-            if p.poll() is not None:
-                raise AssertionError(f"{name} exited with {p.returncode}:\n{(self.folder / f'{name}.log').read_text()[-3000:]}")
+        self.start("agent", "qwen_stack.qwen_node.node", [config_file("agent.yaml"), agent])
 
     def audit(self) -> list[dict]:
         return [json.loads(l) for l in self.audit_path.read_text().splitlines() if l.strip()]
 
-    def stop(self):
-        for _, p in reversed(self.procs):
-            if p.poll() is None:
-                p.terminate()
-        for _, p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=5)
-
 
 class MissionObserver(Node):
+    deny_approvals = False      # the operator double approves every request unless this is set
+
     def __init__(self):
         super().__init__("mission_observer")
         from qwen_stack_interfaces.action import RunTask
@@ -145,10 +118,22 @@ class MissionObserver(Node):
             self.objects = doc
 
     def _on_approval(self, m):
-        """OperatorDouble: approves every request (the test's stand-in for a person at the console)."""
+        """OperatorDouble: answers every request (the test's stand-in for a person at the console)."""
         self.approvals.append(m.service)
-        req = self._Approve.Request(request_id=m.request_id, approved=True, operator_name="operator_double")
+        req = self._Approve.Request(request_id=m.request_id, approved=not self.deny_approvals,
+                                    operator_name="operator_double")
         self.approve.call_async(req)
+
+    def reset_records(self):
+        """Forgets what was seen (one observer, many missions: bench/brain_eval.py)."""
+        with self.lock:
+            self.motion.clear()
+            self.truth.clear()
+            self.objects = {}
+            self.held_changes.clear()
+        self.tool_calls.clear()
+        self.approvals.clear()
+        self.status.clear()
 
     def wait_ready(self, stack: "SimStack", timeout: float = 60.0) -> None:
         """Until the sim publishes, the skills and the proxy serve, and qwen_node's action server is up."""
@@ -201,12 +186,19 @@ class MissionObserver(Node):
 
 
 def start_observer():
+    """A MissionObserver spinning in its own threads: (node, executor). close_observer() undoes it."""
     rclpy.init()
     node = MissionObserver()
     ex = MultiThreadedExecutor(num_threads=4)
     ex.add_node(node)
     threading.Thread(target=ex.spin, daemon=True).start()
     return node, ex
+
+
+def close_observer(node: MissionObserver, ex: MultiThreadedExecutor) -> None:
+    ex.shutdown()
+    node.destroy_node()
+    rclpy.shutdown()
 
 
 def cube_on_square(objects: dict) -> tuple[bool, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 
 import httpx
@@ -18,7 +17,7 @@ from qwen_stack.qwen_node.agent.planner import CancelToken, ChatMessage, Planner
 from qwen_stack.qwen_node.engine.openai_api import create_app
 
 from .doubles import TransportDouble
-from .serve_process import free_port, wait_healthy
+from .serve_process import app_in_thread, serving
 
 TOOLS = [
     {"type": "function", "function": {"name": "drive_distance", "description": "drive", "parameters": {
@@ -56,20 +55,9 @@ class ScriptedChatEngineDouble:
 
 @pytest.fixture(scope="module")
 def scripted_server():
-    import uvicorn
-
     engine = ScriptedChatEngineDouble()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(engine, "qwen3.5", api_key="k-test"), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1", engine
-    server.should_exit = True
-    t.join(5)
+    with app_in_thread(create_app(engine, "qwen3.5", api_key="k-test")) as url:
+        yield url, engine
 
 
 def _backend(url, native, key="k-test"):
@@ -162,13 +150,7 @@ def tiny_checkpoint(tmp_path_factory):
 
 @pytest.mark.slow
 def test_openai_backend_against_qwen_stack_serve(tiny_checkpoint, ros_env):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "qwen_stack.qwen_node.engine.serve", "--model", str(tiny_checkpoint),
-                             "--port", str(port), "--device", "cpu", "--max-tokens", "24"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}/v1"
-        wait_healthy(port, proc)
+    with serving(tiny_checkpoint, "--max-tokens", "24") as url:
         chunks = []
         backend = OpenAIChatBackend(url, "qwen3.5", None, True, 24, 0.0, True, 120.0)
         text = backend.generate([ChatMessage("system", "s"), ChatMessage("user", "drive 1 m")], TOOLS,
@@ -176,12 +158,6 @@ def test_openai_backend_against_qwen_stack_serve(tiny_checkpoint, ros_env):
         assert text and "".join(chunks) == text
         assert backend.last_usage["completion_tokens"] == 24 and backend.last_usage["prompt_tokens"] > 50
         parse_output(text, SCHEMAS)   # random text parses without raising
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_serve_refuses_a_public_bind_without_a_key(tmp_path):

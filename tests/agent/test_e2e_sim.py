@@ -8,6 +8,7 @@ observer node, an operator double. Seeds: QWEN_STACK_E2E_SEEDS (default "0"; the
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -17,25 +18,14 @@ pytest.importorskip("rclpy")
 pytest.importorskip("qwen_stack_interfaces", reason="ros_ws not built (scripts/build_ros_ws.sh)")
 pytest.importorskip("mujoco")
 
-from .serve_process import free_port, wait_healthy  # noqa: E402
-from .sim_stack import SimStack, cube_on_square, start_observer  # noqa: E402
+from .serve_process import serving  # noqa: E402
+from tests.agent.sim_stack import SimStack, cube_on_square  # noqa: E402
 from .test_node_parts import REPLAY_CALLS  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 SEEDS = [int(s) for s in os.environ.get("QWEN_STACK_E2E_SEEDS", "0").split(",") if s.strip()]
 MISSION = "Find the red cube and bring it to the blue square."
-
-
-@pytest.fixture
-def observer():
-    import rclpy
-
-    node, ex = start_observer()
-    yield node
-    ex.shutdown()
-    node.destroy_node()
-    rclpy.shutdown()
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -153,22 +143,15 @@ def tiny_checkpoint(tmp_path_factory):
 def test_model_backends_run_from_camera_frame_to_parsed_output(tmp_path, ros_env, observer, tiny_checkpoint, backend):
     """A tiny RANDOM checkpoint: it will not act sensibly; what is checked is the plumbing: sim camera frames
     reach the prompt, the model's output streams through the parser into feedback, the task ends with a reason."""
-    import subprocess
-    import sys
-
-    server = None
     overrides = {"backend": backend, "max_new_tokens": 12, "max_turns": 2, "max_parse_retries": 1}
-    if backend == "local":
-        overrides.update(model_dir=str(tiny_checkpoint), device="cpu")
-    else:
-        port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "qwen_stack.qwen_node.engine.serve", "--model", str(tiny_checkpoint),
-                                   "--port", str(port), "--device", "cpu"], env=ros_env,
-                                  stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT)
-        overrides.update(openai_base_url=f"http://127.0.0.1:{port}/v1")
-        wait_healthy(port, server)
-    stack = SimStack(tmp_path, ros_env, seed=0, agent_overrides=overrides)
-    try:
+    with contextlib.ExitStack() as running:
+        if backend == "local":
+            overrides.update(model_dir=str(tiny_checkpoint), device="cpu")
+        else:
+            url = running.enter_context(serving(tiny_checkpoint, env=ros_env, log=tmp_path / "serve.log"))
+            overrides.update(openai_base_url=url)
+        stack = SimStack(tmp_path, ros_env, seed=0, agent_overrides=overrides)
+        running.callback(stack.stop)
         observer.wait_ready(stack, timeout=120)
         end = time.time() + 30
         while time.time() < end and not (observer.status and observer.status[-1]["frames_in_window"] > 0):
@@ -181,8 +164,3 @@ def test_model_backends_run_from_camera_frame_to_parsed_output(tmp_path, ros_env
         assert last["is_model"] is True and last["backend"].startswith(backend)
         assert last["last_prompt_images"] >= 1             # a sim camera frame was in the prompt
         print(f"{backend}: result success={result.success} message={result.message[:120]!r}")
-    finally:
-        stack.stop()
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=10)

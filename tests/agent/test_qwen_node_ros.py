@@ -22,9 +22,11 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E
 from std_msgs.msg import Bool, String  # noqa: E402
 
 from qwen_stack import topics  # noqa: E402
+from qwen_stack.paths import config_file  # noqa: E402
 from qwen_stack_interfaces.action import RunTask  # noqa: E402
 from qwen_stack_interfaces.msg import ToolCall  # noqa: E402
 from qwen_stack_interfaces.srv import CallTool, DescribeState  # noqa: E402
+from tests.ros_processes import ros_args, start_node, stop_all  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -70,12 +72,8 @@ def graph(ros_env, tmp_path):
     def start(script_turns, *params):
         script = tmp_path / "script.jsonl"
         script.write_text("".join(json.dumps({"output": t}) + "\n" for t in script_turns))
-        cmd = [sys.executable, "-m", "qwen_stack.qwen_node.node", "--ros-args", "--params-file",
-               str(__import__("qwen_stack.paths", fromlist=["x"]).config_file("agent.yaml")),
-               "-p", f"replay_script:={script}", "-p", "camera:=none"]
-        for p in params:
-            cmd += ["-p", p]
-        proc = subprocess.Popen(cmd, env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        args = ros_args([config_file("agent.yaml")], [f"replay_script:={script}", "camera:=none", *params])
+        proc = start_node("qwen_stack.qwen_node.node", args, ros_env)
         procs.append(proc)
         return proc
 
@@ -83,13 +81,7 @@ def graph(ros_env, tmp_path):
     ex.shutdown()
     node.destroy_node()
     rclpy.shutdown()
-    for p in procs:
-        p.terminate()
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    stop_all(procs)
 
 
 def _send(node, instruction, feedback):

@@ -19,7 +19,7 @@ import pytest
 from qwen_stack.qwen_node.agent.backends.local import GenerationStats
 from qwen_stack.qwen_node.engine.openai_api import create_app
 
-from .serve_process import free_port, wait_healthy
+from .serve_process import app_in_thread, serving
 
 DRIVE = {"type": "function", "function": {"name": "drive_distance", "description": "drive", "parameters": {
     "type": "object", "properties": {"distance": {"type": "number"}}, "required": ["distance"]}}}
@@ -69,20 +69,9 @@ class ModelDouble:
 
 @pytest.fixture(scope="module")
 def served():
-    import uvicorn
-
     model = ModelDouble()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(model, "qwen3.5"), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1", model
-    server.should_exit = True
-    t.join(5)
+    with app_in_thread(create_app(model, "qwen3.5")) as url:
+        yield url, model
 
 
 @pytest.fixture
@@ -270,20 +259,8 @@ def small_context_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def serve_url(small_context_checkpoint):
-    folder = small_context_checkpoint
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "qwen_stack.qwen_node.engine.serve", "--model", str(folder),
-                             "--port", str(port), "--device", "cpu", "--max-tokens", "8"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_healthy(port, proc)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with serving(small_context_checkpoint, "--max-tokens", "8") as url:
+        yield url
 
 
 @pytest.mark.slow

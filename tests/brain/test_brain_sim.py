@@ -15,7 +15,7 @@ pytest.importorskip("mujoco")
 from qwen_stack.paths import SOURCE_ROOT  # noqa: E402
 from qwen_stack.qwen_node.brain.sim_missions import claims_success, delivered, held_out_missions  # noqa: E402
 
-from .brain_stack import BrainStack, make_observer  # noqa: E402
+from .brain_stack import BrainStack  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -26,12 +26,9 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 # (it must pass, no xfail) once a better-trained model is shipped, then make it default again.
 @pytest.mark.skipif(os.environ.get("QWEN_STACK_BRAIN_SIM") != "1",
                     reason="opt-in until the shipped brain completes missions (issue 14): QWEN_STACK_BRAIN_SIM=1")
-def test_shipped_brain_fetches_a_held_out_object(tmp_path, ros_env):
-    import rclpy
-
+def test_shipped_brain_fetches_a_held_out_object(tmp_path, ros_env, observer):
     mission = held_out_missions(1, seed=0)[0]
     assert mission.why_held_out == "pair"
-    observer, ex = make_observer()
     agent = {"backend": "local", "model_dir": str(SOURCE_ROOT / "models" / "brain"), "device": "cpu",
              "camera": "none", "compile_decode": False}
     stack = BrainStack(tmp_path, ros_env, mission, agent, rtf=3.0)
@@ -48,6 +45,3 @@ def test_shipped_brain_fetches_a_held_out_object(tmp_path, ros_env):
         assert observer.approvals == ["skills/release"]
     finally:
         stack.stop()
-        ex.shutdown()
-        observer.destroy_node()
-        rclpy.shutdown()

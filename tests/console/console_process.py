@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 from qwen_stack.paths import config_file
+from tests.ros_processes import params_file, ros_args, start_node, stop
 
 URL_RE = re.compile(r"console at (http://\S+?)/ ")
 
@@ -18,13 +17,9 @@ URL_RE = re.compile(r"console at (http://\S+?)/ ")
 def console_node(env: dict, tmp_path: Path, token: str, **params):
     """Yields (base_url, log_lines, process). `params` override config/console.yaml (port defaults to 0: any free one)."""
     overrides = {"port": 0, "token_file": str(tmp_path / "token"), **params}
-    pfile = tmp_path / "console_test_params.yaml"
-    lines = "\n".join(f"    {k}: {v!r}" if isinstance(v, str) else f"    {k}: {v}" for k, v in overrides.items())
-    pfile.write_text(f"/**:\n  ros__parameters:\n{lines}\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qwen_stack.console.node", "--ros-args",
-         "--params-file", str(config_file("console.yaml")), "--params-file", str(pfile)],
-        env={**env, "QWEN_STACK_CONSOLE_TOKEN": token}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pfile = params_file(tmp_path, "console_test_params", overrides)
+    proc = start_node("qwen_stack.console.node", ros_args([config_file("console.yaml"), pfile]),
+                      {**env, "QWEN_STACK_CONSOLE_TOKEN": token})
     log: list[str] = []
     found = threading.Event()
     url: list[str] = []
@@ -46,9 +41,4 @@ def console_node(env: dict, tmp_path: Path, token: str, **params):
             time.sleep(0.05)
         yield url[0], log, proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)

@@ -18,11 +18,8 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -49,6 +46,7 @@ from std_msgs.msg import Bool  # noqa: E402
 from qwen_stack import topics  # noqa: E402
 from qwen_stack.paths import config_file  # noqa: E402
 from tests.console.console_process import console_node  # noqa: E402
+from tests.ros_processes import NodeGroup  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 TOKEN = "stack-test-controller-token-0123456789"
@@ -106,28 +104,16 @@ class StackWatcher:
             return [c for c in self.cmd if c[0] >= t]
 
 
-def _start(module: str, param_files: list[Path], env: dict, log: Path) -> subprocess.Popen:
-    args = [sys.executable, "-m", module, "--ros-args"]
-    for f in param_files:
-        args += ["--params-file", str(f)]
-    with open(log, "w") as out:
-        return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def _logs(tmp: Path) -> str:
-    return "\n".join(f"--- {p.name}:\n" + p.read_text()[-3000:] for p in sorted(tmp.glob("*.log")))
-
-
 @pytest.fixture(scope="module")
 def stack(ros_env, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("stack")
     safety_overrides = tmp / "safety.yaml"
     safety_overrides.write_text("/**:\n  ros__parameters:\n    audit_log_path: ''\n    approval_timeout: 30.0\n")
-    procs = [_start("qwen_stack.sim.node", [config_file("sim.yaml")], ros_env, tmp / "sim.log"),
-             _start("qwen_stack.safety.node", [config_file("safety.yaml"), safety_overrides], ros_env,
-                    tmp / "safety.log"),
-             # the agent with its replay backend (a fixed script, NOT a model): enough to see a task on the page
-             _start("qwen_stack.qwen_node.node", [config_file("agent.yaml")], ros_env, tmp / "agent.log")]
+    nodes = NodeGroup(tmp, ros_env)
+    nodes.start("sim", "qwen_stack.sim.node", [config_file("sim.yaml")])
+    nodes.start("safety", "qwen_stack.safety.node", [config_file("safety.yaml"), safety_overrides])
+    # the agent with its replay backend (a fixed script, NOT a model): enough to see a task on the page
+    nodes.start("agent", "qwen_stack.qwen_node.node", [config_file("agent.yaml")])
     rclpy.init()
     node = rclpy.create_node("console_stack_test")
     watcher = StackWatcher(node)
@@ -139,7 +125,7 @@ def stack(ros_env, tmp_path_factory):
             wait_for(lambda: watcher.truth is not None, 60, "the simulator's ground truth")
             wait_for(lambda: watcher.latched is not None, 30, "the supervisor's latched state")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{_logs(tmp)}") from None
+            raise AssertionError(f"{exc}\n{nodes.logs()}") from None
         with console_node(ros_env, tmp, TOKEN) as (url, _log, _proc), chromium() as browser:
             page = browser.new_page()
             page.goto(f"{url}/#token={TOKEN}")
@@ -149,14 +135,7 @@ def stack(ros_env, tmp_path_factory):
         executor.shutdown(timeout_sec=1)
         node.destroy_node()
         rclpy.try_shutdown()
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        nodes.stop()
 
 
 def _ensure_released(page, watcher) -> None:

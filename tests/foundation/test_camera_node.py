@@ -1,8 +1,6 @@
 """camera_node over real ROS topics, across processes."""
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import cv2
@@ -15,24 +13,13 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
 from qwen_stack import topics  # noqa: E402
 from qwen_stack.camera.sources import decode_counter  # noqa: E402
+from tests.ros_processes import ros_args, start_node, stop  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
 
 def _start_camera(ros_env, *params):
-    cmd = [sys.executable, "-m", "qwen_stack.camera.node", "--ros-args"]
-    for p in params:
-        cmd += ["-p", p]
-    return subprocess.Popen(cmd, env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    return start_node("qwen_stack.camera.node", ros_args(params=params), ros_env)
 
 
 def test_camera_frames_cross_process(ros_env):
@@ -69,7 +56,7 @@ def test_camera_frames_cross_process(ros_env):
     finally:
         node.destroy_node()
         rclpy.shutdown()
-        _stop(proc)
+        stop(proc)
 
 
 def test_unopenable_source_exits_nonzero_with_message(ros_env):
@@ -111,4 +98,4 @@ def test_folder_that_empties_is_reported_on_diagnostics(ros_env, tmp_path):
     finally:
         node.destroy_node()
         rclpy.shutdown()
-        _stop(proc)
+        stop(proc)

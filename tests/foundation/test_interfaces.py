@@ -145,16 +145,6 @@ def _filled(cls, rng: random.Random):
     return obj
 
 
-def _stop(proc: subprocess.Popen) -> str:
-    proc.terminate()
-    try:
-        out, _ = proc.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    return out or ""
-
-
 # ---------------------------------------------------------------------------------------------
 # (a) the build
 # ---------------------------------------------------------------------------------------------
@@ -309,14 +299,16 @@ def test_bad_field_values_are_rejected_when_checked():
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture
 def server_node(ros_env):
+    from tests.ros_processes import stop_and_read    # not at the top: this file also runs as the server script
+
     _interfaces_or_skip()
     proc = subprocess.Popen([sys.executable, __file__, "serve"], env=ros_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     line = proc.stdout.readline()
     if line.strip() != "ready":
-        pytest.fail(f"InterfaceTestServer did not start: {line}{_stop(proc)}")
+        pytest.fail(f"InterfaceTestServer did not start: {line}{stop_and_read(proc)}")
     yield proc
-    _stop(proc)
+    stop_and_read(proc)
 
 
 @pytest.fixture

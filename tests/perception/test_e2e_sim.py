@@ -18,22 +18,11 @@ pytest.importorskip("rclpy")
 pytest.importorskip("qwen_stack_interfaces", reason="ros_ws not built (scripts/build_ros_ws.sh)")
 pytest.importorskip("mujoco")
 
-from agent.sim_stack import SimStack, cube_on_square, start_observer  # noqa: E402
+from tests.agent.sim_stack import SimStack, cube_on_square  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 SEEDS = [int(s) for s in os.environ.get("QWEN_STACK_E2E_SEEDS", "0").split(",") if s.strip()]
-
-
-@pytest.fixture
-def observer():
-    import rclpy
-
-    node, ex = start_observer()
-    yield node
-    ex.shutdown()
-    node.destroy_node()
-    rclpy.shutdown()
 
 
 @pytest.mark.parametrize("seed", SEEDS)

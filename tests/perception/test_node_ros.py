@@ -28,23 +28,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from qwen_stack import topics  # noqa: E402
 from qwen_stack.geometry import yaw_of  # noqa: E402
 from qwen_stack.paths import config_file  # noqa: E402
-
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-
-def start_node(module: str, args: list[str], env: dict, log) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", module, "--ros-args", *args], env=env,
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+from tests.ros_processes import start_node, stop  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR

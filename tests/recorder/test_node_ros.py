@@ -20,7 +20,8 @@ pytest.importorskip("mujoco")
 from qwen_stack.paths import config_file  # noqa: E402
 from qwen_stack.recorder.reading import read_bag, recording_files  # noqa: E402
 from qwen_stack.recorder.timeline import format_timeline, mission_timeline  # noqa: E402
-from tests.agent.sim_stack import SimStack, params_file, start_observer  # noqa: E402
+from tests.agent.sim_stack import SimStack  # noqa: E402
+from tests.ros_processes import params_file, ros_args, start_node, stop, stop_all  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 MISSION = "Find the red cube and bring it to the blue square."
@@ -29,10 +30,8 @@ MISSION = "Find the red cube and bring it to the blue square."
 def start_recorder(folder, env, log_name="recorder", **overrides):
     values = {"output_dir": str(folder / "bags"), "recording_name": "rec", **overrides}
     over = params_file(folder, f"{log_name}_over", values)
-    log = open(folder / f"{log_name}.log", "w")
-    cmd = [sys.executable, "-m", "qwen_stack.recorder.node", "--ros-args",
-           "--params-file", str(config_file("recorder.yaml")), "--params-file", str(over)]
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return start_node("qwen_stack.recorder.node", ros_args([config_file("recorder.yaml"), over]), env,
+                      folder / f"{log_name}.log")
 
 
 def wait_recording(folder, topics: set, timeout=60.0, log_name="recorder"):
@@ -47,20 +46,9 @@ def wait_recording(folder, topics: set, timeout=60.0, log_name="recorder"):
     raise AssertionError(f"recorder did not pick up {topics}:\n{log.read_text()[-2000:]}")
 
 
-def stop(proc, sig=signal.SIGINT, timeout=20):
-    proc.send_signal(sig)
-    return proc.wait(timeout=timeout)
-
-
-@pytest.fixture
-def observer():
-    import rclpy
-
-    node, ex = start_observer()
-    yield node
-    ex.shutdown()
-    node.destroy_node()
-    rclpy.shutdown()
+def close(proc, sig=signal.SIGINT):
+    """Ends a recorder as Ctrl-C (or `sig`) does: its exit status (-9: killed after 20 s without exiting)."""
+    return stop(proc, sig, timeout=20)
 
 
 def test_demo_mission_recorded_every_cmd_vel_after_its_verdict(tmp_path, ros_env, observer):
@@ -89,11 +77,9 @@ def test_demo_mission_recorded_every_cmd_vel_after_its_verdict(tmp_path, ros_env
         # (a skill timing out): what is checked here is that the recording shows what happened
         result, _ = observer.run_task(MISSION, timeout=240)
         time.sleep(1.0)
-        assert stop(rec) == 0, (tmp_path / "recorder.log").read_text()[-2000:]
+        assert close(rec) == 0, (tmp_path / "recorder.log").read_text()[-2000:]
     finally:
-        for p in (rec, victim):
-            if p.poll() is None:
-                p.kill()
+        stop_all([rec, victim], signal.SIGKILL)
         stack.stop()
     files = recording_files(tmp_path / "bags" / "rec")
     assert len(files) == 1
@@ -178,10 +164,7 @@ def test_kill_9_leaves_a_readable_file_missing_at_most_about_a_second(tmp_path, 
     import threading
 
     sim = params_file(tmp_path, "sim_over", {"seed": 0, "real_time_factor": 1.0, "camera_rate": 5.0})
-    log = open(tmp_path / "sim.log", "w")
-    simp = subprocess.Popen([sys.executable, "-m", "qwen_stack.sim.node", "--ros-args", "--params-file",
-                             str(config_file("sim.yaml")), "--params-file", str(sim)], env=ros_env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    simp = start_node("qwen_stack.sim.node", ros_args([config_file("sim.yaml"), sim]), ros_env, tmp_path / "sim.log")
     rec = start_recorder(tmp_path, ros_env)
     rclpy.init()
     node = rclpy.create_node("odom_reference")
@@ -201,10 +184,8 @@ def test_kill_9_leaves_a_readable_file_missing_at_most_about_a_second(tmp_path, 
         ex.shutdown()
         node.destroy_node()
         rclpy.shutdown()
-        if rec.poll() is None:
-            rec.kill()
-        simp.terminate()
-        simp.wait(timeout=20)
+        stop(rec, signal.SIGKILL)
+        stop(simp, timeout=20)
     bag = read_bag(recording_files(tmp_path / "bags" / "rec")[0])
     assert not bag.complete and len(bag.messages) > 50
     recorded = {m.publish_time for m in bag.on("/odom")}
@@ -227,7 +208,7 @@ def test_sigterm_closes_the_file_and_bad_parameters_exit_2(tmp_path, ros_env):
     wait_for = time.time() + 30
     while time.time() < wait_for and "recording to" not in (tmp_path / "recorder.log").read_text():
         time.sleep(0.1)
-    assert stop(rec, signal.SIGTERM) == 0
+    assert close(rec, signal.SIGTERM) == 0
     bag = read_bag(recording_files(tmp_path / "bags" / "rec")[0])
     assert bag.complete and bag.messages == []
 
@@ -251,7 +232,7 @@ def test_record_and_bag_commands(tmp_path, ros_env):
     end = time.time() + 60
     while time.time() < end and "recording to" not in (tmp_path / "record.log").read_text():
         time.sleep(0.1)
-    assert stop(rec) == 0, (tmp_path / "record.log").read_text()
+    assert close(rec) == 0, (tmp_path / "record.log").read_text()
     text = (tmp_path / "record.log").read_text()
     assert f"recording to {tmp_path / 'bags' / 'cli'} (2 topics; flush" in text, text    # --topics replaced the list
     assert read_bag(tmp_path / "bags" / "cli" / "cli_0.mcap").complete

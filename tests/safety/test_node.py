@@ -34,6 +34,7 @@ from std_msgs.msg import Bool  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from qwen_stack import topics as T  # noqa: E402
 from qwen_stack.paths import config_file  # noqa: E402
+from tests.ros_processes import call_service, params_file, ros_args, start_node, stop_and_read  # noqa: E402
 from qwen_stack_interfaces.msg import ApprovalRequest, SafetyVerdict  # noqa: E402
 from qwen_stack_interfaces.srv import Approve, CallTool, DriveDistance, Release, ResetEStop  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -53,28 +54,18 @@ def _params(tmp_path: Path, **extra) -> Path:
                  # sensor and lock staleness are unit-tested in the core; here the test process itself is the
                  # sensor source and may be starved on a loaded machine, so its timeouts are generous
                  "scan_timeout": 2.0, "odom_timeout": 2.0, "teleop_lock_timeout": 3.0, **extra}
-    f = tmp_path / "overrides.yaml"
-    body = "\n".join(f"    {k}: {json.dumps(v)}" for k, v in overrides.items())
-    f.write_text(f"/**:\n  ros__parameters:\n{body}\n")
-    return f
+    return params_file(tmp_path, "overrides", overrides)
 
 
 def _start(ros_env, tmp_path, **extra) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "qwen_stack.safety.node", "--ros-args", "--params-file", str(config_file("safety.yaml")),
-         "--params-file", str(_params(tmp_path, **extra))],
-        env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """The supervisor, its output piped (text)."""
+    return start_node("qwen_stack.safety.node", ros_args([config_file("safety.yaml"), _params(tmp_path, **extra)]),
+                      ros_env)
 
 
 def _stop(proc: subprocess.Popen) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    return proc.stdout.read() if proc.stdout else ""
+    """Ctrl-C, 5 s to exit: what it printed."""
+    return stop_and_read(proc, signal.SIGINT, timeout=5)
 
 
 class Harness:
@@ -166,15 +157,6 @@ class Harness:
 
     def wait_output(self, v, timeout=10.0):
         self.wait_for(lambda: self.outputs and abs(self.outputs[-1][1] - v) < 1e-9, timeout, f"cmd_vel linear.x={v}")
-
-    def call(self, client, request, timeout=10.0):
-        assert client.wait_for_service(timeout_sec=10.0), f"{client.srv_name} not available"
-        fut = client.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not fut.done() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert fut.done(), f"{client.srv_name} did not answer"
-        return fut.result()
 
     def close(self):
         self.executor.shutdown()
@@ -280,18 +262,18 @@ def test_teleop_takes_over_and_hands_back_only_when_released(harness, supervisor
 
 
 def test_action_outside_policy_is_rejected_and_never_reaches_the_service(harness, supervisor):
-    resp = harness.call(harness.call_tool, CallTool.Request(
+    resp = call_service(harness.call_tool, CallTool.Request(
         service=T.SKILL_DRIVE_DISTANCE, arguments_json=json.dumps({"distance": 50.0, "speed": 0.2}),
         source="planner", timeout_s=5.0))
     assert not resp.accepted and resp.verdict_level == SafetyVerdict.REJECT
     assert any("distance=50.0 above policy maximum" in r for r in resp.reasons), resp.reasons
-    resp = harness.call(harness.call_tool, CallTool.Request(service="skills/self_destruct", arguments_json="{}",
+    resp = call_service(harness.call_tool, CallTool.Request(service="skills/self_destruct", arguments_json="{}",
                                                             source="planner", timeout_s=5.0))
     assert not resp.accepted and "not in the safety policy" in resp.reasons[0]
     time.sleep(0.3)
     assert harness.double_calls == []
     # the same path forwards an in-policy request and returns the service's answer
-    resp = harness.call(harness.call_tool, CallTool.Request(
+    resp = call_service(harness.call_tool, CallTool.Request(
         service=T.SKILL_DRIVE_DISTANCE, arguments_json=json.dumps({"distance": 1.0, "speed": 0.2}),
         source="planner", timeout_s=5.0))
     assert resp.accepted and resp.success
@@ -300,14 +282,14 @@ def test_action_outside_policy_is_rejected_and_never_reaches_the_service(harness
 
 
 def test_approval_flow_timeout_denies_and_approval_forwards(harness, supervisor):
-    resp = harness.call(harness.call_tool, CallTool.Request(service=T.SKILL_RELEASE, arguments_json="{}",
+    resp = call_service(harness.call_tool, CallTool.Request(service=T.SKILL_RELEASE, arguments_json="{}",
                                                             source="planner", timeout_s=5.0))
     assert not resp.accepted and "no operator approval within 1.5 s (denied)" in resp.reasons[0]
     assert harness.double_calls == [] and len(harness.approval_requests) == 1
     fut = harness.call_tool.call_async(CallTool.Request(service=T.SKILL_RELEASE, arguments_json="{}",
                                                         source="planner", timeout_s=5.0))
     harness.wait_for(lambda: len(harness.approval_requests) == 2, 5.0, "second approval request")
-    ok = harness.call(harness.approve, Approve.Request(request_id=harness.approval_requests[1].request_id,
+    ok = call_service(harness.approve, Approve.Request(request_id=harness.approval_requests[1].request_id,
                                                        approved=True, operator_name="tester"))
     assert ok.ok
     harness.wait_for(lambda: fut.done(), 5.0, "CallTool answer")
@@ -322,10 +304,10 @@ def test_a_cancel_from_the_caller_refuses_its_pending_approval(harness, supervis
     fut = harness.call_tool.call_async(CallTool.Request(service=T.SKILL_RELEASE, arguments_json="{}",
                                                         source="planner", timeout_s=5.0))
     harness.wait_for(lambda: len(harness.approval_requests) == n0 + 1, 5.0, "approval request")
-    assert harness.call(harness.cancel_calls, Trigger.Request()).success
+    assert call_service(harness.cancel_calls, Trigger.Request()).success
     harness.wait_for(lambda: fut.done(), 5.0, "CallTool answer")
     assert not fut.result().accepted and "cancelled" in fut.result().reasons[0]
-    late = harness.call(harness.approve, Approve.Request(request_id=harness.approval_requests[-1].request_id,
+    late = call_service(harness.approve, Approve.Request(request_id=harness.approval_requests[-1].request_id,
                                                          approved=True, operator_name="tester"))
     assert not late.ok
     time.sleep(0.3)
@@ -342,12 +324,12 @@ def test_estop_latches_and_reset_does_not_resume_motion(harness, supervisor):
     harness.estop_pub.publish(Bool(data=True))
     harness.wait_output(0.0, 5.0)
     harness.wait_for(lambda: latched and latched[-1] is True, 5.0, "estop_latched True")
-    resp = harness.call(harness.call_tool, CallTool.Request(
+    resp = call_service(harness.call_tool, CallTool.Request(
         service=T.SKILL_DRIVE_DISTANCE, arguments_json=json.dumps({"distance": 1.0, "speed": 0.2}),
         source="planner", timeout_s=5.0))
     assert not resp.accepted and resp.verdict_level == SafetyVerdict.ESTOP
-    assert not harness.call(harness.reset, ResetEStop.Request(reason="", operator_name="tester")).ok
-    assert harness.call(harness.reset, ResetEStop.Request(reason="area checked", operator_name="tester")).ok
+    assert not call_service(harness.reset, ResetEStop.Request(reason="", operator_name="tester")).ok
+    assert call_service(harness.reset, ResetEStop.Request(reason="area checked", operator_name="tester")).ok
     t0 = time.monotonic()
     time.sleep(1.0)                                 # the source keeps asking for 0.2 m/s all along
     outs = harness.outputs_since(t0)
@@ -375,12 +357,12 @@ def test_hostile_tool_calls_are_refused_and_the_proxy_keeps_answering(harness, s
                '{"distance": ' + "[" * 100000 + "]" * 100000 + ', "speed": 0.2}',
                '{"distance": 0.5, "distance": 2.5, "speed": 0.2}']
     for text in hostile:
-        resp = harness.call(harness.call_tool, CallTool.Request(service=T.SKILL_DRIVE_DISTANCE, arguments_json=text,
+        resp = call_service(harness.call_tool, CallTool.Request(service=T.SKILL_DRIVE_DISTANCE, arguments_json=text,
                                                                 source="planner", timeout_s=5.0))
         assert not resp.accepted and resp.verdict_level == SafetyVerdict.REJECT and resp.reasons, resp
-    ok = harness.call(harness.approve, Approve.Request(request_id="x" * 100000, approved=True, operator_name="t"))
+    ok = call_service(harness.approve, Approve.Request(request_id="x" * 100000, approved=True, operator_name="t"))
     assert not ok.ok and "no pending approval request" in ok.message
-    resp = harness.call(harness.call_tool, CallTool.Request(
+    resp = call_service(harness.call_tool, CallTool.Request(
         service=T.SKILL_DRIVE_DISTANCE, arguments_json=json.dumps({"distance": 1.0, "speed": 0.2}),
         source="planner", timeout_s=5.0))
     assert resp.accepted and resp.success

@@ -12,7 +12,8 @@ pytest.importorskip("rclpy")
 pytest.importorskip("qwen_stack_interfaces", reason="ros_ws not built (scripts/build_ros_ws.sh)")
 pytest.importorskip("mujoco")
 
-from tests.agent.sim_stack import SimStack, cube_on_square, start_observer  # noqa: E402
+from tests.agent.sim_stack import SimStack, cube_on_square  # noqa: E402
+from tests.ros_processes import call_service  # noqa: E402
 
 # A live graph on a loaded host, and the mission also depends on perception (which may misname an object on
 # one run): reruns as the other live-graph modules get (tests/conftest.py), but never after a re-arm failure.
@@ -22,31 +23,19 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow, pytest.mark.flaky(reruns=2, rer
 MISSION = "Find the red cube and bring it to the blue square."
 
 
-def _call(client, request, timeout=20.0):
-    assert client.wait_for_service(timeout_sec=timeout), f"{client.srv_name} not offered"
-    fut = client.call_async(request)
-    end = time.time() + timeout
-    while not fut.done() and time.time() < end:
-        time.sleep(0.02)
-    assert fut.done(), f"{client.srv_name} did not answer"
-    return fut.result()
-
-
-def test_after_estop_and_reset_the_fetch_mission_succeeds_first_time(tmp_path, ros_env):
-    import rclpy
+def test_after_estop_and_reset_the_fetch_mission_succeeds_first_time(tmp_path, ros_env, observer):
     from std_srvs.srv import Trigger
 
     from qwen_stack import topics
     from qwen_stack_interfaces.srv import ResetEStop
 
-    observer, ex = start_observer()
     stack = SimStack(tmp_path, ros_env, seed=0)
     try:
         observer.wait_ready(stack)
-        assert _call(observer.trigger, Trigger.Request()).success
+        assert call_service(observer.trigger, Trigger.Request(), timeout=20.0).success
         reset = observer.create_client(ResetEStop, topics.SAFETY_RESET_ESTOP)
         time.sleep(0.5)
-        answer = _call(reset, ResetEStop.Request(reason="area checked", operator_name="tester"))
+        answer = call_service(reset, ResetEStop.Request(reason="area checked", operator_name="tester"), timeout=20.0)
         assert answer.ok, answer.message
         time.sleep(1.0)                                   # the skills hear estop_latched False
         result, _ = observer.run_task(MISSION, timeout=240)
@@ -69,6 +58,3 @@ def test_after_estop_and_reset_the_fetch_mission_succeeds_first_time(tmp_path, r
         assert ok, where
     finally:
         stack.stop()
-        ex.shutdown()
-        observer.destroy_node()
-        rclpy.shutdown()

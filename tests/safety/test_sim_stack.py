@@ -8,8 +8,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import subprocess
-import sys
 import threading
 import time
 
@@ -30,6 +28,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 
 from qwen_stack import topics as T  # noqa: E402
 from qwen_stack.paths import config_file  # noqa: E402
+from tests.ros_processes import NodeGroup, call_service  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -43,42 +42,18 @@ OPEN_ARENA = {
 }
 
 
-def _start(module, args, env, log):
-    return subprocess.Popen([sys.executable, "-m", module, "--ros-args", *args], env=env,
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
-
-
-def _stop(proc):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 def _call(node, type_, name, request, timeout=30.0):
-    client = node.create_client(type_, name)
-    assert client.wait_for_service(timeout_sec=20.0), f"service {name} not offered"
-    done = threading.Event()
-    fut = client.call_async(request)
-    fut.add_done_callback(lambda _f: done.set())
-    assert done.wait(timeout), f"{name} did not answer within {timeout} s"
-    return fut.result()
+    return call_service(node.create_client(type_, name), request, timeout)
 
 
 def test_supervisor_in_the_sim_stack(tmp_path, ros_env):
     scenario = tmp_path / "open.yaml"
     scenario.write_text(yaml.safe_dump(OPEN_ARENA))
-    sim_params = ["--params-file", str(config_file("sim.yaml"))]
-    procs = [
-        _start("qwen_stack.sim.node", sim_params + ["-p", f"scenario:={scenario}"], ros_env, tmp_path / "sim.log"),
-        _start("qwen_stack.safety.node", ["--params-file", str(config_file("safety.yaml")),
-                                          "-p", f"audit_log_path:={tmp_path / 'audit.jsonl'}"],
-               ros_env, tmp_path / "safety.log"),
-        _start("qwen_stack.sim.skills_node", sim_params, ros_env, tmp_path / "skills.log"),
-    ]
+    nodes = NodeGroup(tmp_path, ros_env)
+    nodes.start("sim", "qwen_stack.sim.node", [config_file("sim.yaml")], [f"scenario:={scenario}"])
+    nodes.start("safety", "qwen_stack.safety.node", [config_file("safety.yaml")],
+                [f"audit_log_path:={tmp_path / 'audit.jsonl'}"])
+    nodes.start("skills", "qwen_stack.sim.skills_node", [config_file("sim.yaml")])
     context = rclpy.Context()
     context.init()
     node = rclpy.create_node("safety_sim_stack_test", context=context)
@@ -138,11 +113,9 @@ def test_supervisor_in_the_sim_stack(tmp_path, ros_env):
         time.sleep(1.5)                                  # the skill may still be asking for motion: no restart
         assert math.hypot(pos()[0] - xs, pos()[1] - ys) < 0.01, "motion resumed by itself after the reset"
     finally:
-        for p in procs:
-            _stop(p)
+        nodes.stop()
         executor.shutdown()
         node.destroy_node()
         context.try_shutdown()
         spinner.join(timeout=5)
-        for log in sorted(tmp_path.glob("*.log")):
-            print(f"--- {log.name}\n{log.read_text()[-2000:]}")
+        print(nodes.logs(tail=2000))

@@ -1,13 +1,15 @@
-"""Helpers of the simulator's ROS tests: start nodes as subprocesses, call services, stop cleanly."""
+"""Helpers of the simulator's ROS tests: a private ROS domain, service calls; start_node and stop (from
+tests/ros_processes.py) to run the nodes as subprocesses."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
 import weakref
-from pathlib import Path
+
+from tests.ros_processes import start_node, stop
+
+__all__ = ["SIM_TEST_DOMAIN", "call", "private_env", "start_node", "stop"]
 
 # A ROS domain of these tests' own, outside the 1..100 that tests/conftest.py draws from: on a shared
 # development machine, other test sessions (with their own sims, skills and fake scans) never reach it.
@@ -17,22 +19,6 @@ SIM_TEST_DOMAIN = 101 + os.getpid() % 131
 def private_env(ros_env: dict) -> dict:
     """The session's ROS environment on SIM_TEST_DOMAIN (use `context.init(domain_id=SIM_TEST_DOMAIN)`)."""
     return {**ros_env, "ROS_DOMAIN_ID": str(SIM_TEST_DOMAIN)}
-
-
-def start_node(module: str, args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    """`python -m <module> --ros-args <args>` with its output in `log`."""
-    return subprocess.Popen([sys.executable, "-m", module, "--ros-args", *args], env=env,
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 _clients: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # node -> {service name: client}
