@@ -18,6 +18,7 @@ from qwen_stack.console.app import create_app
 from qwen_stack.console.ros_bridge import RosConsoleBridge
 from qwen_stack.console.settings import ConsoleConfigError, ConsoleSettings
 from qwen_stack.node_parameters import settings_from_node
+from qwen_stack.robot import RobotConfigError, load_robot
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -41,9 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     log = node.get_logger()
     try:
         settings = settings_from_node(node, ConsoleSettings)
+        settings.within_robot(load_robot(settings.robot_file))   # teleop clamps at most the robot's limits
         credentials, created = load_credentials(settings)
         sock = _bind(settings.host, settings.port)
-    except (ConsoleConfigError, AccessConfigError, OSError) as exc:
+    except (ConsoleConfigError, RobotConfigError, AccessConfigError, OSError) as exc:
         log.fatal(str(exc))
         node.destroy_node()
         rclpy.shutdown()

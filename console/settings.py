@@ -1,4 +1,7 @@
-"""console_node settings: one dataclass, validated, every field documented in config/console.yaml."""
+"""console_node settings: one dataclass, validated, every field documented in config/console.yaml.
+
+The teleop clamps are the console's own operating limits: at most the robot's (robot_file,
+config/robot.yaml), which within_robot() checks when the node starts."""
 from __future__ import annotations
 
 import math
@@ -6,6 +9,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import yaml
+
+from qwen_stack.robot import ROBOT_FILE, RobotSpec
 
 
 class ConsoleConfigError(ValueError):
@@ -40,6 +45,7 @@ class ConsoleSettings:
     service_timeout_s: float = 3.0
     max_body_bytes: int = 16384
     max_text_chars: int = 2000
+    robot_file: str = ROBOT_FILE   # the robot description (config/ name or path); the stack sets it
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
@@ -67,6 +73,8 @@ class ConsoleSettings:
                 bad("extra_origins", f"{origin!r} is not an origin like 'https://host:port'")
         positive("teleop_max_linear", 5.0)
         positive("teleop_max_angular", 10.0)
+        if not isinstance(self.robot_file, str) or not self.robot_file.strip():
+            bad("robot_file", "must name the robot description (config/robot.yaml)")
         positive("teleop_deadman_s", 5.0)
         positive("teleop_publish_hz", 200.0)
         positive("heartbeat_period_s", 10.0)
@@ -99,6 +107,14 @@ class ConsoleSettings:
         port = self.port if port is None else port
         hosts = {"127.0.0.1", "localhost", "[::1]"} if self.loopback else {self.host}
         return {f"http://{h}:{port}" for h in hosts} | set(self.origins_extra())
+
+    def within_robot(self, robot: RobotSpec) -> "ConsoleSettings":
+        """These settings, once their teleop clamps are checked against the robot's limits (ConsoleConfigError)."""
+        for name, robot_name in (("teleop_max_linear", "max_linear_vel"), ("teleop_max_angular", "max_angular_vel")):
+            if getattr(self, name) > getattr(robot, robot_name):
+                raise ConsoleConfigError(f"console parameter '{name}' = {getattr(self, name)!r}: above the robot's "
+                                         f"{robot_name} ({getattr(robot, robot_name):g}, robot_file {self.robot_file})")
+        return self
 
     @classmethod
     def from_dict(cls, values: dict) -> "ConsoleSettings":

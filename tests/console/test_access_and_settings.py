@@ -110,10 +110,22 @@ def test_shipped_config_loads_with_defaults():
     ("recent_verdicts", True), ("max_body_bytes", True), ("max_text_chars", False),
     ("teleop_session_timeout_s", 0.9),      # under two heartbeat periods (0.5 s): one late beat would drop control
     ("teleop_session_timeout_s", 31.0), ("max_body_bytes", 1023), ("max_body_bytes", 2 ** 30),
-    ("max_text_chars", 63), ("operator_name", "o" * 65), ("operator_name", "line\nbreak")])
+    ("max_text_chars", 63), ("operator_name", "o" * 65), ("operator_name", "line\nbreak"), ("robot_file", "")])
 def test_bad_parameter_rejected_with_its_name(name, value):
     with pytest.raises(ConsoleConfigError, match=f"'{name}'"):
         ConsoleSettings(**{name: value})
+
+
+@pytest.mark.parametrize("name, value, robot_limit", [("teleop_max_linear", 0.6, "max_linear_vel"),
+                                                      ("teleop_max_angular", 1.2, "max_angular_vel")])
+def test_teleop_clamps_stay_within_the_robots_limits(name, value, robot_limit):
+    from qwen_stack.robot import load_robot
+
+    robot = load_robot()
+    assert ConsoleSettings().within_robot(robot) == ConsoleSettings()
+    assert ConsoleSettings(teleop_max_linear=0.2).within_robot(robot).teleop_max_linear == 0.2   # slower: its own
+    with pytest.raises(ConsoleConfigError, match=rf"'{name}' = {value}: above the robot's {robot_limit}"):
+        ConsoleSettings(**{name: value}).within_robot(robot)
 
 
 def test_unknown_parameter_rejected():

@@ -205,12 +205,13 @@ def test_node_refuses_to_bind_beyond_localhost_without_credentials(ros_env, tmp_
     assert not (tmp_path / "token").exists()
 
 
-def test_node_rejects_bad_parameter_by_name(ros_env, tmp_path):
+@pytest.mark.parametrize("value, why", [(-1.0, "must be a number"), (0.9, "above the robot's max_linear_vel")])
+def test_node_rejects_bad_parameter_by_name(ros_env, tmp_path, value, why):
     pfile = tmp_path / "p.yaml"
-    pfile.write_text("/**:\n  ros__parameters:\n    teleop_max_linear: -1.0\n")
+    pfile.write_text(f"/**:\n  ros__parameters:\n    teleop_max_linear: {value}\n")
     r = subprocess.run([sys.executable, "-m", "qwen_stack.console.node", "--ros-args", "--params-file", str(pfile)],
                        env=ros_env, capture_output=True, text=True, timeout=30)
-    assert r.returncode == 2 and "'teleop_max_linear'" in r.stderr + r.stdout
+    assert r.returncode == 2 and "'teleop_max_linear'" in r.stderr + r.stdout and why in r.stderr + r.stdout
 
 
 def test_sigint_with_page_open_hands_back_control_and_exits(graph, ros_env, tmp_path):
