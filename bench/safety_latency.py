@@ -17,6 +17,7 @@ the core rows also give the CPU time of the measuring thread (thread_time), whic
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import subprocess
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,6 +40,7 @@ from qwen_stack.safety.audit import AuditLog  # noqa: E402
 from qwen_stack.safety.config import load_config  # noqa: E402
 from qwen_stack.safety.inputs import LaserScanData, OdometryData, VelocityCommand  # noqa: E402
 from qwen_stack.paths import config_file  # noqa: E402
+from qwen_stack.robot import load_robot, robot_to_dict  # noqa: E402
 
 CORE_OVERRIDES = {"keep_out_zones": "table shelf",
                   "keep_out.table": [2.0, 1.0, 3.0, 1.0, 3.0, 2.0, 2.0, 2.0],
@@ -181,9 +184,12 @@ def bench_hop(n_hops: int, env: dict, notes: list) -> list:
     rows = []
     tmp = tempfile.mkdtemp()
     params = Path(tmp) / "bench.yaml"
+    robot = Path(tmp) / "robot.yaml"   # the robot, turning without a ramp: each command shows at once
+    robot.write_text(yaml.safe_dump(robot_to_dict(dataclasses.replace(
+        load_robot(), max_angular_accel=1000.0, max_angular_decel=1000.0))))
     params.write_text("/**:\n  ros__parameters:\n"
                       f"    audit_log_path: \"{tmp}/audit.jsonl\"\n"
-                      "    max_angular_accel: 1000.0\n    max_angular_decel: 1000.0\n"
+                      f"    robot_file: \"{robot}\"\n"
                       "    autonomy_timeout: 0.5\n"
                       # this process is the sensor source; on a loaded host it may be starved for a while
                       "    scan_timeout: 2.0\n    odom_timeout: 2.0\n")

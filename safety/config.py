@@ -1,6 +1,11 @@
 """Supervisor parameters: one flat dataclass built from ROS parameters (or the same YAML file),
 validated at start. Every bad value is refused with a message that names the parameter.
 
+The robot's motion limits and laser mount are not supervisor parameters: they are the robot
+description's (config/robot.yaml, the node's robot_file parameter) and reach the core as
+SafetyConfig.robot (max_linear_vel, ..., laser_x read through it). The supervisor's own footprint,
+robot_radius, may be larger than the robot's (a margin) and is checked against it.
+
 The YAML is a ROS parameters file (config/safety.yaml): `/**: ros__parameters: {...}` or
 `safety_supervisor: ros__parameters: {...}`; nested keys flatten to dotted names (keep_out.table).
 """
@@ -14,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from qwen_stack.robot import ROBOT_FILE, RobotConfigError, RobotSpec, load_robot
 from qwen_stack.safety.geometry import polygon_from_flat, ray_extent
 
 NODE_NAME = "safety_supervisor"
@@ -35,29 +41,21 @@ class SafetyConfig:
     scan_timeout: float = 0.5              # s: older laser scan -> STOP "invalid source"
     odom_timeout: float = 0.5              # s: older odometry -> STOP "invalid source"
     require_scan: bool = True              # false only for a base without a laser (disables obstacle zones)
-    # --- velocity limits (base frame, differential drive) ---
-    max_linear_vel: float = 0.5            # m/s forward
-    max_reverse_vel: float = 0.2           # m/s backward (magnitude)
-    max_angular_vel: float = 1.0           # rad/s
-    max_linear_accel: float = 0.5          # m/s^2 when speeding up
-    max_linear_decel: float = 1.0          # m/s^2 when slowing down (stops to zero are not delayed by it)
-    max_angular_accel: float = 2.0         # rad/s^2 when speeding up
-    max_angular_decel: float = 3.0         # rad/s^2 when slowing down
+    # --- the robot (velocity and acceleration limits, laser mount): its description, read from robot_file ---
+    robot_file: str = ROBOT_FILE           # config/ name or path; the stack sets it for every node
+    # --- motion shaping (base frame, differential drive) ---
     max_linear_jerk: float = 0.0           # m/s^3, 0 disables (soft: yields to limits and to not overshooting)
     max_angular_jerk: float = 0.0          # rad/s^3, 0 disables
     odom_lag_tolerance: float = 0.2        # m/s: if odometry lags the last sent command by more, do not speed up
     # --- robot and prediction ---
-    robot_radius: float = 0.25             # m, circular footprint used by every geometric check
+    robot_radius: float = 0.25             # m, circular footprint used by every geometric check (>= the robot's)
     prediction_horizon: float = 1.0        # s the command is projected ahead for geofence/keep-out/approach
     prediction_steps: int = 10             # samples along the horizon
     # --- geofence and keep-out zones (odom frame) ---
     geofence: list = field(default_factory=lambda: [-5.0, -5.0, 5.0, -5.0, 5.0, 5.0, -5.0, 5.0])
     keep_out_zones: str = ""               # space-separated names; each needs keep_out.<name>: [x0, y0, ...]
     keep_out: dict = field(default_factory=dict)   # name -> flat polygon (filled from keep_out.<name>)
-    # --- obstacle zones from the laser (base frame), nav2 collision-monitor style ---
-    laser_x: float = 0.0                   # m, laser position in the base frame
-    laser_y: float = 0.0
-    laser_yaw: float = 0.0                 # rad
+    # --- obstacle zones from the laser (base frame), nav2 collision-monitor style; the laser: the robot's ---
     min_points: int = 1                    # scan points inside a zone needed to trigger it
     stop_zone: list = field(default_factory=lambda: [0.45, 0.3, 0.45, -0.3, -0.35, -0.3, -0.35, 0.3])
     slowdown_zone: list = field(default_factory=lambda: [1.0, 0.5, 1.0, -0.5, -0.6, -0.5, -0.6, 0.5])
@@ -79,6 +77,8 @@ class SafetyConfig:
     audit_retention_mb: float = 1024.0     # rotated files kept in all, oldest deleted first (0: keep all)
     diagnostics_period: float = 1.0        # s between /diagnostics summaries and second-publisher checks
 
+    # the robot description (robot_file), given by config_from_params
+    robot: RobotSpec | None = field(default=None, repr=False)
     # derived, filled by validate()
     geofence_poly: np.ndarray | None = field(default=None, repr=False)
     keep_out_polys: dict = field(default_factory=dict, repr=False)
@@ -91,14 +91,29 @@ class SafetyConfig:
     def control_period(self) -> float:
         return 1.0 / self.control_rate_hz
 
+    # The robot's limits and laser mount, as the core reads them (one copy: the robot description's).
+    max_linear_vel = property(lambda self: self.robot.max_linear_vel)        # m/s forward
+    max_reverse_vel = property(lambda self: self.robot.max_reverse_vel)      # m/s backward (magnitude)
+    max_angular_vel = property(lambda self: self.robot.max_angular_vel)      # rad/s
+    max_linear_accel = property(lambda self: self.robot.max_linear_accel)    # m/s^2 speeding up
+    max_linear_decel = property(lambda self: self.robot.max_linear_decel)    # m/s^2 slowing down (a stop is not delayed)
+    max_angular_accel = property(lambda self: self.robot.max_angular_accel)  # rad/s^2
+    max_angular_decel = property(lambda self: self.robot.max_angular_decel)  # rad/s^2
+    laser_x = property(lambda self: self.robot.laser_xyz[0])                 # m, laser in the base frame
+    laser_y = property(lambda self: self.robot.laser_xyz[1])
+    laser_yaw = property(lambda self: 0.0)                                   # the robot's laser faces base_link's +x
+
 
 _POSITIVE = ("control_rate_hz", "teleop_timeout", "autonomy_timeout", "teleop_lock_timeout", "scan_timeout",
-             "odom_timeout", "max_linear_vel", "max_angular_vel", "max_linear_accel", "max_linear_decel",
-             "max_angular_accel", "max_angular_decel", "robot_radius", "prediction_horizon",
+             "odom_timeout", "robot_radius", "prediction_horizon",
              "heartbeat_timeout", "approval_timeout", "diagnostics_period", "time_before_collision")
-_NON_NEGATIVE = ("max_reverse_vel", "max_linear_jerk", "max_angular_jerk", "odom_lag_tolerance",
+_NON_NEGATIVE = ("max_linear_jerk", "max_angular_jerk", "odom_lag_tolerance",
                  "stopping_reaction_time", "rearm_max_speed", "audit_rotate_mb", "audit_retention_mb")
-_DERIVED = ("geofence_poly", "keep_out_polys", "stop_poly", "slowdown_poly", "stop_cap_forward", "stop_cap_reverse")
+_DERIVED = ("robot", "geofence_poly", "keep_out_polys", "stop_poly", "slowdown_poly", "stop_cap_forward",
+            "stop_cap_reverse")
+# Names the supervisor once took as parameters and now reads from the robot description.
+ROBOT_LIMITS = ("max_linear_vel", "max_reverse_vel", "max_angular_vel", "max_linear_accel", "max_linear_decel",
+                "max_angular_accel", "max_angular_decel", "laser_x", "laser_y", "laser_yaw")
 
 
 def _stop_speed_cap(margin: float, decel: float, reaction: float) -> float:
@@ -112,6 +127,8 @@ def _stop_speed_cap(margin: float, decel: float, reaction: float) -> float:
 def validate(cfg: SafetyConfig) -> list[str]:
     """Check every parameter and fill the derived fields; returns error messages (empty when valid)."""
     errors: list[str] = []
+    if cfg.robot is None:
+        return ["robot: no robot description (config_from_params loads robot_file)"]
     for name in _POSITIVE + _NON_NEGATIVE:
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -120,10 +137,9 @@ def validate(cfg: SafetyConfig) -> list[str]:
             errors.append(f"{name}: must be > 0, got {value}")
         elif value < 0:
             errors.append(f"{name}: must be >= 0, got {value}")
-    for name in ("laser_x", "laser_y", "laser_yaw"):
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            errors.append(f"{name}: must be a finite number, got {v!r}")
+    if not errors and cfg.robot_radius < cfg.robot.footprint_radius:
+        errors.append(f"robot_radius: {cfg.robot_radius} is smaller than the robot's footprint_radius "
+                      f"{cfg.robot.footprint_radius} (robot_file {cfg.robot_file})")
     if not isinstance(cfg.prediction_steps, int) or isinstance(cfg.prediction_steps, bool) \
             or not 1 <= cfg.prediction_steps <= 100:
         errors.append(f"prediction_steps: must be an integer in 1..100, got {cfg.prediction_steps!r}")
@@ -135,7 +151,7 @@ def validate(cfg: SafetyConfig) -> list[str]:
     for name in ("require_scan", "heartbeat_enabled", "audit_fsync", "audit_log_sensors"):
         if not isinstance(getattr(cfg, name), bool):
             errors.append(f"{name}: must be true or false, got {getattr(cfg, name)!r}")
-    for name in ("policy_file", "audit_log_path", "keep_out_zones"):
+    for name in ("policy_file", "audit_log_path", "keep_out_zones", "robot_file"):
         if not isinstance(getattr(cfg, name), str):
             errors.append(f"{name}: must be a string, got {getattr(cfg, name)!r}")
     if not errors and cfg.control_period > min(cfg.teleop_timeout, cfg.autonomy_timeout):
@@ -196,8 +212,9 @@ def ros_parameter_defaults() -> dict:
     return out
 
 
-def config_from_params(params: dict) -> SafetyConfig:
-    """Flat parameter dict (dotted names) -> validated SafetyConfig; raises ConfigError."""
+def config_from_params(params: dict, robot: RobotSpec | None = None) -> SafetyConfig:
+    """Flat parameter dict (dotted names) -> validated SafetyConfig on `robot` (None: the one robot_file
+    names); raises ConfigError."""
     known = {f.name: f for f in dataclasses.fields(SafetyConfig) if f.name not in _DERIVED and f.name != "keep_out"}
     kwargs: dict = {}
     keep_out: dict = {}
@@ -205,7 +222,10 @@ def config_from_params(params: dict) -> SafetyConfig:
     for name, value in params.items():
         if name in _ROS_OWN_PARAMS or name.startswith("qos_overrides."):
             continue
-        if name.startswith("keep_out."):
+        if name in ROBOT_LIMITS:
+            errors.append(f"{name}: not a supervisor parameter: it is the robot's (robot_file "
+                          f"{params.get('robot_file', ROBOT_FILE)}); change it there")
+        elif name.startswith("keep_out."):
             keep_out[name[len("keep_out."):]] = value
         elif name in known:
             default = known[name].default if known[name].default is not dataclasses.MISSING else None
@@ -215,7 +235,12 @@ def config_from_params(params: dict) -> SafetyConfig:
             kwargs[name] = list(value) if isinstance(value, tuple) else value
         else:
             errors.append(f"{name}: unknown parameter")
-    cfg = SafetyConfig(**kwargs, keep_out=keep_out)
+    if robot is None:
+        try:
+            robot = load_robot(kwargs.get("robot_file", ROBOT_FILE))
+        except (RobotConfigError, TypeError) as exc:
+            raise ConfigError(f"invalid safety supervisor parameters:\n  robot_file: {exc}") from None
+    cfg = SafetyConfig(**kwargs, keep_out=keep_out, robot=robot)
     errors += validate(cfg)
     if errors:
         raise ConfigError("invalid safety supervisor parameters:\n  " + "\n  ".join(errors))
@@ -247,7 +272,8 @@ def params_from_file(path: str | Path, node_name: str = NODE_NAME) -> dict:
     return params
 
 
-def load_config(path: str | Path, overrides: dict | None = None) -> SafetyConfig:
+def load_config(path: str | Path, overrides: dict | None = None, robot: RobotSpec | None = None) -> SafetyConfig:
+    """A parameters file (+ overrides) on `robot` (None: the file's robot_file, else config/robot.yaml)."""
     params = params_from_file(path)
     params.update(overrides or {})
-    return config_from_params(params)
+    return config_from_params(params, robot)

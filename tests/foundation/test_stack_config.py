@@ -103,15 +103,16 @@ def test_launch_file_and_pip_launcher_start_the_same_nodes(monkeypatch, tmp_path
 def test_params_files_merge_then_inline_overrides(tmp_path):
     cfg = tmp_path / "stack.yaml"
     (tmp_path / "a.yaml").write_text(yaml.safe_dump({
-        "/**": {"ros__parameters": {"max_linear_vel": 0.4, "approval_timeout": 10.0}},
-        "other_node": {"ros__parameters": {"max_linear_vel": 9.0, "no_such_parameter": 1}},
+        "/**": {"ros__parameters": {"slowdown_ratio": 0.4, "approval_timeout": 10.0}},
+        "other_node": {"ros__parameters": {"slowdown_ratio": 9.0, "no_such_parameter": 1}},
         "sup": {"ros__parameters": {"keep_out": {"table": [1.0, 1.0, 2.0, 1.0, 2.0, 2.0]}}}}))
     cfg.write_text(yaml.safe_dump({"nodes": {"sup": {"executable": "safety_supervisor",
                                                      "param_files": [str(tmp_path / "a.yaml")],
                                                      "parameters": {"approval_timeout": 20.0}}}}))
-    stack = load_stack(str(cfg), overrides=parse_overrides(["sup.max_linear_vel:=0.25"]))
-    assert stack.nodes["sup"].parameters() == {"max_linear_vel": 0.25, "approval_timeout": 20.0,
-                                               "keep_out.table": [1.0, 1.0, 2.0, 1.0, 2.0, 2.0]}
+    stack = load_stack(str(cfg), overrides=parse_overrides(["sup.slowdown_ratio:=0.25"]))
+    assert stack.nodes["sup"].parameters() == {"slowdown_ratio": 0.25, "approval_timeout": 20.0,
+                                               "keep_out.table": [1.0, 1.0, 2.0, 1.0, 2.0, 2.0],
+                                               "robot_file": str(SOURCE_ROOT / "config" / "robot.yaml")}
 
 
 @pytest.mark.parametrize("nodes, message", [

@@ -9,7 +9,7 @@ import yaml
 from qwen_stack.paths import config_file
 from qwen_stack.safety.config import ConfigError, config_from_params, load_config, params_from_file
 
-from .helpers import BASE_PARAMS
+from .helpers import BASE_PARAMS, robot_file, test_robot
 
 
 def test_shipped_config_loads_and_every_parameter_is_commented():
@@ -26,12 +26,11 @@ def _refused(**overrides) -> str:
     params = dict(BASE_PARAMS)
     params.update(overrides)
     with pytest.raises(ConfigError) as exc:
-        config_from_params(params)
+        config_from_params(params, test_robot())
     return str(exc.value)
 
 
-@pytest.mark.parametrize("name", ["max_linear_vel", "max_angular_vel", "max_linear_accel", "max_linear_decel",
-                                  "max_angular_accel", "max_angular_decel", "robot_radius", "control_rate_hz",
+@pytest.mark.parametrize("name", ["robot_radius", "control_rate_hz",
                                   "teleop_timeout", "autonomy_timeout", "scan_timeout", "odom_timeout",
                                   "prediction_horizon", "heartbeat_timeout", "approval_timeout",
                                   "time_before_collision"])
@@ -40,7 +39,7 @@ def test_non_positive_or_non_finite_limits_are_refused(name, bad):
     assert name in _refused(**{name: bad})
 
 
-@pytest.mark.parametrize("name", ["max_reverse_vel", "max_linear_jerk", "odom_lag_tolerance",
+@pytest.mark.parametrize("name", ["max_linear_jerk", "odom_lag_tolerance",
                                   "stopping_reaction_time", "rearm_max_speed", "audit_rotate_mb",
                                   "audit_retention_mb"])
 def test_negative_values_are_refused(name):
@@ -64,7 +63,7 @@ def test_bad_polygons_are_refused(param, poly, why):
 
 
 def test_closed_polygon_with_repeated_first_vertex_is_accepted():
-    cfg = config_from_params({**BASE_PARAMS, "geofence": [-5, -5, 5, -5, 5, 5, -5, 5, -5, -5]})
+    cfg = config_from_params({**BASE_PARAMS, "geofence": [-5, -5, 5, -5, 5, 5, -5, 5, -5, -5]}, test_robot())
     assert len(cfg.geofence_poly) == 4
 
 
@@ -86,7 +85,37 @@ def test_unknown_parameter_and_wrong_types_are_refused():
     assert "prediction_steps: must be an integer in 1..100" in _refused(prediction_steps=0)
     assert "min_points: must be an integer >= 1" in _refused(min_points=0)
     assert "slowdown_ratio: must be in [0, 1]" in _refused(slowdown_ratio=1.5)
-    assert "max_linear_vel: must be a finite number" in _refused(max_linear_vel=True)
+    assert "robot_file: must be a string" in _refused(robot_file=3)
+
+
+@pytest.mark.parametrize("name", ["max_linear_vel", "max_reverse_vel", "max_angular_vel", "max_linear_accel",
+                                  "max_linear_decel", "max_angular_accel", "max_angular_decel", "laser_x",
+                                  "laser_y", "laser_yaw"])
+def test_the_robots_limits_and_laser_are_not_supervisor_parameters(name):
+    """They are the robot description's (its checks: tests/foundation/test_robot.py); given here they are refused."""
+    assert f"{name}: not a supervisor parameter: it is the robot's" in _refused(**{name: 0.3})
+
+
+def test_limits_and_laser_are_the_robots():
+    robot = test_robot(max_linear_vel=0.4, max_angular_decel=2.5, laser_xyz=(0.05, -0.01, 0.11))
+    cfg = config_from_params(dict(BASE_PARAMS), robot)
+    assert (cfg.max_linear_vel, cfg.max_angular_decel) == (0.4, 2.5)
+    assert (cfg.laser_x, cfg.laser_y, cfg.laser_yaw) == (0.05, -0.01, 0.0)
+    shipped = load_config(config_file("safety.yaml"))          # robot_file: config/robot.yaml
+    from qwen_stack.robot import load_robot
+
+    assert shipped.robot == load_robot() and shipped.max_reverse_vel == load_robot().max_reverse_vel
+
+
+def test_robot_radius_covers_the_robots_footprint():
+    assert "robot_radius: 0.15 is smaller than the robot's footprint_radius 0.2" in _refused(robot_radius=0.15)
+
+
+def test_robot_file_is_read_and_a_bad_one_named(tmp_path):
+    f = robot_file(tmp_path, max_linear_vel=0.3)
+    assert config_from_params({**BASE_PARAMS, "robot_radius": 0.25, "robot_file": str(f)}).max_linear_vel == 0.3
+    with pytest.raises(ConfigError, match="robot_file: cannot read the robot description"):
+        config_from_params({**BASE_PARAMS, "robot_file": str(tmp_path / "none.yaml")})
 
 
 def test_control_period_longer_than_timeout_is_refused():
@@ -101,11 +130,11 @@ def test_every_error_is_reported_at_once():
 def test_params_file_styles(tmp_path):
     for top in ("/**", "safety_supervisor"):
         f = tmp_path / "p.yaml"
-        f.write_text(yaml.safe_dump({top: {"ros__parameters": {**BASE_PARAMS, "max_linear_vel": 0.3,
+        f.write_text(yaml.safe_dump({top: {"ros__parameters": {**BASE_PARAMS, "slowdown_ratio": 0.4,
                                                                "keep_out_zones": "box",
                                                                "keep_out": {"box": [1, 1, 2, 1, 2, 2]}}}}))
-        cfg = load_config(f)
-        assert cfg.max_linear_vel == 0.3 and "box" in cfg.keep_out_polys
+        cfg = load_config(f, robot=test_robot())
+        assert cfg.slowdown_ratio == 0.4 and "box" in cfg.keep_out_polys
 
 
 def test_zones_json_carries_the_validated_polygons():
@@ -113,7 +142,8 @@ def test_zones_json_carries_the_validated_polygons():
 
     from qwen_stack.safety.reporting import zones_json
 
-    cfg = config_from_params({**BASE_PARAMS, "keep_out_zones": "box", "keep_out.box": [0, 0, 1, 0, 1, 1]})
+    cfg = config_from_params({**BASE_PARAMS, "keep_out_zones": "box", "keep_out.box": [0, 0, 1, 0, 1, 1]},
+                             test_robot())
     zones = json.loads(zones_json(cfg))
     assert zones["keep_out"] == {"box": [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]}
     assert zones["stop_zone"] == [[float(x), float(y)] for x, y in cfg.stop_poly]

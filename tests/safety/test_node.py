@@ -35,6 +35,7 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from qwen_stack import topics as T  # noqa: E402
 from qwen_stack.paths import config_file  # noqa: E402
 from tests.ros_processes import call_service, params_file, ros_args, start_node, stop_and_read  # noqa: E402
+from .helpers import robot_file  # noqa: E402
 from qwen_stack_interfaces.msg import ApprovalRequest, SafetyVerdict  # noqa: E402
 from qwen_stack_interfaces.srv import Approve, CallTool, DriveDistance, Release, ResetEStop  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -46,10 +47,12 @@ TIMEOUT = 0.5
 
 
 def _params(tmp_path: Path, **extra) -> Path:
+    # the robot: no acceleration ramp (a command shows at once), a footprint of 0.2 m (a smaller chassis)
+    robot = robot_file(tmp_path, max_linear_accel=100.0, max_linear_decel=100.0, max_angular_accel=100.0,
+                       max_angular_decel=100.0, footprint_radius=0.2, chassis_half_size=(0.13, 0.10, 0.04))
     overrides = {"audit_log_path": str(tmp_path / "audit.jsonl"), "control_rate_hz": CONTROL_RATE,
-                 "autonomy_timeout": TIMEOUT, "teleop_timeout": TIMEOUT,
-                 "max_linear_accel": 100.0, "max_linear_decel": 100.0, "max_angular_accel": 100.0,
-                 "max_angular_decel": 100.0, "diagnostics_period": 0.3, "approval_timeout": 1.5,
+                 "autonomy_timeout": TIMEOUT, "teleop_timeout": TIMEOUT, "robot_file": str(robot),
+                 "diagnostics_period": 0.3, "approval_timeout": 1.5,
                  "audit_log_sensors": True,
                  # sensor and lock staleness are unit-tested in the core; here the test process itself is the
                  # sensor source and may be starved on a loaded machine, so its timeouts are generous
@@ -346,7 +349,7 @@ def test_bad_parameters_refuse_to_start(ros_env, tmp_path):
     proc = _start(ros_env, tmp_path, max_linear_vel=-1.0, geofence=[0.0, 0.0, 1.0, 0.0])
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 2
-    assert "max_linear_vel: must be > 0" in out and "geofence: open polygon" in out
+    assert "max_linear_vel: not a supervisor parameter: it is the robot's" in out and "geofence: open polygon" in out
 
 
 def test_hostile_tool_calls_are_refused_and_the_proxy_keeps_answering(harness, supervisor, tmp_path):

@@ -1,5 +1,5 @@
-"""robot_description (URDF) and the TF tree made from it, against the simulator's own kinematics and
-the sensor mounts the safety supervisor and the agent are configured with."""
+"""robot_description (URDF) and the TF tree made from it, against the simulator's own kinematics (the parts'
+sensor mounts: all from config/robot.yaml, tests/foundation/test_robot_facts.py)."""
 from __future__ import annotations
 
 import math
@@ -7,9 +7,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-import yaml
 
-from qwen_stack.paths import config_file
 from qwen_stack.sim.robot_description import Frames, joint_transform, joints, quat_matrix, quat_mul, urdf
 from qwen_stack.sim.scenario import layout_from_dict
 from qwen_stack.robot import RobotSpec, load_robot
@@ -20,11 +18,6 @@ from sim_test_worlds import open_arena
 
 def _rot(q) -> np.ndarray:
     return np.array(quat_matrix(q))
-
-
-def _params(name: str) -> dict:
-    doc = yaml.safe_load(config_file(name).read_text())
-    return next(iter(doc.values()))["ros__parameters"]
 
 
 def test_urdf_is_one_tree_with_every_joint_the_simulator_reports():
@@ -45,12 +38,6 @@ def test_urdf_origins_are_the_joint_list():
         origin = el.find("origin")
         assert [float(v) for v in origin.get("xyz").split()] == pytest.approx(j.xyz, abs=1e-6)
         assert [float(v) for v in origin.get("rpy").split()] == pytest.approx(j.rpy, abs=1e-6)
-
-
-def test_mounts_equal_the_supervisors():
-    spec, safety = load_robot(), _params("safety.yaml")
-    assert (safety["laser_x"], safety["laser_y"]) == pytest.approx(spec.laser_xyz[:2])
-    assert safety.get("laser_yaw", 0.0) == 0.0
 
 
 def _chain(base_xyz, base_yaw, positions: dict[str, float], child: str, spec: RobotSpec):

@@ -27,7 +27,6 @@ from rclpy.node import Node  # noqa: E402
 
 from qwen_stack import topics  # noqa: E402
 from qwen_stack.paths import config_file  # noqa: E402
-from qwen_stack.robot import load_robot  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -40,7 +39,7 @@ def test_go_to_pose_2m_through_the_safety_supervisor(tmp_path, ros_env):
     procs = [
         start_node("qwen_stack.sim.node", sim_params + ["-p", f"scenario:={scenario}"], ros_env, tmp_path / "sim.log"),
         start_node("qwen_stack.safety.node",
-                   ["--params-file", str(config_file("safety.yaml")), "-p", f"laser_x:={load_robot().laser_xyz[0]}",
+                   ["--params-file", str(config_file("safety.yaml")),
                     "-p", f"audit_log_path:={tmp_path / 'audit.jsonl'}"], ros_env, tmp_path / "safety.log"),
         start_node("qwen_stack.sim.skills_node", sim_params, ros_env, tmp_path / "skills.log"),
     ]
