@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qwen_stack.geometry import wrap_angle
+from qwen_stack.robot import load_robot
 
 HALF_FOV = math.radians(37.0)     # camera: 60 deg vertical FOV at 4:3 -> ~75 deg horizontal
 VIEW_RANGE = 4.0                   # m, beyond this perception does not report objects
 CONFIDENT_RANGE = 2.8              # m, beyond this an object is named <colour>_object_<n>
 OBJECT_STANDOFF = 0.22             # config/agent.yaml object_standoff_m
-PICK_REACH = 0.15                  # sim/world.py RobotSpec.pick_reach
+PICK_REACH = load_robot().pick_reach   # m, the gripper's reach (config/robot.yaml)
 SPEED = 0.3                        # m/s, go_to_pose's default speed (for the clock)
 
 
