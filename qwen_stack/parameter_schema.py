@@ -91,8 +91,13 @@ class ParameterSchema:
         return False, None
 
     def _unknown(self, where: str, name: str) -> ParameterError:
+        from qwen_stack.robot import FORMER_COPIES, RobotSpec
+
         close = difflib.get_close_matches(name, list(self.defaults), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
+        robot_key = FORMER_COPIES.get(name) or (name if name in RobotSpec.__dataclass_fields__ else None)
+        if robot_key:   # a robot fact: one place for it, whatever the node
+            hint = f" (a robot fact: {robot_key} in the robot description, config/robot.yaml)"
         return ParameterError(f"{where}{name}: {self.executable} has no parameter {name!r}{hint}")
 
     def check(self, name: str, value: Any, where: str = "") -> Any:

@@ -20,7 +20,7 @@ import yaml
 from qwen_stack.launcher import parse_overrides
 from qwen_stack.parameter_schema import PARAMETER_SCHEMAS, schema_for
 from qwen_stack.paths import config_dir, config_file
-from qwen_stack.robot import RobotSpec, load_robot
+from qwen_stack.robot import FORMER_COPIES as FORMER_KEYS, RobotSpec, load_robot
 from qwen_stack.sim.robot_description import joint_transform, joints, quat_matrix, quat_mul
 from qwen_stack.stack_config import ROBOT_PARAMETER, StackConfigError, load_stack
 
@@ -36,6 +36,7 @@ FORMER_COPIES = {
     "skills": ["max_linear", "max_angular"],
 }
 FORMER_NAMES = set().union(*FORMER_COPIES.values()) - {"robot_radius"}   # the supervisor keeps its own, larger one
+assert FORMER_NAMES <= set(FORMER_KEYS) | ROBOT_FACTS   # the launchers point each one to its robot.yaml key
 
 STACK = load_stack("stack.yaml")
 ROBOT = load_robot(str(STACK.robot_file))
@@ -81,7 +82,8 @@ def test_no_node_takes_a_robot_fact_as_a_parameter(executable):
 def test_the_launchers_refuse_a_former_copy(node, name):
     """A key removed from a node's YAML is not silently accepted anywhere: the launch stops, naming it."""
     value = "[0.1, 0.0, 0.15]" if name.endswith(("xyz", "xy")) else ("x" if name.endswith("joint") else "0.2")
-    with pytest.raises(StackConfigError, match=rf"{node}\.{name}: .* has no parameter '{name}'"):
+    with pytest.raises(StackConfigError, match=rf"{node}\.{name}: .* has no parameter '{name}' \(a robot fact: "
+                                               rf".* in the robot description, config/robot.yaml\)"):
         load_stack("stack.yaml", overrides=parse_overrides([f"{node}.{name}:={value}"]))
 
 
