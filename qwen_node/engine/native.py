@@ -170,7 +170,7 @@ def _nvfp4_library() -> Path | None:
 @lru_cache(maxsize=None)
 def _nvfp4_ctypes(so: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(so))
-    lib.nvfp4_dequantize_rows.restype = lib.nvfp4_has_avx2.restype = ctypes.c_int
+    lib.nvfp4_dequantize_rows.restype = lib.nvfp4_has_avx2.restype = lib.nvfp4_has_avx512bf16.restype = ctypes.c_int
     lib.nvfp4_dequantize_rows.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_int]
     return lib
 
@@ -193,6 +193,12 @@ def nvfp4_has_avx2() -> bool:
     """Whether the built NVFP4 kernel has its AVX2 path (False without the kernel)."""
     lib = _nvfp4_lib()
     return bool(lib is not None and lib.nvfp4_has_avx2())
+
+
+def nvfp4_has_avx512bf16() -> bool:
+    """Whether the built NVFP4 kernel has its AVX512-BF16 path for bf16 activations (False without the kernel)."""
+    lib = _nvfp4_lib()
+    return bool(lib is not None and lib.nvfp4_has_avx512bf16())
 
 
 def nvfp4_matvec(x: torch.Tensor, packed: torch.Tensor, block_scale: torch.Tensor, global_scale: torch.Tensor,

@@ -24,8 +24,10 @@ from qwen_stack.qwen_node.engine.nvfp4 import (
 from qwen_stack.qwen_node.engine.nvfp4_loader import NVFP4Experts
 
 # (rows, in): odd rows; widths 16, 48, 80, 208 (not multiples of 64), 1040 (= 16 * 65: main loop + tail);
-# 4096 x 256 and 9 x 2048 take the OpenMP path (rows * in >= 2**18)
-SHAPES = [(1, 16), (7, 48), (33, 80), (129, 208), (65, 1040), (4097, 256), (9, 2048), (300, 64)]
+# for the bf16 path's 128-value chunks: 128 (one chunk), 384 (three: a pair and a single), 1200 (9 chunks + 3
+# blocks); 4096 x 256 and 9 x 2048 take the OpenMP path (rows * in >= 2**18)
+SHAPES = [(1, 16), (7, 48), (33, 80), (129, 208), (65, 1040), (4097, 256), (9, 2048), (300, 64), (5, 128),
+          (31, 384), (17, 1200)]
 
 
 def _seed() -> int:
@@ -62,13 +64,16 @@ def assert_within_fp32_rounding(got: torch.Tensor, w: torch.Tensor, x: torch.Ten
 def test_kernel_builds_here_with_its_vector_path():
     """The test command installs gcc: a kernel that stopped building must fail loudly (the AVX2 path is
     required where the CPU has AVX2)."""
-    assert native.load("nvfp4_matvec") is not None
-    if "avx2" in open("/proc/cpuinfo").read():
+    assert native.nvfp4_op() is not None
+    flags = open("/proc/cpuinfo").read()
+    if "avx2" in flags:
         assert native.nvfp4_has_avx2()
+    if "avx512_bf16" in flags:
+        assert native.nvfp4_has_avx512bf16()
 
 
-@pytest.mark.parametrize("scalar", [False, True], ids=["avx2", "scalar"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("scalar", [False, True], ids=["vector", "scalar"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])   # bf16: the AVX512-BF16 path where built
 @pytest.mark.parametrize("rows, n_in", SHAPES)
 def test_matvec_matches_reference(rows, n_in, dtype, scalar):
     seed = _seed()
@@ -97,17 +102,18 @@ def test_quantized_weights_with_outliers_match_reference():
                           rtol=1e-5, atol=1e-6 * float(nvfp4_linear_reference(x, q).abs().max()))
 
 
-@pytest.mark.parametrize("scalar", [False, True], ids=["avx2", "scalar"])
+@pytest.mark.parametrize("scalar", [False, True], ids=["vector", "scalar"])
+@pytest.mark.parametrize("dtype, n_in", [(torch.float32, 80), (torch.bfloat16, 80), (torch.bfloat16, 400)])
 @pytest.mark.parametrize("parts, shared_x", [(2, True), (1, False), (1, True)])
-def test_experts_matvec_reads_the_selected_experts_in_place(parts, shared_x, scalar):
+def test_experts_matvec_reads_the_selected_experts_in_place(parts, shared_x, dtype, n_in, scalar):
     seed = _seed()
     gen = torch.Generator().manual_seed(seed)
-    E, O, n_in, K = 6, 2 * 37, 80, 4
+    E, O, K = 6, 2 * 37, 4
     q = random_weight((E, O), n_in, gen)
     g = torch.rand(E, parts, generator=gen) * 1e-2 + 1e-4
     g = g if parts > 1 else g[:, 0]
     experts = torch.tensor([4, 0, 4, 5])                                   # a repeated expert too
-    x = torch.randn(1 if shared_x else K, n_in, generator=gen)
+    x = torch.randn(1 if shared_x else K, n_in, generator=gen).to(dtype)
     got = native.nvfp4_matvec(x, q.packed, q.block_scale, g, experts, parts, scalar=scalar)
     w = torch.stack([torch.cat([dequantize_nvfp4(NVFP4Tensor(q.packed[e, p * (O // parts):(p + 1) * (O // parts)],
                                                              q.block_scale[e, p * (O // parts):(p + 1) * (O // parts)],

@@ -17,6 +17,11 @@
  * shuffled order, so x is read in the same order: xp (xp_index), made once per call.
  * Measured (one core, L3-resident 4096 x 4096): ~20 G weights/s against ~17 G for sign-extend + convert.
  *
+ * AVX512-BF16 path (row_bf16, bf16 activations, where the CPU has it): the same lookups give bf16 weights, and
+ * vdpbf16ps multiplies 32 of them at a time (see there). Measured on one core of the CI host (AMD EPYC, other
+ * work on the other core): 16384 x 8192 (memory-bound) 20 G weights/s against the AVX2 path's 13.5 G and a
+ * compiled bf16 matvec's 4.8 G weights/s (9.5 GB/s).
+ *
  * Experts: packed [E, rows, in/2], scales [E, rows, in/16], global scales [E, parts] (a fused gate_up weight
  * has two projections, each owning rows / parts rows); experts[k] picks the weight for output row k of y.
  * Read in place: nothing is copied. x is one row shared by all k (x_stride 0) or one row per k.
@@ -129,6 +134,105 @@ static float row_avx2(const uint8_t *p, const uint8_t *s, const float *xp, int64
 }
 #endif
 
+static inline float bf16_to_f32(uint16_t h) {
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+#if defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512F__)
+#define NVFP4_AVX512BF16 1
+/* bf16 activations on CPUs with AVX512-BF16 (row_bf16): the decoded weights are kept as bf16 (the same two lookups,
+ * one byte interleave: E2M1 values are exact in bf16) and multiplied by vdpbf16ps, which sums pairs of exact
+ * bf16 x bf16 products into fp32 lanes: one instruction per 32 weights instead of AVX2's four FMAs and four
+ * interleaves. Each 128-bit lane of a decoded vector holds 8 weights of one block, so a block's partial sums stay
+ * in its own 4 lanes until its scale multiplies them. x is read in the decoded order: xq (xq_index).
+ * vdpbf16ps treats denormal inputs and results as zero (below 1.2e-38, far under the test tolerance). */
+
+/* Where the bf16 path reads x[i]: per 128 values (a chunk of 8 blocks), vector v = 2 * (odd block of the pair)
+ * + (odd element), lane L = pair of blocks, word j = element pair within the block; the last (in / 16) % 8 blocks
+ * (row_bf16's plain tail) in natural order. */
+static inline int64_t xq_index(int64_t i, int64_t in) {
+    if (i >= in / 128 * 128) return i;
+    const int64_t r = i & 127, w = r & 31, v = (w >> 4) * 2 + (w & 1);
+    return (i & ~(int64_t)127) + 32 * v + 8 * (r >> 5) + ((w & 15) >> 1);
+}
+
+/* 16 e4m3 scale bytes -> fp32, exactly (subnormals too, NaN bytes to NaN), without denormal arithmetic. */
+static inline __m512 scales16(__m128i bytes) {
+    const __m512i b = _mm512_cvtepu8_epi32(bytes), mag = _mm512_and_si512(b, _mm512_set1_epi32(0x7f));
+    const __m512i e = _mm512_srli_epi32(mag, 3), m = _mm512_and_si512(mag, _mm512_set1_epi32(7));
+    const __m512i normal = _mm512_or_si512(_mm512_slli_epi32(_mm512_add_epi32(e, _mm512_set1_epi32(120)), 23),
+                                           _mm512_slli_epi32(m, 20));
+    const __m512i sub = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(m), _mm512_set1_ps(1.0f / 512.0f)));
+    __m512i v = _mm512_mask_blend_epi32(_mm512_cmpeq_epi32_mask(e, _mm512_setzero_si512()), normal, sub);
+    v = _mm512_mask_blend_epi32(_mm512_cmpeq_epi32_mask(mag, _mm512_set1_epi32(0x7f)), v, _mm512_set1_epi32(0x7fc00000));
+    return _mm512_castsi512_ps(_mm512_or_si512(v, _mm512_slli_epi32(_mm512_and_si512(b, _mm512_set1_epi32(0x80)), 24)));
+}
+
+#define BF(v) ((__m512bh)(v))
+/* One chunk (64 packed bytes, 128 weights): tl / th = lanes of the chunk's even / odd blocks, then scaled. */
+#define CHUNK_BF16(c, sf, idx_even, idx_odd, acc_even, acc_odd)                                                    \
+    do {                                                                                                           \
+        const __m512i bytes = _mm512_loadu_si512((const void *)(p + 64 * (c)));                                    \
+        const __m512i ce = _mm512_and_si512(bytes, low4);                                                          \
+        const __m512i co = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), low4);                                    \
+        const __m512i eh = _mm512_shuffle_epi8(hi, ce), el = _mm512_shuffle_epi8(lo, ce);                         \
+        const __m512i oh = _mm512_shuffle_epi8(hi, co), ol = _mm512_shuffle_epi8(lo, co);                         \
+        const uint16_t *x = xq + 128 * (c);                                                                        \
+        __m512 tl = _mm512_dpbf16_ps(_mm512_setzero_ps(), BF(_mm512_unpacklo_epi8(el, eh)),                        \
+                                     BF(_mm512_loadu_si512((const void *)x)));                                     \
+        tl = _mm512_dpbf16_ps(tl, BF(_mm512_unpacklo_epi8(ol, oh)), BF(_mm512_loadu_si512((const void *)(x + 32))));\
+        __m512 th = _mm512_dpbf16_ps(_mm512_setzero_ps(), BF(_mm512_unpackhi_epi8(el, eh)),                        \
+                                     BF(_mm512_loadu_si512((const void *)(x + 64))));                              \
+        th = _mm512_dpbf16_ps(th, BF(_mm512_unpackhi_epi8(ol, oh)), BF(_mm512_loadu_si512((const void *)(x + 96))));\
+        acc_even = _mm512_fmadd_ps(tl, _mm512_permutexvar_ps(idx_even, sf), acc_even);                             \
+        acc_odd = _mm512_fmadd_ps(th, _mm512_permutexvar_ps(idx_odd, sf), acc_odd);                                \
+    } while (0)
+
+static float row_bf16(const uint8_t *p, const uint8_t *s, const uint16_t *xq, int64_t in) {
+    const __m512i hi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)CODE_HI));
+    const __m512i lo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)CODE_LO));
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    /* lane L of a chunk's even-block sums takes scale 2L, odd-block sums 2L + 1; the second chunk of a pair + 8 */
+    const __m512i ie0 = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6);
+    const __m512i io0 = _mm512_add_epi32(ie0, _mm512_set1_epi32(1)), ie1 = _mm512_add_epi32(ie0, _mm512_set1_epi32(8));
+    const __m512i io1 = _mm512_add_epi32(ie0, _mm512_set1_epi32(9));
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+    const int64_t nc = in / 128;
+    int64_t c = 0;
+    for (; c + 2 <= nc; c += 2) {                                   /* two chunks share one 16-scale load */
+        const __m512 sf = scales16(_mm_loadu_si128((const __m128i *)(s + 8 * c)));
+        CHUNK_BF16(c, sf, ie0, io0, a0, a1);
+        CHUNK_BF16(c + 1, sf, ie1, io1, a2, a3);
+    }
+    if (c < nc) {
+        const __m512 sf = scales16(_mm_loadl_epi64((const __m128i *)(s + 8 * c)));
+        CHUNK_BF16(c, sf, ie0, io0, a0, a1);
+    }
+    float sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    for (int64_t b = nc * 8; b < in / 16; b++) {                    /* widths not a multiple of 128 */
+        float blk = 0.0f;
+        for (int i = 0; i < 8; i++) {
+            const uint8_t byte = p[8 * b + i];
+            blk += CODE_F[byte & 15] * bf16_to_f32(xq[16 * b + 2 * i]) + CODE_F[byte >> 4] * bf16_to_f32(xq[16 * b + 2 * i + 1]);
+        }
+        sum += SCALE[s[b]] * blk;
+    }
+    return sum;
+}
+#endif
+
+/* 1 when this build has the AVX512-BF16 path for bf16 activations. */
+int nvfp4_has_avx512bf16(void) {
+#ifdef NVFP4_AVX512BF16
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 /* 1 when this build has the vector path (built without AVX2 it is plain C throughout). */
 int nvfp4_has_avx2(void) {
 #ifdef __AVX2__
@@ -136,13 +240,6 @@ int nvfp4_has_avx2(void) {
 #else
     return 0;
 #endif
-}
-
-static inline float bf16_to_f32(uint16_t h) {
-    const uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
 }
 
 /* fp32 -> bf16, round to nearest even (as torch's .to(torch.bfloat16)); NaN stays a quiet NaN. Bit operations
@@ -170,11 +267,24 @@ int nvfp4_matvec(const uint8_t *packed, const uint8_t *scales, const float *gsca
     scalar = 1;
 #endif
     const int64_t n_x = x_stride ? n_out_rows : 1, rows_per_part = rows / parts;
-    /* x as fp32, in the order the vector path reads it (xp_index) or as given (scalar path) */
-    float *xf = malloc(sizeof(float) * n_x * in);
-    if (!xf) return -1;
+    /* x as the row function reads it: bf16 in xq_index order (AVX512-BF16 path), else fp32 in xp_index order
+     * (AVX2) or as given (scalar) */
+    int bf16_path = 0;
+#ifdef NVFP4_AVX512BF16
+    bf16_path = x_bf16 && !scalar;
+#endif
+    void *xbuf = malloc((bf16_path ? 2 : 4) * n_x * in);
+    if (!xbuf) return -1;
+    float *xf = xbuf;
+    uint16_t *xq = xbuf;
     for (int64_t k = 0; k < n_x; k++)
         for (int64_t i = 0; i < in; i++) {
+            if (bf16_path) {
+#ifdef NVFP4_AVX512BF16
+                xq[k * in + xq_index(i, in)] = ((const uint16_t *)x)[k * x_stride + i];
+#endif
+                continue;
+            }
             const float v = x_bf16 ? bf16_to_f32(((const uint16_t *)x)[k * x_stride + i])
                                    : ((const float *)x)[k * x_stride + i];
             xf[k * in + (scalar ? i : xp_index(i, in))] = v;
@@ -188,6 +298,10 @@ int nvfp4_matvec(const uint8_t *packed, const uint8_t *scales, const float *gsca
             const uint8_t *p = packed + (e * rows + r) * (in / 2), *s = scales + (e * rows + r) * (in / 16);
             const float g = gscales[e * parts + r / rows_per_part];
             float dot;
+#ifdef NVFP4_AVX512BF16
+            if (bf16_path) dot = row_bf16(p, s, xq + xk * in, in);
+            else
+#endif
 #ifdef __AVX2__
             if (!scalar) dot = row_avx2(p, s, xf + xk * in, in);
             else
@@ -197,7 +311,7 @@ int nvfp4_matvec(const uint8_t *packed, const uint8_t *scales, const float *gsca
             else ((float *)y)[k * rows + r] = g * dot;
         }
     }
-    free(xf);
+    free(xbuf);
     return 0;
 }
 
