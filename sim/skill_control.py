@@ -14,10 +14,17 @@ stop and waits; if the base ends outside settle_factor tolerances (it overshot),
 the floor speed; once arrived, anywhere within settle_factor tolerances it only stops and waits (the
 creep itself can overshoot by floor speed x loop delay, and must not oscillate until the skill
 times out).
+
+Given the odometry stamps, a controller times the loop's delay (a command step to its effect in
+odometry) and computes each command for the pose the base will have when that command arrives:
+the odometry pose moved on by the commands still on their way. Without it, a loop delay of 0.3 s
+of sim time made rotate and go_to_pose overshoot at every stop and time out (the e2e mission
+under load).
 """
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 from qwen_stack.geometry import Pose2D, wrap_angle
@@ -38,7 +45,7 @@ STOP = Twist2D(0.0, 0.0)
 @dataclass(frozen=True)
 class SkillLimits:
     """Bounds and tuning shared by the skills: the top speeds are the robot's (config/robot.yaml), the rest
-    the skills_node section of config/sim.yaml (node_config.SkillsNodeConfig.limits builds them)."""
+    the skills_node section of config/sim.yaml (config.SkillsNodeConfig.limits builds them)."""
     max_linear: float                # m/s, fastest a skill may drive: the robot's max_linear_vel
     max_angular: float               # rad/s, fastest a skill may turn: the robot's max_angular_vel
     default_linear: float = 0.3      # m/s when a request gives no speed (0)
@@ -117,19 +124,114 @@ def _profile(remaining: float, cruise: float, accel: float, floor: float) -> flo
     return math.copysign(max(mag, floor), remaining)
 
 
+class _LoopDelay:
+    """The command loop's delay, measured: from the odometry stamp a command step was computed on (a
+    start, a stop, a reversal) to the first odometry stamp whose speed has moved from the speed
+    measured at the step toward the new command by half the step or by a few rest speeds, whichever
+    is less (the supervisor may slow the base below the command; the base's own ramp is ~0.02 s).
+    It is odometry's way to this node plus the command's way to the base; on a loaded host both grow
+    (in sim time, by the real-time factor too) and come in bursts, so the estimate is the longest of
+    the last few steps. None until a first step was seen."""
+    STEP = 3.0      # rest speeds a command must change by to be timed (well clear of odometry's noise)
+    KEEP = 3        # measurements the estimate is the longest of
+    LONGEST = 2.0   # s, a step not seen by then is not timed (it was overtaken by others)
+
+    def __init__(self, limits: SkillLimits):
+        self.limits = limits
+        self.delay: float | None = None
+        self._measured: deque[float] = deque(maxlen=self.KEEP)
+        # (stamp, linear axis?, speed measured at the step, speed that shows its effect)
+        self._probe: tuple[float, bool, float, float] | None = None
+        self._last = STOP
+        self._sent: deque[tuple[float, Twist2D]] = deque()  # (stamp computed on, command), oldest first
+
+    def observe(self, stamp: float, velocity: Twist2D) -> None:
+        if self._probe is None:
+            return
+        t0, linear, before, mark = self._probe
+        if not 0.0 <= stamp - t0 <= self.LONGEST:
+            self._probe = None                               # the clock went back, or the step never showed
+            return
+        got = velocity.linear if linear else velocity.angular
+        if (got - mark) * (mark - before) >= 0:
+            self._measured.append(stamp - t0)
+            self.delay, self._probe = max(self._measured), None
+
+    def sent(self, stamp: float, twist: Twist2D, velocity: Twist2D) -> None:
+        """`twist` was computed on the odometry of `stamp`, which showed `velocity`."""
+        lim = self.limits
+        # steps in units of the rest speeds: a creep at the floor speed is a step too
+        d_lin = (twist.linear - self._last.linear) / lim.rest_linear
+        d_ang = (twist.angular - self._last.angular) / lim.rest_angular
+        if max(abs(d_lin), abs(d_ang)) >= self.STEP:
+            linear = abs(d_lin) >= abs(d_ang)
+            before, target, rest = ((velocity.linear, twist.linear, lim.rest_linear) if linear
+                                    else (velocity.angular, twist.angular, lim.rest_angular))
+            shift = min(abs(target - before) / 2, self.STEP * rest)
+            if shift > 0:
+                step = (stamp, linear, before, before + math.copysign(shift, target - before))
+                # a step back against the one being timed hides its effect: time the new one instead
+                if self._probe is None or (self._probe[1] == linear
+                                           and (self._probe[3] - self._probe[2]) * (step[3] - step[2]) < 0):
+                    self._probe = step
+        self._last = twist
+        if self._sent and stamp < self._sent[-1][0]:
+            self._sent.clear()                               # the clock went back
+        self._sent.append((stamp, twist))
+        horizon = stamp - 2.0 * (self.delay or 0.0) - 1.0
+        while self._sent and self._sent[0][0] < horizon:
+            self._sent.popleft()
+
+    def moving_in_flight(self, stamp: float) -> bool:
+        """A motion command computed within the last `delay` seconds may not have reached the base yet."""
+        return bool(self.delay) and any(tw != STOP and t >= stamp - self.delay for t, tw in self._sent)
+
+    def predict(self, pose: Pose2D, stamp: float) -> Pose2D:
+        """The pose at stamp + delay: the odometry pose moved on by the commands still on their way
+        (those computed in the last `delay` seconds, each until the next one was computed)."""
+        if not self.delay:
+            return pose
+        start = stamp - self.delay
+        cmds = [(t, tw) for t, tw in self._sent if t >= start]
+        before = [(t, tw) for t, tw in self._sent if t < start]
+        if before:                                           # the one the base executes now, until the next
+            cmds.insert(0, (start, before[-1][1]))
+        for i, (t, tw) in enumerate(cmds):
+            end = cmds[i + 1][0] if i + 1 < len(cmds) else stamp
+            if end > t:
+                pose = _advance(pose, tw, end - t)
+        return pose
+
+
 class _Controller:
     """What the three controllers share: `update` runs the controller's own `_command` for this tick with the
-    rest detection around it, so `done` is only ever set with the base at rest."""
+    rest detection around it, so `done` is only ever set with the base at rest.
+
+    With a stamp, the command is computed for the pose the base will have when it arrives: the
+    odometry pose moved on by its velocity over the measured loop delay (a Smith predictor). Without
+    that, a loop delay D makes every stop land v * D late: braking from cruise overshoots, and a creep
+    at the floor speed overshoots past the settle band and back again until the skill times out (0.3 s
+    of loop delay, 0.1 s of wall time at the tests' real-time factor of 3, was enough)."""
 
     def __init__(self, limits: SkillLimits):
         self.limits = limits
         self.done = False
         self.arrived = False  # the goal was within tolerance once: stopping, then only creeping back
         self._rest = _RestDetector(limits)
+        self.loop = _LoopDelay(limits)
 
-    def update(self, pose: Pose2D, velocity: Twist2D) -> Twist2D:
-        """Twist to send for the odometry pose and velocity (body frame) of this tick."""
-        return self._rest.sent(self._command(pose, self._rest.observe(velocity)))
+    def update(self, pose: Pose2D, velocity: Twist2D, stamp: float | None = None) -> Twist2D:
+        """Twist to send for the odometry pose and velocity (body frame) of this tick, whose odometry
+        stamp (s) lets the controller measure and bridge the loop delay (None: no delay assumed)."""
+        at_rest = self._rest.observe(velocity)
+        if stamp is not None:
+            self.loop.observe(stamp, velocity)
+            pose = self.loop.predict(pose, stamp)
+            at_rest = at_rest and not self.loop.moving_in_flight(stamp)
+        twist = self._rest.sent(self._command(pose, at_rest))
+        if stamp is not None:
+            self.loop.sent(stamp, twist, velocity)
+        return twist
 
     def _command(self, pose: Pose2D, at_rest: bool) -> Twist2D:
         raise NotImplementedError
@@ -202,16 +304,19 @@ class GoToPoseController(_Controller):
 
     Phases: 'drive' (turning on the spot first while the bearing error > TURN_IN_PLACE rad), 'align',
     'done'. Each phase ends only with the base at rest within tolerance; after an overshoot the base
-    backs up (never turns around) at the floor speed.
+    backs up (never turns around) at the floor speed. Close to the goal and off to its side, it
+    turns on the spot to face it (or back onto it) before driving.
     """
     TURN_IN_PLACE = 0.35  # rad of bearing error above which the robot turns on the spot first
-    CLOSE = 0.10          # m: closer than this the robot never turns on the spot toward the goal
+    CLOSE = 0.10          # m: closer than this the robot never turns round on the spot toward the goal
+    SIDEWAYS = 1.0        # rad: ... but it turns to face it (or back onto it) from this far off that axis
 
     def __init__(self, goal: Pose2D, use_theta: bool, speed: float, limits: SkillLimits):
         super().__init__(limits)
         self.goal, self.use_theta, self.speed = goal, use_theta, speed
         self.phase = "drive"
         self.aligned = False  # the same as `arrived`, for theta
+        self._facing = False  # turning on the spot to face a close goal off to the side
 
     @staticmethod
     def check(start: Pose2D, goal: Pose2D, speed: float, limits: SkillLimits) -> tuple[float, str | None]:
@@ -236,12 +341,22 @@ class GoToPoseController(_Controller):
             bearing = wrap_angle(math.atan2(dy, dx) - pose.yaw)
             if abs(bearing) > self.TURN_IN_PLACE and dist > self.CLOSE and not self.arrived:
                 return Twist2D(0.0, _profile(bearing, lim.max_angular, lim.angular_accel, lim.min_angular))
+            # close to the goal (or after arriving) the robot drives toward it or backs onto it,
+            # whichever its heading is nearer to: the error of that axis
+            axis = bearing if abs(bearing) <= math.pi / 2 else wrap_angle(bearing - math.pi)
+            if abs(axis) > self.SIDEWAYS or (self._facing and abs(axis) > self.TURN_IN_PLACE):
+                # a goal off to the side: driving moves toward it only by cos(bearing) while the
+                # steering swings the heading one way and back by a loop delay's turn each time (it
+                # never got there with 0.3 s of loop delay); face it (or back onto it) first
+                self._facing = True
+                return Twist2D(0.0, _profile(axis, lim.max_angular, lim.angular_accel, lim.min_angular))
+            self._facing = False
             # cos(bearing) slows down while steering; close to the goal (or after arriving) a target
             # behind (an overshoot) gives a negative speed: back up, steering the rear toward it,
             # instead of turning around.
             cruise = lim.min_linear if self.arrived else self.speed
             v = _profile(dist, cruise, lim.linear_accel, lim.min_linear) * math.cos(bearing)
-            w = lim.heading_gain * (bearing if abs(bearing) <= math.pi / 2 else wrap_angle(bearing - math.pi))
+            w = lim.heading_gain * axis
             return Twist2D(v, _clamp(w, lim.max_angular))
         if self.phase == "align":
             err = wrap_angle(self.goal.yaw - pose.yaw)
@@ -255,6 +370,14 @@ class GoToPoseController(_Controller):
                 return Twist2D(0.0, _profile(err, cruise, lim.angular_accel, lim.min_angular))
         self.done = True
         return STOP
+
+
+def _advance(pose: Pose2D, velocity: Twist2D, dt: float) -> Pose2D:
+    """Where a base moving at `velocity` (body frame) will be after dt seconds (an arc)."""
+    dyaw = velocity.angular * dt
+    mid = pose.yaw + dyaw / 2
+    d = velocity.linear * dt
+    return Pose2D(pose.x + d * math.cos(mid), pose.y + d * math.sin(mid), pose.yaw + dyaw)
 
 
 def _clamp(v: float, limit: float) -> float:

@@ -12,7 +12,7 @@ import math
 import pytest
 from sim_test_worlds import RED_CUBE, open_arena
 
-from qwen_stack.geometry import Pose2D
+from qwen_stack.geometry import Pose2D, wrap_angle
 from qwen_stack.sim.scenario import layout_from_dict
 from qwen_stack.sim.simulator import Simulator
 from qwen_stack.sim.skill_control import (STOP, DriveDistanceController, GoToPoseController, RotateController,
@@ -138,3 +138,75 @@ def test_go_to_pose_a_few_cm_away_facing_sideways_finishes_at_rest(yaw):
     gt = sim.ground_truth()
     assert math.hypot(gt.x - 0.06, gt.y) < 0.02 and abs(gt.yaw) < 0.02
     assert math.hypot(gt.linear, gt.angular) < 0.02
+
+
+def test_the_loop_delay_is_timed_from_a_command_step_to_its_effect_in_odometry():
+    from qwen_stack.sim.skill_control import _LoopDelay
+
+    loop = _LoopDelay(LIMITS)
+    loop.sent(0.9, STOP, STOP)
+    assert loop.delay is None and loop.predict(Pose2D(0.0, 0.0, 1.0), 1.0) == Pose2D(0.0, 0.0, 1.0)
+    # a start, 0 -> 0.5 rad/s, computed on odometry of t = 1.0: seen once the base turns at 3 rest
+    # speeds (0.06 rad/s; the supervisor may hold it below half the command) at t = 1.3
+    loop.sent(1.0, TURNING, STOP)
+    for t, w in ((1.1, 0.0), (1.2, 0.05), (1.3, 0.07)):
+        loop.observe(t, Twist2D(0.0, w))
+    assert loop.delay == pytest.approx(0.3)
+    loop.sent(1.5, TURNING, Twist2D(0.0, 0.15))
+    loop.sent(1.8, TURNING, Twist2D(0.0, 0.15))
+    # at t = 2.0 the base still has the commands of the last 0.3 s to carry out: 0.3 s at 0.5 rad/s
+    assert loop.predict(Pose2D(0.0, 0.0, 1.0), 2.0).yaw == pytest.approx(1.15)
+    assert loop.moving_in_flight(2.0)
+    # a stop while the base turns at 0.15 rad/s (slowed): seen when it is below 0.075 at t = 2.5
+    loop.sent(2.0, STOP, Twist2D(0.0, 0.15))
+    for t, w in ((2.2, 0.15), (2.4, 0.1), (2.5, 0.07)):
+        loop.observe(t, Twist2D(0.0, w))
+    assert loop.delay == pytest.approx(0.5)              # the longest of the last few
+    assert loop.moving_in_flight(2.25) and not loop.moving_in_flight(2.35)   # the last motion: computed at 1.8
+
+
+def _run_with_loop_delay(controller, sim: Simulator, delay, stamps: bool, deadline: float):
+    """Tick `controller` on the sim's odometry every CONTROL_PERIOD; each command reaches the base
+    `delay(t)` later (in order). Returns whether it finished, then lets the base come to rest."""
+    pending: list[tuple[float, Twist2D]] = []
+    last = 0.0
+    while not controller.done and sim.time < deadline:
+        o = sim.odometry()
+        twist = controller.update(Pose2D(o.x, o.y, o.yaw), Twist2D(o.linear, o.angular), sim.time if stamps else None)
+        last = max(last, sim.time + delay(sim.time))
+        pending.append((last, twist))
+        _step(sim, pending, CONTROL_PERIOD)
+    done = controller.done
+    pending.append((last + 1e-3, STOP))
+    _step(sim, pending, 2.0)
+    return done
+
+
+@pytest.mark.parametrize("delay", [lambda t: 0.4, lambda t: 0.2 + 0.4 * ((t * 7.3) % 1.0),
+                                   lambda t: 0.05 if t < 3.0 else 0.6], ids=["0.4s", "0.2-0.6s", "spike"])
+def test_rotate_and_go_to_pose_finish_at_rest_despite_a_long_loop_delay(delay):
+    """A loaded host delays the loop by tenths of a second of sim time (0.1 s of wall time at the e2e
+    tests' real-time factor of 3 is 0.3 s): the controllers bridge it with the measured delay, and
+    finish within the skills' deadline (expected + skill_timeout_margin, 10 s) at the goal."""
+    sim = Simulator(layout_from_dict(open_arena(robot=(0.0, 0.0, 0.0))))
+    rotate = RotateController(Pose2D(0.0, 0.0, 0.0), math.pi, 0.5, LIMITS)
+    assert _run_with_loop_delay(rotate, sim, delay, True, sim.time + math.pi / 0.5 + 0.25 + 10.0)
+    o = sim.odometry()
+    assert abs(wrap_angle(o.yaw - math.pi)) <= LIMITS.settle_factor * LIMITS.angle_tolerance + 1e-3
+    assert abs(o.angular) < LIMITS.rest_angular
+    goal = Pose2D(1.0, 0.5, 1.0)                          # odom frame: ahead-left of the turned robot
+    go = GoToPoseController(goal, True, 0.3, LIMITS)
+    t0 = sim.time
+    assert _run_with_loop_delay(go, sim, lambda t: delay(t - t0), True,
+                                sim.time + math.hypot(1.0 - o.x, 0.5 - o.y) / 0.3 + 2 * math.pi / 0.8 + 10.0)
+    o = sim.odometry()
+    assert math.hypot(o.x - goal.x, o.y - goal.y) <= LIMITS.settle_factor * LIMITS.position_tolerance + 2e-3
+    assert abs(wrap_angle(o.yaw - goal.yaw)) <= LIMITS.settle_factor * LIMITS.angle_tolerance + 1e-3
+
+
+def test_without_the_odometry_stamp_a_long_loop_delay_makes_rotate_time_out():
+    """The same 0.4 s loop delay, the delay not bridged (no stamps): each stop lands 0.4 s late, the creep
+    overshoots past the settle band and back until the deadline (the e2e failures under load)."""
+    sim = Simulator(layout_from_dict(open_arena(robot=(0.0, 0.0, 0.0))))
+    rotate = RotateController(Pose2D(0.0, 0.0, 0.0), math.pi, 0.5, LIMITS)
+    assert not _run_with_loop_delay(rotate, sim, lambda t: 0.4, False, sim.time + math.pi / 0.5 + 0.25 + 10.0)
