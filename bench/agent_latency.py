@@ -106,7 +106,7 @@ def stages_c_d(steps: int, tokenizer):
     from qwen_stack.qwen_node.agent.backends.local import chat_dicts
     from qwen_stack.qwen_node.agent.planner import CancelToken, Planner, PlannerConfig, ToolExecutor
     from qwen_stack.qwen_node.agent.tool_registry import ToolRegistry
-    from qwen_stack.qwen_node.agent.settings import config_path
+    from qwen_stack.qwen_node.agent.config import config_path
     from qwen_stack.qwen_node.engine.chat import render_chat
     from qwen_stack.qwen_node.ros_transport import RosToolTransport
     from qwen_stack_interfaces.srv import DescribeState

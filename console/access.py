@@ -19,7 +19,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from qwen_stack.console.settings import ConsoleSettings
+from qwen_stack.console.config import ConsoleSettings
 
 CONTROLLER_TOKEN_ENV = "QWEN_STACK_CONSOLE_TOKEN"
 VIEWER_TOKEN_ENV = "QWEN_STACK_CONSOLE_VIEWER_TOKEN"

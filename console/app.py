@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from qwen_stack.console.access import Credentials, Refusal, Role, authorize, origin_allowed
 from qwen_stack.console.backend import ConsoleBackend, Outcome
 from qwen_stack.console.guard import LOOPBACK_NAMES, RequestGuard, host_name
-from qwen_stack.console.settings import ConsoleSettings
+from qwen_stack.console.config import ConsoleSettings
 from qwen_stack.console.teleop import TeleopError
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"

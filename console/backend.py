@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from qwen_stack.console.events import EventHub, FrameHub
-from qwen_stack.console.settings import ConsoleSettings
+from qwen_stack.console.config import ConsoleSettings
 from qwen_stack.console.state import ConsoleState
 from qwen_stack.console.teleop import ZERO, TeleopCommand, TeleopControl
 

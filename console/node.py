@@ -16,7 +16,7 @@ from rclpy.signals import SignalHandlerOptions
 from qwen_stack.console.access import AccessConfigError, load_credentials
 from qwen_stack.console.app import create_app
 from qwen_stack.console.ros_bridge import RosConsoleBridge
-from qwen_stack.console.settings import ConsoleConfigError, ConsoleSettings
+from qwen_stack.console.config import ConsoleConfigError, ConsoleSettings
 from qwen_stack.node_parameters import settings_from_node
 from qwen_stack.robot import RobotConfigError, load_robot
 

@@ -33,7 +33,7 @@ from std_srvs.srv import Trigger
 from qwen_stack import topics
 from qwen_stack.geometry import yaw_of
 from qwen_stack.console.backend import ConsoleBackend, Outcome
-from qwen_stack.console.settings import ConsoleSettings
+from qwen_stack.console.config import ConsoleSettings
 from qwen_stack.console.teleop import TeleopCommand
 
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)

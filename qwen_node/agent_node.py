@@ -13,7 +13,7 @@ from qwen_stack import topics
 from qwen_stack.qwen_node.agent.backends.factory import make_backend
 from qwen_stack.qwen_node.agent.grounding import CameraMount
 from qwen_stack.qwen_node.agent.planner import AgentEvent, CancelToken, Planner, PlannerConfig, ToolExecutor
-from qwen_stack.qwen_node.agent.settings import AgentSettings, config_path
+from qwen_stack.qwen_node.agent.config import AgentSettings, config_path
 from qwen_stack.node_parameters import settings_from_node
 from qwen_stack.robot import load_robot
 from qwen_stack.qwen_node.agent.tool_registry import RegistryError, ToolRegistry

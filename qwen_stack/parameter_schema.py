@@ -29,12 +29,12 @@ from qwen_stack.node_parameters import parameter_defaults
 # optionally with name prefixes under which the node takes parameters of its own choosing.
 PARAMETER_SCHEMAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "camera_node": ("qwen_stack.camera.config:CameraConfig", ()),
-    "sim_node": ("qwen_stack.sim.node_config:SimNodeConfig", ()),
-    "skills_node": ("qwen_stack.sim.node_config:SkillsNodeConfig", ()),
+    "sim_node": ("qwen_stack.sim.config:SimNodeConfig", ()),
+    "skills_node": ("qwen_stack.sim.config:SkillsNodeConfig", ()),
     # keep_out.<zone>: one polygon per name listed in keep_out_zones (the supervisor checks them)
     "safety_supervisor": ("qwen_stack.safety.config:ros_parameter_defaults", ("keep_out.",)),
-    "qwen_node": ("qwen_stack.qwen_node.agent.settings:AgentSettings", ()),
-    "console_node": ("qwen_stack.console.settings:ConsoleSettings", ()),
+    "qwen_node": ("qwen_stack.qwen_node.agent.config:AgentSettings", ()),
+    "console_node": ("qwen_stack.console.config:ConsoleSettings", ()),
     "perception_node": ("qwen_stack.perception.config:parameter_defaults", ()),
     "recorder_node": ("qwen_stack.recorder.config:RecorderConfig", ()),
 }

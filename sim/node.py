@@ -29,7 +29,7 @@ from qwen_stack.node_main import run_node  # noqa: E402
 from qwen_stack.node_parameters import settings_from_node  # noqa: E402
 from qwen_stack.robot import RobotConfigError, load_robot  # noqa: E402
 from qwen_stack.sim import ros_messages as rm  # noqa: E402
-from qwen_stack.sim.node_config import SimConfigError, SimNodeConfig  # noqa: E402
+from qwen_stack.sim.config import SimConfigError, SimNodeConfig  # noqa: E402
 from qwen_stack.sim.robot_description import urdf  # noqa: E402
 from qwen_stack.sim.scenario import ScenarioError, load_layout  # noqa: E402
 from qwen_stack.topics import SIM_ATTACH, SIM_DETACH, SIM_SET_PAN  # noqa: E402

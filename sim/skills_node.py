@@ -27,7 +27,7 @@ from qwen_stack.geometry import yaw_of
 from qwen_stack.node_main import run_node
 from qwen_stack.node_parameters import settings_from_node
 from qwen_stack.robot import RobotConfigError, load_robot
-from qwen_stack.sim.node_config import SimConfigError, SkillsNodeConfig
+from qwen_stack.sim.config import SimConfigError, SkillsNodeConfig
 from qwen_stack.topics import SIM_ATTACH, SIM_DETACH, SIM_SET_PAN
 from qwen_stack.sim.skill_control import (DriveDistanceController, GoToPoseController, Pose2D, RotateController,
                                           Twist2D)

@@ -234,7 +234,7 @@ def prompt_variant(system_prompt: str, tools: list[dict], rng: random.Random, p:
 
 
 def default_system_prompt() -> str:
-    from qwen_stack.qwen_node.agent.settings import DEFAULT_SYSTEM_PROMPT
+    from qwen_stack.qwen_node.agent.config import DEFAULT_SYSTEM_PROMPT
     return DEFAULT_SYSTEM_PROMPT
 
 

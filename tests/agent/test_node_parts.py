@@ -14,7 +14,7 @@ from qwen_stack.qwen_node.agent.grounding import CameraMount
 from qwen_stack.qwen_node.agent.output_parser import parse_output
 from qwen_stack.qwen_node.agent.planner import CancelToken
 from qwen_stack.node_parameters import parameter_defaults
-from qwen_stack.qwen_node.agent.settings import AgentSettings, config_path
+from qwen_stack.qwen_node.agent.config import AgentSettings, config_path
 from qwen_stack.qwen_node.agent.tool_registry import ToolRegistry
 from qwen_stack.images import decode_compressed, decode_raw
 from qwen_stack.qwen_node.agent.frame_window import FrameWindow, fit_pixel_budget

@@ -12,7 +12,7 @@ import threading
 import time
 
 from qwen_stack.console.backend import ConsoleBackend, Outcome
-from qwen_stack.console.settings import ConsoleSettings
+from qwen_stack.console.config import ConsoleSettings
 from qwen_stack.console.teleop import TeleopCommand
 
 

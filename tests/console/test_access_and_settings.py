@@ -8,7 +8,7 @@ import pytest
 
 from qwen_stack.console.access import (CONTROLLER_TOKEN_ENV, VIEWER_TOKEN_ENV, AccessConfigError, Credentials, Role,
                                        bearer_token, load_credentials, origin_allowed)
-from qwen_stack.console.settings import ConsoleConfigError, ConsoleSettings
+from qwen_stack.console.config import ConsoleConfigError, ConsoleSettings
 from qwen_stack.paths import config_file
 
 TOKEN = "a" * 20

@@ -9,7 +9,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from qwen_stack.console.access import Credentials
 from qwen_stack.console.app import create_app
-from qwen_stack.console.settings import ConsoleSettings
+from qwen_stack.console.config import ConsoleSettings
 from qwen_stack.console.teleop import TeleopCommand
 from tests.console.backend_double import BackendDouble
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from qwen_stack.console.mapview import MAX_OBJECTS, MAX_SCAN_POINTS, MapView, parse_zones, scan_points
-from qwen_stack.console.settings import ConsoleConfigError, ConsoleSettings
+from qwen_stack.console.config import ConsoleConfigError, ConsoleSettings
 from qwen_stack.console.state import ConsoleState
 
 ZONES = {"format": 1, "robot_radius": 0.25, "laser": {"x": 0.1, "y": 0.0, "yaw": 0.0},

@@ -11,7 +11,7 @@ import pytest
 
 from qwen_stack.console.access import Credentials
 from qwen_stack.console.app import create_app
-from qwen_stack.console.settings import ConsoleSettings
+from qwen_stack.console.config import ConsoleSettings
 from tests.console.backend_double import BackendDouble
 from tests.console.browser import chromium, skip_without_browser
 from tests.console.live_server import serve

@@ -18,7 +18,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 from qwen_stack.console.access import Credentials
 from qwen_stack.console.app import create_app
 from qwen_stack.console.backend import Outcome
-from qwen_stack.console.settings import ConsoleSettings
+from qwen_stack.console.config import ConsoleSettings
 from tests.console.backend_double import BackendDouble
 from tests.console.live_server import serve
 

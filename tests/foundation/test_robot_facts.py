@@ -130,7 +130,7 @@ def test_the_supervisor_enforces_the_robots_limits_from_its_laser():
 
 
 def test_the_skills_drive_within_the_robots_limits():
-    from qwen_stack.sim.node_config import SkillsNodeConfig
+    from qwen_stack.sim.config import SkillsNodeConfig
 
     cfg = SkillsNodeConfig.from_dict(_section("sim.yaml", "skills"))
     limits = cfg.limits(ROBOT)
@@ -139,7 +139,7 @@ def test_the_skills_drive_within_the_robots_limits():
 
 
 def test_the_console_clamps_teleop_within_the_robots_limits():
-    from qwen_stack.console.settings import ConsoleSettings
+    from qwen_stack.console.config import ConsoleSettings
 
     s = ConsoleSettings.from_params_file(config_file("console.yaml")).within_robot(ROBOT)
     assert s.teleop_max_linear <= ROBOT.max_linear_vel and s.teleop_max_angular <= ROBOT.max_angular_vel

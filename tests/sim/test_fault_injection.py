@@ -8,7 +8,7 @@ import math
 import pytest
 from sim_test_worlds import RED_CUBE, open_arena
 
-from qwen_stack.sim.node_config import SimConfigError, SimNodeConfig
+from qwen_stack.sim.config import SimConfigError, SimNodeConfig
 from qwen_stack.sim.scenario import layout_from_dict
 from qwen_stack.sim.simulator import Simulator
 
@@ -21,7 +21,7 @@ def _drive(sim, distance: float, speed: float = 0.2) -> None:
     """Closed loop on odometry, as the skills do it."""
     from qwen_stack.geometry import Pose2D
     from qwen_stack.robot import load_robot
-    from qwen_stack.sim.node_config import SkillsNodeConfig
+    from qwen_stack.sim.config import SkillsNodeConfig
     from qwen_stack.sim.skill_control import DriveDistanceController, Twist2D
 
     o = sim.odometry()

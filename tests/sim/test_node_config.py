@@ -9,7 +9,7 @@ import yaml
 
 from qwen_stack.paths import config_file
 from qwen_stack.robot import load_robot
-from qwen_stack.sim.node_config import SimConfigError, SimNodeConfig, SkillsNodeConfig
+from qwen_stack.sim.config import SimConfigError, SimNodeConfig, SkillsNodeConfig
 from qwen_stack.sim.stepping import SensorSchedule
 
 

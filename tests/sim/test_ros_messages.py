@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("sensor_msgs.msg")
 
 from qwen_stack.sim import ros_messages as rm  # noqa: E402
-from qwen_stack.sim.node_config import SimNodeConfig  # noqa: E402
+from qwen_stack.sim.config import SimNodeConfig  # noqa: E402
 from qwen_stack.sim.robot_description import OPTICAL_RPY, quat_matrix  # noqa: E402
 from qwen_stack.geometry import Pose2D  # noqa: E402
 from qwen_stack.sim.scenario import FloorArea  # noqa: E402

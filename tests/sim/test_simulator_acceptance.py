@@ -15,7 +15,7 @@ from qwen_stack.geometry import Pose2D, wrap_angle
 from qwen_stack.sim.scenario import layout_from_dict, load_layout
 from qwen_stack.sim.simulator import Simulator
 from qwen_stack.robot import load_robot
-from qwen_stack.sim.node_config import SkillsNodeConfig
+from qwen_stack.sim.config import SkillsNodeConfig
 from qwen_stack.sim.skill_control import DriveDistanceController, GoToPoseController, RotateController, Twist2D
 
 CONTROL_PERIOD = 1 / 30  # s, the sim node's default odometry rate

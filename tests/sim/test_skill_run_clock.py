@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 pytest.importorskip("rclpy")
-from qwen_stack.sim.node_config import SkillsNodeConfig  # noqa: E402
+from qwen_stack.sim.config import SkillsNodeConfig  # noqa: E402
 from qwen_stack.sim.skill_control import Pose2D, Twist2D  # noqa: E402
 from qwen_stack.sim.skills_node import SkillsNode  # noqa: E402
 

@@ -1,7 +1,7 @@
 """Build the backend named by the settings (imports heavy backends only when chosen)."""
 from __future__ import annotations
 
-from qwen_stack.qwen_node.agent.settings import AgentSettings, config_path
+from qwen_stack.qwen_node.agent.config import AgentSettings, config_path
 
 
 def make_backend(s: AgentSettings):
