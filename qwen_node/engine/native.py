@@ -170,8 +170,8 @@ def _nvfp4_library() -> Path | None:
 @lru_cache(maxsize=None)
 def _nvfp4_ctypes(so: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(so))
-    lib.nvfp4_dequantize_rows.restype = lib.nvfp4_has_avx2.restype = lib.nvfp4_has_avx512bf16.restype = ctypes.c_int
-    lib.nvfp4_dequantize_rows.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_int]
+    lib.nvfp4_dequantize.restype = lib.nvfp4_has_avx2.restype = lib.nvfp4_has_avx512bf16.restype = ctypes.c_int
+    lib.nvfp4_dequantize.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 3 + [ctypes.c_void_p, ctypes.c_int]
     return lib
 
 
@@ -219,18 +219,23 @@ def nvfp4_matvec(x: torch.Tensor, packed: torch.Tensor, block_scale: torch.Tenso
     return op(x, packed, block_scale, global_scale, experts, parts, scalar, True)
 
 
-def nvfp4_dequantize_rows(packed: torch.Tensor, block_scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
-    """E2M1[code] * e4m3(s) (no global scale) for packed uint8 [r, in/2], block_scale e4m3 [r, in/16] ->
-    [r, in] in dtype (fp32 or bf16; exact in both); None when not covered or the kernel is unavailable."""
+def nvfp4_dequantize(packed: torch.Tensor, block_scale: torch.Tensor, global_scale: torch.Tensor,
+                     dtype: torch.dtype) -> torch.Tensor | None:
+    """Rows of a weight dequantized exactly as nvfp4.dequantize_nvfp4 does: packed uint8 [r, in/2], block_scale e4m3
+    [r, in/16], global_scale fp32 [] or [parts] (row groups of r / parts rows) -> [r, in] in dtype (fp32 or bf16);
+    None when not covered or the kernel is unavailable."""
     if not (packed.device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and packed.dim() == 2
             and packed.is_contiguous() and block_scale.is_contiguous() and packed.dtype == torch.uint8
             and block_scale.dtype == torch.float8_e4m3fn and block_scale.shape == (packed.shape[0], packed.shape[1] // 8)
-            and packed.shape[1] % 8 == 0 and packed.shape[0] > 0 and packed.shape[1] > 0):
+            and packed.shape[1] % 8 == 0 and packed.shape[0] > 0 and packed.shape[1] > 0
+            and global_scale.dtype == torch.float32 and global_scale.dim() <= 1 and global_scale.numel() >= 1
+            and packed.shape[0] % global_scale.numel() == 0):
         return None
     lib = _nvfp4_lib()
     if lib is None:
         return None
+    g = global_scale.contiguous()
     out = torch.empty(packed.shape[0], packed.shape[1] * 2, dtype=dtype)
-    rc = lib.nvfp4_dequantize_rows(packed.data_ptr(), block_scale.data_ptr(), packed.shape[0], packed.shape[1] * 2,
-                                   out.data_ptr(), int(dtype == torch.bfloat16))
+    rc = lib.nvfp4_dequantize(packed.data_ptr(), block_scale.data_ptr(), g.data_ptr(), g.numel(), packed.shape[0],
+                              packed.shape[1] * 2, out.data_ptr(), int(dtype == torch.bfloat16))
     return out if rc == 0 else None

@@ -262,44 +262,23 @@ def dequantize_nvfp4(q: NVFP4Tensor, dtype: torch.dtype = torch.float32) -> torc
     return blocks.reshape(values.shape).to(dtype)
 
 
-_SCALED_PAIR_LUTS: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+def dequantize_rows(packed: torch.Tensor, block_scale: torch.Tensor, global_scale: torch.Tensor,
+                    dtype: torch.dtype) -> torch.Tensor:
+    """Some rows of a weight, dequantized: exactly :func:`dequantize_nvfp4`'s values (bit for bit), so a prefill
+    GEMM on them is the reference's F.linear.
 
-
-def _scaled_pair_lut(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(E4M3 scale byte, packed byte) -> both values times the scale, as one int32/int64 word.
-
-    Entry ``s << 8 | b`` holds ``(E2M1[b & 15] * e4m3(s), E2M1[b >> 4] * e4m3(s))`` in ``dtype``,
-    viewed as one integer so that a single gather yields two scaled weights. 65536 entries
-    (256 KiB for bf16/fp16, 512 KiB for fp32); the products are exact in all three dtypes.
+    packed uint8 [r, in/2], block_scale e4m3 [r, in/16], global_scale fp32 [] or [parts] (the rows split into
+    ``parts`` equal groups, e.g. a fused gate_up expert weight: gate rows, then up rows) -> [r, in] in dtype.
+    The C kernel for bf16 / fp32 (~7x the PyTorch expression, which is the fallback).
     """
-    key = (dtype, device)
-    if key not in _SCALED_PAIR_LUTS:
-        scales = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).float()  # [256]
-        byte = torch.arange(256)
-        pairs = torch.stack([E2M1_VALUES[byte & 0xF], E2M1_VALUES[byte >> 4]], dim=-1)  # [256, 2]
-        table = (scales[:, None, None] * pairs[None]).reshape(65536, 2).to(dtype).contiguous()
-        word = torch.int64 if dtype == torch.float32 else torch.int32
-        _SCALED_PAIR_LUTS[key] = table.view(word).reshape(65536).to(device)
-    return _SCALED_PAIR_LUTS[key]
-
-
-def dequantize_rows_unscaled(packed: torch.Tensor, block_scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """E2M1[code] * float(s) for a slice of rows, without the global scale.
-
-    packed: uint8 [r, in/2], block_scale: e4m3 [r, in/16] -> [r, in] in dtype (bf16, fp16, fp32).
-    One table gather per byte (see :func:`_scaled_pair_lut`); the products are exact, so only
-    the global scale, applied to the matmul output, rounds.
-    """
-    if dtype not in (torch.bfloat16, torch.float16, torch.float32):
-        raise ValueError(f"NVFP4 compute dtype must be bf16, fp16 or fp32, got {dtype}")
-    r, half = packed.shape
-    fast = native.nvfp4_dequantize_rows(packed, block_scale, dtype)  # the C loop: ~10x the gather below
+    fast = native.nvfp4_dequantize(packed, block_scale, global_scale, dtype)
     if fast is not None:
         return fast
-    lut = _scaled_pair_lut(dtype, packed.device)
-    # index [r, nb, 8]: scale byte of the block in bits 8-15, packed byte in bits 0-7
-    index = packed.reshape(r, -1, BLOCK_SIZE // 2).int() + (block_scale.view(torch.uint8).int() << 8).unsqueeze(-1)
-    return lut.index_select(0, index.reshape(-1)).view(dtype).reshape(r, half * 2)
+    g = global_scale.reshape(-1)
+    rows = packed.shape[0] // g.numel()
+    return torch.cat([dequantize_nvfp4(NVFP4Tensor(packed[p * rows:(p + 1) * rows],
+                                                   block_scale[p * rows:(p + 1) * rows], g[p]), dtype)
+                      for p in range(g.numel())])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,7 +297,8 @@ def nvfp4_linear(
     *,
     rows_per_tile: int = 1024,
 ) -> torch.Tensor:
-    """y = x @ W'^T (+ bias) with W' dequantized one tile of output rows at a time.
+    """y = x @ W'^T (+ bias) with W' dequantized one tile of output rows at a time (the same values as the
+    reference's: the same result up to the GEMM's summation order).
 
     x: [..., in] -> [..., out]. Only ``rows_per_tile * in`` weight values are ever expanded.
     """
@@ -330,12 +310,9 @@ def nvfp4_linear(
     x2 = x.reshape(-1, n_in)  # [T, in]
     out = torch.empty(x2.shape[0], n_out, dtype=x.dtype, device=x.device)  # [T, out]
     for r0 in range(0, n_out, rows_per_tile):
-        w_tile = dequantize_rows_unscaled(q.packed[r0 : r0 + rows_per_tile], q.block_scale[r0 : r0 + rows_per_tile], x.dtype)
+        w_tile = dequantize_rows(q.packed[r0 : r0 + rows_per_tile], q.block_scale[r0 : r0 + rows_per_tile],
+                                 q.global_scale, x.dtype)
         torch.matmul(x2, w_tile.t(), out=out[:, r0 : r0 + rows_per_tile])
-    if x.dtype == torch.float32:
-        out.mul_(q.global_scale)
-    else:  # scale in fp32: rounding g itself to bf16 would bias every output by up to 2**-9
-        out = (out.float() * q.global_scale).to(x.dtype)
     if bias is not None:
         out += bias
     return out.reshape(*x.shape[:-1], n_out)

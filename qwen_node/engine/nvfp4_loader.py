@@ -29,7 +29,7 @@ from torch import nn
 from .config import load_config
 from .loader import FusedExpertsSource, SafetensorsSource, TensorSource, load_model
 from .model import FusedExperts, LayerBuilders, plain_experts, plain_linear
-from .nvfp4 import BLOCK_SIZE, NVFP4Linear, NVFP4Tensor, dequantize_nvfp4, nvfp4_linear, nvfp4_matvec
+from .nvfp4 import BLOCK_SIZE, NVFP4Linear, NVFP4Tensor, dequantize_nvfp4, dequantize_rows, nvfp4_matvec
 from .nvfp4_checkpoint import read_quant_config
 
 _SCALAR_LEAVES = ("weight_scale_2", "input_scale")
@@ -107,6 +107,10 @@ class NVFP4ExpertWeights(nn.Module):
         sl = slice(p * rows, (p + 1) * rows)
         return NVFP4Tensor(self.weight[e, sl], self.weight_scale[e, sl], g)
 
+    def tile(self, e: int, dtype: torch.dtype) -> torch.Tensor:
+        """Expert e's whole weight [out, in] in dtype, the reference's values (prefill: one GEMM per expert)."""
+        return dequantize_rows(self.weight[e], self.weight_scale[e], self.weight_scale_2[e], dtype)
+
     def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
         """All experts, [E, out, in] (reference path only)."""
         return torch.stack(
@@ -119,7 +123,8 @@ class NVFP4Experts(nn.Module):
 
     forward(x: [N, D], top_idx: [N, K], top_w: [N, K]) -> [N, D]. One token (decode): the K selected experts
     straight from the packed weights, dequantized inside the dot products (the C kernel, nvfp4.nvfp4_matvec);
-    more tokens (prefill): each active expert's weights dequantized tile by tile inside its three matmuls.
+    more tokens (prefill): each active expert's weights dequantized (the reference's values) right before its
+    two GEMMs, so prefill gives the reference's result.
     """
 
     def __init__(self, num_experts: int, hidden: int, intermediate: int):
@@ -136,24 +141,21 @@ class NVFP4Experts(nn.Module):
             gate, up = nvfp4_matvec(x, gu.weight, gu.weight_scale, gu.weight_scale_2, idx, 2).chunk(2, -1)
             ye = nvfp4_matvec(F.silu(gate) * up, dn.weight, dn.weight_scale, dn.weight_scale_2, idx, 1)  # [K, D]
             return (ye.float() * top_w[0, :, None].float()).sum(0, keepdim=True).to(x.dtype)
-        flat = top_idx.reshape(-1)  # [N*K]
-        order = flat.argsort()
+        # prefill: as FusedExperts.forward, each active expert's weights dequantized whole (the reference's values,
+        # a C loop) right before its two GEMMs over the tokens routed to it
+        flat = top_idx.reshape(-1)                                   # [N*K] expert of each (token, slot)
+        order = flat.argsort()                                       # slots grouped by expert
         counts = torch.bincount(flat, minlength=self.num_experts).tolist()
-        token_of = order // K
-        weight_of = top_w.reshape(-1)[order]
-        out = torch.zeros_like(x)
+        xs = x[order // K]                                           # [N*K, D] token rows in expert order
+        ys = torch.empty_like(xs)
         start = 0
         for e, n in enumerate(counts):
-            if n == 0:
-                continue
-            rows = token_of[start : start + n]
-            xe = x[rows]  # [n, D]
-            gate = nvfp4_linear(xe, self.gate_up_proj.part(e, 0))  # [n, I]
-            up = nvfp4_linear(xe, self.gate_up_proj.part(e, 1))  # [n, I]
-            ye = nvfp4_linear(F.silu(gate) * up, self.down_proj.part(e, 0))  # [n, D]
-            out.index_add_(0, rows, ye * weight_of[start : start + n, None].to(ye.dtype))
-            start += n
-        return out
+            if n:
+                gate, up = F.linear(xs[start:start + n], self.gate_up_proj.tile(e, x.dtype)).chunk(2, dim=-1)
+                ys[start:start + n] = F.linear(F.silu(gate) * up, self.down_proj.tile(e, x.dtype))
+                start += n
+        ys = ys * top_w.reshape(-1)[order, None].to(ys.dtype)
+        return ys[order.argsort()].view(N, K, -1).sum(1)             # back to (token, slot), sum the K slots
 
     def forward_reference(self, x, top_idx, top_w):
         """Naive: dequantize every expert to x.dtype, then run the engine's FusedExperts."""

@@ -213,16 +213,19 @@ def test_bad_inputs_are_rejected_with_clear_errors():
         nvfp4_linear(torch.randn(2, 16), q)
 
 
+@pytest.mark.parametrize("native_on", [True, False], ids=["C", "PyTorch"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_tile_dequantization_is_exact(dtype):
-    """Table gather (fast path) == E2M1 value * E4M3 scale in fp32 (reference), over every byte and scale."""
-    from qwen_stack.qwen_node.engine.nvfp4 import dequantize_rows_unscaled
+def test_tile_dequantization_is_exact(dtype, native_on, monkeypatch):
+    """Prefill tiles (C kernel, or the PyTorch fallback) == dequantize_nvfp4, bit for bit, over every byte and
+    every positive finite scale (subnormals included)."""
+    from qwen_stack.qwen_node.engine.nvfp4 import dequantize_rows
 
+    monkeypatch.setenv("QWEN_STACK_NATIVE", "1" if native_on else "0")
     gen = torch.Generator().manual_seed(2)
     packed = torch.randint(0, 256, (126, 64), generator=gen, dtype=torch.uint8)  # every byte value appears
     scale_bytes = torch.arange(1, 127, dtype=torch.uint8)  # all positive finite E4M3, subnormals included
     block_scale = scale_bytes[torch.randperm(126, generator=gen)][:, None].repeat(1, 8).view(torch.float8_e4m3fn)
-    q = NVFP4Tensor(packed, block_scale, torch.ones(()))
-    assert torch.equal(dequantize_rows_unscaled(packed, block_scale, dtype), dequantize_nvfp4(q, torch.float32).to(dtype))
-    with pytest.raises(ValueError, match="compute dtype"):
-        dequantize_rows_unscaled(packed, block_scale, torch.float64)
+    for g in (torch.ones(()), torch.tensor(3.7e-3)):
+        q = NVFP4Tensor(packed, block_scale, g)
+        bits = torch.int32 if dtype == torch.float32 else torch.int16
+        assert torch.equal(dequantize_rows(packed, block_scale, g, dtype).view(bits), dequantize_nvfp4(q, dtype).view(bits))

@@ -16,7 +16,7 @@ from qwen_stack.qwen_node.engine.nvfp4 import (
     NVFP4Linear,
     NVFP4Tensor,
     dequantize_nvfp4,
-    dequantize_rows_unscaled,
+    dequantize_rows,
     nvfp4_linear_reference,
     nvfp4_matvec,
     quantize_nvfp4,
@@ -152,16 +152,24 @@ def test_other_float_dtypes_and_strided_weights_are_covered():
                                 dequantize_nvfp4(w), x.float(), seed)
 
 
-def test_c_tile_dequantize_is_bit_identical_to_the_table_gather(monkeypatch):
-    gen = torch.Generator().manual_seed(_seed())
-    q = random_weight((45,), 208, gen)
+@pytest.mark.parametrize("parts", [1, 2])
+@pytest.mark.parametrize("n_in", [16, 208, 1024])
+def test_c_tile_dequantize_is_bit_identical_to_the_reference(parts, n_in):
+    """The prefill tile (C) holds dequantize_nvfp4's values bit for bit: every code (-0 included), subnormal and
+    largest scales, zero blocks; a fused weight's two row groups each with their own global scale."""
+    seed = _seed()
+    gen = torch.Generator().manual_seed(seed)
+    q = random_weight((2 * 45,), n_in, gen)
+    g = torch.rand(parts, generator=gen) * 1e-2 + 1e-4
     for dtype in (torch.float32, torch.bfloat16):
-        fast = native.nvfp4_dequantize_rows(q.packed, q.block_scale, dtype)
-        monkeypatch.setattr(native, "nvfp4_dequantize_rows", lambda *a: None)
-        slow = dequantize_rows_unscaled(q.packed, q.block_scale, dtype)
-        monkeypatch.undo()
-        assert fast is not None and torch.equal(fast.view(torch.int16 if dtype == torch.bfloat16 else torch.int32),
-                                                slow.view(torch.int16 if dtype == torch.bfloat16 else torch.int32))
+        fast = native.nvfp4_dequantize(q.packed, q.block_scale, g if parts > 1 else g[0], dtype)
+        want = torch.cat([dequantize_nvfp4(NVFP4Tensor(q.packed[p * 45 * 2 // parts:(p + 1) * 45 * 2 // parts],
+                                                       q.block_scale[p * 45 * 2 // parts:(p + 1) * 45 * 2 // parts],
+                                                       g[p]), dtype) for p in range(parts)])
+        bits = torch.int16 if dtype == torch.bfloat16 else torch.int32
+        assert fast is not None and torch.equal(fast.view(bits), want.view(bits)), f"seed {seed}"
+        assert torch.equal(dequantize_rows(q.packed, q.block_scale, g if parts > 1 else g[0], dtype).view(bits),
+                           want.view(bits))
 
 
 def _modules(gen):
@@ -190,7 +198,7 @@ def test_forced_fallback_gives_the_same_results(monkeypatch):
         monkeypatch.setenv("QWEN_STACK_NATIVE", "1" if native_on else "0")
         if not native_on:
             assert native.nvfp4_matvec(x[0], lin.weight, lin.weight_scale, lin.weight_scale_2) is None
-            assert native.nvfp4_dequantize_rows(lin.weight, lin.weight_scale, torch.float32) is None
+            assert native.nvfp4_dequantize(lin.weight, lin.weight_scale, lin.weight_scale_2, torch.float32) is None
         with torch.no_grad():
             calls = kernel_calls(lambda: results.__setitem__(native_on, (lin(x), ex(xe, top_idx, top_w))))
         assert calls == (3 if native_on else 0)
