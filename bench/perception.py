@@ -38,10 +38,10 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from qwen_stack.perception.camera_geometry import Intrinsics, LaserScan2D, pixel_rays, rays_at_height  # noqa: E402
+from qwen_stack.perception.camera_geometry import LaserScan2D, pixel_rays, rays_at_height  # noqa: E402
 from qwen_stack.perception.config import PerceptionConfig  # noqa: E402
 from qwen_stack.perception.detection import Detection  # noqa: E402
-from qwen_stack.geometry import Pose2D  # noqa: E402
+from qwen_stack.geometry import CameraIntrinsics, Pose2D  # noqa: E402
 from qwen_stack.perception.pipeline import Perceiver  # noqa: E402
 from qwen_stack.perception.segmentation import find_blobs  # noqa: E402
 from qwen_stack.sim.scenario import load_layout  # noqa: E402
@@ -63,7 +63,7 @@ def expected_name(name: str) -> str:
 
 def sensors(sim: Simulator, w: int, h: int):
     rgb = sim.render_camera(w, h)
-    cam = Intrinsics(*sim.camera_intrinsics(w, h), w, h)
+    cam = CameraIntrinsics(*sim.camera_intrinsics(w, h), w, h)
     names, pos, _ = sim.joint_states()
     pan = pos[names.index("camera_pan_joint")]
     lz = sim.laser
@@ -108,7 +108,7 @@ def published(perceiver: Perceiver, odom: Pose2D) -> tuple[list[Detection], list
     return out, names
 
 
-def baseline_detect(perceiver: Perceiver, rgb, cam: Intrinsics, pan: float) -> list[Detection]:
+def baseline_detect(perceiver: Perceiver, rgb, cam: CameraIntrinsics, pan: float) -> list[Detection]:
     """Blob centroid ray on the flat floor, no laser (same blobs and classes as ours)."""
     ours = perceiver.detect(rgb, cam, pan, None)
     pose = perceiver.camera_pose(pan)

@@ -18,32 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Intrinsics:
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
-
-    @staticmethod
-    def from_camera_info(k: Sequence[float], width: int, height: int) -> "Intrinsics | str":
-        """From CameraInfo.k (row-major 3x3); an error string when it cannot describe a camera."""
-        if len(k) != 9:
-            return f"CameraInfo.k has {len(k)} values, expected 9"
-        fx, fy, cx, cy = float(k[0]), float(k[4]), float(k[2]), float(k[5])
-        if not all(math.isfinite(v) for v in (fx, fy, cx, cy)) or fx <= 0 or fy <= 0:
-            return f"CameraInfo has no valid focal length (fx={fx}, fy={fy}): an uncalibrated camera"
-        if width <= 0 or height <= 0:
-            return f"CameraInfo has no image size ({width}x{height})"
-        return Intrinsics(fx, fy, cx, cy, int(width), int(height))
-
-    def scaled_to(self, width: int, height: int) -> "Intrinsics":
-        """The same camera at another image size (CameraInfo for one size, frames of another)."""
-        sx, sy = width / self.width, height / self.height
-        return Intrinsics(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, width, height)
+from qwen_stack.geometry import CameraIntrinsics
 
 
 @dataclass(frozen=True)
@@ -65,7 +40,7 @@ class CameraPose:
         return CameraPose(origin, base_from_camera @ camera_from_optical)
 
 
-def pixel_rays(cols: np.ndarray, rows: np.ndarray, cam: Intrinsics, pose: CameraPose) -> np.ndarray:
+def pixel_rays(cols: np.ndarray, rows: np.ndarray, cam: CameraIntrinsics, pose: CameraPose) -> np.ndarray:
     """Unit ray directions [N, 3] in the base frame through image points (col, row) (pixel units,
     continuous: pass col + 0.5 for a pixel's centre)."""
     d = np.stack([(np.asarray(cols, float) - cam.cx) / cam.fx, (np.asarray(rows, float) - cam.cy) / cam.fy,
@@ -83,7 +58,7 @@ def rays_at_height(pose: CameraPose, dirs: np.ndarray, z: float) -> np.ndarray:
     return pose.origin[:2] + dirs[:, :2] * t[:, None]
 
 
-def project_points(points: np.ndarray, cam: Intrinsics, pose: CameraPose) -> tuple[np.ndarray, np.ndarray]:
+def project_points(points: np.ndarray, cam: CameraIntrinsics, pose: CameraPose) -> tuple[np.ndarray, np.ndarray]:
     """Base-frame points [N, 3] -> image (col, row) [N, 2] (continuous) and a mask of those in front."""
     p = (np.asarray(points, float) - pose.origin) @ pose.rotation  # optical coordinates
     front = p[:, 2] > 1e-6

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from qwen_stack.perception.camera_geometry import (CameraPose, Intrinsics, LaserScan2D, pixel_rays, rays_at_height)
+from qwen_stack.geometry import CameraIntrinsics
+from qwen_stack.perception.camera_geometry import CameraPose, LaserScan2D, pixel_rays, rays_at_height
 from qwen_stack.perception.config import PerceptionConfig
 from qwen_stack.perception.segmentation import Blob
 
@@ -58,7 +59,7 @@ def _horizontal(d: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-12)
 
 
-def estimate(blob: Blob, cam: Intrinsics, pose: CameraPose, cfg: PerceptionConfig,
+def estimate(blob: Blob, cam: CameraIntrinsics, pose: CameraPose, cfg: PerceptionConfig,
              laser: LaserScan2D | None) -> Detection | None:
     """The object behind one blob, or None when the blob cannot be a floor object (above the horizon)."""
     cols = np.array([blob.bottom_point[0], blob.centroid[0], blob.left, blob.right + 1.0, blob.centroid[0]])
@@ -139,7 +140,7 @@ def estimate(blob: Blob, cam: Intrinsics, pose: CameraPose, cfg: PerceptionConfi
                      conf, box)
 
 
-def _past_the_image_side(bearing: float, blob: Blob, cam: Intrinsics, laser: LaserScan2D,
+def _past_the_image_side(bearing: float, blob: Blob, cam: CameraIntrinsics, laser: LaserScan2D,
                          cfg: PerceptionConfig) -> np.ndarray | None:
     """The scan points [N, 2] (in beam order) of the whole visible surface of an object that the
     image's left or right side cuts, from the beam at `bearing` (laser frame, a return from the
@@ -203,7 +204,7 @@ def _ball_range(pose: CameraPose, centroid_ray: np.ndarray, t: float, guess: flo
     return d, r
 
 
-def _area(blob: Blob, cam: Intrinsics, pose: CameraPose, box) -> Detection | None:
+def _area(blob: Blob, cam: CameraIntrinsics, pose: CameraPose, box) -> Detection | None:
     """A flat area: its outline projected onto the floor; the centre is that polygon's centroid
     (a mean over pixels would weigh the near side, which has more pixels per square metre). An
     outline cut by the image's left or right side is fitted with a square instead."""

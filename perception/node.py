@@ -26,9 +26,9 @@ from visualization_msgs.msg import Marker, MarkerArray
 from qwen_stack import topics
 from qwen_stack.node_main import run_node
 from qwen_stack.node_parameters import declare_parameters
-from qwen_stack.perception.camera_geometry import Intrinsics, LaserScan2D
+from qwen_stack.perception.camera_geometry import LaserScan2D
 from qwen_stack.perception.config import NODE_PARAMETERS, PerceptionConfigError, config_from_dict, parameter_defaults
-from qwen_stack.geometry import Pose2D, quaternion_of_yaw, yaw_of
+from qwen_stack.geometry import CameraIntrinsics, Pose2D, quaternion_of_yaw, yaw_of
 from qwen_stack.perception.memory import MemoryEntry
 from qwen_stack.perception.pipeline import FrameResult, Perceiver, annotate
 from qwen_stack.perception.sensor_sync import TimedSeries
@@ -69,7 +69,7 @@ class PerceptionNode(Node):
         self.perceiver = Perceiver(self.cfg)
         self.odom = TimedSeries(angle_index=(2,))
         self.pan = TimedSeries(angle_index=(0,))
-        self.cam: Intrinsics | None = None
+        self.cam: CameraIntrinsics | None = None
         self.laser: LaserScan2D | None = None
         self._lock = threading.Lock()             # one frame at a time; the memory is not shared otherwise
         self._pending = None                      # (Image, monotonic receipt) waiting for odometry and pan
@@ -96,7 +96,7 @@ class PerceptionNode(Node):
 
     # ---- sensors ------------------------------------------------------------------------------
     def _on_info(self, m: CameraInfo) -> None:
-        cam = Intrinsics.from_camera_info(list(m.k), m.width, m.height)
+        cam = CameraIntrinsics.from_camera_info(list(m.k), m.width, m.height)
         if isinstance(cam, str):
             self.cam = None
             self._problem(DiagnosticStatus.ERROR, cam)

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from qwen_stack.perception.camera_geometry import CameraPose, Intrinsics, LaserScan2D, project_points
+from qwen_stack.perception.camera_geometry import CameraPose, LaserScan2D, project_points
 from qwen_stack.perception.config import PerceptionConfig
 from qwen_stack.perception.detection import Detection, estimate
-from qwen_stack.geometry import Pose2D
+from qwen_stack.geometry import CameraIntrinsics, Pose2D
 from qwen_stack.perception.memory import ObjectMemory
 from qwen_stack.perception.segmentation import find_blobs
 
@@ -45,7 +45,7 @@ class Perceiver:
         r = self.cfg.robot
         return CameraPose.at(r.camera_xyz, r.base_height, r.camera_lens_x, r.camera_pitch, pan)
 
-    def detect(self, rgb: np.ndarray, cam: Intrinsics, pan: float, laser: LaserScan2D | None) -> list[Detection]:
+    def detect(self, rgb: np.ndarray, cam: CameraIntrinsics, pan: float, laser: LaserScan2D | None) -> list[Detection]:
         """Detections (base frame) in one frame; no memory update."""
         h, w = rgb.shape[:2]
         if (cam.width, cam.height) != (w, h):
@@ -68,7 +68,7 @@ class Perceiver:
             out.append(d)
         return out
 
-    def process(self, rgb, stamp: float, cam: Intrinsics | None, pan: float | None, robot: Pose2D | None,
+    def process(self, rgb, stamp: float, cam: CameraIntrinsics | None, pan: float | None, robot: Pose2D | None,
                 laser: LaserScan2D | None, pan_stamp: float | None = None) -> FrameResult:
         res = FrameResult()
         err = check_frame(rgb)
@@ -100,7 +100,7 @@ class Perceiver:
         res.names = [e.name for e in entries]
         return res
 
-    def _clear_view_test(self, cam: Intrinsics, pan: float, robot: Pose2D, detections: list[Detection],
+    def _clear_view_test(self, cam: CameraIntrinsics, pan: float, robot: Pose2D, detections: list[Detection],
                          laser: LaserScan2D | None):
         pose = self.camera_pose(pan)
         cfg = self.cfg

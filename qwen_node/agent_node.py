@@ -22,7 +22,7 @@ from qwen_stack.qwen_node.agent.feedback import DeltaCoalescer
 from qwen_stack.qwen_node.agent.frame_window import FrameWindow
 from qwen_stack.qwen_node.ros_transport import RosToolTransport
 from qwen_stack.geometry import yaw_of
-from qwen_stack.qwen_node.world_view import SensorWorldView
+from qwen_stack.qwen_node.agent.world_view import SensorWorldView
 
 
 class AgentNode(Node):

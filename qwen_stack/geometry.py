@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -44,3 +45,31 @@ def yaw_of(q) -> float:
 def quaternion_of_yaw(yaw: float) -> tuple[float, float, float, float]:
     """(x, y, z, w) of a rotation by `yaw` about +z."""
     return 0.0, 0.0, math.sin(yaw / 2.0), math.cos(yaw / 2.0)
+
+
+@dataclass(frozen=True)
+class CameraIntrinsics:
+    """A pinhole camera: focal lengths and principal point in pixels, image size."""
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    @staticmethod
+    def from_camera_info(k: Sequence[float], width: int, height: int) -> "CameraIntrinsics | str":
+        """From CameraInfo.k (row-major 3x3); an error string when it cannot describe a camera."""
+        if len(k) != 9:
+            return f"CameraInfo.k has {len(k)} values, expected 9"
+        fx, fy, cx, cy = float(k[0]), float(k[4]), float(k[2]), float(k[5])
+        if not all(math.isfinite(v) for v in (fx, fy, cx, cy)) or fx <= 0 or fy <= 0:
+            return f"CameraInfo has no valid focal length (fx={fx}, fy={fy}): an uncalibrated camera"
+        if width <= 0 or height <= 0:
+            return f"CameraInfo has no image size ({width}x{height})"
+        return CameraIntrinsics(fx, fy, cx, cy, int(width), int(height))
+
+    def scaled_to(self, width: int, height: int) -> "CameraIntrinsics":
+        """The same camera at another image size (CameraInfo for one size, frames of another)."""
+        sx, sy = width / self.width, height / self.height
+        return CameraIntrinsics(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, width, height)

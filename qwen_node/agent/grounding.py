@@ -19,22 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from qwen_stack.geometry import Pose2D, wrap_angle
-
-
-@dataclass(frozen=True)
-class CameraIntrinsics:
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
-
-    @staticmethod
-    def from_k(k: Sequence[float], width: int, height: int) -> "CameraIntrinsics":
-        """From CameraInfo.k (row-major 3x3)."""
-        return CameraIntrinsics(float(k[0]), float(k[4]), float(k[2]), float(k[5]), int(width), int(height))
+from qwen_stack.geometry import CameraIntrinsics, Pose2D, wrap_angle
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from qwen_stack.geometry import Pose2D
+from qwen_stack.geometry import CameraIntrinsics, Pose2D
 from qwen_stack.qwen_node.agent.grounding import (
-    CameraIntrinsics, CameraMount, LaserReading, approach_pose, ground_point, world_to_odom)
+    CameraMount, LaserReading, approach_pose, ground_point, world_to_odom)
 
 FY = 240 / math.tan(math.radians(30))  # 60 deg vertical field of view, 480 rows
 CAM = CameraIntrinsics(FY, FY, 320.0, 240.0, 640, 480)

@@ -1,6 +1,7 @@
 """ROS-free parts of qwen_node: settings, frame window, message helpers, replay script, world view."""
 from __future__ import annotations
 
+import math
 import time
 
 import cv2
@@ -18,7 +19,7 @@ from qwen_stack.qwen_node.agent.config import AgentSettings, config_path
 from qwen_stack.qwen_node.agent.tool_registry import ToolRegistry
 from qwen_stack.images import decode_compressed, decode_raw
 from qwen_stack.qwen_node.agent.frame_window import FrameWindow, fit_pixel_budget
-from qwen_stack.qwen_node.world_view import SensorWorldView
+from qwen_stack.qwen_node.agent.world_view import SensorWorldView
 
 from .srv_files import srv_file_request_fields
 
@@ -147,6 +148,18 @@ def test_world_view_locates_objects_from_perceptions_memory():
     assert "no object locator" in off.detect_objects(fresh_wait_s=0.0)["error"] and off.obstacles(set()) == []
 
 
+def test_an_uncalibrated_camera_info_is_refused_by_grounding_with_its_reason():
+    wv = SensorWorldView(MOUNT, (0.05, 0.0), "perception", sensor_wait_s=0.05)
+    wv.set_odom(0.0, 0.0, 0.0)
+    assert "no CameraInfo received yet" in wv.ground_point(500, 800, 0.1)
+    wv.set_intrinsics([0.0] * 9, 640, 480)          # what an uncalibrated driver publishes
+    out = wv.ground_point(500, 800, 0.1)
+    assert isinstance(out, str) and "uncalibrated camera" in out
+    fy = 240 / math.tan(math.radians(30))
+    wv.set_intrinsics([fy, 0, 320, 0, fy, 240, 0, 0, 1], 640, 480)
+    assert not isinstance(wv.ground_point(500, 800, 0.1), str)    # a calibrated one grounds again
+
+
 def test_detect_objects_waits_for_perceptions_answer_to_a_newer_frame():
     import threading
 
@@ -164,7 +177,7 @@ def test_detect_objects_waits_for_perceptions_answer_to_a_newer_frame():
 
 
 def test_world_view_in_view_is_empty_when_perception_went_quiet(monkeypatch):
-    import qwen_stack.qwen_node.world_view as wv_mod
+    import qwen_stack.qwen_node.agent.world_view as wv_mod
 
     wv = SensorWorldView(MOUNT, (0.05, 0.0), "perception", sensor_wait_s=0.05)
     wv.set_objects([_memory_entry("red_cube", 2.0, 0.0)], stamp=10.0)

@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qwen_stack.perception.camera_geometry import (CameraPose, Intrinsics, LaserScan2D, pixel_rays,
-                                                   project_points, rays_at_height)
+from qwen_stack.perception.camera_geometry import CameraPose, LaserScan2D, pixel_rays, project_points, rays_at_height
 from qwen_stack.perception.config import (PerceptionConfig, PerceptionConfigError, config_from_dict,
                                           parameter_defaults)
 from qwen_stack.perception.detection import Detection
-from qwen_stack.geometry import Pose2D
+from qwen_stack.geometry import CameraIntrinsics, Pose2D
 from qwen_stack.perception.memory import ObjectMemory, memory_report
 from qwen_stack.perception.pipeline import Perceiver, annotate, check_frame
 from qwen_stack.perception.sensor_sync import TimedSeries
@@ -23,7 +22,7 @@ from qwen_stack.robot import load_robot
 
 ROOT = Path(__file__).resolve().parents[2]
 FY = 120 / math.tan(math.radians(30))          # the sim's 60 degree vertical field of view at 320x240
-CAM = Intrinsics(FY, FY, 160.0, 120.0, 320, 240)
+CAM = CameraIntrinsics(FY, FY, 160.0, 120.0, 320, 240)
 
 
 # --- geometry ----------------------------------------------------------------------------------
@@ -81,11 +80,11 @@ def test_laser_points_of_an_object_face():
 
 
 def test_intrinsics_from_camera_info_refuses_an_uncalibrated_camera():
-    assert Intrinsics.from_camera_info([0.0] * 9, 320, 240) == (
+    assert CameraIntrinsics.from_camera_info([0.0] * 9, 320, 240) == (
         "CameraInfo has no valid focal length (fx=0.0, fy=0.0): an uncalibrated camera")
-    assert "9" in Intrinsics.from_camera_info([1.0] * 4, 320, 240)
-    cam = Intrinsics.from_camera_info([FY, 0, 160, 0, FY, 120, 0, 0, 1], 320, 240)
-    assert cam.scaled_to(640, 480) == Intrinsics(2 * FY, 2 * FY, 320, 240, 640, 480)
+    assert "9" in CameraIntrinsics.from_camera_info([1.0] * 4, 320, 240)
+    cam = CameraIntrinsics.from_camera_info([FY, 0, 160, 0, FY, 120, 0, 0, 1], 320, 240)
+    assert cam.scaled_to(640, 480) == CameraIntrinsics(2 * FY, 2 * FY, 320, 240, 640, 480)
 
 
 def test_timed_series_rate():
@@ -349,7 +348,7 @@ def test_no_running_node_reads_the_simulators_ground_truth():
     what they import): none subscribes to or reads sim/ground_truth or sim/objects, nor calls the
     simulator's ground_truth()/objects(); only sim_node publishes them (for tests and benches)."""
     files = _node_modules()
-    assert ROOT / "perception" / "node.py" in files and ROOT / "qwen_node" / "world_view.py" in files
+    assert ROOT / "perception" / "node.py" in files and ROOT / "qwen_node" / "agent" / "world_view.py" in files
     publisher = {ROOT / "sim" / "node.py", ROOT / "sim" / "simulator.py", ROOT / "qwen_stack" / "topics.py"}
     pattern = re.compile(r"SIM_GROUND_TRUTH|SIM_OBJECTS|sim/ground_truth|sim/objects|ground_truth\(\)|\.objects\(\)")
     offenders = [f"{f.relative_to(ROOT)}:{i}: {line.strip()}" for f in sorted(files - publisher)

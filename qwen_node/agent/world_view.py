@@ -13,10 +13,9 @@ import math
 import threading
 import time
 
-from qwen_stack.geometry import Pose2D
+from qwen_stack.geometry import CameraIntrinsics, Pose2D
 from qwen_stack.perception.memory import memory_report
-from qwen_stack.qwen_node.agent.grounding import (
-    CameraIntrinsics, CameraMount, GroundedGoal, LaserReading, ground_point)
+from qwen_stack.qwen_node.agent.grounding import CameraMount, GroundedGoal, LaserReading, ground_point
 
 # perception/objects older than this (receipt, monotonic) no longer says what is in view now
 IN_VIEW_FRESH_S = 1.5
@@ -29,7 +28,7 @@ class SensorWorldView:
         self.mount, self.laser_xy, self.object_locator = mount, laser_xy, object_locator
         self.sensor_wait_s = sensor_wait_s   # how long a reader waits for a sensor that has not spoken yet
         self._lock = threading.Lock()
-        self.intrinsics: CameraIntrinsics | None = None
+        self.intrinsics: CameraIntrinsics | str | None = None   # str: why the last CameraInfo is unusable
         self.laser: LaserReading | None = None
         self.odom: Pose2D | None = None
         self.pan = 0.0
@@ -40,8 +39,10 @@ class SensorWorldView:
 
     # --- writers (ROS callbacks) ---
     def set_intrinsics(self, k: list[float], width: int, height: int) -> None:
+        """CameraInfo; one that cannot describe a camera (zero focal length: uncalibrated) is kept as its error,
+        so grounding refuses with the reason instead of dividing by zero."""
         with self._lock:
-            self.intrinsics = CameraIntrinsics.from_k(k, width, height)
+            self.intrinsics = CameraIntrinsics.from_camera_info(k, width, height)
 
     def set_laser(self, angle_min: float, angle_increment: float, ranges: list[float], range_min: float,
                   range_max: float) -> None:
@@ -84,6 +85,8 @@ class SensorWorldView:
             cam, laser, odom, pan = self.intrinsics, self.laser, self.odom, self.pan
         if cam is None:
             return "no CameraInfo received yet: cannot ground an image point"
+        if isinstance(cam, str):
+            return f"the camera's CameraInfo cannot be used ({cam}): cannot ground an image point"
         if odom is None:
             return "no odometry received yet"
         return ground_point(x_1000, y_1000, cam, self.mount, pan, laser, odom, standoff)
