@@ -15,7 +15,7 @@ import time
 
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
-from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.client import Client
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
@@ -33,6 +33,7 @@ from qwen_stack.sim.skill_control import (DriveDistanceController, GoToPoseContr
                                           Twist2D)
 
 
+SLOWED_CAP = 3.0             # a motion skill's deadline grows by its slowed time, up to this many expected durations
 PAN_SETTLED_RAD = 0.02       # look_at is done once the pan joint is this close to its target
 PAN_SETTLE_TIMEOUT_S = 3.0   # ... or fails after this long (the pan swings 3 rad in well under 1 s)
 
@@ -62,13 +63,17 @@ class SkillsNode(Node):
         # MultiThreadedExecutor lets them run concurrently. Motion skills are serialised by
         # `motion_lock` instead (one at a time; a second one is refused, not queued).
         group = ReentrantCallbackGroup()
+        # The sensor subscriptions in a group of their own that runs one callback at a time: in the
+        # reentrant group two odometry callbacks could run at once on a loaded host and the older message
+        # be stored last (a skill then saw its clock go back by one odometry period and stopped).
+        sensors = MutuallyExclusiveCallbackGroup()
         self.pub_cmd = self.create_publisher(Twist, topics.AUTONOMY_CMD_VEL, 10)
         # what the gripper holds ("" = nothing), latched: perception drops the held object from its memory
         self.pub_held = self.create_publisher(
             String, topics.GRIPPER_HELD, QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.pub_held.publish(String(data=""))
-        self.create_subscription(Odometry, topics.ODOM, self._on_odom, 10, callback_group=group)
-        self.create_subscription(JointState, topics.JOINT_STATES, self._on_joints, 10, callback_group=group)
+        self.create_subscription(Odometry, topics.ODOM, self._on_odom, 10, callback_group=sensors)
+        self.create_subscription(JointState, topics.JOINT_STATES, self._on_joints, 10, callback_group=sensors)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)  # as the supervisor publishes it
         self.create_subscription(Bool, topics.SAFETY_ESTOP_STATE, self._on_estop, latched, callback_group=group)
         self.estop_latched: bool | None = None  # None: no supervisor heard from
@@ -134,7 +139,10 @@ class SkillsNode(Node):
 
         make_controller(start_pose) -> (controller, None) or (None, error). Gives up (and stops) when
         odometry stops, the sim time passes expected_s + skill_timeout_margin, or the clock jumps back (a sim
-        reset: the deadline would otherwise lie in the old time and never come).
+        reset: the deadline would otherwise lie in the old time and never come). The time the base ran
+        slower than half the command (the supervisor's slowdown zone scales it to 0.3; it stops the base on
+        stale inputs) is added to the deadline, up to SLOWED_CAP times expected_s: the skill is timed
+        against what the base was let do.
         """
         if not self.motion_lock.acquire(blocking=False):
             return False, "another motion skill is running", None
@@ -154,13 +162,16 @@ class SkillsNode(Node):
             if err:
                 return False, err, None
             deadline = t0 + expected_s + self.config.skill_timeout_margin
+            slowed = 0.0    # s of sim time the base ran below half the command
             t_prev = t0
             while True:
                 if self.stopping.is_set():
                     return False, "the skills node is stopping: stopped", controller
                 if self.estop_latched:
                     return False, "e-stop latched: stopped", controller
-                self._send(controller.update(pose, velocity))
+                # the odometry stamp lets the controller time the loop and bridge its delay
+                command = controller.update(pose, velocity, t_prev)
+                self._send(command)
                 if controller.done:
                     return True, "done", controller
                 nxt = self._next_odom(seq)
@@ -172,9 +183,12 @@ class SkillsNode(Node):
                 if t_new < t_prev:   # sim reset / clock stepped back: the deadline and the pose are from before
                     return False, (f"the clock jumped back ({t_prev:.2f} s -> {t_new:.2f} s) during the skill: "
                                    "stopped"), controller
+                if _slower_than_half(command, velocity, self.limits):
+                    slowed += t_new - t_prev
                 t = t_prev = t_new
-                if t > deadline:
-                    return False, f"timed out after {t - t0:.1f} s (sim time): stopped", controller
+                if t > deadline + min(slowed, SLOWED_CAP * expected_s):
+                    return False, (f"timed out after {t - t0:.1f} s (sim time; {slowed:.1f} s of it below half "
+                                   "the commanded speed): stopped"), controller
         finally:
             self._send(Twist2D(0.0, 0.0))
             self.motion_lock.release()
@@ -296,6 +310,15 @@ class SkillsNode(Node):
         }
         resp.success, resp.state_json = pose is not None, json.dumps(state)
         return resp
+
+
+def _slower_than_half(command: Twist2D, velocity: Twist2D, limits) -> bool:
+    """The base moves at less than half `command` (or against it) on the command's main axis."""
+    if command.linear == 0.0 and command.angular == 0.0:
+        return False
+    lin, ang = abs(command.linear) / limits.max_linear, abs(command.angular) / limits.max_angular
+    want, got = (command.linear, velocity.linear) if lin >= ang else (command.angular, velocity.angular)
+    return got * want < 0.5 * want * want
 
 
 def main(args: list[str] | None = None) -> int:
