@@ -47,8 +47,7 @@ def counter(out: str) -> int:
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-    from qwen_stack.recorder.node import _offer_of
-    from qwen_stack.recorder.qos import request_for
+    from qwen_stack.recorder.qos import offer_of, request_for
 
     rclpy.init()
     node = rclpy.create_node("bench_counter")
@@ -65,7 +64,7 @@ def counter(out: str) -> int:
                 pubs = node.get_publishers_info_by_topic(topic)
                 if not pubs:
                     continue
-                rel, dur = request_for([_offer_of(p.qos_profile) for p in pubs])
+                rel, dur = request_for([offer_of(p.qos_profile) for p in pubs])
                 qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE if rel == "reliable"
                                  else ReliabilityPolicy.BEST_EFFORT,
                                  durability=DurabilityPolicy.TRANSIENT_LOCAL if dur == "transient_local"

@@ -55,3 +55,17 @@ def offers_yaml(offers: list[Offer]) -> str:
             f"  liveliness_lease_duration:{_duration(o.liveliness_lease_duration_ns)}\n"
             f"  avoid_ros_namespace_conventions: {'true' if o.avoid_ros_namespace_conventions else 'false'}")
     return "\n".join(items)
+
+
+def offer_of(qos) -> Offer:
+    """rclpy QoSProfile (a publisher's offer from the graph) -> recorder.qos.Offer."""
+    def name(policy) -> str:
+        return policy.name.lower()
+
+    def ns(duration) -> int:
+        return int(duration.nanoseconds)
+
+    return Offer(reliability=name(qos.reliability), durability=name(qos.durability), history=name(qos.history),
+                 depth=int(qos.depth), deadline_ns=ns(qos.deadline), lifespan_ns=ns(qos.lifespan),
+                 liveliness=name(qos.liveliness), liveliness_lease_duration_ns=ns(qos.liveliness_lease_duration),
+                 avoid_ros_namespace_conventions=bool(qos.avoid_ros_namespace_conventions))

@@ -210,14 +210,14 @@ def test_rclpy_qos_becomes_the_offer_rosbag2_writes():
     from rclpy.qos import (DurabilityPolicy, HistoryPolicy, LivelinessPolicy, QoSProfile, ReliabilityPolicy,
                            qos_profile_sensor_data)
 
-    from qwen_stack.recorder.node import _offer_of
+    from qwen_stack.recorder.qos import offer_of
 
-    o = _offer_of(qos_profile_sensor_data)
+    o = offer_of(qos_profile_sensor_data)
     assert (o.reliability, o.durability, o.history, o.depth) == ("best_effort", "volatile", "keep_last", 5)
     graph = QoSProfile(history=HistoryPolicy.UNKNOWN, depth=0, reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.TRANSIENT_LOCAL, liveliness=LivelinessPolicy.MANUAL_BY_TOPIC,
                        deadline=Duration(nanoseconds=INFINITE_NS), lifespan=Duration(seconds=2))
-    o = _offer_of(graph)
+    o = offer_of(graph)
     assert o == Offer(reliability="reliable", durability="transient_local", history="unknown", depth=0,
                       deadline_ns=INFINITE_NS, lifespan_ns=2 * 10**9, liveliness="manual_by_topic",
                       liveliness_lease_duration_ns=0)
