@@ -20,7 +20,7 @@ with "ok": null when the request was sent and no answer came (it may have been c
 WebSockets (Origin checked; the first message is {"type": "hello", "token": ...}):
   /ws/events  JSON events (first a snapshot); pages with the controller token send {"type": "heartbeat",
               "control_id": <id while holding control, else null>} every heartbeat_period_s
-  /ws/video   binary JPEG frames, newest first
+  /ws/video   binary JPEG frames, newest first (?view=annotated: perception's boxes and labels)
 """
 from __future__ import annotations
 
@@ -256,14 +256,19 @@ def create_app(settings: ConsoleSettings, credentials: Credentials, backend: Con
             backend.hub.unsubscribe(client)
 
     @app.websocket("/ws/video")
-    async def video(ws: WebSocket) -> None:
+    async def video(ws: WebSocket, view: str = "camera") -> None:
+        # view: "camera" (the robot's camera) or "annotated" (perception's boxes and labels on it)
+        hub = {"camera": backend.frames, "annotated": backend.annotated}.get(view)
+        if hub is None:
+            await ws.close(code=WS_POLICY_VIOLATION, reason="view must be camera or annotated")
+            return
         if await hello(ws) is None:
             return
         seq = 0
         closed = asyncio.create_task(_until_closed(ws))
         try:
             while not closed.done():
-                waiter = asyncio.ensure_future(backend.frames.wait_newer(seq))
+                waiter = asyncio.ensure_future(hub.wait_newer(seq))
                 done, _ = await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
                 if waiter not in done:
                     waiter.cancel()

@@ -34,7 +34,8 @@ class ConsoleBackend(abc.ABC):
         self.state = ConsoleState(settings.recent_verdicts, settings.recent_tool_calls, settings.thinking_max_chars,
                                   settings.max_text_chars, map_period_s=1.0 / settings.map_hz)
         self.hub = EventHub(self.state)
-        self.frames = FrameHub()
+        self.frames = FrameHub()               # the camera (JPEG)
+        self.annotated = FrameHub()            # perception's view: the camera with its boxes and labels (JPEG)
         self._teleop = TeleopControl(settings.teleop_max_linear, settings.teleop_max_angular, settings.teleop_deadman_s,
                                      settings.teleop_session_timeout_s)
         self._teleop_lock = threading.Lock()   # web thread takes over/commands, ROS timer thread publishes

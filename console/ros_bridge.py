@@ -1,7 +1,7 @@
 """All of the console's ROS plumbing: one rclpy node spun in a background thread.
 
 RosConsoleBridge converts messages into plain values for ConsoleState (pushed to the pages by
-the EventHub) and JPEG frames for the FrameHub, and implements ConsoleBackend's sends over the
+the EventHub) and JPEG frames for the FrameHubs (the camera; perception's annotated view), and implements ConsoleBackend's sends over the
 supervisor's topics and services and the agent's RunTask action. Methods called from the web
 thread only publish or start asynchronous calls; results come back to asyncio through futures.
 
@@ -66,6 +66,7 @@ class RosConsoleBridge(ConsoleBackend):
         self._last_odom_push = -math.inf
         self._last_frame_push = -math.inf
         self._last_jpeg_seen = -math.inf
+        self._last_annotated_push = -math.inf
         self._goal_handle = None
         self._task_instruction = ""
 
@@ -79,6 +80,10 @@ class RosConsoleBridge(ConsoleBackend):
         node.create_subscription(Odometry, topics.ODOM, self._on_odom, qos_profile_sensor_data)
         node.create_subscription(CompressedImage, topics.CAMERA_COMPRESSED, self._on_jpeg, qos_profile_sensor_data)
         node.create_subscription(Image, topics.CAMERA_IMAGE, self._on_raw, qos_profile_sensor_data)
+        # perception publishes its annotated view only while someone subscribes: the console always
+        # does (at most perception's frame rate, 5 Hz, and video_max_fps)
+        node.create_subscription(Image, topics.PERCEPTION_IMAGE_ANNOTATED, self._on_annotated,
+                                 qos_profile_sensor_data)
         node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diagnostics, RELIABLE)
         node.create_subscription(String, topics.AGENT_THINKING, self._on_thinking, RELIABLE)
         node.create_subscription(String, topics.AGENT_STATUS, self._on_agent_status, LATCHED)  # the agent latches it
@@ -278,18 +283,32 @@ class RosConsoleBridge(ConsoleBackend):
     def _on_raw(self, msg: Image) -> None:
         if time.monotonic() - self._last_jpeg_seen < COMPRESSED_PREFERRED_S or not self._frame_due():
             return
+        jpeg = self._jpeg_of(msg)
+        if jpeg is not None:
+            self.frames.publish(jpeg)
+
+    def _on_annotated(self, msg: Image) -> None:
+        now = time.monotonic()
+        if now - self._last_annotated_push < 1.0 / self.settings.video_max_fps:
+            return
+        jpeg = self._jpeg_of(msg)
+        if jpeg is not None:
+            self._last_annotated_push = now
+            self.annotated.publish(jpeg)
+
+    def _jpeg_of(self, msg: Image) -> bytes | None:
+        """A raw image (rgb8, bgr8, mono8) as JPEG; None for another encoding or a malformed one."""
         import cv2
         import numpy as np
 
         channels = {"rgb8": 3, "bgr8": 3, "mono8": 1}.get(msg.encoding)
-        if channels is None or msg.step != msg.width * channels:
-            return
+        if channels is None or msg.step != msg.width * channels or len(msg.data) != msg.step * msg.height:
+            return None
         img = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, channels)  # [H, W, C]
         if msg.encoding == "rgb8":
             img = img[..., ::-1]
         ok, jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.settings.raw_jpeg_quality])
-        if ok:
-            self.frames.publish(jpeg.tobytes())
+        return jpeg.tobytes() if ok else None
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         self.hub.update(self.state.on_diagnostics, [

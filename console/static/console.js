@@ -139,16 +139,24 @@ function connectEvents() {
   });
 }
 
+// The camera, or perception's view of it (its boxes and labels drawn on the frames it processed).
+function videoView() { return $("video-annotated").checked ? "annotated" : "camera"; }
+
 function connectVideo() {
   if (page.video) page.video.close();
   let decoding = false, latest = null;
+  const view = videoView();
   const canvas = $("video"), ctx = canvas.getContext("2d");
+  canvas.dataset.view = view;
+  canvas.setAttribute("aria-label", view === "annotated" ? "Live camera video, annotated by perception"
+                                                        : "Live camera video");
   const draw = async () => {
     if (decoding || !latest) return;
     decoding = true;
     const blob = latest; latest = null;
     try {
       const bitmap = await createImageBitmap(blob);
+      if (page.video !== ws) { bitmap.close(); decoding = false; return; }   // switched or signed out meanwhile
       if (canvas.width !== bitmap.width || canvas.height !== bitmap.height) {
         canvas.width = bitmap.width; canvas.height = bitmap.height;
       }
@@ -156,13 +164,15 @@ function connectVideo() {
       bitmap.close();
       page.frames += 1;
       canvas.dataset.frames = String(page.frames);
-      $("video-info").textContent = `${canvas.width}×${canvas.height}, ${page.frames} frames`;
+      $("video-info").textContent = `${canvas.width}×${canvas.height}, ${page.frames} frames` +
+        (view === "annotated" ? " (perception)" : "");
     } catch (_) { /* a frame that does not decode is skipped */ }
     decoding = false;
     draw();
   };
-  const ws = openSocket("/ws/video", (ev) => {
+  const ws = openSocket("/ws/video?view=" + view, (ev) => {
     if (typeof ev.data === "string") return;   // the session line
+    if (page.video !== ws) return;              // a frame of the view just switched away from
     latest = ev.data;                           // only the newest frame is drawn
     draw();
   }, true);
@@ -170,6 +180,18 @@ function connectVideo() {
   ws.addEventListener("close", () => {
     setTimeout(() => { if (page.video === ws) connectVideo(); }, 1000);
   });
+}
+
+// Switching views blanks the picture until the other stream's first frame: a camera frame must not pass
+// for perception's view, nor the other way round.
+function switchVideoView() {
+  if (!page.video) return;                      // not signed in: the next sign-in opens the chosen view
+  page.frames = 0;
+  const canvas = $("video");
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  delete canvas.dataset.frames;
+  $("video-info").textContent = videoView() === "annotated" ? "Waiting for perception's view…" : "No video yet";
+  connectVideo();
 }
 
 // The heartbeat keeps the operator heartbeat alive and, while this tab holds control, the control itself:
@@ -535,6 +557,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("hand-back").addEventListener("click", handBack);
   $("task-form").addEventListener("submit", startTask);
   $("cancel-task").addEventListener("click", cancelTask);
+  $("video-annotated").addEventListener("change", switchVideoView);
   $("signin").addEventListener("submit", (ev) => { ev.preventDefault(); signIn($("token").value.trim()); });
   window.addEventListener("pagehide", () => { stopDriving(); });
   pollGamepad();

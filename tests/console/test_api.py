@@ -326,6 +326,24 @@ def test_websocket_video_sends_binary_jpeg_frames():
         assert ws.receive_bytes() == b"\xff\xd8frame-2\xff\xd9"
 
 
+def test_websocket_video_of_perceptions_view_sends_only_annotated_frames():
+    client, backend = _client()
+    with client.websocket_connect(WS + "/ws/video?view=annotated", headers={"Origin": ORIGIN}) as ws:
+        ws.send_json({"type": "hello", "token": None})
+        assert ws.receive_json() == {"type": "session", "role": "viewer"}
+        backend.frames.publish(b"\xff\xd8camera\xff\xd9")          # the camera's stream: not this view
+        backend.annotated.publish(b"\xff\xd8boxes-1\xff\xd9")
+        assert ws.receive_bytes() == b"\xff\xd8boxes-1\xff\xd9"
+    with client.websocket_connect(WS + "/ws/video?view=camera", headers={"Origin": ORIGIN}) as ws:
+        ws.send_json({"type": "hello", "token": None})
+        ws.receive_json()
+        assert ws.receive_bytes() == b"\xff\xd8camera\xff\xd9"      # the newest camera frame, not the boxes
+    with pytest.raises(WebSocketDisconnect) as exc:
+        with client.websocket_connect(WS + "/ws/video?view=depth", headers={"Origin": ORIGIN}) as ws:
+            ws.send_json({"type": "hello", "token": None})
+    assert exc.value.code == 1008
+
+
 @pytest.mark.parametrize("host,status", [("127.0.0.1:8080", 200), ("localhost:8080", 200), ("[::1]:8080", 200),
                                          ("localhost", 200), ("attacker.example", 400), ("127.0.0.1.evil:80", 400)])
 def test_host_header_checked_on_localhost(host, status):

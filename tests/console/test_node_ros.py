@@ -179,6 +179,43 @@ def test_heartbeat_video_and_odometry_over_websockets(graph):
     assert robot["x"] == 1.5 and robot["linear"] == 0.25
 
 
+def test_perceptions_annotated_image_is_the_annotated_video_view(graph):
+    """perception/image_annotated (rgb8, sensor_msgs/Image) reaches /ws/video?view=annotated as JPEG,
+    colours kept (rgb8 is not bgr8); the camera view does not carry it."""
+    import cv2
+    import numpy as np
+    import websockets
+    from sensor_msgs.msg import Image
+
+    url, _, _, helper, _ = graph
+    pub = helper.create_publisher(Image, topics.PERCEPTION_IMAGE_ANNOTATED, qos_profile_sensor_data)
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    rgb[:, :32] = (230, 40, 40)                       # a red box drawn on the left half: [H, W, 3] RGB
+    msg = Image(height=48, width=64, encoding="rgb8", step=64 * 3)
+    msg.data = rgb.tobytes()
+    ws_url = url.replace("http://", "ws://")
+
+    async def run():
+        async with websockets.connect(ws_url + "/ws/video?view=annotated", origin=url) as video:
+            await video.send(json.dumps({"type": "hello", "token": None}))
+            assert json.loads(await video.recv()) == {"type": "session", "role": "viewer"}
+            for _ in range(50):
+                pub.publish(msg)
+                try:
+                    return await asyncio.wait_for(video.recv(), 0.2)
+                except asyncio.TimeoutError:
+                    pass
+            return None
+
+    frame = asyncio.run(run())
+    assert isinstance(frame, bytes) and frame[:2] == b"\xff\xd8"
+    bgr = cv2.imdecode(np.frombuffer(frame, np.uint8), cv2.IMREAD_COLOR)    # [48, 64, 3] BGR
+    assert bgr.shape == (48, 64, 3)
+    b, g, r = (int(v) for v in bgr[24, 8])
+    assert r > 180 and g < 90 and b < 90                              # still red
+    assert int(bgr[24, 56].max()) < 40                                # the right half still black
+
+
 def test_real_server_refuses_foreign_origin_websocket(graph):
     import websockets
 

@@ -79,6 +79,39 @@ def test_viewer_sees_video_frames_change_and_cannot_control(browser):
         page.close()
 
 
+def test_the_camera_toggles_to_perceptions_annotated_view_and_back(browser):
+    backend, make = _console()
+    with serve(make) as url:
+        page = browser.new_page()
+        page.goto(url)
+        expect(page.get_by_text("Connected as viewer")).to_be_visible()
+        video = page.get_by_role("img", name="Live camera video")
+        backend.frames.publish(jpeg(40))
+        expect(video).to_have_attribute("data-frames", "1")
+        camera = page.evaluate("document.getElementById('video').toDataURL()")
+
+        toggle = page.get_by_label("Show what perception detects (boxes and labels)")
+        toggle.check()
+        annotated = page.get_by_role("img", name="Live camera video, annotated by perception")
+        expect(annotated).to_be_visible()
+        expect(page.get_by_text("Waiting for perception's view…")).to_be_visible()
+        backend.frames.publish(jpeg(80))                 # the camera goes on: not shown in this view
+        backend.annotated.publish(jpeg(200))
+        expect(annotated).to_have_attribute("data-frames", "1")
+        expect(page.get_by_text("64×48, 1 frames (perception)")).to_be_visible()
+        boxes = page.evaluate("document.getElementById('video').toDataURL()")
+        assert boxes != camera
+
+        toggle.uncheck()
+        video = page.get_by_role("img", name="Live camera video", exact=True)
+        expect(video).to_have_attribute("data-frames", "1")   # the camera's newest frame comes at once
+        backend.annotated.publish(jpeg(120))             # perception goes on: not shown in the camera view
+        backend.frames.publish(jpeg(40))
+        expect(video).to_have_attribute("data-frames", "2")
+        assert page.evaluate("document.getElementById('video').toDataURL()") == camera
+        page.close()
+
+
 def test_viewing_beyond_localhost_needs_a_token(browser):
     backend, make = _console(open_viewing=False)
     with serve(make) as url:
