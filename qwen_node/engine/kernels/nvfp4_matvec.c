@@ -17,10 +17,11 @@
  * shuffled order, so x is read in the same order: xp (xp_index), made once per call.
  * Measured (one core, L3-resident 4096 x 4096): ~20 G weights/s against ~17 G for sign-extend + convert.
  *
- * AVX512-BF16 path (row_bf16, bf16 activations, where the CPU has it): the same lookups give bf16 weights, and
- * vdpbf16ps multiplies 32 of them at a time (see there). Measured on one core of the CI host (AMD EPYC, other
- * work on the other core): 16384 x 8192 (memory-bound) 20 G weights/s against the AVX2 path's 13.5 G and a
- * compiled bf16 matvec's 4.8 G weights/s (9.5 GB/s).
+ * AVX512-BF16 path (row_bf16, bf16 activations, where the CPU has it): codes decoded to bf16 with vpermw, multiplied
+ * 32 at a time by vdpbf16ps (see there). Measured on one core of the CI host (AMD EPYC, other work on the other
+ * core), thread CPU time: 1024 x 1024 (L2) ~23 G weights/s, 16384 x 8192 (memory-bound) ~16.5 G against the
+ * AVX2 path's 13.5 G and a compiled bf16 matvec's 4.8-9 G weights/s. The loop is bound by its instruction
+ * count: the scale conversion and the decode cost about a quarter each.
  *
  * Experts: packed [E, rows, in/2], scales [E, rows, in/16], global scales [E, parts] (a fused gate_up weight
  * has two projections, each owning rows / parts rows); experts[k] picks the weight for output row k of y.
@@ -34,6 +35,7 @@
 #endif
 
 static float SCALE[256];   /* e4m3fn(byte) as fp32; the NaN bytes (0x7f, 0xff) decode to NaN */
+static uint16_t BF16_TABLE[32];   /* E2M1[i % 16] as bf16 bit patterns (the AVX512-BF16 path's vpermw table) */
 static const float CODE_F[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
                                  -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
 /* The same 16 values as bf16 bit patterns, i.e. the upper halves of their fp32 patterns (all lower halves are
@@ -52,6 +54,7 @@ __attribute__((constructor)) static void init_scales(void) {
         else v = (1.0f + (float)m / 8.0f) * (e >= 7 ? (float)(1 << (e - 7)) : 1.0f / (float)(1 << (7 - e)));
         SCALE[b] = sign ? -v : v;
     }
+    for (int i = 0; i < 32; i++) BF16_TABLE[i] = (uint16_t)(CODE_HI[i % 16] << 8 | CODE_LO[i % 16]);
 }
 
 /* One row, plain C: the spec written out (used without AVX2, and when the caller forces it). */
@@ -141,77 +144,61 @@ static inline float bf16_to_f32(uint16_t h) {
     return f;
 }
 
-#if defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512F__)
+#if defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512F__)
 #define NVFP4_AVX512BF16 1
-/* bf16 activations on CPUs with AVX512-BF16 (row_bf16): the decoded weights are kept as bf16 (the same two lookups,
- * one byte interleave: E2M1 values are exact in bf16) and multiplied by vdpbf16ps, which sums pairs of exact
- * bf16 x bf16 products into fp32 lanes: one instruction per 32 weights instead of AVX2's four FMAs and four
- * interleaves. Each 128-bit lane of a decoded vector holds 8 weights of one block, so a block's partial sums stay
- * in its own 4 lanes until its scale multiplies them. x is read in the decoded order: xq (xq_index).
- * vdpbf16ps treats denormal inputs and results as zero (below 1.2e-38, far under the test tolerance). */
+/* bf16 activations on CPUs with AVX512-BF16 (row_bf16): the weights are decoded straight to bf16 (exact for E2M1)
+ * and multiplied by vdpbf16ps, which sums pairs of exact bf16 x bf16 products into fp32 lanes. Decoding: a 16-bit
+ * word of packed bytes holds 4 codes; shifted right by 0, 4, 8, 12 bits, its low 5 bits index a 32-entry table of
+ * bf16 values (vpermw; the table repeats, so the stray fifth bit does not matter): 128 weights in four vpermw
+ * and four vdpbf16ps. Output lane l of each vdpbf16ps covers weights 8l..8l+7 (+k) of the 128: block l / 2, so a
+ * block's sums stay in its two lanes until its scale multiplies them. x is read in the decoded order: xq
+ * (xq_index). vdpbf16ps treats denormal inputs and results as zero (below 1.2e-38, far under the test tolerance). */
 
-/* Where the bf16 path reads x[i]: per 128 values (a chunk of 8 blocks), vector v = 2 * (odd block of the pair)
- * + (odd element), lane L = pair of blocks, word j = element pair within the block; the last (in / 16) % 8 blocks
- * (row_bf16's plain tail) in natural order. */
+/* Where the bf16 path reads x[i]: per 128 values (a chunk of 8 blocks), vector k = i % 4, word (i % 128) / 4; the
+ * last (in / 16) % 8 blocks (row_bf16's plain tail) in natural order. */
 static inline int64_t xq_index(int64_t i, int64_t in) {
     if (i >= in / 128 * 128) return i;
-    const int64_t r = i & 127, w = r & 31, v = (w >> 4) * 2 + (w & 1);
-    return (i & ~(int64_t)127) + 32 * v + 8 * (r >> 5) + ((w & 15) >> 1);
+    const int64_t r = i & 127;
+    return (i & ~(int64_t)127) + 32 * (r & 3) + (r >> 2);
 }
 
-/* 16 e4m3 scale bytes -> fp32, exactly (subnormals too, NaN bytes to NaN), without denormal arithmetic. */
-static inline __m512 scales16(__m128i bytes) {
-    const __m512i b = _mm512_cvtepu8_epi32(bytes), mag = _mm512_and_si512(b, _mm512_set1_epi32(0x7f));
-    const __m512i e = _mm512_srli_epi32(mag, 3), m = _mm512_and_si512(mag, _mm512_set1_epi32(7));
-    const __m512i normal = _mm512_or_si512(_mm512_slli_epi32(_mm512_add_epi32(e, _mm512_set1_epi32(120)), 23),
-                                           _mm512_slli_epi32(m, 20));
-    const __m512i sub = _mm512_castps_si512(_mm512_mul_ps(_mm512_cvtepi32_ps(m), _mm512_set1_ps(1.0f / 512.0f)));
-    __m512i v = _mm512_mask_blend_epi32(_mm512_cmpeq_epi32_mask(e, _mm512_setzero_si512()), normal, sub);
-    v = _mm512_mask_blend_epi32(_mm512_cmpeq_epi32_mask(mag, _mm512_set1_epi32(0x7f)), v, _mm512_set1_epi32(0x7fc00000));
-    return _mm512_castsi512_ps(_mm512_or_si512(v, _mm512_slli_epi32(_mm512_and_si512(b, _mm512_set1_epi32(0x80)), 24)));
+/* A chunk's 8 e4m3 scale bytes -> fp32 / 256, each twice (lane l: scale l / 2), exactly: an e4m3 pattern moved into
+ * fp16's exponent and mantissa fields is the same number times 2^-8 (subnormals too: vcvtph2ps converts fp16
+ * subnormals exactly); NaN bytes to NaN. The caller multiplies the row's sum by 256 (a power of two: exact). */
+static inline __m512 chunk_scales(const uint8_t *s) {
+    const __m128i b8 = _mm_loadl_epi64((const __m128i *)s);
+    const __m256i b = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(b8, b8));
+    __m256i h = _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi16(b, 7), _mm256_set1_epi16(0x3f80)),
+                                _mm256_and_si256(_mm256_slli_epi16(b, 8), _mm256_set1_epi16((short)0x8000)));
+    const __mmask16 nan = _mm256_cmpeq_epi16_mask(_mm256_and_si256(b, _mm256_set1_epi16(0x7f)), _mm256_set1_epi16(0x7f));
+    h = _mm256_mask_mov_epi16(h, nan, _mm256_set1_epi16(0x7e00));
+    return _mm512_cvtph_ps(h);
 }
 
 #define BF(v) ((__m512bh)(v))
-/* One chunk (64 packed bytes, 128 weights): tl / th = lanes of the chunk's even / odd blocks, then scaled. */
-#define CHUNK_BF16(c, sf, idx_even, idx_odd, acc_even, acc_odd)                                                    \
+#define XQ(c, k) BF(_mm512_loadu_si512((const void *)(xq + 128 * (c) + 32 * (k))))
+/* One chunk (64 packed bytes, 128 weights) into acc. */
+#define CHUNK_BF16(c, acc)                                                                                         \
     do {                                                                                                           \
-        const __m512i bytes = _mm512_loadu_si512((const void *)(p + 64 * (c)));                                    \
-        const __m512i ce = _mm512_and_si512(bytes, low4);                                                          \
-        const __m512i co = _mm512_and_si512(_mm512_srli_epi16(bytes, 4), low4);                                    \
-        const __m512i eh = _mm512_shuffle_epi8(hi, ce), el = _mm512_shuffle_epi8(lo, ce);                         \
-        const __m512i oh = _mm512_shuffle_epi8(hi, co), ol = _mm512_shuffle_epi8(lo, co);                         \
-        const uint16_t *x = xq + 128 * (c);                                                                        \
-        __m512 tl = _mm512_dpbf16_ps(_mm512_setzero_ps(), BF(_mm512_unpacklo_epi8(el, eh)),                        \
-                                     BF(_mm512_loadu_si512((const void *)x)));                                     \
-        tl = _mm512_dpbf16_ps(tl, BF(_mm512_unpacklo_epi8(ol, oh)), BF(_mm512_loadu_si512((const void *)(x + 32))));\
-        __m512 th = _mm512_dpbf16_ps(_mm512_setzero_ps(), BF(_mm512_unpackhi_epi8(el, eh)),                        \
-                                     BF(_mm512_loadu_si512((const void *)(x + 64))));                              \
-        th = _mm512_dpbf16_ps(th, BF(_mm512_unpackhi_epi8(ol, oh)), BF(_mm512_loadu_si512((const void *)(x + 96))));\
-        acc_even = _mm512_fmadd_ps(tl, _mm512_permutexvar_ps(idx_even, sf), acc_even);                             \
-        acc_odd = _mm512_fmadd_ps(th, _mm512_permutexvar_ps(idx_odd, sf), acc_odd);                                \
+        const __m512i w = _mm512_loadu_si512((const void *)(p + 64 * (c)));                                       \
+        __m512 t = _mm512_dpbf16_ps(_mm512_setzero_ps(), BF(_mm512_permutexvar_epi16(w, table)), XQ(c, 0));        \
+        t = _mm512_dpbf16_ps(t, BF(_mm512_permutexvar_epi16(_mm512_srli_epi16(w, 4), table)), XQ(c, 1));           \
+        t = _mm512_dpbf16_ps(t, BF(_mm512_permutexvar_epi16(_mm512_srli_epi16(w, 8), table)), XQ(c, 2));           \
+        t = _mm512_dpbf16_ps(t, BF(_mm512_permutexvar_epi16(_mm512_srli_epi16(w, 12), table)), XQ(c, 3));          \
+        acc = _mm512_fmadd_ps(t, chunk_scales(s + 8 * (c)), acc);                                                  \
     } while (0)
 
 static float row_bf16(const uint8_t *p, const uint8_t *s, const uint16_t *xq, int64_t in) {
-    const __m512i hi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)CODE_HI));
-    const __m512i lo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)CODE_LO));
-    const __m512i low4 = _mm512_set1_epi8(0x0f);
-    /* lane L of a chunk's even-block sums takes scale 2L, odd-block sums 2L + 1; the second chunk of a pair + 8 */
-    const __m512i ie0 = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6);
-    const __m512i io0 = _mm512_add_epi32(ie0, _mm512_set1_epi32(1)), ie1 = _mm512_add_epi32(ie0, _mm512_set1_epi32(8));
-    const __m512i io1 = _mm512_add_epi32(ie0, _mm512_set1_epi32(9));
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+    const __m512i table = _mm512_loadu_si512((const void *)BF16_TABLE);
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
     const int64_t nc = in / 128;
     int64_t c = 0;
-    for (; c + 2 <= nc; c += 2) {                                   /* two chunks share one 16-scale load */
-        const __m512 sf = scales16(_mm_loadu_si128((const __m128i *)(s + 8 * c)));
-        CHUNK_BF16(c, sf, ie0, io0, a0, a1);
-        CHUNK_BF16(c + 1, sf, ie1, io1, a2, a3);
+    for (; c + 2 <= nc; c += 2) {
+        CHUNK_BF16(c, a0);
+        CHUNK_BF16(c + 1, a1);
     }
-    if (c < nc) {
-        const __m512 sf = scales16(_mm_loadl_epi64((const __m128i *)(s + 8 * c)));
-        CHUNK_BF16(c, sf, ie0, io0, a0, a1);
-    }
-    float sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    if (c < nc) CHUNK_BF16(c, a0);
+    float sum = 256.0f * _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
     for (int64_t b = nc * 8; b < in / 16; b++) {                    /* widths not a multiple of 128 */
         float blk = 0.0f;
         for (int i = 0; i < 8; i++) {
