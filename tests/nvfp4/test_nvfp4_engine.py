@@ -246,22 +246,28 @@ def test_local_chat_engine_refuses_unknown_layer_backend_and_logs_tensorrt_fallb
     assert any("tensorrt" in r.getMessage().lower() for r in caplog.records)
 
 
-def test_compiled_decode_on_nvfp4_checkpoint_matches_eager(nvfp4_dir):
-    """The local backend compiles the decode step for every PyTorch-layer checkpoint, NVFP4 ones included."""
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "fallback"])
+def test_compiled_decode_on_nvfp4_checkpoint_matches_eager(nvfp4_dir, kernel, monkeypatch):
+    """The local backend compiles the decode step for every PyTorch-layer checkpoint, NVFP4 ones included: with the
+    kernel the graph calls its C++ operator, without it (QWEN_STACK_NATIVE=0) the tiled path's custom op; either
+    way the same greedy tokens as eager decoding, and no recompile as positions grow."""
     from qwen_stack.qwen_node.engine import compiled_decode
     from qwen_stack.qwen_node.engine.generate import SamplingParams, generate
 
+    if not kernel:
+        monkeypatch.setenv("QWEN_STACK_NATIVE", "0")
+    torch._dynamo.reset()                                  # the kernel's availability is fixed when a graph is traced
     model = load_model_auto(nvfp4_dir, dtype=torch.float32, progress=False)
     ids = torch.randint(0, 256, (1, 9), generator=torch.Generator().manual_seed(int(torch.randint(0, 2**31, ()))))
     want = greedy(model, ids, 12)
     logs = []
     assert compiled_decode.enable_with_warm_up(model, log=logs.append), logs
-    # the compiled graph calls the fused NVFP4 kernel (the C++ operator, not the tiled fallback) and never
-    # recompiles as positions grow
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         with torch._dynamo.config.patch(error_on_recompile=True):
             res = generate(model, ids[0].tolist(), SamplingParams(max_new_tokens=12))
     calls = {e.key: e.count for e in prof.key_averages()}
-    assert calls.get("qwen_stack_nvfp4::matvec", 0) >= 11 * 4 and "qwen_stack::nvfp4_matvec_tiled" not in calls, calls
+    used, unused = ("qwen_stack_nvfp4::matvec", "qwen_stack::nvfp4_matvec_tiled")[::1 if kernel else -1]
+    assert calls.get(used, 0) >= 11 * 4 and unused not in calls, calls
     assert res.token_ids == want[0].tolist()
     assert torch.equal(greedy(model, ids, 12), want)
+    torch._dynamo.reset()

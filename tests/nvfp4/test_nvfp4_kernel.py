@@ -137,6 +137,17 @@ def test_bad_inputs_raise_clear_errors():
         native.nvfp4_matvec(torch.randn(1, 32), q.packed.view(torch.int8), q.block_scale, g, torch.tensor([0]))
 
 
+def test_failed_operator_build_is_logged_and_returns_none(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("QWEN_STACK_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setattr(native, "KERNELS", tmp_path)
+    (tmp_path / "ok.c").write_text("int f(void) { return 0; }")
+    (tmp_path / "broken_ops.cpp").write_text("#include <torch/library.h>\nTORCH_LIBRARY(broken, m) {")
+    with caplog.at_level("WARNING"):
+        assert native.torch_ops("broken_ops", ("ok",)) is None
+    assert "building native kernel broken_ops failed" in caplog.text
+    assert not list(tmp_path.glob("*.so*")) and not list(tmp_path.glob("*.o"))   # nothing half-written left
+
+
 def test_other_float_dtypes_and_strided_weights_are_covered():
     """fp16 activations are computed in fp32 (result in fp16); a strided weight is read through a copy."""
     seed = _seed()
