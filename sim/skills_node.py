@@ -28,12 +28,12 @@ from qwen_stack.node_main import run_node
 from qwen_stack.node_parameters import settings_from_node
 from qwen_stack.robot import RobotConfigError, load_robot
 from qwen_stack.sim.config import SimConfigError, SkillsNodeConfig
+from qwen_stack.sim.skill_run import SkillRun, expected_drive_s, expected_go_to_pose_s, expected_rotate_s
 from qwen_stack.topics import SIM_ATTACH, SIM_DETACH, SIM_SET_PAN
 from qwen_stack.sim.skill_control import (DriveDistanceController, GoToPoseController, Pose2D, RotateController,
                                           Twist2D)
 
 
-SLOWED_CAP = 3.0             # a motion skill's deadline grows by its slowed time, up to this many expected durations
 PAN_SETTLED_RAD = 0.02       # look_at is done once the pan joint is this close to its target
 PAN_SETTLE_TIMEOUT_S = 3.0   # ... or fails after this long (the pan swings 3 rad in well under 1 s)
 
@@ -132,18 +132,9 @@ class SkillsNode(Node):
 
     # ---- motion skills --------------------------------------------------------------------------
     def _run(self, make_controller, expected_s: float) -> tuple[bool, str, object]:
-        """Tick a controller on each odometry message until done; always ends with a stop command.
-
-        A controller is done only with the base at rest (skill_control), so "done" is never answered
-        while the base still moves.
-
-        make_controller(start_pose) -> (controller, None) or (None, error). Gives up (and stops) when
-        odometry stops, the sim time passes expected_s + skill_timeout_margin, or the clock jumps back (a sim
-        reset: the deadline would otherwise lie in the old time and never come). The time the base ran
-        slower than half the command (the supervisor's slowdown zone scales it to 0.3; it stops the base on
-        stale inputs) is added to the deadline, up to SLOWED_CAP times expected_s: the skill is timed
-        against what the base was let do.
-        """
+        """One motion skill: the rules are SkillRun's (sim/skill_run.py); this loop feeds it odometry and sends
+        its commands. Always ends with a stop command. make_controller(start_pose) -> (controller, None) or
+        (None, error)."""
         if not self.motion_lock.acquire(blocking=False):
             return False, "another motion skill is running", None
         controller = None
@@ -157,38 +148,23 @@ class SkillsNode(Node):
             first = self._next_odom(self.odom_seq)  # a fresh message, not one from before the request
             if first is None:
                 return False, f"no odometry on {topics.ODOM} within {self.config.odom_timeout} s", None
-            seq, pose, velocity, t0 = first
+            seq, pose, velocity, t = first
             controller, err = make_controller(pose)
             if err:
                 return False, err, None
-            deadline = t0 + expected_s + self.config.skill_timeout_margin
-            slowed = 0.0    # s of sim time the base ran below half the command
-            t_prev = t0
+            run = SkillRun(controller, t, expected_s, self.config.skill_timeout_margin, self.limits)
             while True:
-                if self.stopping.is_set():
-                    return False, "the skills node is stopping: stopped", controller
-                if self.estop_latched:
-                    return False, "e-stop latched: stopped", controller
-                # the odometry stamp lets the controller time the loop and bridge its delay
-                command = controller.update(pose, velocity, t_prev)
-                self._send(command)
-                if controller.done:
-                    return True, "done", controller
+                tick = run.step(pose, velocity, t, estop_latched=bool(self.estop_latched),
+                                stopping=self.stopping.is_set())
+                if tick.command is not None:
+                    self._send(tick.command)
+                if tick.outcome is not None:
+                    return (*tick.outcome, controller)
                 nxt = self._next_odom(seq)
-                if nxt is None and self.stopping.is_set():
-                    return False, "the skills node is stopping: stopped", controller
                 if nxt is None:
-                    return False, f"odometry stopped for {self.config.odom_timeout} s: stopped", controller
-                seq, pose, velocity, t_new = nxt
-                if t_new < t_prev:   # sim reset / clock stepped back: the deadline and the pose are from before
-                    return False, (f"the clock jumped back ({t_prev:.2f} s -> {t_new:.2f} s) during the skill: "
-                                   "stopped"), controller
-                if _slower_than_half(command, velocity, self.limits):
-                    slowed += t_new - t_prev
-                t = t_prev = t_new
-                if t > deadline + min(slowed, SLOWED_CAP * expected_s):
-                    return False, (f"timed out after {t - t0:.1f} s (sim time; {slowed:.1f} s of it below half "
-                                   "the commanded speed): stopped"), controller
+                    return False, ("the skills node is stopping: stopped" if self.stopping.is_set()
+                                   else f"odometry stopped for {self.config.odom_timeout} s: stopped"), controller
+                seq, pose, velocity, t = nxt
         finally:
             self._send(Twist2D(0.0, 0.0))
             self.motion_lock.release()
@@ -205,7 +181,7 @@ class SkillsNode(Node):
         speed, err = DriveDistanceController.check(req.distance, req.speed, lim)
         ok, msg, ctl = (False, err, None) if err else self._run(
             lambda p: (DriveDistanceController(p, req.distance, speed, lim), None),
-            abs(req.distance) / max(speed, 1e-3) + speed / lim.linear_accel)
+            expected_drive_s(req.distance, speed, lim))
         resp.success, resp.message = ok, msg
         resp.travelled = float(ctl.travelled) if ctl is not None else 0.0
         self._record("drive_distance", ok, msg)
@@ -216,7 +192,7 @@ class SkillsNode(Node):
         speed, err = RotateController.check(req.angle, req.speed, lim)
         ok, msg, ctl = (False, err, None) if err else self._run(
             lambda p: (RotateController(p, req.angle, speed, lim), None),
-            abs(req.angle) / max(speed, 1e-3) + speed / lim.angular_accel)
+            expected_rotate_s(req.angle, speed, lim))
         resp.success, resp.message = ok, msg
         resp.rotated = float(ctl.rotated) if ctl is not None else 0.0
         self._record("rotate", ok, msg)
@@ -234,8 +210,7 @@ class SkillsNode(Node):
         finite = all(map(math.isfinite, (goal.x, goal.y, req.max_speed))) and req.max_speed >= 0
         dist = math.hypot(goal.x - start.x, goal.y - start.y) if finite else 0.0
         speed = (req.max_speed or lim.default_linear) if finite else lim.default_linear
-        # Expected: drive at the requested speed, plus up to two half turns (toward the goal, to theta).
-        ok, msg, _ = self._run(make, dist / max(speed, 1e-3) + 2 * math.pi / lim.default_angular)
+        ok, msg, _ = self._run(make, expected_go_to_pose_s(dist, speed, lim))
         pose = self.odom_pose or start
         resp.success, resp.message = ok, msg
         resp.final_pose.x, resp.final_pose.y, resp.final_pose.theta = pose.x, pose.y, pose.yaw
@@ -310,15 +285,6 @@ class SkillsNode(Node):
         }
         resp.success, resp.state_json = pose is not None, json.dumps(state)
         return resp
-
-
-def _slower_than_half(command: Twist2D, velocity: Twist2D, limits) -> bool:
-    """The base moves at less than half `command` (or against it) on the command's main axis."""
-    if command.linear == 0.0 and command.angular == 0.0:
-        return False
-    lin, ang = abs(command.linear) / limits.max_linear, abs(command.angular) / limits.max_angular
-    want, got = (command.linear, velocity.linear) if lin >= ang else (command.angular, velocity.angular)
-    return got * want < 0.5 * want * want
 
 
 def main(args: list[str] | None = None) -> int:

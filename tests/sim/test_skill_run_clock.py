@@ -13,7 +13,8 @@ import pytest
 pytest.importorskip("rclpy")
 from qwen_stack.sim.config import SkillsNodeConfig  # noqa: E402
 from qwen_stack.sim.skill_control import Pose2D, SkillLimits, Twist2D  # noqa: E402
-from qwen_stack.sim.skills_node import SLOWED_CAP, SkillsNode  # noqa: E402
+from qwen_stack.sim.skill_run import SLOWED_CAP  # noqa: E402
+from qwen_stack.sim.skills_node import SkillsNode  # noqa: E402
 
 
 class NeverDone:
