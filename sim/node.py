@@ -34,7 +34,7 @@ from qwen_stack.sim.robot_description import urdf  # noqa: E402
 from qwen_stack.sim.scenario import ScenarioError, load_layout  # noqa: E402
 from qwen_stack.topics import SIM_ATTACH, SIM_DETACH, SIM_SET_PAN  # noqa: E402
 from qwen_stack.sim.simulator import LaserSpec, Simulator  # noqa: E402
-from qwen_stack.sim.stepping import SensorSchedule  # noqa: E402
+from qwen_stack.sim.stepping import RealTimePacer, SensorSchedule  # noqa: E402
 
 MAX_LAG_S = 0.25  # behind real time by more than this: give up catching up (the sim runs slower)
 
@@ -159,18 +159,14 @@ class SimNode(Node):
 
     def _loop(self) -> None:
         cfg, sim = self.config, self.sim
-        wall0, sim0 = time.monotonic(), sim.time
+        pacer = RealTimePacer(cfg.real_time_factor, sim.timestep, MAX_LAG_S, time.monotonic(), sim.time)
         while not self._stop.is_set() and rclpy.ok():
-            target = sim0 + (time.monotonic() - wall0) * cfg.real_time_factor
-            if sim.time >= target:
-                time.sleep(min(0.002, (sim.time - target) / cfg.real_time_factor + 1e-4))
+            sleep_s, steps, lagging = pacer.next(time.monotonic(), sim.time, self.schedule.next_due())
+            if sleep_s:
+                time.sleep(sleep_s)
                 continue
-            if target - sim.time > MAX_LAG_S:  # cannot keep up: re-anchor instead of spiralling
+            if lagging:
                 self.get_logger().warning("simulation slower than real time", throttle_duration_sec=10.0)
-                wall0, sim0 = time.monotonic(), sim.time
-                target = sim.time + sim.timestep
-            until = min(target, self.schedule.next_due())
-            steps = max(1, math.ceil((until - sim.time) / sim.timestep - 1e-9))
             with self.lock:
                 sim.step(steps)
                 due = self.schedule.pop_due(sim.time)

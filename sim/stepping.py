@@ -28,3 +28,26 @@ class SensorSchedule:
                 nxt = due + self.period[k]
                 self.due[k] = nxt if nxt > now + EPS else now + self.period[k]
         return fired
+
+
+class RealTimePacer:
+    """Keeps sim time = wall time x real_time_factor: for each turn of the stepping loop, how long to sleep or
+    how many physics steps to take (never past the next sensor deadline, so sensors are read on time). Behind
+    by more than max_lag_s (the machine cannot keep up), it re-anchors instead of spiralling: the simulation
+    then runs slower than real time, and says so."""
+
+    def __init__(self, real_time_factor: float, timestep: float, max_lag_s: float, wall0: float, sim0: float):
+        self.rtf, self.timestep, self.max_lag_s = real_time_factor, timestep, max_lag_s
+        self.wall0, self.sim0 = wall0, sim0
+
+    def next(self, wall: float, sim_time: float, next_due: float) -> tuple[float, int, bool]:
+        """-> (sleep_s, steps, re_anchored); either sleep_s > 0 and steps == 0, or steps >= 1."""
+        target = self.sim0 + (wall - self.wall0) * self.rtf
+        if sim_time >= target:
+            return min(0.002, (sim_time - target) / self.rtf + 1e-4), 0, False
+        lagging = target - sim_time > self.max_lag_s
+        if lagging:
+            self.wall0, self.sim0 = wall, sim_time
+            target = sim_time + self.timestep
+        until = min(target, next_due)
+        return 0.0, max(1, math.ceil((until - sim_time) / self.timestep - EPS)), lagging
