@@ -25,14 +25,16 @@ from qwen_stack.geometry import yaw_of
 from qwen_stack.qwen_node.agent.world_view import SensorWorldView
 
 
+# the supervisor's e-stop state and this node's status: the last message, kept for late joiners
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
 class AgentNode(Node):
     def __init__(self) -> None:
         super().__init__("qwen_node")
         from qwen_stack_interfaces.action import RunTask
         from qwen_stack_interfaces.msg import ToolCall
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState, LaserScan
-        from nav_msgs.msg import Odometry
-        from std_msgs.msg import Bool, String
+        from std_msgs.msg import String
 
         self._RunTask, self._ToolCall, self._String = RunTask, ToolCall, String
         self.s = s = settings_from_node(self, AgentSettings)
@@ -57,6 +59,21 @@ class AgentNode(Node):
         self.task_text, self.steps, self.state = "", 0, "idle"
         self.timings: list[tuple[str, float]] = []   # (event, monotonic time) of the current task, for bench
 
+        self._subscribe_inputs()
+        self._advertise()
+        self.create_timer(1.0, self._publish_status, callback_group=self.sensors)
+        if not self.backend.is_model:
+            self.get_logger().warn(f"backend {self.backend.name}: NOT a language model, it replays a fixed script")
+        self.get_logger().info(f"qwen_node ready: backend={s.backend} camera={s.camera} tools={sorted(self.registry.tools)}")
+        self._publish_status()
+
+    def _subscribe_inputs(self) -> None:
+        """Camera (as configured), CameraInfo, laser, odometry, joints, perception's objects, safety state."""
+        from nav_msgs.msg import Odometry
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState, LaserScan
+        from std_msgs.msg import Bool
+
+        s = self.s
         sd, grp = qos_profile_sensor_data, self.sensors
         if s.camera == "raw":
             self.create_subscription(Image, topics.CAMERA_IMAGE, self._on_image, sd, callback_group=grp)
@@ -74,21 +91,17 @@ class AgentNode(Node):
             self.create_subscription(DetectedObjects, topics.PERCEPTION_OBJECTS, lambda m: self.world.set_objects(
                 detected_objects_to_dicts(m), m.header.stamp.sec + m.header.stamp.nanosec * 1e-9), 10,
                 callback_group=grp)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.create_subscription(Bool, topics.SAFETY_ESTOP_STATE, self._on_estop, latched, callback_group=grp)
+        self.create_subscription(Bool, topics.SAFETY_ESTOP_STATE, self._on_estop, LATCHED, callback_group=grp)
         self.create_subscription(Bool, topics.TELEOP_LOCK, self._on_teleop, 10, callback_group=grp)
 
-        self.pub_thinking = self.create_publisher(String, topics.AGENT_THINKING, 50)
-        self.pub_status = self.create_publisher(String, topics.AGENT_STATUS, latched)
-        self.pub_calls = self.create_publisher(ToolCall, topics.AGENT_TOOL_CALLS, 50)
-        self.server = ActionServer(self, RunTask, topics.AGENT_RUN_TASK, self._execute, callback_group=self.task_group,
+    def _advertise(self) -> None:
+        """agent/thinking, agent/status (latched), agent/tool_calls and the RunTask action."""
+        self.pub_thinking = self.create_publisher(self._String, topics.AGENT_THINKING, 50)
+        self.pub_status = self.create_publisher(self._String, topics.AGENT_STATUS, LATCHED)
+        self.pub_calls = self.create_publisher(self._ToolCall, topics.AGENT_TOOL_CALLS, 50)
+        self.server = ActionServer(self, self._RunTask, topics.AGENT_RUN_TASK, self._execute, callback_group=self.task_group,
                                    goal_callback=self._on_goal, cancel_callback=self._on_cancel,
                                    feedback_pub_qos_profile=QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE))
-        self.create_timer(1.0, self._publish_status, callback_group=grp)
-        if not self.backend.is_model:
-            self.get_logger().warn(f"backend {self.backend.name}: NOT a language model, it replays a fixed script")
-        self.get_logger().info(f"qwen_node ready: backend={s.backend} camera={s.camera} tools={sorted(self.registry.tools)}")
-        self._publish_status()
 
     # --- sensors and safety state ---------------------------------------------------------
     def _on_image(self, m) -> None:
