@@ -70,6 +70,7 @@ class TextConfig:
     attention_bias: bool = False
     tie_word_embeddings: bool = False
     max_position_embeddings: int = 262144
+    mtp_num_hidden_layers: int = 0  # multi-token-prediction layers stored in the checkpoint (not run; the memory plan counts them)
 
     @property
     def is_moe(self) -> bool:
@@ -78,6 +79,50 @@ class TextConfig:
     @property
     def rotary_dim(self) -> int:
         return int(self.head_dim * self.partial_rotary_factor)
+
+
+_VISION = dict(
+    depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, patch_size=16, temporal_patch_size=2,
+    spatial_merge_size=2, in_channels=3, num_position_embeddings=2304,
+)
+_COMMON_TEXT = dict(
+    full_attention_interval=4, head_dim=256, num_key_value_heads=2, linear_num_key_heads=16, linear_key_head_dim=128,
+    linear_value_head_dim=128, linear_conv_kernel_dim=4, vocab_size=248320, tie_word_embeddings=False,
+    mtp_num_hidden_layers=1, max_position_embeddings=262144,
+)
+
+
+def _preset(arch: str, vision_out: int, **text) -> dict:
+    return {
+        "architectures": [arch],
+        "text_config": {**_COMMON_TEXT, **text},
+        "vision_config": {**_VISION, "out_hidden_size": vision_out},
+    }
+
+
+# The published Qwen3.5 configs (config.json of Qwen/Qwen3.5-397B-A17B, -122B-A10B, -35B-A3B, -27B), by name:
+# ModelConfig.from_name (gpt-fast's ModelArgs.from_name) for tools that plan for a model without its files.
+PRESETS: dict[str, dict] = {
+    "397B-A17B": _preset(
+        "Qwen3_5MoeForConditionalGeneration", 4096, hidden_size=4096, num_hidden_layers=60, num_attention_heads=32,
+        linear_num_value_heads=64, num_experts=512, num_experts_per_tok=10, moe_intermediate_size=1024,
+        shared_expert_intermediate_size=1024,
+    ),
+    "122B-A10B": _preset(
+        "Qwen3_5MoeForConditionalGeneration", 3072, hidden_size=3072, num_hidden_layers=48, num_attention_heads=32,
+        linear_num_value_heads=64, num_experts=256, num_experts_per_tok=8, moe_intermediate_size=1024,
+        shared_expert_intermediate_size=1024,
+    ),
+    "35B-A3B": _preset(
+        "Qwen3_5MoeForConditionalGeneration", 2048, hidden_size=2048, num_hidden_layers=40, num_attention_heads=16,
+        linear_num_value_heads=32, num_experts=256, num_experts_per_tok=8, moe_intermediate_size=512,
+        shared_expert_intermediate_size=512,
+    ),
+    "27B": _preset(
+        "Qwen3_5ForConditionalGeneration", 5120, hidden_size=5120, num_hidden_layers=64, num_attention_heads=24,
+        num_key_value_heads=4, linear_num_value_heads=48, intermediate_size=17408,
+    ),
+}
 
 
 @dataclass
@@ -90,6 +135,20 @@ class ModelConfig:
     video_token_id: int = 248057
     vision_start_token_id: int = 248053
     vision_end_token_id: int = 248054
+
+    @staticmethod
+    def from_name(name: str) -> "ModelConfig":
+        """A published Qwen3.5 model: "35B-A3B", "Qwen3.5-35B-A3B" or "Qwen/Qwen3.5-35B-A3B"."""
+        key = preset_key(name)
+        if key is None:
+            raise ConfigError(f"{name!r} is not a published Qwen3.5 model; known: {', '.join(PRESETS)}")
+        return parse_config(PRESETS[key])
+
+
+def preset_key(name: str) -> str | None:
+    """The PRESETS key a model name refers to, or None."""
+    key = name.removeprefix("Qwen/").removeprefix("Qwen3.5-")
+    return key if key in PRESETS else None
 
 
 # JSON types each Python kind accepts: no conversions, so "false" is not a bool and 4.5 is not an int
@@ -184,6 +243,7 @@ def _parse_text(d: dict, moe: bool, where: str, tie_default: bool) -> TextConfig
         attention_bias=_take(d, "attention_bias", bool, where, False),
         tie_word_embeddings=_take(d, "tie_word_embeddings", bool, where, tie_default),
         max_position_embeddings=_take(d, "max_position_embeddings", int, where, 262144, low=1),
+        mtp_num_hidden_layers=_take(d, "mtp_num_hidden_layers", int, where, 0, low=0),
     )
     if moe:
         cfg.num_experts = _take(d, "num_experts", int, where, low=1)

@@ -17,15 +17,10 @@ MTP (multi-token prediction) weights are on disk in the published checkpoints bu
 not load them; they are listed and counted only in the checkpoint size (``--with-mtp`` counts them
 as resident, as a runtime using them for speculative decoding would).
 
-Presets are the published Qwen3.5 configs (``config.json`` of Qwen/Qwen3.5-397B-A17B, -122B-A10B,
--35B-A3B and -27B, from memory of those files and their model cards; fields used: text_config
-hidden_size, num_hidden_layers, full_attention_interval (3 DeltaNet : 1 attention), num_attention_heads,
-num_key_value_heads, head_dim, linear_num_key_heads, linear_num_value_heads, linear_key_head_dim,
-linear_value_head_dim, linear_conv_kernel_dim, num_experts, num_experts_per_tok,
-moe_intermediate_size, shared_expert_intermediate_size / intermediate_size (dense 27B), vocab_size,
-tie_word_embeddings, mtp_num_hidden_layers; vision_config depth, hidden_size, intermediate_size,
-num_heads, patch_size, temporal_patch_size, spatial_merge_size, in_channels, num_position_embeddings,
-out_hidden_size). A path to a config.json (or a folder holding one) is read the same way.
+Presets are the published Qwen3.5 configs (engine/config.py PRESETS, ``ModelConfig.from_name``: config.json
+of Qwen/Qwen3.5-397B-A17B, -122B-A10B, -35B-A3B and -27B, from memory of those files and their model cards).
+A path to a config.json (or a folder holding one) is parsed by the engine's own parser (config.parse_config),
+so the plan and the engine can never read one file differently.
 """
 from __future__ import annotations
 
@@ -35,51 +30,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import PRESETS, ConfigError, ModelConfig, parse_config, preset_key
 from .nvfp4_checkpoint import DEFAULT_PRESET, EXCLUDE_PRESETS, is_excluded
 
 GB, GIB = 1e9, 2**30
-
-_VISION = dict(
-    depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, patch_size=16, temporal_patch_size=2,
-    spatial_merge_size=2, in_channels=3, num_position_embeddings=2304,
-)
-_COMMON_TEXT = dict(
-    full_attention_interval=4, head_dim=256, num_key_value_heads=2, linear_num_key_heads=16, linear_key_head_dim=128,
-    linear_value_head_dim=128, linear_conv_kernel_dim=4, vocab_size=248320, tie_word_embeddings=False,
-    mtp_num_hidden_layers=1, max_position_embeddings=262144,
-)
-
-
-def _preset(arch: str, vision_out: int, **text) -> dict:
-    return {
-        "architectures": [arch],
-        "text_config": {**_COMMON_TEXT, **text},
-        "vision_config": {**_VISION, "out_hidden_size": vision_out},
-    }
-
-
-PRESETS: dict[str, dict] = {
-    "397B-A17B": _preset(
-        "Qwen3_5MoeForConditionalGeneration", 4096, hidden_size=4096, num_hidden_layers=60, num_attention_heads=32,
-        linear_num_value_heads=64, num_experts=512, num_experts_per_tok=10, moe_intermediate_size=1024,
-        shared_expert_intermediate_size=1024,
-    ),
-    "122B-A10B": _preset(
-        "Qwen3_5MoeForConditionalGeneration", 3072, hidden_size=3072, num_hidden_layers=48, num_attention_heads=32,
-        linear_num_value_heads=64, num_experts=256, num_experts_per_tok=8, moe_intermediate_size=1024,
-        shared_expert_intermediate_size=1024,
-    ),
-    "35B-A3B": _preset(
-        "Qwen3_5MoeForConditionalGeneration", 2048, hidden_size=2048, num_hidden_layers=40, num_attention_heads=16,
-        linear_num_value_heads=32, num_experts=256, num_experts_per_tok=8, moe_intermediate_size=512,
-        shared_expert_intermediate_size=512,
-    ),
-    "27B": _preset(
-        "Qwen3_5ForConditionalGeneration", 5120, hidden_size=5120, num_hidden_layers=64, num_attention_heads=24,
-        num_key_value_heads=4, linear_num_value_heads=48, intermediate_size=17408,
-    ),
-}
-
 
 class PlanError(ValueError):
     """A config or an argument the planner cannot use (the message names it)."""
@@ -129,71 +83,35 @@ class ModelShape:
         return 2 * self.lin_k_heads * self.lin_k_dim + self.lin_v_heads * self.lin_v_dim
 
 
-def _field(d: dict, name: str, where: str, default=...):
-    if d.get(name) is None:
-        if default is ...:
-            raise PlanError(f"config: missing field {where}{name}")
-        return default
-    value = d[name]
-    if isinstance(default, bool) or isinstance(value, bool):
-        return bool(value)
-    if not isinstance(value, int) or value < 0:
-        raise PlanError(f"config: field {where}{name}={value!r} must be a non-negative integer")
-    return value
+def shape_of(cfg: ModelConfig) -> ModelShape:
+    """The engine's parsed config (one parser, engine/config.py) -> the numbers the plan counts."""
+    t, v = cfg.text, cfg.vision
+    vision = None if v is None else {k: getattr(v, k) for k in (
+        "depth", "hidden_size", "intermediate_size", "patch_size", "temporal_patch_size", "spatial_merge_size",
+        "in_channels", "num_position_embeddings", "out_hidden_size")}
+    return ModelShape(
+        hidden=t.hidden_size, layer_types=tuple(t.layer_types), heads=t.num_attention_heads,
+        kv_heads=t.num_key_value_heads, head_dim=t.head_dim, lin_k_heads=t.linear_num_key_heads,
+        lin_v_heads=t.linear_num_value_heads, lin_k_dim=t.linear_key_head_dim, lin_v_dim=t.linear_value_head_dim,
+        conv_kernel=t.linear_conv_kernel_dim, vocab=t.vocab_size, tie_embeddings=t.tie_word_embeddings,
+        mtp_layers=t.mtp_num_hidden_layers, num_experts=t.num_experts, top_k=t.num_experts_per_tok,
+        moe_intermediate=t.moe_intermediate_size, shared_intermediate=t.shared_expert_intermediate_size,
+        dense_intermediate=t.intermediate_size, vision=vision, text_prefix=cfg.text_prefix)
 
 
 def shape_from_config(raw: dict) -> ModelShape:
-    """config.json contents (text_config nested or flat) -> ModelShape; PlanError names bad fields."""
-    arch = (raw.get("architectures") or [""])[0]
-    nested = "text_config" in raw
-    t, where = (raw["text_config"], "text_config.") if nested else (raw, "")
-    n_layers = _field(t, "num_hidden_layers", where)
-    layer_types = t.get("layer_types")
-    if layer_types is None:
-        interval = _field(t, "full_attention_interval", where, 4)
-        if interval == 0:
-            raise PlanError(f"config: field {where}full_attention_interval must be > 0")
-        layer_types = ["full_attention" if (i + 1) % interval == 0 else "linear_attention" for i in range(n_layers)]
-    if len(layer_types) != n_layers or set(layer_types) - {"full_attention", "linear_attention"}:
-        raise PlanError(f"config: field {where}layer_types must list {n_layers} of full_attention/linear_attention")
-    num_experts = _field(t, "num_experts", where, 0)
-    vision = raw.get("vision_config") if "ForConditionalGeneration" in arch or "vision_config" in raw else None
-    if vision is not None:
-        vision = {k: _field(vision, k, "vision_config.", dflt) for k, dflt in (
-            ("depth", ...), ("hidden_size", ...), ("intermediate_size", ...), ("patch_size", 16),
-            ("temporal_patch_size", 2), ("spatial_merge_size", 2), ("in_channels", 3),
-            ("num_position_embeddings", 2304), ("out_hidden_size", ...),
-        )}
-    hidden = _field(t, "hidden_size", where)
-    return ModelShape(
-        hidden=hidden,
-        layer_types=tuple(layer_types),
-        heads=_field(t, "num_attention_heads", where),
-        kv_heads=_field(t, "num_key_value_heads", where),
-        head_dim=_field(t, "head_dim", where, hidden // max(_field(t, "num_attention_heads", where), 1)),
-        lin_k_heads=_field(t, "linear_num_key_heads", where),
-        lin_v_heads=_field(t, "linear_num_value_heads", where),
-        lin_k_dim=_field(t, "linear_key_head_dim", where),
-        lin_v_dim=_field(t, "linear_value_head_dim", where),
-        conv_kernel=_field(t, "linear_conv_kernel_dim", where, 4),
-        vocab=_field(t, "vocab_size", where),
-        tie_embeddings=bool(raw.get("tie_word_embeddings", t.get("tie_word_embeddings", False))),
-        mtp_layers=_field(t, "mtp_num_hidden_layers", where, 0),
-        num_experts=num_experts,
-        top_k=_field(t, "num_experts_per_tok", where) if num_experts else 0,
-        moe_intermediate=_field(t, "moe_intermediate_size", where) if num_experts else 0,
-        shared_intermediate=_field(t, "shared_expert_intermediate_size", where) if num_experts else 0,
-        dense_intermediate=0 if num_experts else _field(t, "intermediate_size", where),
-        vision=vision,
-        text_prefix="model.language_model." if nested else "model.",
-    )
+    """config.json contents -> ModelShape; PlanError names bad fields (the engine's parser's message)."""
+    try:
+        return shape_of(parse_config(raw))
+    except ConfigError as exc:
+        raise PlanError(str(exc)) from None
 
 
 def load_shape(model: str) -> tuple[str, ModelShape]:
     """--model: a preset name (with or without "Qwen3.5-") or a config.json path / folder."""
-    key = model.removeprefix("Qwen3.5-").removeprefix("Qwen/Qwen3.5-")
-    if key in PRESETS:
-        return f"Qwen3.5-{key}", shape_from_config(PRESETS[key])
+    key = preset_key(model)
+    if key is not None:
+        return f"Qwen3.5-{key}", shape_of(ModelConfig.from_name(key))
     path = Path(model)
     if path.is_dir():
         path = path / "config.json"

@@ -123,3 +123,17 @@ def test_generate_reports_a_truncated_file_in_one_line(checkpoint, tmp_path, cap
     assert generate_main(["--model", str(bad), "--prompt", "hi", "--max-new-tokens", "1"]) == 2
     err = capsys.readouterr().err
     assert str(f) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_published_models_by_name_parse_with_the_engines_parser():
+    from qwen_stack.qwen_node.engine.config import PRESETS, ConfigError, ModelConfig
+
+    for key in PRESETS:
+        for name in (key, f"Qwen3.5-{key}", f"Qwen/Qwen3.5-{key}"):
+            cfg = ModelConfig.from_name(name)
+            assert cfg.vision is not None and cfg.text.mtp_num_hidden_layers == 1
+            assert cfg.text.layer_types.count("full_attention") * 4 == cfg.text.num_hidden_layers   # 3:1 pattern
+    assert ModelConfig.from_name("35B-A3B").text.num_experts == 256
+    assert ModelConfig.from_name("27B").text.num_experts == 0
+    with pytest.raises(ConfigError, match="not a published Qwen3.5 model; known: 397B-A17B"):
+        ModelConfig.from_name("Qwen3.5-1T")
