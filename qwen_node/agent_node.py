@@ -170,12 +170,7 @@ class AgentNode(Node):
         if hasattr(self.backend, "reset"):
             self.backend.reset()
 
-        def feedback(kind: str, text: str):
-            fb = self._RunTask.Feedback()
-            fb.kind, fb.text = kind, text
-            return fb
-
-        deltas = DeltaCoalescer(lambda kind, text: goal_handle.publish_feedback(feedback(kind, text)))
+        deltas = DeltaCoalescer(lambda kind, text: goal_handle.publish_feedback(self._feedback(kind, text)))
 
         def on_event(ev: AgentEvent) -> None:
             if ev.kind in ("thinking", "text"):
@@ -183,16 +178,10 @@ class AgentNode(Node):
                 deltas.add(ev.kind, ev.text)
                 return
             deltas.flush()
-            fb = feedback(ev.kind, ev.text)
+            fb = self._feedback(ev.kind, ev.text)
             if ev.tool_call is not None:
-                rec = ev.tool_call
-                self.steps = rec.step + 1
-                msg = self._ToolCall(task_id=task_id, step=rec.step, name=rec.name,
-                                     arguments_json=json.dumps(rec.arguments), actuating=rec.actuating,
-                                     status=rec.status, result_json=rec.result_json if rec.result else "")
-                msg.stamp = self.get_clock().now().to_msg()
-                fb.tool_call = msg
-                self.pub_calls.publish(msg)
+                self.steps = ev.tool_call.step + 1
+                fb.tool_call = self._publish_tool_call(task_id, ev.tool_call)
             if ev.kind == "status":
                 self.get_logger().info(ev.text)
             goal_handle.publish_feedback(fb)
@@ -208,7 +197,24 @@ class AgentNode(Node):
             time.sleep(0.1)
         finally:
             self.cancel = None
-        out = self._RunTask.Result(success=result.success, message=result.message, steps=result.steps)
+        return self._finish(goal_handle, task_id, result)
+
+    def _feedback(self, kind: str, text: str):
+        fb = self._RunTask.Feedback()
+        fb.kind, fb.text = kind, text
+        return fb
+
+    def _publish_tool_call(self, task_id: str, rec):
+        """A planner's tool-call record -> qwen_stack_interfaces/ToolCall on agent/tool_calls (also returned)."""
+        msg = self._ToolCall(task_id=task_id, step=rec.step, name=rec.name, arguments_json=json.dumps(rec.arguments),
+                             actuating=rec.actuating, status=rec.status,
+                             result_json=rec.result_json if rec.result else "")
+        msg.stamp = self.get_clock().now().to_msg()
+        self.pub_calls.publish(msg)
+        return msg
+
+    def _finish(self, goal_handle, task_id: str, result):
+        """The goal's end state (canceled / succeeded / aborted), the status, the action result."""
         if goal_handle.is_cancel_requested:
             goal_handle.canceled()
         elif result.success:
@@ -218,7 +224,7 @@ class AgentNode(Node):
         self.state = "succeeded" if result.success else f"failed: {result.message}"
         self.get_logger().info(f"task {task_id} {'succeeded' if result.success else 'failed'}: {result.message}")
         self._publish_status()
-        return out
+        return self._RunTask.Result(success=result.success, message=result.message, steps=result.steps)
 
     def _publish_status(self) -> None:
         self.pub_status.publish(self._String(data=json.dumps({
