@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             proxy["executor"].shutdown(timeout_sec=1.0)
         if getattr(node, "proxy_node", None) is not None:
             node.proxy_node.destroy_node()
-        if hasattr(node, "cmd_pub"):
-            node.send_zero()                           # leave the base stopped
+        if hasattr(node, "reporter"):                  # configured: leave the base stopped, with its verdict
+            node.send_zero("supervisor stopping")
 
     return run_node("safety_supervisor", node_cls, argv=argv, start=start, on_stop=on_stop)
 

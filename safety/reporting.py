@@ -63,6 +63,14 @@ class SupervisorReporter:
         self.node.verdict_pub.publish(self._verdict_msg(result.verdict, result.source, requested, sent,
                                                         result.estop_latched))
 
+    def stop(self, reason: str, latched: bool = False) -> None:
+        """A zero sent outside a control step: its STOP verdict and audit record (send before the zero)."""
+        verdict = Verdict(VerdictLevel.STOP, (reason,))
+        self.level_counts[verdict.level.name] += 1
+        self.audit.write("step", "supervisor", self.now(self.node), level=verdict.level.name, reasons=[reason],
+                         requested=[0.0, 0.0], sent=[0.0, 0.0], estop_latched=bool(latched))
+        self.node.verdict_pub.publish(self._verdict_msg(verdict, "supervisor", latched=latched))
+
     def action(self, service: str, source: str, arguments_json: str, verdict: Verdict, accepted: bool) -> None:
         self.level_counts[verdict.level.name] += 1
         self.node.verdict_pub.publish(self._verdict_msg(verdict, f"action:{service}",

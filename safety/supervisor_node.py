@@ -132,11 +132,16 @@ class SafetySupervisor(LifecycleNode):
     def on_deactivate(self, state):
         self.destroy_timer(self.timer)
         self.destroy_timer(self.diag_timer)
-        self.send_zero()
+        self.send_zero("supervisor deactivated")
         return super().on_deactivate(state)
 
-    def send_zero(self):
-        self.cmd_pub.publish(Twist())          # leave the base stopped
+    def send_zero(self, reason: str):
+        """Zero on cmd_vel outside a control step (deactivation, a failed callback, the node stopping), after its
+        STOP verdict and audit record, as every control step: each base command follows the verdict behind it."""
+        try:
+            self.reporter.stop(reason, latched=self.core.estop.latched)
+        finally:
+            self.cmd_pub.publish(Twist())      # leave the base stopped, whatever the reporting did
 
     # ---------------------------------------------------------------- never die on input
     def _guarded(self, what, callback, on_error=None):
@@ -152,7 +157,7 @@ class SafetySupervisor(LifecycleNode):
                     self.get_logger().error(f"callback failed, base sent zero: {reason}")
                     self.audit.write("fault", what, _now(self), reason=reason)
                     if what not in (T.SAFETY_CALL_TOOL, T.SAFETY_APPROVE):   # the control path: stop
-                        self.send_zero()
+                        self.send_zero(f"callback failed: {reason}")
                 except Exception:  # noqa: BLE001 - reporting must not raise either
                     pass
                 return on_error(args, reason) if on_error is not None else None

@@ -466,3 +466,20 @@ def test_zones_are_latched_for_late_viewers_from_the_validated_config(harness, r
     assert zones["robot_radius"] == 0.2
     assert zones["geofence"] == [[-5.0, -5.0], [5.0, -5.0], [5.0, 5.0], [-5.0, 5.0]]
     assert len(zones["stop_zone"]) >= 3 and len(zones["slowdown_zone"]) >= 3
+
+
+def test_stopping_the_supervisor_sends_zero_after_its_stop_verdict(harness, ros_env, tmp_path):
+    sup = _start(ros_env, tmp_path)
+    try:
+        harness.autonomy_cmd = (0.2, 0.0)
+        harness.wait_output(0.2, 30.0)
+    finally:
+        out = _stop(sup)
+    assert "Traceback" not in out, out
+    harness.wait_for(lambda: any("supervisor stopping" in v.reasons for v in harness.verdicts), 5.0, "stop verdict")
+    harness.wait_for(lambda: harness.outputs and harness.outputs[-1][1:] == (0.0, 0.0), 5.0, "the last command zero")
+    with harness.lock:
+        stop_verdict = next(v for v in harness.verdicts if "supervisor stopping" in v.reasons)
+    assert stop_verdict.level_name == "STOP" and stop_verdict.source == "supervisor"
+    last = _audit(tmp_path)[-1]     # on disk before anything was published
+    assert last["kind"] == "step" and last["level"] == "STOP" and last["reasons"] == ["supervisor stopping"]
