@@ -27,7 +27,9 @@ def call(name, **params):
 
 @pytest.fixture(scope="module")
 def registry():
-    return ToolRegistry.from_dict(yaml.safe_load(config_file("tools.yaml").read_text()), srv_file_request_fields)
+    """As qwen_node builds it: the tools with the safety policy's ranges (their only source)."""
+    return ToolRegistry.from_dict(yaml.safe_load(config_file("tools.yaml").read_text()), srv_file_request_fields,
+                                  yaml.safe_load(config_file("safety_policy.yaml").read_text()))
 
 
 def make(registry, outputs, transport=None, world=None, cfg=PlannerConfig(), frames=None):
