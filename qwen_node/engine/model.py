@@ -97,19 +97,29 @@ class FusedExperts(nn.Module):
                 ye = F.linear(F.silu(gate) * up, self.down_proj[e]) * w
                 out = ye if out is None else out + ye
             return out
-        flat = top_idx.reshape(-1)                                   # [N*K] expert of each (token, slot)
-        order = flat.argsort()                                       # slots grouped by expert
-        counts = torch.bincount(flat, minlength=self.num_experts).tolist()
-        xs = x[order // K]                                           # [N*K, D] token rows in expert order
-        ys = torch.empty_like(xs)
-        start = 0
-        for e, n in enumerate(counts):
-            if n:
-                gate, up = F.linear(xs[start:start + n], self.gate_up_proj[e]).chunk(2, dim=-1)
-                ys[start:start + n] = F.linear(F.silu(gate) * up, self.down_proj[e])
-                start += n
-        ys = ys * top_w.reshape(-1)[order, None].to(ys.dtype)
-        return ys[order.argsort()].view(N, K, -1).sum(1)             # back to (token, slot), sum the K slots
+        return grouped_experts(x, top_idx, top_w, self.num_experts,
+                               lambda e: (self.gate_up_proj[e], self.down_proj[e]))
+
+
+def grouped_experts(x, top_idx, top_w, num_experts: int, weights_of) -> torch.Tensor:
+    """Prefill of routed experts: the (token, slot) rows grouped by expert, two GEMMs per active expert with
+    weights_of(e) -> (gate_up [2I, D], down [D, I]), weighted and summed back per token. x: [N, D]; top_idx,
+    top_w: [N, K] -> [N, D]. One loop for the bf16/fp32 experts and the NVFP4 ones (tiles dequantized per expert)."""
+    N, K = top_idx.shape
+    flat = top_idx.reshape(-1)                                   # [N*K] expert of each (token, slot)
+    order = flat.argsort()                                       # slots grouped by expert
+    counts = torch.bincount(flat, minlength=num_experts).tolist()
+    xs = x[order // K]                                           # [N*K, D] token rows in expert order
+    ys = torch.empty_like(xs)
+    start = 0
+    for e, n in enumerate(counts):
+        if n:
+            gate_up, down = weights_of(e)
+            gate, up = F.linear(xs[start:start + n], gate_up).chunk(2, dim=-1)
+            ys[start:start + n] = F.linear(F.silu(gate) * up, down)
+            start += n
+    ys = ys * top_w.reshape(-1)[order, None].to(ys.dtype)
+    return ys[order.argsort()].view(N, K, -1).sum(1)             # back to (token, slot), sum the K slots
 
 
 LinearBuilder = Callable[[str, int, int, bool], nn.Module]        # (name, in_features, out_features, bias)

@@ -28,7 +28,7 @@ from torch import nn
 
 from .config import load_config
 from .loader import FusedExpertsSource, SafetensorsSource, TensorSource, load_model
-from .model import FusedExperts, LayerBuilders, plain_experts, plain_linear
+from .model import FusedExperts, LayerBuilders, grouped_experts, plain_experts, plain_linear
 from .nvfp4 import BLOCK_SIZE, NVFP4Linear, NVFP4Tensor, dequantize_nvfp4, dequantize_rows, nvfp4_matvec
 from .nvfp4_checkpoint import read_quant_config
 
@@ -141,21 +141,10 @@ class NVFP4Experts(nn.Module):
             gate, up = nvfp4_matvec(x, gu.weight, gu.weight_scale, gu.weight_scale_2, idx, 2).chunk(2, -1)
             ye = nvfp4_matvec(F.silu(gate) * up, dn.weight, dn.weight_scale, dn.weight_scale_2, idx, 1)  # [K, D]
             return (ye.float() * top_w[0, :, None].float()).sum(0, keepdim=True).to(x.dtype)
-        # prefill: as FusedExperts.forward, each active expert's weights dequantized whole (the reference's values,
-        # a C loop) right before its two GEMMs over the tokens routed to it
-        flat = top_idx.reshape(-1)                                   # [N*K] expert of each (token, slot)
-        order = flat.argsort()                                       # slots grouped by expert
-        counts = torch.bincount(flat, minlength=self.num_experts).tolist()
-        xs = x[order // K]                                           # [N*K, D] token rows in expert order
-        ys = torch.empty_like(xs)
-        start = 0
-        for e, n in enumerate(counts):
-            if n:
-                gate, up = F.linear(xs[start:start + n], self.gate_up_proj.tile(e, x.dtype)).chunk(2, dim=-1)
-                ys[start:start + n] = F.linear(F.silu(gate) * up, self.down_proj.tile(e, x.dtype))
-                start += n
-        ys = ys * top_w.reshape(-1)[order, None].to(ys.dtype)
-        return ys[order.argsort()].view(N, K, -1).sum(1)             # back to (token, slot), sum the K slots
+        # prefill: as FusedExperts, each active expert's weights dequantized whole (the reference's values, a C
+        # loop) right before its two GEMMs over the tokens routed to it
+        return grouped_experts(x, top_idx, top_w, self.num_experts,
+                               lambda e: (self.gate_up_proj.tile(e, x.dtype), self.down_proj.tile(e, x.dtype)))
 
     def forward_reference(self, x, top_idx, top_w):
         """Naive: dequantize every expert to x.dtype, then run the engine's FusedExperts."""
