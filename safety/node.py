@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
             node.proxy_node.destroy_node()
         if hasattr(node, "reporter"):                  # configured: leave the base stopped, with its verdict
             node.send_zero("supervisor stopping")
+            # the process ends next: give the reliable readers (the base driver) the verdict and the zero first
+            from rclpy.duration import Duration
+            for pub in (node.verdict_pub, node.cmd_pub):
+                pub.wait_for_all_acked(Duration(seconds=1.0))
 
     return run_node("safety_supervisor", node_cls, argv=argv, start=start, on_stop=on_stop)
 

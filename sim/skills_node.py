@@ -17,6 +17,7 @@ from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.client import Client
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import JointState
@@ -290,7 +291,8 @@ class SkillsNode(Node):
 def main(args: list[str] | None = None) -> int:
     def on_stop(node: SkillsNode) -> None:
         node.stopping.set()            # a running motion skill ends (and sends its own zero) at once
-        node._send(Twist2D(0.0, 0.0))  # leave the base stopped
+        node._send(Twist2D(0.0, 0.0))  # leave the base stopped: delivered before the process ends
+        node.pub_cmd.wait_for_all_acked(Duration(seconds=1.0))
     # Several threads: a skill callback waits on odometry that another thread must deliver.
     return run_node("skills_node", SkillsNode, argv=args,
                     config_errors=(SimConfigError, RobotConfigError, SkillsUnavailable),
