@@ -83,6 +83,11 @@ def run_node(name: str, make_node: Callable[[], N], *, argv: list[str] | None = 
             stop.set()                 # threads of the node that watch `stop` end now
             if on_stop is not None:
                 on_stop(node)
+            # MultiThreadedExecutor: let the callbacks in flight end first. rclpy's shutdown destroys the guard
+            # condition they signal when done, and each would end in "exception was never retrieved".
+            pool = getattr(executor, "_executor", None)
+            if pool is not None:
+                pool.shutdown(wait=True)
             executor.shutdown(timeout_sec=2.0)
             node.destroy_node()
         return 0

@@ -28,7 +28,11 @@ CHILD = textwrap.dedent("""
             raise Bad("parameter 'speed' must be positive")
         node = rclpy.create_node("node_main_probe")
         node.pub = node.create_publisher(String, "node_main_probe", 10)
-        node.create_timer(0.05, lambda: time.sleep(0.3))    # busy: the signal lands inside a callback
+        if "--threads" in sys.argv:    # a stream of short callbacks, some in flight on the pool's threads at the stop
+            node.create_subscription(String, "node_main_probe", lambda m: time.sleep(0.05), 10)
+            node.create_timer(0.01, lambda: node.pub.publish(String(data="x")))
+        else:                          # busy: the signal lands inside a callback
+            node.create_timer(0.05, lambda: time.sleep(0.3))
         print("spinning", flush=True)
         return node
 
@@ -37,6 +41,8 @@ CHILD = textwrap.dedent("""
         node.pub.publish(String(data="stop"))                 # raises if the context is already invalid
         print("last message published", flush=True)
 
+    if "--threads" in sys.argv:        # no last duty: the executor's shutdown follows the spin at once
+        sys.exit(run_node("probe", make, argv=[], threads=4))
     sys.exit(run_node("probe", make, argv=[], config_errors=(Bad,), on_stop=on_stop))
 """)
 
@@ -60,6 +66,22 @@ def test_the_last_duty_runs_with_a_valid_context(ros_env, sig):
         assert p.returncode == 0, err
         assert "last message published" in out, err
         assert "Traceback" not in err, err
+
+
+def test_callbacks_in_flight_on_a_multithreaded_executor_end_cleanly(ros_env):
+    """rclpy's shutdown destroys the guard condition that callbacks signal when they end; callbacks still in
+    flight on the pool's threads then each printed "The following exception was never retrieved"."""
+    for _ in range(3):
+        p = _start(ros_env, "--threads")
+        try:
+            assert p.stdout.readline().strip() == "spinning"
+            time.sleep(1.0)
+            p.send_signal(signal.SIGINT)
+            out, err = p.communicate(timeout=20)
+        finally:
+            p.kill()
+        assert p.returncode == 0, err
+        assert "never retrieved" not in err and "Traceback" not in err, err
 
 
 def test_bad_configuration_exits_2_with_the_message(ros_env):
