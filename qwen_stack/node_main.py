@@ -31,24 +31,28 @@ def install_stop_handlers(stop: threading.Event) -> None:
         signal.signal(sig, on_signal)
 
 
-def spin_until(executor, stop: threading.Event, context=None) -> None:
+def spin_until(executor, stop: threading.Event) -> None:
     """Spin `executor` until `stop` is set or the ROS context is shut down."""
-    ok = (lambda: context.ok()) if context is not None else _default_ok
-    while not stop.is_set() and ok():
+    import rclpy
+
+    while not stop.is_set() and rclpy.ok():
         executor.spin_once(timeout_sec=SPIN_SLICE_S)
 
 
-def _default_ok() -> bool:
-    import rclpy
-
-    return rclpy.ok()
+def shutdown_executor(executor, timeout_sec: float = 2.0) -> None:
+    """Shut an executor down once the callbacks in flight on a MultiThreadedExecutor's pool have ended: rclpy's
+    shutdown destroys the guard condition they signal when done, and each would end in "exception was never
+    retrieved"."""
+    pool = getattr(executor, "_executor", None)
+    if pool is not None:
+        pool.shutdown(wait=True)
+    executor.shutdown(timeout_sec=timeout_sec)
 
 
 def run_node(name: str, make_node: Callable[[], N], *, argv: list[str] | None = None,
              config_errors: tuple[type[BaseException], ...] = (), threads: int = 1,
              start: Callable[[N, threading.Event], int | None] | None = None,
-             on_stop: Callable[[N], None] | None = None,
-             stop: threading.Event | None = None) -> int:
+             on_stop: Callable[[N], None] | None = None) -> int:
     """Init rclpy, build the node, spin it until SIGINT/SIGTERM, stop it cleanly; the exit code.
 
     make_node() raising one of `config_errors` prints "<name>: <error>" and returns 2.
@@ -60,7 +64,7 @@ def run_node(name: str, make_node: Callable[[], N], *, argv: list[str] | None = 
     from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
-    stop = stop if stop is not None else threading.Event()
+    stop = threading.Event()
     rclpy.init(args=sys.argv if argv is None else argv, signal_handler_options=SignalHandlerOptions.NO)
     install_stop_handlers(stop)
     try:
@@ -83,12 +87,7 @@ def run_node(name: str, make_node: Callable[[], N], *, argv: list[str] | None = 
             stop.set()                 # threads of the node that watch `stop` end now
             if on_stop is not None:
                 on_stop(node)
-            # MultiThreadedExecutor: let the callbacks in flight end first. rclpy's shutdown destroys the guard
-            # condition they signal when done, and each would end in "exception was never retrieved".
-            pool = getattr(executor, "_executor", None)
-            if pool is not None:
-                pool.shutdown(wait=True)
-            executor.shutdown(timeout_sec=2.0)
+            shutdown_executor(executor)
             node.destroy_node()
         return 0
     finally:

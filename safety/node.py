@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import threading
 
-from qwen_stack.node_main import run_node, spin_until
+from qwen_stack.node_main import run_node, shutdown_executor, spin_until
 from qwen_stack.rosenv import apply_to_current_process
 
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     def on_stop(node) -> None:
         if "thread" in proxy:
             proxy["thread"].join(timeout=2.0)          # `stop` is set: it ends within one spin slice
-            proxy["executor"].shutdown(timeout_sec=1.0)
+            shutdown_executor(proxy["executor"], timeout_sec=1.0)
         if getattr(node, "proxy_node", None) is not None:
             node.proxy_node.destroy_node()
         if hasattr(node, "reporter"):                  # configured: leave the base stopped, with its verdict

@@ -78,48 +78,48 @@ async def state(_: Role = Depends(viewer), ctx: ConsoleContext = Depends(context
 
 @router.post("/estop")
 async def estop(_: Role = Depends(controller),
-                 ctx: ConsoleContext = Depends(context)) -> dict:
+                ctx: ConsoleContext = Depends(context)) -> dict:
     ctx.backend.trigger_estop()
     return {"ok": True, "message": "e-stop sent to the supervisor"}
 
 
 @router.post("/estop/reset")
 async def estop_reset(body: ResetBody, _: Role = Depends(controller),
-                 ctx: ConsoleContext = Depends(context)) -> JSONResponse:
+                      ctx: ConsoleContext = Depends(context)) -> JSONResponse:
     reason = text_field("reason", body.reason, ctx.settings.max_text_chars)   # checked before anything is sent
     return _outcome(await ctx.backend.reset_estop(reason, ctx.settings.operator_name))
 
 
 @router.post("/teleop/take_over")
 async def take_over(_: Role = Depends(controller),
-                 ctx: ConsoleContext = Depends(context)) -> dict:
+                    ctx: ConsoleContext = Depends(context)) -> dict:
     return {"control_id": ctx.backend.take_over()}
 
 
 @router.post("/teleop/heartbeat")
 async def control_heartbeat(body: ControlBody, _: Role = Depends(controller),
-                 ctx: ConsoleContext = Depends(context)) -> dict:
+                            ctx: ConsoleContext = Depends(context)) -> dict:
     ctx.backend.control_heartbeat(body.control_id)
     return {"ok": True}
 
 
 @router.post("/teleop/command")
 async def teleop_command(body: TeleopBody, _: Role = Depends(controller),
-                 ctx: ConsoleContext = Depends(context)) -> dict:
+                         ctx: ConsoleContext = Depends(context)) -> dict:
     cmd = ctx.backend.teleop_command(body.control_id, body.linear, body.angular)
     return {"linear": cmd.linear, "angular": cmd.angular}
 
 
 @router.post("/teleop/hand_back")
 async def hand_back(body: ControlBody, _: Role = Depends(controller),
-                 ctx: ConsoleContext = Depends(context)) -> dict:
+                    ctx: ConsoleContext = Depends(context)) -> dict:
     ctx.backend.hand_back(body.control_id)
     return {"ok": True}
 
 
 @router.post("/approvals/{request_id}")
 async def approve(request_id: str, body: ApprovalBody, _: Role = Depends(controller),
-                 ctx: ConsoleContext = Depends(context)) -> JSONResponse:
+                  ctx: ConsoleContext = Depends(context)) -> JSONResponse:
     if len(request_id) > MAX_REQUEST_ID_CHARS or not request_id.isprintable():
         raise HTTPException(422, f"'request_id' must be printable and at most {MAX_REQUEST_ID_CHARS} characters")
     outcome = await ctx.backend.approve(request_id, body.approved, ctx.settings.operator_name)
@@ -130,12 +130,12 @@ async def approve(request_id: str, body: ApprovalBody, _: Role = Depends(control
 
 @router.post("/task")
 async def start_task(body: TaskBody, _: Role = Depends(controller),
-                 ctx: ConsoleContext = Depends(context)) -> JSONResponse:
+                     ctx: ConsoleContext = Depends(context)) -> JSONResponse:
     instruction = text_field("instruction", body.instruction, ctx.settings.max_text_chars)
     return _outcome(await ctx.backend.start_task(instruction))
 
 
 @router.post("/task/cancel")
 async def cancel_task(_: Role = Depends(controller),
-                 ctx: ConsoleContext = Depends(context)) -> JSONResponse:
+                      ctx: ConsoleContext = Depends(context)) -> JSONResponse:
     return _outcome(await ctx.backend.cancel_task())
