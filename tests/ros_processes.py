@@ -1,6 +1,13 @@
 """ROS nodes as subprocesses for the tests: start one (`python -m <module> --ros-args ...`), write its
 parameter overrides, stop it (a signal, time to exit, then SIGKILL), or run a group of them with their logs;
-and call their services from the test process."""
+and call their services from the test process.
+
+A rule for every ROS test: never destroy an entity (publisher, subscription, client, service, timer, action
+client) of a node that an executor spins in another thread. The executor may be building its wait set from that
+node at that moment, and rclpy then raises InvalidHandle ("destruction was requested") in the spinning thread,
+which ends it: every later service response and message of that node's executor is lost. Use a node of its own
+that no executor spins (a publisher needs no spinning), or leave the entity to the node's teardown after the
+executor's shutdown. tests/foundation/test_entity_lifetime.py checks the project's sources for this."""
 from __future__ import annotations
 
 import json

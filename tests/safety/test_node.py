@@ -190,13 +190,17 @@ def _audit(tmp_path):
 
 
 def test_second_publisher_on_cmd_vel_is_reported(harness, supervisor):
-    rogue = harness.node.create_publisher(Twist, T.BASE_CMD_VEL, 10)
+    # On a node of its own that no executor spins, so that it can be destroyed while the harness runs (see
+    # tests/ros_processes.py: destroying an entity of a node another thread spins kills that thread).
+    rogue_node = rclpy.create_node("safety_test_harness_rogue")
+    rogue = rogue_node.create_publisher(Twist, T.BASE_CMD_VEL, 10)
     harness.wait_for(lambda: any(v.source == "cmd_vel" and any("second publisher" in r for r in v.reasons)
                                  for v in harness.verdicts), 10.0, "second-publisher verdict")
-    harness.wait_for(lambda: any(kv.key == "second_publishers" and "safety_test_harness" in kv.value
+    harness.wait_for(lambda: any(kv.key == "second_publishers" and "safety_test_harness_rogue" in kv.value
                                  for d in harness.diagnostics for s in d.status for kv in s.values),
                      10.0, "second publisher named on /diagnostics")
-    harness.node.destroy_publisher(rogue)
+    rogue_node.destroy_publisher(rogue)
+    rogue_node.destroy_node()
 
 
 def test_killing_the_command_source_stops_within_watchdog(harness, ros_env, tmp_path):
