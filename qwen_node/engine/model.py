@@ -7,7 +7,8 @@ Layer types are built through `LayerBuilders` so each can be replaced (NVFP4 lin
 experts at load time, TensorRT engines per layer type later): every linear layer of the decoder is
 created by `builders.linear(name, in_features, out_features, bias)` and the routed experts by
 `builders.experts(name, num_experts, hidden, intermediate)`, where `name` is the checkpoint-relative
-module name (e.g. "layers.3.mlp.experts"). See loader.py for how the names map to tensors.
+module name (e.g. "layers.3.mlp.experts"), and the output layer by `builders.lm_head(hidden, vocab)`. See
+loader.py for how the names map to tensors.
 """
 from __future__ import annotations
 
@@ -132,6 +133,10 @@ def plain_linear(name: str, in_features: int, out_features: int, bias: bool) -> 
 
 def plain_experts(name: str, num_experts: int, hidden: int, intermediate: int) -> nn.Module:
     return FusedExperts(num_experts, hidden, intermediate)
+
+
+def plain_lm_head(in_features: int, out_features: int) -> nn.Module:
+    return Linear(in_features, out_features, bias=False)
 
 
 # ----------------------------------------------------------------------------------------- rotary
@@ -401,6 +406,7 @@ class LayerBuilders:
     delta_net: Callable = GatedDeltaNet           # (cfg, name, linear) -> module(x, StepInputs)
     moe: Callable = SparseMoE                     # (cfg, name, linear, experts) -> module(x)
     dense_mlp: Callable = DenseMLP                # (name, hidden, intermediate, linear) -> module(x)
+    lm_head: Callable = plain_lm_head             # (hidden, vocab) -> module(h [N, D]) -> logits [N, V]
 
 
 class DecoderLayer(nn.Module):
@@ -463,7 +469,7 @@ class Qwen35ForGeneration(nn.Module):
         super().__init__()
         self.config = cfg
         self.text = TextModel(cfg.text, builders)
-        self.lm_head = Linear(cfg.text.hidden_size, cfg.text.vocab_size, bias=False)
+        self.lm_head = (builders or LayerBuilders()).lm_head(cfg.text.hidden_size, cfg.text.vocab_size)
         self.visual = None
         if cfg.vision is not None:
             from .vision import VisionTower
@@ -474,7 +480,8 @@ class Qwen35ForGeneration(nn.Module):
     def setup_caches(self, batch: int, max_len: int):
         """Allocate KV caches (full-attention layers) and conv/recurrent states (DeltaNet layers) once.
         Growing them later (a longer sequence than planned) keeps their content."""
-        dtype, device = self.lm_head.weight.dtype, self.lm_head.weight.device
+        # the embedding's dtype: the activations' (an NVFP4 lm_head holds uint8 codes)
+        dtype, device = self.text.embed_tokens.weight.dtype, self.text.embed_tokens.weight.device
         if (batch, max_len, dtype, device) == (self.cache.batch, self.cache.max_len, self.cache.dtype, self.cache.device):
             return
         for layer in self.text.layers:
@@ -489,7 +496,7 @@ class Qwen35ForGeneration(nn.Module):
         order) -> (inputs_embeds [1, T, D], position_ids [3, T], next position after the prompt)."""
         from .vision import multimodal_position_ids
         cfg = self.config
-        ids = torch.as_tensor(input_ids, dtype=torch.long).view(-1).to(self.lm_head.weight.device)
+        ids = torch.as_tensor(input_ids, dtype=torch.long).view(-1).to(self.text.embed_tokens.weight.device)
         x = self.embed(ids)                                                  # [T, D]
         if (images or videos) and self.visual is None:
             raise ValueError(f"{cfg.architecture} has no vision tower; images/videos cannot be used")

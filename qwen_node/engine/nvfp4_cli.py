@@ -6,7 +6,9 @@ large DeltaNet projections in NVFP4; router, gates, DeltaNet a/b, embeddings, lm
 and MTP head kept), ``mlp-only`` or ``experts-only``; ``--exclude`` adds glob patterns over module names;
 ``--preset none`` applies only the ``--exclude`` patterns. Whatever the patterns, the output always loads:
 a layer's routed experts are quantized all together or kept all together, and weights the engine builds as
-plain layers (embeddings, lm_head, vision tower) stay as they are; the summary counts both.
+plain layers (embeddings, vision tower) stay as they are; the summary counts both. ``--lm-head nvfp4`` puts
+the output layer in NVFP4 too (default ``keep``: why, with the measured accuracy, in nvfp4_checkpoint's
+docstring).
 """
 from __future__ import annotations
 
@@ -14,7 +16,16 @@ import argparse
 import statistics
 import sys
 
-from .nvfp4_checkpoint import DEFAULT_PRESET, EXCLUDE_PRESETS, CheckpointError, quantize_checkpoint
+from .nvfp4_checkpoint import (
+    DEFAULT_PRESET,
+    EXCLUDE_PRESETS,
+    LM_HEAD,
+    CheckpointError,
+    is_excluded,
+    quantize_checkpoint,
+)
+
+DEFAULT_LM_HEAD = "keep"    # measured accuracy and why: nvfp4_checkpoint's docstring
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[*EXCLUDE_PRESETS, "none"],
         help=f"which layers stay in source precision (default {DEFAULT_PRESET}, NVIDIA's published layout)",
     )
+    p.add_argument(
+        "--lm-head",
+        choices=("keep", "nvfp4"),
+        default=DEFAULT_LM_HEAD,
+        help=f"the output layer in source precision or in NVFP4 too (default {DEFAULT_LM_HEAD}; recorded in "
+        "hf_quant_config.json's exclude_modules; a tied lm_head gets its own packed tensor, the embedding stays)",
+    )
     p.add_argument("--shard-size-gb", type=float, default=4.0, help="max output shard size in GB (default 4)")
     p.add_argument("--no-error", action="store_true", help="skip the per-layer relative error measurement")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
@@ -46,6 +64,9 @@ def quantize_main(argv: list[str] | None = None) -> int:
     if args.shard_size_gb <= 0:
         print("qwen-stack quantize: --shard-size-gb must be > 0", file=sys.stderr)
         return 2
+    if args.lm_head == "nvfp4" and is_excluded(LM_HEAD, args.exclude):
+        print("qwen-stack quantize: --lm-head nvfp4 contradicts an --exclude pattern that names lm_head", file=sys.stderr)
+        return 2
     exclude = tuple(args.exclude) + (() if args.preset == "none" else EXCLUDE_PRESETS[args.preset])
     progress = None if args.quiet else (lambda msg: print(msg, flush=True))
     try:
@@ -57,6 +78,7 @@ def quantize_main(argv: list[str] | None = None) -> int:
             shard_bytes=int(args.shard_size_gb * 1e9),
             measure_error=not args.no_error,
             overwrite=args.overwrite,
+            lm_head=args.lm_head == "nvfp4",
         )
     except CheckpointError as exc:
         print(f"qwen-stack quantize: {exc}", file=sys.stderr)

@@ -1,9 +1,10 @@
 """Run the engine on NVFP4 checkpoints (ours and ModelOpt-format ones), weight-only, packed in memory.
 
 Plugs into the engine loader's hook (loader.py docstring): :func:`nvfp4_layer_builders` returns
-``LayerBuilders`` whose ``linear`` gives an :class:`~.nvfp4.NVFP4Linear` for every module the
+``LayerBuilders`` whose ``linear`` (and ``lm_head``) gives an :class:`~.nvfp4.NVFP4Linear` for every module the
 checkpoint stores quantized (``<module>.weight_scale_2`` present) and ``nn.Linear`` otherwise, and
-whose ``experts`` gives :class:`NVFP4Experts` for quantized routed experts. Their tensors are
+whose ``experts`` gives :class:`NVFP4Experts` for quantized routed experts. The embedding stays a plain
+lookup table whatever lm_head is (a tied lm_head is quantized into its own tensor, nvfp4_checkpoint). Their tensors are
 declared as uint8 / float8_e4m3fn / fp32, so the loader reads the packed bytes as they are: the
 whole model is never expanded; each matmul dequantizes one tile of its weight (NVFP4Linear) or one
 expert (NVFP4Experts) at a time.
@@ -28,9 +29,9 @@ from torch import nn
 
 from .config import load_config
 from .loader import FusedExpertsSource, SafetensorsSource, TensorSource, load_model
-from .model import FusedExperts, LayerBuilders, grouped_experts, plain_experts, plain_linear
+from .model import FusedExperts, LayerBuilders, grouped_experts, plain_experts, plain_lm_head, plain_linear
 from .nvfp4 import BLOCK_SIZE, NVFP4Linear, NVFP4Tensor, dequantize_nvfp4, dequantize_rows, nvfp4_matvec
-from .nvfp4_checkpoint import read_quant_config
+from .nvfp4_checkpoint import LM_HEAD, read_quant_config
 
 _SCALAR_LEAVES = ("weight_scale_2", "input_scale")
 
@@ -188,7 +189,13 @@ def nvfp4_layer_builders(source: TensorSource, text_prefix: str) -> LayerBuilder
             return plain_experts(name, num_experts, hidden, intermediate)
         raise ValueError(f"{text_prefix}{name}: some routed experts are NVFP4 and some are not; mixed experts are not supported")
 
-    return LayerBuilders(linear=linear, experts=experts)
+    def lm_head(hidden: int, vocab: int) -> nn.Module:
+        # checkpoint name "lm_head" (no text prefix); quantized only by `qwen-stack quantize --lm-head nvfp4`
+        if source.has(f"{LM_HEAD}.weight_scale_2"):
+            return _empty_nvfp4_linear(hidden, vocab, False)
+        return plain_lm_head(hidden, vocab)
+
+    return LayerBuilders(linear=linear, experts=experts, lm_head=lm_head)
 
 
 def load_nvfp4_model(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, device="cpu", progress: bool = False):

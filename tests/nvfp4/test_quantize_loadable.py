@@ -63,7 +63,8 @@ def test_an_exclusion_naming_one_expert_keeps_its_group(tmp_path, tiny_moe_dir):
 def test_without_exclusions_the_engine_plain_layers_stay(tmp_path, tiny_moe_dir):
     report = quantize_checkpoint(tiny_moe_dir, tmp_path / "q", (), measure_error=False)
     plain = set(report.engine_plain)
-    assert "lm_head" in plain and "model.language_model.embed_tokens" in plain
+    assert "model.language_model.embed_tokens" in plain
+    assert "lm_head" in report.excluded               # the --lm-head option alone decides, default keep
     assert any(m.startswith("model.visual.") for m in plain)
     assert f"{P}.0.mlp.gate" in report.quantized      # the router is a builder-made linear: allowed
     assert torch.isfinite(_run(load_model_auto(tmp_path / "q", dtype=torch.float32, progress=False))).all()
