@@ -86,6 +86,23 @@ def test_matvec_matches_reference(rows, n_in, dtype, scalar):
     assert_within_fp32_rounding(got, dequantize_nvfp4(q), x, seed)         # reference: fp32 on the same x
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_nan_block_scales_give_nan_rows_and_leave_the_others(dtype):
+    """An E4M3 NaN scale byte (0x7f / 0xff; never written by the quantizer) makes its row NaN, as in the reference;
+    the vector paths decode scales without NaN handling, so such rows take the plain path."""
+    seed = _seed()
+    gen = torch.Generator().manual_seed(seed)
+    q = random_weight((37,), 1040, gen)
+    raw = q.block_scale.view(torch.uint8)
+    raw[3, 5], raw[20, 64], raw[36, 0] = 0x7F, 0xFF, 0x7F                  # first, last (tail) and a middle block
+    x = torch.randn(1, 1040, generator=gen).to(dtype)
+    got = native.nvfp4_matvec(x, q.packed, q.block_scale, q.global_scale)
+    nan_rows = [3, 20, 36]
+    assert torch.isnan(got[0, nan_rows]).all(), f"seed {seed}"
+    keep = [r for r in range(37) if r not in nan_rows]
+    assert_within_fp32_rounding(got[:, keep], dequantize_nvfp4(q)[keep], x, seed)
+
+
 def test_quantized_weights_with_outliers_match_reference():
     """Weights through the quantizer: zero rows, tiny blocks next to a huge outlier (subnormal E4M3 scales)."""
     seed = _seed()
