@@ -16,9 +16,10 @@ best of 3 rounds of 12 steps; decode cost depends on the context length, not on 
 
 NVFP4 (skip with --no-nvfp4): the bf16 model quantized with `qwen-stack quantize`'s default preset (every linear
 but the router, gates, DeltaNet a/b, embeddings and lm_head), loaded packed; its decode runs the fused 4-bit
-kernel (kernels/nvfp4_matvec.c), its prefill the dequantize-a-tile-then-GEMM path. A table of fp32, bf16 and
-NVFP4 of the same weights, ours compiled and eager, in interleaved rounds (best and spread over the rounds),
-with the NVFP4/bf16 ratios; NVFP4 joins the memory-floor table (its packed bytes per token).
+kernel (kernels/nvfp4_matvec.c), its prefill the dequantize-a-tile-then-GEMM path. Row "nvfp4+head": the same
+with `--lm-head nvfp4` (lm_head packed too, through the same kernel). A table of fp32, bf16 and both NVFP4 models
+of the same weights, ours compiled and eager, in interleaved rounds (best and spread over the rounds), with the
+NVFP4/bf16 ratios; the NVFP4 rows join the memory-floor table (their packed bytes per token).
 --demo DIR adds a shipped NVFP4 model folder: its decode tokens/s in NVFP4 and in bf16 (its bf16 original when
 the folder beside it is DIR without "-nvfp4", as models/brain for models/brain-nvfp4; else the NVFP4 weights
 dequantized once at load); by default the first NVFP4 folder under models/, if any.
@@ -255,13 +256,14 @@ def read_gbps() -> float:
     return a.numel() * 4 / best / 1e9
 
 
-def nvfp4_checkpoint(ref_bf16, work: Path) -> Path:
-    """The bench model written as a bf16 checkpoint and quantized as `qwen-stack quantize` does (kept in work/
-    and reused by later runs with the same --work folder)."""
-    src, dst = work / "bench_bf16", work / "bench_nvfp4"
+def nvfp4_checkpoint(ref_bf16, work: Path, lm_head: bool = False) -> Path:
+    """The bench model written as a bf16 checkpoint and quantized as `qwen-stack quantize [--lm-head nvfp4]` does
+    (kept in work/ and reused by later runs with the same --work folder)."""
+    src, dst = work / "bench_bf16", work / ("bench_nvfp4_head" if lm_head else "bench_nvfp4")
     if not (dst / "hf_quant_config.json").exists():
-        ref_bf16.save_pretrained(str(src))
-        quantize_checkpoint(src, dst, measure_error=False)
+        if not (src / "config.json").exists():
+            ref_bf16.save_pretrained(str(src))
+        quantize_checkpoint(src, dst, measure_error=False, lm_head=lm_head)
     return dst
 
 
@@ -328,22 +330,22 @@ def quant_table(runs, names, warm, prompt_len, cpu: bool):
     CPU time. runs: interleaved_rounds' result."""
     p, d = (2, 3) if cpu else (0, 1)
     rate = {key: ([prompt_len / r[p] for r in rs], [1000 / r[d] for r in rs]) for key, rs in runs.items()}
-    print(f"{'weights':<7} {'compile':>7} | {'prefill tok/s':>13} {'spread':>13} | {'decode tok/s':>12} "
+    print(f"{'weights':<10} {'compile':>7} | {'prefill tok/s':>13} {'spread':>13} | {'decode tok/s':>12} "
           f"{'spread':>11} | {'eager tok/s':>11} {'spread':>11}")
     for name in names:
         (cp, cd), (_, ed) = rate[(name, "compiled")], rate[(name, "eager")]
-        print(f"{name:<7} {warm[name]:>7.1f} | {max(cp):>13.1f} {spread(cp):>13} | {max(cd):>12.1f} {spread(cd):>11} | "
+        print(f"{name:<10} {warm[name]:>7.1f} | {max(cp):>13.1f} {spread(cp):>13} | {max(cd):>12.1f} {spread(cd):>11} | "
               f"{max(ed):>11.1f} {spread(ed):>11}")
-    if "nvfp4" not in names or "bf16" not in names:
+    if "bf16" not in names:
         return
-    (np_, nd), (_, ne) = rate[("nvfp4", "compiled")], rate[("nvfp4", "eager")]
     (bp, bd), (_, be) = rate[("bf16", "compiled")], rate[("bf16", "eager")]
-    print(f"NVFP4 / bf16 decode tokens/s: compiled {max(nd) / max(bd):.2f}x, eager {max(ne) / max(be):.2f}x "
-          f"(target >= 2x); NVFP4 / bf16 prefill time: {max(bp) / max(np_):.2f}x (target <= 1.5x)")
-    print("the same ratios round by round (each NVFP4 run against the bf16 run beside it): "
-          f"decode compiled {spread([n / b for n, b in zip(nd, bd)], 2)}x, "
-          f"decode eager {spread([n / b for n, b in zip(ne, be)], 2)}x, "
-          f"prefill time {spread([b / n for n, b in zip(np_, bp)], 2)}x")
+    for nv in [n for n in names if n.startswith("nvfp4")]:
+        (np_, nd), (_, ne) = rate[(nv, "compiled")], rate[(nv, "eager")]
+        print(f"{nv} / bf16 decode tokens/s: compiled {max(nd) / max(bd):.2f}x, eager {max(ne) / max(be):.2f}x "
+              f"(target >= 2x); prefill time: {max(bp) / max(np_):.2f}x (target <= 1.5x); round by round (each run "
+              f"against the bf16 run beside it): decode compiled {spread([n / b for n, b in zip(nd, bd)], 2)}x, "
+              f"eager {spread([n / b for n, b in zip(ne, be)], 2)}x, prefill time "
+              f"{spread([b / n for n, b in zip(np_, bp)], 2)}x")
 
 
 def main(argv=None):
@@ -395,10 +397,12 @@ def main(argv=None):
                         ref.config.architectures = ["Qwen3_5MoeForCausalLM"]
                         work = args.work or Path(q)
                         work.mkdir(parents=True, exist_ok=True)
-                        nv = load_model_auto(nvfp4_checkpoint(ref, work), dtype=torch.bfloat16, progress=False)
-                    compiled_decode.enable(nv)
-                    warm["nvfp4"] = compiled_decode.warm_up(nv)
-                    same_weights["nvfp4"] = nv
+                        for name, head in (("nvfp4", False), ("nvfp4+head", True)):
+                            nv = load_model_auto(nvfp4_checkpoint(ref, work, head), dtype=torch.bfloat16,
+                                                 progress=False)
+                            compiled_decode.enable(nv)
+                            warm[name] = compiled_decode.warm_up(nv)
+                            same_weights[name] = nv
             del ours
             if ref is not ref32:
                 del ref
@@ -440,20 +444,23 @@ def main(argv=None):
               f"{hd:>7.1f} {od / hd:>6.2f}x {ed / hd:>5.2f}x | {om:>8.0f} {hm:>9.0f}")
     print("\nmemory floor: a batch-1 decode step reads every active weight once, so ms/token >= bytes / bandwidth "
           "(bandwidth measured right after that row's runs; it varies with the host's other load)")
-    print(f"{'dtype':<5} {'read/token MB':>13} {'GB/s':>6} {'floor ms':>8} | {'ours ms':>7} {'of floor':>8} | "
+    print(f"{'dtype':<10} {'read/token MB':>13} {'GB/s':>6} {'floor ms':>8} | {'ours ms':>7} {'of floor':>8} | "
           f"{'hf ms':>6} {'hf/floor':>8}")
     for name, nbytes, gbps, r in floor_rows:
         floor_ms = nbytes / gbps / 1e6
         ours_ms = 1000 / r["ours"][1]
         hf = "     -        -" if r["hf"] is None else f"{1000 / r['hf'][1]:>6.2f} {1000 / r['hf'][1] / floor_ms:>7.2f}x"
-        print(f"{name:<5} {nbytes / 1e6:>13.0f} {gbps:>6.1f} {floor_ms:>8.2f} | {ours_ms:>7.2f} {floor_ms / ours_ms:>7.0%} | {hf}")
+        print(f"{name:<10} {nbytes / 1e6:>13.0f} {gbps:>6.1f} {floor_ms:>8.2f} | {ours_ms:>7.2f} {floor_ms / ours_ms:>7.0%} | {hf}")
     if "nvfp4" in same_weights and "bf16" in same_weights:
         per_token = {name: nbytes for name, nbytes, _, _ in floor_rows}
         plain = sum(t.numel() * t.element_size() for n, t in same_weights["nvfp4"].named_parameters()
                     if n.startswith("lm_head."))
-        print(f"NVFP4 reads {per_token['nvfp4'] / per_token['bf16']:.2f}x bf16's bytes per token (lm_head alone "
+        print(f"nvfp4 reads {per_token['nvfp4'] / per_token['bf16']:.2f}x bf16's bytes per token (lm_head alone "
               f"{plain / 1e6:.0f} MB stays bf16, as do embeddings, router and norms): at equal bandwidth the floor "
-              f"allows NVFP4 at most {per_token['bf16'] / per_token['nvfp4']:.2f}x bf16's decode tokens/s")
+              f"allows it at most {per_token['bf16'] / per_token['nvfp4']:.2f}x bf16's decode tokens/s")
+        if "nvfp4+head" in per_token:
+            print(f"nvfp4+head (lm_head packed too) reads {per_token['nvfp4+head'] / per_token['bf16']:.2f}x: at "
+                  f"most {per_token['bf16'] / per_token['nvfp4+head']:.2f}x bf16's decode tokens/s")
     if ctx_rows:
         print("\nours (compiled): decode time per token vs context length (caches pre-filled)")
         print(f"{'dtype':<5} {'context':>8} {'ms/token':>9} {'vs 1K':>7}")
@@ -463,7 +470,8 @@ def main(argv=None):
         print(f"{name:<5} {ctx:>8} {ms:>9.2f} {ms / base[name]:>6.2f}x")
     if quant_runs:
         print(f"\nsame weights in fp32, bf16 and NVFP4 (ours; {rounds} interleaved rounds: best, and the spread over "
-              f"the rounds; NVFP4 = the bf16 model quantized, lm_head/embeddings/router kept in bf16)")
+              f"the rounds; nvfp4 = the bf16 model quantized, lm_head/embeddings/router kept in bf16; nvfp4+head: lm_head "
+              f"in NVFP4 too)")
         quant_table(quant_runs, same_weights, warm, len(prompt), cpu=False)
         if torch.get_num_threads() == 1:
             print("\nthe same runs in CPU time of the calling thread (one torch thread: all the work runs on it), which "
