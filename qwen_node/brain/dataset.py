@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
@@ -289,3 +290,69 @@ def _byte_to_char(text: str) -> list[int]:
         out.extend([i] * len(ch.encode("utf-8")))
     out.append(len(text))
     return out
+
+
+# ---- decision tokens (weighted in the loss) -----------------------------------------------------
+
+ANSWER_HEAD_TOKENS = 12     # an answer's opening: whether it claims success or reports a failure
+TURN_HEAD_TOKENS = 4        # a turn's first thinking tokens: which kind of mission the model thinks it is in
+_CALL_PART_RES = (re.compile(rb"<function=([^>\n]+)>"), re.compile(rb"<parameter=[^>\n]+>\n(.*?)\n</parameter>", re.S))
+_NAME_RE = re.compile(("(?:" + "|".join(P.COLOURS) + ")_(?:object_[0-9]+|[a-z]+)").encode())
+
+
+READ = 2                    # decision_flags: a name written for the first time (read from the instruction)
+
+
+def decision_flags(ids: list[int], mask: list[int], tokenizer) -> list[int]:
+    """Per token: READ for an object or area name the model writes for the first time in the
+    conversation (it has to read it from the instruction or a tool result: the hard decision; later
+    mentions copy it), 1 for the other written tokens that carry the turn's decisions (the other
+    names in the thinking, the first TURN_HEAD_TOKENS tokens of each turn, whether it calls a tool,
+    the tool's name and its argument values, the first ANSWER_HEAD_TOKENS tokens of a final
+    answer), 0 elsewhere (the thinking's filler, a call's fixed markup, <|im_end|>, the prompt)."""
+    if len(ids) != len(mask):
+        raise ValueError(f"ids and mask differ in length ({len(ids)} vs {len(mask)})")
+    enc = tokenizer._tok._tokenizer
+    pieces = [enc.decode_single_token_bytes(t) for t in ids]
+    flags = [0] * len(ids)
+    written: set[bytes] = set()
+    i = 0
+    while i < len(ids):
+        if not mask[i]:
+            i += 1
+            continue
+        j = i
+        while j < len(ids) and mask[j]:
+            j += 1
+        turn = range(i, j - 1 if pieces[j - 1] == b"<|im_end|>" else j)
+        starts, pos = [], 0
+        for k in turn:
+            starts.append(pos)
+            pos += len(pieces[k])
+        text = b"".join(pieces[k] for k in turn)
+
+        def mark(b0: int, b1: int, value: int = 1) -> None:   # every token overlapping bytes [b0, b1)
+            for n, k in enumerate(turn):
+                if starts[n] < b1 and starts[n] + len(pieces[k]) > b0:
+                    flags[k] = max(flags[k], value)
+
+        for n in list(turn)[:TURN_HEAD_TOKENS]:
+            flags[n] = 1
+        end_think = text.find(b"</think>")
+        for m in _NAME_RE.finditer(text, 0, end_think if end_think >= 0 else len(text)):
+            mark(m.start(), m.end(), READ if m.group() not in written else 1)
+            written.add(m.group())
+        if end_think >= 0:
+            after = end_think + len(b"</think>")
+            call = text.find(b"<tool_call>", after)
+            if call >= 0:   # call vs answer, the tool's name, every argument's value (not the fixed markup)
+                mark(call, call + len(b"<tool_call>"))
+                for rx in _CALL_PART_RES:
+                    for m in rx.finditer(text, call):
+                        mark(m.start(1), m.end(1))
+            else:
+                body = [n for n, k in enumerate(turn) if starts[n] >= after and pieces[k].strip()]
+                for n in body[:ANSWER_HEAD_TOKENS]:
+                    flags[turn[n]] = 1
+        i = j
+    return flags

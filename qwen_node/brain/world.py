@@ -80,6 +80,7 @@ class SymbolicWorld:
         self.approached: set[str] = set()
         self.goto_calls = 0
         self.far_names: dict[str, str] = {}      # object -> its <colour>_object_<n> name while far
+        self.last_skill: dict[str, Any] = {"skill": None}   # describe_state's last_skill (skills node)
 
     # ---- perception ------------------------------------------------------------------------
     def visible(self) -> list[tuple[str, Thing, float]]:
@@ -108,8 +109,12 @@ class SymbolicWorld:
             far = name != t.name
             if not far:   # a confident sighting replaces the far, unnamed one
                 self.memory.pop(self.far_names.get(t.name, ""), None)
-            conf = round(self.rng.uniform(0.45, 0.6) if far else self.rng.uniform(0.8, 0.99), 2)
-            self.memory[name] = MemoryEntry(name, t.colour, "object" if far else t.shape,
+            # perception's memory confidence: mostly 1.0 once an object is seen up close (sim runs), lower far
+            conf = round(self.rng.uniform(0.3, 0.7), 2) if far else \
+                (1.0 if self.rng.random() < 0.7 else round(self.rng.uniform(0.8, 0.99), 2))
+            # perception's unnamed (far) entries carry the shape vote's current leader or "object"
+            shape = (t.shape if self.rng.random() < 0.5 else "object") if far else t.shape
+            self.memory[name] = MemoryEntry(name, t.colour, shape,
                                             t.x + self.rng.gauss(0, 0.02), t.y + self.rng.gauss(0, 0.02), conf, self.t)
         self.t += 0.5
         mem = []
@@ -127,8 +132,12 @@ class SymbolicWorld:
         actuating = name not in ("describe_state", "detect_objects")
         if actuating and self.faults.estop_latched:
             return _rejected(name, ["e-stop latched: every action is refused"])
-        fn = getattr(self, "_" + name)
-        return fn(**args)
+        result = getattr(self, "_" + name)(**args)
+        resp = result.get("response", {})
+        if actuating and "message" in resp:   # the skills node records every skill it ran
+            skill = "go_to_pose" if name == "go_to_object" else name
+            self.last_skill = {"skill": skill, "success": resp.get("success", False), "message": resp["message"]}
+        return result
 
     def _detect_objects(self) -> dict[str, Any]:
         return {"tool": "detect_objects", "status": "succeeded", **self.detect()}
@@ -137,7 +146,7 @@ class SymbolicWorld:
         state = {"odom_frame_pose": {"x": round(self.x, 3), "y": round(self.y, 3), "theta": round(self.theta, 3)},
                  "velocity": {"linear": 0.0, "angular": 0.0}, "odometry_stamp": round(self.t + 3.0, 3),
                  "camera_pan": round(self.pan, 3), "held_object": self.held, "estop_latched": self.faults.estop_latched,
-                 "moving_skill_running": False, "last_skill": None,
+                 "moving_skill_running": False, "last_skill": self.last_skill,
                  "objects": self.detect()["memory"]}
         return {"tool": "describe_state", "status": "succeeded",
                 "response": {"success": True, "state_json": json.dumps(state)}}
@@ -145,13 +154,14 @@ class SymbolicWorld:
     def _rotate(self, angle: float, speed: float) -> dict[str, Any]:
         self.theta = wrap_angle(self.theta + angle)
         self.t += abs(angle) / speed + 1.0
-        return _ok("rotate", {"rotated": round(angle + self.rng.gauss(0, 0.01), 3)})
+        # the skill reports the measured float unrounded (sim/skills_node.py), e.g. 1.2085343406215139
+        return _ok("rotate", {"rotated": angle + self.rng.gauss(0, 0.01)})
 
     def _drive_distance(self, distance: float, speed: float) -> dict[str, Any]:
         self.x += distance * math.cos(self.theta)
         self.y += distance * math.sin(self.theta)
         self.t += abs(distance) / speed + 1.0
-        return _ok("drive_distance", {"travelled": round(abs(distance) + self.rng.gauss(0, 0.005), 3)})
+        return _ok("drive_distance", {"travelled": abs(distance) + self.rng.gauss(0, 0.005)})
 
     def _look_at(self, pan: float) -> dict[str, Any]:
         self.pan = pan
@@ -246,8 +256,9 @@ class SymbolicWorld:
         return self.x + OBJECT_STANDOFF * math.cos(self.theta), self.y + OBJECT_STANDOFF * math.sin(self.theta)
 
     def _pose(self) -> dict[str, float]:
-        return {"x": round(self.x + self.rng.gauss(0, 0.01), 3), "y": round(self.y + self.rng.gauss(0, 0.01), 3),
-                "theta": round(self.theta, 3)}
+        # odometry as the skills report it: unrounded floats (e.g. -1.2046511404450715)
+        return {"x": self.x + self.rng.gauss(0, 0.01), "y": self.y + self.rng.gauss(0, 0.01),
+                "theta": self.theta + self.rng.gauss(0, 0.002)}
 
     def in_area(self, obj: str, area: str) -> bool:
         o, a = self.things[obj], self.things[area]

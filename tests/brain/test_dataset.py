@@ -145,3 +145,33 @@ def test_prompt_variants_edit_wording_only(tools):
         assert [t["function"]["parameters"] for t in tools2] == [t["function"]["parameters"] for t in tools]
         changed += tools2 != tools
     assert changed > 5
+
+
+def test_decision_flags_mark_names_calls_and_the_answers_opening(examples, tools):
+    tok = QwenTokenizer()
+    ex = next(e for e in examples["train"] if e.kind == "fetch" and e.outcome == "success")
+    ids, mask = D.encode(ex.messages, tools, tok)
+    flags = D.decision_flags(ids, mask, tok)
+    assert all(m for f, m in zip(flags, mask) if f), "a decision token outside the written text"
+    flagged = tok.decode([t for t, f in zip(ids, flags) if f])
+    plain = tok.decode([t for t, m, f in zip(ids, mask, flags) if m and not f])
+    obj, area = ex.targets[0], ex.area
+    # the names the instruction asks for, the tools chosen and their argument values are decisions
+    assert obj in flagged and area in flagged
+    for name in ("detect_objects", "go_to_object", "grasp", "release"):
+        assert name in flagged
+    # the fixed markup of a call, <|im_end|> and the thinking's filler are not
+    assert "<|im_end|>" not in flagged and "</parameter>" not in flagged and "<function=" not in flagged
+    assert "</parameter>" in plain and "<|im_end|>" in plain
+    assert 0.1 < sum(flags) / sum(mask) < 0.6
+    # the names are "read" (the hard decision) where first written, copied afterwards
+    read = tok.decode([t for t, f in zip(ids, flags) if f == D.READ])
+    assert obj in read and area in read and read.count(obj) == 1 and flagged.count(obj) > 1
+    # the final answer's opening (its success or failure claim) is flagged
+    answer = ex.messages[-1]["content"].rpartition("</think>")[2].strip()
+    assert answer.split()[0] in flagged.rpartition("<tool_call>")[2]
+
+
+def test_decision_flags_refuse_misaligned_input():
+    with pytest.raises(ValueError):
+        D.decision_flags([1, 2, 3], [1, 1], QwenTokenizer())

@@ -51,3 +51,24 @@ def test_resume_continues_from_the_saved_state(run, capsys):
 def test_bad_arguments_are_refused():
     with pytest.raises(SystemExit):
         train.main(["--out", "/tmp/x", "--steps", "0"])
+
+
+def test_decision_tokens_weigh_more_in_the_loss():
+    logits = torch.zeros(4, 3)
+    logits[0, 0] = logits[1, 0] = 5.0         # tokens 0 and 1 right, 2 and 3 wrong
+    targets = torch.tensor([0, 0, 1, 1])
+    flags = torch.tensor([False, False, True, True])
+    plain_w, plain = train.weighted_loss(logits, targets, flags, 1.0)
+    heavy_w, heavy = train.weighted_loss(logits, targets, flags, 4.0)
+    assert torch.isclose(plain_w, plain) and torch.isclose(heavy, plain)
+    assert heavy_w > plain_w   # the wrong tokens are the flagged ones: they count 4 times
+    read = torch.tensor([0, 0, 2, 1])   # token 2 a name read for the first time
+    read_w, _ = train.weighted_loss(logits, targets, read, 4.0, 16.0)
+    assert read_w > heavy_w
+
+
+def test_resume_keeps_the_vocabulary_of_the_saved_state(run):
+    out, _ = run
+    st = torch.load(out / "state.pt", weights_only=False)
+    saved = json.loads((out / "model" / "vocab_map.json").read_text())["ids"]
+    assert st["vocab"] == saved
