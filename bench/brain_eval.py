@@ -17,6 +17,9 @@ Two parts, one table each:
 
     .venv/bin/python -m qwen_stack.rosenv .venv/bin/python bench/brain_eval.py \
         [--missions 20] [--faults 3] [--backends bf16,nvfp4,replay] [--text-conversations 30]
+
+`--baseline DIR --backends bf16,base` runs another checkpoint (e.g. the previous model) as backend
+"base" beside the new one, on the same conversations and missions in the same run.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 MODEL = ROOT / "models" / "brain"
 NVFP4 = ROOT / "models" / "brain-nvfp4"
+BASE: Path | None = None       # --baseline: another bf16 checkpoint, backend "base", for a comparison in one run
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -89,13 +93,22 @@ def text_eval(model_dir: Path, n_conv: int, compile_decode: bool, max_turns: int
 def agent_params(backend: str, compile_decode: bool) -> dict:
     if backend == "replay":
         return {"backend": "replay", "camera": "none"}
-    return {"backend": "local", "model_dir": str(MODEL if backend == "bf16" else NVFP4), "device": "cpu",
+    return {"backend": "local", "model_dir": str(model_dir(backend)), "device": "cpu",
             "camera": "none", "compile_decode": compile_decode}
 
 
-def set_models(bf16: str, nvfp4: str) -> None:
-    global MODEL, NVFP4
+def set_models(bf16: str, nvfp4: str, base: str = "") -> None:
+    global MODEL, NVFP4, BASE
     MODEL, NVFP4 = Path(bf16).resolve(), Path(nvfp4).resolve()
+    BASE = Path(base).resolve() if base else None
+
+
+def model_dir(backend: str) -> Path:
+    if backend == "base":
+        if BASE is None:
+            raise ValueError("backend 'base' needs --baseline DIR")
+        return BASE
+    return {"bf16": MODEL, "nvfp4": NVFP4}[backend]
 
 
 def run_mission(observer, mission, backend: str, env: dict, rtf: float, timeout: float, compile_decode: bool,
@@ -173,7 +186,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--missions", type=int, default=20, help="held-out fault-free missions per backend")
     ap.add_argument("--faults", type=int, default=3, help="missions per injected fault kind (3 kinds)")
-    ap.add_argument("--backends", default="bf16,nvfp4,replay", help="comma list of bf16, nvfp4, replay")
+    ap.add_argument("--backends", default="bf16,nvfp4,replay",
+                    help="comma list of bf16, nvfp4, replay, base (the --baseline checkpoint)")
     ap.add_argument("--fault-backends", default="bf16", help="backends that also run the fault missions")
     ap.add_argument("--text-conversations", type=int, default=30, help="held-out conversations for part 1 (0: skip)")
     ap.add_argument("--text-only", action="store_true", help="part 1 only")
@@ -184,19 +198,26 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default=str(MODEL), help="bf16 checkpoint")
     ap.add_argument("--nvfp4", default=str(NVFP4), help="NVFP4 checkpoint")
+    ap.add_argument("--baseline", default="", help="bf16 checkpoint run as backend 'base' (e.g. the previous model)")
     ap.add_argument("--camera-rate", type=float, default=3.0, help="sim camera frames per sim second (perception)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "brain_eval"), help="results folder (JSON + logs)")
     a = ap.parse_args(argv)
-    set_models(a.model, a.nvfp4)
+    unknown = set(a.backends.split(",")) - {"bf16", "nvfp4", "replay", "base"}
+    if unknown:
+        ap.error(f"--backends: unknown {sorted(unknown)}")
+    if "base" in a.backends.split(",") and not a.baseline:
+        ap.error("--backends base needs --baseline DIR")
+    set_models(a.model, a.nvfp4, a.baseline)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"args": vars(a)}
 
     if not a.sim_only and a.text_conversations:
         report["text"] = {}
-        for name, d in (("bf16", MODEL), ("nvfp4", NVFP4)):
-            if name not in a.backends.split(","):
+        for name in a.backends.split(","):
+            if name == "replay":
                 continue
+            d = model_dir(name)
             t0 = time.time()
             report["text"][name] = text_eval(d, a.text_conversations, compile_decode=True)
             print(f"text {name}: {json.dumps(report['text'][name])} ({time.time() - t0:.0f} s)", flush=True)
