@@ -297,18 +297,14 @@ class RosConsoleBridge(ConsoleBackend):
             self.annotated.publish(jpeg)
 
     def _jpeg_of(self, msg: Image) -> bytes | None:
-        """A raw image (rgb8, bgr8, mono8) as JPEG; None for another encoding or a malformed one."""
-        import cv2
-        import numpy as np
+        """A raw image as JPEG (the encodings of images.decode_raw, padded rows too); None for one it cannot read."""
+        from qwen_stack.images import decode_raw, encode_jpeg
 
-        channels = {"rgb8": 3, "bgr8": 3, "mono8": 1}.get(msg.encoding)
-        if channels is None or msg.step != msg.width * channels or len(msg.data) != msg.step * msg.height:
+        rgb = decode_raw(msg.width, msg.height, msg.encoding, msg.step, bytes(msg.data))   # [H, W, 3] or an error
+        if isinstance(rgb, str):
+            self.node.get_logger().warning(f"video frame dropped: {rgb}", throttle_duration_sec=10.0)
             return None
-        img = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, channels)  # [H, W, C]
-        if msg.encoding == "rgb8":
-            img = img[..., ::-1]
-        ok, jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.settings.raw_jpeg_quality])
-        return jpeg.tobytes() if ok else None
+        return encode_jpeg(rgb, self.settings.raw_jpeg_quality)
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         self.hub.update(self.state.on_diagnostics, [

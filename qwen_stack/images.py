@@ -1,5 +1,6 @@
-"""sensor_msgs image payloads -> RGB arrays (ROS-free: the fields, not the message). One decoder for every
-part that reads camera images (the agent's frame window, perception); errors are strings a node can report."""
+"""sensor_msgs image payloads <-> RGB arrays (ROS-free: the fields, not the message). One decoder for every
+part that reads camera images (the agent's frame window, perception, the console's video) and one JPEG encoder
+for every part that writes them; errors are strings a node can report."""
 from __future__ import annotations
 
 import cv2
@@ -24,6 +25,12 @@ def decode_raw(width: int, height: int, encoding: str, step: int, data: bytes) -
     elif encoding == "mono8":
         img = np.repeat(img, 3, axis=2)
     return np.ascontiguousarray(img)
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes | None:
+    """RGB [H, W, 3] uint8 -> JPEG bytes (OpenCV writes BGR, hence the flip); None if OpenCV cannot encode it."""
+    ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    return jpeg.tobytes() if ok else None
 
 
 def decode_compressed(data: bytes) -> np.ndarray | str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 
-import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Quaternion, TransformStamped
@@ -21,6 +20,7 @@ from std_msgs.msg import String
 from qwen_stack.sim.simulator import BaseState, LaserSpec, ObjectState
 from qwen_stack.sim.robot_description import Frames, joint_transform, quat_rpy
 from qwen_stack.sim.robot_description import joints as urdf_joints
+from qwen_stack.images import encode_jpeg
 from qwen_stack.robot import RobotSpec
 
 
@@ -75,12 +75,12 @@ def image(rgb: np.ndarray, t: float, frame: str) -> Image:
 
 
 def compressed_image(rgb: np.ndarray, t: float, frame: str, quality: int) -> CompressedImage | None:
-    ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
+    jpeg = encode_jpeg(rgb, quality)
+    if jpeg is None:
         return None
     msg = CompressedImage(format="rgb8; jpeg compressed bgr8")
     msg.header.stamp, msg.header.frame_id = stamp(t), frame
-    msg.data = jpeg.tobytes()
+    msg.data = jpeg
     return msg
 
 

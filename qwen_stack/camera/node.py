@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 
-import cv2
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
@@ -18,6 +17,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from qwen_stack import topics
 from qwen_stack.camera.config import CameraConfig, CameraConfigError
 from qwen_stack.camera.sources import RetryingSource, SourceError, open_source
+from qwen_stack.images import encode_jpeg
 from qwen_stack.node_main import run_node
 from qwen_stack.node_parameters import settings_from_node
 
@@ -67,11 +67,11 @@ class CameraNode(Node):
             msg.data = data.tobytes()
             self.pub_raw.publish(msg)
         if self.pub_jpeg is not None:
-            ok, jpeg = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
-            if ok:
+            jpeg = encode_jpeg(frame, cfg.jpeg_quality)
+            if jpeg is not None:
                 msg = CompressedImage(format="rgb8; jpeg compressed bgr8")
                 msg.header.stamp, msg.header.frame_id = stamp, cfg.frame_id
-                msg.data = jpeg.tobytes()
+                msg.data = jpeg
                 self.pub_jpeg.publish(msg)
         self.info.header.stamp = stamp
         self.pub_info.publish(self.info)

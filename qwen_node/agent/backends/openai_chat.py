@@ -23,12 +23,12 @@ LOG = logging.getLogger(__name__)
 
 
 def encode_jpeg_data_url(rgb) -> str:
-    import cv2
+    from qwen_stack.images import encode_jpeg
 
-    ok, buf = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])
-    if not ok:
+    jpeg = encode_jpeg(rgb, 85)
+    if jpeg is None:
         raise ValueError("frame could not be JPEG-encoded")
-    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode()
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
 
 
 def tools_in_prompt(tools: list[dict]) -> str:
