@@ -33,11 +33,13 @@ that reproduces NVIDIA's published size for Qwen3.6-35B-A3B-NVFP4: 3.06x smaller
 ``lm_head`` has its own switch (``quantize_checkpoint(lm_head=True)``, ``qwen-stack quantize --lm-head
 nvfp4``), whatever the patterns say: at batch 1 it is the largest single read of a decode step (vocab x
 hidden; 55% of the NVFP4 bench model's bytes per token when kept in bf16), and the engine runs it through
-the fused kernel when it is packed. Default: kept. Measured on the trained brain (models/brain-nvfp4,
-20 held-out conversations, 6,918 assistant positions, teacher-forced): its NVFP4 error (per-layer 0.094)
-reaches the logits undamped (relative L2 0.055, KL 5.4e-4 nats) and changes 0.56% of the argmax tokens
-(teacher-forced accuracy 0.9339 -> 0.9337). Small, but measured only on a 1,352-row vocabulary, and every
-published NVFP4 checkpoint (ModelOpt's default) keeps it; so it is opt-in, for the decode speed.
+the fused kernel when it is packed. Default: kept. Measured on the trained brain (``bench/nvfp4_lm_head.py``:
+models/brain-nvfp4, 20 held-out conversations, 9,935 assistant positions, teacher-forced): its NVFP4 error
+(per-layer 0.094) reaches the logits undamped (relative L2 0.054, KL 5.5e-4 nats) and changes 0.72% of the
+argmax tokens (teacher-forced accuracy 0.9289 -> 0.9281). Small, but measured only on a 1,352-row vocabulary
+(a real one has 248K rows, more near-ties), and ModelOpt and every published NVFP4 Qwen checkpoint keep it;
+so it is opt-in, for the decode speed (bench/engine.py --quant: compiled decode ~1.5x bf16 without it,
+~2.2-2.5x with it).
 
 ``mlp-only`` additionally keeps attention and the whole DeltaNet block (``NVFP4_MLP_ONLY_CFG``, the
 layout of some NVIDIA Qwen3.5 NVFP4 cards, e.g. the 9B); ``experts-only`` quantizes the routed
