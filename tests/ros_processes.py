@@ -14,6 +14,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from collections.abc import Iterable, Sequence
@@ -109,6 +110,29 @@ class NodeGroup:
         stop_all([p for _, p in self.procs])
 
 
+class SpinThread(threading.Thread):
+    """`executor.spin()` in a daemon thread that keeps what ended it. A test's executor thread that dies (see the
+    rule above) otherwise shows only as service calls and messages that never arrive; the call helpers name it."""
+
+    ended: list[str] = []          # every SpinThread that ended with an exception, this test session
+
+    def __init__(self, executor, name: str = "test executor"):
+        super().__init__(name=name, daemon=True)
+        self.executor = executor
+
+    def run(self) -> None:
+        try:
+            self.executor.spin()
+        except BaseException as exc:
+            SpinThread.ended.append(f"{self.name}: {exc!r}")
+            raise
+
+
+def ended_executors() -> str:
+    """For a failure message: the test executor threads that died, if any."""
+    return f" (test executor threads that ended with an error: {SpinThread.ended})" if SpinThread.ended else ""
+
+
 def call_service(client, request, timeout: float = 10.0):
     """The response to `request` from an rclpy service client whose node an executor spins in another thread;
     fails if the service is not offered, or does not answer, within `timeout` seconds (each)."""
@@ -117,5 +141,5 @@ def call_service(client, request, timeout: float = 10.0):
     deadline = time.monotonic() + timeout
     while not fut.done() and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert fut.done(), f"{client.srv_name} did not answer within {timeout} s"
+    assert fut.done(), f"{client.srv_name} did not answer within {timeout} s{ended_executors()}"
     return fut.result()

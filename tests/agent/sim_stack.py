@@ -27,7 +27,7 @@ from std_srvs.srv import Trigger
 
 from qwen_stack import topics
 from qwen_stack.paths import config_file
-from tests.ros_processes import NodeGroup, params_file
+from tests.ros_processes import NodeGroup, SpinThread, params_file
 
 
 class SimStack(NodeGroup):
@@ -191,7 +191,7 @@ def start_observer():
     node = MissionObserver()
     ex = MultiThreadedExecutor(num_threads=4)
     ex.add_node(node)
-    threading.Thread(target=ex.spin, daemon=True).start()
+    SpinThread(ex).start()
     return node, ex
 
 

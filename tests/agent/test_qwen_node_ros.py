@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -26,7 +25,7 @@ from qwen_stack.paths import config_file  # noqa: E402
 from qwen_stack_interfaces.action import RunTask  # noqa: E402
 from qwen_stack_interfaces.msg import ToolCall  # noqa: E402
 from qwen_stack_interfaces.srv import CallTool, DescribeState  # noqa: E402
-from tests.ros_processes import ros_args, start_node, stop_all  # noqa: E402
+from tests.ros_processes import SpinThread, ros_args, start_node, stop_all  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -66,7 +65,7 @@ def graph(ros_env, tmp_path):
     node = rclpy.create_node("agent_test_client")
     ex = MultiThreadedExecutor(num_threads=4)
     ex.add_node(node)
-    spin = threading.Thread(target=ex.spin, daemon=True)
+    spin = SpinThread(ex)
     spin.start()
 
     def start(script_turns, *params):

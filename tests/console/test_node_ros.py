@@ -9,7 +9,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import threading
 import time
 
 import httpx
@@ -23,6 +22,7 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from qwen_stack import topics  # noqa: E402
 from tests.console.console_process import console_node  # noqa: E402
 from tests.console.ros_doubles import SupervisorDouble  # noqa: E402
+from tests.ros_processes import SpinThread  # noqa: E402
 
 pytestmark = pytest.mark.ros
 TOKEN = "ros-test-controller-token-0123456789"
@@ -47,7 +47,7 @@ def graph(ros_env, tmp_path_factory):
     executor = SingleThreadedExecutor()
     executor.add_node(supervisor)
     executor.add_node(helper)
-    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread = SpinThread(executor)
     thread.start()
     try:
         with console_node(ros_env, tmp_path_factory.mktemp("console"), TOKEN) as (url, log, _proc):

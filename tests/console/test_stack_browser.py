@@ -46,7 +46,7 @@ from std_msgs.msg import Bool  # noqa: E402
 from qwen_stack import topics  # noqa: E402
 from qwen_stack.paths import config_file  # noqa: E402
 from tests.console.console_process import console_node  # noqa: E402
-from tests.ros_processes import NodeGroup  # noqa: E402
+from tests.ros_processes import NodeGroup, SpinThread  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 TOKEN = "stack-test-controller-token-0123456789"
@@ -119,7 +119,7 @@ def stack(ros_env, tmp_path_factory):
     watcher = StackWatcher(node)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    SpinThread(executor).start()
     try:
         try:
             wait_for(lambda: watcher.truth is not None, 60, "the simulator's ground truth")

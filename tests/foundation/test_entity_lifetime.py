@@ -42,3 +42,19 @@ def test_every_run_time_destruction_is_listed_with_its_reason():
     assert dict(_sites()) == listed, ("an entity is destroyed at run time where it was not before: make sure no "
                                       "other thread spins its node (tests/ros_processes.py), then list it here")
 
+
+
+def test_a_dead_test_executor_is_named_by_the_call_helpers(monkeypatch):
+    from tests.ros_processes import SpinThread, ended_executors
+
+    class DyingExecutor:   # TEST DOUBLE of an rclpy executor whose spin() ends with rclpy's error
+        def spin(self):
+            raise RuntimeError("cannot use Destroyable because destruction was requested")
+
+    monkeypatch.setattr(SpinThread, "ended", [])
+    assert ended_executors() == ""
+    thread = SpinThread(DyingExecutor(), name="fixture executor")
+    monkeypatch.setattr(thread, "_invoke_excepthook", lambda *_: None, raising=False)   # keep the log quiet
+    thread.start()
+    thread.join(5)
+    assert "fixture executor" in ended_executors() and "destruction was requested" in ended_executors()

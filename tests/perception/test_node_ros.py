@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import time
 
 import numpy as np
@@ -28,7 +27,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from qwen_stack import topics  # noqa: E402
 from qwen_stack.geometry import yaw_of  # noqa: E402
 from qwen_stack.paths import config_file  # noqa: E402
-from tests.ros_processes import start_node, stop  # noqa: E402
+from tests.ros_processes import SpinThread, start_node, stop  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
@@ -60,7 +59,7 @@ class Listener:
         n.create_subscription(String, topics.SIM_OBJECTS, lambda m: setattr(self, "sim_objects", json.loads(m.data)), 10)
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(n)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread = SpinThread(self.executor)
         self.thread.start()
 
     def _on_diag(self, m):

@@ -21,7 +21,7 @@ from qwen_stack.paths import config_file  # noqa: E402
 from qwen_stack.recorder.reading import read_bag, recording_files  # noqa: E402
 from qwen_stack.recorder.timeline import format_timeline, mission_timeline  # noqa: E402
 from tests.agent.sim_stack import SimStack  # noqa: E402
-from tests.ros_processes import params_file, ros_args, start_node, stop, stop_all  # noqa: E402
+from tests.ros_processes import SpinThread, params_file, ros_args, start_node, stop, stop_all  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 MISSION = "Find the red cube and bring it to the blue square."
@@ -161,7 +161,6 @@ def test_kill_9_leaves_a_readable_file_missing_at_most_about_a_second(tmp_path, 
     import rclpy
     from nav_msgs.msg import Odometry
     from rclpy.executors import SingleThreadedExecutor
-    import threading
 
     sim = params_file(tmp_path, "sim_over", {"seed": 0, "real_time_factor": 1.0, "camera_rate": 5.0})
     simp = start_node("qwen_stack.sim.node", ros_args([config_file("sim.yaml"), sim]), ros_env, tmp_path / "sim.log")
@@ -172,7 +171,7 @@ def test_kill_9_leaves_a_readable_file_missing_at_most_about_a_second(tmp_path, 
     node.create_subscription(Odometry, "odom", lambda m, info: seen.append(info["source_timestamp"]), 100)
     ex = SingleThreadedExecutor()
     ex.add_node(node)
-    threading.Thread(target=ex.spin, daemon=True).start()
+    SpinThread(ex).start()
     try:
         wait_recording(tmp_path, {"/odom", "/tf", "/scan"})
         time.sleep(6.0)

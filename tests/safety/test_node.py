@@ -34,7 +34,7 @@ from std_msgs.msg import Bool  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from qwen_stack import topics as T  # noqa: E402
 from qwen_stack.paths import config_file  # noqa: E402
-from tests.ros_processes import call_service, params_file, ros_args, start_node, stop_and_read  # noqa: E402
+from tests.ros_processes import SpinThread, call_service, params_file, ros_args, start_node, stop_and_read  # noqa: E402
 from .helpers import robot_file  # noqa: E402
 from qwen_stack_interfaces.msg import ApprovalRequest, SafetyVerdict  # noqa: E402
 from qwen_stack_interfaces.srv import Approve, CallTool, DriveDistance, Release, ResetEStop  # noqa: E402
@@ -108,7 +108,7 @@ class Harness:
         n.create_timer(0.05, self._tick)
         self.executor = MultiThreadedExecutor(num_threads=3)
         self.executor.add_node(n)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread = SpinThread(self.executor)
         self.thread.start()
 
     def _append(self, lst, m):

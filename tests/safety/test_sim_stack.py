@@ -28,7 +28,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 
 from qwen_stack import topics as T  # noqa: E402
 from qwen_stack.paths import config_file  # noqa: E402
-from tests.ros_processes import NodeGroup, call_service  # noqa: E402
+from tests.ros_processes import NodeGroup, SpinThread, call_service  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -61,7 +61,7 @@ def test_supervisor_in_the_sim_stack(tmp_path, ros_env):
     node.create_subscription(Odometry, T.SIM_GROUND_TRUTH, lambda m: truth.update(last=m), 10)
     executor = MultiThreadedExecutor(num_threads=3, context=context)
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner = SpinThread(executor)
     spinner.start()
 
     def pos():

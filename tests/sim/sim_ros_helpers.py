@@ -7,7 +7,7 @@ import threading
 import time
 import weakref
 
-from tests.ros_processes import start_node, stop
+from tests.ros_processes import ended_executors, start_node, stop
 
 __all__ = ["SIM_TEST_DOMAIN", "call", "private_env", "start_node", "stop"]
 
@@ -49,4 +49,4 @@ def call(node, type_, name: str, request, timeout: float = 60.0):
         # The old client is dropped, not destroyed: destroying it while the executor thread waits on it
         # killed that thread ("InvalidHandle: destruction was requested") and no later call was answered.
         del clients[name]
-    raise AssertionError(f"{name} did not answer within {timeout} s")
+    raise AssertionError(f"{name} did not answer within {timeout} s{ended_executors()}")

@@ -8,11 +8,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import threading
 import time
 
 import pytest
 import yaml
+from tests.ros_processes import SpinThread
 from sim_ros_helpers import SIM_TEST_DOMAIN, call, private_env, start_node, stop
 from sim_test_worlds import open_arena
 
@@ -50,7 +50,7 @@ def test_go_to_pose_2m_through_the_safety_supervisor(tmp_path, ros_env):
     node.create_subscription(Odometry, topics.SIM_GROUND_TRUTH, lambda m: truth.update(last=m), 10)
     executor = MultiThreadedExecutor(num_threads=2, context=context)
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner = SpinThread(executor)
     spinner.start()
     try:
         end = time.monotonic() + 30

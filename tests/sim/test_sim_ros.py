@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from tests.ros_processes import SpinThread
 from sim_ros_helpers import SIM_TEST_DOMAIN, call, private_env, start_node, stop
 from sim_test_worlds import RED_CUBE, open_arena
 
@@ -110,7 +111,7 @@ def stack(tmp_path_factory, ros_env):
     executor = MultiThreadedExecutor(num_threads=3, context=context)
     for n in (relay, probe, client_node):
         executor.add_node(n)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner = SpinThread(executor)
     spinner.start()
     try:
         end = time.monotonic() + 30.0

@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 import yaml
+from tests.ros_processes import SpinThread
 from sim_ros_helpers import SIM_TEST_DOMAIN, call, private_env, start_node, stop
 from sim_test_worlds import open_arena
 
@@ -81,7 +82,7 @@ def sim(tmp_path_factory, ros_env):
     probe = TfProbe(context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(probe)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner = SpinThread(executor)
     spinner.start()
     try:
         yield probe
@@ -121,7 +122,7 @@ def test_tf_chain_matches_the_simulator(sim, pan):
     try:
         executor = SingleThreadedExecutor(context=sim.context)
         executor.add_node(helper)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner = SpinThread(executor)
         spinner.start()
         assert call(helper, lookat, topics.SIM_SET_PAN, lookat.Request(pan=pan)).success
         executor.shutdown()
