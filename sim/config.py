@@ -11,7 +11,10 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from qwen_stack.robot import ROBOT_FILE, RobotSpec
+from qwen_stack.sim.robot_description import Frames
 from qwen_stack.sim.skill_control import SkillLimits
+
+_FRAMES = Frames()   # the URDF's frame names: the defaults of the frame parameters below
 
 MAX_CAMERA_SIZE = (640, 480)  # the offscreen buffer the world is built with
 MAX_CAMERA_RATE = 30.0
@@ -63,12 +66,12 @@ class SimNodeConfig:
     objects_rate: float = 2.0
     publish_tf: bool = True
     world_frame: str = "world"
-    odom_frame: str = "odom"
-    base_frame: str = "base_link"
-    camera_pan_frame: str = "camera_pan_link"
-    camera_frame: str = "camera_link"
-    camera_optical_frame: str = "camera_optical_frame"
-    laser_frame: str = "laser"
+    odom_frame: str = _FRAMES.odom
+    base_frame: str = _FRAMES.base
+    camera_pan_frame: str = _FRAMES.camera_pan
+    camera_frame: str = _FRAMES.camera
+    camera_optical_frame: str = _FRAMES.camera_optical
+    laser_frame: str = _FRAMES.laser
     fault_fail_grasps: int = 0
     fault_move_on_approach: str = ""
     robot_file: str = ROBOT_FILE      # the robot description (config/ name or path); the stack sets it
