@@ -88,6 +88,51 @@ def text_eval(model_dir: Path, n_conv: int, compile_decode: bool, max_turns: int
             "prompt_tokens_p50": pct(ptoks, 50)}
 
 
+def names_eval(model_dir: Path, n_conv: int) -> dict:
+    """Teacher-forced first turn of held-out fetch conversations: are the object's and the area's names
+    (the thought "The task is to bring OBJ to AREA") predicted token for token? The step the sim
+    missions fail at, measured without the simulator."""
+    import torch
+    import transformers as tf
+
+    from qwen_stack.qwen_node.brain import dataset as D
+    from qwen_stack.qwen_node.engine.tokenizer import QwenTokenizer
+    from qwen_stack.qwen_node.engine.vocab_map import VocabMap
+
+    torch.set_num_threads(1)
+    tok, tools, sp = QwenTokenizer(), D.planner_tools(), D.default_system_prompt()
+    enc = tok._tok._tokenizer
+    vmap = VocabMap.load(model_dir)
+    model = tf.Qwen3_5MoeForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    n = obj_ok = area_ok = 0
+    seed = 2000
+    while n < n_conv:
+        seed += 1
+        ex = D.generate_example(seed, "test", sp)
+        if ex.kind != "fetch":
+            continue
+        ids, mask = D.encode(ex.messages[:3], tools, tok)   # system, user, the first assistant turn
+        rows = vmap.to_rows(ids, tok)
+        if len(rows) != len(ids):   # a token outside the model's rows: positions would not align
+            continue
+        n += 1
+        with torch.no_grad():
+            pred = model(input_ids=torch.tensor([rows])).logits[0].argmax(-1)
+        pieces = [enc.decode_single_token_bytes(t) for t in ids]
+        starts = [sum(len(p) for p in pieces[:k]) for k in range(len(pieces))]
+        text = b"".join(pieces)
+        first = mask.index(1)
+
+        def right(name: str) -> bool:
+            b0 = text.find(name.encode(), starts[first])
+            pos = [k for k in range(first, len(ids)) if starts[k] < b0 + len(name) and starts[k] + len(pieces[k]) > b0]
+            return b0 >= 0 and all(int(pred[k - 1]) == rows[k] for k in pos)
+
+        obj_ok += right(ex.targets[0])
+        area_ok += right(ex.area)
+    return {"conversations": n, "object_right": obj_ok / n, "area_right": area_ok / n}
+
+
 # ---- 2. in the simulator -----------------------------------------------------------------------
 
 def agent_params(backend: str, compile_decode: bool) -> dict:
@@ -190,6 +235,8 @@ def main(argv=None) -> int:
                     help="comma list of bf16, nvfp4, replay, base (the --baseline checkpoint)")
     ap.add_argument("--fault-backends", default="bf16", help="backends that also run the fault missions")
     ap.add_argument("--text-conversations", type=int, default=30, help="held-out conversations for part 1 (0: skip)")
+    ap.add_argument("--names", type=int, default=0,
+                    help="held-out fetch conversations for the teacher-forced first-turn names check (part 1)")
     ap.add_argument("--text-only", action="store_true", help="part 1 only")
     ap.add_argument("--sim-only", action="store_true", help="part 2 only")
     ap.add_argument("--rtf", type=float, default=3.0, help="simulator real-time factor")
@@ -222,6 +269,11 @@ def main(argv=None) -> int:
             report["text"][name] = text_eval(d, a.text_conversations, compile_decode=True)
             print(f"text {name}: {json.dumps(report['text'][name])} ({time.time() - t0:.0f} s)", flush=True)
         (out / "report.json").write_text(json.dumps(report, indent=1))
+    if not a.sim_only and a.names:
+        report["names"] = {name: names_eval(model_dir(name), a.names) for name in a.backends.split(",")
+                           if name in ("bf16", "base")}
+        print(f"first-turn names: {json.dumps(report['names'])}", flush=True)
+        (out / "report.json").write_text(json.dumps(report, indent=1))
 
     if not a.text_only:
         from qwen_stack.qwen_node.brain.sim_missions import held_out_missions
@@ -253,6 +305,9 @@ def main(argv=None) -> int:
         print(f"| text | {name} | held-out next-action accuracy ({r['turns']} turns) | {r['next_action_acc']:.3f} |")
         print(f"| text | {name} | turn latency p50 / p99 | {r['latency_p50_s']:.2f} / {r['latency_p99_s']:.2f} s |")
         print(f"| text | {name} | decode tokens/s p50 | {r['decode_tok_s_p50']:.1f} |")
+    for name, r in report.get("names", {}).items():
+        print(f"| text | {name} | first-turn names right, teacher-forced ({r['conversations']}): object / area | "
+              f"{r['object_right']:.2f} / {r['area_right']:.2f} |")
     for name, s in report.get("sim", {}).items():
         print(f"| sim | {name} | delivered, held-out ({s['missions']}) | {s['success']:.2f} |")
         if s["fault_missions"]:
