@@ -101,7 +101,6 @@ def names_eval(model_dir: Path, n_conv: int) -> dict:
 
     torch.set_num_threads(1)
     tok, tools, sp = QwenTokenizer(), D.planner_tools(), D.default_system_prompt()
-    enc = tok._tok._tokenizer
     vmap = VocabMap.load(model_dir)
     model = tf.Qwen3_5MoeForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     n = obj_ok = area_ok = 0
@@ -118,14 +117,13 @@ def names_eval(model_dir: Path, n_conv: int) -> dict:
         n += 1
         with torch.no_grad():
             pred = model(input_ids=torch.tensor([rows])).logits[0].argmax(-1)
-        pieces = [enc.decode_single_token_bytes(t) for t in ids]
-        starts = [sum(len(p) for p in pieces[:k]) for k in range(len(pieces))]
+        pieces, starts = D.token_pieces(ids, tok)
         text = b"".join(pieces)
         first = mask.index(1)
 
         def right(name: str) -> bool:
             b0 = text.find(name.encode(), starts[first])
-            pos = [k for k in range(first, len(ids)) if starts[k] < b0 + len(name) and starts[k] + len(pieces[k]) > b0]
+            pos = D.tokens_overlapping(range(first, len(ids)), pieces, starts, b0, b0 + len(name.encode()))
             return b0 >= 0 and all(int(pred[k - 1]) == rows[k] for k in pos)
 
         obj_ok += right(ex.targets[0])

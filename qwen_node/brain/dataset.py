@@ -10,6 +10,7 @@ of every template list, and the en-es language mix.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -269,19 +270,28 @@ def encode(messages: list[dict], tools: list[dict], tokenizer) -> tuple[list[int
     """-> (token ids in the full vocabulary, mask 1 where the model is trained to write the token)."""
     text, spans = render_segments(messages, tools)
     ids = tokenizer.encode(text)
-    enc = tokenizer._tok._tokenizer
+    _, starts = token_pieces(ids, tokenizer)
     mask = []
-    byte_pos = 0
     char_of_byte = _byte_to_char(text)
     si = 0
-    for tid in ids:
-        nbytes = len(enc.decode_single_token_bytes(tid))
+    for byte_pos in starts:
         c0 = char_of_byte[min(byte_pos, len(char_of_byte) - 1)]
-        byte_pos += nbytes
         while si < len(spans) and c0 >= spans[si][1]:
             si += 1
         mask.append(1 if si < len(spans) and spans[si][0] <= c0 < spans[si][1] else 0)
     return ids, mask
+
+
+def token_pieces(ids: list[int], tokenizer) -> tuple[list[bytes], list[int]]:
+    """Each token's bytes, and the byte offset at which it starts in the text they make together."""
+    enc = tokenizer._tok._tokenizer
+    pieces = [enc.decode_single_token_bytes(t) for t in ids]
+    return pieces, list(itertools.accumulate((len(b) for b in pieces[:-1]), initial=0)) if pieces else []
+
+
+def tokens_overlapping(positions, pieces: list[bytes], starts: list[int], b0: int, b1: int) -> list[int]:
+    """The positions (token indices into pieces/starts) whose bytes overlap the byte range [b0, b1)."""
+    return [k for k in positions if starts[k] < b1 and starts[k] + len(pieces[k]) > b0]
 
 
 def _byte_to_char(text: str) -> list[int]:
@@ -312,8 +322,7 @@ def decision_flags(ids: list[int], mask: list[int], tokenizer) -> list[int]:
     answer), 0 elsewhere (the thinking's filler, a call's fixed markup, <|im_end|>, the prompt)."""
     if len(ids) != len(mask):
         raise ValueError(f"ids and mask differ in length ({len(ids)} vs {len(mask)})")
-    enc = tokenizer._tok._tokenizer
-    pieces = [enc.decode_single_token_bytes(t) for t in ids]
+    pieces, offsets = token_pieces(ids, tokenizer)
     flags = [0] * len(ids)
     written: set[bytes] = set()
     i = 0
@@ -325,16 +334,13 @@ def decision_flags(ids: list[int], mask: list[int], tokenizer) -> list[int]:
         while j < len(ids) and mask[j]:
             j += 1
         turn = range(i, j - 1 if pieces[j - 1] == b"<|im_end|>" else j)
-        starts, pos = [], 0
-        for k in turn:
-            starts.append(pos)
-            pos += len(pieces[k])
+        base = offsets[i]                                   # byte offsets below are within the turn's text
+        starts = [offsets[k] - base for k in turn]
         text = b"".join(pieces[k] for k in turn)
 
         def mark(b0: int, b1: int, value: int = 1) -> None:   # every token overlapping bytes [b0, b1)
-            for n, k in enumerate(turn):
-                if starts[n] < b1 and starts[n] + len(pieces[k]) > b0:
-                    flags[k] = max(flags[k], value)
+            for k in tokens_overlapping(turn, pieces, offsets, base + b0, base + b1):
+                flags[k] = max(flags[k], value)
 
         for n in list(turn)[:TURN_HEAD_TOKENS]:
             flags[n] = 1
