@@ -22,8 +22,7 @@ from __future__ import annotations
 import importlib
 import logging
 import re
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
@@ -340,7 +339,7 @@ def graph_layer_builders(runner: LayerRunner, base: LayerBuilders | None = None,
         note(f"layers.{i}.dense_mlp")
         return base.dense_mlp(name, hidden, intermediate, linear)
 
-    return dataclasses.replace(base, attention=attention, delta_net=delta_net, moe=moe, dense_mlp=dense_mlp)
+    return replace(base, attention=attention, delta_net=delta_net, moe=moe, dense_mlp=dense_mlp)
 
 
 # ------------------------------------------------------------------------------------------ backend selection
