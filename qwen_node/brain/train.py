@@ -288,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
             p = max(p, (time.time() - t_start) / (a.minutes * 60))
         return a.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
 
+    def save_state() -> None:   # what a resumed run picks up (its vocabulary rows too)
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "order_rng": order_rng.getstate(), "torch_rng": torch.get_rng_state(), "vocab": vmap.ids},
+                   state_path)
+
     log = open(out / "log.jsonl", "a")
     model.train()
     t0, s0 = time.time(), step
@@ -330,10 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         log.write(json.dumps(rec) + "\n")
         log.flush()
         if step % a.save_every == 0:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                        "order_rng": order_rng.getstate(), "torch_rng": torch.get_rng_state(), "vocab": vmap.ids}, state_path)
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                "order_rng": order_rng.getstate(), "torch_rng": torch.get_rng_state(), "vocab": vmap.ids}, state_path)
+            save_state()
+    save_state()
     final = evaluate(model, test, think_end, min(len(test), 100))
     final.update(step=step, stop=stop_reason, minutes=round((time.time() - t_start) / 60, 1))
     log.write(json.dumps({"final": final}) + "\n")
