@@ -12,6 +12,9 @@ PRESETS = {
     # expert width, shared-expert width
     "small": dict(hidden=128, layers=4, heads=4, kv_heads=2, head_dim=32, lin_k_heads=2, lin_v_heads=4, lin_dim=32,
                   experts=8, top_k=2, expert_width=128, shared_width=256),
+    # two full-attention layers (layers 3 and 7): one reads the instruction, one the tool results
+    "medium": dict(hidden=128, layers=8, heads=4, kv_heads=2, head_dim=32, lin_k_heads=2, lin_v_heads=4, lin_dim=32,
+                   experts=8, top_k=2, expert_width=128, shared_width=256),
     "tiny": dict(hidden=64, layers=4, heads=2, kv_heads=1, head_dim=32, lin_k_heads=1, lin_v_heads=2, lin_dim=32,
                  experts=4, top_k=2, expert_width=64, shared_width=128),   # for tests
 }

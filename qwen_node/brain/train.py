@@ -1,13 +1,19 @@
 """`qwen-stack train-brain --out DIR`: train the stand-in brain on generated missions, on the CPU.
 
 Seeded (data, order and initialisation all follow --seed) and resumable (DIR/state.pt is written
-every --save-every steps and picked up on the next start, keeping its vocabulary rows). One
-conversation per step, loss on the assistant's tokens only, the decision tokens (object and area
-names, tool names and argument values, an answer's opening: dataset.decision_flags) weighted
---decision-weight times. Logged per step to DIR/log.jsonl and the terminal (progress, ETA); the
-held-out split's next-action accuracy (teacher-forced: every token of the turn's action, i.e. the
-tool call or the answer's opening, predicted right) every --eval-every steps; DIR/loss.png at the
-end. The checkpoint goes to DIR/model (HF layout, bf16, vocab_map.json).
+every --save-every steps and picked up on the next start, keeping its vocabulary rows). The model is
+the engine's own (engine/model.py, fp32, initialised as transformers initialises Qwen3.5), trained
+through shared_prefix.py: every conversation starts with the same system prompt and tool list, which
+runs once per step for the whole batch. A step: --batch whole conversations of similar length, and
+--first-turns conversations cut after their first assistant turn (the turn that reads the instruction:
+cheap, and the decision the model learns last), every --variant-every steps one conversation whose
+prompt wording was edited (dataset.prompt_variant; it runs on its own). Loss on the assistant's tokens
+only, the decision tokens (dataset.decision_flags) weighted --decision-weight times and the names read
+for the first time --read-weight times. Logged per step to DIR/log.jsonl and the terminal (progress,
+ETA); the held-out split's next-action accuracy (teacher-forced: every token of the turn's action,
+i.e. the tool call or the answer's opening, predicted right) and name-reading accuracy every
+--eval-every steps; DIR/loss.png at the end. The checkpoint goes to DIR/model (HF layout, bf16,
+vocab_map.json), which transformers loads too.
 """
 from __future__ import annotations
 
@@ -20,8 +26,10 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from . import dataset as D
+from . import shared_prefix as SP
 from .model_config import brain_config
 
 TOOL_CALL_OPEN = "<tool_call>"
@@ -66,42 +74,62 @@ def action_positions(ids: list[int], mask: list[int], think_end: int) -> list[li
     return out
 
 
-def weighted_loss(logits, targets, flags, weight: float, read_weight: float | None = None):
-    """Cross-entropy over the written tokens, the decision tokens (dataset.decision_flags 1) counted
-    `weight` times and the names read for the first time (flag READ) `read_weight` times: a 2.6 M
-    model otherwise spends its updates on the thinking's boilerplate and learns the turns' shape long
-    before it learns to read the instruction's objects (the shipped one never did)."""
-    ce = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
-    table = torch.tensor([1.0, weight, weight if read_weight is None else read_weight])
-    w = table[flags.long()]
-    return (ce * w).sum() / w.sum(), ce.mean()
+def token_weights(mask: list[int], flags: list[int], weight: float, read_weight: float) -> list[float]:
+    """Each token's weight as a training target: 0 where the model does not write it (the prompt, the
+    user, tool results), 1 for the thinking's filler, `weight` for the decision tokens
+    (dataset.decision_flags 1) and `read_weight` for the names read for the first time (flag READ):
+    a 2.6 M model otherwise spends its updates on the thinking's boilerplate and learns the turns'
+    shape long before it learns to read the instruction's objects."""
+    table = (1.0, weight, read_weight)
+    return [table[f] if m else 0.0 for m, f in zip(mask, flags)]
 
 
 @torch.no_grad()
-def evaluate(model, examples, think_end: int, limit: int) -> dict:
-    model.eval()
+def evaluate(model, prefix: list[int], examples, think_end: int, limit: int) -> dict:
+    """Teacher-forced on held-out conversations (exact prompt: they all start with `prefix`): loss per
+    written token, next-action accuracy (every token of a turn's action right), decision-token accuracy,
+    and name-reading accuracy (every token of a name written for the first time right)."""
+    P = len(prefix)
+    _, past = SP.hidden_states(model, torch.tensor([prefix]))
     turns = correct = 0
     loss_sum = n_tok = 0.0
-    dec_right = dec_n = 0
+    dec_right = dec_n = read_right = read_n = 0
     for ids, mask, flags in examples[:limit]:
-        x = torch.tensor([ids])
-        logits = model(input_ids=x).logits[0].float()
-        pred = logits.argmax(-1)
-        m = torch.tensor(mask[1:], dtype=torch.bool)
-        lp = torch.nn.functional.cross_entropy(logits[:-1][m], x[0, 1:][m], reduction="sum")
-        loss_sum += float(lp)
+        if ids[:P] != prefix:
+            raise ValueError("a held-out conversation does not start with the exact prompt")
+        x = torch.tensor(ids[P:])
+        h, _ = SP.hidden_states(model, x[None], start=P, past=past)
+        logits = model.lm_head(h[0]).float()                       # position P + t predicts token P + t + 1
+        pred = torch.cat([torch.full((P,), -1), logits.argmax(-1)])   # pred[q]: the guess for token q + 1
+        m = torch.tensor(mask[P + 1:], dtype=torch.bool)
+        loss_sum += float(F.cross_entropy(logits[:-1][m], x[1:][m], reduction="sum"))
         n_tok += int(m.sum())
-        f = (torch.tensor(flags[1:]) > 0) & m
-        dec_right += int((pred[:-1][f] == x[0, 1:][f]).sum())
-        dec_n += int(f.sum())
+        full = torch.tensor(ids)
+        f = torch.tensor(flags)
+        for q in range(P + 1, len(ids)):
+            if mask[q] and f[q]:
+                dec_n += 1
+                dec_right += int(pred[q - 1] == full[q])
+        # a name read (READ tokens in a row) counts right when all its tokens are
+        q = P + 1
+        while q < len(ids):
+            if f[q] == D.READ and mask[q]:
+                r = q
+                while r < len(ids) and f[r] == D.READ:
+                    r += 1
+                read_n += 1
+                read_right += int(bool((pred[q - 1:r - 1] == full[q:r]).all()))
+                q = r
+            else:
+                q += 1
         for positions in action_positions(ids, mask, think_end):
             if not positions:
                 continue
             turns += 1
             correct += all(int(pred[p - 1]) == ids[p] for p in positions)
-    model.train()
     return {"heldout_loss": loss_sum / max(n_tok, 1), "heldout_next_action_acc": correct / max(turns, 1),
-            "heldout_turns": turns, "heldout_decision_token_acc": dec_right / max(dec_n, 1)}
+            "heldout_turns": turns, "heldout_decision_token_acc": dec_right / max(dec_n, 1),
+            "heldout_names_read_acc": read_right / max(read_n, 1), "heldout_names_read": read_n}
 
 
 def save_hf(model, vmap, tok_mapped, out_dir: Path, dtype=torch.bfloat16) -> None:
@@ -118,6 +146,71 @@ def save_hf(model, vmap, tok_mapped, out_dir: Path, dtype=torch.bfloat16) -> Non
     cfg["vision_start_token_id"] = tok_mapped.token_id("<|vision_start|>")
     cfg["eos_token_id"] = tok_mapped.im_end_id
     cfg_path.write_text(json.dumps(cfg, indent=2))
+
+
+def save_checkpoint(model, init_dir: Path, vmap, tok_mapped, out_dir: Path, dtype=torch.bfloat16) -> None:
+    """The engine model's weights in the HF layout (transformers' names, experts one by one as Qwen
+    publishes them), config.json and generation_config.json of the run's initial checkpoint (made by
+    transformers), and the vocabulary map."""
+    from safetensors.torch import save_file
+
+    from ..engine.loader import _FUSED, _tensors_of, checkpoint_name
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for _, _, full, t in _tensors_of(model):
+        name = checkpoint_name(model.config, full)
+        t = t.detach().to(dtype)
+        m = _FUSED.match(name)
+        if m is None:
+            tensors[name] = t.contiguous()
+            continue
+        half = t.shape[1] // 2
+        for e in range(t.shape[0]):          # gate rows first in the fused gate_up_proj (engine/model.py)
+            if m["kind"] == "gate_up_proj":
+                tensors[f"{m['p']}.{e}.gate_proj.weight"] = t[e, :half].contiguous()
+                tensors[f"{m['p']}.{e}.up_proj.weight"] = t[e, half:].contiguous()
+            else:
+                tensors[f"{m['p']}.{e}.down_proj.weight"] = t[e].contiguous()
+    save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    for name in ("config.json", "generation_config.json"):
+        if (init_dir / name).exists():
+            (out_dir / name).write_text((init_dir / name).read_text())
+    vmap.save(out_dir)
+    cfg_path = out_dir / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["dtype"] = str(dtype).removeprefix("torch.")
+    # the engine checks these special ids against the tokenizer: they are model rows here
+    cfg["image_token_id"] = tok_mapped.token_id("<|image_pad|>")
+    cfg["video_token_id"] = tok_mapped.token_id("<|video_pad|>")
+    cfg["vision_start_token_id"] = tok_mapped.token_id("<|vision_start|>")
+    cfg["eos_token_id"] = tok_mapped.im_end_id
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+
+
+def shared_prefix(rows: list[list[int]], turn_start: int) -> list[int]:
+    """The exact prompt most conversations start with (the system turn: prompt and tools), up to where
+    they differ (in the first user turn). turn_start: the <|im_start|> row."""
+    def system_turn(r):
+        return tuple(r[:r.index(turn_start, 1)])
+    counts: dict[tuple, int] = {}
+    for r in rows:
+        counts[system_turn(r)] = counts.get(system_turn(r), 0) + 1
+    key = max(counts, key=counts.get)
+    group = [r for r in rows if system_turn(r) == key]
+    first, n = group[0], min(len(r) for r in group)
+    for r in group[1:]:
+        if r[:n] != first[:n]:
+            n = next(i for i in range(n) if r[i] != first[i])
+    return first[:n]
+
+
+def first_turn_end(mask: list[int]) -> int:
+    """Index after the first assistant turn (its last written token)."""
+    i = mask.index(1)
+    while i < len(mask) and mask[i]:
+        i += 1
+    return i
 
 
 def plot_loss(log_path: Path, png: Path, size: tuple[int, int] = (900, 480)) -> None:
@@ -177,38 +270,45 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="qwen-stack train-brain", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="run folder (resumed when it holds state.pt)")
     ap.add_argument("--seed", type=int, default=0, help="data, order and initialisation seed")
-    ap.add_argument("--train-examples", type=int, default=4000, help="generated training conversations")
+    ap.add_argument("--train-examples", type=int, default=8000, help="generated training conversations")
     ap.add_argument("--test-examples", type=int, default=200, help="generated held-out conversations")
-    ap.add_argument("--steps", type=int, default=1500, help="optimiser steps (one conversation each)")
+    ap.add_argument("--steps", type=int, default=2000, help="optimiser steps")
+    ap.add_argument("--batch", type=int, default=4, help="whole conversations per step (similar lengths)")
+    ap.add_argument("--first-turns", type=int, default=16,
+                    help="conversations cut after their first assistant turn, per step")
+    ap.add_argument("--variant-every", type=int, default=4,
+                    help="every N steps one conversation with an edited prompt wording (0: none)")
     ap.add_argument("--minutes", type=float, default=0.0, help="stop (and save) after this wall time; 0: no limit")
     ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW, cosine to 10%%)")
     ap.add_argument("--warmup", type=int, default=60, help="linear warm-up steps")
-    ap.add_argument("--eval-every", type=int, default=250, help="held-out evaluation period (steps)")
+    ap.add_argument("--eval-every", type=int, default=200, help="held-out evaluation period (steps)")
     ap.add_argument("--eval-examples", type=int, default=40, help="held-out conversations per evaluation")
-    ap.add_argument("--save-every", type=int, default=100, help="resumable state period (steps)")
+    ap.add_argument("--save-every", type=int, default=50, help="resumable state period (steps)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves the other core free)")
     ap.add_argument("--max-tokens", type=int, default=6144, help="conversations longer than this are cut")
     ap.add_argument("--size", default="small", help="model_config preset")
     ap.add_argument("--decision-weight", type=float, default=4.0,
                     help="loss weight of the decision tokens (names, tool calls, an answer's opening); 1: plain")
-    ap.add_argument("--read-weight", type=float, default=16.0,
+    ap.add_argument("--read-weight", type=float, default=8.0,
                     help="loss weight of a name written for the first time (read from the instruction)")
     ap.add_argument("--export-only", action="store_true",
                     help="write DIR/model-step<N> from the saved state (a look at a run in progress) and exit")
     a = ap.parse_args(argv)
-    for name in ("train_examples", "test_examples", "steps", "eval_every", "save_every", "threads", "max_tokens"):
+    for name in ("train_examples", "test_examples", "steps", "batch", "eval_every", "save_every", "threads",
+                 "max_tokens"):
         if getattr(a, name) <= 0:
             ap.error(f"--{name.replace('_', '-')} must be > 0")
-    if not (a.lr > 0 and a.minutes >= 0 and a.warmup >= 0):
-        ap.error("--lr must be > 0, --minutes and --warmup >= 0")
+    if not (a.lr > 0 and a.minutes >= 0 and a.warmup >= 0 and a.first_turns >= 0 and a.variant_every >= 0):
+        ap.error("--lr must be > 0, --minutes, --warmup, --first-turns and --variant-every >= 0")
     if not (a.decision_weight >= 1 and a.read_weight >= 1):
         ap.error("--decision-weight and --read-weight must be >= 1")
 
     torch.set_num_threads(a.threads)
     import transformers as tf
 
-    from qwen_stack.qwen_node.engine.tokenizer import QwenTokenizer
-    from qwen_stack.qwen_node.engine.vocab_map import MappedTokenizer, VocabMap
+    from ..engine.loader import load_model
+    from ..engine.tokenizer import QwenTokenizer
+    from ..engine.vocab_map import MappedTokenizer, VocabMap
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -228,8 +328,6 @@ def main(argv: list[str] | None = None) -> int:
     st = torch.load(state_path, weights_only=False) if state_path.exists() else None
     if st is not None and "vocab" in st:
         vmap = VocabMap(st["vocab"], tok.vocab_size)
-    elif st is not None and VocabMap.load(out / "model") is not None:   # a state saved before "vocab" was kept
-        vmap = VocabMap.load(out / "model")
     else:
         vmap = VocabMap.build({t for ids, _ in bundle["data"]["train"] for t in ids}, tok)
     # a resumed run keeps its rows even when its data was regenerated: tokens it lacks are written as bytes
@@ -254,12 +352,25 @@ def main(argv: list[str] | None = None) -> int:
         return res
 
     train, test = to_rows(bundle["data"]["train"]), to_rows(bundle["data"]["test"])
-    print(f"data: {len(train)} train / {len(test)} held-out conversations, vocabulary {len(vmap)} rows, "
-          f"mean length {sum(len(r[0]) for r in train) / len(train):.0f} tokens", flush=True)
+    prefix = shared_prefix([r for r, _, _ in train], mtok.token_id("<|im_start|>"))
+    P = len(prefix)
+    weights = [token_weights(m, f, a.decision_weight, a.read_weight) for _, m, f in train]
+    canon = [i for i, (r, _, _) in enumerate(train) if r[:P] == prefix]
+    variants = [i for i in range(len(train)) if train[i][0][:P] != prefix]
+    by_length = sorted(canon, key=lambda i: len(train[i][0]))
+    test = [x for x in test if x[0][:P] == prefix]
+    print(f"data: {len(train)} train ({len(variants)} with an edited prompt) / {len(test)} held-out conversations, "
+          f"vocabulary {len(vmap)} rows, mean length {sum(len(r[0]) for r in train) / len(train):.0f} tokens, "
+          f"shared prompt {P} tokens", flush=True)
 
     torch.manual_seed(a.seed)
     cfg = brain_config(len(vmap), a.size)
-    model = tf.Qwen3_5MoeForCausalLM(cfg)
+    init_dir = out / "init"
+    if not (init_dir / "model.safetensors").exists():   # transformers' initialisation of Qwen3.5, saved once
+        tf.Qwen3_5MoeForCausalLM(cfg).save_pretrained(str(init_dir))
+    model = load_model(init_dir, dtype=torch.float32, progress=False)
+    for p in model.parameters():
+        p.requires_grad_(True)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.01)
     step = 0
     order_rng = random.Random(a.seed)
@@ -273,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.export_only:
         if not state_path.exists():
             ap.error(f"--export-only: no {state_path}")
-        save_hf(model, vmap, mtok, out / f"model-step{step}")
+        save_checkpoint(model, init_dir, vmap, mtok, out / f"model-step{step}")
         plot_loss(out / "log.jsonl", out / "loss.png")
         print(f"saved {out / f'model-step{step}'} and {out / 'loss.png'}", flush=True)
         return 0
@@ -293,31 +404,43 @@ def main(argv: list[str] | None = None) -> int:
                     "order_rng": order_rng.getstate(), "torch_rng": torch.get_rng_state(), "vocab": vmap.ids},
                    state_path)
 
+    def suffix(i: int, end: int | None = None):
+        rows, _, _ = train[i]
+        end = len(rows) if end is None else end
+        return rows[P:end], weights[i][P:end]
+
     log = open(out / "log.jsonl", "a")
-    model.train()
     t0, s0 = time.time(), step
     stop_reason = "steps"
     while step < a.steps:
         if a.minutes and time.time() - t_start > a.minutes * 60:
             stop_reason = "time limit"
             break
-        ids, mask, flags = train[order_rng.randrange(len(train))]
-        x = torch.tensor([ids])
-        m = torch.tensor(mask[1:], dtype=torch.bool)
-        f = torch.tensor(flags[1:])[m]
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        outp = model(input_ids=x, output_router_logits=True)
-        logits = outp.logits[0, :-1]
-        wloss, loss = weighted_loss(logits[m], x[0, 1:][m], f, a.decision_weight, a.read_weight)
-        total = wloss + (cfg.router_aux_loss_coef * outp.aux_loss if getattr(outp, "aux_loss", None) is not None else 0)
-        total.backward()
+        k = order_rng.randrange(max(1, len(by_length) - a.batch + 1))   # neighbours in length: little padding
+        whole = [suffix(i) for i in by_length[k:k + a.batch]]
+        firsts = [suffix(i, first_turn_end(train[i][1])) for i in order_rng.sample(canon, min(a.first_turns, len(canon)))]
+        loss_sum, w_sum, (ce, where), past = SP.batch_loss(model, prefix, whole)
+        plain = [float(ce.detach().sum()), float(where.sum())]
+        if firsts:
+            ls, ws, (ce1, where1), _ = SP.batch_loss(model, prefix, firsts, prefix_states=past)
+            loss_sum, w_sum = loss_sum + ls, w_sum + ws
+            plain = [plain[0] + float(ce1.detach().sum()), plain[1] + float(where1.sum())]
+        if a.variant_every and variants and step % a.variant_every == 0:
+            i = order_rng.choice(variants)
+            rows, _, _ = train[i]
+            p = rows.index(mtok.token_id("<|im_start|>"), 1) + 1      # its own prompt, up to the user turn
+            ls, ws, _, _ = SP.batch_loss(model, rows[:p], [(rows[p:], weights[i][p:])])
+            loss_sum, w_sum = loss_sum + ls, w_sum + ws
+        (loss_sum / w_sum).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
-        rec = {"step": step, "loss": round(loss.item(), 5), "weighted_loss": round(wloss.item(), 5),
-               "lr": round(lr_at(step - 1), 6), "tokens": len(ids),
+        loss = float(plain[0]) / max(plain[1], 1)
+        rec = {"step": step, "loss": round(loss, 5), "weighted_loss": round(float(loss_sum / w_sum), 5),
+               "lr": round(lr_at(step - 1), 6), "tokens": P + sum(len(s_) for s_, _ in whole + firsts),
                "t": round(time.time() - t_start, 1)}
         if step % 10 == 0 or step == 1:
             rate = (time.time() - t0) / max(1, step - s0)
@@ -325,29 +448,31 @@ def main(argv: list[str] | None = None) -> int:
             if a.minutes:
                 left = min(left, a.minutes * 60 - (time.time() - t_start))
             bar = "#" * int(30 * step / a.steps)
-            print(f"[{bar:<30}] {step}/{a.steps} loss {loss.item():.4f} {rate:.2f} s/step ETA {left / 60:.1f} min",
+            print(f"[{bar:<30}] {step}/{a.steps} loss {loss:.4f} {rate:.2f} s/step ETA {left / 60:.1f} min",
                   flush=True)
         if step % a.eval_every == 0 or step == a.steps:
-            rec.update(evaluate(model, test, think_end, a.eval_examples))
+            rec.update(evaluate(model, prefix, test, think_end, a.eval_examples))
             print(f"  held-out: loss {rec['heldout_loss']:.4f}, next-action accuracy "
                   f"{rec['heldout_next_action_acc']:.3f} over {rec['heldout_turns']} turns, decision-token accuracy "
-                  f"{rec['heldout_decision_token_acc']:.3f}", flush=True)
+                  f"{rec['heldout_decision_token_acc']:.3f}, names read {rec['heldout_names_read_acc']:.3f} "
+                  f"of {rec['heldout_names_read']}", flush=True)
         log.write(json.dumps(rec) + "\n")
         log.flush()
         if step % a.save_every == 0:
             save_state()
     save_state()
-    final = evaluate(model, test, think_end, min(len(test), 100))
+    final = evaluate(model, prefix, test, think_end, min(len(test), 100))
     final.update(step=step, stop=stop_reason, minutes=round((time.time() - t_start) / 60, 1))
     log.write(json.dumps({"final": final}) + "\n")
     log.close()
     print(f"final held-out ({min(len(test), 100)} conversations): {json.dumps(final)}", flush=True)
-    save_hf(model, vmap, mtok, out / "model")
+    save_checkpoint(model, init_dir, vmap, mtok, out / "model")
     (out / "model" / "README.md").write_text(
         "A small Qwen3.5-architecture model trained on simulated robot missions by `qwen-stack train-brain` "
         "(a stand-in until a real Qwen3.5 checkpoint is given with model_dir).\n\n"
         f"Command: `qwen-stack train-brain {' '.join(sys.argv[2:] if argv is None else argv)}`\n\n"
-        f"Held-out (teacher-forced) next-action accuracy: {final['heldout_next_action_acc']:.3f}\n")
+        f"Held-out (teacher-forced) next-action accuracy: {final['heldout_next_action_acc']:.3f}, "
+        f"names read from the instruction: {final['heldout_names_read_acc']:.3f}\n")
     plot_loss(out / "log.jsonl", out / "loss.png")
     print(f"saved {out / 'model'}", flush=True)
     return 0

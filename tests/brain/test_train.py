@@ -14,7 +14,8 @@ from qwen_stack.qwen_node.brain import train
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("brain_run")
     args = ["--out", str(out), "--size", "tiny", "--train-examples", "6", "--test-examples", "2", "--steps", "3",
-            "--eval-every", "2", "--eval-examples", "1", "--save-every", "2", "--warmup", "1"]
+            "--eval-every", "2", "--eval-examples", "1", "--save-every", "2", "--warmup", "1",
+            "--batch", "2", "--first-turns", "2", "--variant-every", "2"]
     assert train.main(args) == 0
     return out, args
 
@@ -25,10 +26,23 @@ def test_run_writes_log_checkpoint_and_plot(run):
     assert [r["step"] for r in rows if "step" in r] == [1, 2, 3]
     assert all(r["loss"] > 0 for r in rows if "loss" in r)
     assert "heldout_next_action_acc" in rows[1] and "final" in rows[-1]
+    assert 0 <= rows[-1]["final"]["heldout_names_read_acc"] <= 1 and rows[-1]["final"]["heldout_names_read"] > 0
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     cfg = json.loads((out / "model" / "config.json").read_text())
     assert cfg["architectures"] == ["Qwen3_5MoeForCausalLM"] and (out / "model" / "vocab_map.json").is_file()
     assert "train-brain" in (out / "model" / "README.md").read_text()
+
+
+def test_checkpoint_loads_in_transformers_with_the_same_logits(run):
+    import transformers as tf
+
+    from qwen_stack.qwen_node.engine.loader import load_model
+
+    ref = tf.Qwen3_5MoeForCausalLM.from_pretrained(run[0] / "model", dtype=torch.float32).eval()
+    ours = load_model(run[0] / "model", dtype=torch.float32, progress=False)
+    ids = torch.randint(0, ref.config.vocab_size, (1, 200), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(ref(input_ids=ids).logits, ours(input_ids=ids), atol=1e-4)
 
 
 def test_checkpoint_loads_in_the_engine(run):
@@ -54,17 +68,19 @@ def test_bad_arguments_are_refused():
 
 
 def test_decision_tokens_weigh_more_in_the_loss():
-    logits = torch.zeros(4, 3)
-    logits[0, 0] = logits[1, 0] = 5.0         # tokens 0 and 1 right, 2 and 3 wrong
-    targets = torch.tensor([0, 0, 1, 1])
-    flags = torch.tensor([False, False, True, True])
-    plain_w, plain = train.weighted_loss(logits, targets, flags, 1.0)
-    heavy_w, heavy = train.weighted_loss(logits, targets, flags, 4.0)
-    assert torch.isclose(plain_w, plain) and torch.isclose(heavy, plain)
-    assert heavy_w > plain_w   # the wrong tokens are the flagged ones: they count 4 times
-    read = torch.tensor([0, 0, 2, 1])   # token 2 a name read for the first time
-    read_w, _ = train.weighted_loss(logits, targets, read, 4.0, 16.0)
-    assert read_w > heavy_w
+    mask = [0, 1, 1, 1, 1]
+    flags = [0, 0, 1, 2, 0]   # the prompt, filler, a decision token, a name read for the first time, filler
+    assert train.token_weights(mask, flags, 4.0, 16.0) == [0.0, 1.0, 4.0, 16.0, 1.0]
+    assert train.token_weights([0, 0], [1, 2], 4.0, 16.0) == [0.0, 0.0]   # not written: never a target
+
+
+def test_shared_prefix_is_the_common_system_turn():
+    S = 7   # the <|im_start|> row
+    a = [S, 1, 2, 3, S, 9, 10, 11]
+    b = [S, 1, 2, 3, S, 9, 12]
+    variant = [S, 1, 5, S, 9, 10]
+    assert train.shared_prefix([a, b, variant], S) == [S, 1, 2, 3, S, 9]
+    assert train.first_turn_end([0, 0, 1, 1, 0, 1]) == 4
 
 
 def test_resume_keeps_the_vocabulary_of_the_saved_state(run):
