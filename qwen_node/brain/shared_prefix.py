@@ -95,11 +95,11 @@ def batch_loss(model, prefix: list[int], suffixes: list[tuple[list[int], list[fl
     suffixes: (suffix ids, weight of each suffix token as a target: 0 for the tokens not trained).
     A conversation's first suffix token is predicted from the prefix's last position, which is never a
     trained target in the planner's format (a user turn follows the prompt): its weight must be 0.
-    prefix_states: (states, last hidden) from an earlier call, to score several batches on one prefix run.
+    prefix: may be empty (the suffixes start at position 0).
+    prefix_states: the states returned by an earlier call, to score several batches on one prefix run.
     Returns (loss sum, weight sum, per-token cross-entropy [B, T], prefix_states)."""
-    if prefix_states is None:
-        _, states = hidden_states(model, torch.tensor([prefix]))
-        prefix_states = states
+    if prefix_states is None and prefix:
+        _, prefix_states = hidden_states(model, torch.tensor([prefix]))
     if any(w[0] for _, w in suffixes):
         raise ValueError("a suffix's first token is a trained target: the shared prefix must end before any")
     T = max(len(s) for s, _ in suffixes)

@@ -276,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=4, help="whole conversations per step (similar lengths)")
     ap.add_argument("--first-turns", type=int, default=16,
                     help="conversations cut after their first assistant turn, per step")
+    ap.add_argument("--short-first-turns", type=int, default=16,
+                    help="first turns without the system turn, per step: the instruction among 20 tokens instead of "
+                         "1,500, where the model learns to read it (then it does with the prompt too)")
     ap.add_argument("--variant-every", type=int, default=4,
                     help="every N steps one conversation with an edited prompt wording (0: none)")
     ap.add_argument("--minutes", type=float, default=0.0, help="stop (and save) after this wall time; 0: no limit")
@@ -298,8 +301,9 @@ def main(argv: list[str] | None = None) -> int:
                  "max_tokens"):
         if getattr(a, name) <= 0:
             ap.error(f"--{name.replace('_', '-')} must be > 0")
-    if not (a.lr > 0 and a.minutes >= 0 and a.warmup >= 0 and a.first_turns >= 0 and a.variant_every >= 0):
-        ap.error("--lr must be > 0, --minutes, --warmup, --first-turns and --variant-every >= 0")
+    if not (a.lr > 0 and a.minutes >= 0 and a.warmup >= 0 and a.first_turns >= 0 and a.short_first_turns >= 0
+            and a.variant_every >= 0):
+        ap.error("--lr must be > 0, --minutes, --warmup, --first-turns, --short-first-turns and --variant-every >= 0")
     if not (a.decision_weight >= 1 and a.read_weight >= 1):
         ap.error("--decision-weight and --read-weight must be >= 1")
 
@@ -356,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     P = len(prefix)
     weights = [token_weights(m, f, a.decision_weight, a.read_weight) for _, m, f in train]
     canon = [i for i, (r, _, _) in enumerate(train) if r[:P] == prefix]
+    user_at = prefix.index(mtok.token_id("<|im_start|>"), 1)     # where the user turn starts
     variants = [i for i in range(len(train)) if train[i][0][:P] != prefix]
     by_length = sorted(canon, key=lambda i: len(train[i][0]))
     test = [x for x in test if x[0][:P] == prefix]
@@ -427,6 +432,13 @@ def main(argv: list[str] | None = None) -> int:
             ls, ws, (ce1, where1), _ = SP.batch_loss(model, prefix, firsts, prefix_states=past)
             loss_sum, w_sum = loss_sum + ls, w_sum + ws
             plain = [plain[0] + float(ce1.detach().sum()), plain[1] + float(where1.sum())]
+        if a.short_first_turns:   # the same first turns from the user turn on, at positions 0..
+            short = []
+            for i in order_rng.sample(canon, min(a.short_first_turns, len(canon))):
+                end = first_turn_end(train[i][1])
+                short.append((train[i][0][user_at:end], weights[i][user_at:end]))
+            ls, ws, _, _ = SP.batch_loss(model, [], short)
+            loss_sum, w_sum = loss_sum + ls, w_sum + ws
         if a.variant_every and variants and step % a.variant_every == 0:
             i = order_rng.choice(variants)
             rows, _, _ = train[i]
