@@ -246,7 +246,14 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", default="", help="bf16 checkpoint run as backend 'base' (e.g. the previous model)")
     ap.add_argument("--camera-rate", type=float, default=3.0, help="sim camera frames per sim second (perception)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "brain_eval"), help="results folder (JSON + logs)")
+    ap.add_argument("--summarize", default="", metavar="ROWS",
+                    help="only print the sim table of a sim_rows.jsonl (e.g. of a run stopped early) and exit")
     a = ap.parse_args(argv)
+    if a.summarize:
+        rows = [json.loads(x) for x in Path(a.summarize).read_text().splitlines() if x.strip()]
+        for b in dict.fromkeys(r["backend"] for r in rows):
+            print(b, json.dumps(summarize([r for r in rows if r["backend"] == b])))
+        return 0
     unknown = set(a.backends.split(",")) - {"bf16", "nvfp4", "replay", "base"}
     if unknown:
         ap.error(f"--backends: unknown {sorted(unknown)}")
@@ -286,9 +293,11 @@ def main(argv=None) -> int:
         missions = held_out_missions(a.missions, a.seed)
         fault_missions = [m for f in ("grasp_fails", "moved", "deny") for m in held_out_missions(a.faults, a.seed, f)]
         rows = []
-        for backend in a.backends.split(","):
-            todo = missions + (fault_missions if backend in a.fault_backends.split(",") else [])
-            for m in todo:
+        # mission by mission, every backend in turn: a run stopped early still compares like with like
+        for m in missions + fault_missions:
+            for backend in a.backends.split(","):
+                if m.fault != "none" and backend not in a.fault_backends.split(","):
+                    continue
                 row = run_mission(observer, m, backend, env, a.rtf, a.timeout, a.compile_decode, out, a.camera_rate)
                 rows.append(row)
                 print(f"{backend:6} {m.id:14} delivered={row['delivered']!s:5} claims={row['claims_success']!s:5} "
