@@ -294,7 +294,12 @@ def main(argv=None) -> int:
         fault_missions = [m for f in ("grasp_fails", "moved", "deny") for m in held_out_missions(a.faults, a.seed, f)]
         rows = []
         # mission by mission, every backend in turn: a run stopped early still compares like with like
+        import rclpy
+
         for m in missions + fault_missions:
+            if not rclpy.ok():   # SIGINT/SIGTERM shut the context down: stop, do not write a failed row per mission
+                print("the ROS context was shut down (run stopped): no more missions", flush=True)
+                break
             for backend in a.backends.split(","):
                 if m.fault != "none" and backend not in a.fault_backends.split(","):
                     continue
