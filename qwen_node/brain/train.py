@@ -4,10 +4,11 @@ Seeded (data, order and initialisation all follow --seed) and resumable (DIR/sta
 every --save-every steps and picked up on the next start, keeping its vocabulary rows). The model is
 the engine's own (engine/model.py, fp32, initialised as transformers initialises Qwen3.5), trained
 through shared_prefix.py: every conversation starts with the same system prompt and tool list, which
-runs once per step for the whole batch. A step: --batch whole conversations of similar length, and
+runs once per step for the whole batch. A step: --batch whole conversations of similar length,
 --first-turns conversations cut after their first assistant turn (the turn that reads the instruction:
-cheap, and the decision the model learns last), every --variant-every steps one conversation whose
-prompt wording was edited (dataset.prompt_variant; it runs on its own). Loss on the assistant's tokens
+cheap, and the decision the model learns last), --short-first-turns of the same from the user turn on
+(no system prompt: where the model learns to read the instruction at all), every --variant-every steps
+one conversation whose prompt wording was edited (dataset.prompt_variant; it runs on its own). Loss on the assistant's tokens
 only, the decision tokens (dataset.decision_flags) weighted --decision-weight times and the names read
 for the first time --read-weight times. Logged per step to DIR/log.jsonl and the terminal (progress,
 ETA); the held-out split's next-action accuracy (teacher-forced: every token of the turn's action,
@@ -133,13 +134,17 @@ def evaluate(model, prefix: list[int], examples, think_end: int, limit: int) -> 
 
 
 def save_hf(model, vmap, tok_mapped, out_dir: Path, dtype=torch.bfloat16) -> None:
+    """A transformers model of the pruned vocabulary, saved as the engine reads it (tests build them so)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     m = model.to(dtype)
     m.save_pretrained(str(out_dir))
     model.to(torch.float32)
     vmap.save(out_dir)
-    cfg_path = out_dir / "config.json"
-    cfg = json.loads(cfg_path.read_text())
+    _special_ids_as_rows(out_dir / "config.json", tok_mapped)
+
+
+def _special_ids_as_rows(cfg_path: Path, tok_mapped, **extra) -> None:
+    cfg = json.loads(cfg_path.read_text()) | extra
     # the engine checks these special ids against the tokenizer: they are model rows here
     cfg["image_token_id"] = tok_mapped.token_id("<|image_pad|>")
     cfg["video_token_id"] = tok_mapped.token_id("<|video_pad|>")
@@ -177,15 +182,7 @@ def save_checkpoint(model, init_dir: Path, vmap, tok_mapped, out_dir: Path, dtyp
         if (init_dir / name).exists():
             (out_dir / name).write_text((init_dir / name).read_text())
     vmap.save(out_dir)
-    cfg_path = out_dir / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["dtype"] = str(dtype).removeprefix("torch.")
-    # the engine checks these special ids against the tokenizer: they are model rows here
-    cfg["image_token_id"] = tok_mapped.token_id("<|image_pad|>")
-    cfg["video_token_id"] = tok_mapped.token_id("<|video_pad|>")
-    cfg["vision_start_token_id"] = tok_mapped.token_id("<|vision_start|>")
-    cfg["eos_token_id"] = tok_mapped.im_end_id
-    cfg_path.write_text(json.dumps(cfg, indent=2))
+    _special_ids_as_rows(out_dir / "config.json", tok_mapped, dtype=str(dtype).removeprefix("torch."))
 
 
 def shared_prefix(rows: list[list[int]], turn_start: int) -> list[int]:
