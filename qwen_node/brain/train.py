@@ -107,10 +107,9 @@ def evaluate(model, prefix: list[int], examples, think_end: int, limit: int) -> 
         n_tok += int(m.sum())
         full = torch.tensor(ids)
         f = torch.tensor(flags)
-        for q in range(P + 1, len(ids)):
-            if mask[q] and f[q]:
-                dec_n += 1
-                dec_right += int(pred[q - 1] == full[q])
+        dec = ((f > 0) & torch.tensor(mask, dtype=torch.bool)).nonzero().view(-1)   # never in the prompt
+        dec_n += len(dec)
+        dec_right += int((pred[dec - 1] == full[dec]).sum())
         # a name read (READ tokens in a row) counts right when all its tokens are
         q = P + 1
         while q < len(ids):
@@ -133,19 +132,9 @@ def evaluate(model, prefix: list[int], examples, think_end: int, limit: int) -> 
             "heldout_names_read_acc": read_right / max(read_n, 1), "heldout_names_read": read_n}
 
 
-def save_hf(model, vmap, tok_mapped, out_dir: Path, dtype=torch.bfloat16) -> None:
-    """A transformers model of the pruned vocabulary, saved as the engine reads it (tests build them so)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    m = model.to(dtype)
-    m.save_pretrained(str(out_dir))
-    model.to(torch.float32)
-    vmap.save(out_dir)
-    _special_ids_as_rows(out_dir / "config.json", tok_mapped)
-
-
-def _special_ids_as_rows(cfg_path: Path, tok_mapped, **extra) -> None:
+def special_ids_as_rows(cfg_path: Path, tok_mapped, **extra) -> None:
+    """config.json's special token ids as the pruned model's rows (the engine checks them against its tokenizer)."""
     cfg = json.loads(cfg_path.read_text()) | extra
-    # the engine checks these special ids against the tokenizer: they are model rows here
     cfg["image_token_id"] = tok_mapped.token_id("<|image_pad|>")
     cfg["video_token_id"] = tok_mapped.token_id("<|video_pad|>")
     cfg["vision_start_token_id"] = tok_mapped.token_id("<|vision_start|>")
@@ -182,7 +171,7 @@ def save_checkpoint(model, init_dir: Path, vmap, tok_mapped, out_dir: Path, dtyp
         if (init_dir / name).exists():
             (out_dir / name).write_text((init_dir / name).read_text())
     vmap.save(out_dir)
-    _special_ids_as_rows(out_dir / "config.json", tok_mapped, dtype=str(dtype).removeprefix("torch."))
+    special_ids_as_rows(out_dir / "config.json", tok_mapped, dtype=str(dtype).removeprefix("torch."))
 
 
 def shared_prefix(rows: list[list[int]], turn_start: int) -> list[int]:
@@ -353,11 +342,12 @@ def main(argv: list[str] | None = None) -> int:
         return res
 
     train, test = to_rows(bundle["data"]["train"]), to_rows(bundle["data"]["test"])
-    prefix = shared_prefix([r for r, _, _ in train], mtok.token_id("<|im_start|>"))
+    turn_start = mtok.token_id("<|im_start|>")
+    prefix = shared_prefix([r for r, _, _ in train], turn_start)
     P = len(prefix)
     weights = [token_weights(m, f, a.decision_weight, a.read_weight) for _, m, f in train]
     canon = [i for i, (r, _, _) in enumerate(train) if r[:P] == prefix]
-    user_at = prefix.index(mtok.token_id("<|im_start|>"), 1)     # where the user turn starts
+    user_at = prefix.index(turn_start, 1)     # where the user turn starts
     variants = [i for i in range(len(train)) if train[i][0][:P] != prefix]
     by_length = sorted(canon, key=lambda i: len(train[i][0]))
     test = [x for x in test if x[0][:P] == prefix]
@@ -439,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.variant_every and variants and step % a.variant_every == 0:
             i = order_rng.choice(variants)
             rows, _, _ = train[i]
-            p = rows.index(mtok.token_id("<|im_start|>"), 1) + 1      # its own prompt, up to the user turn
+            p = rows.index(turn_start, 1) + 1      # its own prompt, up to the user turn
             ls, ws, _, _ = SP.batch_loss(model, rows[:p], [(rows[p:], weights[i][p:])])
             loss_sum, w_sum = loss_sum + ls, w_sum + ws
         (loss_sum / w_sum).backward()

@@ -79,14 +79,16 @@ def pruned_checkpoint(tmp_path_factory, tok, vmap):
     import transformers as tf
 
     from qwen_stack.qwen_node.brain.model_config import brain_config
-    from qwen_stack.qwen_node.brain.train import save_hf
+    from qwen_stack.qwen_node.brain.train import special_ids_as_rows
     from tiny_checkpoints import randomise
 
     torch.manual_seed(0)
     model = tf.Qwen3_5MoeForCausalLM(brain_config(len(vmap), "tiny"))
     randomise(model, 3)
     folder = tmp_path_factory.mktemp("pruned")
-    save_hf(model, vmap, MappedTokenizer(tok, vmap), folder, dtype=torch.float32)
+    model.save_pretrained(str(folder))   # fp32, as transformers writes a pruned-vocabulary model
+    vmap.save(folder)
+    special_ids_as_rows(folder / "config.json", MappedTokenizer(tok, vmap))
     return folder, model.eval()
 
 
