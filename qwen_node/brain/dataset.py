@@ -56,7 +56,8 @@ class Example:
     targets: list[str]            # objects the mission is about
     area: str                     # destination area ("" for kinds without one)
     faults: dict
-    messages: list[dict]          # {"role", "content"} as the planner holds them (system prompt included)
+    messages: list[dict]          # {"role", "content"} as the planner holds them (system prompt included);
+                                  # an assistant turn with "train": False is a deliberate mistake
     outcome: str                  # success | failed | refused (what the final answer says)
     world_success: bool           # the world agrees (fetch: every target inside the area)
 
@@ -160,20 +161,25 @@ def make_mission(rng: random.Random, split: str) -> tuple[Mission, P.Instruction
             _scene(rng, [], [rng.choice(AREAS)], []), faults)
 
 
-def generate_example(seed: int, split: str, system_prompt: str) -> Example:
+def generate_example(seed: int, split: str, system_prompt: str, slip_rate: float = 0.0) -> Example:
+    """One mission played by the expert. slip_rate: its chance per go_to_object of a near-miss name
+    first (Expert.slip_rate); those turns carry "train": False and encode() masks them out."""
     rng = random.Random(f"{split}:{seed}")
     mission, ins, things, faults = make_mission(rng, split)
     robot = (rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), rng.uniform(-math.pi, math.pi))
     world = SymbolicWorld(things, robot, faults, rng)
-    expert = Expert(world, rng)
+    expert = Expert(world, rng, slip_rate, random.Random(f"slip:{split}:{seed}"))
     from qwen_stack.qwen_node.agent.planner import ChatMessage, PlannerConfig, fold_context
 
     chat = [ChatMessage("system", system_prompt), ChatMessage("user", ins.text)]
     fold_cfg = PlannerConfig()   # the planner's defaults (config/agent.yaml has the same values)
     policy = expert.run(mission)
     turn: Turn = next(policy)
+    untrained: set[int] = set()
     while True:
         fold_context(chat, fold_cfg)   # as the planner does before every model turn
+        if not turn.train:
+            untrained.add(len(chat))
         chat.append(ChatMessage("assistant", turn.raw()))
         if turn.call is None:
             break
@@ -183,7 +189,8 @@ def generate_example(seed: int, split: str, system_prompt: str) -> Example:
             turn = policy.send(result)
         except StopIteration:
             raise RuntimeError(f"expert ended without a final answer ({mission.kind}, seed {seed})")
-    messages = [{"role": m.role, "content": m.content} for m in chat]
+    messages = [{"role": m.role, "content": m.content, **({"train": False} if k in untrained else {})}
+                for k, m in enumerate(chat)]
     world_ok = True
     if mission.kind in ("fetch", "fetch2"):
         world_ok = all(world.in_area(o, mission.area) for o in mission.targets)
@@ -253,7 +260,7 @@ def render_segments(messages: list[dict], tools: list[dict]) -> tuple[str, list[
     text, _, _ = render_chat(chat, tools, add_generation_prompt=False)
     spans = []
     for k, m in enumerate(messages):
-        if m["role"] != "assistant":
+        if m["role"] != "assistant" or m.get("train") is False:   # a deliberate mistake: never a target
             continue
         prompt, _, _ = render_chat(chat[:k], tools, add_generation_prompt=True, enable_thinking=True)
         if not text.startswith(prompt):

@@ -25,6 +25,7 @@ class Turn:
     thinking: str
     call: tuple[str, dict[str, Any]] | None = None
     answer: str = ""
+    train: bool = True         # False: a mistake the expert makes on purpose (kept out of the loss)
 
     def raw(self) -> str:
         head = f"{self.thinking}\n</think>\n\n"
@@ -62,9 +63,15 @@ Policy = Generator[Turn, dict, None]
 
 
 class Expert:
-    def __init__(self, world: SymbolicWorld, rng: random.Random):
+    def __init__(self, world: SymbolicWorld, rng: random.Random, slip_rate: float = 0.0,
+                 slip_rng: random.Random | None = None):
         self.w, self.rng = world, rng
         self.outcome = "unknown"   # success | failed | refused: what the final answer claims
+        # chance that a go_to_object is first written with a near-miss name (another colour or shape, not in
+        # memory): the planner's "no object named ..." error follows and the expert recovers with the exact
+        # name. The slip is never trained on (Turn.train False); the recovery is.
+        self.slip_rate = slip_rate
+        self.slip_rng = slip_rng or random.Random(0)   # its own stream: the rest of the data is unchanged by it
 
     def pick(self, *options: str) -> str:
         return self.rng.choice(options)
@@ -122,6 +129,13 @@ class Expert:
     def _goto(self, name: str, thinking: str) -> Generator[Turn, dict, Any]:
         """go_to_object with recovery: True, or a failure description for the final answer."""
         tries = 0
+        wrong = self._near_miss(name) if self.slip_rate and self.slip_rng.random() < self.slip_rate else None
+        if wrong is not None:
+            r = yield Turn(thinking, ("go_to_object", {"object_name": wrong}), train=False)
+            thinking = self.slip_rng.choice((
+                f"go_to_object failed: there is no {wrong} in memory. The name I need is {name}, which is in the "
+                f"known list; call it exactly.",
+                f"Wrong name: {wrong} is not known. The right one is {name}. Try again with it."))
         while True:
             tries += 1
             r = yield Turn(thinking, ("go_to_object", {"object_name": name}))
@@ -140,6 +154,21 @@ class Expert:
                 thinking = f"go_to_object failed: {msg}. Try once more."
                 continue
             return f"driving to the {human(name)} failed twice ({msg})"
+
+    def _near_miss(self, name: str) -> str | None:
+        """A name one word off `name` (the other colour or shape) that perception does not know."""
+        from .phrasing import COLOURS, SHAPES
+        parts = name.split("_")
+        if len(parts) != 2 or parts[0] not in COLOURS:
+            return None      # unnamed far entries (<colour>_object_<n>) are copied, not composed
+        colour, shape = parts
+        options = [f"{c}_{shape}" for c in COLOURS if c not in (colour, "grey")]
+        options += [f"{colour}_{s}" for s in SHAPES + ("square",) if s != shape]
+        options = [o for o in options if o not in self.w.memory]
+        # the name of the memory entry next to it is the likeliest slip (seen in the simulator)
+        close = [o for o in options if any(o.split("_")[0] == m.split("_")[0] or o.split("_")[-1] == m.split("_")[-1]
+                                           for m in self.w.memory if m != name)]
+        return self.slip_rng.choice(close or options) if options else None
 
     def _pick_up(self, obj: str) -> Generator[Turn, dict, Any]:
         attempts = 0

@@ -36,8 +36,9 @@ from .model_config import brain_config
 TOOL_CALL_OPEN = "<tool_call>"
 
 
-def build_data(n_train: int, n_test: int, seed: int, tok, tools, system_prompt: str) -> dict:
-    """Encoded examples: {"train": [(ids, mask)], "test": [(ids, mask, action_spans)]} in tokenizer ids."""
+def build_data(n_train: int, n_test: int, seed: int, tok, tools, system_prompt: str, slip_rate: float = 0.0) -> dict:
+    """Encoded examples: {"train": [(ids, mask)], "test": [(ids, mask, action_spans)]} in tokenizer ids.
+    slip_rate: the expert's near-miss names (training split only; the held-out split stays comparable)."""
     out: dict[str, list] = {"train": [], "test": []}
     meta: dict[str, list] = {"train": [], "test": []}
     rng = random.Random(seed)
@@ -45,7 +46,7 @@ def build_data(n_train: int, n_test: int, seed: int, tok, tools, system_prompt: 
         for i in range(n):
             # training sees small edits of the prompt's wording; the held-out split the exact prompt
             sp, tl = D.prompt_variant(system_prompt, tools, rng) if split == "train" else (system_prompt, tools)
-            ex = D.generate_example(seed * 1_000_000 + i, split, sp)
+            ex = D.generate_example(seed * 1_000_000 + i, split, sp, slip_rate if split == "train" else 0.0)
             ids, mask = D.encode(ex.messages, tl, tok)
             out[split].append((ids, mask))
             meta[split].append({"kind": ex.kind, "lang": ex.lang, "outcome": ex.outcome})
@@ -89,12 +90,14 @@ def token_weights(mask: list[int], flags: list[int], weight: float, read_weight:
 def evaluate(model, prefix: list[int], examples, think_end: int, limit: int) -> dict:
     """Teacher-forced on held-out conversations (exact prompt: they all start with `prefix`): loss per
     written token, next-action accuracy (every token of a turn's action right), decision-token accuracy,
-    and name-reading accuracy (every token of a name written for the first time right)."""
+    turn-decision accuracy (every decision token of a turn right, its thinking's included: what
+    the turn decides, e.g. whether the target is in memory, before the action copies it) and
+    name-reading accuracy (every token of a name written for the first time right)."""
     P = len(prefix)
     _, past = SP.hidden_states(model, torch.tensor([prefix]))
     turns = correct = 0
     loss_sum = n_tok = 0.0
-    dec_right = dec_n = read_right = read_n = 0
+    dec_right = dec_n = read_right = read_n = turn_dec_right = turn_dec_n = 0
     for ids, mask, flags in examples[:limit]:
         if ids[:P] != prefix:
             raise ValueError("a held-out conversation does not start with the exact prompt")
@@ -110,6 +113,9 @@ def evaluate(model, prefix: list[int], examples, think_end: int, limit: int) -> 
         dec = ((f > 0) & torch.tensor(mask, dtype=torch.bool)).nonzero().view(-1)   # never in the prompt
         dec_n += len(dec)
         dec_right += int((pred[dec - 1] == full[dec]).sum())
+        right = torch.cat([torch.zeros(1, dtype=torch.bool), pred[:-1] == full[1:]]).tolist()
+        n, r = turn_decisions(mask, flags, right)
+        turn_dec_n, turn_dec_right = turn_dec_n + n, turn_dec_right + r
         # a name read (READ tokens in a row) counts right when all its tokens are
         q = P + 1
         while q < len(ids):
@@ -129,7 +135,22 @@ def evaluate(model, prefix: list[int], examples, think_end: int, limit: int) -> 
             correct += all(int(pred[p - 1]) == ids[p] for p in positions)
     return {"heldout_loss": loss_sum / max(n_tok, 1), "heldout_next_action_acc": correct / max(turns, 1),
             "heldout_turns": turns, "heldout_decision_token_acc": dec_right / max(dec_n, 1),
+            "heldout_turn_decision_acc": turn_dec_right / max(turn_dec_n, 1),
             "heldout_names_read_acc": read_right / max(read_n, 1), "heldout_names_read": read_n}
+
+
+def turn_decisions(mask: list[int], flags: list[int], right: list[bool]) -> tuple[int, int]:
+    """(turns with decision tokens, those whose decision tokens were all predicted right); right[q]:
+    token q was predicted right. A turn's thinking decides before its action copies the decision
+    ("I know where X is" -> go_to_object X), so a turn counts right only when both are."""
+    n = n_right = start = 0
+    for end in turn_ends(mask):
+        dec = [q for q in range(start, end) if mask[q] and flags[q]]
+        if dec:
+            n += 1
+            n_right += all(right[q] for q in dec)
+        start = end
+    return n, n_right
 
 
 def special_ids_as_rows(cfg_path: Path, tok_mapped, **extra) -> None:
@@ -193,10 +214,12 @@ def shared_prefix(rows: list[list[int]], turn_start: int) -> list[int]:
 
 def first_turn_end(mask: list[int]) -> int:
     """Index after the first assistant turn (its last written token)."""
-    i = mask.index(1)
-    while i < len(mask) and mask[i]:
-        i += 1
-    return i
+    return turn_ends(mask)[0]
+
+
+def turn_ends(mask: list[int]) -> list[int]:
+    """Index after each trained assistant turn (where its written tokens end)."""
+    return [i for i in range(1, len(mask) + 1) if mask[i - 1] and (i == len(mask) or not mask[i])]
 
 
 def plot_loss(log_path: Path, png: Path, size: tuple[int, int] = (900, 480)) -> None:
@@ -265,6 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--short-first-turns", type=int, default=16,
                     help="first turns without the system turn, per step: the instruction among 20 tokens instead of "
                          "1,500, where the model learns to read it (then it does with the prompt too)")
+    ap.add_argument("--short-cuts", type=int, default=0,
+                    help="conversations from the user turn on (no system turn) cut after a random assistant turn, "
+                         "per step: reading the tool results (is the target in memory, which name to call) among "
+                         "hundreds of tokens instead of thousands")
+    ap.add_argument("--slip-rate", type=float, default=0.0,
+                    help="the expert's chance per go_to_object of a near-miss name first, then the planner's error "
+                         "and the recovery (the slip itself is not trained); used when the data is generated")
     ap.add_argument("--variant-every", type=int, default=4,
                     help="every N steps one conversation with an edited prompt wording (0: none)")
     ap.add_argument("--minutes", type=float, default=0.0, help="stop (and save) after this wall time; 0: no limit")
@@ -288,8 +318,11 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(a, name) <= 0:
             ap.error(f"--{name.replace('_', '-')} must be > 0")
     if not (a.lr > 0 and a.minutes >= 0 and a.warmup >= 0 and a.first_turns >= 0 and a.short_first_turns >= 0
-            and a.variant_every >= 0):
-        ap.error("--lr must be > 0, --minutes, --warmup, --first-turns, --short-first-turns and --variant-every >= 0")
+            and a.short_cuts >= 0 and a.variant_every >= 0):
+        ap.error("--lr must be > 0, --minutes, --warmup, --first-turns, --short-first-turns, --short-cuts and "
+                 "--variant-every >= 0")
+    if not 0 <= a.slip_rate < 1:
+        ap.error("--slip-rate must be in [0, 1)")
     if not (a.decision_weight >= 1 and a.read_weight >= 1):
         ap.error("--decision-weight and --read-weight must be >= 1")
 
@@ -310,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"generating {a.train_examples} + {a.test_examples} missions ...", flush=True)
         tools = D.planner_tools()
-        bundle = build_data(a.train_examples, a.test_examples, a.seed, tok, tools, D.default_system_prompt())
+        bundle = build_data(a.train_examples, a.test_examples, a.seed, tok, tools, D.default_system_prompt(),
+                            a.slip_rate)
         bundle["tools"] = tools
         torch.save(bundle, data_path)
         (out / "tools.json").write_text(json.dumps(tools, indent=1))
@@ -426,19 +460,29 @@ def main(argv: list[str] | None = None) -> int:
                 short.append((train[i][0][user_at:end], weights[i][user_at:end]))
             ls, ws, _, _ = SP.batch_loss(model, [], short)
             loss_sum, w_sum = loss_sum + ls, w_sum + ws
+        if a.short_cuts:   # from the user turn on, cut after a random assistant turn
+            cuts = []
+            for i in order_rng.sample(canon, min(a.short_cuts, len(canon))):
+                end = order_rng.choice(turn_ends(train[i][1]))
+                cuts.append((train[i][0][user_at:end], weights[i][user_at:end]))
+            cuts.sort(key=lambda c: len(c[0]))
+            for g in range(0, len(cuts), 4):   # similar lengths together: a batch pads to its longest
+                ls, ws, _, _ = SP.batch_loss(model, [], cuts[g:g + 4])
+                loss_sum, w_sum = loss_sum + ls, w_sum + ws
         if a.variant_every and variants and step % a.variant_every == 0:
             i = order_rng.choice(variants)
             rows, _, _ = train[i]
             p = rows.index(turn_start, 1) + 1      # its own prompt, up to the user turn
             ls, ws, _, _ = SP.batch_loss(model, rows[:p], [(rows[p:], weights[i][p:])])
             loss_sum, w_sum = loss_sum + ls, w_sum + ws
-        (loss_sum / w_sum).backward()
+        weighted = loss_sum / w_sum
+        weighted.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
         loss = float(plain[0]) / max(plain[1], 1)
-        rec = {"step": step, "loss": round(loss, 5), "weighted_loss": round(float(loss_sum / w_sum), 5),
+        rec = {"step": step, "loss": round(loss, 5), "weighted_loss": round(float(weighted.detach()), 5),
                "lr": round(lr_at(step - 1), 6), "tokens": P + sum(len(s_) for s_, _ in whole + firsts),
                "t": round(time.time() - t_start, 1)}
         if step % 10 == 0 or step == 1:
@@ -453,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
             rec.update(evaluate(model, prefix, test, think_end, a.eval_examples))
             print(f"  held-out: loss {rec['heldout_loss']:.4f}, next-action accuracy "
                   f"{rec['heldout_next_action_acc']:.3f} over {rec['heldout_turns']} turns, decision-token accuracy "
-                  f"{rec['heldout_decision_token_acc']:.3f}, names read {rec['heldout_names_read_acc']:.3f} "
+                  f"{rec['heldout_decision_token_acc']:.3f}, turn decisions {rec['heldout_turn_decision_acc']:.3f}, "
+                  f"names read {rec['heldout_names_read_acc']:.3f} "
                   f"of {rec['heldout_names_read']}", flush=True)
         log.write(json.dumps(rec) + "\n")
         log.flush()

@@ -175,3 +175,38 @@ def test_decision_flags_mark_names_calls_and_the_answers_opening(examples, tools
 def test_decision_flags_refuse_misaligned_input():
     with pytest.raises(ValueError):
         D.decision_flags([1, 2, 3], [1, 1], QwenTokenizer())
+
+
+def test_slips_are_near_miss_names_followed_by_the_planners_error_and_the_recovery(tools):
+    """--slip-rate: a go_to_object first written with a name perception does not know, the planner's
+    'no object named ...' error, then the same call with the exact name. The slip is never a training
+    target; the recovery is. Without slips the data is exactly what it was."""
+    sp = D.default_system_prompt()
+    tok = QwenTokenizer()
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+    n_slips = 0
+    for seed in range(120):
+        ex = D.generate_example(seed, "train", sp, slip_rate=0.3)
+        assert ex.messages == D.generate_example(seed, "train", sp, slip_rate=0.3).messages   # seeded
+        plain = D.generate_example(seed, "train", sp)
+        assert all("train" not in m for m in plain.messages)
+        slips = [k for k, m in enumerate(ex.messages) if m.get("train") is False]
+        if not slips:
+            assert ex.messages == plain.messages, ex.id
+            continue
+        for k in slips:
+            n_slips += 1
+            slip, err, fix = ex.messages[k], ex.messages[k + 1]["content"], ex.messages[k + 2]   # err may be folded
+            wrong = parse_output(slip["content"], schemas, start_in_thinking=True).calls[0].arguments["object_name"]
+            right = parse_output(fix["content"], schemas, start_in_thinking=True).calls[0].arguments["object_name"]
+            assert slip["role"] == "assistant" and fix["role"] == "assistant" and fix.get("train") is not False
+            assert err.startswith('{"error": "no object named ' + repr(wrong) + " in memory (known: [")
+            assert wrong != right and right in fix["content"].split("</think>")[0]
+            if "folded" not in err:
+                assert json.loads(err)["status"] == "failed" and repr(right) in err
+        # the slip's tokens are masked out, the recovery's are written
+        ids, mask = D.encode(ex.messages, tools, tok)
+        written = tok.decode([t for t, m in zip(ids, mask) if m])
+        trained = [m for m in ex.messages if m["role"] == "assistant" and m.get("train") is not False]
+        assert written == "".join(m["content"] + "<|im_end|>" for m in trained), ex.id
+    assert n_slips >= 10

@@ -15,7 +15,7 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("brain_run")
     args = ["--out", str(out), "--size", "tiny", "--train-examples", "6", "--test-examples", "2", "--steps", "3",
             "--eval-every", "2", "--eval-examples", "1", "--save-every", "2", "--warmup", "1",
-            "--batch", "2", "--first-turns", "2", "--variant-every", "2"]
+            "--batch", "2", "--first-turns", "2", "--variant-every", "2", "--short-cuts", "2", "--slip-rate", "0.3"]
     assert train.main(args) == 0
     return out, args
 
@@ -26,6 +26,7 @@ def test_run_writes_log_checkpoint_and_plot(run):
     assert [r["step"] for r in rows if "step" in r] == [1, 2, 3]
     assert all(r["loss"] > 0 for r in rows if "loss" in r)
     assert "heldout_next_action_acc" in rows[1] and "final" in rows[-1]
+    assert 0 <= rows[-1]["final"]["heldout_turn_decision_acc"] <= 1
     assert 0 <= rows[-1]["final"]["heldout_names_read_acc"] <= 1 and rows[-1]["final"]["heldout_names_read"] > 0
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     cfg = json.loads((out / "model" / "config.json").read_text())
@@ -81,6 +82,20 @@ def test_shared_prefix_is_the_common_system_turn():
     variant = [S, 1, 5, S, 9, 10]
     assert train.shared_prefix([a, b, variant], S) == [S, 1, 2, 3, S, 9]
     assert train.first_turn_end([0, 0, 1, 1, 0, 1]) == 4
+    assert train.turn_ends([0, 0, 1, 1, 0, 1]) == [4, 6]
+
+
+def test_a_turn_decides_right_only_when_all_its_decision_tokens_are_right():
+    mask = [0, 1, 1, 1, 0, 1, 1, 0, 1]
+    flags = [0, 1, 0, 1, 0, 0, 0, 0, 2]   # turn 2 has no decision token: not counted
+    right = [True] * 9
+    assert train.turn_decisions(mask, flags, right) == (2, 2)
+    right[3] = False                      # turn 1's second decision token wrong
+    assert train.turn_decisions(mask, flags, right) == (2, 1)
+    right[2] = right[5] = False           # filler and the undecided turn: no effect
+    assert train.turn_decisions(mask, flags, right) == (2, 1)
+    right[8] = False
+    assert train.turn_decisions(mask, flags, right) == (2, 0)
 
 
 def test_resume_keeps_the_vocabulary_of_the_saved_state(run):
