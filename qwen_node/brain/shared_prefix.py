@@ -6,8 +6,9 @@ of the attention layers, the last conv inputs and the recurrent state of the Gat
 are broadcast to the batch of suffixes. Gradients flow through the broadcast (autograd sums them over
 the batch), so the result is exactly the loss of the full conversations one by one (a test compares
 them), at a fraction of the cost. Transformers cannot do this: its DeltaNet prefill starts from a zero
-state. The engine's own modules hold caches for inference; here their parameters are used through
-functional forwards that keep no state.
+state. The engine's own modules hold caches for inference; here their cache-free parts (projections,
+norms, gates: GatedAttention.project, GatedDeltaNet.project/heads/output) run without any cache, so the
+layer's math is written once.
 
 Suffixes are right-padded: padding comes after every real token, so causality keeps it from
 changing them; its positions are never scored.
@@ -18,17 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from ..engine.gated_delta_rule import gated_delta_rule_chunked
-from ..engine.model import apply_partial_rotary, rotary_tables
+from ..engine.model import rotary_tables
 
 
 def _attention(m, x, cos, sin, past):
     """GatedAttention.forward without a cache. past: (k, v) [1, Hkv, P, Dh] of the prefix, or None."""
     B, T, _ = x.shape
-    Dh = m.head_dim
-    q, gate = m.q_proj(x).view(B, T, m.n_heads, 2 * Dh).chunk(2, dim=-1)
-    q = apply_partial_rotary(m.q_norm(q), cos, sin).transpose(1, 2)                  # [B, Hq, T, Dh]
-    k = apply_partial_rotary(m.k_norm(m.k_proj(x).view(B, T, m.n_kv, Dh)), cos, sin).transpose(1, 2)
-    v = m.v_proj(x).view(B, T, m.n_kv, Dh).transpose(1, 2)                           # [B, Hkv, T, Dh]
+    q, gate, k, v = m.project(x, cos, sin)
     if past is None:
         o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
     else:
@@ -43,28 +40,15 @@ def _attention(m, x, cos, sin, past):
 
 def _delta_net(m, x, past):
     """GatedDeltaNet.forward without a cache. past: (conv inputs [1, conv_dim, kernel-1], state [1, H, K, V])."""
-    B, T, _ = x.shape
-    qkv = m.in_proj_qkv(x).transpose(1, 2)                                           # [B, conv_dim, T]
-    z = m.in_proj_z(x).view(B, T, m.n_v, m.dv)
-    beta = torch.sigmoid(m.in_proj_b(x)).transpose(1, 2)
-    g = (-m.A_log.float().exp() * F.softplus(m.in_proj_a(x).float() + m.dt_bias.float())).transpose(1, 2)
+    B = x.shape[0]
+    qkv, z, beta, g = m.project(x)
     before = qkv.new_zeros(B, m.conv_dim, m.kernel - 1) if past is None else past[0].expand(B, -1, -1)
     full = torch.cat([before, qkv], dim=-1)
-    mixed = F.silu(F.conv1d(full, m.conv1d.weight, groups=m.conv_dim)).transpose(1, 2)
-    q, k, v = mixed.split([m.key_dim, m.key_dim, m.value_dim], dim=-1)
-    q = q.reshape(B, T, m.n_k, m.dk).float()
-    k = k.reshape(B, T, m.n_k, m.dk).float()
-    v = v.reshape(B, T, m.n_v, m.dv)
-    q = q * torch.rsqrt((q * q).sum(-1, keepdim=True) + 1e-6)
-    k = k * torch.rsqrt((k * k).sum(-1, keepdim=True) + 1e-6)
-    if m.n_v != m.n_k:
-        q = q.repeat_interleave(m.n_v // m.n_k, dim=2)
-        k = k.repeat_interleave(m.n_v // m.n_k, dim=2)
+    q, k, v = m.heads(F.silu(F.conv1d(full, m.conv1d.weight, groups=m.conv_dim)))
     state = None if past is None else past[1].expand(B, -1, -1, -1)
     o, final = gated_delta_rule_chunked(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), g, beta,
                                         m.dk ** -0.5, initial_state=state)
-    o = m.norm(o.transpose(1, 2).to(x.dtype), z)
-    return m.out_proj(o.reshape(B, T, m.value_dim)), (full[:, :, -(m.kernel - 1):], final)
+    return m.output(o.transpose(1, 2), z, x.dtype), (full[:, :, -(m.kernel - 1):], final)
 
 
 def hidden_states(model, ids: torch.Tensor, start: int = 0, past: list | None = None):

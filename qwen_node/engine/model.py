@@ -246,24 +246,29 @@ class GatedAttention(nn.Module):
     def reset_cache(self):
         pass  # positions beyond the current length are never read
 
-    def forward(self, x, step: StepInputs):
+    def project(self, x, cos, sin):
+        """x [B, T, D] -> q [B, Hq, T, Dh], output gate [B, T, Hq, Dh], k and v [B, Hkv, T, Dh] (normed, rotated).
+        The cache-free part of the layer, shared with the trainer (brain/shared_prefix.py)."""
         B, T, _ = x.shape
         Dh = self.head_dim
         q, gate = self.q_proj(x).view(B, T, self.n_heads, 2 * Dh).chunk(2, dim=-1)   # [B, T, Hq, Dh] each
-        q = self.q_norm(q)
-        k = self.k_norm(self.k_proj(x).view(B, T, self.n_kv, Dh))
-        v = self.v_proj(x).view(B, T, self.n_kv, Dh)
-        q = apply_partial_rotary(q, step.cos, step.sin).transpose(1, 2)              # [B, Hq, T, Dh]
-        k = apply_partial_rotary(k, step.cos, step.sin).transpose(1, 2)              # [B, Hkv, T, Dh]
+        q = apply_partial_rotary(self.q_norm(q), cos, sin).transpose(1, 2)
+        k = apply_partial_rotary(self.k_norm(self.k_proj(x).view(B, T, self.n_kv, Dh)), cos, sin).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_kv, Dh).transpose(1, 2)
+        return q, gate, k, v
+
+    def forward(self, x, step: StepInputs):
+        B, T, _ = x.shape
+        q, gate, k, v = self.project(x, step.cos, step.sin)
         end = step.start + T
         if end > self.k_cache.shape[2]:
             raise ValueError(f"sequence length {end} exceeds the cache ({self.k_cache.shape[2]}); "
                              f"set max_seq_len larger")
         if T == 1:
-            o = decode_attention(q, k, v.transpose(1, 2), self.k_cache, self.v_cache, step.start)
+            o = decode_attention(q, k, v, self.k_cache, self.v_cache, step.start)
             return self._output(o, gate)
         self.k_cache[:B, :, step.start:end] = k
-        self.v_cache[:B, :, step.start:end] = v.transpose(1, 2)
+        self.v_cache[:B, :, step.start:end] = v
         keys, values = self.k_cache[:B, :, :end], self.v_cache[:B, :, :end]          # [B, Hkv, end, Dh]
         if step.start == 0:
             o = F.scaled_dot_product_attention(q, keys, values, is_causal=True, enable_gqa=True)
@@ -324,11 +329,7 @@ class GatedDeltaNet(nn.Module):
         if step.start == 0:
             self.reset_cache()
         conv_state, rec_state = self.conv_state[:B], self.rec_state[:B]
-        qkv = self.in_proj_qkv(x).transpose(1, 2)                        # [B, conv_dim, T]
-        z = self.in_proj_z(x).view(B, T, self.n_v, self.dv)
-        beta = torch.sigmoid(self.in_proj_b(x)).transpose(1, 2)          # [B, Hv, T]
-        a = self.in_proj_a(x)
-        g = (-self.A_log.float().exp() * F.softplus(a.float() + self.dt_bias.float())).transpose(1, 2)  # [B, Hv, T]
+        qkv, z, beta, g = self.project(x)
         # causal depthwise conv over [previous kernel-1 inputs, new inputs], then SiLU
         full = torch.cat([conv_state.to(qkv.dtype), qkv], dim=-1)        # [B, conv_dim, kernel-1+T]
         conv_state.copy_(full[:, :, -(self.kernel - 1):])
@@ -337,16 +338,7 @@ class GatedDeltaNet(nn.Module):
             conv = (full.to(w.dtype) * w[:, 0]).sum(-1, keepdim=True)    # [B, conv_dim, 1]
         else:
             conv = F.conv1d(full.to(w.dtype), w, groups=self.conv_dim)   # [B, conv_dim, T]
-        mixed = F.silu(conv).to(x.dtype).transpose(1, 2)                 # [B, T, conv_dim]
-        q, k, v = mixed.split([self.key_dim, self.key_dim, self.value_dim], dim=-1)
-        q = q.reshape(B, T, self.n_k, self.dk).float()
-        k = k.reshape(B, T, self.n_k, self.dk).float()
-        v = v.reshape(B, T, self.n_v, self.dv)
-        q = q * torch.rsqrt((q * q).sum(-1, keepdim=True) + 1e-6)         # L2 normalise (fp32)
-        k = k * torch.rsqrt((k * k).sum(-1, keepdim=True) + 1e-6)
-        if self.n_v != self.n_k:                                         # each k head serves n_v/n_k v heads
-            q = q.repeat_interleave(self.n_v // self.n_k, dim=2)
-            k = k.repeat_interleave(self.n_v // self.n_k, dim=2)
+        q, k, v = self.heads(F.silu(conv).to(x.dtype))
         scale = self.dk ** -0.5
         if T == 1:
             o = gated_delta_rule_step(q[:, 0], k[:, 0], v[:, 0], g[:, :, 0], beta[:, :, 0], scale, rec_state)
@@ -356,8 +348,38 @@ class GatedDeltaNet(nn.Module):
                                                 g, beta, scale, initial_state=rec_state)
             rec_state.copy_(final)
             o = o.transpose(1, 2)                                        # [B, T, Hv, Dv]
-        o = self.norm(o.to(x.dtype), z)
-        return self.out_proj(o.reshape(B, T, self.value_dim))
+        return self.output(o, z, x.dtype)
+
+    # The cache-free parts of the layer, shared with the trainer (brain/shared_prefix.py).
+    def project(self, x):
+        """x [B, T, D] -> conv input [B, conv_dim, T], output gate z [B, T, Hv, Dv], beta and decay g [B, Hv, T]."""
+        B, T, _ = x.shape
+        qkv = self.in_proj_qkv(x).transpose(1, 2)
+        z = self.in_proj_z(x).view(B, T, self.n_v, self.dv)
+        beta = torch.sigmoid(self.in_proj_b(x)).transpose(1, 2)
+        a = self.in_proj_a(x)
+        g = (-self.A_log.float().exp() * F.softplus(a.float() + self.dt_bias.float())).transpose(1, 2)
+        return qkv, z, beta, g
+
+    def heads(self, mixed):
+        """The conv's SiLU output [B, conv_dim, T] -> q, k [B, T, Hv, Dk] (L2-normalised, fp32; each k head
+        serves n_v/n_k v heads) and v [B, T, Hv, Dv]."""
+        B, _, T = mixed.shape
+        q, k, v = mixed.transpose(1, 2).split([self.key_dim, self.key_dim, self.value_dim], dim=-1)
+        q = q.reshape(B, T, self.n_k, self.dk).float()
+        k = k.reshape(B, T, self.n_k, self.dk).float()
+        v = v.reshape(B, T, self.n_v, self.dv)
+        q = q * torch.rsqrt((q * q).sum(-1, keepdim=True) + 1e-6)
+        k = k * torch.rsqrt((k * k).sum(-1, keepdim=True) + 1e-6)
+        if self.n_v != self.n_k:
+            q = q.repeat_interleave(self.n_v // self.n_k, dim=2)
+            k = k.repeat_interleave(self.n_v // self.n_k, dim=2)
+        return q, k, v
+
+    def output(self, o, z, dtype):
+        """The rule's output [B, T, Hv, Dv] -> gated norm in the activations' dtype, out_proj [B, T, D]."""
+        B, T = o.shape[:2]
+        return self.out_proj(self.norm(o.to(dtype), z).reshape(B, T, self.value_dim))
 
 
 class DenseMLP(nn.Module):
