@@ -447,43 +447,48 @@ def main(argv: list[str] | None = None) -> int:
         k = order_rng.randrange(max(1, len(by_length) - a.batch + 1))   # neighbours in length: little padding
         whole = [suffix(i) for i in by_length[k:k + a.batch]]
         firsts = [suffix(i, first_turn_end(train[i][1])) for i in order_rng.sample(canon, min(a.first_turns, len(canon)))]
-        loss_sum, w_sum, (ce, where), past = SP.batch_loss(model, prefix, whole)
-        plain = [float(ce.detach().sum()), float(where.sum())]
+        acc = {"loss": 0.0, "w": 0.0, "ce": 0.0, "n": 0, "tokens": P}   # the step's sums over every batch
+
+        def add(pre, batch, states=None):
+            ls, ws, (ce, where), st = SP.batch_loss(model, pre, batch, prefix_states=states)
+            acc["loss"], acc["w"] = acc["loss"] + ls, acc["w"] + ws
+            acc["ce"] += float(ce.detach().sum())
+            acc["n"] += int(where.sum())
+            acc["tokens"] += sum(len(s_) for s_, _ in batch)
+            return st
+
+        past = add(prefix, whole)
         if firsts:
-            ls, ws, (ce1, where1), _ = SP.batch_loss(model, prefix, firsts, prefix_states=past)
-            loss_sum, w_sum = loss_sum + ls, w_sum + ws
-            plain = [plain[0] + float(ce1.detach().sum()), plain[1] + float(where1.sum())]
+            add(prefix, firsts, past)
         if a.short_first_turns:   # the same first turns from the user turn on, at positions 0..
             short = []
             for i in order_rng.sample(canon, min(a.short_first_turns, len(canon))):
                 end = first_turn_end(train[i][1])
                 short.append((train[i][0][user_at:end], weights[i][user_at:end]))
-            ls, ws, _, _ = SP.batch_loss(model, [], short)
-            loss_sum, w_sum = loss_sum + ls, w_sum + ws
+            add([], short)
         if a.short_cuts:   # from the user turn on, cut after a random assistant turn
             cuts = []
             for i in order_rng.sample(canon, min(a.short_cuts, len(canon))):
                 end = order_rng.choice(turn_ends(train[i][1]))
                 cuts.append((train[i][0][user_at:end], weights[i][user_at:end]))
             cuts.sort(key=lambda c: len(c[0]))
-            for g in range(0, len(cuts), 4):   # similar lengths together: a batch pads to its longest
-                ls, ws, _, _ = SP.batch_loss(model, [], cuts[g:g + 4])
-                loss_sum, w_sum = loss_sum + ls, w_sum + ws
+            for c0 in range(0, len(cuts), 4):   # similar lengths together: a batch pads to its longest
+                add([], cuts[c0:c0 + 4])
         if a.variant_every and variants and step % a.variant_every == 0:
             i = order_rng.choice(variants)
             rows, _, _ = train[i]
             p = rows.index(turn_start, 1) + 1      # its own prompt, up to the user turn
-            ls, ws, _, _ = SP.batch_loss(model, rows[:p], [(rows[p:], weights[i][p:])])
-            loss_sum, w_sum = loss_sum + ls, w_sum + ws
-        weighted = loss_sum / w_sum
+            add(rows[:p], [(rows[p:], weights[i][p:])])
+            acc["tokens"] += p
+        weighted = acc["loss"] / acc["w"]
         weighted.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
-        loss = float(plain[0]) / max(plain[1], 1)
+        loss = acc["ce"] / max(acc["n"], 1)   # per trained token, unweighted, over everything the step saw
         rec = {"step": step, "loss": round(loss, 5), "weighted_loss": round(float(weighted.detach()), 5),
-               "lr": round(lr_at(step - 1), 6), "tokens": P + sum(len(s_) for s_, _ in whole + firsts),
+               "lr": round(lr_at(step - 1), 6), "tokens": acc["tokens"],
                "t": round(time.time() - t_start, 1)}
         if step % 10 == 0 or step == 1:
             rate = (time.time() - t0) / max(1, step - s0)
