@@ -75,10 +75,7 @@ def test_first_turn_of_a_held_out_mission_is_a_valid_detect_objects_call(folder)
     assert [c.name for c in turn.calls] == ["detect_objects"], res.text
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped brain reads most instructions' objects (held-out names read "
-                                       "0.86, teacher-forced) but misreads this Italian one; remove this mark when "
-                                       "it passes")
-def test_first_turn_names_the_mission_objects():
+def test_first_turn_names_the_mission_objects():   # an Italian held-out instruction (the previous model misread it)
     from qwen_stack.qwen_node.agent.output_parser import parse_output
     from qwen_stack.qwen_node.engine.engine import Engine
 
