@@ -303,7 +303,12 @@ def main(argv=None) -> int:
             for backend in a.backends.split(","):
                 if m.fault != "none" and backend not in a.fault_backends.split(","):
                     continue
+                if not rclpy.ok():
+                    break
                 row = run_mission(observer, m, backend, env, a.rtf, a.timeout, a.compile_decode, out, a.camera_rate)
+                if not rclpy.ok():   # stopped during this mission: its row would record the stop, not the model
+                    print(f"{backend:6} {m.id:14} interrupted by the stop: no row", flush=True)
+                    break
                 rows.append(row)
                 print(f"{backend:6} {m.id:14} delivered={row['delivered']!s:5} claims={row['claims_success']!s:5} "
                       f"right={row['right']!s:5} {row.get('error', row.get('answer', ''))[:110]}", flush=True)
