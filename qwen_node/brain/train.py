@@ -112,9 +112,9 @@ def evaluate(model, prefix: list[int], examples, think_end: int, limit: int) -> 
         f = torch.tensor(flags)
         dec = ((f > 0) & torch.tensor(mask, dtype=torch.bool)).nonzero().view(-1)   # never in the prompt
         dec_n += len(dec)
-        dec_right += int((pred[dec - 1] == full[dec]).sum())
-        right = torch.cat([torch.zeros(1, dtype=torch.bool), pred[:-1] == full[1:]]).tolist()
-        n, r = turn_decisions(mask, flags, right)
+        right = torch.cat([torch.zeros(1, dtype=torch.bool), pred[:-1] == full[1:]])   # token q predicted right
+        dec_right += int(right[dec].sum())
+        n, r = turn_decisions(mask, flags, right.tolist())
         turn_dec_n, turn_dec_right = turn_dec_n + n, turn_dec_right + r
         # a name read (READ tokens in a row) counts right when all its tokens are
         q = P + 1
