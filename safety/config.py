@@ -62,6 +62,13 @@ class SafetyConfig:
     slowdown_ratio: float = 0.3            # fraction of the command kept while the slowdown zone is occupied
     time_before_collision: float = 1.0     # s: approach check slows so collision is never closer than this
     stopping_reaction_time: float = 0.1    # s: latency assumed in the stopping-distance speed cap
+    # --- creep (field switching: a smaller protective field at creep speed, for docking at an object) ---
+    creep_speed: float = 0.0               # m/s; > 0: stop-zone points with creep_zone clear cap |v| to this instead
+                                           # of stopping (0: any stop-zone point stops, the plain nav2 behaviour)
+    creep_angular_vel: float = 0.3         # rad/s cap while creeping
+    creep_zone: list = field(default_factory=lambda: [0.28, 0.26, 0.28, -0.26, -0.27, -0.26, -0.27, 0.26])
+    load_mask_radius: float = 0.0          # m; > 0: while gripper/held names an object, scan points this close to
+                                           # the pick site are the load, not obstacles (0: never masked)
     # --- e-stop and operator ---
     heartbeat_enabled: bool = False        # latch the e-stop when the operator heartbeat is silent
     heartbeat_timeout: float = 1.0         # s of heartbeat silence that latch the e-stop
@@ -86,6 +93,7 @@ class SafetyConfig:
     slowdown_poly: np.ndarray | None = field(default=None, repr=False)
     stop_cap_forward: float = field(default=math.inf, repr=False)
     stop_cap_reverse: float = field(default=math.inf, repr=False)
+    creep_poly: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def control_period(self) -> float:
@@ -108,9 +116,10 @@ _POSITIVE = ("control_rate_hz", "teleop_timeout", "autonomy_timeout", "teleop_lo
              "odom_timeout", "robot_radius", "prediction_horizon",
              "heartbeat_timeout", "approval_timeout", "diagnostics_period", "time_before_collision")
 _NON_NEGATIVE = ("max_linear_jerk", "max_angular_jerk", "odom_lag_tolerance",
-                 "stopping_reaction_time", "rearm_max_speed", "audit_rotate_mb", "audit_retention_mb")
+                 "stopping_reaction_time", "rearm_max_speed", "audit_rotate_mb", "audit_retention_mb",
+                 "creep_speed", "creep_angular_vel", "load_mask_radius")
 _DERIVED = ("robot", "geofence_poly", "keep_out_polys", "stop_poly", "slowdown_poly", "stop_cap_forward",
-            "stop_cap_reverse")
+            "stop_cap_reverse", "creep_poly")
 # Names the supervisor once took as parameters and now reads from the robot description.
 ROBOT_LIMITS = ("max_linear_vel", "max_reverse_vel", "max_angular_vel", "max_linear_accel", "max_linear_decel",
                 "max_angular_accel", "max_angular_decel", "laser_x", "laser_y", "laser_yaw")
@@ -199,6 +208,33 @@ def validate(cfg: SafetyConfig) -> list[str]:
                               "when max_reverse_vel > 0")
             cfg.stop_cap_forward = _stop_speed_cap(front, cfg.max_linear_decel, cfg.stopping_reaction_time)
             cfg.stop_cap_reverse = _stop_speed_cap(rear, cfg.max_linear_decel, cfg.stopping_reaction_time)
+    if not errors and cfg.creep_speed > 0:
+        errors += _check_creep_zone(cfg)
+    if not errors and cfg.load_mask_radius > cfg.robot.pick_reach:
+        # a blind spot that size is no longer "the load": the mask must stay a small circle at the pick site
+        errors.append(f"load_mask_radius: {cfg.load_mask_radius} m is more than the robot's pick_reach "
+                      f"{cfg.robot.pick_reach} m")
+    return errors
+
+
+def _check_creep_zone(cfg: SafetyConfig) -> list[str]:
+    """The creep zone is a protective field for creep speed: inside the stop zone, around the robot, and deep
+    enough that the base stops inside it from creep_speed (reaction time and braking), ahead and behind."""
+    from qwen_stack.safety.geometry import points_in_polygon
+
+    cfg.creep_poly, err = polygon_from_flat(cfg.creep_zone, "creep_zone")
+    if err:
+        return [err]
+    if not points_in_polygon(np.zeros((1, 2)), cfg.creep_poly)[0]:
+        return ["creep_zone: must contain the robot's origin (base frame)"]
+    errors = []
+    if not np.all(points_in_polygon(cfg.creep_poly, cfg.stop_poly)):
+        errors.append("creep_zone: must lie inside stop_zone (a protective field for a lower speed is smaller)")
+    for name, angle, needed in (("ahead of", 0.0, True), ("behind", math.pi, cfg.max_reverse_vel > 0)):
+        margin = ray_extent(cfg.creep_poly, angle) - cfg.robot_radius
+        if needed and _stop_speed_cap(margin, cfg.max_linear_decel, cfg.stopping_reaction_time) < cfg.creep_speed:
+            errors.append(f"creep_zone: the base cannot stop from creep_speed {cfg.creep_speed} m/s within its "
+                          f"margin {margin:.3f} m beyond robot_radius {name} the robot")
     return errors
 
 

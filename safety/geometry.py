@@ -173,7 +173,9 @@ class ScanProjector:
 
 def first_collision_time(points: np.ndarray, v: float, w: float, times: np.ndarray, radius: float) -> float:
     """Earliest sampled time at which a circular robot (radius) moving at constant (v, w) from the
-    origin of the base frame touches an obstacle point; +inf if none. points: [P, 2]; times: [K]."""
+    origin of the base frame touches an obstacle point that it has come nearer to; +inf if none.
+    points: [P, 2]; times: [K]. A point already within radius that the motion leaves (or keeps at its
+    distance, turning on the spot) is no collision: a robot that is too close may move away."""
     if len(points) == 0:
         return math.inf
     # only points the robot can reach within the horizon matter (arc length <= |v| t)
@@ -184,7 +186,8 @@ def first_collision_time(points: np.ndarray, v: float, w: float, times: np.ndarr
     poses = predict_poses(0.0, 0.0, 0.0, np.array([v]), np.array([w]), times)[0]  # [K, 3]
     diff = points[None, :, :] - poses[:, None, :2]              # [K, P, 2]
     d2 = np.einsum("kpd,kpd->kp", diff, diff)                  # [K, P]
-    hit = np.any(d2 <= radius * radius, axis=1)                 # [K]
+    now2 = np.einsum("pd,pd->p", points, points)                # [P] distance^2 at t = 0
+    hit = np.any((d2 <= radius * radius) & (d2 < now2[None, :] - 1e-12), axis=1)   # [K]
     idx = np.flatnonzero(hit)
     return float(times[idx[0]]) if len(idx) else math.inf
 

@@ -59,6 +59,7 @@ def first_collision_time(points, v, w, times, radius) -> float:
     for t in times:
         x, y, _ = predict_pose(0.0, 0.0, 0.0, v, w, t, substeps=200)
         for px, py in points:
-            if math.hypot(px - x, py - y) <= radius:
+            d = math.hypot(px - x, py - y)
+            if d <= radius and d * d < px * px + py * py - 1e-12:    # touching, and nearer than at t = 0
                 return t
     return math.inf

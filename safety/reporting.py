@@ -13,7 +13,7 @@ ZONES_FORMAT = 1   # bumped when the layout of zones_json changes
 
 def zones_json(cfg) -> str:
     """The zones the supervisor enforces, from its validated config, as the JSON it latches on safety/zones:
-    robot_radius (m), the laser mount in the base frame, stop and slowdown polygons (base frame), geofence and
+    robot_radius (m), the laser mount in the base frame, stop, slowdown and creep polygons (base frame), geofence and
     keep-out polygons (odom frame). Polygons are [[x, y], ...]. Viewers draw these; they never re-read the config."""
     def poly(p) -> list:
         return [[float(x), float(y)] for x, y in p]
@@ -24,6 +24,7 @@ def zones_json(cfg) -> str:
         "laser": {"x": float(cfg.laser_x), "y": float(cfg.laser_y), "yaw": float(cfg.laser_yaw)},
         "stop_zone": poly(cfg.stop_poly),
         "slowdown_zone": poly(cfg.slowdown_poly),
+        "creep_zone": poly(cfg.creep_poly) if cfg.creep_poly is not None else [],   # [] = creep off
         "geofence": poly(cfg.geofence_poly),
         "keep_out": {name: poly(p) for name, p in sorted(cfg.keep_out_polys.items())},
     })

@@ -80,6 +80,8 @@ class SafetyCore:
         self.scan_stamp: float | None = None           # reception time of the last usable scan
         self.scan_fault: str | None = None             # why the scans since then were unusable (None: none were)
         self.scan_points = np.zeros((0, 2))            # [P, 2] obstacle points, base frame
+        self.held_load = False                         # gripper/held names an object: the load mask applies
+        self.creep_zone_ahead = self.creep_zone_behind = 0   # creep-zone points with x >= 0 / x <= 0 (base frame)
         self.stop_zone_points = 0                      # scan points inside stop_zone / slowdown_zone,
         self.slowdown_zone_points = 0                  # counted once per scan (they do not depend on the command)
         self.odom: OdometryData | None = None
@@ -126,6 +128,7 @@ class SafetyCore:
         self.scan_stamp, self.scan_fault = None, None
         self.scan_points = np.zeros((0, 2))
         self.stop_zone_points = self.slowdown_zone_points = 0
+        self.creep_zone_ahead = self.creep_zone_behind = 0
         self.odom = None
         self.last_heartbeat, self.start_time = None, new   # the operator gets one heartbeat_timeout from the jump
         self.last_sent_time = self.last_step_time = None   # shaping restarts (dt would be <= 0 on the new timeline)
@@ -153,15 +156,30 @@ class SafetyCore:
             self.scan_fault = fault
             return
         self.scan_fault = None
-        self.scan_points = self._projector.points(scan.angle_min, scan.angle_increment, scan.range_min,
-                                                  scan.range_max, scan.ranges)
+        pts = self._projector.points(scan.angle_min, scan.angle_increment, scan.range_min,
+                                     scan.range_max, scan.ranges)
+        c = self.cfg
+        if self.held_load and c.load_mask_radius > 0 and len(pts):
+            # the carried object is part of the robot: its returns are not obstacles (a small circle at the
+            # pick site, only while the gripper says it holds something)
+            pts = pts[np.hypot(pts[:, 0] - c.robot.pick_x, pts[:, 1]) > c.load_mask_radius]
+        self.scan_points = pts
         self.scan_stamp = scan.stamp
-        if len(self.scan_points):
-            self.stop_zone_points = int(np.count_nonzero(points_in_polygon(self.scan_points, self.cfg.stop_poly)))
-            self.slowdown_zone_points = int(np.count_nonzero(points_in_polygon(self.scan_points,
-                                                                                self.cfg.slowdown_poly)))
+        self.creep_zone_ahead = self.creep_zone_behind = 0
+        if len(pts):
+            self.stop_zone_points = int(np.count_nonzero(points_in_polygon(pts, c.stop_poly)))
+            self.slowdown_zone_points = int(np.count_nonzero(points_in_polygon(pts, c.slowdown_poly)))
+            if c.creep_poly is not None and self.stop_zone_points:
+                inner = pts[points_in_polygon(pts, c.creep_poly)]
+                self.creep_zone_ahead = int(np.count_nonzero(inner[:, 0] >= 0.0))
+                self.creep_zone_behind = int(np.count_nonzero(inner[:, 0] <= 0.0))
         else:
             self.stop_zone_points = self.slowdown_zone_points = 0
+
+    def on_gripper(self, held: str) -> None:
+        """What the gripper holds ("" = nothing; a latched state, not a stream): the load mask applies from the
+        next scan on. Never heard of: no mask (every return counts)."""
+        self.held_load = bool(held)
 
     def on_odom(self, odom: OdometryData) -> None:
         self._observe(odom.stamp)
@@ -321,11 +339,30 @@ class SafetyCore:
         pts = self.scan_points                                              # [P, 2]
         if len(pts):
             n_stop = self.stop_zone_points
+            creeping = False
             if n_stop >= c.min_points:
-                col.add(L.STOP, f"stop zone: {n_stop} scan points inside")
-                return 0.0, 0.0
+                if c.creep_poly is None:
+                    col.add(L.STOP, f"stop zone: {n_stop} scan points inside")
+                    return 0.0, 0.0
+                # field switching: at creep speed the protective field is creep_zone; inside it, only moving
+                # away (reversing from points ahead, driving forward from points behind) or turning on the spot
+                # (the circular footprint sweeps nothing new) is let through
+                ahead, behind = self.creep_zone_ahead, self.creep_zone_behind
+                toward = ahead if v > 0 else behind if v < 0 else 0
+                if toward >= c.min_points or (v == 0.0 and w == 0.0 and ahead + behind >= c.min_points):
+                    col.add(L.STOP, f"creep zone: {ahead + behind} scan points inside "
+                                    f"(stop zone: {n_stop})")
+                    return 0.0, 0.0
+                creeping = True
+                if abs(v) > c.creep_speed or abs(w) > c.creep_angular_vel:
+                    col.add(L.SLOWDOWN, f"stop zone: {n_stop} scan points inside, creep zone "
+                                        f"{'clear' if ahead + behind < c.min_points else 'behind the motion'}: "
+                                        f"creep (|v| <= {num(c.creep_speed)} m/s, |w| <= "
+                                        f"{num(c.creep_angular_vel)} rad/s)")
+                    v = max(-c.creep_speed, min(c.creep_speed, v))
+                    w = max(-c.creep_angular_vel, min(c.creep_angular_vel, w))
             n_slow = self.slowdown_zone_points
-            if n_slow >= c.min_points and (v != 0.0 or w != 0.0):
+            if n_slow >= c.min_points and (v != 0.0 or w != 0.0) and not creeping:
                 col.add(L.SLOWDOWN, f"slowdown zone: {n_slow} scan points inside (ratio {c.slowdown_ratio})")
                 v, w = v * c.slowdown_ratio, w * c.slowdown_ratio
             if v != 0.0 or w != 0.0:

@@ -90,6 +90,9 @@ class SafetySupervisor(LifecycleNode):
                                  callback_group=g)
         self.create_subscription(Bool, T.SAFETY_ESTOP_TOPIC, guard(T.SAFETY_ESTOP_TOPIC, self.on_estop_topic), 10,
                                  callback_group=g)
+        # what the gripper holds (latched by the skills node): the load mask's only input
+        self.create_subscription(String, T.GRIPPER_HELD, guard(T.GRIPPER_HELD, self.on_gripper), latched_qos,
+                                 callback_group=g)
         self.create_subscription(Empty, T.OPERATOR_HEARTBEAT,
                                  guard(T.OPERATOR_HEARTBEAT, lambda _m: self.core.on_heartbeat(_now(self))), 10,
                                  callback_group=g)
@@ -214,6 +217,10 @@ class SafetySupervisor(LifecycleNode):
         if self.cfg.audit_log_sensors:
             self.audit.write("sensor", "scan", scan.stamp, beams=len(scan.ranges),
                              obstacle_points=len(self.core.scan_points), fault=self.core.scan_fault)
+
+    def on_gripper(self, msg):
+        self.core.on_gripper(msg.data)
+        self.audit.write("input", "gripper", _now(self), held=msg.data)
 
     def on_odom(self, msg):
         odom = odom_to_data(msg, _now(self))

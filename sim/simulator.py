@@ -276,9 +276,17 @@ class Simulator:
     def _weld_object(self, name: str) -> None:
         m, d = self.model, self.data
         base, obj = self._base_body, self._object_body[name]
-        # relpose: body2 (object) pose in body1 (base) frame, lifted 1 cm so it does not drag on the floor.
+        # The magnet pulls the object onto the pick site (its centre on the site's vertical, its height and
+        # yaw kept), lifted 1 cm so it does not drag on the floor: the load then sits where the supervisor's
+        # load mask and perception expect it, whatever the distance it was grasped from.
         rb, pb = d.xmat[base].reshape(3, 3), d.xpos[base]
+        site = rb.T @ (d.site_xpos[self._pick_site] - pb)
         rel_pos = rb.T @ (d.xpos[obj] + np.array([0.0, 0.0, 0.01]) - pb)
+        rel_pos[:2] = site[:2]
+        adr = self._object_qpos[name]
+        d.qpos[adr:adr + 3] = pb + rb @ rel_pos
+        d.qvel[m.jnt_dofadr[m.joint(name + "_free").id]:][:6] = 0.0
+        mujoco.mj_forward(m, d)
         qb_inv = np.zeros(4)
         mujoco.mju_negQuat(qb_inv, d.xquat[base])
         rel_quat = np.zeros(4)

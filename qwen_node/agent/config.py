@@ -72,7 +72,7 @@ class AgentSettings:
     # --- grounding (point in the image -> goal pose; camera and laser mounts: the robot's) ---
     robot_file: str = ROBOT_FILE            # the robot description (config/ name or path); the stack sets it
     grounding_standoff_m: float = 0.35      # stop this far short of a grounded point
-    object_standoff_m: float = 0.22         # go_to_object: distance from object to base origin (gripper reach)
+    object_standoff_m: float = 0.36         # go_to_object: distance from object to base origin (config/agent.yaml)
     object_locator: str = "perception"      # perception (objects by name from perception/objects) | none (go_to_point only)
 
     def __post_init__(self) -> None:

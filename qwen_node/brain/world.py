@@ -22,7 +22,10 @@ from qwen_stack.robot import load_robot
 HALF_FOV = math.radians(37.0)     # camera: 60 deg vertical FOV at 4:3 -> ~75 deg horizontal
 VIEW_RANGE = 4.0                   # m, beyond this perception does not report objects
 CONFIDENT_RANGE = 2.8              # m, beyond this an object is named <colour>_object_<n>
-OBJECT_STANDOFF = 0.22             # config/agent.yaml object_standoff_m
+# The symbolic geometry of the training data: the goal 0.22 m short of the object, with the pick site there
+# (config/agent.yaml's object_standoff_m is 0.36 since the creep zone: the goal's numbers in a tool result are
+# not what the model decides on, and the shipped model's documented command must keep making the same data).
+OBJECT_STANDOFF = 0.22
 PICK_REACH = load_robot().pick_reach   # m, the gripper's reach (config/robot.yaml)
 SPEED = 0.3                        # m/s, go_to_pose's default speed (for the clock)
 

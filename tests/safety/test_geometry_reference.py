@@ -60,10 +60,20 @@ def test_scan_projection_and_collision_time(seed):
     assert pts == pytest.approx(np.array(pts_ref), abs=1e-12)
     times = np.linspace(0.1, 1.0, 10)
     far = pts[np.hypot(pts[:, 0], pts[:, 1]) > 0.5]
-    for v, w in [(0.5, 0.0), (0.8, 1.0), (-0.3, -0.5)]:
-        t_fast = fast.first_collision_time(far, v, w, times, 0.25)
-        t_ref = ref.first_collision_time([tuple(p) for p in far], v, w, times, 0.25)
-        assert t_fast == t_ref
+    near = pts[np.hypot(pts[:, 0], pts[:, 1]) < 0.25][:3]     # already within the radius
+    for v, w in [(0.5, 0.0), (0.8, 1.0), (-0.3, -0.5), (0.0, 0.7)]:
+        for some in (far, near, np.concatenate([far, near])):
+            t_fast = fast.first_collision_time(some, v, w, times, 0.25)
+            t_ref = ref.first_collision_time([tuple(p) for p in some], v, w, times, 0.25)
+            assert t_fast == t_ref
+
+
+def test_a_point_within_the_radius_stops_only_the_motion_that_nears_it():
+    times = np.linspace(0.1, 1.0, 10)
+    inside = np.array([[0.2, 0.0]])                             # ahead, within radius 0.25
+    assert fast.first_collision_time(inside, 0.1, 0.0, times, 0.25) == pytest.approx(0.1)
+    assert fast.first_collision_time(inside, -0.1, 0.0, times, 0.25) == math.inf   # backing away
+    assert fast.first_collision_time(inside, 0.0, 0.5, times, 0.25) == math.inf    # turning on the spot
 
 
 def test_ray_extent_of_a_box():
