@@ -76,6 +76,10 @@ def parse_zones(text: str) -> tuple[dict | None, str]:
         zones[key] = _polygon(data.get(key))
         if zones[key] is None:
             return None, f"safety/zones: {key} must be a polygon of 3..{MAX_ZONE_VERTICES} finite [x, y] vertices"
+    creep = data.get("creep_zone") or []          # [] (or absent): the supervisor runs without creep
+    zones["creep_zone"] = _polygon(creep) if creep else []
+    if zones["creep_zone"] is None:
+        return None, f"safety/zones: creep_zone must be [] or a polygon of 3..{MAX_ZONE_VERTICES} finite [x, y] vertices"
     keep_out = data.get("keep_out") or {}
     if not isinstance(keep_out, dict) or len(keep_out) > MAX_KEEP_OUT:
         return None, f"safety/zones: keep_out must map at most {MAX_KEEP_OUT} names to polygons"

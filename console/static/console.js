@@ -676,6 +676,7 @@ function renderMap(m) {
     $("map-heading").setAttribute("x2", (radius * v.scale).toFixed(2));
     $("map-slowdown").setAttribute("points", z ? local(z.slowdown_zone) : "");
     $("map-stop").setAttribute("points", z ? local(z.stop_zone) : "");
+    $("map-creep").setAttribute("points", z && z.creep_zone.length ? local(z.creep_zone) : "");
     robot.removeAttribute("hidden");
   } else {
     robot.setAttribute("hidden", "");

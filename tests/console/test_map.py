@@ -34,6 +34,11 @@ def test_zones_parsed_and_bad_zones_refused_with_a_reason():
     m = MapView()
     m.on_zones(bad)
     assert m.zones is None and "geofence" in m.as_dict()["zones_error"]
+    # creep_zone: absent or [] (creep off) is none to draw; a bad one is refused like the others
+    assert zones["creep_zone"] == [] and parse_zones(json.dumps({**ZONES, "creep_zone": []}))[0]["creep_zone"] == []
+    creep = [[0.28, 0.26], [0.28, -0.26], [-0.27, -0.26], [-0.27, 0.26]]
+    assert parse_zones(json.dumps({**ZONES, "creep_zone": creep}))[0]["creep_zone"] == creep
+    assert "creep_zone" in parse_zones(json.dumps({**ZONES, "creep_zone": [[0, 0], [1, 0]]}))[1]
 
 
 def test_scan_points_in_odom_with_mount_and_pose_downsampled():

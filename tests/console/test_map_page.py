@@ -95,6 +95,13 @@ def test_robot_marker_moves_and_turns_with_odometry(map_page):
     # footprint radius is the supervisor's robot_radius through the view scale
     s = view(page)[0]
     assert float(page.locator("#map-footprint").get_attribute("r")) == pytest.approx(0.25 * s, abs=0.01)
+    # the creep zone: not drawn while the supervisor runs without one, drawn inside the stop zone with one
+    expect(page.locator("#map-creep")).to_have_attribute("points", "")
+    push(backend, backend.state.map.on_zones,
+         json.dumps({**ZONES, "creep_zone": [[0.28, 0.26], [0.28, -0.26], [-0.27, -0.26], [-0.27, 0.26]]}))
+    expect(page.locator("#map-creep")).not_to_have_attribute("points", "")
+    creep, stop = rect(page.locator("#map-creep")), rect(page.locator("#map-stop"))
+    assert creep["width"] < stop["width"] and creep["height"] < stop["height"]
 
 
 def test_keep_out_zone_drawn_where_the_policy_puts_it(map_page):

@@ -14,7 +14,7 @@ from qwen_stack.safety.config import ConfigError, load_config
 from qwen_stack.safety.geometry import points_in_polygon
 from qwen_stack.safety.verdict import VerdictLevel as L
 
-from .helpers import clear_scan, cmd, make_config, odom, ready_core, scan_with_point
+from .helpers import cmd, make_config, odom, ready_core, scan_with_point
 
 CREEP = dict(creep_speed=0.05, creep_angular_vel=0.3, load_mask_radius=0.08,
              creep_zone=[0.28, 0.25, 0.28, -0.25, -0.28, -0.25, -0.28, 0.25],
