@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Generator
 
+from .phrasing import COLOURS, SHAPES
 from .world import SymbolicWorld
 
 SEARCH_TURN = 1.2          # rad per search rotation (the camera sees ~1.3 rad)
@@ -64,7 +65,8 @@ Policy = Generator[Turn, dict, None]
 
 class Expert:
     def __init__(self, world: SymbolicWorld, rng: random.Random, slip_rate: float = 0.0,
-                 slip_rng: random.Random | None = None):
+                 slip_rng: random.Random | None = None, miss_rate: float = 0.0,
+                 miss_rng: random.Random | None = None):
         self.w, self.rng = world, rng
         self.outcome = "unknown"   # success | failed | refused: what the final answer claims
         # chance that a go_to_object is first written with a near-miss name (another colour or shape, not in
@@ -72,6 +74,13 @@ class Expert:
         # name. The slip is never trained on (Turn.train False); the recovery is.
         self.slip_rate = slip_rate
         self.slip_rng = slip_rng or random.Random(0)   # its own stream: the rest of the data is unchanged by it
+        # chance that, before searching for a name perception does not know yet (the target, or the area once
+        # the object is held), the expert calls go_to_object with it anyway: the planner's "no object named
+        # ... in memory" error follows and the expert searches (rotate, detect). Untrained like the slip; the
+        # search after the error is trained: the right name that is not in the known list means look around,
+        # not call again (seen in the simulator: the model retried the area's name 30 times).
+        self.miss_rate = miss_rate
+        self.miss_rng = miss_rng or random.Random(0)
 
     def pick(self, *options: str) -> str:
         return self.rng.choice(options)
@@ -157,7 +166,6 @@ class Expert:
 
     def _near_miss(self, name: str) -> str | None:
         """A name one word off `name` (the other colour or shape) that perception does not know."""
-        from .phrasing import COLOURS, SHAPES
         parts = name.split("_")
         if len(parts) != 2 or parts[0] not in COLOURS:
             return None      # unnamed far entries (<colour>_object_<n>) are copied, not composed
@@ -204,6 +212,11 @@ class Expert:
         found, False after a full turn, or why the search could not go on."""
         if name in self.w.memory:
             return True
+        missed = self.miss_rate and self.miss_rng.random() < self.miss_rate
+        if missed:
+            r = yield Turn(f"Now drive to {name}.", ("go_to_object", {"object_name": name}), train=False)
+            if r["status"] == "rejected":        # refused before the name was looked up (an e-stop)
+                return f"the safety supervisor refused to move ({'; '.join(r.get('reasons', []))})"
         colour = name.split("_")[0]
         far_tried: set[str] = set()
         for step in range(SEARCH_STEPS):
@@ -216,10 +229,15 @@ class Expert:
                     r = yield Turn(f"Closer now. Detect again to see whether {far[0]} is {name}.", ("detect_objects", {}))
                     if name in self.w.memory:
                         return True
-            r = yield Turn(self.pick(f"{name} is not in view. Rotate to look further around (step {step + 1} of "
-                                     f"{SEARCH_STEPS}).",
-                                     f"No {name} in memory yet. Turn left and look again ({step + 1}/{SEARCH_STEPS})."),
-                           ("rotate", {"angle": SEARCH_TURN, "speed": SEARCH_SPEED}))
+            think = self.pick(f"{name} is not in view. Rotate to look further around (step {step + 1} of "
+                              f"{SEARCH_STEPS}).",
+                              f"No {name} in memory yet. Turn left and look again ({step + 1}/{SEARCH_STEPS}).")
+            if missed and step == 0:
+                think = self.miss_rng.choice((
+                    f"go_to_object failed: {name} is not in the known list, so perception has not seen it yet. "
+                    f"Calling again would fail the same way: look around for it first.",
+                    f"{name} is the right name but it is not in memory yet. Rotate and detect to find it."))
+            r = yield Turn(think, ("rotate", {"angle": SEARCH_TURN, "speed": SEARCH_SPEED}))
             if r["status"] != "succeeded":
                 reason = "; ".join(r.get("reasons", [])) or r.get("response", {}).get("message", "")
                 return f"the search rotation was refused ({reason})"

@@ -36,9 +36,11 @@ from .model_config import brain_config
 TOOL_CALL_OPEN = "<tool_call>"
 
 
-def build_data(n_train: int, n_test: int, seed: int, tok, tools, system_prompt: str, slip_rate: float = 0.0) -> dict:
+def build_data(n_train: int, n_test: int, seed: int, tok, tools, system_prompt: str, slip_rate: float = 0.0,
+               miss_rate: float = 0.0) -> dict:
     """Encoded examples: {"train": [(ids, mask)], "test": [(ids, mask, action_spans)]} in tokenizer ids.
-    slip_rate: the expert's near-miss names (training split only; the held-out split stays comparable)."""
+    slip_rate, miss_rate: the expert's near-miss names and calls to names not yet in memory (training split
+    only; the held-out split stays comparable)."""
     out: dict[str, list] = {"train": [], "test": []}
     meta: dict[str, list] = {"train": [], "test": []}
     rng = random.Random(seed)
@@ -46,7 +48,9 @@ def build_data(n_train: int, n_test: int, seed: int, tok, tools, system_prompt: 
         for i in range(n):
             # training sees small edits of the prompt's wording; the held-out split the exact prompt
             sp, tl = D.prompt_variant(system_prompt, tools, rng) if split == "train" else (system_prompt, tools)
-            ex = D.generate_example(seed * 1_000_000 + i, split, sp, slip_rate if split == "train" else 0.0)
+            train = split == "train"
+            ex = D.generate_example(seed * 1_000_000 + i, split, sp, slip_rate if train else 0.0,
+                                    miss_rate if train else 0.0)
             ids, mask = D.encode(ex.messages, tl, tok)
             out[split].append((ids, mask))
             meta[split].append({"kind": ex.kind, "lang": ex.lang, "outcome": ex.outcome})
@@ -295,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slip-rate", type=float, default=0.0,
                     help="the expert's chance per go_to_object of a near-miss name first, then the planner's error "
                          "and the recovery (the slip itself is not trained); used when the data is generated")
+    ap.add_argument("--miss-rate", type=float, default=0.0,
+                    help="the expert's chance of calling go_to_object with a name not yet in memory before searching "
+                         "for it, then the planner's error and the search (the call itself is not trained)")
     ap.add_argument("--variant-every", type=int, default=4,
                     help="every N steps one conversation with an edited prompt wording (0: none)")
     ap.add_argument("--minutes", type=float, default=0.0, help="stop (and save) after this wall time; 0: no limit")
@@ -321,8 +328,8 @@ def main(argv: list[str] | None = None) -> int:
             and a.short_cuts >= 0 and a.variant_every >= 0):
         ap.error("--lr must be > 0, --minutes, --warmup, --first-turns, --short-first-turns, --short-cuts and "
                  "--variant-every >= 0")
-    if not 0 <= a.slip_rate < 1:
-        ap.error("--slip-rate must be in [0, 1)")
+    if not (0 <= a.slip_rate < 1 and 0 <= a.miss_rate < 1):
+        ap.error("--slip-rate and --miss-rate must be in [0, 1)")
     if not (a.decision_weight >= 1 and a.read_weight >= 1):
         ap.error("--decision-weight and --read-weight must be >= 1")
 
@@ -344,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generating {a.train_examples} + {a.test_examples} missions ...", flush=True)
         tools = D.planner_tools()
         bundle = build_data(a.train_examples, a.test_examples, a.seed, tok, tools, D.default_system_prompt(),
-                            a.slip_rate)
+                            a.slip_rate, a.miss_rate)
         bundle["tools"] = tools
         torch.save(bundle, data_path)
         (out / "tools.json").write_text(json.dumps(tools, indent=1))

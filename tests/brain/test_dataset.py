@@ -210,3 +210,37 @@ def test_slips_are_near_miss_names_followed_by_the_planners_error_and_the_recove
         trained = [m for m in ex.messages if m["role"] == "assistant" and m.get("train") is not False]
         assert written == "".join(m["content"] + "<|im_end|>" for m in trained), ex.id
     assert n_slips >= 10
+
+
+def test_misses_call_a_name_not_yet_in_memory_then_search(tools):
+    """--miss-rate: go_to_object with the right name before perception knows it, the planner's error (the
+    name is not in the known list), then a search (rotate) whose thinking says why. The call is never a
+    training target; the search is. Without misses the data is exactly what it was."""
+    sp = D.default_system_prompt()
+    tok = QwenTokenizer()
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+    n_misses = 0
+    for seed in range(120):
+        ex = D.generate_example(seed, "train", sp, miss_rate=0.3)
+        assert ex.messages == D.generate_example(seed, "train", sp, miss_rate=0.3).messages   # seeded
+        untrained = [k for k, m in enumerate(ex.messages) if m.get("train") is False]
+        if not untrained:
+            assert ex.messages == D.generate_example(seed, "train", sp).messages, ex.id
+            continue
+        for k in untrained:
+            n_misses += 1
+            miss, err, search = ex.messages[k], ex.messages[k + 1]["content"], ex.messages[k + 2]
+            name = parse_output(miss["content"], schemas, start_in_thinking=True).calls[0].arguments["object_name"]
+            if '"status": "rejected"' in err:       # an e-stop refuses it first: the final report follows
+                assert not parse_output(search["content"], schemas, start_in_thinking=True).calls
+                continue
+            assert err.startswith('{"error": "no object named ' + repr(name) + " in memory (known: [")
+            if "folded" not in err:
+                assert repr(name) not in err.split("known: ")[1]        # the right name, not yet known
+            nxt = parse_output(search["content"], schemas, start_in_thinking=True).calls[0]
+            assert search.get("train") is not False and nxt.name == "rotate" and name in search["content"]
+        ids, mask = D.encode(ex.messages, tools, tok)
+        written = tok.decode([t for t, m in zip(ids, mask) if m])
+        trained = [m for m in ex.messages if m["role"] == "assistant" and m.get("train") is not False]
+        assert written == "".join(m["content"] + "<|im_end|>" for m in trained), ex.id
+    assert n_misses >= 10

@@ -15,7 +15,8 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("brain_run")
     args = ["--out", str(out), "--size", "tiny", "--train-examples", "6", "--test-examples", "2", "--steps", "3",
             "--eval-every", "2", "--eval-examples", "1", "--save-every", "2", "--warmup", "1",
-            "--batch", "2", "--first-turns", "2", "--variant-every", "2", "--short-cuts", "2", "--slip-rate", "0.3"]
+            "--batch", "2", "--first-turns", "2", "--variant-every", "2", "--short-cuts", "2", "--slip-rate", "0.3",
+            "--miss-rate", "0.3"]
     assert train.main(args) == 0
     return out, args
 
