@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -302,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--miss-rate", type=float, default=0.0,
                     help="the expert's chance of calling go_to_object with a name not yet in memory before searching "
                          "for it, then the planner's error and the search (the call itself is not trained)")
+    ap.add_argument("--init-from", default="",
+                    help="start from this checkpoint folder (HF layout with vocab_map.json, e.g. a previous run's "
+                         "model/) instead of a fresh initialisation: a fine-tune on new data")
     ap.add_argument("--variant-every", type=int, default=4,
                     help="every N steps one conversation with an edited prompt wording (0: none)")
     ap.add_argument("--minutes", type=float, default=0.0, help="stop (and save) after this wall time; 0: no limit")
@@ -357,8 +361,15 @@ def main(argv: list[str] | None = None) -> int:
         (out / "tools.json").write_text(json.dumps(tools, indent=1))
     state_path = out / "state.pt"
     st = torch.load(state_path, weights_only=False) if state_path.exists() else None
+    init_from = Path(a.init_from) if a.init_from else None
+    if init_from is not None and not (init_from / "model.safetensors").is_file():
+        ap.error(f"--init-from: {init_from} holds no model.safetensors (a checkpoint folder, e.g. models/brain)")
     if st is not None and "vocab" in st:
         vmap = VocabMap(st["vocab"], tok.vocab_size)
+    elif init_from is not None:   # the checkpoint's rows: its embedding is indexed by them
+        vmap = VocabMap.load(init_from)
+        if vmap is None:
+            ap.error(f"--init-from: {init_from} has no vocab_map.json (a full-vocabulary checkpoint is not supported)")
     else:
         vmap = VocabMap.build({t for ids, _ in bundle["data"]["train"] for t in ids}, tok)
     # a resumed run keeps its rows even when its data was regenerated: tokens it lacks are written as bytes
@@ -399,8 +410,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(a.seed)
     cfg = brain_config(len(vmap), a.size)
     init_dir = out / "init"
-    if not (init_dir / "model.safetensors").exists():   # transformers' initialisation of Qwen3.5, saved once
-        tf.Qwen3_5MoeForCausalLM(cfg).save_pretrained(str(init_dir))
+    if not (init_dir / "model.safetensors").exists():
+        if init_from is not None:   # continue from a trained checkpoint (its config; --size does not apply)
+            init_dir.mkdir(parents=True, exist_ok=True)
+            for name in ("model.safetensors", "config.json", "generation_config.json", "vocab_map.json"):
+                if (init_from / name).exists():
+                    shutil.copyfile(init_from / name, init_dir / name)
+        else:   # transformers' initialisation of Qwen3.5, saved once
+            tf.Qwen3_5MoeForCausalLM(cfg).save_pretrained(str(init_dir))
     model = load_model(init_dir, dtype=torch.float32, progress=False)
     for p in model.parameters():
         p.requires_grad_(True)

@@ -104,3 +104,23 @@ def test_resume_keeps_the_vocabulary_of_the_saved_state(run):
     st = torch.load(out / "state.pt", weights_only=False)
     saved = json.loads((out / "model" / "vocab_map.json").read_text())["ids"]
     assert st["vocab"] == saved
+
+
+def test_init_from_a_checkpoint_fine_tunes_it(run, tmp_path):
+    """--init-from: the run starts from the checkpoint's weights and vocabulary rows (its first loss is the
+    trained model's, far below a fresh start's), and a folder without a checkpoint is refused."""
+    out, _ = run
+    ft = tmp_path / "ft"
+    args = ["--out", str(ft), "--init-from", str(out / "model"), "--train-examples", "6", "--test-examples", "2",
+            "--steps", "1", "--eval-every", "5", "--eval-examples", "1", "--warmup", "1", "--batch", "2",
+            "--first-turns", "2", "--miss-rate", "0.3"]
+    assert train.main(args) == 0
+    assert json.loads((ft / "model" / "vocab_map.json").read_text()) == \
+        json.loads((out / "model" / "vocab_map.json").read_text())
+    before = torch.load(out / "state.pt", weights_only=False)["model"]
+    init = torch.load(ft / "state.pt", weights_only=False)["model"]
+    name = next(k for k in before if k.endswith("embed_tokens.weight"))
+    # one small step from the bf16 export of the trained weights: near them, not a fresh initialisation
+    assert torch.allclose(init[name], before[name], atol=0.05)
+    with pytest.raises(SystemExit):
+        train.main(["--out", str(tmp_path / "bad"), "--init-from", str(tmp_path)])
