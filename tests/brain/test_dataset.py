@@ -177,23 +177,36 @@ def test_decision_flags_refuse_misaligned_input():
         D.decision_flags([1, 2, 3], [1, 1], QwenTokenizer())
 
 
+def _examples_with_untrained_turns(**rate):
+    """(example, indices of its untrained turns) over 120 seeds at `rate` (slip_rate= or miss_rate=), for the
+    examples that have some; checked on the way: seeded, and one without any is exactly the plain example."""
+    sp = D.default_system_prompt()
+    for seed in range(120):
+        ex = D.generate_example(seed, "train", sp, **rate)
+        assert ex.messages == D.generate_example(seed, "train", sp, **rate).messages   # seeded
+        untrained = [k for k, m in enumerate(ex.messages) if m.get("train") is False]
+        if untrained:
+            yield ex, untrained
+        else:
+            plain = D.generate_example(seed, "train", sp)
+            assert all("train" not in m for m in plain.messages) and ex.messages == plain.messages, ex.id
+
+
+def _assert_only_trained_turns_written(ex, tools, tok):
+    ids, mask = D.encode(ex.messages, tools, tok)
+    written = tok.decode([t for t, m in zip(ids, mask) if m])
+    trained = [m for m in ex.messages if m["role"] == "assistant" and m.get("train") is not False]
+    assert written == "".join(m["content"] + "<|im_end|>" for m in trained), ex.id
+
+
 def test_slips_are_near_miss_names_followed_by_the_planners_error_and_the_recovery(tools):
     """--slip-rate: a go_to_object first written with a name perception does not know, the planner's
     'no object named ...' error, then the same call with the exact name. The slip is never a training
     target; the recovery is. Without slips the data is exactly what it was."""
-    sp = D.default_system_prompt()
     tok = QwenTokenizer()
     schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
     n_slips = 0
-    for seed in range(120):
-        ex = D.generate_example(seed, "train", sp, slip_rate=0.3)
-        assert ex.messages == D.generate_example(seed, "train", sp, slip_rate=0.3).messages   # seeded
-        plain = D.generate_example(seed, "train", sp)
-        assert all("train" not in m for m in plain.messages)
-        slips = [k for k, m in enumerate(ex.messages) if m.get("train") is False]
-        if not slips:
-            assert ex.messages == plain.messages, ex.id
-            continue
+    for ex, slips in _examples_with_untrained_turns(slip_rate=0.3):
         for k in slips:
             n_slips += 1
             slip, err, fix = ex.messages[k], ex.messages[k + 1]["content"], ex.messages[k + 2]   # err may be folded
@@ -204,11 +217,7 @@ def test_slips_are_near_miss_names_followed_by_the_planners_error_and_the_recove
             assert wrong != right and right in fix["content"].split("</think>")[0]
             if "folded" not in err:
                 assert json.loads(err)["status"] == "failed" and repr(right) in err
-        # the slip's tokens are masked out, the recovery's are written
-        ids, mask = D.encode(ex.messages, tools, tok)
-        written = tok.decode([t for t, m in zip(ids, mask) if m])
-        trained = [m for m in ex.messages if m["role"] == "assistant" and m.get("train") is not False]
-        assert written == "".join(m["content"] + "<|im_end|>" for m in trained), ex.id
+        _assert_only_trained_turns_written(ex, tools, tok)   # the slip's tokens masked, the recovery's written
     assert n_slips >= 10
 
 
@@ -216,17 +225,10 @@ def test_misses_call_a_name_not_yet_in_memory_then_search(tools):
     """--miss-rate: go_to_object with the right name before perception knows it, the planner's error (the
     name is not in the known list), then a search (rotate) whose thinking says why. The call is never a
     training target; the search is. Without misses the data is exactly what it was."""
-    sp = D.default_system_prompt()
     tok = QwenTokenizer()
     schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
     n_misses = 0
-    for seed in range(120):
-        ex = D.generate_example(seed, "train", sp, miss_rate=0.3)
-        assert ex.messages == D.generate_example(seed, "train", sp, miss_rate=0.3).messages   # seeded
-        untrained = [k for k, m in enumerate(ex.messages) if m.get("train") is False]
-        if not untrained:
-            assert ex.messages == D.generate_example(seed, "train", sp).messages, ex.id
-            continue
+    for ex, untrained in _examples_with_untrained_turns(miss_rate=0.3):
         for k in untrained:
             n_misses += 1
             miss, err, search = ex.messages[k], ex.messages[k + 1]["content"], ex.messages[k + 2]
@@ -239,8 +241,5 @@ def test_misses_call_a_name_not_yet_in_memory_then_search(tools):
                 assert repr(name) not in err.split("known: ")[1]        # the right name, not yet known
             nxt = parse_output(search["content"], schemas, start_in_thinking=True).calls[0]
             assert search.get("train") is not False and nxt.name == "rotate" and name in search["content"]
-        ids, mask = D.encode(ex.messages, tools, tok)
-        written = tok.decode([t for t, m in zip(ids, mask) if m])
-        trained = [m for m in ex.messages if m["role"] == "assistant" and m.get("train") is not False]
-        assert written == "".join(m["content"] + "<|im_end|>" for m in trained), ex.id
+        _assert_only_trained_turns_written(ex, tools, tok)
     assert n_misses >= 10
