@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from qwen_stack.robot import ROBOT_FILE, RobotConfigError, RobotSpec, load_robot
-from qwen_stack.safety.geometry import polygon_from_flat, ray_extent
+from qwen_stack.safety.geometry import points_in_polygon, polygon_from_flat, ray_extent
 
 NODE_NAME = "safety_supervisor"
 # parameters every rclpy node declares by itself; not ours to validate
@@ -194,8 +194,6 @@ def validate(cfg: SafetyConfig) -> list[str]:
             errors.append(f"keep_out.{name}: given but not listed in keep_out_zones")
 
     if cfg.stop_poly is not None and not errors:
-        from qwen_stack.safety.geometry import points_in_polygon
-
         if not points_in_polygon(np.zeros((1, 2)), cfg.stop_poly)[0]:
             errors.append("stop_zone: must contain the robot's origin (base frame)")
         else:
@@ -220,8 +218,6 @@ def validate(cfg: SafetyConfig) -> list[str]:
 def _check_creep_zone(cfg: SafetyConfig) -> list[str]:
     """The creep zone is a protective field for creep speed: inside the stop zone, around the robot, and deep
     enough that the base stops inside it from creep_speed (reaction time and braking), ahead and behind."""
-    from qwen_stack.safety.geometry import points_in_polygon
-
     cfg.creep_poly, err = polygon_from_flat(cfg.creep_zone, "creep_zone")
     if err:
         return [err]

@@ -336,6 +336,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--slip-rate and --miss-rate must be in [0, 1)")
     if not (a.decision_weight >= 1 and a.read_weight >= 1):
         ap.error("--decision-weight and --read-weight must be >= 1")
+    init_from = Path(a.init_from) if a.init_from else None
+    if init_from is not None:   # refused before the minutes of data generation, not after
+        for name, why in (("model.safetensors", "a checkpoint folder, e.g. models/brain"),
+                          ("vocab_map.json", "a full-vocabulary checkpoint is not supported")):
+            if not (init_from / name).is_file():
+                ap.error(f"--init-from: {init_from} holds no {name} ({why})")
 
     torch.set_num_threads(a.threads)
     import transformers as tf
@@ -361,15 +367,10 @@ def main(argv: list[str] | None = None) -> int:
         (out / "tools.json").write_text(json.dumps(tools, indent=1))
     state_path = out / "state.pt"
     st = torch.load(state_path, weights_only=False) if state_path.exists() else None
-    init_from = Path(a.init_from) if a.init_from else None
-    if init_from is not None and not (init_from / "model.safetensors").is_file():
-        ap.error(f"--init-from: {init_from} holds no model.safetensors (a checkpoint folder, e.g. models/brain)")
     if st is not None and "vocab" in st:
         vmap = VocabMap(st["vocab"], tok.vocab_size)
     elif init_from is not None:   # the checkpoint's rows: its embedding is indexed by them
         vmap = VocabMap.load(init_from)
-        if vmap is None:
-            ap.error(f"--init-from: {init_from} has no vocab_map.json (a full-vocabulary checkpoint is not supported)")
     else:
         vmap = VocabMap.build({t for ids, _ in bundle["data"]["train"] for t in ids}, tok)
     # a resumed run keeps its rows even when its data was regenerated: tokens it lacks are written as bytes
