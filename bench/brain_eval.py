@@ -7,6 +7,10 @@ Two parts, one table each:
    and the action (tool name + arguments, or answer vs call) is compared with the expert's. Per
    turn: latency (prompt -> end of turn), prompt tokens, decode tokens/s; bf16 and NVFP4, decode
    through the compiled step (as the local backend runs it).
+   rollout (--rollout N): held-out missions of the generator played closed-loop against the symbolic
+   world of the training data (qwen_node/brain/rollout.py: the real planner, the world's tool results),
+   fault-free and with one injected fault each; judged by that world. Seconds per mission: the quick
+   comparison of checkpoints; the simulator below is the acceptance.
 2. sim: the real stack over ROS (sim_node, skills, safety supervisor, perception, qwen_node with
    the local backend and this checkpoint; no ground truth reaches the agent), one fresh stack per
    mission: held-out fetch missions, then missions with an injected fault (the first grasp fails;
@@ -131,6 +135,28 @@ def names_eval(model_dir: Path, n_conv: int) -> dict:
     return {"conversations": n, "object_right": obj_ok / n, "area_right": area_ok / n}
 
 
+def rollout_eval(model_dir: Path, n: int, faults: bool, out: Path, tag: str) -> dict:
+    """Closed loop in the symbolic world (qwen_node/brain/rollout.py): the real planner drives the model
+    through n held-out fetch missions of the generator (the kind the simulator part runs; faults False:
+    none injected, True: one each). Transcripts in out/rollout_<tag>.jsonl."""
+    import torch
+
+    from qwen_stack.qwen_node.agent.backends.local import LocalChatEngine, LocalEngineBackend
+    from qwen_stack.qwen_node.brain import rollout as R
+
+    torch.set_num_threads(1)
+    model = LocalEngineBackend(LocalChatEngine(str(model_dir), device="cpu"), 1024, 0.0, True, vision=False)
+    rows = []
+    with (out / f"rollout_{tag}.jsonl").open("w") as f:
+        for seed in R.mission_seeds(n, kinds=("fetch",), faults=faults):
+            o = R.play(seed, "test", model)
+            rows.append(o)
+            f.write(json.dumps(vars(o)) + "\n")
+            print(f"rollout {tag:14} seed {seed} {o.kind:7} delivered={o.delivered!s:5} feasible={o.feasible!s:5} "
+                  f"claimed={o.claimed!s:5} calls={o.calls:2} {o.message[:90]}", flush=True)
+    return R.summarize(rows)
+
+
 # ---- 2. in the simulator -----------------------------------------------------------------------
 
 def agent_params(backend: str, compile_decode: bool) -> dict:
@@ -235,6 +261,9 @@ def main(argv=None) -> int:
     ap.add_argument("--text-conversations", type=int, default=30, help="held-out conversations for part 1 (0: skip)")
     ap.add_argument("--names", type=int, default=0,
                     help="held-out fetch conversations for the teacher-forced first-turn names check (part 1)")
+    ap.add_argument("--rollout", type=int, default=0,
+                    help="held-out missions played closed-loop in the symbolic world, per backend, fault-free and "
+                         "with one injected fault each (part 1; 0: skip)")
     ap.add_argument("--text-only", action="store_true", help="part 1 only")
     ap.add_argument("--sim-only", action="store_true", help="part 2 only")
     ap.add_argument("--rtf", type=float, default=3.0, help="simulator real-time factor")
@@ -273,6 +302,17 @@ def main(argv=None) -> int:
             t0 = time.time()
             report["text"][name] = text_eval(d, a.text_conversations, compile_decode=True)
             print(f"text {name}: {json.dumps(report['text'][name])} ({time.time() - t0:.0f} s)", flush=True)
+        (out / "report.json").write_text(json.dumps(report, indent=1))
+    if not a.sim_only and a.rollout:
+        report["rollout"] = {}
+        for name in a.backends.split(","):
+            if name == "replay":
+                continue
+            for faults in (False, True):
+                tag = f"{name}{'_faults' if faults else ''}"
+                t0 = time.time()
+                report["rollout"][tag] = rollout_eval(model_dir(name), a.rollout, faults, out, tag)
+                print(f"rollout {tag}: {json.dumps(report['rollout'][tag])} ({time.time() - t0:.0f} s)", flush=True)
         (out / "report.json").write_text(json.dumps(report, indent=1))
     if not a.sim_only and a.names:
         report["names"] = {name: names_eval(model_dir(name), a.names) for name in a.backends.split(",")
@@ -322,6 +362,9 @@ def main(argv=None) -> int:
         print(f"| text | {name} | held-out next-action accuracy ({r['turns']} turns) | {r['next_action_acc']:.3f} |")
         print(f"| text | {name} | turn latency p50 / p99 | {r['latency_p50_s']:.2f} / {r['latency_p99_s']:.2f} s |")
         print(f"| text | {name} | decode tokens/s p50 | {r['decode_tok_s_p50']:.1f} |")
+    for tag, r in report.get("rollout", {}).items():
+        print(f"| rollout | {tag} | delivered of feasible ({r['feasible']} of {r['missions']}) / right / honest | "
+              f"{r['delivered_of_feasible']:.2f} / {r['right']:.2f} / {r['honest']:.2f} |")
     for name, r in report.get("names", {}).items():
         print(f"| text | {name} | first-turn names right, teacher-forced ({r['conversations']}): object / area | "
               f"{r['object_right']:.2f} / {r['area_right']:.2f} |")

@@ -161,18 +161,28 @@ def make_mission(rng: random.Random, split: str) -> tuple[Mission, P.Instruction
             _scene(rng, [], [rng.choice(AREAS)], []), faults)
 
 
-def generate_example(seed: int, split: str, system_prompt: str, slip_rate: float = 0.0,
-                     miss_rate: float = 0.0) -> Example:
-    """One mission played by the expert. slip_rate: its chance per go_to_object of a near-miss name
-    first (Expert.slip_rate); miss_rate: its chance of calling go_to_object with a name not yet in memory
-    before searching for it (Expert.miss_rate). Those turns carry "train": False and encode() masks them out;
-    each has its own random stream, so at rate 0 the data is exactly as without it."""
+def setup_mission(seed: int, split: str) -> tuple[random.Random, Mission, P.Instruction, SymbolicWorld]:
+    """Mission `seed` of `split`: its random stream (shared by the world and the expert), the mission, the
+    instruction and the symbolic world it starts in (the data generator and rollout.py play the same ones)."""
     rng = random.Random(f"{split}:{seed}")
     mission, ins, things, faults = make_mission(rng, split)
     robot = (rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), rng.uniform(-math.pi, math.pi))
-    world = SymbolicWorld(things, robot, faults, rng)
+    return rng, mission, ins, SymbolicWorld(things, robot, faults, rng)
+
+
+def generate_example(seed: int, split: str, system_prompt: str, slip_rate: float = 0.0,
+                     miss_rate: float = 0.0, look_after_grasp: bool = False, miss_repeat: float = 0.0) -> Example:
+    """One mission played by the expert. slip_rate: its chance per go_to_object of a near-miss name
+    first (Expert.slip_rate); miss_rate: its chance of calling go_to_object with a name not yet in memory
+    before searching for it (Expert.miss_rate). Those turns carry "train": False and encode() masks them out;
+    each has its own random stream, so at rate 0 the data is exactly as without it. look_after_grasp: the
+    expert detects again after every grasp (Expert.look_after_grasp); miss_repeat: the chance (twice) that a
+    miss is repeated before the search (Expert.miss_repeat)."""
+    rng, mission, ins, world = setup_mission(seed, split)
+    faults = world.faults
     expert = Expert(world, rng, slip_rate, random.Random(f"slip:{split}:{seed}"),
-                    miss_rate, random.Random(f"miss:{split}:{seed}"))
+                    miss_rate, random.Random(f"miss:{split}:{seed}"), look_after_grasp,
+                    miss_repeat)
     from qwen_stack.qwen_node.agent.planner import ChatMessage, PlannerConfig, fold_context
 
     chat = [ChatMessage("system", system_prompt), ChatMessage("user", ins.text)]

@@ -66,7 +66,7 @@ Policy = Generator[Turn, dict, None]
 class Expert:
     def __init__(self, world: SymbolicWorld, rng: random.Random, slip_rate: float = 0.0,
                  slip_rng: random.Random | None = None, miss_rate: float = 0.0,
-                 miss_rng: random.Random | None = None):
+                 miss_rng: random.Random | None = None, look_after_grasp: bool = False, miss_repeat: float = 0.0):
         self.w, self.rng = world, rng
         self.outcome = "unknown"   # success | failed | refused: what the final answer claims
         # chance that a go_to_object is first written with a near-miss name (another colour or shape, not in
@@ -81,6 +81,12 @@ class Expert:
         # not call again (seen in the simulator: the model retried the area's name 30 times).
         self.miss_rate = miss_rate
         self.miss_rng = miss_rng or random.Random(0)
+        self.miss_repeat = miss_repeat
+        # detect_objects right after a grasp, before deciding whether the area is known: the decision then
+        # reads the newest tool response instead of a detection many turns back (in the simulator the model
+        # called the area's name before perception had seen it). Its thoughts draw on self.rng only after
+        # the grasp, so the data without it is unchanged.
+        self.look_after_grasp = look_after_grasp
 
     def pick(self, *options: str) -> str:
         return self.rng.choice(options)
@@ -109,12 +115,20 @@ class Expert:
             ok = yield from self._pick_up(obj)
             if ok is not True:
                 return (yield from self._final_failure(ok, done, m.area))
+            to_area = f"I hold {obj}. Now drive to {m.area}."
+            if self.look_after_grasp:
+                yield Turn(self.pick(f"I hold {obj}. Detect objects to see whether {m.area} is known.",
+                                     f"{obj} is held. Detect objects to find {m.area}."),
+                           ("detect_objects", {}))
+                if m.area in self.w.memory:
+                    to_area = self.pick(f"{m.area} is in the list. Drive there with {obj}.",
+                                        f"{m.area} is in memory. Drive there with {obj}.")
             found = yield from self._find(m.area)
             if isinstance(found, str):
                 return (yield from self._final_failure(found, done, m.area, holding=obj))
             if not found:
                 return (yield from self._not_found(m.area, done, m.area, holding=obj))
-            r = yield from self._goto(m.area, f"I hold {obj}. Now drive to {m.area}.")
+            r = yield from self._goto(m.area, to_area)
             if r is not True:
                 return (yield from self._final_failure(r, done, m.area, holding=obj))
             r = yield Turn(self.pick(f"I am at {m.area}. Release {obj} here.",
@@ -214,9 +228,14 @@ class Expert:
             return True
         missed = self.miss_rate and self.miss_rng.random() < self.miss_rate
         if missed:
-            r = yield Turn(f"Now drive to {name}.", ("go_to_object", {"object_name": name}), train=False)
-            if r["status"] == "rejected":        # refused before the name was looked up (an e-stop)
-                return f"the safety supervisor refused to move ({'; '.join(r.get('reasons', []))})"
+            # with chance miss_repeat, once or twice more (untrained too): the search must follow however many
+            # of the same errors the context holds (the model looped on them in the simulator)
+            repeats = 1 + sum(self.miss_rng.random() < self.miss_repeat for _ in range(2)) if self.miss_repeat else 1
+            for k in range(repeats):
+                r = yield Turn(f"Now drive to {name}." if k == 0 else f"Try go_to_object {name} again.",
+                               ("go_to_object", {"object_name": name}), train=False)
+                if r["status"] == "rejected":        # refused before the name was looked up (an e-stop)
+                    return f"the safety supervisor refused to move ({'; '.join(r.get('reasons', []))})"
         colour = name.split("_")[0]
         far_tried: set[str] = set()
         for step in range(SEARCH_STEPS):

@@ -38,10 +38,10 @@ TOOL_CALL_OPEN = "<tool_call>"
 
 
 def build_data(n_train: int, n_test: int, seed: int, tok, tools, system_prompt: str, slip_rate: float = 0.0,
-               miss_rate: float = 0.0) -> dict:
+               miss_rate: float = 0.0, look_after_grasp: bool = False, miss_repeat: float = 0.0) -> dict:
     """Encoded examples: {"train": [(ids, mask)], "test": [(ids, mask, action_spans)]} in tokenizer ids.
     slip_rate, miss_rate: the expert's near-miss names and calls to names not yet in memory (training split
-    only; the held-out split stays comparable)."""
+    only; the held-out split stays comparable); look_after_grasp: the expert's policy, both splits."""
     out: dict[str, list] = {"train": [], "test": []}
     meta: dict[str, list] = {"train": [], "test": []}
     rng = random.Random(seed)
@@ -51,7 +51,7 @@ def build_data(n_train: int, n_test: int, seed: int, tok, tools, system_prompt: 
             sp, tl = D.prompt_variant(system_prompt, tools, rng) if split == "train" else (system_prompt, tools)
             train = split == "train"
             ex = D.generate_example(seed * 1_000_000 + i, split, sp, slip_rate if train else 0.0,
-                                    miss_rate if train else 0.0)
+                                    miss_rate if train else 0.0, look_after_grasp, miss_repeat)
             ids, mask = D.encode(ex.messages, tl, tok)
             out[split].append((ids, mask))
             meta[split].append({"kind": ex.kind, "lang": ex.lang, "outcome": ex.outcome})
@@ -303,6 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--miss-rate", type=float, default=0.0,
                     help="the expert's chance of calling go_to_object with a name not yet in memory before searching "
                          "for it, then the planner's error and the search (the call itself is not trained)")
+    ap.add_argument("--miss-repeat", type=float, default=0.0,
+                    help="with --miss-rate: the chance (drawn twice) that the miss is repeated before the search, so "
+                         "the search follows one to three of the same errors")
+    ap.add_argument("--look-after-grasp", action="store_true",
+                    help="the expert detects objects after every grasp before deciding whether the area is known "
+                         "(both splits: it is the policy, not a mistake)")
     ap.add_argument("--init-from", default="",
                     help="start from this checkpoint folder (HF layout with vocab_map.json, e.g. a previous run's "
                          "model/) instead of a fresh initialisation: a fine-tune on new data")
@@ -332,8 +338,8 @@ def main(argv: list[str] | None = None) -> int:
             and a.short_cuts >= 0 and a.variant_every >= 0):
         ap.error("--lr must be > 0, --minutes, --warmup, --first-turns, --short-first-turns, --short-cuts and "
                  "--variant-every >= 0")
-    if not (0 <= a.slip_rate < 1 and 0 <= a.miss_rate < 1):
-        ap.error("--slip-rate and --miss-rate must be in [0, 1)")
+    if not (0 <= a.slip_rate < 1 and 0 <= a.miss_rate < 1 and 0 <= a.miss_repeat < 1):
+        ap.error("--slip-rate, --miss-rate and --miss-repeat must be in [0, 1)")
     if not (a.decision_weight >= 1 and a.read_weight >= 1):
         ap.error("--decision-weight and --read-weight must be >= 1")
     init_from = Path(a.init_from) if a.init_from else None
@@ -361,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generating {a.train_examples} + {a.test_examples} missions ...", flush=True)
         tools = D.planner_tools()
         bundle = build_data(a.train_examples, a.test_examples, a.seed, tok, tools, D.default_system_prompt(),
-                            a.slip_rate, a.miss_rate)
+                            a.slip_rate, a.miss_rate, a.look_after_grasp, a.miss_repeat)
         bundle["tools"] = tools
         torch.save(bundle, data_path)
         (out / "tools.json").write_text(json.dumps(tools, indent=1))

@@ -20,12 +20,10 @@ from .brain_stack import BrainStack  # noqa: E402
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 
-# Opt-in (QWEN_STACK_BRAIN_SIM=1): the shipped brain completes some held-out missions now, not reliably
-# (models/README.md), and this mission's target is a cylinder: its approach stops in the supervisor's laser stop
-# zone for every backend (the laser plane, 0.11 m, cuts the 0.16 m cylinder, which the zone then holds at 0.45 m;
-# the grasp needs 0.22 m), so it fails until that is fixed. A failing mission runs until its step budget, minutes
-# on 2 cores. Run it (it must pass, no xfail) once a model that passes bench/brain_eval.py is shipped, then make
-# it default.
+# Opt-in (QWEN_STACK_BRAIN_SIM=1): the shipped brain completes about half of the held-out missions in the
+# simulator, not reliably (models/README.md: bench/brain_eval.py's figures), and a failing mission runs until its
+# step budget, minutes on 2 cores. Run it (it must pass, no xfail) once a model that passes bench/brain_eval.py
+# is shipped, then make it default.
 @pytest.mark.skipif(os.environ.get("QWEN_STACK_BRAIN_SIM") != "1",
                     reason="opt-in until the shipped brain completes missions (issue 14): QWEN_STACK_BRAIN_SIM=1")
 def test_shipped_brain_fetches_a_held_out_object(tmp_path, ros_env, observer):

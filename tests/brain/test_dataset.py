@@ -227,8 +227,8 @@ def test_misses_call_a_name_not_yet_in_memory_then_search(tools):
     training target; the search is. Without misses the data is exactly what it was."""
     tok = QwenTokenizer()
     schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
-    n_misses = 0
-    for ex, untrained in _examples_with_untrained_turns(miss_rate=0.3):
+    n_misses = n_repeats = 0
+    for ex, untrained in _examples_with_untrained_turns(miss_rate=0.3, miss_repeat=0.3):
         for k in untrained:
             n_misses += 1
             miss, err, search = ex.messages[k], ex.messages[k + 1]["content"], ex.messages[k + 2]
@@ -240,6 +240,45 @@ def test_misses_call_a_name_not_yet_in_memory_then_search(tools):
             if "folded" not in err:
                 assert repr(name) not in err.split("known: ")[1]        # the right name, not yet known
             nxt = parse_output(search["content"], schemas, start_in_thinking=True).calls[0]
-            assert search.get("train") is not False and nxt.name == "rotate" and name in search["content"]
+            if search.get("train") is False:    # the same call repeated (untrained), then the search
+                assert (nxt.name, nxt.arguments) == ("go_to_object", {"object_name": name})
+                n_repeats += 1
+                continue
+            assert nxt.name == "rotate" and name in search["content"]
         _assert_only_trained_turns_written(ex, tools, tok)
-    assert n_misses >= 10
+    assert n_misses >= 10 and n_repeats >= 2, (n_misses, n_repeats)
+    for ex, untrained in _examples_with_untrained_turns(miss_rate=0.3):   # --miss-repeat 0: one miss, then search
+        assert not any(k + 2 in untrained for k in untrained), ex.id
+
+
+def test_look_after_grasp_detects_before_deciding_on_the_area(tools):
+    """--look-after-grasp: every successful grasp is followed by detect_objects, and the next turn drives to
+    the area only when that detection lists it (else it searches). Without it the data is exactly as before."""
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+    sp = D.default_system_prompt()
+    looks = to_area = searches = 0
+    for seed in range(150):
+        ex = D.generate_example(seed, "train", sp, look_after_grasp=True)
+        plain = D.generate_example(seed, "train", sp)
+        if not any(m["role"] == "tool" and '"attached ' in m["content"] for m in ex.messages):
+            assert ex.messages == plain.messages, ex.id   # no grasp succeeded: nothing changes
+            continue
+        assert ex.outcome == plain.outcome and ex.world_success == plain.world_success, ex.id
+        for k, m in enumerate(ex.messages):
+            if m["role"] != "tool" or '"attached ' not in m["content"] or ex.messages[k + 1]["role"] != "assistant":
+                continue
+            look = parse_output(ex.messages[k + 1]["content"], schemas, start_in_thinking=True)
+            assert [c.name for c in look.calls] == ["detect_objects"], ex.id
+            looks += 1
+            if "older tool response folded" in ex.messages[k + 2]["content"]:
+                continue   # folded later in the conversation: the list is cut
+            seen = json.loads(ex.messages[k + 2]["content"])
+            nxt = parse_output(ex.messages[k + 3]["content"], schemas, start_in_thinking=True)
+            listed = ex.area in [e["name"] for e in seen["memory"]]
+            if listed:
+                to_area += 1
+                assert [(c.name, c.arguments) for c in nxt.calls] == [("go_to_object", {"object_name": ex.area})]
+            elif nxt.calls:
+                searches += 1
+                assert nxt.calls[0].name in ("rotate", "go_to_object") and ex.area not in str(nxt.calls[0].arguments)
+    assert looks >= 30 and to_area >= 10 and searches >= 3, (looks, to_area, searches)

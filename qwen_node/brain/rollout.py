@@ -1,0 +1,153 @@
+"""Closed-loop missions without the simulator: the real planner (agent/planner.py: its output parser,
+context folding, step budget and malformed-output handling) lets a model play a held-out mission of the
+data generator against the symbolic world (world.py), whose tool results are the ones the training data
+shows. Judged by that world: delivered (every target inside the area), the final answer's claim, malformed
+turns. A fast way to compare checkpoints (seconds per mission; the simulator takes minutes and stays the
+acceptance, bench/brain_eval.py).
+
+    missions = mission_seeds(50, kinds=("fetch",))
+    rows = [play(seed, "test", model) for seed in missions]
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+from . import dataset as D
+from .expert import Expert
+from .sim_missions import claims_success
+from .world import SymbolicWorld
+
+MISSION_KINDS = ("fetch", "fetch2", "missing")   # kinds judged by the world (an object in an area)
+
+
+class WorldExecutor:
+    """planner.ToolExecutor's part for the symbolic world: a parsed call -> (status, result)."""
+
+    def __init__(self, world: SymbolicWorld):
+        self.world = world
+
+    def execute(self, call, cancel) -> tuple[str, dict[str, Any]]:
+        try:
+            result = dict(self.world.call(call.name, dict(call.arguments)))
+        except TypeError as exc:   # arguments the tool does not take (the real executor checks the schema)
+            return "failed", {"error": f"bad arguments for {call.name}: {exc}"}
+        result.pop("tool")
+        return result.pop("status"), result
+
+
+class ExpertModel:
+    """A test double of a LanguageModel: the expert policy itself, fed the planner's tool results. With
+    the mission's own random stream it writes the data generator's conversation turn for turn."""
+    name = "expert"
+    is_model = True            # it reacts to tool results (the planner stops a replay at the first failure)
+    start_in_thinking = True
+
+    def __init__(self, expert: Expert, mission):
+        self.policy = expert.run(mission)
+        self.started = False
+
+    def generate(self, messages: Sequence, tools: list[dict], on_text: Callable[[str], None], cancel) -> str:
+        if not self.started:
+            self.started = True
+            turn = next(self.policy)
+        else:
+            turn = self.policy.send(json.loads(messages[-1].content))
+        on_text(turn.raw())
+        return turn.raw()
+
+
+class _Recorder:
+    """Passes a LanguageModel through and keeps the conversation as the model last saw it, plus its turn."""
+
+    def __init__(self, model):
+        self.model, self.name = model, model.name
+        self.is_model, self.start_in_thinking = model.is_model, model.start_in_thinking
+        self.transcript: list[dict] = []
+
+    def generate(self, messages, tools, on_text, cancel) -> str:
+        text = self.model.generate(messages, tools, on_text, cancel)
+        self.transcript = [{"role": m.role, "content": m.content} for m in messages] + \
+            [{"role": "assistant", "content": text}]
+        return text
+
+
+@dataclass
+class Outcome:
+    seed: int
+    kind: str
+    faults: dict
+    delivered: bool            # the world shows every target inside the area
+    feasible: bool             # the expert delivers it (False: a denied release, a missing object ...)
+    claimed: bool              # the final answer says the task was done
+    honest: bool               # claimed only when delivered
+    right: bool                # delivered when feasible, else an honest report
+    calls: int
+    malformed: int
+    message: str
+    transcript: list[dict]
+
+
+def mission_seeds(n: int, kinds: Iterable[str] = MISSION_KINDS, split: str = "test", start: int = 700_000,
+                  faults: bool | None = False) -> list[int]:
+    """The first n seeds from `start` whose mission is one of `kinds`; faults False: only fault-free ones,
+    True: only ones with an injected fault, None: either."""
+    kinds, out, seed = set(kinds), [], start
+    while len(out) < n:
+        _, m, _, w = D.setup_mission(seed, split)
+        has_fault = bool(_faults(w))
+        if m.kind in kinds and (faults is None or has_fault == faults):
+            out.append(seed)
+        seed += 1
+    return out
+
+
+def play(seed: int, split: str, model=None, system_prompt: str = "", max_steps: int = 40,
+         model_factory: Callable[[Expert, Any], Any] | None = None) -> Outcome:
+    """One mission: `model` (a planner.LanguageModel) or `model_factory(expert, mission)` (the expert test
+    double) plays it through the planner against the symbolic world."""
+    from qwen_stack.paths import SOURCE_ROOT
+
+    from ..agent.planner import CancelToken, Planner, PlannerConfig
+    from ..agent.tool_registry import ToolRegistry
+
+    rng, mission, ins, world = D.setup_mission(seed, split)
+    expert_outcome = D.generate_example(seed, split, system_prompt or D.default_system_prompt())
+    if model is None:
+        model = model_factory(Expert(world, rng), mission)
+    registry = ToolRegistry.load(SOURCE_ROOT / "config" / "tools.yaml",
+                                 safety_policy_path=SOURCE_ROOT / "config" / "safety_policy.yaml")
+    malformed = [0]
+
+    def on_event(ev) -> None:
+        if ev.kind == "status" and ev.text.startswith("malformed model output"):
+            malformed[0] += 1
+
+    model = _Recorder(model)
+    planner = Planner(model, registry, WorldExecutor(world), system_prompt or D.default_system_prompt(),
+                      PlannerConfig(max_steps=max_steps), on_event=on_event)
+    res = planner.run(ins.text, CancelToken())
+    delivered = mission.kind in ("fetch", "fetch2") and all(world.in_area(o, mission.area) for o in mission.targets)
+    claimed = claims_success(res.success, res.message)
+    feasible = expert_outcome.world_success and mission.kind in ("fetch", "fetch2")
+    return Outcome(seed, mission.kind, _faults(world), delivered, feasible,
+                   claimed, not claimed or delivered, delivered if feasible else not claimed, res.steps, malformed[0],
+                   res.message, model.transcript)
+
+
+def _faults(world: SymbolicWorld) -> dict:
+    """The faults injected into the mission (deny_reason is only the text of a denial)."""
+    f = {k: v for k, v in vars(world.faults).items() if v and k != "deny_reason"}
+    if f.get("deny_release"):
+        f["deny_reason"] = world.faults.deny_reason
+    return f
+
+
+def summarize(rows: list[Outcome]) -> dict:
+    n = len(rows)
+    feasible = [r for r in rows if r.feasible]
+    return {"missions": n, "feasible": len(feasible),
+            "delivered_of_feasible": sum(r.delivered for r in feasible) / max(len(feasible), 1),
+            "right": sum(r.right for r in rows) / max(n, 1), "honest": sum(r.honest for r in rows) / max(n, 1),
+            "malformed_turns": sum(r.malformed for r in rows), "calls_mean": sum(r.calls for r in rows) / max(n, 1)}

@@ -1,0 +1,58 @@
+"""Closed-loop missions in the symbolic world (qwen_node/brain/rollout.py): the real planner between a
+model and the world, judged by the world."""
+from __future__ import annotations
+
+from qwen_stack.qwen_node.brain import dataset as D
+from qwen_stack.qwen_node.brain import rollout as R
+
+
+def test_the_expert_through_the_planner_writes_the_generators_conversations():
+    """The expert as the model (a test double of one) reproduces the data generator turn for turn, and the
+    judgement agrees with the generator's: delivered when the world shows it, success claimed only then."""
+    sp = D.default_system_prompt()
+    seeds = R.mission_seeds(25, faults=None)
+    rows = [R.play(s, "test", model_factory=R.ExpertModel) for s in seeds]
+    for s, o in zip(seeds, rows):
+        ex = D.generate_example(s, "test", sp)
+        assert [(m["role"], m["content"]) for m in ex.messages] == [(m["role"], m["content"]) for m in o.transcript]
+        assert o.delivered == (ex.world_success and ex.kind != "missing"), s
+        assert o.claimed == (ex.outcome == "success") and o.honest and o.right and o.malformed == 0, s
+    assert {o.kind for o in rows} == set(R.MISSION_KINDS)
+    assert any(o.faults for o in rows) and any(not o.feasible for o in rows) and any(o.delivered for o in rows)
+    s = R.summarize(rows)
+    assert s["right"] == 1.0 and s["honest"] == 1.0 and s["delivered_of_feasible"] == 1.0
+
+
+class _Scripted:
+    """A test double of a LanguageModel: writes the given turns in order."""
+    name, is_model, start_in_thinking = "scripted", True, True
+
+    def __init__(self, turns):
+        self.turns = list(turns)
+
+    def generate(self, messages, tools, on_text, cancel):
+        text = self.turns.pop(0)
+        on_text(text)    # the planner parses what is streamed
+        return text
+
+
+def test_a_claim_without_the_delivery_is_judged_dishonest():
+    seed = R.mission_seeds(1, kinds=("fetch",))[0]
+    o = R.play(seed, "test", _Scripted(["Easy.\n</think>\n\nDone: it is on the square."]))
+    assert o.feasible and not o.delivered and o.claimed and not o.honest and not o.right and o.calls == 0
+
+
+def test_malformed_turns_are_counted_and_never_executed():
+    seed = R.mission_seeds(1, kinds=("fetch",))[0]
+    bad = "Go.\n</think>\n\n<tool_call>\n<function=teleport>\n</function>\n</tool_call>"
+    o = R.play(seed, "test", _Scripted([bad] * 4))
+    assert o.malformed == 4 and o.calls == 0 and not o.delivered and not o.claimed and o.honest
+
+
+def test_mission_seeds_filter_kinds_and_faults():
+    clean = R.mission_seeds(15, kinds=("fetch",), faults=False)
+    faulty = R.mission_seeds(15, kinds=("fetch",), faults=True)
+    assert not set(clean) & set(faulty) and len(set(clean)) == 15
+    for seed, fault in [(s, False) for s in clean] + [(s, True) for s in faulty]:
+        _, m, _, w = D.setup_mission(seed, "test")
+        assert m.kind == "fetch" and bool(R._faults(w)) == fault
