@@ -221,7 +221,8 @@ def run_mission(observer, mission, backend: str, env: dict, rtf: float, timeout:
                 last = t
         row.update(delivered=ok, where=where, task_success=bool(result.success), answer=result.message[:300],
                    claims_success=claims_success(bool(result.success), result.message), steps=int(result.steps),
-                   malformed_turns=malformed, calls=[(c.name, c.status) for c in calls], turn_s=turn_s,
+                   malformed_turns=malformed, calls=[(c.name, c.status) for c in calls],
+                   call_arguments=[c.arguments_json for c in calls], turn_s=turn_s,
                    wall_s=round(time.time() - t0, 1))
     except Exception as exc:  # a mission that breaks counts as failed, with its reason
         row.update(delivered=False, task_success=False, claims_success=False, error=f"{type(exc).__name__}: {exc}"[:500],
