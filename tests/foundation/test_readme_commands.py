@@ -225,6 +225,14 @@ def script_help(cmd, _ctx):
     assert "usage:" in _ok(_bash(f"{cmd} --help", 300))
 
 
+def script_options(cmd, _ctx):
+    """A benchmark with options, minutes to run: its --help must name each option the README writes."""
+    script = cmd.split(" --")[0]
+    out = _ok(_bash(f"{script} --help", 300))
+    for opt in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", cmd[len(script):]):
+        assert opt in out, f"{opt} is not an option of {script}"
+
+
 def pip_gpu_extra(cmd, _ctx):
     """Not run (it installs from NVIDIA's index): the `gpu` extra it names must exist."""
     from importlib.metadata import metadata
@@ -261,6 +269,8 @@ CHECKS = {
     "bash scripts/demo.sh qwen_node.backend:=local qwen_node.model_dir:=models/brain qwen_node.camera:=none": demo_check,
     '.venv/bin/qwen-stack generate --model models/brain --prompt "Bring the red cube to the blue square."': as_written,
     ".venv/bin/python -m qwen_stack.rosenv .venv/bin/python bench/brain_eval.py": script_help,
+    ".venv/bin/python -m qwen_stack.rosenv .venv/bin/python bench/brain_eval.py --text-only --text-conversations 0 "
+    "--rollout 30 --backends bf16": script_options,   # ~10 min: run by hand (models/README.md's figures)
     "qwen-stack train-brain --out DIR": help_with_options,
     "qwen-stack task --approve": help_with_options,
     "qwen-stack record": help_with_options,            # records until Ctrl-C
@@ -282,7 +292,7 @@ CHECKS = {
     "pip install '.[gpu]'": pip_gpu_extra,
     "python -m qwen_stack.trt_engines.gpu_check": gpu_check,
 }
-SLOW = {demo, serve, generate, quantize, bench_help, as_written, script_help}
+SLOW = {demo, serve, generate, quantize, bench_help, as_written, script_help, script_options}
 
 
 def part_readme_commands() -> list[tuple[str, str]]:
