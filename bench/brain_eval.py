@@ -142,10 +142,13 @@ def rollout_eval(model_dir: Path, n: int, faults: bool, out: Path, tag: str) -> 
     import torch
 
     from qwen_stack.qwen_node.agent.backends.local import LocalChatEngine, LocalEngineBackend
+    from qwen_stack.qwen_node.agent.config import AgentSettings
     from qwen_stack.qwen_node.brain import rollout as R
 
     torch.set_num_threads(1)
-    model = LocalEngineBackend(LocalChatEngine(str(model_dir), device="cpu"), 1024, 0.0, True, vision=False)
+    s = AgentSettings()   # qwen_node's generation settings (tokens per turn, greedy, thinking)
+    model = LocalEngineBackend(LocalChatEngine(str(model_dir), device="cpu"), s.max_new_tokens, s.temperature,
+                               s.enable_thinking, vision=False)
     rows = []
     with (out / f"rollout_{tag}.jsonl").open("w") as f:
         for seed in R.mission_seeds(n, kinds=("fetch",), faults=faults):

@@ -10,6 +10,7 @@ of every template list, and the en-es language mix.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -222,15 +223,21 @@ def generate(n: int, split: str, system_prompt: str, start: int = 0) -> Iterable
 
 # ---- tools and system prompt as the planner shows them ---------------------------------------
 
-def planner_tools() -> list[dict[str, Any]]:
-    """The tool list qwen_node gives the model (config/tools.yaml + the safety policy), with the
-    perception contract's detect_objects added when the registry does not list it yet."""
+@functools.cache
+def planner_registry():
+    """qwen_node's tool registry (config/tools.yaml + the safety policy), loaded once: the data's tool list
+    and rollout.py's planner."""
     from qwen_stack.paths import SOURCE_ROOT
     from qwen_stack.qwen_node.agent.tool_registry import ToolRegistry
 
-    reg = ToolRegistry.load(SOURCE_ROOT / "config" / "tools.yaml",
-                            safety_policy_path=SOURCE_ROOT / "config" / "safety_policy.yaml")
-    specs = reg.function_specs()
+    return ToolRegistry.load(SOURCE_ROOT / "config" / "tools.yaml",
+                             safety_policy_path=SOURCE_ROOT / "config" / "safety_policy.yaml")
+
+
+def planner_tools() -> list[dict[str, Any]]:
+    """The tool list qwen_node gives the model (planner_registry), with the perception contract's
+    detect_objects added when the registry does not list it yet."""
+    specs = planner_registry().function_specs()   # a fresh list each call
     if not any(s["function"]["name"] == "detect_objects" for s in specs):
         specs.insert(1, DETECT_OBJECTS_SPEC)
     return specs

@@ -54,8 +54,9 @@ class ExpertModel:
             turn = next(self.policy)
         else:
             turn = self.policy.send(json.loads(messages[-1].content))
-        on_text(turn.raw())
-        return turn.raw()
+        text = turn.raw()
+        on_text(text)
+        return text
 
 
 class _Recorder:
@@ -107,17 +108,13 @@ def play(seed: int, split: str, model=None, system_prompt: str = "", max_steps: 
          model_factory: Callable[[Expert, Any], Any] | None = None) -> Outcome:
     """One mission: `model` (a planner.LanguageModel) or `model_factory(expert, mission)` (the expert test
     double) plays it through the planner against the symbolic world."""
-    from qwen_stack.paths import SOURCE_ROOT
-
     from ..agent.planner import CancelToken, Planner, PlannerConfig
-    from ..agent.tool_registry import ToolRegistry
 
+    system_prompt = system_prompt or D.default_system_prompt()
     rng, mission, ins, world = D.setup_mission(seed, split)
-    expert_outcome = D.generate_example(seed, split, system_prompt or D.default_system_prompt())
+    expert_outcome = D.generate_example(seed, split, system_prompt)   # on its own world: is it feasible?
     if model is None:
         model = model_factory(Expert(world, rng), mission)
-    registry = ToolRegistry.load(SOURCE_ROOT / "config" / "tools.yaml",
-                                 safety_policy_path=SOURCE_ROOT / "config" / "safety_policy.yaml")
     malformed = [0]
 
     def on_event(ev) -> None:
@@ -125,7 +122,7 @@ def play(seed: int, split: str, model=None, system_prompt: str = "", max_steps: 
             malformed[0] += 1
 
     model = _Recorder(model)
-    planner = Planner(model, registry, WorldExecutor(world), system_prompt or D.default_system_prompt(),
+    planner = Planner(model, D.planner_registry(), WorldExecutor(world), system_prompt,
                       PlannerConfig(max_steps=max_steps), on_event=on_event)
     res = planner.run(ins.text, CancelToken())
     delivered = mission.kind in ("fetch", "fetch2") and all(world.in_area(o, mission.area) for o in mission.targets)
