@@ -1,7 +1,11 @@
 """Perception accuracy and speed, scored against the simulator's ground truth (no ROS).
 
 Usage:
-    MUJOCO_GL=egl .venv/bin/python bench/perception.py [--seeds 50] [--scenarios a,b,...]
+    MUJOCO_GL=egl .venv/bin/python bench/perception.py [--seeds 50] [--scenarios a,b,...] [--brain-missions N]
+
+`--brain-missions N` adds the scenes of the first N held-out simulator missions of the brain
+(qwen_stack.qwen_node.brain.sim_missions: every colour x cube/ball/cylinder, random lighting), the
+scenes bench/brain_eval.py runs the model in, as one more scenario row.
 
 Per seed and scenario: the robot stands at its start and pans the camera over 5 angles; at each,
 3 frames 0.2 s apart (320x240; the node processes 5 per second) go through perception
@@ -44,7 +48,7 @@ from qwen_stack.perception.detection import Detection  # noqa: E402
 from qwen_stack.geometry import CameraIntrinsics, Pose2D  # noqa: E402
 from qwen_stack.perception.pipeline import Perceiver  # noqa: E402
 from qwen_stack.perception.segmentation import find_blobs  # noqa: E402
-from qwen_stack.sim.scenario import load_layout  # noqa: E402
+from qwen_stack.sim.scenario import layout_from_dict, load_layout  # noqa: E402
 from qwen_stack.sim.simulator import Simulator  # noqa: E402
 
 SCENARIOS = ("fetch_red_cube", "perception_distractors", "perception_border", "fetch_out_of_view")
@@ -227,8 +231,17 @@ def memory_errors(sim: Simulator, perceiver: Perceiver, w: int, h: int) -> tuple
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=50)
-    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated; empty: none")
+    ap.add_argument("--brain-missions", type=int, default=0,
+                    help="also the scenes of the brain's first N held-out simulator missions (one seed each)")
     args = ap.parse_args()
+    jobs = [(scen, [lambda seed, scen=scen: load_layout(scen, seed)] * args.seeds, range(args.seeds))
+            for scen in args.scenarios.split(",") if scen]
+    if args.brain_missions:
+        from qwen_stack.qwen_node.brain.sim_missions import held_out_missions
+        missions = held_out_missions(args.brain_missions)
+        jobs.append(("brain_missions", [lambda seed, m=m: layout_from_dict(m.scenario()) for m in missions],
+                     [m.seed for m in missions]))
     cfg = PerceptionConfig()
     ours, raw, base = Score(), Score(), Score(verbose=False)
     by_scenario: dict[str, Score] = {}
@@ -236,10 +249,10 @@ def main() -> int:
     mem_named = mem_total = 0
     times = {(320, 240): [], (640, 480): []}
     t0 = time.monotonic()
-    for scen in args.scenarios.split(","):
+    for scen, layouts, seeds in jobs:
         by_scenario[scen] = Score()
-        for seed in range(args.seeds):
-            sim = Simulator(load_layout(scen, seed), max_render=(640, 480))
+        for make_layout, seed in zip(layouts, seeds):
+            sim = Simulator(make_layout(seed), max_render=(640, 480))
             sim.step_for(0.3)
             perceiver = Perceiver(cfg)
             for k, pan in enumerate(PANS):
@@ -272,8 +285,8 @@ def main() -> int:
             mem_named += n
             mem_total += tot
             sim.close()
-        print(f"  {scen}: {args.seeds} seeds done ({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
-    print(f"perception bench: {args.seeds} seeds x {len(by_scenario)} scenarios, {len(PANS)} views each, "
+        print(f"  {scen}: {len(seeds)} seeds done ({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
+    print(f"perception bench: {', '.join(f'{s} x {len(sd)}' for s, _, sd in jobs)} seeds, {len(PANS)} views each, "
           f"320x240 ({time.monotonic() - t0:.0f} s)")
     print(f"{'':<34} {'recall':>7} {'precision':>9} {'name':>7} {'err p50':>8} {'p95':>7}   (cm)")
     print(ours.row("ours, published (in-view memory)"))

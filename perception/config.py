@@ -51,6 +51,8 @@ class PerceptionConfig:
     crate_min_size: float = 0.2               # m, an object at least this wide or tall is a crate
     max_object_size: float = 0.45             # m, widest object footprint (a crate's diagonal): a laser surface longer is a wall
     flat_max_height: float = 0.045            # m, a blob lower than this is an area painted on the floor (cubes are 0.08)
+    load_max_size: float = 0.16               # m, width and height of the largest load the gripper carries: its box about the
+                                              # pick site when perception never saw what was grasped (else the load's measured size)
     name_min_confidence: float = 0.6          # share of sightings that must agree on a shape before it names the object
     # --- memory ---
     associate_radius: float = 0.35            # m, a detection this close to a remembered object of its colour is that object
@@ -70,7 +72,7 @@ class PerceptionConfig:
             return PerceptionConfigError(f"perception parameter {name!r}: {why} (got {getattr(self, name)!r})")
 
         for name in ("max_range", "crate_min_size", "max_object_size",
-                     "flat_max_height", "associate_radius", "gone_max_range", "sensor_timeout", "max_pan_rate",
+                     "flat_max_height", "load_max_size", "associate_radius", "gone_max_range", "sensor_timeout", "max_pan_rate",
                      "max_turn_rate"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):

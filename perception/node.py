@@ -129,10 +129,10 @@ class PerceptionNode(Node):
             return
         with self._lock:
             if m.data:
-                e = self.perceiver.memory.hold(Pose2D(*pose), self.cfg.robot.pick_x, m.data)
+                e = self.perceiver.hold(Pose2D(*pose), m.data)
                 self.get_logger().info(f"memory: {e.name if e else 'nothing remembered'} held ({m.data!r} by the gripper)")
             else:
-                e = self.perceiver.memory.release(Pose2D(*pose), self.cfg.robot.pick_x)
+                e = self.perceiver.release(Pose2D(*pose))
                 if e is not None:
                     self.get_logger().info(f"memory: {e.name} released at ({e.x:.2f}, {e.y:.2f})")
 

@@ -20,7 +20,7 @@ from qwen_stack.perception.camera_geometry import CameraPose, LaserScan2D, proje
 from qwen_stack.perception.config import PerceptionConfig
 from qwen_stack.perception.detection import Detection, estimate
 from qwen_stack.geometry import CameraIntrinsics, Pose2D
-from qwen_stack.perception.memory import ObjectMemory
+from qwen_stack.perception.memory import MemoryEntry, ObjectMemory
 from qwen_stack.perception.segmentation import find_blobs
 
 BOX_COLOURS = {"red": (230, 40, 40), "orange": (255, 140, 0), "yellow": (240, 220, 20), "green": (30, 200, 60),
@@ -39,7 +39,32 @@ class Perceiver:
     def __init__(self, cfg: PerceptionConfig):
         self.cfg = cfg
         self.memory = ObjectMemory(cfg)
-        self.cut_at_bottom: list[tuple[int, int, int, int]] = []   # boxes of blobs left out in the last frame
+        # boxes of near blobs left out in the last frame (cut by the lower edge, or the held load): they
+        # hide what stands behind them
+        self.cut_at_bottom: list[tuple[int, int, int, int]] = []
+        # while the gripper holds something: its colour ("" unknown) and the box it fills about the pick site
+        self.load: tuple[str, float, float] | None = None     # (colour, half width, height), m
+
+    def hold(self, robot: Pose2D, name: str) -> MemoryEntry | None:
+        """The gripper reports `name` held: memory takes it off the floor, and from now on the pixels of
+        its colour where the load's box projects are the load itself, not objects ahead (the camera sees
+        a held cylinder's top as a flat blob in mid-image that would range ~1 m out)."""
+        e = self.memory.hold(robot, self.cfg.robot.pick_x, name)
+        # The box is tight on purpose: the camera is only ~3 cm above a held cylinder's top, so 1 cm of
+        # height moves the top's image by ~10 rows, over objects 1-3 m ahead; a sliver of the load left
+        # outside the box touches it and goes with it (detect).
+        if e is not None:      # its measured size, the magnet's 1 cm lift and 5 mm
+            self.load = (e.colour, e.width / 2 + 0.01, e.height + 0.015)
+        else:                  # nothing remembered there: the largest load, the colour from the name if it has one
+            colour = name.split("_")[0]
+            self.load = (colour if colour in {c.name for c in self.cfg.colours} else "",
+                         self.cfg.load_max_size / 2 + 0.01, self.cfg.load_max_size + 0.015)
+        return e
+
+    def release(self, robot: Pose2D) -> MemoryEntry | None:
+        """The gripper let go: the load is a floor object again, where the gripper put it."""
+        self.load = None
+        return self.memory.release(robot, self.cfg.robot.pick_x)
 
     def camera_pose(self, pan: float) -> CameraPose:
         r = self.cfg.robot
@@ -54,7 +79,20 @@ class Perceiver:
         min_px = max(4, int(round(self.cfg.min_blob_pixels * (w * h) / (320 * 240))))
         out = []
         self.cut_at_bottom = []
-        for blob in find_blobs(rgb, self.cfg.colours, min_px):
+        masked_out, near_load = None, None
+        load = self._load_mask(cam, pose) if self.load is not None else None
+        if load is not None:   # the held load hides what is behind it; its own pixels are not an object
+            masked_out = {c.name: load for c in self.cfg.colours if self.load[0] in ("", c.name)}
+            near_load = cv2.dilate(load, np.ones((5, 5), np.uint8))
+            x, y, bw, bh = cv2.boundingRect(load)
+            self.cut_at_bottom.append((x, y, x + bw - 1, y + bh - 1))
+        for blob in find_blobs(rgb, self.cfg.colours, min_px, masked_out):
+            if masked_out and blob.colour in masked_out and \
+                    (near_load[blob.top:blob.bottom + 1, blob.left:blob.right + 1][blob.mask]).any():
+                # touching the load in the image: a sliver of it, or something of its colour partly hidden
+                # behind it (no honest size or range; seen whole once the load is put down or turned away)
+                self.cut_at_bottom.append((blob.left, blob.top, blob.right, blob.bottom))
+                continue
             if blob.touches_bottom:
                 # cut by the image's lower edge: within half a metre, foot unseen (about to be grasped,
                 # or held); no honest position. Seen whole from farther; its box hides spots meanwhile.
@@ -67,6 +105,24 @@ class Perceiver:
                 continue                     # the robot's own body or the object it holds
             out.append(d)
         return out
+
+    def _load_mask(self, cam: CameraIntrinsics, pose: CameraPose) -> np.ndarray | None:
+        """uint8 [H, W]: where the held load projects, as an upright cylinder about the pick site (its
+        measured half width as radius, from the floor to its top); None when none of it is in view.
+        Points of its surface at least 2 cm in front of the camera, their convex hull filled (the part
+        nearer than that is below the view). A cylinder, not a box: a box's near corners, 4 cm from
+        the lens, would project across the whole image."""
+        _, radius, height = self.load
+        a, z = np.meshgrid(np.linspace(0.0, 2 * math.pi, 24, endpoint=False), np.linspace(0.0, height, 6))
+        pts = np.stack([self.cfg.robot.pick_x + radius * np.cos(a.ravel()), radius * np.sin(a.ravel()), z.ravel()],
+                       axis=-1)
+        depth = (pts - pose.origin) @ pose.rotation[:, 2]
+        uv, _ = project_points(pts[depth > 0.02], cam, pose)
+        if len(uv) < 3:
+            return None
+        mask = np.zeros((cam.height, cam.width), np.uint8)
+        cv2.fillConvexPoly(mask, cv2.convexHull(np.round(np.clip(uv, -1e4, 1e4)).astype(np.int32)), 255)
+        return mask if mask.any() else None
 
     def process(self, rgb, stamp: float, cam: CameraIntrinsics | None, pan: float | None, robot: Pose2D | None,
                 laser: LaserScan2D | None, pan_stamp: float | None = None) -> FrameResult:

@@ -47,10 +47,14 @@ def colour_masks(rgb: np.ndarray, colours: tuple[ColourClass, ...]) -> dict[str,
     return out
 
 
-def find_blobs(rgb: np.ndarray, colours: tuple[ColourClass, ...], min_pixels: int) -> list[Blob]:
-    """All blobs of at least min_pixels of each colour class, largest first."""
+def find_blobs(rgb: np.ndarray, colours: tuple[ColourClass, ...], min_pixels: int,
+               masked_out: dict[str, np.ndarray] | None = None) -> list[Blob]:
+    """All blobs of at least min_pixels of each colour class, largest first. `masked_out`: colour
+    name -> uint8 mask [H, W] of pixels not to count as that colour (e.g. where the held load is)."""
     h, w = rgb.shape[:2]
     masks = colour_masks(rgb, colours)
+    for name, out in (masked_out or {}).items():
+        masks[name] = cv2.bitwise_and(masks[name], cv2.bitwise_not(out))
     value = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     anything = np.zeros((h, w), np.uint8)
     for m in masks.values():
