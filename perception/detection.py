@@ -296,7 +296,9 @@ def classify(blob: Blob, width: float, height: float, cfg: PerceptionConfig) -> 
     """Shape class of a solid blob and a confidence in 0..1 (rules on metric size and silhouette).
 
     A ball's silhouette is a disc (fills ~pi/4 of its box) with smooth shading; a cube's is a
-    hexagon or a square (fills >= 0.85) with flat faces; a cylinder stands taller than wide.
+    hexagon or a square (fills 0.8-1) with at most three flat faces, each one grey level; a
+    cylinder stands taller than wide. The faces decide between cube and ball: the fill alone
+    called a cube seen corner-on (fill ~0.82) a ball.
     """
     if blob.touches_border and blob.area < 40:
         return "object", 0.0             # a sliver at the image border: too little to tell
@@ -305,13 +307,13 @@ def classify(blob: Blob, width: float, height: float, cfg: PerceptionConfig) -> 
     if blob.touches_border:              # cut at the border: the width and the fill say little, the height does
         if height >= 0.13:
             return "cylinder", 0.7
-        if blob.shade_flatness >= 0.6:
+        if blob.face_share >= 0.99:
             return "cube", 0.6
-        return ("ball", 0.6) if blob.shade_flatness <= 0.1 else ("object", 0.0)
+        return ("ball", 0.6) if blob.face_share <= 0.9 else ("object", 0.0)
     aspect = height / max(width, 1e-3)
     if aspect >= 1.15:
         return "cylinder", min(1.0, 0.6 + 2 * (aspect - 1.15))
-    ball_score = (0.84 - blob.fill) * 10 + (0.25 - blob.shade_flatness) * 2
+    ball_score = (0.93 - blob.face_share) * 8 + (0.84 - blob.fill) * 3
     if ball_score > 0:
         return "ball", min(1.0, 0.55 + ball_score)
     return "cube", min(1.0, 0.55 - ball_score)

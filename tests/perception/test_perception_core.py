@@ -476,3 +476,36 @@ def test_the_laser_is_not_used_for_an_object_below_its_plane():
     (d,) = p.detect(img, CAM, 0.0, scan)
     assert d.solid and d.height < 0.1 and d.range_source != "laser"
     assert d.x == pytest.approx(1.5, abs=0.05) and d.y == pytest.approx(0.0, abs=0.02)
+
+
+def _corner_on_cube(img, cx, cy, r, shades):
+    """A cube seen corner-on: a hexagon of three evenly lit faces (top, left, right)."""
+    import cv2
+    pts = [(cx + r * math.cos(math.radians(a)), cy - r * math.sin(math.radians(a))) for a in (90, 150, 210, 270, 330, 30)]
+    c = (cx, cy)
+    faces = [(pts[0], pts[1], c, pts[5]), (pts[1], pts[2], pts[3], c), (c, pts[3], pts[4], pts[5])]
+    for face, shade in zip(faces, shades):
+        cv2.fillConvexPoly(img, np.round(np.array(face)).astype(np.int32), shade)
+
+
+def test_faces_not_fill_tell_a_corner_on_cube_from_a_ball():
+    """Found in the brain's simulator missions: a cube seen corner-on (its fill ~0.8, like a disc's)
+    was named a ball. Three flat faces make it a cube; a ball's shading is a gradient."""
+    from qwen_stack.perception.detection import classify
+    from qwen_stack.perception.segmentation import face_share, find_blobs
+    cfg = PerceptionConfig()
+    img = _floor_frame()
+    _corner_on_cube(img, 100, 150, 22, [(230, 40, 40), (180, 30, 30), (140, 22, 22)])
+    yy, xx = np.mgrid[0:240, 0:320]
+    disc = (xx - 220) ** 2 + (yy - 150) ** 2 <= 21 ** 2
+    light = np.clip(1.0 - ((xx - 212) ** 2 + (yy - 142) ** 2) / (2 * 30.0 ** 2), 0.45, 1.0)   # lit from upper left
+    img[disc] = (np.array([230, 40, 40])[None, :] * light[disc][:, None]).astype(np.uint8)
+    blobs = sorted(find_blobs(img, cfg.colours, cfg.min_blob_pixels), key=lambda b: b.left)
+    assert [b.colour for b in blobs] == ["red", "red"]
+    cube, ball = blobs
+    assert 0.7 < cube.fill < 0.85 and 0.7 < ball.fill < 0.85      # the fill cannot tell them apart
+    assert cube.face_share == 1.0 and ball.face_share < 0.8
+    assert classify(cube, 0.09, 0.09, cfg)[0] == "cube"
+    assert classify(ball, 0.1, 0.1, cfg)[0] == "ball"
+    assert face_share(np.array([10, 11, 12, 100, 101, 200], np.uint8)) == 1.0
+    assert face_share(np.arange(0, 250, 5, dtype=np.uint8)) == pytest.approx(3 / 50)
