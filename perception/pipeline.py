@@ -42,17 +42,18 @@ class Perceiver:
         # boxes of near blobs left out in the last frame (cut by the lower edge, or the held load): they
         # hide what stands behind them
         self.cut_at_bottom: list[tuple[int, int, int, int]] = []
-        # while the gripper holds something: its colour ("" unknown) and the box it fills about the pick site
-        self.load: tuple[str, float, float] | None = None     # (colour, half width, height), m
+        # while the gripper holds something: its colour ("" unknown) and the upright cylinder it fills at the
+        # pick site
+        self.load: tuple[str, float, float] | None = None     # (colour, radius, height), m
 
     def hold(self, robot: Pose2D, name: str) -> MemoryEntry | None:
         """The gripper reports `name` held: memory takes it off the floor, and from now on the pixels of
-        its colour where the load's box projects are the load itself, not objects ahead (the camera sees
+        its colour where the load projects are the load itself, not objects ahead (the camera sees
         a held cylinder's top as a flat blob in mid-image that would range ~1 m out)."""
         e = self.memory.hold(robot, self.cfg.robot.pick_x, name)
-        # The box is tight on purpose: the camera is only ~3 cm above a held cylinder's top, so 1 cm of
+        # The cylinder is tight on purpose: the camera is only ~3 cm above a held cylinder's top, so 1 cm of
         # height moves the top's image by ~10 rows, over objects 1-3 m ahead; a sliver of the load left
-        # outside the box touches it and goes with it (detect).
+        # outside it touches it and goes with it (detect).
         if e is not None:      # its measured size, the magnet's 1 cm lift and 5 mm
             self.load = (e.colour, e.width / 2 + 0.01, e.height + 0.015)
         else:                  # nothing remembered there: the largest load, the colour from the name if it has one
