@@ -50,6 +50,9 @@ class Perceiver:
         """The gripper reports `name` held: memory takes it off the floor, and from now on the pixels of
         its colour where the load projects are the load itself, not objects ahead (the camera sees
         a held cylinder's top as a flat blob in mid-image that would range ~1 m out)."""
+        held = [e for e in self.memory.entries if e.held]
+        if self.load is not None and held:
+            return held[0]     # the same report again (a latched topic, a bridge): one load, unchanged
         e = self.memory.hold(robot, self.cfg.robot.pick_x, name)
         # The cylinder is tight on purpose: the camera is only ~3 cm above a held cylinder's top, so 1 cm of
         # height moves the top's image by ~10 rows, over objects 1-3 m ahead; a sliver of the load left

@@ -70,6 +70,10 @@ def test_the_held_load_never_becomes_an_object_ahead(shape):
             sim.step_for(0.2)
             seen += [(k, d.colour, d.shape, round(d.distance, 2)) for d in _frame(sim, p).detections]
         assert seen == [], seen                 # nothing but the load is blue in this arena
+        load = p.load
+        o = sim.odometry()
+        assert p.hold(Pose2D(o.x, o.y, o.yaw), f"blue_{shape}").name == f"blue_{shape}"   # reported again
+        assert p.load == load and [e.held for e in p.memory.entries].count(True) == 1
         assert p.memory.visible() == [], [e.name for e in p.memory.visible()]
         assert [e.name for e in p.memory.entries if e.held] == [f"blue_{shape}"]
         o = sim.odometry()
