@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from qwen_stack.perception.camera_geometry import LaserScan2D, pixel_rays, rays_at_height  # noqa: E402
+from qwen_stack.perception.camera_geometry import pixel_rays, rays_at_height  # noqa: E402
 from qwen_stack.perception.config import PerceptionConfig  # noqa: E402
 from qwen_stack.perception.detection import Detection  # noqa: E402
 from qwen_stack.geometry import CameraIntrinsics, Pose2D  # noqa: E402
@@ -50,6 +50,7 @@ from qwen_stack.perception.pipeline import Perceiver  # noqa: E402
 from qwen_stack.perception.segmentation import find_blobs  # noqa: E402
 from qwen_stack.sim.scenario import layout_from_dict, load_layout  # noqa: E402
 from qwen_stack.sim.simulator import Simulator  # noqa: E402
+from tests.perception.sim_sensors import sensors  # noqa: E402
 
 SCENARIOS = ("fetch_red_cube", "perception_distractors", "perception_border", "fetch_out_of_view")
 PANS = (-1.6, -0.8, 0.0, 0.8, 1.6)
@@ -63,18 +64,6 @@ SHAPE_NAMES = {"box": "cube", "sphere": "ball", "cylinder": "cylinder"}
 
 def expected_name(name: str) -> str:
     return name   # the scenarios name objects by the convention <colour>_<shape>
-
-
-def sensors(sim: Simulator, w: int, h: int):
-    rgb = sim.render_camera(w, h)
-    cam = CameraIntrinsics(*sim.camera_intrinsics(w, h), w, h)
-    names, pos, _ = sim.joint_states()
-    pan = pos[names.index("camera_pan_joint")]
-    lz = sim.laser
-    laser = LaserScan2D(sim.robot.laser_xyz[:2], lz.angle_min, lz.angle_increment, sim.laser_scan(), lz.range_min,
-                        lz.range_max, sim.time)
-    o = sim.odometry()
-    return rgb, cam, pan, laser, Pose2D(o.x, o.y, o.yaw)
 
 
 def visible_truth(sim: Simulator, w: int, h: int) -> dict[str, tuple[float, float, int]]:
@@ -235,13 +224,13 @@ def main() -> int:
     ap.add_argument("--brain-missions", type=int, default=0,
                     help="also the scenes of the brain's first N held-out simulator missions (one seed each)")
     args = ap.parse_args()
-    jobs = [(scen, [lambda seed, scen=scen: load_layout(scen, seed)] * args.seeds, range(args.seeds))
+    # (row label, [(seed, layout)]): layouts resolved up front (cheap; the simulator is what costs)
+    jobs = [(scen, [(seed, load_layout(scen, seed)) for seed in range(args.seeds)])
             for scen in args.scenarios.split(",") if scen]
     if args.brain_missions:
         from qwen_stack.qwen_node.brain.sim_missions import held_out_missions
-        missions = held_out_missions(args.brain_missions)
-        jobs.append(("brain_missions", [lambda seed, m=m: layout_from_dict(m.scenario()) for m in missions],
-                     [m.seed for m in missions]))
+        jobs.append(("brain_missions", [(m.seed, layout_from_dict(m.scenario()))
+                                        for m in held_out_missions(args.brain_missions)]))
     cfg = PerceptionConfig()
     ours, raw, base = Score(), Score(), Score(verbose=False)
     by_scenario: dict[str, Score] = {}
@@ -249,10 +238,10 @@ def main() -> int:
     mem_named = mem_total = 0
     times = {(320, 240): [], (640, 480): []}
     t0 = time.monotonic()
-    for scen, layouts, seeds in jobs:
+    for scen, layouts in jobs:
         by_scenario[scen] = Score()
-        for make_layout, seed in zip(layouts, seeds):
-            sim = Simulator(make_layout(seed), max_render=(640, 480))
+        for seed, layout in layouts:
+            sim = Simulator(layout, max_render=(640, 480))
             sim.step_for(0.3)
             perceiver = Perceiver(cfg)
             for k, pan in enumerate(PANS):
@@ -285,8 +274,8 @@ def main() -> int:
             mem_named += n
             mem_total += tot
             sim.close()
-        print(f"  {scen}: {len(seeds)} seeds done ({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
-    print(f"perception bench: {', '.join(f'{s} x {len(sd)}' for s, _, sd in jobs)} seeds, {len(PANS)} views each, "
+        print(f"  {scen}: {len(layouts)} seeds done ({time.monotonic() - t0:.0f} s)", file=sys.stderr, flush=True)
+    print(f"perception bench: {', '.join(f'{s} x {len(ls)}' for s, ls in jobs)} seeds, {len(PANS)} views each, "
           f"320x240 ({time.monotonic() - t0:.0f} s)")
     print(f"{'':<34} {'recall':>7} {'precision':>9} {'name':>7} {'err p50':>8} {'p95':>7}   (cm)")
     print(ours.row("ours, published (in-view memory)"))

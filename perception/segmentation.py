@@ -114,9 +114,9 @@ def _measure(colour: str, sub: np.ndarray, x: int, y: int, area: int, centroid, 
     contours, _ = cv2.findContours(sub.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     perimeter = max(cv2.arcLength(max(contours, key=cv2.contourArea), True), 1.0) if contours else 1.0
     circ = float(min(1.0, 4 * math.pi * area / perimeter ** 2))
-    flat = face_share(value[y:y + bh, x:x + bw][sub])
+    faces = face_share(value[y:y + bh, x:x + bw][sub])
     touches = x == 0 or x + bw >= w or y + bh >= h
     bottom = y + bh >= h
     return Blob(colour, area, x, y, x + bw - 1, y + bh - 1, (float(centroid[0]) + 0.5, float(centroid[1]) + 0.5),
-                (bottom_col, bottom_row), circ, area / float(bw * bh), flat, foot_visible and not bottom, touches,
+                (bottom_col, bottom_row), circ, area / float(bw * bh), faces, foot_visible and not bottom, touches,
                 bottom, sub)

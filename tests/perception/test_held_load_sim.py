@@ -13,12 +13,12 @@ import pytest
 
 pytest.importorskip("mujoco")
 
-from qwen_stack.geometry import CameraIntrinsics, Pose2D  # noqa: E402
-from qwen_stack.perception.camera_geometry import LaserScan2D  # noqa: E402
+from qwen_stack.geometry import Pose2D  # noqa: E402
 from qwen_stack.perception.config import PerceptionConfig  # noqa: E402
 from qwen_stack.perception.pipeline import Perceiver  # noqa: E402
 from qwen_stack.sim.scenario import layout_from_dict  # noqa: E402
 from qwen_stack.sim.simulator import Simulator  # noqa: E402
+from tests.perception.sim_sensors import sensors  # noqa: E402
 
 BLUE = [0.1, 0.2, 0.9, 1.0]
 SHAPES = {"cylinder": ("cylinder", [0.05, 0.08]), "cube": ("box", [0.04, 0.04, 0.04]), "ball": ("sphere", [0.05])}
@@ -34,14 +34,8 @@ def _scene(objects: list[dict]) -> Simulator:
 
 
 def _frame(sim: Simulator, perceiver: Perceiver):
-    rgb = sim.render_camera(320, 240)
-    cam = CameraIntrinsics(*sim.camera_intrinsics(320, 240), 320, 240)
-    names, pos, _ = sim.joint_states()
-    lz = sim.laser
-    laser = LaserScan2D(sim.robot.laser_xyz[:2], lz.angle_min, lz.angle_increment, sim.laser_scan(), lz.range_min,
-                        lz.range_max, sim.time)
-    o = sim.odometry()
-    return perceiver.process(rgb, sim.time, cam, pos[names.index("camera_pan_joint")], Pose2D(o.x, o.y, o.yaw), laser)
+    rgb, cam, pan, laser, odom = sensors(sim, 320, 240)
+    return perceiver.process(rgb, sim.time, cam, pan, odom, laser)
 
 
 def _grasp(sim: Simulator, perceiver: Perceiver, name: str) -> None:
