@@ -10,7 +10,9 @@ Two parts, one table each:
    rollout (--rollout N): held-out missions of the generator played closed-loop against the symbolic
    world of the training data (qwen_node/brain/rollout.py: the real planner, the world's tool results),
    fault-free and with one injected fault each; judged by that world. Seconds per mission: the quick
-   comparison of checkpoints; the simulator below is the acceptance.
+   comparison of checkpoints; the simulator below is the acceptance. go_to_object's results carry the
+   planner's detour waypoints as in the stack (--rollout-straight: without, as before 2026-12-03);
+   --rollout-detoured N adds N missions whose route goes round an object.
 2. sim: the real stack over ROS (sim_node, skills, safety supervisor, perception, qwen_node with
    the local backend and this checkpoint; no ground truth reaches the agent), one fresh stack per
    mission: held-out fetch missions, then missions with an injected fault (the first grasp fails;
@@ -135,10 +137,13 @@ def names_eval(model_dir: Path, n_conv: int) -> dict:
     return {"conversations": n, "object_right": obj_ok / n, "area_right": area_ok / n}
 
 
-def rollout_eval(model_dir: Path, n: int, faults: bool, out: Path, tag: str) -> dict:
+def rollout_eval(model_dir: Path, n: int, faults: bool, out: Path, tag: str, detours: bool = True,
+                 detoured: bool = False) -> dict:
     """Closed loop in the symbolic world (qwen_node/brain/rollout.py): the real planner drives the model
     through n held-out fetch missions of the generator (the kind the simulator part runs; faults False:
-    none injected, True: one each). Transcripts in out/rollout_<tag>.jsonl."""
+    none injected, True: one each; detours: go_to_object's results list the planner's waypoints as in the
+    stack; detoured: only missions whose expert route goes round an object). Transcripts in
+    out/rollout_<tag>.jsonl."""
     import torch
 
     from qwen_stack.qwen_node.agent.backends.local import LocalChatEngine, LocalEngineBackend
@@ -151,8 +156,8 @@ def rollout_eval(model_dir: Path, n: int, faults: bool, out: Path, tag: str) -> 
                                s.enable_thinking, vision=False)
     rows = []
     with (out / f"rollout_{tag}.jsonl").open("w") as f:
-        for seed in R.mission_seeds(n, kinds=("fetch",), faults=faults):
-            o = R.play(seed, "test", model)
+        for seed in R.mission_seeds(n, kinds=("fetch",), faults=faults, detoured=detoured):
+            o = R.play(seed, "test", model, detours=detours)
             rows.append(o)
             f.write(json.dumps(vars(o)) + "\n")
             print(f"rollout {tag:14} seed {seed} {o.kind:7} delivered={o.delivered!s:5} feasible={o.feasible!s:5} "
@@ -268,6 +273,12 @@ def main(argv=None) -> int:
     ap.add_argument("--rollout", type=int, default=0,
                     help="held-out missions played closed-loop in the symbolic world, per backend, fault-free and "
                          "with one injected fault each (part 1; 0: skip)")
+    ap.add_argument("--rollout-straight", action="store_true",
+                    help="rollout without the planner's detour waypoints in go_to_object's results (the symbolic "
+                         "world of the data before `train-brain --detours`; figures before 2026-12-03)")
+    ap.add_argument("--rollout-detoured", type=int, default=0,
+                    help="also N fault-free missions whose route goes round an object (go_to_object's result lists "
+                         "waypoints: a quarter of the simulator's missions), per backend")
     ap.add_argument("--text-only", action="store_true", help="part 1 only")
     ap.add_argument("--sim-only", action="store_true", help="part 2 only")
     ap.add_argument("--rtf", type=float, default=3.0, help="simulator real-time factor")
@@ -307,15 +318,21 @@ def main(argv=None) -> int:
             report["text"][name] = text_eval(d, a.text_conversations, compile_decode=True)
             print(f"text {name}: {json.dumps(report['text'][name])} ({time.time() - t0:.0f} s)", flush=True)
         (out / "report.json").write_text(json.dumps(report, indent=1))
-    if not a.sim_only and a.rollout:
+    if not a.sim_only and (a.rollout or a.rollout_detoured):
         report["rollout"] = {}
         for name in a.backends.split(","):
             if name == "replay":
                 continue
-            for faults in (False, True):
+            for faults in (False, True) if a.rollout else ():
                 tag = f"{name}{'_faults' if faults else ''}"
                 t0 = time.time()
-                report["rollout"][tag] = rollout_eval(model_dir(name), a.rollout, faults, out, tag)
+                report["rollout"][tag] = rollout_eval(model_dir(name), a.rollout, faults, out, tag,
+                                                      detours=not a.rollout_straight)
+                print(f"rollout {tag}: {json.dumps(report['rollout'][tag])} ({time.time() - t0:.0f} s)", flush=True)
+            if a.rollout_detoured:
+                tag, t0 = f"{name}_detoured", time.time()
+                report["rollout"][tag] = rollout_eval(model_dir(name), a.rollout_detoured, False, out, tag,
+                                                      detours=not a.rollout_straight, detoured=True)
                 print(f"rollout {tag}: {json.dumps(report['rollout'][tag])} ({time.time() - t0:.0f} s)", flush=True)
         (out / "report.json").write_text(json.dumps(report, indent=1))
     if not a.sim_only and a.names:

@@ -91,28 +91,37 @@ class Outcome:
 
 
 def mission_seeds(n: int, kinds: Iterable[str] = MISSION_KINDS, split: str = "test", start: int = 700_000,
-                  faults: bool | None = False) -> list[int]:
+                  faults: bool | None = False, detoured: bool = False) -> list[int]:
     """The first n seeds from `start` whose mission is one of `kinds`; faults False: only fault-free ones,
-    True: only ones with an injected fault, None: either."""
+    True: only ones with an injected fault, None: either; detoured: only ones where the expert's route goes
+    round an object at least once (a go_to_object result with waypoints)."""
     kinds, out, seed = set(kinds), [], start
+    sp = D.default_system_prompt() if detoured else ""
     while len(out) < n:
         _, m, _, w = D.setup_mission(seed, split)
         has_fault = bool(_faults(w))
-        if m.kind in kinds and (faults is None or has_fault == faults):
+        if m.kind in kinds and (faults is None or has_fault == faults) and \
+                (not detoured or _has_detour(D.generate_example(seed, split, sp, detours=True))):
             out.append(seed)
         seed += 1
     return out
 
 
+def _has_detour(ex) -> bool:
+    return any(m["role"] == "tool" and "waypoints" in json.loads(m["content"]) for m in ex.messages)
+
+
 def play(seed: int, split: str, model=None, system_prompt: str = "", max_steps: int = 40,
-         model_factory: Callable[[Expert, Any], Any] | None = None) -> Outcome:
+         model_factory: Callable[[Expert, Any], Any] | None = None, detours: bool = True) -> Outcome:
     """One mission: `model` (a planner.LanguageModel) or `model_factory(expert, mission)` (the expert test
-    double) plays it through the planner against the symbolic world."""
+    double) plays it through the planner against the symbolic world. detours: go_to_object's results carry
+    the planner's waypoints around remembered objects, as in the stack (False: as the data of the checkpoints
+    trained without `train-brain --detours`)."""
     from ..agent.planner import CancelToken, Planner, PlannerConfig
 
     system_prompt = system_prompt or D.default_system_prompt()
-    rng, mission, ins, world = D.setup_mission(seed, split)
-    expert_outcome = D.generate_example(seed, split, system_prompt)   # on its own world: is it feasible?
+    rng, mission, ins, world = D.setup_mission(seed, split, detours)
+    expert_outcome = D.generate_example(seed, split, system_prompt, detours=detours)   # on its own world: feasible?
     if model is None:
         model = model_factory(Expert(world, rng), mission)
     malformed = [0]

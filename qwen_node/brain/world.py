@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qwen_stack.geometry import wrap_angle
+from qwen_stack.qwen_node.agent.route import detour_waypoints
 from qwen_stack.robot import load_robot
 
 HALF_FOV = math.radians(37.0)     # camera: 60 deg vertical FOV at 4:3 -> ~75 deg horizontal
@@ -28,6 +29,7 @@ CONFIDENT_RANGE = 2.8              # m, beyond this an object is named <colour>_
 OBJECT_STANDOFF = 0.22
 PICK_REACH = load_robot().pick_reach   # m, the gripper's reach (config/robot.yaml)
 SPEED = 0.3                        # m/s, go_to_pose's default speed (for the clock)
+OBSTACLE_CLEARANCE = 0.5           # m, the planner's obstacle_clearance_m (agent/planner.py) for its detours
 
 
 @dataclass
@@ -70,8 +72,12 @@ class MemoryEntry:
 
 
 class SymbolicWorld:
-    def __init__(self, things: list[Thing], robot: tuple[float, float, float], faults: Faults, rng: random.Random):
+    def __init__(self, things: list[Thing], robot: tuple[float, float, float], faults: Faults, rng: random.Random,
+                 detours: bool = False):
         self.things = {t.name: t for t in things}
+        # detours: go_to_object routes around the remembered solid objects and its result lists the waypoints,
+        # as the planner does (agent/route.py). Off, the data is exactly that of the checkpoints made before it.
+        self.detours = detours
         self.x, self.y, self.theta = robot
         self.pan = 0.0
         self.faults = faults
@@ -184,8 +190,16 @@ class SymbolicWorld:
         e = self.memory[key]
         heading = math.atan2(e.y - self.y, e.x - self.x)
         gx, gy = e.x - OBJECT_STANDOFF * math.cos(heading), e.y - OBJECT_STANDOFF * math.sin(heading)
+        waypoints = detour_waypoints((self.x, self.y), (gx, gy), self._obstacles(key), OBSTACLE_CLEARANCE) \
+            if self.detours else []
+        if waypoints:   # the last leg approaches from the last waypoint (Planner._go_to_object)
+            wx, wy = waypoints[-1]
+            heading = math.atan2(e.y - wy, e.x - wx)
+            gx, gy = e.x - OBJECT_STANDOFF * math.cos(heading), e.y - OBJECT_STANDOFF * math.sin(heading)
         extra = {"goal": {"x": round(gx, 3), "y": round(gy, 3), "theta": round(heading, 3)},
                  "object_odom": [round(e.x, 3), round(e.y, 3)]}
+        if waypoints:
+            extra["waypoints"] = [[round(x, 3), round(y, 3)] for x, y in waypoints]
         if self.faults.goto_timeout_once and self.goto_calls == 1:
             # stopped halfway
             self.x, self.y = (self.x + gx) / 2, (self.y + gy) / 2
@@ -255,6 +269,16 @@ class SymbolicWorld:
         return {"tool": "go_to_point", "status": "failed", "error": "no camera frame yet"}
 
     # ---- helpers -------------------------------------------------------------------------
+    def _obstacles(self, exclude: str) -> list[tuple[float, float]]:
+        """The remembered objects standing on the floor (world_view.obstacles): not areas, not `exclude`."""
+        out = []
+        for e in self.memory.values():
+            thing = next((t for t in self.things.values() if t.name == e.name or self.far_names.get(t.name) == e.name),
+                         None)
+            if e.name != exclude and e.name != self.held and not (thing is not None and thing.area):
+                out.append((e.x, e.y))
+        return out
+
     def _pick(self) -> tuple[float, float]:
         return self.x + OBJECT_STANDOFF * math.cos(self.theta), self.y + OBJECT_STANDOFF * math.sin(self.theta)
 
