@@ -323,17 +323,15 @@ def main(argv=None) -> int:
         for name in a.backends.split(","):
             if name == "replay":
                 continue
-            for faults in (False, True) if a.rollout else ():
-                tag = f"{name}{'_faults' if faults else ''}"
-                t0 = time.time()
-                report["rollout"][tag] = rollout_eval(model_dir(name), a.rollout, faults, out, tag,
-                                                      detours=not a.rollout_straight)
-                print(f"rollout {tag}: {json.dumps(report['rollout'][tag])} ({time.time() - t0:.0f} s)", flush=True)
-            if a.rollout_detoured:
-                tag, t0 = f"{name}_detoured", time.time()
-                report["rollout"][tag] = rollout_eval(model_dir(name), a.rollout_detoured, False, out, tag,
-                                                      detours=not a.rollout_straight, detoured=True)
-                print(f"rollout {tag}: {json.dumps(report['rollout'][tag])} ({time.time() - t0:.0f} s)", flush=True)
+            sets = [(name, a.rollout, False, False), (f"{name}_faults", a.rollout, True, False),
+                    (f"{name}_detoured", a.rollout_detoured, False, True)]   # (tag, missions, faults, detoured)
+            for tag, n, faults, detoured in sets:
+                if n:
+                    t0 = time.time()
+                    report["rollout"][tag] = rollout_eval(model_dir(name), n, faults, out, tag,
+                                                          detours=not a.rollout_straight, detoured=detoured)
+                    print(f"rollout {tag}: {json.dumps(report['rollout'][tag])} ({time.time() - t0:.0f} s)",
+                          flush=True)
         (out / "report.json").write_text(json.dumps(report, indent=1))
     if not a.sim_only and a.names:
         report["names"] = {name: names_eval(model_dir(name), a.names) for name in a.backends.split(",")

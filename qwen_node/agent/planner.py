@@ -20,7 +20,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from qwen_stack.geometry import Pose2D
 from qwen_stack.qwen_node.agent.grounding import GroundedGoal, approach_pose
-from qwen_stack.qwen_node.agent.route import detour_waypoints
+from qwen_stack.qwen_node.agent.route import OBSTACLE_CLEARANCE_M, detour_waypoints
 from qwen_stack.qwen_node.agent.output_parser import (
     OutputStreamParser, ParsedToolCall, ParsedTurn, TextDelta, ThinkingDelta, ToolCallError)
 from qwen_stack.qwen_node.agent.tool_registry import ToolRegistry, ToolSpec
@@ -148,7 +148,8 @@ class ToolExecutor:
 
     def __init__(self, registry: ToolRegistry, transport: ToolTransport, world: WorldView | None,
                  grounding_standoff_m: float, object_standoff_m: float,
-                 on_request_sent: Callable[[str], None] | None = None, obstacle_clearance_m: float = 0.5):
+                 on_request_sent: Callable[[str], None] | None = None,
+                 obstacle_clearance_m: float = OBSTACLE_CLEARANCE_M):
         self.registry = registry
         self.transport = transport
         self.world = world

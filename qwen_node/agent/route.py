@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+OBSTACLE_CLEARANCE_M = 0.5   # the planner's default: legs keep this far from every obstacle centre
+
 
 def _closest_on_segment(a, b, p) -> tuple[float, float, float]:
     ax, ay = a

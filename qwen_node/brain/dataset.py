@@ -61,6 +61,7 @@ class Example:
                                   # an assistant turn with "train": False is a deliberate mistake
     outcome: str                  # success | failed | refused (what the final answer says)
     world_success: bool           # the world agrees (fetch: every target inside the area)
+    detours: int = 0              # go_to_object results that listed detour waypoints (generate_example(detours=True))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
@@ -216,7 +217,8 @@ def generate_example(seed: int, split: str, system_prompt: str, slip_rate: float
         raise RuntimeError(f"expert claims success the world does not show ({mission.kind}, seed {seed})")
     return Example(f"{split}-{seed}", split, mission.kind, ins.lang, ins.text, ins.template, mission.targets,
                    mission.area,
-                   {k: v for k, v in asdict(faults).items() if v}, messages, expert.outcome, world_ok)
+                   {k: v for k, v in asdict(faults).items() if v}, messages, expert.outcome, world_ok,
+                   world.detours_taken)
 
 
 def generate(n: int, split: str, system_prompt: str, start: int = 0) -> Iterable[Example]:

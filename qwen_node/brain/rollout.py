@@ -101,14 +101,11 @@ def mission_seeds(n: int, kinds: Iterable[str] = MISSION_KINDS, split: str = "te
         _, m, _, w = D.setup_mission(seed, split)
         has_fault = bool(_faults(w))
         if m.kind in kinds and (faults is None or has_fault == faults) and \
-                (not detoured or _has_detour(D.generate_example(seed, split, sp, detours=True))):
+                (not detoured or D.generate_example(seed, split, sp, detours=True).detours):
             out.append(seed)
         seed += 1
     return out
 
-
-def _has_detour(ex) -> bool:
-    return any(m["role"] == "tool" and "waypoints" in json.loads(m["content"]) for m in ex.messages)
 
 
 def play(seed: int, split: str, model=None, system_prompt: str = "", max_steps: int = 40,

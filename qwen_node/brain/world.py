@@ -16,8 +16,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from qwen_stack.geometry import wrap_angle
-from qwen_stack.qwen_node.agent.route import detour_waypoints
+from qwen_stack.geometry import Pose2D, wrap_angle
+from qwen_stack.qwen_node.agent.grounding import approach_pose
+from qwen_stack.qwen_node.agent.route import OBSTACLE_CLEARANCE_M, detour_waypoints
 from qwen_stack.robot import load_robot
 
 HALF_FOV = math.radians(37.0)     # camera: 60 deg vertical FOV at 4:3 -> ~75 deg horizontal
@@ -29,7 +30,6 @@ CONFIDENT_RANGE = 2.8              # m, beyond this an object is named <colour>_
 OBJECT_STANDOFF = 0.22
 PICK_REACH = load_robot().pick_reach   # m, the gripper's reach (config/robot.yaml)
 SPEED = 0.3                        # m/s, go_to_pose's default speed (for the clock)
-OBSTACLE_CLEARANCE = 0.5           # m, the planner's obstacle_clearance_m (agent/planner.py) for its detours
 
 
 @dataclass
@@ -78,6 +78,7 @@ class SymbolicWorld:
         # detours: go_to_object routes around the remembered solid objects and its result lists the waypoints,
         # as the planner does (agent/route.py). Off, the data is exactly that of the checkpoints made before it.
         self.detours = detours
+        self.detours_taken = 0                   # go_to_object results that listed waypoints
         self.x, self.y, self.theta = robot
         self.pan = 0.0
         self.faults = faults
@@ -188,14 +189,15 @@ class SymbolicWorld:
         if self.faults.reject_first_goto and self.goto_calls == 1:
             return _rejected("go_to_object", [self.faults.reject_first_goto])
         e = self.memory[key]
-        heading = math.atan2(e.y - self.y, e.x - self.x)
-        gx, gy = e.x - OBJECT_STANDOFF * math.cos(heading), e.y - OBJECT_STANDOFF * math.sin(heading)
-        waypoints = detour_waypoints((self.x, self.y), (gx, gy), self._obstacles(key), OBSTACLE_CLEARANCE) \
-            if self.detours else []
-        if waypoints:   # the last leg approaches from the last waypoint (Planner._go_to_object)
-            wx, wy = waypoints[-1]
-            heading = math.atan2(e.y - wy, e.x - wx)
-            gx, gy = e.x - OBJECT_STANDOFF * math.cos(heading), e.y - OBJECT_STANDOFF * math.sin(heading)
+        # the planner's route (ToolExecutor.execute): the approach pose, round the obstacles when detouring, the
+        # last leg from the last waypoint
+        goal = approach_pose(Pose2D(self.x, self.y, self.theta), (e.x, e.y), OBJECT_STANDOFF)
+        waypoints = detour_waypoints((self.x, self.y), (goal.x, goal.y), self._obstacles(key),
+                                     OBSTACLE_CLEARANCE_M) if self.detours else []
+        if waypoints:
+            goal = approach_pose(Pose2D(*waypoints[-1], 0.0), (e.x, e.y), OBJECT_STANDOFF)
+            self.detours_taken += 1
+        gx, gy, heading = goal.x, goal.y, goal.yaw
         extra = {"goal": {"x": round(gx, 3), "y": round(gy, 3), "theta": round(heading, 3)},
                  "object_odom": [round(e.x, 3), round(e.y, 3)]}
         if waypoints:
@@ -209,7 +211,7 @@ class SymbolicWorld:
                                  "final_pose": self._pose()}}
         self.t += math.hypot(gx - self.x, gy - self.y) / SPEED + 3.0
         self.x, self.y, self.theta, self.pan = gx, gy, heading, 0.0
-        thing = next((t for t in self.things.values() if t.name == key or self.far_names.get(t.name) == key), None)
+        thing = self._thing_named(key)
         if thing is not None and not thing.area and self.faults.move_on_approach == thing.name \
                 and thing.name not in self.approached:
             # someone moved it while the robot drove: 0.6-1.2 m away, in a random direction
@@ -269,12 +271,15 @@ class SymbolicWorld:
         return {"tool": "go_to_point", "status": "failed", "error": "no camera frame yet"}
 
     # ---- helpers -------------------------------------------------------------------------
+    def _thing_named(self, name: str) -> Thing | None:
+        """The thing perception reports as `name` (its own name, or its <colour>_object_<n> name while far)."""
+        return next((t for t in self.things.values() if t.name == name or self.far_names.get(t.name) == name), None)
+
     def _obstacles(self, exclude: str) -> list[tuple[float, float]]:
         """The remembered objects standing on the floor (world_view.obstacles): not areas, not `exclude`."""
         out = []
         for e in self.memory.values():
-            thing = next((t for t in self.things.values() if t.name == e.name or self.far_names.get(t.name) == e.name),
-                         None)
+            thing = self._thing_named(e.name)
             if e.name != exclude and e.name != self.held and not (thing is not None and thing.area):
                 out.append((e.x, e.y))
         return out

@@ -59,3 +59,16 @@ def test_mission_seeds_filter_kinds_and_faults():
     for seed, fault in [(s, False) for s in clean] + [(s, True) for s in faulty]:
         _, m, _, w = D.setup_mission(seed, "test")
         assert m.kind == "fetch" and bool(R._faults(w)) == fault
+
+
+def test_detoured_missions_are_found_by_the_worlds_count_not_by_reading_folded_results():
+    """mission_seeds(detoured=True) asks the world how many routes went round an object: the generator's
+    messages hold tool results folded by the planner (no longer JSON, waypoints cut off), which the first
+    version parsed and crashed on (seed 700071 among fetch/fetch2 missions with faults)."""
+    sp = D.default_system_prompt()
+    seeds = R.mission_seeds(12, kinds=("fetch", "fetch2"), faults=None, detoured=True)
+    assert seeds[-1] > 700071
+    for s in seeds:
+        ex = D.generate_example(s, "test", sp, detours=True)
+        assert ex.detours > 0 and D.generate_example(s, "test", sp).detours == 0
+        assert ex.messages != D.generate_example(s, "test", sp).messages, s
