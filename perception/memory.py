@@ -8,9 +8,9 @@ its range (the camera is low: a pixel spans more floor farther away), and a litt
 lets a re-sighting correct an old estimate. The shape is a vote over sightings; an object is
 named `<colour>_<shape>` once the vote is confident over two sightings (`<colour>_<shape>_2` for
 a second one), else `<colour>_object_<n>`; a name is replaced when the vote settles on another
-shape. A
-remembered object whose spot has been in clear view for `gone_after_frames` frames without a
-detection is marked gone (and no longer listed); a later sighting brings it back.
+shape. A remembered object whose spot has been in clear view for `gone_after_frames` frames
+without a detection is marked gone (and no longer listed); a later sighting brings it back. One
+that went while a single object of its kind appeared elsewhere was moved: that one takes its name.
 """
 from __future__ import annotations
 
@@ -119,16 +119,34 @@ class ObjectMemory:
             self._name(e)
         if spot_in_clear_view is None:
             return result  # type: ignore[return-value]
-        for e in self.entries:
+        for e in list(self.entries):
             if id(e) in matched or e.gone or e.held:
                 continue
             if spot_in_clear_view(e.x, e.y):
                 e.missed_in_view += 1
                 if e.missed_in_view >= self.cfg.gone_after_frames:
                     e.gone = True
+                    self._merge_moved(e)
             else:
                 e.missed_in_view = 0
         return result  # type: ignore[return-value]
+
+    def _merge_moved(self, gone: MemoryEntry) -> None:
+        """`gone` left its spot. If exactly one object of its kind first appeared after `gone` was last
+        seen, that is `gone` moved (pushed while the robot approached it): it was numbered
+        (`<colour>_<shape>_2`) only because `gone` still held the name, so it takes that name back and
+        `gone` is forgotten. Otherwise the user's "the yellow ball" would name nothing in memory while
+        the one yellow ball stands in plain view."""
+        if gone.shape == "object" or not gone.name or _is_generic(gone.name):
+            return
+        later = [o for o in self.entries if o is not gone and not o.gone and not o.held and o.colour == gone.colour
+                 and o.solid == gone.solid and o.shape == gone.shape and o.first_seen > gone.last_seen]
+        if len(later) != 1:
+            return
+        moved = later[0]
+        self.entries.remove(gone)
+        if _numbered_from(moved.name, gone.name):
+            moved.name = gone.name
 
     # --- internals -------------------------------------------------------------------------------
     @staticmethod
@@ -199,6 +217,12 @@ class ObjectMemory:
         elif not e.name:
             self._generic_index[e.colour] += 1
             e.name = f"{e.colour}_object_{self._generic_index[e.colour]}"
+
+
+def _numbered_from(name: str, base: str) -> bool:
+    """`name` is `base` numbered (`<base>_<n>`) or generic, i.e. a name given for want of `base`."""
+    rest = name[len(base) + 1:]
+    return _is_generic(name) or (name.startswith(base + "_") and rest.isdigit())
 
 
 def _is_generic(name: str) -> bool:
