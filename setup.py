@@ -57,6 +57,8 @@ setup(
         ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
         ("share/" + PACKAGE + "/config", glob("config/*.yaml") + glob("config/*.xml")),
         ("share/" + PACKAGE + "/config/replay", glob("config/replay/*.jsonl")),
+        # the stand-in brain that the default profile's qwen_node runs (config/agent.yaml model_dir)
+        *(("share/" + PACKAGE + "/" + d, glob(d + "/*")) for d in ("models/brain", "models/brain-nvfp4")),
     ],
     install_requires=["setuptools"],
     # TensorRT engines on NVIDIA GPUs (trt_engines/); never needed on CPU machines.

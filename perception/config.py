@@ -46,7 +46,7 @@ DEFAULT_COLOURS: tuple[ColourClass, ...] = (
 class PerceptionConfig:
     # --- segmentation ---
     min_blob_pixels: int = 12                 # blobs smaller than this (at 320x240; scaled by image area) are noise
-    max_range: float = 3.5                    # m, detections farther than this are dropped (poor resolution)
+    max_range: float = 4.0                    # m, detections farther than this are dropped (poor resolution)
     # --- classification ---
     crate_min_size: float = 0.2               # m, an object at least this wide or tall is a crate
     max_object_size: float = 0.45             # m, widest object footprint (a crate's diagonal): a laser surface longer is a wall

@@ -27,6 +27,25 @@ def config_file(name: str) -> Path:
     return config_dir() / name
 
 
+def project_path(name: str | os.PathLike) -> Path:
+    """A path as given when it is absolute or exists from here; else the project's own file of that name
+    (the checkout's, or the installed share/qwen_stack copy), so that a default such as
+    `models/brain-nvfp4` works from any working directory. A path found nowhere is returned as given:
+    its user names it in the error."""
+    p = Path(name)
+    if p.is_absolute() or p.exists():
+        return p
+    if (SOURCE_ROOT / p).exists():
+        return SOURCE_ROOT / p
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        shared = Path(get_package_share_directory("qwen_stack")) / p
+        return shared if shared.exists() else p
+    except Exception:
+        return p
+
+
 def interfaces_install_dir() -> Path:
     """colcon install space of ros_ws/ (holds qwen_stack_interfaces)."""
     return Path(os.environ.get("QWEN_STACK_ROS_WS_INSTALL", SOURCE_ROOT / "ros_ws" / "install"))

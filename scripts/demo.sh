@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job (README): install what is missing, run the whole stack in the embedded simulator,
-# and send it the demo mission on the replay backend. The stack keeps running after the mission
+# and send it the demo mission; qwen_node runs the stand-in brain (models/brain-nvfp4, config/agent.yaml;
+# `qwen_node.backend:=replay` plays the fixed script instead). The stack keeps running after the mission
 # (watch it in the console, http://127.0.0.1:8080/) until Ctrl-C.
 #   QWEN_STACK_MISSION="..."   the instruction (default: the fetch mission); "" starts the stack only
 #   QWEN_STACK_APPROVE=0       leave approval requests to the console instead of approving them here

@@ -54,7 +54,7 @@ def observer():
 LIVE_GRAPH_MODULES = {
     "test_e2e_sim.py", "test_qwen_node_ros.py", "test_node_ros.py", "test_stack_browser.py",
     "test_camera_node.py", "test_interfaces.py", "test_launcher.py", "test_node.py", "test_sim_stack.py",
-    "test_sim_real_supervisor.py", "test_sim_ros.py", "test_tf_ros.py",
+    "test_sim_real_supervisor.py", "test_sim_ros.py", "test_tf_ros.py", "test_brain_sim.py",
 }
 
 

@@ -31,10 +31,10 @@ DEFAULT_SYSTEM_PROMPT = (
 @dataclass(frozen=True)
 class AgentSettings:
     # --- model backend ---
-    backend: str = "replay"                 # replay | local | openai
+    backend: str = "local"                  # local | openai | replay
     replay_script: str = "replay/fetch_red_cube.jsonl"  # replay: JSONL script (config/ name or path)
     replay_chunk_chars: int = 8             # replay: characters per streamed chunk
-    model_dir: str = ""                     # local: checkpoint directory (HF layout, BF16 or NVFP4)
+    model_dir: str = "models/brain-nvfp4"   # local: checkpoint directory (HF layout, BF16 or NVFP4; relative: paths.project_path)
     device: str = "auto"                    # local: auto | cpu | cuda
     layer_backend: str = "pytorch"          # local: pytorch | tensorrt | onnxruntime (decoder layers)
     trt_engine_dir: str = ""                # local + tensorrt: folder written by `qwen-stack build-engines`

@@ -12,6 +12,7 @@ the safety supervisor's CallTool proxy, returning concurrent Futures) and `World
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from concurrent.futures import Future
@@ -24,6 +25,12 @@ from qwen_stack.qwen_node.agent.route import OBSTACLE_CLEARANCE_M, detour_waypoi
 from qwen_stack.qwen_node.agent.output_parser import (
     OutputStreamParser, ParsedToolCall, ParsedTurn, TextDelta, ThinkingDelta, ToolCallError)
 from qwen_stack.qwen_node.agent.tool_registry import ToolRegistry, ToolSpec
+
+# go_to_object drives on when the target's remembered position moved more than this during the drive
+# (perception's close-up error is ~5 cm; the pick reaches 0.15 m, an area's half-size is 0.25 m), at most
+# this many times
+GOAL_REFINE_M = 0.10
+MAX_GOAL_REFINES = 2
 
 
 # ----------------------------------------------------------------------------------------
@@ -65,6 +72,9 @@ class LanguageModel(Protocol):
     name: str
     is_model: bool            # False for replay: it is not a model and says so
     start_in_thinking: bool   # the output begins inside <think> (the prompt opened it)
+    # sees_images (optional, default True): False for a text-only checkpoint. The planner then sends no
+    # frames and, above all, no frame-only user turns: a model trained without them reads "Current camera
+    # view ..." as a new task and starts over (the stand-in brain did, 40 times in a row, with camera raw).
 
     def generate(self, messages: Sequence[ChatMessage], tools: list[dict], on_text: Callable[[str], None],
                  cancel: CancelToken) -> str: ...
@@ -194,27 +204,33 @@ class ToolExecutor:
                 extra["waypoints"] = [[round(x, 3), round(y, 3)] for x, y in waypoints]
                 goal = approach_pose(Pose2D(*waypoints[-1], 0.0), where, self.object_standoff_m)
             for wx, wy in waypoints:   # each leg is its own vetted go-to-pose request
-                leg = {"x": wx, "y": wy}
-                fields = set(target.model_fields) | set(target.fixed_fields)
-                if "theta" in fields:
-                    leg["theta"] = 0.0
-                if "use_theta" in fields:
-                    leg["use_theta"] = False
-                status, result = self._call(target, {k: v for k, v in leg.items() if k not in target.fixed_fields},
-                                            cancel)
+                status, result = self._call(target, self._goal_args(target, Pose2D(wx, wy, 0.0), False), cancel)
                 if status != "succeeded":
                     result.update(failed_at_waypoint=[round(wx, 3), round(wy, 3)], **extra)
                     return status, result
-        args = {"x": goal.x, "y": goal.y}
+        status, result = self._call(target, self._goal_args(target, goal, spec.kind == "object_goal"), cancel)
+        for _ in range(MAX_GOAL_REFINES if spec.kind == "object_goal" else 0):
+            # Perception kept looking on the way: a far target's first fix is coarse (the error grows with the
+            # square of the range), and the close-up sightings moved it. Drive on to where it is now.
+            now = self.world.locate_object(name) if status == "succeeded" else "not refined"
+            pose = self.world.robot_pose()
+            if isinstance(now, str) or isinstance(pose, str) or math.dist(now, where) <= GOAL_REFINE_M:
+                break
+            where, goal = now, approach_pose(pose, now, self.object_standoff_m)
+            extra["object_odom"] = [round(v, 3) for v in where]
+            status, result = self._call(target, self._goal_args(target, goal, True), cancel)
+        result.update(goal={"x": round(goal.x, 3), "y": round(goal.y, 3), "theta": round(goal.yaw, 3)}, **extra)
+        return status, result
+
+    @staticmethod
+    def _goal_args(target: ToolSpec, goal: Pose2D, use_theta: bool) -> dict[str, Any]:
+        args: dict[str, Any] = {"x": goal.x, "y": goal.y}
         fields = set(target.model_fields) | set(target.fixed_fields)
         if "theta" in fields:
             args["theta"] = goal.yaw
         if "use_theta" in fields:
-            args["use_theta"] = spec.kind == "object_goal"
-        args = {k: v for k, v in args.items() if k not in target.fixed_fields}
-        status, result = self._call(target, args, cancel)
-        result.update(goal={"x": round(goal.x, 3), "y": round(goal.y, 3), "theta": round(goal.yaw, 3)}, **extra)
-        return status, result
+            args["use_theta"] = use_theta
+        return {k: v for k, v in args.items() if k not in target.fixed_fields}
 
     def _call(self, spec: ToolSpec, arguments: dict[str, Any], cancel: CancelToken) -> tuple[str, dict[str, Any]]:
         request = {**spec.fixed_fields, **arguments}
@@ -312,13 +328,16 @@ class Planner:
         self.on_event = on_event or (lambda e: None)
         self.on_timing = on_timing or (lambda name: None)
 
+    def _frames(self) -> list[Any]:
+        return self.frame_source() if getattr(self.model, "sees_images", True) else []
+
     def _emit(self, kind: str, text: str = "", record: ToolCallRecord | None = None) -> None:
         self.on_event(AgentEvent(kind, text, record))
 
     def run(self, instruction: str, cancel: CancelToken, max_steps: int = 0) -> TaskResult:
         budget = max_steps or self.cfg.max_steps
         messages = [ChatMessage("system", self.system_prompt),
-                    ChatMessage("user", instruction, images=self.frame_source())]
+                    ChatMessage("user", instruction, images=self._frames())]
         records: list[ToolCallRecord] = []
         retries = 0
         tools = self.registry.function_specs()
@@ -391,7 +410,7 @@ class Planner:
                                              f"{rec.result.get('error') or rec.result.get('response', '')}",
                                       len(records), records)
                 messages.append(ChatMessage("tool", rec.result_json))
-            frames = self.frame_source()
+            frames = self._frames()
             if frames:  # show the model what its actions changed
                 messages.append(ChatMessage("user", "Current camera view after the tool calls.", images=frames))
         return TaskResult(False, f"turn budget spent ({self.cfg.max_turns} model turns)", len(records), records)

@@ -22,7 +22,7 @@ from qwen_stack.qwen_node.agent.route import OBSTACLE_CLEARANCE_M, detour_waypoi
 from qwen_stack.robot import load_robot
 
 HALF_FOV = math.radians(37.0)     # camera: 60 deg vertical FOV at 4:3 -> ~75 deg horizontal
-VIEW_RANGE = 4.0                   # m, beyond this perception does not report objects
+VIEW_RANGE = 4.0                   # m, beyond this perception does not report objects (its max_range: a test holds them equal)
 CONFIDENT_RANGE = 2.8              # m, beyond this an object is named <colour>_object_<n>
 # The symbolic geometry of the training data: the goal 0.22 m short of the object, with the pick site there
 # (config/agent.yaml's object_standoff_m is 0.36 since the creep zone: the goal's numbers in a tool result are

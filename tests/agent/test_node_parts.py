@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -39,7 +40,7 @@ def test_agent_yaml_has_every_setting_and_they_are_valid():
 
 @pytest.mark.parametrize("bad, name", [
     (dict(backend="gpt"), "backend"), (dict(camera="usb"), "camera"), (dict(max_steps=0), "max_steps"),
-    (dict(clip_fps=float("nan")), "clip_fps"), (dict(backend="local"), "model_dir"),
+    (dict(clip_fps=float("nan")), "clip_fps"), (dict(backend="local", model_dir=""), "model_dir"),
     (dict(openai_api_key_env="sk-abc123"), "openai_api_key_env"), (dict(robot_file=""), "robot_file"),
     (dict(clip_frames=20, clip_fps=1.0, frame_window_s=5.0), "clip_frames"),
     (dict(object_locator="magic"), "object_locator"), (dict(object_locator="sim_ground_truth"), "object_locator"),
@@ -192,3 +193,14 @@ def test_world_view_in_view_is_empty_when_perception_went_quiet(monkeypatch):
 def test_world_view_ground_point_needs_camera_info():
     off = SensorWorldView(MOUNT, (0.05, 0.0), "none", sensor_wait_s=0.05)
     assert "CameraInfo" in off.ground_point(500, 500, 0.3)
+
+
+def test_the_default_model_dir_is_the_shipped_brain_from_any_working_directory(tmp_path, monkeypatch):
+    from qwen_stack.paths import SOURCE_ROOT, project_path
+
+    monkeypatch.chdir(tmp_path)
+    model_dir = project_path(AgentSettings().model_dir)
+    assert model_dir == SOURCE_ROOT / "models" / "brain-nvfp4" and (model_dir / "config.json").is_file()
+    (tmp_path / "models" / "brain-nvfp4").mkdir(parents=True)       # the user's own folder of that name wins
+    assert project_path("models/brain-nvfp4") == Path("models/brain-nvfp4")
+    assert project_path("/no/such/model") == Path("/no/such/model")   # named as given in the loader's error

@@ -189,6 +189,17 @@ def test_frames_are_attached_to_the_task_and_after_actions(registry):
     assert model.seen[1][1][2] == 0  # the older frame was dropped (max_images_in_context=1)
 
 
+def test_a_text_only_model_gets_no_frames_and_no_frame_turns(registry):
+    """A checkpoint without a vision tower (the stand-in brain) with camera raw: the conversation is the
+    one it was trained on, tool responses straight after its calls; no "Current camera view" user turn,
+    which the brain read as a new task (it started over 40 times in the default demo)."""
+    planner, model, _, _ = make(registry, [call("describe_state"), "done"], frames=lambda: ["frame"])
+    model.sees_images = False
+    planner.run("look", CancelToken())
+    assert model.seen[0][1] == ("user", "look", 0)
+    assert [r for r, _, _ in model.seen[1]] == ["system", "user", "assistant", "tool"]
+
+
 def test_backend_failure_ends_the_task_with_its_reason(registry):
     planner, _, _, _ = make(registry, [])
     res = planner.run("go", CancelToken())
@@ -218,6 +229,42 @@ def test_object_goal_detours_around_a_known_obstacle(registry):
     assert legs[0]["y"] > 0.4                          # around the crate
     assert math.hypot(legs[1]["x"] - 3.0, legs[1]["y"]) == pytest.approx(0.22)   # then up to the cube
     assert res.records[0].result["waypoints"] == [[round(legs[0]["x"], 3), round(legs[0]["y"], 3)]]
+
+
+class RefiningWorld(WorldDouble):
+    """Perception's memory after each drive (a test double): the far first fix of the blue square is 0.4 m
+    off; the close-up sightings on the way correct it, then it stays (5 cm jitter is not a new goal)."""
+
+    def __init__(self, fixes):
+        super().__init__({"blue_square": fixes[0]}, pose=Pose2D(0.0, 0.0, 0.0), solid=set())
+        self.fixes = list(fixes)
+
+    def locate_object(self, name):
+        return self.fixes.pop(0) if len(self.fixes) > 1 else self.fixes[0]
+
+
+@pytest.mark.parametrize("fixes, drives", [
+    ([(3.4, 0.0), (3.0, 0.0), (3.05, 0.0)], 2),            # corrected once, then within 0.1 m
+    ([(3.0, 0.0), (3.04, 0.03)], 1),                         # already right: no second drive
+    ([(3.8, 0.0), (3.4, 0.0), (3.0, 0.0), (2.6, 0.0)], 3),  # keeps moving: two corrections at most
+])
+def test_object_goal_drives_on_to_where_perception_places_the_target_after_the_drive(registry, fixes, drives):
+    world = RefiningWorld(fixes)
+    planner, _, transport, _ = make(registry, [call("go_to_object", object_name="blue_square"), "done"], world=world)
+    res = planner.run("go to the blue square", CancelToken())
+    legs = [req for _, service, req in transport.log if service == "skills/go_to_pose"]
+    assert len(legs) == drives and all(leg["use_theta"] is True for leg in legs)
+    last = fixes[min(drives, len(fixes)) - 1]
+    assert res.records[0].result["object_odom"] == [round(v, 3) for v in last]
+    assert legs[-1]["x"] == pytest.approx(last[0] - 0.22) and res.records[0].result["goal"]["x"] == round(legs[-1]["x"], 3)
+
+
+def test_a_failed_drive_is_not_refined(registry):
+    t = TransportDouble({"skills/go_to_pose": supervisor_outcome(False, False, ["too fast"], "")})
+    world = RefiningWorld([(3.4, 0.0), (3.0, 0.0)])
+    planner, _, transport, _ = make(registry, [call("go_to_object", object_name="blue_square"), "done"], t, world)
+    res = planner.run("go", CancelToken())
+    assert len(transport.log) == 1 and res.records[0].status == "rejected"
 
 
 def test_a_replay_stops_at_the_first_failed_call_instead_of_claiming_success(registry):

@@ -71,7 +71,7 @@ def graph(ros_env, tmp_path):
     def start(script_turns, *params):
         script = tmp_path / "script.jsonl"
         script.write_text("".join(json.dumps({"output": t}) + "\n" for t in script_turns))
-        args = ros_args([config_file("agent.yaml")], [f"replay_script:={script}", "camera:=none", *params])
+        args = ros_args([config_file("agent.yaml")], ["backend:=replay", f"replay_script:={script}", "camera:=none", *params])
         proc = start_node("qwen_stack.qwen_node.node", args, ros_env)
         procs.append(proc)
         return proc

@@ -346,3 +346,16 @@ def test_detours_change_only_the_results_of_routed_approaches(tools):
             assert all(x["role"] == "tool" for x, _ in diff), seed
         routed += bool(diff)
     assert 0.04 * fetches <= routed <= 0.4 * fetches
+
+
+def test_the_training_world_sees_as_far_as_perception():
+    """The symbolic world's view range is perception's max_range: an area the data shows at 3.9 m and the
+    simulator's perception dropped (max_range was 3.5) cost a mission 40 steps of turning in place."""
+    import yaml
+
+    from qwen_stack.paths import config_file
+    from qwen_stack.perception.config import PerceptionConfig
+    from qwen_stack.qwen_node.brain.world import VIEW_RANGE
+
+    params = yaml.safe_load(config_file("perception.yaml").read_text())["/**/perception"]["ros__parameters"]
+    assert params["max_range"] == PerceptionConfig().max_range == VIEW_RANGE

@@ -113,7 +113,9 @@ def stack(ros_env, tmp_path_factory):
     nodes.start("sim", "qwen_stack.sim.node", [config_file("sim.yaml")])
     nodes.start("safety", "qwen_stack.safety.node", [config_file("safety.yaml"), safety_overrides])
     # the agent with its replay backend (a fixed script, NOT a model): enough to see a task on the page
-    nodes.start("agent", "qwen_stack.qwen_node.node", [config_file("agent.yaml")])
+    replay = tmp / "agent.yaml"
+    replay.write_text("/**:\n  ros__parameters:\n    backend: 'replay'\n")
+    nodes.start("agent", "qwen_stack.qwen_node.node", [config_file("agent.yaml"), replay])
     rclpy.init()
     node = rclpy.create_node("console_stack_test")
     watcher = StackWatcher(node)

@@ -100,7 +100,8 @@ def test_each_running_node_declares_exactly_the_parameters_the_launcher_checks_a
 
     stack = load_stack("stack.yaml")
     specs = stack.select("sim")
-    proc = _launch(ros_env, "--profile", "sim", "--duration", "300", "console.port:=0")
+    # replay: the schema is the point, not the minute the default model's compiled decode takes to warm up
+    proc = _launch(ros_env, "--profile", "sim", "--duration", "300", "console.port:=0", "qwen_node.backend:=replay")
     rclpy.init()
     node = rclpy.create_node("launcher_test_param_lister")
     try:

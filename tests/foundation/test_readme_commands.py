@@ -266,7 +266,8 @@ CHECKS = {
     **{f"$R bench/{name}.py": bench_help for name in (
         "camera_stream", "sim_rate", "safety_latency", "agent_latency", "perception", "console_estop_latency",
         "engine", "nvfp4", "trt_export", "brain_eval")},
-    "bash scripts/demo.sh qwen_node.backend:=local qwen_node.model_dir:=models/brain qwen_node.camera:=none": demo_check,
+    "bash scripts/demo.sh qwen_node.model_dir:=models/brain": demo_check,
+    "bash scripts/demo.sh qwen_node.backend:=replay": demo_check,
     '.venv/bin/qwen-stack generate --model models/brain --prompt "Bring the red cube to the blue square."': as_written,
     ".venv/bin/python -m qwen_stack.rosenv .venv/bin/python bench/brain_eval.py": script_help,
     ".venv/bin/python -m qwen_stack.rosenv .venv/bin/python bench/brain_eval.py --text-only --text-conversations 0 "

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from qwen_stack.paths import project_path
 from qwen_stack.qwen_node.agent.planner import CancelToken, ChatMessage
 
 LOG = logging.getLogger(__name__)
@@ -148,6 +149,7 @@ class LocalEngineBackend:
         self.engine = engine
         self.max_new_tokens, self.temperature, self.enable_thinking = max_new_tokens, temperature, enable_thinking
         self.vision = vision and engine.supports_images
+        self.sees_images = self.vision   # planner: no frame messages for a text-only checkpoint
         self.start_in_thinking = enable_thinking
         self.name = f"local:{engine.model_dir}"
         self.last_stats = GenerationStats()
@@ -159,7 +161,8 @@ class LocalEngineBackend:
 
     @classmethod
     def from_settings(cls, s) -> "LocalEngineBackend":
-        return cls(LocalChatEngine(s.model_dir, s.device, layer_backend=s.layer_backend,
+        # a relative model_dir not found from here is the project's (the default: models/brain-nvfp4)
+        return cls(LocalChatEngine(str(project_path(s.model_dir)), s.device, layer_backend=s.layer_backend,
                                    trt_engine_dir=s.trt_engine_dir, onnx_dir=s.onnx_dir,
                                    trt_precision=s.trt_precision, compile_decode=s.compile_decode),
                    s.max_new_tokens, s.temperature, s.enable_thinking,
