@@ -51,7 +51,7 @@ class AgentNode(Node):
         self.world = SensorWorldView(CameraMount.of_robot(robot), tuple(robot.laser_xyz[:2]), s.object_locator)
         self.transport = RosToolTransport(self, self.registry.supervisor_proxy, self.sensors)
         self.executor_ = ToolExecutor(self.registry, self.transport, self.world, s.grounding_standoff_m,
-                                      s.object_standoff_m)
+                                      s.object_standoff_m, area_standoff_m=robot.pick_x)
         self.cfg = PlannerConfig(s.max_steps, s.max_parse_retries, s.max_turns, s.fold_threshold_chars,
                                  s.fold_keep_chars, s.max_images_in_context)
         self.cancel: CancelToken | None = None

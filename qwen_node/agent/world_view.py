@@ -108,6 +108,11 @@ class SensorWorldView:
             return []
         return [(o["x"], o["y"]) for o in mem[0] if o["solid"] and o["name"] not in exclude]
 
+    def is_floor_area(self, name: str) -> bool:
+        mem = self._memory()
+        key = name.strip().lower().replace(" ", "_")
+        return not isinstance(mem, str) and any(o["name"] == key and not o["solid"] for o in mem[0])
+
     def locate_object(self, name: str) -> tuple[float, float] | str:
         mem = self._memory()
         if isinstance(mem, str):

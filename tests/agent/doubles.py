@@ -60,6 +60,9 @@ class WorldDouble:
     def obstacles(self, exclude):
         return [xy for n, xy in self.objects.items() if n not in exclude and n in self.solid]
 
+    def is_floor_area(self, name):
+        return name in self.objects and name not in self.solid
+
     def detect_objects(self):
         memory = [{"name": n, "x": xy[0], "y": xy[1]} for n, xy in self.objects.items()]
         return {"in_view": sorted(self.objects), "memory": memory}

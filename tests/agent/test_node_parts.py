@@ -138,6 +138,7 @@ def test_world_view_locates_objects_from_perceptions_memory():
                        "first: rotate or look_at, then detect_objects")
     assert wv.obstacles(set()) == [(2.0, 0.0)]           # floor areas are not obstacles
     assert wv.obstacles({"red_cube"}) == []
+    assert wv.is_floor_area("blue square") and not wv.is_floor_area("red_cube") and not wv.is_floor_area("unicorn")
     report = wv.detect_objects(fresh_wait_s=0.0)
     assert report["in_view"] == ["red_cube"]
     assert report["memory"][0] == {"name": "red_cube", "colour": "red", "shape": "cube", "x": 2.0, "y": 0.0,
@@ -147,6 +148,7 @@ def test_world_view_locates_objects_from_perceptions_memory():
     off = SensorWorldView(MOUNT, (0.05, 0.0), "none", sensor_wait_s=0.05)
     assert "no object locator" in off.locate_object("red_cube")
     assert "no object locator" in off.detect_objects(fresh_wait_s=0.0)["error"] and off.obstacles(set()) == []
+    assert not off.is_floor_area("blue_square")
 
 
 def test_an_uncalibrated_camera_info_is_refused_by_grounding_with_its_reason():

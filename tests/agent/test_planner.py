@@ -231,6 +231,23 @@ def test_object_goal_detours_around_a_known_obstacle(registry):
     assert res.records[0].result["waypoints"] == [[round(legs[0]["x"], 3), round(legs[0]["y"], 3)]]
 
 
+@pytest.mark.parametrize("name, standoff", [("red_cube", 0.36), ("blue_square", 0.22)])
+def test_a_floor_area_is_driven_onto_with_the_pick_site_over_its_centre(registry, name, standoff):
+    """A solid object is approached to the object standoff; a floor area (not solid) to the area standoff, the
+    robot's pick site (robot.yaml pick_x), so a release there puts the load on the area's centre. At the
+    objects' 0.36 m a released cylinder landed 0.28 m from the centre of a 0.25 m half-size square: outside it,
+    with the release reported done (simulator, runs/brain_eval_sim9 none-15)."""
+    world = WorldDouble({"red_cube": (2.0, 0.0), "blue_square": (0.0, 2.0)}, solid={"red_cube"})
+    transport = TransportDouble()
+    ex = ToolExecutor(registry, transport, world, grounding_standoff_m=0.3, object_standoff_m=0.36,
+                      area_standoff_m=0.22)
+    planner = Planner(ScriptedModelDouble([call("go_to_object", object_name=name), "done"]), registry, ex, "SYSTEM",
+                      PlannerConfig())
+    planner.run("go", CancelToken())
+    (leg,) = [req for _, service, req in transport.log if service == "skills/go_to_pose"]
+    assert math.dist((leg["x"], leg["y"]), world.objects[name]) == pytest.approx(standoff)
+
+
 class RefiningWorld(WorldDouble):
     """Perception's memory after each drive (a test double): the far first fix of the blue square is 0.4 m
     off; the close-up sightings on the way correct it, then it stays (5 cm jitter is not a new goal)."""

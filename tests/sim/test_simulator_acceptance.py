@@ -239,3 +239,18 @@ def test_attach_refuses_unknown_and_non_graspable_objects():
     assert "no object named" in sim.attach("unicorn")[1]
     assert "not graspable" in sim.attach("crate")[1]
     assert sim.held is None
+
+
+def test_a_nudged_ball_rolls_to_a_stop():
+    """A ball has rolling resistance, as on a real floor. Without it (MuJoCo's contacts default to sliding
+    friction only) a ball the robot brushed rolled on at 0.07 m/s for tens of metres: the simulator's
+    red ball crossed the arena between three approaches and every grasp missed (runs/brain_eval_sim9 none-4)."""
+    ball = {"name": "red_ball", "shape": "sphere", "size": [0.04], "rgba": [0.9, 0.1, 0.1, 1.0], "mass": 0.1,
+            "x": 0.0, "y": 0.0}
+    sim = Simulator(layout_from_dict(open_arena(robot=(-1.5, 0.0, 0.0), objects=[ball])))
+    sim.step_for(0.2)
+    v = sim.model.jnt_dofadr[sim.model.joint("red_ball_free").id]
+    sim.data.qvel[v:v + 6] = [0.3, 0.0, 0.0, 0.0, 0.3 / 0.04, 0.0]   # rolling along +x at 0.3 m/s
+    sim.step_for(3.0)
+    rolled = next(o for o in sim.objects() if o.name == "red_ball")
+    assert 0.0 < rolled.x < 0.2 and float(np.linalg.norm(sim.data.qvel[v:v + 3])) < 0.01
