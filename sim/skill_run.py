@@ -7,7 +7,10 @@ module holds the rules. A skill ends:
 - the sim clock jumped back (a reset: the deadline would otherwise lie in the old time and never come);
 - timed out in sim time: expected duration + margin, extended by the time the base ran slower than half the
   command (the supervisor's slowdown zone scales it to 0.3; it stops the base on stale inputs), at most
-  SLOWED_CAP expected durations: a skill is timed against what the base was let do.
+  SLOWED_CAP expected durations: a skill is timed against what the base was let do;
+- held still: the base stood at rest under a command to move for HELD_STILL_S of sim time (the supervisor
+  stops it while something is in its stop zone; a go-to-pose whose goal is against an object sat there until
+  its stretched deadline, 48 s a try, before this rule).
 The expected durations of the three motion skills are here too (expected_* below).
 """
 from __future__ import annotations
@@ -18,6 +21,9 @@ from dataclasses import dataclass
 from qwen_stack.sim.skill_control import Twist2D
 
 SLOWED_CAP = 3.0   # a skill's deadline grows by its slowed time, up to this many expected durations
+HELD_STILL_S = 5.0         # s of sim time at rest under a command to move that end a skill
+REST_LINEAR, REST_ANGULAR = 0.01, 0.02   # m/s, rad/s: "at rest" (the supervisor's creep is 0.05 m/s)
+MOVE_LINEAR, MOVE_ANGULAR = 0.03, 0.1    # m/s, rad/s: "a command to move" (a controller settling asks less)
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,7 @@ class SkillRun:
         self.expected_s = expected_s
         self.deadline = t0 + expected_s + margin_s
         self.slowed = 0.0                     # s of sim time the base ran below half the command
+        self.still = 0.0                      # s of sim time the base has stood at rest under a command to move
         self.command: Twist2D | None = None   # the last command sent
 
     def step(self, pose, velocity: Twist2D, t: float, *, estop_latched: bool = False,
@@ -56,7 +63,14 @@ class SkillRun:
                                       "stopped"))
         if self.command is not None and slower_than_half(self.command, velocity, self.limits):
             self.slowed += t - self.t_prev
+        moving_asked = self.command is not None and (abs(self.command.linear) >= MOVE_LINEAR
+                                                     or abs(self.command.angular) >= MOVE_ANGULAR)
+        at_rest = abs(velocity.linear) < REST_LINEAR and abs(velocity.angular) < REST_ANGULAR
+        self.still = self.still + (t - self.t_prev) if moving_asked and at_rest else 0.0
         self.t_prev = t
+        if self.still >= HELD_STILL_S:
+            return Tick(None, (False, f"held still for {self.still:.1f} s (sim time) under a command to move: "
+                                      "something in the safety supervisor's stop zone blocks the way: stopped"))
         if t > self.deadline + min(self.slowed, SLOWED_CAP * self.expected_s):
             return Tick(None, (False, f"timed out after {t - self.t0:.1f} s (sim time; {self.slowed:.1f} s of it "
                                       "below half the commanded speed): stopped"))

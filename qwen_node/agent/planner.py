@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 from qwen_stack.geometry import Pose2D
-from qwen_stack.qwen_node.agent.grounding import GroundedGoal, approach_pose
-from qwen_stack.qwen_node.agent.route import OBSTACLE_CLEARANCE_M, detour_waypoints
+from qwen_stack.qwen_node.agent.grounding import GroundedGoal
+from qwen_stack.robot import load_robot
+from qwen_stack.qwen_node.agent.route import (OBJECT_HALF_WIDTH_M, OBSTACLE_CLEARANCE_M, clear_approach_bearing,
+                                              detour_waypoints)
 from qwen_stack.qwen_node.agent.output_parser import (
     OutputStreamParser, ParsedToolCall, ParsedTurn, TextDelta, ThinkingDelta, ToolCallError)
 from qwen_stack.qwen_node.agent.tool_registry import ToolRegistry, ToolSpec
@@ -161,7 +163,8 @@ class ToolExecutor:
     def __init__(self, registry: ToolRegistry, transport: ToolTransport, world: WorldView | None,
                  grounding_standoff_m: float, object_standoff_m: float,
                  on_request_sent: Callable[[str], None] | None = None,
-                 obstacle_clearance_m: float = OBSTACLE_CLEARANCE_M, area_standoff_m: float | None = None):
+                 obstacle_clearance_m: float = OBSTACLE_CLEARANCE_M, area_standoff_m: float | None = None,
+                 body_clearance_m: float | None = None):
         self.registry = registry
         self.transport = transport
         self.world = world
@@ -170,6 +173,9 @@ class ToolExecutor:
         # a floor area is driven onto, not up to: the pick site (robot.yaml pick_x) over its centre, where a
         # release puts the load (at the solid objects' standoff it landed ~0.14 m short, at the area's edge)
         self.area_standoff_m = object_standoff_m if area_standoff_m is None else area_standoff_m
+        # a goal pose's distance from every other object's centre (None: config/robot.yaml's footprint)
+        self.body_clearance_m = (load_robot().footprint_radius + OBJECT_HALF_WIDTH_M if body_clearance_m is None
+                                 else body_clearance_m)
         self.on_request_sent = on_request_sent
         self.obstacle_clearance_m = obstacle_clearance_m
 
@@ -201,14 +207,20 @@ class ToolExecutor:
             if isinstance(pose, str):
                 return "failed", {"error": pose}
             name = call.arguments["object_name"].strip().lower().replace(" ", "_")
-            standoff = self.area_standoff_m if self.world.is_floor_area(name) else self.object_standoff_m
-            goal = approach_pose(pose, where, standoff)
+            obstacles = self.world.obstacles({name})
+            # onto an area only while nothing solid stands on it (an object delivered there before): the
+            # supervisor would stop the base short of it and the drive would time out
+            onto = self.world.is_floor_area(name) and all(math.dist(o, where) > self.object_standoff_m
+                                                          for o in obstacles)
+            standoff = self.area_standoff_m if onto else self.object_standoff_m
+            goal = self._approach(pose, where, standoff, obstacles)
+            if goal is None:
+                return "failed", self._no_approach(call.arguments["object_name"], where, standoff)
             extra = {"object_odom": [round(v, 3) for v in where]}
-            waypoints = detour_waypoints((pose.x, pose.y), (goal.x, goal.y), self.world.obstacles({name}),
-                                         self.obstacle_clearance_m)
+            waypoints = detour_waypoints((pose.x, pose.y), (goal.x, goal.y), obstacles, self.obstacle_clearance_m)
             if waypoints:
                 extra["waypoints"] = [[round(x, 3), round(y, 3)] for x, y in waypoints]
-                goal = approach_pose(Pose2D(*waypoints[-1], 0.0), where, standoff)
+                goal = self._approach(Pose2D(*waypoints[-1], 0.0), where, standoff, obstacles) or goal
             for wx, wy in waypoints:   # each leg is its own vetted go-to-pose request
                 status, result = self._call(target, self._goal_args(target, Pose2D(wx, wy, 0.0), False), cancel)
                 if status != "succeeded":
@@ -222,11 +234,28 @@ class ToolExecutor:
             pose = self.world.robot_pose()
             if isinstance(now, str) or isinstance(pose, str) or math.dist(now, where) <= GOAL_REFINE_M:
                 break
-            where, goal = now, approach_pose(pose, now, standoff)
+            refined = self._approach(pose, now, standoff, self.world.obstacles({name}))
+            if refined is None:
+                break
+            where, goal = now, refined
             extra["object_odom"] = [round(v, 3) for v in where]
             status, result = self._call(target, self._goal_args(target, goal, True), cancel)
         result.update(goal={"x": round(goal.x, 3), "y": round(goal.y, 3), "theta": round(goal.yaw, 3)}, **extra)
         return status, result
+
+    def _approach(self, pose: Pose2D, where: tuple[float, float], standoff: float,
+                  obstacles: list[tuple[float, float]]) -> Pose2D | None:
+        """The pose `standoff` short of `where`, from the robot's side or, where another object stands in the
+        body's way there, from the nearest bearing that is clear of it (None: none is)."""
+        b = clear_approach_bearing((pose.x, pose.y), where, standoff, obstacles, self.body_clearance_m)
+        if b is None:
+            return None
+        return Pose2D(where[0] - standoff * math.cos(b), where[1] - standoff * math.sin(b), b)
+
+    def _no_approach(self, name: str, where: tuple[float, float], standoff: float) -> dict[str, Any]:
+        return {"error": f"no pose {standoff:.2f} m from {name!r} keeps the robot {self.body_clearance_m:.2f} m "
+                         f"from the other objects around it (at {where[0]:.2f}, {where[1]:.2f}): it cannot be "
+                         f"reached; ask the operator to clear it", "object_odom": [round(v, 3) for v in where]}
 
     @staticmethod
     def _goal_args(target: ToolSpec, goal: Pose2D, use_theta: bool) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 
 OBSTACLE_CLEARANCE_M = 0.5   # the planner's default: legs keep this far from every obstacle centre
+OBJECT_HALF_WIDTH_M = 0.09   # a remembered object's half-width (<= 0.05 m) and 4 cm: added to the footprint
+                             # radius, the distance a goal pose keeps from every other object's centre
 
 
 def _closest_on_segment(a, b, p) -> tuple[float, float, float]:
@@ -47,3 +49,21 @@ def detour_waypoints(start: tuple[float, float], goal: tuple[float, float], obst
         margin = clearance * 1.15
         path.insert(i + 1, (o[0] + nx * margin, o[1] + ny * margin))
     return path[1:-1]
+
+
+def clear_approach_bearing(robot: tuple[float, float], target: tuple[float, float], standoff: float,
+                           obstacles: list[tuple[float, float]], body_clearance: float,
+                           step_deg: float = 15.0) -> float | None:
+    """The bearing (target seen from the goal) of the pose `standoff` short of `target` nearest the straight
+    approach from `robot` that keeps `body_clearance` from every obstacle centre; None when none does.
+
+    The straight approach can end with the robot's body on another object standing close to the target: the
+    supervisor then holds the base still short of the goal until the skill times out (48 s each try)."""
+    direct = math.atan2(target[1] - robot[1], target[0] - robot[0])
+    for k in range(int(round(180.0 / step_deg)) + 1):
+        for sign in ((1,) if k == 0 else (1, -1)):
+            b = direct + sign * math.radians(k * step_deg)
+            x, y = target[0] - standoff * math.cos(b), target[1] - standoff * math.sin(b)
+            if all(math.hypot(o[0] - x, o[1] - y) >= body_clearance for o in obstacles):
+                return b
+    return None

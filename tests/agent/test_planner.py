@@ -231,13 +231,16 @@ def test_object_goal_detours_around_a_known_obstacle(registry):
     assert res.records[0].result["waypoints"] == [[round(legs[0]["x"], 3), round(legs[0]["y"], 3)]]
 
 
-@pytest.mark.parametrize("name, standoff", [("red_cube", 0.36), ("blue_square", 0.22)])
-def test_a_floor_area_is_driven_onto_with_the_pick_site_over_its_centre(registry, name, standoff):
+@pytest.mark.parametrize("name, standoff, delivered", [("red_cube", 0.36, None), ("blue_square", 0.22, None),
+                                                       ("blue_square", 0.36, (0.1, 2.05))])
+def test_a_floor_area_is_driven_onto_with_the_pick_site_over_its_centre(registry, name, standoff, delivered):
     """A solid object is approached to the object standoff; a floor area (not solid) to the area standoff, the
     robot's pick site (robot.yaml pick_x), so a release there puts the load on the area's centre. At the
     objects' 0.36 m a released cylinder landed 0.28 m from the centre of a 0.25 m half-size square: outside it,
-    with the release reported done (simulator, runs/brain_eval_sim9 none-15)."""
-    world = WorldDouble({"red_cube": (2.0, 0.0), "blue_square": (0.0, 2.0)}, solid={"red_cube"})
+    with the release reported done (simulator, runs/brain_eval_sim9 none-15). An area that already holds a
+    solid object (delivered before) is approached as an object: the supervisor would stop the base short."""
+    objects = {"red_cube": (2.0, 0.0), "blue_square": (0.0, 2.0)} | ({"green_cube": delivered} if delivered else {})
+    world = WorldDouble(objects, solid={"red_cube", "green_cube"})
     transport = TransportDouble()
     ex = ToolExecutor(registry, transport, world, grounding_standoff_m=0.3, object_standoff_m=0.36,
                       area_standoff_m=0.22)
@@ -312,3 +315,40 @@ def test_deadline_sent_to_the_supervisor_includes_the_approval_wait():
     release, drive = reg["release"], reg["drive_distance"]
     assert transport.timeouts == [("skills/release", release.timeout_s + tools["approval_wait_s"]),
                                   ("skills/drive_distance", drive.timeout_s)]
+
+
+def test_an_approach_blocked_by_a_neighbour_comes_from_the_nearest_clear_side(registry):
+    """The layout of runs/brain_eval_sim9 none-16: the straight approach to the blue cylinder ended 0.26 m from
+    the yellow cylinder (the body's footprint is 0.22 m); the supervisor held the base short of it and the drive
+    timed out ten times over. The goal now keeps the footprint and an object's half-width (0.31 m) from every
+    other remembered object, coming from the nearest clear bearing."""
+    objects = {"blue_cylinder": (-0.14, 2.14), "yellow_cylinder": (-0.29, 1.59), "orange_cube": (0.13, 1.45)}
+    world = WorldDouble(objects, pose=Pose2D(0.0, 0.0, 0.0))
+    straight = (-0.14 + 0.36 * 0.14 / math.hypot(0.14, 2.14), 2.14 - 0.36 * 2.14 / math.hypot(0.14, 2.14))
+    assert math.dist(straight, objects["yellow_cylinder"]) < 0.27          # the old goal, in the cylinder's way
+    transport = TransportDouble()
+    ex = ToolExecutor(registry, transport, world, grounding_standoff_m=0.3, object_standoff_m=0.36,
+                      body_clearance_m=0.31)
+    planner = Planner(ScriptedModelDouble([call("go_to_object", object_name="blue_cylinder"), "done"]), registry, ex,
+                      "SYSTEM", PlannerConfig())
+    planner.run("go", CancelToken())
+    leg = [req for _, service, req in transport.log if service == "skills/go_to_pose"][-1]
+    assert math.dist((leg["x"], leg["y"]), objects["blue_cylinder"]) == pytest.approx(0.36)
+    for other in ("yellow_cylinder", "orange_cube"):
+        assert math.dist((leg["x"], leg["y"]), objects[other]) >= 0.31
+    # facing the target
+    assert leg["theta"] == pytest.approx(math.atan2(2.14 - leg["y"], -0.14 - leg["x"]), abs=1e-6)
+
+
+def test_an_object_with_no_clear_approach_fails_at_once_without_driving(registry):
+    ring = {f"grey_crate_{i}": (2.0 + 0.4 * math.cos(i * math.pi / 3), 0.4 * math.sin(i * math.pi / 3))
+            for i in range(6)}
+    world = WorldDouble({"red_cube": (2.0, 0.0), **ring})
+    transport = TransportDouble()
+    ex = ToolExecutor(registry, transport, world, grounding_standoff_m=0.3, object_standoff_m=0.36,
+                      body_clearance_m=0.31)
+    planner = Planner(ScriptedModelDouble([call("go_to_object", object_name="red_cube"), "done"]), registry, ex,
+                      "SYSTEM", PlannerConfig())
+    res = planner.run("go", CancelToken())
+    assert transport.log == [] and res.records[0].status == "failed"
+    assert "cannot be reached" in res.records[0].result["error"]

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from qwen_stack.sim.skill_control import Pose2D, SkillLimits, Twist2D
-from qwen_stack.sim.skill_run import (SLOWED_CAP, SkillRun, expected_drive_s, expected_go_to_pose_s,
+from qwen_stack.sim.skill_run import (HELD_STILL_S, SLOWED_CAP, SkillRun, expected_drive_s, expected_go_to_pose_s,
                                       expected_rotate_s, slower_than_half)
 
 LIM = SkillLimits(max_linear=0.5, max_angular=1.0)
@@ -72,3 +72,23 @@ def test_expected_durations():
     assert expected_drive_s(-1.0, 0.25, lim) == pytest.approx(4.0 + 0.5)
     assert expected_rotate_s(math.pi, 0.5, lim) == pytest.approx(2 * math.pi + 0.25)
     assert expected_go_to_pose_s(2.0, 0.4, lim) == pytest.approx(5.0 + 2 * math.pi / 0.8)
+
+
+def test_a_base_held_still_under_a_command_ends_the_skill_after_held_still_s():
+    """runs/brain_eval_sim9 none-16: the supervisor held the base (an object in its stop zone) while go_to_pose
+    asked for 0.3 m/s, and the skill waited for its stretched deadline, 48 s a try. Now HELD_STILL_S."""
+    run = SkillRun(Ctl(), 0.0, 9.55, 10.0, LIM)
+    t = 0.0
+    while (tick := run.step(P0, Twist2D(0.0, 0.0), t)).outcome is None:
+        t += 0.05
+    assert not tick.outcome[0] and "held still" in tick.outcome[1] and "stop zone" in tick.outcome[1]
+    assert t == pytest.approx(HELD_STILL_S + 0.05, abs=0.06)
+
+
+def test_creeping_or_moving_again_resets_the_held_still_time():
+    run = SkillRun(Ctl(), 0.0, 100.0, 10.0, LIM)
+    t = 0.0
+    for _ in range(10):   # 4 s still, then 0.5 s of creep at 0.05 m/s, over and over: never held 5 s
+        for v in [0.0] * 80 + [0.05] * 10:
+            assert run.step(P0, Twist2D(v, 0.0), t).outcome is None
+            t += 0.05
