@@ -206,7 +206,7 @@ class ObjectMemory:
         sure = e.shape != "object" and e.shape_share() >= self.cfg.name_min_confidence and e.times_seen >= 2
         if sure:
             base = f"{e.colour}_{e.shape}"
-            if e.name == base or (e.name.startswith(base + "_") and e.name[len(base) + 1:].isdigit()):
+            if e.name == base or _is_numbered(e.name, base):
                 return
             taken = {o.name for o in self.entries if o is not e}
             name, n = base, 1
@@ -221,8 +221,11 @@ class ObjectMemory:
 
 def _numbered_from(name: str, base: str) -> bool:
     """`name` is `base` numbered (`<base>_<n>`) or generic, i.e. a name given for want of `base`."""
-    rest = name[len(base) + 1:]
-    return _is_generic(name) or (name.startswith(base + "_") and rest.isdigit())
+    return _is_generic(name) or _is_numbered(name, base)
+
+
+def _is_numbered(name: str, base: str) -> bool:
+    return name.startswith(base + "_") and name[len(base) + 1:].isdigit()
 
 
 def _is_generic(name: str) -> bool:

@@ -8,16 +8,24 @@ from pathlib import Path
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
 
+def _share_dir() -> Path | None:
+    """The installed share/qwen_stack folder, or None (a checkout without an install, a broken install)."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory("qwen_stack"))
+    except Exception:
+        return None
+
+
 def config_dir() -> Path:
     """The `config/` folder: the checkout's, else the installed share/qwen_stack/config."""
     if (SOURCE_ROOT / "config").is_dir():
         return SOURCE_ROOT / "config"
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        return Path(get_package_share_directory("qwen_stack")) / "config"
-    except Exception as exc:  # pragma: no cover - only on broken installs
-        raise FileNotFoundError("cannot find qwen_stack's config/ folder") from exc
+    share = _share_dir()
+    if share is None:  # pragma: no cover - only on broken installs
+        raise FileNotFoundError("cannot find qwen_stack's config/ folder")
+    return share / "config"
 
 
 def config_file(name: str) -> Path:
@@ -37,13 +45,8 @@ def project_path(name: str | os.PathLike) -> Path:
         return p
     if (SOURCE_ROOT / p).exists():
         return SOURCE_ROOT / p
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        shared = Path(get_package_share_directory("qwen_stack")) / p
-        return shared if shared.exists() else p
-    except Exception:
-        return p
+    share = _share_dir()
+    return share / p if share is not None and (share / p).exists() else p
 
 
 def interfaces_install_dir() -> Path:
