@@ -263,6 +263,8 @@ def summarize(rows: list[dict]) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--missions", type=int, default=20, help="held-out fault-free missions per backend")
+    ap.add_argument("--only", default="", help="comma list of mission ids among those --missions and --faults make "
+                                               "(e.g. none-15,moved-0): rerun a few in the simulator")
     ap.add_argument("--faults", type=int, default=3, help="missions per injected fault kind (3 kinds)")
     ap.add_argument("--backends", default="bf16,nvfp4,replay",
                     help="comma list of bf16, nvfp4, replay, base (the --baseline checkpoint)")
@@ -343,19 +345,27 @@ def main(argv=None) -> int:
         from qwen_stack.qwen_node.brain.sim_missions import held_out_missions
         from qwen_stack.rosenv import ros_environment
 
+        missions = held_out_missions(a.missions, a.seed)
+        fault_missions = [m for f in ("grasp_fails", "moved", "deny") for m in held_out_missions(a.faults, a.seed, f)]
+        chosen = missions + fault_missions
+        if a.only:
+            wanted = [i.strip() for i in a.only.split(",") if i.strip()]
+            unknown = sorted(set(wanted) - {m.id for m in chosen})
+            if unknown:
+                raise SystemExit(f"--only: no mission {unknown} among --missions {a.missions} --faults {a.faults} "
+                                 f"(ids: {[m.id for m in chosen]})")
+            chosen = [m for m in chosen if m.id in wanted]
         env = ros_environment(domain_id=int(os.environ.get("QWEN_STACK_TEST_DOMAIN",
                                                             random.Random(os.getpid()).randint(101, 200))))
         os.environ.update(env)
         from tests.agent.sim_stack import start_observer
 
         observer, ex = start_observer()
-        missions = held_out_missions(a.missions, a.seed)
-        fault_missions = [m for f in ("grasp_fails", "moved", "deny") for m in held_out_missions(a.faults, a.seed, f)]
         rows = []
         # mission by mission, every backend in turn: a run stopped early still compares like with like
         import rclpy
 
-        for m in missions + fault_missions:
+        for m in chosen:
             if not rclpy.ok():   # SIGINT/SIGTERM shut the context down: stop, do not write a failed row per mission
                 print("the ROS context was shut down (run stopped): no more missions", flush=True)
                 break
