@@ -13,7 +13,6 @@ from qwen_stack import topics
 from qwen_stack.qwen_node.agent.backends.factory import make_backend
 from qwen_stack.qwen_node.agent.grounding import CameraMount
 from qwen_stack.qwen_node.agent.planner import AgentEvent, CancelToken, Planner, PlannerConfig, ToolExecutor
-from qwen_stack.qwen_node.agent.route import OBJECT_HALF_WIDTH_M
 from qwen_stack.qwen_node.agent.config import AgentSettings, config_path
 from qwen_stack.node_parameters import settings_from_node
 from qwen_stack.robot import load_robot
@@ -53,7 +52,7 @@ class AgentNode(Node):
         self.transport = RosToolTransport(self, self.registry.supervisor_proxy, self.sensors)
         self.executor_ = ToolExecutor(self.registry, self.transport, self.world, s.grounding_standoff_m,
                                       s.object_standoff_m, area_standoff_m=robot.pick_x,
-                                      body_clearance_m=robot.footprint_radius + OBJECT_HALF_WIDTH_M)
+                                      footprint_radius_m=robot.footprint_radius)
         self.cfg = PlannerConfig(s.max_steps, s.max_parse_retries, s.max_turns, s.fold_threshold_chars,
                                  s.fold_keep_chars, s.max_images_in_context)
         self.cancel: CancelToken | None = None

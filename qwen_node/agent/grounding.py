@@ -138,6 +138,11 @@ def ground_point(x_1000: float, y_1000: float, cam: CameraIntrinsics, mount: Cam
     return GroundedGoal((tx, ty), odom.to_odom(tx, ty), Pose2D(ox, oy, wrap_angle(odom.yaw + heading)), source, rng)
 
 
+def object_key(name: str) -> str:
+    """A name as the model may write it ("Red cube ") in perception's form (red_cube)."""
+    return name.strip().lower().replace(" ", "_")
+
+
 def approach_pose(robot: Pose2D, target_xy: tuple[float, float], standoff: float) -> Pose2D:
     """Pose `standoff` metres short of target on the line from the robot, facing the target."""
     dx, dy = target_xy[0] - robot.x, target_xy[1] - robot.y

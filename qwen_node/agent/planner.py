@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 from qwen_stack.geometry import Pose2D
-from qwen_stack.qwen_node.agent.grounding import GroundedGoal
+from qwen_stack.qwen_node.agent.grounding import GroundedGoal, object_key
 from qwen_stack.robot import load_robot
 from qwen_stack.qwen_node.agent.route import (OBJECT_HALF_WIDTH_M, OBSTACLE_CLEARANCE_M, clear_approach_bearing,
                                               detour_waypoints)
@@ -164,7 +164,7 @@ class ToolExecutor:
                  grounding_standoff_m: float, object_standoff_m: float,
                  on_request_sent: Callable[[str], None] | None = None,
                  obstacle_clearance_m: float = OBSTACLE_CLEARANCE_M, area_standoff_m: float | None = None,
-                 body_clearance_m: float | None = None):
+                 footprint_radius_m: float | None = None):
         self.registry = registry
         self.transport = transport
         self.world = world
@@ -173,9 +173,9 @@ class ToolExecutor:
         # a floor area is driven onto, not up to: the pick site (robot.yaml pick_x) over its centre, where a
         # release puts the load (at the solid objects' standoff it landed ~0.14 m short, at the area's edge)
         self.area_standoff_m = object_standoff_m if area_standoff_m is None else area_standoff_m
-        # a goal pose's distance from every other object's centre (None: config/robot.yaml's footprint)
-        self.body_clearance_m = (load_robot().footprint_radius + OBJECT_HALF_WIDTH_M if body_clearance_m is None
-                                 else body_clearance_m)
+        # a goal pose's distance from every other object's centre (footprint None: config/robot.yaml's)
+        footprint = load_robot().footprint_radius if footprint_radius_m is None else footprint_radius_m
+        self.body_clearance_m = footprint + OBJECT_HALF_WIDTH_M
         self.on_request_sent = on_request_sent
         self.obstacle_clearance_m = obstacle_clearance_m
 
@@ -206,7 +206,7 @@ class ToolExecutor:
             pose = self.world.robot_pose()
             if isinstance(pose, str):
                 return "failed", {"error": pose}
-            name = call.arguments["object_name"].strip().lower().replace(" ", "_")
+            name = object_key(call.arguments["object_name"])
             obstacles = self.world.obstacles({name})
             # onto an area only while nothing solid stands on it (an object delivered there before): the
             # supervisor would stop the base short of it and the drive would time out

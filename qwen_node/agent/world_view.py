@@ -15,7 +15,7 @@ import time
 
 from qwen_stack.geometry import CameraIntrinsics, Pose2D
 from qwen_stack.perception.memory import memory_report
-from qwen_stack.qwen_node.agent.grounding import CameraMount, GroundedGoal, LaserReading, ground_point
+from qwen_stack.qwen_node.agent.grounding import CameraMount, GroundedGoal, LaserReading, ground_point, object_key
 
 # perception/objects older than this (receipt, monotonic) no longer says what is in view now
 IN_VIEW_FRESH_S = 1.5
@@ -110,14 +110,14 @@ class SensorWorldView:
 
     def is_floor_area(self, name: str) -> bool:
         mem = self._memory()
-        key = name.strip().lower().replace(" ", "_")
+        key = object_key(name)
         return not isinstance(mem, str) and any(o["name"] == key and not o["solid"] for o in mem[0])
 
     def locate_object(self, name: str) -> tuple[float, float] | str:
         mem = self._memory()
         if isinstance(mem, str):
             return mem
-        key = name.strip().lower().replace(" ", "_")
+        key = object_key(name)
         for o in mem[0]:
             if o["name"] == key:
                 return o["x"], o["y"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qwen_stack.geometry import Pose2D, wrap_angle
-from qwen_stack.qwen_node.agent.grounding import approach_pose
+from qwen_stack.qwen_node.agent.grounding import approach_pose, object_key
 from qwen_stack.qwen_node.agent.route import OBSTACLE_CLEARANCE_M, detour_waypoints
 from qwen_stack.robot import load_robot
 
@@ -179,7 +179,7 @@ class SymbolicWorld:
         return _ok("look_at", {}, message=f"pan target {pan:.3f} rad")
 
     def _go_to_object(self, object_name: str) -> dict[str, Any]:
-        key = object_name.strip().lower().replace(" ", "_")
+        key = object_key(object_name)
         if key not in self.memory:
             known = sorted(self.memory)
             return {"tool": "go_to_object", "status": "failed",

@@ -328,7 +328,7 @@ def test_an_approach_blocked_by_a_neighbour_comes_from_the_nearest_clear_side(re
     assert math.dist(straight, objects["yellow_cylinder"]) < 0.27          # the old goal, in the cylinder's way
     transport = TransportDouble()
     ex = ToolExecutor(registry, transport, world, grounding_standoff_m=0.3, object_standoff_m=0.36,
-                      body_clearance_m=0.31)
+                      footprint_radius_m=0.22)
     planner = Planner(ScriptedModelDouble([call("go_to_object", object_name="blue_cylinder"), "done"]), registry, ex,
                       "SYSTEM", PlannerConfig())
     planner.run("go", CancelToken())
@@ -346,7 +346,7 @@ def test_an_object_with_no_clear_approach_fails_at_once_without_driving(registry
     world = WorldDouble({"red_cube": (2.0, 0.0), **ring})
     transport = TransportDouble()
     ex = ToolExecutor(registry, transport, world, grounding_standoff_m=0.3, object_standoff_m=0.36,
-                      body_clearance_m=0.31)
+                      footprint_radius_m=0.22)
     planner = Planner(ScriptedModelDouble([call("go_to_object", object_name="red_cube"), "done"]), registry, ex,
                       "SYSTEM", PlannerConfig())
     res = planner.run("go", CancelToken())
