@@ -38,7 +38,10 @@ class ConsoleBackend(abc.ABC):
         self.annotated = FrameHub()            # perception's view: the camera with its boxes and labels (JPEG)
         self._teleop = TeleopControl(settings.teleop_max_linear, settings.teleop_max_angular, settings.teleop_deadman_s,
                                      settings.teleop_session_timeout_s)
-        self._teleop_lock = threading.Lock()   # web thread takes over/commands, ROS timer thread publishes
+        # Web thread takes over/commands, ROS timer thread publishes: every change and the publish it
+        # causes happen under this lock, so the supervisor sees them in the order they were decided
+        # (a tick's stale command can never land after a hand back's zero).
+        self._teleop_lock = threading.Lock()
 
     # --- what a concrete backend sends --------------------------------------------------------
     @abc.abstractmethod
@@ -78,9 +81,9 @@ class ConsoleBackend(abc.ABC):
             release = condition(self._teleop)
             if release:
                 self._teleop.force_release()
+                self._send_teleop(ZERO)
+                self._send_teleop_lock(False)
         if release:
-            self._send_teleop(ZERO)
-            self._send_teleop_lock(False)
             self.hub.update(self.state.on_teleop, False)
         return release
 
@@ -96,22 +99,27 @@ class ConsoleBackend(abc.ABC):
     def take_over(self) -> str:
         with self._teleop_lock:
             control_id = self._teleop.take_over(time.monotonic())
-        self._send_teleop_lock(True)
-        self._send_teleop(ZERO)
+            self._send_teleop_lock(True)
+            self._send_teleop(ZERO)
         self.hub.update(self.state.on_teleop, True)
         return control_id
 
     def hand_back(self, control_id: str) -> None:
         with self._teleop_lock:
             self._teleop.hand_back(control_id)
-        self._send_teleop(ZERO)
-        self._send_teleop_lock(False)
+            self._send_teleop(ZERO)
+            self._send_teleop_lock(False)
         self.hub.update(self.state.on_teleop, False)
 
-    def teleop_command(self, control_id: str, linear: object, angular: object) -> TeleopCommand:
+    def teleop_command(self, control_id: str, linear: object, angular: object,
+                       seq: object = None) -> TeleopCommand | None:
+        """The command as clamped and sent, or None when `seq` shows a newer one already arrived
+        (requests on separate connections can overtake each other: an old drive command must never
+        land after the release's zero)."""
         with self._teleop_lock:
-            cmd = self._teleop.command(control_id, linear, angular, time.monotonic())
-        self._send_teleop(cmd)   # now, not at the next tick: a release must stop at once
+            cmd = self._teleop.command(control_id, linear, angular, time.monotonic(), seq)
+            if cmd is not None:
+                self._send_teleop(cmd)   # now, not at the next tick: a release must stop at once
         return cmd
 
     def control_heartbeat(self, control_id: object) -> None:
@@ -126,9 +134,9 @@ class ConsoleBackend(abc.ABC):
             return
         with self._teleop_lock:
             out = self._teleop.output(time.monotonic())
-        if out is not None:
-            self._send_teleop(out)
-            self._send_teleop_lock(True)
+            if out is not None:
+                self._send_teleop(out)
+                self._send_teleop_lock(True)
 
     def expire_approvals(self) -> None:
         self.hub.update(self.state.expire_approvals, time.time())

@@ -2,8 +2,9 @@
 
 One holder at a time owns control (a random control id handed out by `take_over`). While held,
 the console publishes `output(now)` at a fixed rate on the supervisor's teleop input: the last
-command if it is fresher than the deadman time, else zero. The page sends commands while a key
-or stick is held and an explicit zero on release, so a lost page, tab or network means zero
+command if it is fresher than the deadman time, else zero. The page sends numbered commands while
+a key or stick is held and an explicit zero on release (the numbers keep an overtaken drive command
+from landing after the zero), so a lost page, tab or network means zero
 within `deadman_s`. Bad input (non-finite numbers, wrong control id) is refused and never moves
 the robot; good input is clamped to the configured limits.
 
@@ -56,6 +57,7 @@ class TeleopControl:
         self._command = ZERO
         self._command_time = -math.inf
         self._heartbeat_time = -math.inf
+        self._last_seq = -1
 
     @property
     def in_control(self) -> bool:
@@ -68,6 +70,7 @@ class TeleopControl:
             raise TeleopError("control is already held by another console session; it must hand back first", 409)
         self._control_id = secrets.token_urlsafe(16)
         self._command, self._command_time = ZERO, -math.inf
+        self._last_seq = -1
         self._heartbeat_time = now
         return self._control_id
 
@@ -100,10 +103,19 @@ class TeleopControl:
         self._control_id = None
         self._command, self._command_time = ZERO, -math.inf
 
-    def command(self, control_id: object, linear: object, angular: object, now: float) -> TeleopCommand:
-        """Record a command from the holder; returns it as clamped."""
+    def command(self, control_id: object, linear: object, angular: object, now: float,
+                seq: object = None) -> TeleopCommand | None:
+        """Record a command from the holder; returns it as clamped. `seq` (optional, counts up per
+        take-over) orders commands that may arrive out of order: one numbered at or below the last
+        accepted is older than what the robot already does and is ignored (None)."""
         self._check_holder(control_id)
         cmd = clamp_command(linear, angular, self.max_linear, self.max_angular)
+        if seq is not None:
+            if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+                raise TeleopError(f"'seq' must be a non-negative integer, got {seq!r}", 422)
+            if seq <= self._last_seq:
+                return None
+            self._last_seq = seq
         self._command, self._command_time = cmd, now
         return cmd
 

@@ -34,6 +34,7 @@ class TeleopBody(StrictBody):
     control_id: str
     linear: float = Field(allow_inf_nan=False)
     angular: float = Field(allow_inf_nan=False)
+    seq: int | None = Field(default=None, ge=0)   # counts up per take-over; an older one is ignored
 
 
 class ApprovalBody(StrictBody):
@@ -106,8 +107,10 @@ async def control_heartbeat(body: ControlBody, _: Role = Depends(controller),
 @router.post("/teleop/command")
 async def teleop_command(body: TeleopBody, _: Role = Depends(controller),
                          ctx: ConsoleContext = Depends(context)) -> dict:
-    cmd = ctx.backend.teleop_command(body.control_id, body.linear, body.angular)
-    return {"linear": cmd.linear, "angular": cmd.angular}
+    cmd = ctx.backend.teleop_command(body.control_id, body.linear, body.angular, body.seq)
+    if cmd is None:
+        return {"applied": False, "detail": f"command {body.seq} was overtaken by a newer one; ignored"}
+    return {"applied": True, "linear": cmd.linear, "angular": cmd.angular}
 
 
 @router.post("/teleop/hand_back")

@@ -5,6 +5,10 @@
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "qwen_stack_console_token";
 const CONTROL_KEY = "qwen_stack_console_control_id";   // survives a reload of this tab while in control
+// Teleop commands are numbered per take-over: two requests can overtake each other on the way, and the
+// console ignores one older than the last it took (a held key's drive must never land after the release's
+// zero). Kept with the control id so a reload goes on counting up.
+const SEQ_KEY = "qwen_stack_console_teleop_seq";
 const DRIVE_REFRESH_MS = 100;   // held keys are re-sent this often (the server's deadman is longer)
 
 const page = {
@@ -451,6 +455,7 @@ async function takeOver() {
   if (!res.ok) { $("teleop-state").textContent = "Take over refused: " + detail(res); return; }
   page.controlId = res.data.control_id;
   sessionStorage.setItem(CONTROL_KEY, page.controlId);
+  sessionStorage.setItem(SEQ_KEY, "0");   // the console counts afresh for each take-over
   sendHeartbeat();
   renderTeleop(true);
 }
@@ -472,11 +477,18 @@ function currentCommand() {
   return [Math.sign(lin) * t.max_linear, Math.sign(ang) * t.max_angular];
 }
 
+function nextSeq() {
+  const seq = Number(sessionStorage.getItem(SEQ_KEY) || 0) + 1;
+  sessionStorage.setItem(SEQ_KEY, String(seq));
+  return seq;
+}
+
 async function sendCommand(lin, ang) {
   if (!page.controlId) return;
   lastSent = `${lin},${ang}`;
   $("drive-state").textContent = lin === 0 && ang === 0 ? "Not driving" : `Driving: ${fmt(lin)} m/s, ${fmt(ang)} rad/s`;
-  const res = await api("POST", "/api/teleop/command", { control_id: page.controlId, linear: lin, angular: ang });
+  const res = await api("POST", "/api/teleop/command",
+                        { control_id: page.controlId, linear: lin, angular: ang, seq: nextSeq() });
   if (res.status === 409) renderTeleop(false);
 }
 

@@ -137,7 +137,7 @@ def test_take_over_command_clamp_and_hand_back():
     assert backend.sent_of("teleop_lock") == [True]
     assert client.post("/api/teleop/take_over", headers=h).status_code == 409
     r = client.post("/api/teleop/command", json={"control_id": cid, "linear": 3.0, "angular": -5.0}, headers=h)
-    assert r.status_code == 200 and r.json() == {"linear": 0.5, "angular": -1.0}
+    assert r.status_code == 200 and r.json() == {"applied": True, "linear": 0.5, "angular": -1.0}
     assert backend.sent_of("teleop")[-1] == TeleopCommand(0.5, -1.0)
     r = client.post("/api/teleop/command", json={"control_id": "not-mine", "linear": 0.1, "angular": 0}, headers=h)
     assert r.status_code == 409
@@ -147,6 +147,53 @@ def test_take_over_command_clamp_and_hand_back():
     assert client.post("/api/teleop/hand_back", json={"control_id": "not-mine"}, headers=h).status_code == 409
     r = client.post("/api/teleop/hand_back", json={"control_id": cid}, headers=h)
     assert r.status_code == 200 and r.json() == {"ok": True}
+    assert backend.sent_of("teleop")[-1] == TeleopCommand(0.0, 0.0)
+    assert backend.sent_of("teleop_lock")[-1] is False
+
+
+def test_a_drive_command_overtaken_by_the_release_is_ignored():
+    client, backend = _client()
+    h = auth(CONTROLLER)
+    cid = client.post("/api/teleop/take_over", headers=h).json()["control_id"]
+    r = client.post("/api/teleop/command", json={"control_id": cid, "linear": 0.0, "angular": 0, "seq": 2}, headers=h)
+    assert r.status_code == 200 and r.json()["applied"] is True
+    r = client.post("/api/teleop/command", json={"control_id": cid, "linear": 0.5, "angular": 0, "seq": 1}, headers=h)
+    assert r.status_code == 200 and r.json() == {
+        "applied": False, "detail": "command 1 was overtaken by a newer one; ignored"}
+    assert backend.sent_of("teleop")[-1] == TeleopCommand(0.0, 0.0)
+    backend.teleop_tick()
+    assert backend.sent_of("teleop")[-1] == TeleopCommand(0.0, 0.0)
+    for bad in (-1, 1.5, "3", True):
+        r = client.post("/api/teleop/command", json={"control_id": cid, "linear": 0.5, "angular": 0, "seq": bad},
+                        headers=h)
+        assert r.status_code == 422, bad
+    assert TeleopCommand(0.5, 0.0) not in backend.sent_of("teleop")
+
+
+def test_a_tick_publishing_during_a_hand_back_never_lands_after_its_zero():
+    """The ROS timer's tick and the web thread's hand back race: the tick's drive command, decided
+    before the hand back, must reach the supervisor before the hand back's zero and lock release."""
+    import threading
+
+    class SlowTickDouble(BackendDouble):
+        def __init__(self, settings):
+            super().__init__(settings)
+            self.tick_sending = threading.Event()
+
+        def _send_teleop(self, cmd):
+            if threading.current_thread().name == "tick" and not self.tick_sending.is_set():
+                self.tick_sending.set()
+                time.sleep(0.2)                      # a slow publish, the hand back arrives meanwhile
+            super()._send_teleop(cmd)
+
+    backend = SlowTickDouble(ConsoleSettings())
+    cid = backend.take_over()
+    backend.teleop_command(cid, 0.5, 0.0)
+    tick = threading.Thread(target=backend.teleop_tick, name="tick")
+    tick.start()
+    assert backend.tick_sending.wait(2)
+    backend.hand_back(cid)
+    tick.join()
     assert backend.sent_of("teleop")[-1] == TeleopCommand(0.0, 0.0)
     assert backend.sent_of("teleop_lock")[-1] is False
 

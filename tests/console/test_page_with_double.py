@@ -176,6 +176,40 @@ def test_take_over_drives_while_key_held_and_stops_on_release(controller_page):
     assert backend.sent_of("teleop_lock")[-1] is False
 
 
+def test_a_drive_command_delayed_past_the_release_does_not_move_the_robot(controller_page):
+    """Requests travel on separate connections and can overtake each other; hold every drive command
+    back until after the release's zero has landed, then let them through: the robot must stay stopped."""
+    page, backend = controller_page
+    held_back, seqs = [], []
+
+    def hold_drives(route):
+        body = json.loads(route.request.post_data)
+        seqs.append(body["seq"])
+        if body["linear"] != 0:
+            held_back.append(route)
+        else:
+            route.continue_()
+
+    page.get_by_role("button", name="Take over").click()
+    expect(page.get_by_text("You are in control")).to_be_visible()
+    page.route("**/api/teleop/command", hold_drives)
+    page.keyboard.down("w")
+    expect(page.get_by_text("Driving: 0.50 m/s, 0.00 rad/s")).to_be_visible()
+    time.sleep(0.3)
+    page.keyboard.up("w")
+    expect(page.get_by_text("Not driving")).to_be_visible()
+    deadline = time.monotonic() + 2
+    while TeleopCommand(0.0, 0.0) not in backend.sent_of("teleop")[1:] and time.monotonic() < deadline:
+        time.sleep(0.01)                                     # [0] is the take-over's own zero
+    assert held_back and backend.sent_of("teleop")[-1] == TeleopCommand(0.0, 0.0)
+    for route in held_back:
+        route.continue_()
+    page.wait_for_timeout(300)
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)   # numbered in the order sent
+    assert TeleopCommand(0.5, 0.0) not in backend.sent_of("teleop")
+    assert backend.sent_of("teleop")[-1] == TeleopCommand(0.0, 0.0)
+
+
 def test_approval_request_shown_with_arguments_and_countdown_then_denied(controller_page):
     page, backend = controller_page
     backend.hub.update(backend.state.on_approval_request, {

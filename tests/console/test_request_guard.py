@@ -174,7 +174,7 @@ def test_teleop_integers_still_accepted():
     cid = _take_over(client)
     r = client.post("/api/teleop/command", json={"control_id": cid, "linear": 0, "angular": 1},
                     headers={"Authorization": f"Bearer {CONTROLLER}"})
-    assert r.status_code == 200 and r.json() == {"linear": 0.0, "angular": 1.0}
+    assert r.status_code == 200 and r.json() == {"applied": True, "linear": 0.0, "angular": 1.0}
 
 
 @pytest.mark.parametrize("path,body,field", [

@@ -104,6 +104,25 @@ def test_deadman_and_holder():
     assert t.output(10.4) is None and not t.in_control
 
 
+def test_an_overtaken_command_never_replaces_a_newer_one():
+    t = TeleopControl(0.5, 1.0, deadman_s=0.3)
+    cid = t.take_over(0.0)
+    assert t.command(cid, 0.0, 0.0, now=1.0, seq=7) == ZERO          # the release's zero arrives first
+    assert t.command(cid, 0.4, 0.0, now=1.01, seq=6) is None         # the drive it overtook: ignored
+    assert t.command(cid, 0.4, 0.0, now=1.02, seq=7) is None         # a repeat of the same number too
+    assert t.output(1.02) == ZERO
+    assert t.command(cid, 0.3, 0.0, now=1.03, seq=8) == TeleopCommand(0.3, 0.0)
+    for bad in (-1, 1.5, "9", True):
+        with pytest.raises(TeleopError) as e:
+            t.command(cid, 0.0, 0.0, now=1.04, seq=bad)
+        assert e.value.status == 422
+    assert t.output(1.04) == TeleopCommand(0.3, 0.0)                 # bad numbers changed nothing
+    t.hand_back(cid)
+    cid = t.take_over(2.0)                                           # numbers start afresh per take-over
+    assert t.command(cid, 0.2, 0.0, now=2.0, seq=1) == TeleopCommand(0.2, 0.0)
+    assert t.command(cid, 0.1, 0.0, now=2.1) == TeleopCommand(0.1, 0.0)   # unnumbered: taken in arrival order
+
+
 def test_control_session_expires_without_heartbeat():
     t = TeleopControl(0.5, 1.0, deadman_s=0.3, session_timeout_s=1.5)
     assert not t.session_expired(100.0)                # nobody holds control: nothing to expire
