@@ -23,7 +23,7 @@ from qwen_stack.geometry import Pose2D
 from qwen_stack.qwen_node.agent.grounding import GroundedGoal, object_key
 from qwen_stack.robot import load_robot
 from qwen_stack.qwen_node.agent.route import (OBJECT_HALF_WIDTH_M, OBSTACLE_CLEARANCE_M, clear_approach_bearing,
-                                              detour_waypoints)
+                                              detour_waypoints, no_route_error)
 from qwen_stack.qwen_node.agent.output_parser import (
     OutputStreamParser, ParsedToolCall, ParsedTurn, TextDelta, ThinkingDelta, ToolCallError)
 from qwen_stack.qwen_node.agent.tool_registry import ToolRegistry, ToolSpec
@@ -218,9 +218,16 @@ class ToolExecutor:
                 return "failed", self._no_approach(call.arguments["object_name"], where, standoff)
             extra = {"object_odom": [round(v, 3) for v in where]}
             waypoints = detour_waypoints((pose.x, pose.y), (goal.x, goal.y), obstacles, self.obstacle_clearance_m)
+            if waypoints is None:
+                return "failed", self._no_route(call.arguments["object_name"], where)
             if waypoints:
                 extra["waypoints"] = [[round(x, 3), round(y, 3)] for x, y in waypoints]
-                goal = self._approach(Pose2D(*waypoints[-1], 0.0), where, standoff, obstacles) or goal
+                # face the object on the last leg where that leg is clear too
+                last = Pose2D(*waypoints[-1], 0.0)
+                facing = self._approach(last, where, standoff, obstacles)
+                if facing is not None and detour_waypoints(waypoints[-1], (facing.x, facing.y), obstacles,
+                                                           self.obstacle_clearance_m) == []:
+                    goal = facing
             for wx, wy in waypoints:   # each leg is its own vetted go-to-pose request
                 status, result = self._call(target, self._goal_args(target, Pose2D(wx, wy, 0.0), False), cancel)
                 if status != "succeeded":
@@ -256,6 +263,10 @@ class ToolExecutor:
         return {"error": f"no pose {standoff:.2f} m from {name!r} keeps the robot {self.body_clearance_m:.2f} m "
                          f"from the other objects around it (at {where[0]:.2f}, {where[1]:.2f}): it cannot be "
                          f"reached; ask the operator to clear it", "object_odom": [round(v, 3) for v in where]}
+
+    @staticmethod
+    def _no_route(name: str, where: tuple[float, float]) -> dict[str, Any]:
+        return {"error": no_route_error(name), "object_odom": [round(v, 3) for v in where]}
 
     @staticmethod
     def _goal_args(target: ToolSpec, goal: Pose2D, use_theta: bool) -> dict[str, Any]:

@@ -2,14 +2,19 @@
 
 The go-to-pose skill drives a straight line. When the planner knows where other objects are
 (the object locator), it inserts waypoints so that the straight legs keep `clearance` metres
-from each obstacle centre. Obstacles closer than `clearance` to the start or the goal cannot be
-avoided and are ignored (the skill and the supervisor's laser zones are the next line of defence).
+from each obstacle centre, or as much as the start or the goal itself keeps from it. Where no
+such route exists the planner says so instead of driving: the supervisor's laser zones would hold
+the robot against the obstacle until the skill gave up.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
+
 OBSTACLE_CLEARANCE_M = 0.5   # the planner's default: legs keep this far from every obstacle centre
+RING_FACTORS = (1.15, 1.8)   # candidate waypoints on rings this many keep-out radii round each obstacle
+WAYPOINT_COST_M = 0.5        # a waypoint (stop, turn, go) weighs like this much more driving: few, wide turns
 OBJECT_HALF_WIDTH_M = 0.09   # a remembered object's half-width (<= 0.05 m) and 4 cm: added to the footprint
                              # radius, the distance a goal pose keeps from every other object's centre
 
@@ -23,32 +28,77 @@ def _closest_on_segment(a, b, p) -> tuple[float, float, float]:
     return cx, cy, math.hypot(p[0] - cx, p[1] - cy)
 
 
+def keep_out_radii(start: tuple[float, float], goal: tuple[float, float], obstacles: list[tuple[float, float]],
+                   clearance: float) -> list[float]:
+    """How far each leg keeps from each obstacle centre: `clearance`, less where the start or the goal itself
+    stands nearer (the approach pose keeps the body's own clearance from its neighbours; the legs can keep no
+    more than the ends have)."""
+    return [min(clearance, math.dist(o, start), math.dist(o, goal)) - 1e-3 for o in obstacles]
+
+
+def _legs_clear(a: np.ndarray, b: np.ndarray, obstacles: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """[A, B] bool: whether the segment a[i] -> b[j] keeps radii[k] from every obstacles[k]."""
+    d = b[None, :, :] - a[:, None, :]                                   # [A, B, 2]
+    L2 = np.maximum((d * d).sum(-1), 1e-12)[..., None]                  # [A, B, 1]
+    ao = obstacles[None, None, :, :] - a[:, None, None, :]              # [A, 1, M, 2]
+    t = np.clip((ao * d[:, :, None, :]).sum(-1) / L2, 0.0, 1.0)         # [A, B, M]
+    closest = a[:, None, None, :] + t[..., None] * d[:, :, None, :]     # [A, B, M, 2]
+    dist = np.linalg.norm(closest - obstacles[None, None], axis=-1)     # [A, B, M]
+    return (dist >= radii[None, None, :] - 1e-9).all(-1)
+
+
 def detour_waypoints(start: tuple[float, float], goal: tuple[float, float], obstacles: list[tuple[float, float]],
-                     clearance: float, max_waypoints: int = 4) -> list[tuple[float, float]]:
-    """Waypoints (excluding start and goal) so that every leg passes obstacles at >= clearance."""
-    relevant = [o for o in obstacles
-                if math.hypot(o[0] - start[0], o[1] - start[1]) >= clearance
-                and math.hypot(o[0] - goal[0], o[1] - goal[1]) >= clearance]
-    path = [start, goal]
-    for _ in range(max_waypoints):
-        worst = None
-        for i in range(len(path) - 1):
-            for o in relevant:
-                cx, cy, d = _closest_on_segment(path[i], path[i + 1], o)
-                if d < clearance - 1e-6 and (worst is None or d < worst[0]):
-                    worst = (d, i, o, (cx, cy))
-        if worst is None:
+                     clearance: float, max_waypoints: int = 4,
+                     ring_points: int = 12) -> list[tuple[float, float]] | None:
+    """The fewest-metres waypoints (excluding start and goal) whose straight legs keep each obstacle's
+    keep_out_radii; [] when the straight line does, None when no route of at most `max_waypoints` does.
+
+    Candidate waypoints stand on rings round each obstacle (RING_FACTORS) and a leg may join
+    any two that see each other, so a gap between two obstacles narrower than their radii together is
+    closed: the robot goes round both or not at all (the supervisor would hold it in the gap)."""
+    if not obstacles:
+        return []
+    obs = np.asarray(obstacles, dtype=float).reshape(-1, 2)
+    radii = np.asarray(keep_out_radii(start, goal, obstacles, clearance))
+    ends = np.asarray([start, goal], dtype=float)
+    if _legs_clear(ends[:1], ends[1:], obs, radii)[0, 0]:
+        return []
+    angles = np.linspace(0.0, 2 * math.pi, ring_points, endpoint=False)
+    unit = np.stack([np.cos(angles), np.sin(angles)], -1)               # [K, 2]
+    ring = np.concatenate([(obs[:, None, :] + (f * radii)[:, None, None] * unit[None]).reshape(-1, 2)
+                           for f in RING_FACTORS])
+    inside = np.linalg.norm(ring[:, None, :] - obs[None], axis=-1) < radii[None] - 1e-9
+    nodes = np.concatenate([ends, ring[~inside.any(-1)]])              # [N, 2]: start, goal, free ring points
+    seen = _legs_clear(nodes, nodes, obs, radii)
+    length = np.linalg.norm(nodes[:, None] - nodes[None], axis=-1) + WAYPOINT_COST_M   # every stop costs
+    # Dijkstra from the start (node 0) to the goal (node 1), counting legs to honour max_waypoints
+    n = len(nodes)
+    best = np.full(n, np.inf)
+    best[0] = 0.0
+    prev, legs, done = [-1] * n, [0] * n, np.zeros(n, bool)
+    while True:
+        i = int(np.argmin(np.where(done, np.inf, best)))
+        if done[i] or not np.isfinite(best[i]) or i == 1:
             break
-        d, i, o, (cx, cy) = worst
-        if d > 1e-9:
-            nx, ny = (cx - o[0]) / d, (cy - o[1]) / d
-        else:  # straight through the centre: go round on the left of the leg
-            lx, ly = path[i + 1][0] - path[i][0], path[i + 1][1] - path[i][1]
-            n = math.hypot(lx, ly) or 1.0
-            nx, ny = -ly / n, lx / n
-        margin = clearance * 1.15
-        path.insert(i + 1, (o[0] + nx * margin, o[1] + ny * margin))
-    return path[1:-1]
+        done[i] = True
+        if legs[i] > max_waypoints:
+            continue
+        for j in np.nonzero(seen[i] & ~done)[0]:
+            if best[i] + length[i, j] < best[j] and (j == 1 or legs[i] + 1 <= max_waypoints):
+                best[j], prev[j], legs[j] = best[i] + length[i, j], i, legs[i] + 1
+    if not np.isfinite(best[1]):
+        return None
+    path, i = [], prev[1]
+    while i > 0:
+        path.append((float(nodes[i][0]), float(nodes[i][1])))
+        i = prev[i]
+    return path[::-1]
+
+
+def no_route_error(name: str) -> str:
+    """What go_to_object answers when detour_waypoints finds no route (the planner and the symbolic world)."""
+    return (f"no route to {name!r} keeps the robot clear of the other objects (a gap between them is narrower "
+            f"than the robot): it cannot be reached; ask the operator to clear a path")
 
 
 def clear_approach_bearing(robot: tuple[float, float], target: tuple[float, float], standoff: float,

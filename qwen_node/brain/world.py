@@ -18,7 +18,7 @@ from typing import Any
 
 from qwen_stack.geometry import Pose2D, wrap_angle
 from qwen_stack.qwen_node.agent.grounding import approach_pose, object_key
-from qwen_stack.qwen_node.agent.route import OBSTACLE_CLEARANCE_M, detour_waypoints
+from qwen_stack.qwen_node.agent.route import OBSTACLE_CLEARANCE_M, detour_waypoints, no_route_error
 from qwen_stack.robot import load_robot
 
 HALF_FOV = math.radians(37.0)     # camera: 60 deg vertical FOV at 4:3 -> ~75 deg horizontal
@@ -190,12 +190,17 @@ class SymbolicWorld:
             return _rejected("go_to_object", [self.faults.reject_first_goto])
         e = self.memory[key]
         # the planner's route (ToolExecutor.execute): the approach pose, round the obstacles when detouring, the
-        # last leg from the last waypoint
+        # last leg from the last waypoint facing the object where that leg is clear
         goal = approach_pose(Pose2D(self.x, self.y, self.theta), (e.x, e.y), OBJECT_STANDOFF)
         waypoints = detour_waypoints((self.x, self.y), (goal.x, goal.y), self._obstacles(key),
                                      OBSTACLE_CLEARANCE_M) if self.detours else []
+        if waypoints is None:   # ToolExecutor._no_route
+            return {"tool": "go_to_object", "status": "failed", "error": no_route_error(object_name),
+                    "object_odom": [round(e.x, 3), round(e.y, 3)]}
         if waypoints:
-            goal = approach_pose(Pose2D(*waypoints[-1], 0.0), (e.x, e.y), OBJECT_STANDOFF)
+            facing = approach_pose(Pose2D(*waypoints[-1], 0.0), (e.x, e.y), OBJECT_STANDOFF)
+            if detour_waypoints(waypoints[-1], (facing.x, facing.y), self._obstacles(key), OBSTACLE_CLEARANCE_M) == []:
+                goal = facing
             self.detours_taken += 1
         gx, gy, heading = goal.x, goal.y, goal.yaw
         extra = {"goal": {"x": round(gx, 3), "y": round(gy, 3), "theta": round(heading, 3)},

@@ -330,8 +330,8 @@ def test_detours_are_the_planners_route_around_remembered_objects():
 
 def test_detours_change_only_the_results_of_routed_approaches(tools):
     """The data with --detours is the data without it up to the first go_to_object that routes around an
-    object, whose result lists the waypoints; the expert decides the same after it (only poses and distances
-    in later results differ); about one fetch mission in ten has a detour."""
+    object, whose result lists the waypoints; the expert decides the same after it (only poses, distances and
+    what is in view in later results differ, and so the wording of later thinking); about one fetch mission in ten has a detour."""
     sp = D.default_system_prompt()
     routed = fetches = 0
     for seed in range(120):
@@ -343,7 +343,9 @@ def test_detours_change_only_the_results_of_routed_approaches(tools):
             first = diff[0][1]
             assert first["role"] == "tool" and json.loads(first["content"])["tool"] == "go_to_object", seed
             assert "waypoints" in json.loads(first["content"]), seed
-            assert all(x["role"] == "tool" for x, _ in diff), seed
+            # the same decisions (the thinking's wording may differ: a different view draws other noise)
+            assert all(x["role"] == "tool" or x["content"].split("</think>")[-1] == y["content"].split("</think>")[-1]
+                       for x, y in diff), seed
         routed += bool(diff)
     assert 0.04 * fetches <= routed <= 0.4 * fetches
 
