@@ -22,8 +22,8 @@ from typing import Any, Callable, Protocol, Sequence
 from qwen_stack.geometry import Pose2D
 from qwen_stack.qwen_node.agent.grounding import GroundedGoal, object_key
 from qwen_stack.robot import load_robot
-from qwen_stack.qwen_node.agent.route import (OBJECT_HALF_WIDTH_M, OBSTACLE_CLEARANCE_M, clear_approach_bearing,
-                                              detour_waypoints, no_route_error)
+from qwen_stack.qwen_node.agent.route import (OBJECT_HALF_WIDTH_M, OBSTACLE_CLEARANCE_M, approach_route,
+                                              clear_approach_bearing, no_approach_error, no_route_error)
 from qwen_stack.qwen_node.agent.output_parser import (
     OutputStreamParser, ParsedToolCall, ParsedTurn, TextDelta, ThinkingDelta, ToolCallError)
 from qwen_stack.qwen_node.agent.tool_registry import ToolRegistry, ToolSpec
@@ -210,24 +210,19 @@ class ToolExecutor:
             obstacles = self.world.obstacles({name})
             # onto an area only while nothing solid stands on it (an object delivered there before): the
             # supervisor would stop the base short of it and the drive would time out
-            onto = self.world.is_floor_area(name) and all(math.dist(o, where) > self.object_standoff_m
-                                                          for o in obstacles)
+            area = self.world.is_floor_area(name)
+            onto = area and all(math.dist(o, where) > self.object_standoff_m for o in obstacles)
             standoff = self.area_standoff_m if onto else self.object_standoff_m
-            goal = self._approach(pose, where, standoff, obstacles)
-            if goal is None:
+            route = approach_route((pose.x, pose.y), where, standoff, obstacles, self.body_clearance_m,
+                                   self.obstacle_clearance_m, solid=not area)
+            if route == "no_approach":
                 return "failed", self._no_approach(call.arguments["object_name"], where, standoff)
-            extra = {"object_odom": [round(v, 3) for v in where]}
-            waypoints = detour_waypoints((pose.x, pose.y), (goal.x, goal.y), obstacles, self.obstacle_clearance_m)
-            if waypoints is None:
+            if route == "no_route":
                 return "failed", self._no_route(call.arguments["object_name"], where)
+            goal, waypoints = Pose2D(*route.goal), route.waypoints
+            extra = {"object_odom": [round(v, 3) for v in where]}
             if waypoints:
                 extra["waypoints"] = [[round(x, 3), round(y, 3)] for x, y in waypoints]
-                # face the object on the last leg where that leg is clear too
-                last = Pose2D(*waypoints[-1], 0.0)
-                facing = self._approach(last, where, standoff, obstacles)
-                if facing is not None and detour_waypoints(waypoints[-1], (facing.x, facing.y), obstacles,
-                                                           self.obstacle_clearance_m) == []:
-                    goal = facing
             for wx, wy in waypoints:   # each leg is its own vetted go-to-pose request
                 status, result = self._call(target, self._goal_args(target, Pose2D(wx, wy, 0.0), False), cancel)
                 if status != "succeeded":
@@ -260,9 +255,8 @@ class ToolExecutor:
         return Pose2D(where[0] - standoff * math.cos(b), where[1] - standoff * math.sin(b), b)
 
     def _no_approach(self, name: str, where: tuple[float, float], standoff: float) -> dict[str, Any]:
-        return {"error": f"no pose {standoff:.2f} m from {name!r} keeps the robot {self.body_clearance_m:.2f} m "
-                         f"from the other objects around it (at {where[0]:.2f}, {where[1]:.2f}): it cannot be "
-                         f"reached; ask the operator to clear it", "object_odom": [round(v, 3) for v in where]}
+        return {"error": no_approach_error(name, standoff, self.body_clearance_m, where),
+                "object_odom": [round(v, 3) for v in where]}
 
     @staticmethod
     def _no_route(name: str, where: tuple[float, float]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ the robot against the obstacle until the skill gave up.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -95,6 +96,12 @@ def detour_waypoints(start: tuple[float, float], goal: tuple[float, float], obst
     return path[::-1]
 
 
+def no_approach_error(name: str, standoff: float, body_clearance: float, where: tuple[float, float]) -> str:
+    """What go_to_object answers when clear_approach_bearing finds no pose (the planner and the symbolic world)."""
+    return (f"no pose {standoff:.2f} m from {name!r} keeps the robot {body_clearance:.2f} m from the other objects "
+            f"around it (at {where[0]:.2f}, {where[1]:.2f}): it cannot be reached; ask the operator to clear it")
+
+
 def no_route_error(name: str) -> str:
     """What go_to_object answers when detour_waypoints finds no route (the planner and the symbolic world)."""
     return (f"no route to {name!r} keeps the robot clear of the other objects (a gap between them is narrower "
@@ -103,9 +110,10 @@ def no_route_error(name: str) -> str:
 
 def clear_approach_bearing(robot: tuple[float, float], target: tuple[float, float], standoff: float,
                            obstacles: list[tuple[float, float]], body_clearance: float,
-                           step_deg: float = 15.0) -> float | None:
+                           step_deg: float = 15.0, dock: float = 0.0) -> float | None:
     """The bearing (target seen from the goal) of the pose `standoff` short of `target` nearest the straight
-    approach from `robot` that keeps `body_clearance` from every obstacle centre; None when none does.
+    approach from `robot` whose docking leg (the last `dock` metres, head-on) keeps `body_clearance` from
+    every obstacle centre; None when none does.
 
     The straight approach can end with the robot's body on another object standing close to the target: the
     supervisor then holds the base still short of the goal until the skill times out (48 s each try)."""
@@ -113,7 +121,47 @@ def clear_approach_bearing(robot: tuple[float, float], target: tuple[float, floa
     for k in range(int(round(180.0 / step_deg)) + 1):
         for sign in ((1,) if k == 0 else (1, -1)):
             b = direct + sign * math.radians(k * step_deg)
-            x, y = target[0] - standoff * math.cos(b), target[1] - standoff * math.sin(b)
-            if all(math.hypot(o[0] - x, o[1] - y) >= body_clearance for o in obstacles):
+            c, s = math.cos(b), math.sin(b)
+            goal = (target[0] - standoff * c, target[1] - standoff * s)
+            start = (target[0] - (standoff + dock) * c, target[1] - (standoff + dock) * s)
+            if all(_closest_on_segment(start, goal, o)[2] >= body_clearance for o in obstacles):
                 return b
     return None
+
+
+DOCK_M = 0.3           # the last leg to a solid object runs head-on this far: the laser's creep zone (a rectangle)
+                       # stops a base that passes the object at a diagonal, short of the goal
+HEAD_ON_TOL = math.radians(15.0)
+
+
+@dataclass(frozen=True)
+class ApproachRoute:
+    goal: tuple[float, float, float]        # x, y and the heading that faces the target
+    waypoints: list[tuple[float, float]]    # before the goal, each its own leg
+
+
+def approach_route(start: tuple[float, float], target: tuple[float, float], standoff: float,
+                   obstacles: list[tuple[float, float]], body_clearance: float, clearance: float,
+                   solid: bool = True) -> ApproachRoute | str:
+    """How go_to_object reaches `target` (the planner and the symbolic world): the pose `standoff` short of it
+    from the nearest clear bearing, and the legs there round `obstacles` (detour_waypoints). A solid target is
+    reached head-on: unless the straight leg from `start` already is, the route ends at a docking point DOCK_M
+    further out on the approach line, keeping `clearance` from the target itself until there. A floor area is
+    driven onto from any side. Fails with no_approach_error / no_route_error text."""
+    dock = DOCK_M if solid else 0.0
+    b = clear_approach_bearing(start, target, standoff, obstacles, body_clearance, dock=dock)
+    if b is None:
+        return "no_approach"
+    c, s = math.cos(b), math.sin(b)
+    goal = (target[0] - standoff * c, target[1] - standoff * s, b)
+    heading = math.atan2(goal[1] - start[1], goal[0] - start[0])
+    head_on = abs(math.remainder(heading - b, 2 * math.pi)) <= HEAD_ON_TOL or math.dist(start, goal[:2]) < 1e-6
+    if not solid or head_on:
+        waypoints = detour_waypoints(start, goal[:2], obstacles, clearance)
+        if waypoints == [] or not solid:
+            return "no_route" if waypoints is None else ApproachRoute(goal, waypoints)
+    docking = (target[0] - (standoff + dock) * c, target[1] - (standoff + dock) * s)
+    waypoints = detour_waypoints(start, docking, [*obstacles, target], clearance)
+    if waypoints is None:
+        return "no_route"
+    return ApproachRoute(goal, [*waypoints, docking])

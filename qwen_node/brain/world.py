@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qwen_stack.geometry import Pose2D, wrap_angle
-from qwen_stack.qwen_node.agent.grounding import approach_pose, object_key
-from qwen_stack.qwen_node.agent.route import OBSTACLE_CLEARANCE_M, detour_waypoints, no_route_error
+from qwen_stack.qwen_node.agent.grounding import object_key
+from qwen_stack.qwen_node.agent.route import (OBJECT_HALF_WIDTH_M, OBSTACLE_CLEARANCE_M, approach_route,
+                                              no_approach_error, no_route_error)
 from qwen_stack.robot import load_robot
 
 HALF_FOV = math.radians(37.0)     # camera: 60 deg vertical FOV at 4:3 -> ~75 deg horizontal
@@ -29,6 +30,7 @@ CONFIDENT_RANGE = 2.8              # m, beyond this an object is named <colour>_
 # not what the model decides on, and the shipped model's documented command must keep making the same data).
 OBJECT_STANDOFF = 0.22
 PICK_REACH = load_robot().pick_reach   # m, the gripper's reach (config/robot.yaml)
+BODY_CLEARANCE = load_robot().footprint_radius + OBJECT_HALF_WIDTH_M   # ToolExecutor.body_clearance_m
 SPEED = 0.3                        # m/s, go_to_pose's default speed (for the clock)
 
 
@@ -189,18 +191,18 @@ class SymbolicWorld:
         if self.faults.reject_first_goto and self.goto_calls == 1:
             return _rejected("go_to_object", [self.faults.reject_first_goto])
         e = self.memory[key]
-        # the planner's route (ToolExecutor.execute): the approach pose, round the obstacles when detouring, the
-        # last leg from the last waypoint facing the object where that leg is clear
-        goal = approach_pose(Pose2D(self.x, self.y, self.theta), (e.x, e.y), OBJECT_STANDOFF)
-        waypoints = detour_waypoints((self.x, self.y), (goal.x, goal.y), self._obstacles(key),
-                                     OBSTACLE_CLEARANCE_M) if self.detours else []
-        if waypoints is None:   # ToolExecutor._no_route
-            return {"tool": "go_to_object", "status": "failed", "error": no_route_error(object_name),
+        # the planner's route (ToolExecutor.execute): round the remembered objects when detouring
+        thing = self._thing_named(key)
+        route = approach_route((self.x, self.y), (e.x, e.y), OBJECT_STANDOFF,
+                               self._obstacles(key) if self.detours else [], BODY_CLEARANCE, OBSTACLE_CLEARANCE_M,
+                               solid=not (thing is not None and thing.area))
+        if isinstance(route, str):   # ToolExecutor._no_approach, _no_route
+            error = (no_route_error(object_name) if route == "no_route"
+                     else no_approach_error(object_name, OBJECT_STANDOFF, BODY_CLEARANCE, (e.x, e.y)))
+            return {"tool": "go_to_object", "status": "failed", "error": error,
                     "object_odom": [round(e.x, 3), round(e.y, 3)]}
+        goal, waypoints = Pose2D(*route.goal), route.waypoints if self.detours else []
         if waypoints:
-            facing = approach_pose(Pose2D(*waypoints[-1], 0.0), (e.x, e.y), OBJECT_STANDOFF)
-            if detour_waypoints(waypoints[-1], (facing.x, facing.y), self._obstacles(key), OBSTACLE_CLEARANCE_M) == []:
-                goal = facing
             self.detours_taken += 1
         gx, gy, heading = goal.x, goal.y, goal.yaw
         extra = {"goal": {"x": round(gx, 3), "y": round(gy, 3), "theta": round(heading, 3)},
@@ -216,7 +218,6 @@ class SymbolicWorld:
                                  "final_pose": self._pose()}}
         self.t += math.hypot(gx - self.x, gy - self.y) / SPEED + 3.0
         self.x, self.y, self.theta, self.pan = gx, gy, heading, 0.0
-        thing = self._thing_named(key)
         if thing is not None and not thing.area and self.faults.move_on_approach == thing.name \
                 and thing.name not in self.approached:
             # someone moved it while the robot drove: 0.6-1.2 m away, in a random direction

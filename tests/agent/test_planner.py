@@ -11,7 +11,7 @@ import yaml
 
 from qwen_stack.paths import config_file
 from qwen_stack.geometry import Pose2D
-from qwen_stack.qwen_node.agent.route import _closest_on_segment
+from qwen_stack.qwen_node.agent.route import DOCK_M, _closest_on_segment
 from qwen_stack.qwen_node.agent.planner import (
     CancelToken, ChatMessage, Planner, PlannerConfig, ServiceOutcome, ToolExecutor, fold_context,
     supervisor_outcome)
@@ -226,10 +226,16 @@ def test_object_goal_detours_around_a_known_obstacle(registry):
     planner, _, transport, _ = make(registry, [call("go_to_object", object_name="red_cube"), "done"], world=world)
     res = planner.run("fetch", CancelToken())
     legs = [req for _, service, req in transport.log if service == "skills/go_to_pose"]
-    assert len(legs) == 2 and legs[0]["use_theta"] is False and legs[1]["use_theta"] is True
-    assert legs[0]["y"] > 0.4                          # around the crate
-    assert math.hypot(legs[1]["x"] - 3.0, legs[1]["y"]) == pytest.approx(0.22)   # then up to the cube
-    assert res.records[0].result["waypoints"] == [[round(legs[0]["x"], 3), round(legs[0]["y"], 3)]]
+    assert len(legs) == 3 and [leg["use_theta"] for leg in legs] == [False, False, True]
+    assert abs(legs[0]["y"]) > 0.4                     # around the crate
+    # then head-on up to the cube: a docking point DOCK_M further out on the line of the approach
+    assert (legs[1]["x"], legs[1]["y"]) == pytest.approx((3.0 - 0.22 - DOCK_M, 0.0), abs=1e-6)
+    assert (legs[2]["x"], legs[2]["y"]) == pytest.approx((3.0 - 0.22, 0.0), abs=1e-6)
+    path = [(0.0, 0.0), (legs[0]["x"], legs[0]["y"]), (legs[1]["x"], legs[1]["y"])]
+    for a, b in zip(path, path[1:]):
+        assert _closest_on_segment(a, b, (1.5, 0.0))[2] >= 0.5 - 2e-3
+        assert _closest_on_segment(a, b, (3.0, 0.0))[2] >= 0.5 - 2e-3     # the target too, until docking
+    assert res.records[0].result["waypoints"] == [[round(leg["x"], 3), round(leg["y"], 3)] for leg in legs[:2]]
 
 
 @pytest.mark.parametrize("name, standoff, delivered", [("red_cube", 0.36, None), ("blue_square", 0.22, None),

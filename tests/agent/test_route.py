@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from qwen_stack.qwen_node.agent.route import _closest_on_segment, detour_waypoints, keep_out_radii
+from qwen_stack.qwen_node.agent.route import (DOCK_M, ApproachRoute, _closest_on_segment, approach_route,
+                                              detour_waypoints, keep_out_radii)
 
 
 def _min_clearance(path, obstacles):
@@ -90,3 +91,41 @@ def test_random_layouts_every_route_keeps_its_radii():
         for o, r in zip(obs, radii):
             assert _min_clearance(path, [o]) >= r - 1e-6
     assert found > 150
+
+
+def test_a_solid_target_is_reached_head_on_from_a_docking_point():
+    """runs/brain_eval_sim13 none-16: the route round the cube ended at a waypoint that passed the target at a
+    diagonal 0.43 m off; the laser's rectangular creep zone held the base there, short of the goal. Unless the
+    straight leg is head-on already, the route now ends DOCK_M out on the approach line, and keeps the
+    clearance from the target until there."""
+    start, target = (0.0, 0.0), (-0.14, 2.14)
+    obs = [(-0.29, 1.59), (0.13, 1.45)]
+    route = approach_route(start, target, 0.36, obs, 0.31, 0.5)
+    gx, gy, b = route.goal
+    assert math.dist((gx, gy), target) == pytest.approx(0.36)
+    dock = route.waypoints[-1]
+    assert dock == pytest.approx((target[0] - (0.36 + DOCK_M) * math.cos(b), target[1] - (0.36 + DOCK_M) * math.sin(b)))
+    path = [start, *route.waypoints]
+    radii = keep_out_radii(start, dock, [*obs, target], 0.5)
+    for o, r in zip([*obs, target], radii):
+        assert _min_clearance(path, [o]) >= r - 1e-6
+    assert radii[-1] == pytest.approx(0.5, abs=2e-3)            # the target kept at the full clearance
+    for o in obs:                                                # the docking leg keeps the body's clearance
+        assert _closest_on_segment(dock, (gx, gy), o)[2] >= 0.31
+
+
+def test_a_straight_head_on_approach_needs_no_waypoint_and_an_area_no_docking():
+    assert approach_route((0, 0), (3, 0), 0.36, [], 0.31, 0.5) == ApproachRoute((2.64, 0.0, 0.0), [])
+    # the robot past the target: it comes back round to face it
+    behind = approach_route((3.2, 0.05), (3, 0), 0.36, [], 0.31, 0.5)
+    assert len(behind.waypoints) == 1
+    # an area is driven onto from wherever the robot is, with no docking leg
+    onto = approach_route((3.2, 0.05), (3, 0), 0.22, [], 0.31, 0.5, solid=False)
+    assert onto.waypoints == []
+
+
+def test_no_approach_and_no_route_are_told_apart():
+    ring = [(2 + 0.4 * math.cos(a), 0.4 * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 6, endpoint=False)]
+    assert approach_route((0, 0), (2, 0), 0.36, ring, 0.31, 0.5) == "no_approach"
+    wall = [(2 + 0.9 * math.cos(a), 0.9 * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 10, endpoint=False)]
+    assert approach_route((0, 0), (2, 0), 0.36, wall, 0.31, 0.5) == "no_route"

@@ -66,7 +66,7 @@ def test_detoured_missions_are_found_by_the_worlds_count_not_by_reading_folded_r
     messages hold tool results folded by the planner (no longer JSON, waypoints cut off), which the first
     version parsed and crashed on (seed 700071 among fetch/fetch2 missions with faults)."""
     sp = D.default_system_prompt()
-    seeds = R.mission_seeds(12, kinds=("fetch", "fetch2"), faults=None, detoured=True)
+    seeds = R.mission_seeds(20, kinds=("fetch", "fetch2"), faults=None, detoured=True)
     assert seeds[-1] > 700071
     for s in seeds:
         ex = D.generate_example(s, "test", sp, detours=True)
