@@ -355,9 +355,13 @@ def test_an_approach_blocked_by_a_neighbour_comes_from_the_nearest_clear_side(re
     assert leg["theta"] == pytest.approx(math.atan2(2.14 - leg["y"], -0.14 - leg["x"]), abs=1e-6)
 
 
-def test_an_object_walled_in_by_gaps_narrower_than_the_robot_fails_at_once_without_driving(registry):
-    ring = {f"grey_crate_{i}": (2.0 + 0.9 * math.cos(i * math.pi / 5), 0.9 * math.sin(i * math.pi / 5))
-            for i in range(10)}                         # 0.56 m apart: the 0.44 m robot cannot pass between
+@pytest.mark.parametrize("radius, count, error", [
+    (0.4, 6, "no pose 0.36 m from 'red_cube' keeps the robot 0.31 m from the other objects"),  # no clear approach
+    (0.9, 10, "no route to 'red_cube' keeps the robot clear"),   # 0.56 m gaps: the 0.44 m robot cannot pass
+])
+def test_an_object_walled_in_fails_at_once_without_driving(registry, radius, count, error):
+    ring = {f"grey_crate_{i}": (2.0 + radius * math.cos(2 * i * math.pi / count),
+                                radius * math.sin(2 * i * math.pi / count)) for i in range(count)}
     world = WorldDouble({"red_cube": (2.0, 0.0), **ring})
     transport = TransportDouble()
     ex = ToolExecutor(registry, transport, world, grounding_standoff_m=0.3, object_standoff_m=0.36,
@@ -366,19 +370,4 @@ def test_an_object_walled_in_by_gaps_narrower_than_the_robot_fails_at_once_witho
                       "SYSTEM", PlannerConfig())
     res = planner.run("go", CancelToken())
     assert transport.log == [] and res.records[0].status == "failed"
-    assert "no route to 'red_cube'" in res.records[0].result["error"]
-    assert "ask the operator to clear a path" in res.records[0].result["error"]
-
-
-def test_an_object_with_no_clear_approach_fails_at_once_without_driving(registry):
-    ring = {f"grey_crate_{i}": (2.0 + 0.4 * math.cos(i * math.pi / 3), 0.4 * math.sin(i * math.pi / 3))
-            for i in range(6)}
-    world = WorldDouble({"red_cube": (2.0, 0.0), **ring})
-    transport = TransportDouble()
-    ex = ToolExecutor(registry, transport, world, grounding_standoff_m=0.3, object_standoff_m=0.36,
-                      footprint_radius_m=0.22)
-    planner = Planner(ScriptedModelDouble([call("go_to_object", object_name="red_cube"), "done"]), registry, ex,
-                      "SYSTEM", PlannerConfig())
-    res = planner.run("go", CancelToken())
-    assert transport.log == [] and res.records[0].status == "failed"
-    assert "cannot be reached" in res.records[0].result["error"]
+    assert error in res.records[0].result["error"] and "cannot be reached; ask the operator" in res.records[0].result["error"]

@@ -154,16 +154,21 @@ def test_estop_by_keyboard_then_latched_shown_and_reset_needs_reason(controller_
     assert backend.sent_of("teleop") == []                      # a reset never moves the robot
 
 
-def test_take_over_drives_while_key_held_and_stops_on_release(controller_page):
-    page, backend = controller_page
+def _take_over_and_hold_w(page, held_s: float) -> None:
+    """Take over, hold the forward key for `held_s`, release it: the page shows each step."""
     page.get_by_role("button", name="Take over").click()
     expect(page.get_by_text("You are in control")).to_be_visible()
-    assert backend.sent_of("teleop_lock") == [True]
     page.keyboard.down("w")
     expect(page.get_by_text("Driving: 0.50 m/s, 0.00 rad/s")).to_be_visible()
-    time.sleep(0.4)
+    time.sleep(held_s)
     page.keyboard.up("w")
     expect(page.get_by_text("Not driving")).to_be_visible()
+
+
+def test_take_over_drives_while_key_held_and_stops_on_release(controller_page):
+    page, backend = controller_page
+    _take_over_and_hold_w(page, 0.4)
+    assert backend.sent_of("teleop_lock") == [True]
     deadline = time.monotonic() + 2
     while backend.sent_of("teleop")[-1] != TeleopCommand(0.0, 0.0) and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -190,14 +195,8 @@ def test_a_drive_command_delayed_past_the_release_does_not_move_the_robot(contro
         else:
             route.continue_()
 
-    page.get_by_role("button", name="Take over").click()
-    expect(page.get_by_text("You are in control")).to_be_visible()
     page.route("**/api/teleop/command", hold_drives)
-    page.keyboard.down("w")
-    expect(page.get_by_text("Driving: 0.50 m/s, 0.00 rad/s")).to_be_visible()
-    time.sleep(0.3)
-    page.keyboard.up("w")
-    expect(page.get_by_text("Not driving")).to_be_visible()
+    _take_over_and_hold_w(page, 0.3)
     deadline = time.monotonic() + 2
     while TeleopCommand(0.0, 0.0) not in backend.sent_of("teleop")[1:] and time.monotonic() < deadline:
         time.sleep(0.01)                                     # [0] is the take-over's own zero
