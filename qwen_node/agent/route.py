@@ -52,7 +52,8 @@ def detour_waypoints(start: tuple[float, float], goal: tuple[float, float], obst
                      clearance: float, max_waypoints: int = 4,
                      ring_points: int = 12) -> list[tuple[float, float]] | None:
     """The fewest-metres waypoints (excluding start and goal) whose straight legs keep each obstacle's
-    keep_out_radii; [] when the straight line does, None when no route of at most `max_waypoints` does.
+    keep_out_radii; [] when the straight line does, None when the search finds no route of at most
+    `max_waypoints` (shortest-first, so a longer route with fewer waypoints can be missed: then None too).
 
     Candidate waypoints stand on rings round each obstacle (RING_FACTORS) and a leg may join
     any two that see each other, so a gap between two obstacles narrower than their radii together is
