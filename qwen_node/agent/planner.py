@@ -22,8 +22,8 @@ from typing import Any, Callable, Protocol, Sequence
 from qwen_stack.geometry import Pose2D
 from qwen_stack.qwen_node.agent.grounding import GroundedGoal, object_key
 from qwen_stack.robot import load_robot
-from qwen_stack.qwen_node.agent.route import (OBJECT_HALF_WIDTH_M, OBSTACLE_CLEARANCE_M, approach_route,
-                                              clear_approach_bearing, no_approach_error, no_route_error)
+from qwen_stack.qwen_node.agent.route import (OBJECT_HALF_WIDTH_M, OBSTACLE_CLEARANCE_M, approach_error,
+                                              approach_route, clear_approach_bearing, short_of)
 from qwen_stack.qwen_node.agent.output_parser import (
     OutputStreamParser, ParsedToolCall, ParsedTurn, TextDelta, ThinkingDelta, ToolCallError)
 from qwen_stack.qwen_node.agent.tool_registry import ToolRegistry, ToolSpec
@@ -215,10 +215,10 @@ class ToolExecutor:
             standoff = self.area_standoff_m if onto else self.object_standoff_m
             route = approach_route((pose.x, pose.y), where, standoff, obstacles, self.body_clearance_m,
                                    self.obstacle_clearance_m, solid=not area)
-            if route == "no_approach":
-                return "failed", self._no_approach(call.arguments["object_name"], where, standoff)
-            if route == "no_route":
-                return "failed", self._no_route(call.arguments["object_name"], where)
+            if isinstance(route, str):
+                return "failed", {"error": approach_error(route, call.arguments["object_name"], standoff,
+                                                          self.body_clearance_m, where),
+                                  "object_odom": [round(v, 3) for v in where]}
             goal, waypoints = Pose2D(*route.goal), route.waypoints
             extra = {"object_odom": [round(v, 3) for v in where]}
             if waypoints:
@@ -252,15 +252,7 @@ class ToolExecutor:
         b = clear_approach_bearing((pose.x, pose.y), where, standoff, obstacles, self.body_clearance_m)
         if b is None:
             return None
-        return Pose2D(where[0] - standoff * math.cos(b), where[1] - standoff * math.sin(b), b)
-
-    def _no_approach(self, name: str, where: tuple[float, float], standoff: float) -> dict[str, Any]:
-        return {"error": no_approach_error(name, standoff, self.body_clearance_m, where),
-                "object_odom": [round(v, 3) for v in where]}
-
-    @staticmethod
-    def _no_route(name: str, where: tuple[float, float]) -> dict[str, Any]:
-        return {"error": no_route_error(name), "object_odom": [round(v, 3) for v in where]}
+        return Pose2D(*short_of(where, b, standoff), b)
 
     @staticmethod
     def _goal_args(target: ToolSpec, goal: Pose2D, use_theta: bool) -> dict[str, Any]:

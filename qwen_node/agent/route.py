@@ -97,16 +97,20 @@ def detour_waypoints(start: tuple[float, float], goal: tuple[float, float], obst
     return path[::-1]
 
 
-def no_approach_error(name: str, standoff: float, body_clearance: float, where: tuple[float, float]) -> str:
-    """What go_to_object answers when clear_approach_bearing finds no pose (the planner and the symbolic world)."""
+def approach_error(failure: str, name: str, standoff: float, body_clearance: float,
+                   where: tuple[float, float]) -> str:
+    """What go_to_object answers for approach_route's "no_approach" / "no_route" (the planner and the symbolic
+    world)."""
+    if failure == "no_route":
+        return (f"no route to {name!r} keeps the robot clear of the other objects (a gap between them is narrower "
+                f"than the robot): it cannot be reached; ask the operator to clear a path")
     return (f"no pose {standoff:.2f} m from {name!r} keeps the robot {body_clearance:.2f} m from the other objects "
             f"around it (at {where[0]:.2f}, {where[1]:.2f}): it cannot be reached; ask the operator to clear it")
 
 
-def no_route_error(name: str) -> str:
-    """What go_to_object answers when detour_waypoints finds no route (the planner and the symbolic world)."""
-    return (f"no route to {name!r} keeps the robot clear of the other objects (a gap between them is narrower "
-            f"than the robot): it cannot be reached; ask the operator to clear a path")
+def short_of(target: tuple[float, float], bearing: float, distance: float) -> tuple[float, float]:
+    """The point `distance` short of `target` on a line of travel with heading `bearing`."""
+    return target[0] - distance * math.cos(bearing), target[1] - distance * math.sin(bearing)
 
 
 def clear_approach_bearing(robot: tuple[float, float], target: tuple[float, float], standoff: float,
@@ -122,9 +126,7 @@ def clear_approach_bearing(robot: tuple[float, float], target: tuple[float, floa
     for k in range(int(round(180.0 / step_deg)) + 1):
         for sign in ((1,) if k == 0 else (1, -1)):
             b = direct + sign * math.radians(k * step_deg)
-            c, s = math.cos(b), math.sin(b)
-            goal = (target[0] - standoff * c, target[1] - standoff * s)
-            start = (target[0] - (standoff + dock) * c, target[1] - (standoff + dock) * s)
+            goal, start = short_of(target, b, standoff), short_of(target, b, standoff + dock)
             if all(_closest_on_segment(start, goal, o)[2] >= body_clearance for o in obstacles):
                 return b
     return None
@@ -148,20 +150,20 @@ def approach_route(start: tuple[float, float], target: tuple[float, float], stan
     from the nearest clear bearing, and the legs there round `obstacles` (detour_waypoints). A solid target is
     reached head-on: unless the straight leg from `start` already is, the route ends at a docking point DOCK_M
     further out on the approach line, keeping `clearance` from the target itself until there. A floor area is
-    driven onto from any side. Fails with no_approach_error / no_route_error text."""
+    driven onto from any side. Fails with "no_approach" or "no_route" (approach_error words them)."""
     dock = DOCK_M if solid else 0.0
     b = clear_approach_bearing(start, target, standoff, obstacles, body_clearance, dock=dock)
     if b is None:
         return "no_approach"
-    c, s = math.cos(b), math.sin(b)
-    goal = (target[0] - standoff * c, target[1] - standoff * s, b)
+    goal = (*short_of(target, b, standoff), b)
+    if not solid:
+        waypoints = detour_waypoints(start, goal[:2], obstacles, clearance)
+        return "no_route" if waypoints is None else ApproachRoute(goal, waypoints)
     heading = math.atan2(goal[1] - start[1], goal[0] - start[0])
     head_on = abs(math.remainder(heading - b, 2 * math.pi)) <= HEAD_ON_TOL or math.dist(start, goal[:2]) < 1e-6
-    if not solid or head_on:
-        waypoints = detour_waypoints(start, goal[:2], obstacles, clearance)
-        if waypoints == [] or not solid:
-            return "no_route" if waypoints is None else ApproachRoute(goal, waypoints)
-    docking = (target[0] - (standoff + dock) * c, target[1] - (standoff + dock) * s)
+    if head_on and detour_waypoints(start, goal[:2], obstacles, clearance) == []:
+        return ApproachRoute(goal, [])
+    docking = short_of(target, b, standoff + dock)
     waypoints = detour_waypoints(start, docking, [*obstacles, target], clearance)
     if waypoints is None:
         return "no_route"

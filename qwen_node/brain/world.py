@@ -18,8 +18,8 @@ from typing import Any
 
 from qwen_stack.geometry import Pose2D, wrap_angle
 from qwen_stack.qwen_node.agent.grounding import object_key
-from qwen_stack.qwen_node.agent.route import (OBJECT_HALF_WIDTH_M, OBSTACLE_CLEARANCE_M, approach_route,
-                                              no_approach_error, no_route_error)
+from qwen_stack.qwen_node.agent.route import (OBJECT_HALF_WIDTH_M, OBSTACLE_CLEARANCE_M, approach_error,
+                                              approach_route)
 from qwen_stack.robot import load_robot
 
 HALF_FOV = math.radians(37.0)     # camera: 60 deg vertical FOV at 4:3 -> ~75 deg horizontal
@@ -29,8 +29,9 @@ CONFIDENT_RANGE = 2.8              # m, beyond this an object is named <colour>_
 # (config/agent.yaml's object_standoff_m is 0.36 since the creep zone: the goal's numbers in a tool result are
 # not what the model decides on, and the shipped model's documented command must keep making the same data).
 OBJECT_STANDOFF = 0.22
-PICK_REACH = load_robot().pick_reach   # m, the gripper's reach (config/robot.yaml)
-BODY_CLEARANCE = load_robot().footprint_radius + OBJECT_HALF_WIDTH_M   # ToolExecutor.body_clearance_m
+_ROBOT = load_robot()                  # config/robot.yaml, read once
+PICK_REACH = _ROBOT.pick_reach         # m, the gripper's reach
+BODY_CLEARANCE = _ROBOT.footprint_radius + OBJECT_HALF_WIDTH_M   # ToolExecutor.body_clearance_m
 SPEED = 0.3                        # m/s, go_to_pose's default speed (for the clock)
 
 
@@ -196,10 +197,9 @@ class SymbolicWorld:
         route = approach_route((self.x, self.y), (e.x, e.y), OBJECT_STANDOFF,
                                self._obstacles(key) if self.detours else [], BODY_CLEARANCE, OBSTACLE_CLEARANCE_M,
                                solid=not (thing is not None and thing.area))
-        if isinstance(route, str):   # ToolExecutor._no_approach, _no_route
-            error = (no_route_error(object_name) if route == "no_route"
-                     else no_approach_error(object_name, OBJECT_STANDOFF, BODY_CLEARANCE, (e.x, e.y)))
-            return {"tool": "go_to_object", "status": "failed", "error": error,
+        if isinstance(route, str):   # as ToolExecutor.execute answers it
+            return {"tool": "go_to_object", "status": "failed",
+                    "error": approach_error(route, object_name, OBJECT_STANDOFF, BODY_CLEARANCE, (e.x, e.y)),
                     "object_odom": [round(e.x, 3), round(e.y, 3)]}
         goal, waypoints = Pose2D(*route.goal), route.waypoints if self.detours else []
         if waypoints:
