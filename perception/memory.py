@@ -21,6 +21,7 @@ from typing import Callable
 
 from qwen_stack.perception.config import PerceptionConfig
 from qwen_stack.perception.detection import Detection
+from qwen_stack.perception.names import is_unnamed, unnamed
 from qwen_stack.geometry import Pose2D
 
 POS_SIGMA_AT_1M = 0.03     # m, position noise of one sighting at 1 m (grows with range squared)
@@ -137,7 +138,7 @@ class ObjectMemory:
         (`<colour>_<shape>_2`) only because `gone` still held the name, so it takes that name back and
         `gone` is forgotten. Otherwise the user's "the yellow ball" would name nothing in memory while
         the one yellow ball stands in plain view."""
-        if gone.shape == "object" or not gone.name or _is_generic(gone.name):
+        if gone.shape == "object" or not gone.name or is_unnamed(gone.name):
             return
         later = [o for o in self.entries if o is not gone and not o.gone and not o.held and o.colour == gone.colour
                  and o.solid == gone.solid and o.shape == gone.shape and o.first_seen > gone.last_seen]
@@ -216,21 +217,16 @@ class ObjectMemory:
             e.name = name
         elif not e.name:
             self._generic_index[e.colour] += 1
-            e.name = f"{e.colour}_object_{self._generic_index[e.colour]}"
+            e.name = unnamed(e.colour, self._generic_index[e.colour])
 
 
 def _numbered_from(name: str, base: str) -> bool:
     """`name` is `base` numbered (`<base>_<n>`) or generic, i.e. a name given for want of `base`."""
-    return _is_generic(name) or _is_numbered(name, base)
+    return is_unnamed(name) or _is_numbered(name, base)
 
 
 def _is_numbered(name: str, base: str) -> bool:
     return name.startswith(base + "_") and name[len(base) + 1:].isdigit()
-
-
-def _is_generic(name: str) -> bool:
-    parts = name.split("_")
-    return len(parts) >= 3 and parts[-2] == "object" and parts[-1].isdigit()
 
 
 def memory_report(entries: list[dict], robot_xy: tuple[float, float] | None, now: float) -> dict:

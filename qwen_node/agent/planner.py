@@ -22,6 +22,7 @@ from typing import Any, Callable, Protocol, Sequence
 from qwen_stack.geometry import Pose2D
 from qwen_stack.qwen_node.agent.grounding import GroundedGoal, object_key
 from qwen_stack.robot import load_robot
+from qwen_stack.qwen_node.agent.look_closer import LOOK_WAIT_S, look_candidate, look_standoff, looked_error
 from qwen_stack.qwen_node.agent.route import (OBJECT_HALF_WIDTH_M, OBSTACLE_CLEARANCE_M, approach_error,
                                               approach_route, clear_approach_bearing, short_of)
 from qwen_stack.qwen_node.agent.output_parser import (
@@ -201,8 +202,17 @@ class ToolExecutor:
             goal, extra = g.goal, {"target_odom": [round(v, 3) for v in g.target_odom], "range_source": g.source}
         else:
             where = self.world.locate_object(call.arguments["object_name"])
+            looked: dict[str, Any] = {}
             if isinstance(where, str):
-                return "failed", {"error": where}
+                look = self._look_closer(call.arguments["object_name"], target, cancel)
+                if look is None:
+                    return "failed", {"error": where}
+                status, looked = look
+                if status != "succeeded":
+                    return status, looked
+                where = self.world.locate_object(call.arguments["object_name"])
+                if isinstance(where, str):
+                    return "failed", {"error": where, **looked}
             pose = self.world.robot_pose()
             if isinstance(pose, str):
                 return "failed", {"error": pose}
@@ -220,14 +230,12 @@ class ToolExecutor:
                                                           self.body_clearance_m, where),
                                   "object_odom": [round(v, 3) for v in where]}
             goal, waypoints = Pose2D(*route.goal), route.waypoints
-            extra = {"object_odom": [round(v, 3) for v in where]}
+            extra = {**looked, "object_odom": [round(v, 3) for v in where]}
             if waypoints:
                 extra["waypoints"] = [[round(x, 3), round(y, 3)] for x, y in waypoints]
-            for wx, wy in waypoints:   # each leg is its own vetted go-to-pose request
-                status, result = self._call(target, self._goal_args(target, Pose2D(wx, wy, 0.0), False), cancel)
-                if status != "succeeded":
-                    result.update(failed_at_waypoint=[round(wx, 3), round(wy, 3)], **extra)
-                    return status, result
+            failed = self._drive_legs(target, waypoints, extra, cancel)
+            if failed is not None:
+                return failed
         status, result = self._call(target, self._goal_args(target, goal, spec.kind == "object_goal"), cancel)
         for _ in range(MAX_GOAL_REFINES if spec.kind == "object_goal" else 0):
             # Perception kept looking on the way: a far target's first fix is coarse (the error grows with the
@@ -244,6 +252,48 @@ class ToolExecutor:
             status, result = self._call(target, self._goal_args(target, goal, True), cancel)
         result.update(goal={"x": round(goal.x, 3), "y": round(goal.y, 3), "theta": round(goal.yaw, 3)}, **extra)
         return status, result
+
+    def _drive_legs(self, target: ToolSpec, waypoints: list[tuple[float, float]], extra: dict[str, Any],
+                    cancel: CancelToken) -> tuple[str, dict[str, Any]] | None:
+        """Each leg to a waypoint is its own vetted go-to-pose request; the first that does not succeed ends
+        the drive (returned, with `extra` and where it failed)."""
+        for wx, wy in waypoints:
+            status, result = self._call(target, self._goal_args(target, Pose2D(wx, wy, 0.0), False), cancel)
+            if status != "succeeded":
+                result.update(failed_at_waypoint=[round(wx, 3), round(wy, 3)], **extra)
+                return status, result
+        return None
+
+    def _look_closer(self, name: str, target: ToolSpec, cancel: CancelToken) -> tuple[str, dict[str, Any]] | None:
+        """`name` is not in memory: drive up to the one unnamed thing that may be it and let perception name it
+        (look_closer.py). None: there is no such thing (or no clear place to look from). ("succeeded",
+        {"looked_closer_at": ...}) once perception has named it `name`; otherwise why not."""
+        key = object_key(name)
+        candidate = look_candidate(key, self.world.object_memory(), self.world.is_floor_area)
+        pose = self.world.robot_pose()
+        if candidate is None or isinstance(pose, str):
+            return None
+        spot = (candidate["x"], candidate["y"])
+        route = approach_route((pose.x, pose.y), spot, look_standoff((pose.x, pose.y), spot),
+                               self.world.obstacles({candidate["name"]}), self.body_clearance_m,
+                               self.obstacle_clearance_m, solid=False)
+        if isinstance(route, str):
+            return None
+        looked = {"looked_closer_at": candidate["name"]}
+        failed = self._drive_legs(target, route.waypoints, looked, cancel)
+        if failed is not None:
+            return failed
+        status, result = self._call(target, self._goal_args(target, Pose2D(*route.goal), True), cancel)
+        if status != "succeeded":
+            result.update(looked)
+            return status, result
+        deadline = time.monotonic() + LOOK_WAIT_S
+        while isinstance(self.world.locate_object(name), str) and time.monotonic() < deadline:
+            if cancel.wait(0.1):
+                return "cancelled", {"error": f"cancelled: {cancel.reason}", **looked}
+        if not isinstance(self.world.locate_object(name), str):
+            return "succeeded", looked
+        return "failed", {"error": looked_error(key, candidate, self.world.object_memory()), **looked}
 
     def _approach(self, pose: Pose2D, where: tuple[float, float], standoff: float,
                   obstacles: list[tuple[float, float]]) -> Pose2D | None:
