@@ -109,16 +109,19 @@ def mission_seeds(n: int, kinds: Iterable[str] = MISSION_KINDS, split: str = "te
 
 
 def play(seed: int, split: str, model=None, system_prompt: str = "", max_steps: int = 40,
-         model_factory: Callable[[Expert, Any], Any] | None = None, detours: bool = True) -> Outcome:
+         model_factory: Callable[[Expert, Any], Any] | None = None, detours: bool = True,
+         look_closer: bool = False) -> Outcome:
     """One mission: `model` (a planner.LanguageModel) or `model_factory(expert, mission)` (the expert test
     double) plays it through the planner against the symbolic world. detours: go_to_object's results carry
     the planner's waypoints around remembered objects, as in the stack (False: as the data of the checkpoints
-    trained without `train-brain --detours`)."""
+    trained without `train-brain --detours`); look_closer: go_to_object looks closer at the one unnamed thing a
+    name may be, as in the stack (SymbolicWorld.look_closer; False: as the data without `--look-closer`)."""
     from ..agent.planner import CancelToken, Planner, PlannerConfig
 
     system_prompt = system_prompt or D.default_system_prompt()
-    rng, mission, ins, world = D.setup_mission(seed, split, detours)
-    expert_outcome = D.generate_example(seed, split, system_prompt, detours=detours)   # on its own world: feasible?
+    rng, mission, ins, world = D.setup_mission(seed, split, detours, look_closer)
+    expert_outcome = D.generate_example(seed, split, system_prompt, detours=detours,   # on its own world: feasible?
+                                        look_closer=look_closer)
     if model is None:
         model = model_factory(Expert(world, rng), mission)
     malformed = [0]

@@ -39,11 +39,12 @@ TOOL_CALL_OPEN = "<tool_call>"
 
 def build_data(n_train: int, n_test: int, seed: int, tok, tools, system_prompt: str, slip_rate: float = 0.0,
                miss_rate: float = 0.0, look_after_grasp: bool = False, miss_repeat: float = 0.0,
-               detours: bool = False) -> dict:
+               detours: bool = False, look_closer: bool = False) -> dict:
     """Encoded examples: {"train": [(ids, mask)], "test": [(ids, mask, action_spans)]} in tokenizer ids.
     slip_rate, miss_rate: the expert's near-miss names and calls to names not yet in memory (training split
     only; the held-out split stays comparable); look_after_grasp: the expert's policy, detours: the planner's
-    waypoints in go_to_object's results, both splits."""
+    waypoints in go_to_object's results, look_closer: go_to_object's look closer (SymbolicWorld.look_closer),
+    both splits."""
     out: dict[str, list] = {"train": [], "test": []}
     meta: dict[str, list] = {"train": [], "test": []}
     rng = random.Random(seed)
@@ -53,7 +54,8 @@ def build_data(n_train: int, n_test: int, seed: int, tok, tools, system_prompt: 
             sp, tl = D.prompt_variant(system_prompt, tools, rng) if split == "train" else (system_prompt, tools)
             train = split == "train"
             ex = D.generate_example(seed * 1_000_000 + i, split, sp, slip_rate if train else 0.0,
-                                    miss_rate if train else 0.0, look_after_grasp, miss_repeat, detours)
+                                    miss_rate if train else 0.0, look_after_grasp, miss_repeat, detours,
+                                    look_closer)
             ids, mask = D.encode(ex.messages, tl, tok)
             out[split].append((ids, mask))
             meta[split].append({"kind": ex.kind, "lang": ex.lang, "outcome": ex.outcome})
@@ -314,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detours", action="store_true",
                     help="go_to_object's results carry the planner's waypoints when it routes around a remembered "
                          "object, as the stack's do (both splits; without it, the data of the earlier checkpoints)")
+    ap.add_argument("--look-closer", action="store_true",
+                    help="go_to_object for a name not in memory first drives up to the one unnamed thing of its colour "
+                         "and kind and looks, as the stack's does (both splits; without it, the data of the earlier "
+                         "checkpoints)")
     ap.add_argument("--init-from", default="",
                     help="start from this checkpoint folder (HF layout with vocab_map.json, e.g. a previous run's "
                          "model/) instead of a fresh initialisation: a fine-tune on new data")
@@ -372,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generating {a.train_examples} + {a.test_examples} missions ...", flush=True)
         tools = D.planner_tools()
         bundle = build_data(a.train_examples, a.test_examples, a.seed, tok, tools, D.default_system_prompt(),
-                            a.slip_rate, a.miss_rate, a.look_after_grasp, a.miss_repeat, a.detours)
+                            a.slip_rate, a.miss_rate, a.look_after_grasp, a.miss_repeat, a.detours, a.look_closer)
         bundle["tools"] = tools
         torch.save(bundle, data_path)
         (out / "tools.json").write_text(json.dumps(tools, indent=1))

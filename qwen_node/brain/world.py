@@ -18,6 +18,7 @@ from typing import Any
 
 from qwen_stack.geometry import Pose2D, wrap_angle
 from qwen_stack.qwen_node.agent.grounding import object_key
+from qwen_stack.qwen_node.agent.look_closer import look_candidate, look_standoff, looked_error
 from qwen_stack.qwen_node.agent.route import (OBJECT_HALF_WIDTH_M, OBSTACLE_CLEARANCE_M, approach_error,
                                               approach_route)
 from qwen_stack.robot import load_robot
@@ -76,12 +77,16 @@ class MemoryEntry:
 
 class SymbolicWorld:
     def __init__(self, things: list[Thing], robot: tuple[float, float, float], faults: Faults, rng: random.Random,
-                 detours: bool = False):
+                 detours: bool = False, look_closer: bool = False):
         self.things = {t.name: t for t in things}
         # detours: go_to_object routes around the remembered solid objects and its result lists the waypoints,
         # as the planner does (agent/route.py). Off, the data is exactly that of the checkpoints made before it.
         self.detours = detours
         self.detours_taken = 0                   # go_to_object results that listed waypoints
+        # look_closer: go_to_object for a name not in memory first drives up to the one unnamed thing of its colour
+        # and kind, as the planner does (agent/look_closer.py), and far areas are listed unnamed like far objects.
+        # Off, the data is that of the checkpoints before it.
+        self.look_closer = look_closer
         self.x, self.y, self.theta = robot
         self.pan = 0.0
         self.faults = faults
@@ -108,7 +113,9 @@ class SymbolicWorld:
             if d > VIEW_RANGE or (d > 0.05 and abs(wrap_angle(math.atan2(dy, dx) - heading)) > HALF_FOV):
                 continue
             name = t.name
-            if d > CONFIDENT_RANGE and not t.area:
+            # far floor areas too get an unnamed entry (as perception's, seen in the simulator) where go_to_object
+            # looks closer; the data before it named them at any range
+            if d > CONFIDENT_RANGE and (not t.area or self.look_closer):
                 if t.name not in self.far_names:
                     n = 1 + sum(1 for v in self.far_names.values() if v.startswith(t.colour + "_object_"))
                     self.far_names[t.name] = f"{t.colour}_object_{n}"
@@ -183,6 +190,11 @@ class SymbolicWorld:
 
     def _go_to_object(self, object_name: str) -> dict[str, Any]:
         key = object_key(object_name)
+        looked: dict[str, Any] = {}
+        if key not in self.memory and self.look_closer:
+            looked = self._look_closer(key) or {}
+            if "error" in looked:
+                return {"tool": "go_to_object", "status": "failed", **looked}
         if key not in self.memory:
             known = sorted(self.memory)
             return {"tool": "go_to_object", "status": "failed",
@@ -205,7 +217,7 @@ class SymbolicWorld:
         if waypoints:
             self.detours_taken += 1
         gx, gy, heading = goal.x, goal.y, goal.yaw
-        extra = {"goal": {"x": round(gx, 3), "y": round(gy, 3), "theta": round(heading, 3)},
+        extra = {**looked, "goal": {"x": round(gx, 3), "y": round(gy, 3), "theta": round(heading, 3)},
                  "object_odom": [round(e.x, 3), round(e.y, 3)]}
         if waypoints:
             extra["waypoints"] = [[round(x, 3), round(y, 3)] for x, y in waypoints]
@@ -216,8 +228,7 @@ class SymbolicWorld:
             return {"tool": "go_to_object", "status": "failed", **extra,
                     "response": {"success": False, "message": "timed out after 40.2 s (sim time): stopped",
                                  "final_pose": self._pose()}}
-        self.t += math.hypot(gx - self.x, gy - self.y) / SPEED + 3.0
-        self.x, self.y, self.theta, self.pan = gx, gy, heading, 0.0
+        self._drive_to(gx, gy, heading)
         if thing is not None and not thing.area and self.faults.move_on_approach == thing.name \
                 and thing.name not in self.approached:
             # someone moved it while the robot drove: 0.6-1.2 m away, in a random direction
@@ -226,11 +237,43 @@ class SymbolicWorld:
             thing.y = max(-2.1, min(2.1, thing.y + r * math.sin(a)))
         if thing is not None:
             self.approached.add(thing.name)
+        return {"tool": "go_to_object", "status": "succeeded", **extra,
+                "response": {"success": True, "message": "done", "final_pose": self._pose()}}
+
+    def _drive_to(self, x: float, y: float, heading: float) -> None:
+        self.t += math.hypot(x - self.x, y - self.y) / SPEED + 3.0
+        self.x, self.y, self.theta, self.pan = x, y, heading, 0.0
         if self.held is not None:   # the held object travels in front of the gripper
             h = self.things[self.held]
             h.x, h.y = self._pick()
-        return {"tool": "go_to_object", "status": "succeeded", **extra,
-                "response": {"success": True, "message": "done", "final_pose": self._pose()}}
+
+    def look_candidate(self, name: str) -> str | None:
+        """The unnamed memory entry go_to_object `name` would look closer at (ToolExecutor._look_closer)."""
+        mem = [{"name": e.name, "x": e.x, "y": e.y} for e in self.memory.values()]
+        found = look_candidate(name, mem, self._is_area)
+        return found["name"] if found else None
+
+    def _look_closer(self, key: str) -> dict[str, Any] | None:
+        """As ToolExecutor._look_closer: drive to look_standoff of the one unnamed thing that may be `key`, facing
+        it, and look. {"looked_closer_at": ...} once perception names it `key`; with "error" when it does not;
+        None when there is nothing to look at."""
+        cand = self.look_candidate(key)
+        if cand is None:
+            return None
+        e = self.memory[cand]
+        spot = (e.x, e.y)
+        route = approach_route((self.x, self.y), spot, look_standoff((self.x, self.y), spot),
+                               self._obstacles(cand) if self.detours else [], BODY_CLEARANCE, OBSTACLE_CLEARANCE_M,
+                               solid=False)
+        if isinstance(route, str):
+            return None
+        self._drive_to(*route.goal)
+        self.detect()
+        looked = {"looked_closer_at": cand}
+        if key in self.memory:
+            return looked
+        after = [{"name": m.name, "shape": m.shape, "x": m.x, "y": m.y} for m in self.memory.values()]
+        return {"error": looked_error(key, {"name": cand, "x": e.x, "y": e.y}, after), **looked}
 
     def _grasp(self, object_name: str) -> dict[str, Any]:
         if self.held is not None:
@@ -281,12 +324,15 @@ class SymbolicWorld:
         """The thing perception reports as `name` (its own name, or its <colour>_object_<n> name while far)."""
         return next((t for t in self.things.values() if t.name == name or self.far_names.get(t.name) == name), None)
 
+    def _is_area(self, name: str) -> bool:
+        thing = self._thing_named(name)
+        return thing is not None and thing.area
+
     def _obstacles(self, exclude: str) -> list[tuple[float, float]]:
         """The remembered objects standing on the floor (world_view.obstacles): not areas, not `exclude`."""
         out = []
         for e in self.memory.values():
-            thing = self._thing_named(e.name)
-            if e.name != exclude and e.name != self.held and not (thing is not None and thing.area):
+            if e.name != exclude and e.name != self.held and not self._is_area(e.name):
                 out.append((e.x, e.y))
         return out
 

@@ -361,3 +361,60 @@ def test_the_training_world_sees_as_far_as_perception():
 
     params = yaml.safe_load(config_file("perception.yaml").read_text())["/**/perception"]["ros__parameters"]
     assert params["max_range"] == PerceptionConfig().max_range == VIEW_RANGE
+
+
+def test_look_closer_in_the_training_world_is_the_planners():
+    """--look-closer: go_to_object for a name not in memory drives up to the one unnamed thing of its colour and
+    kind and looks (agent/look_closer.py, as ToolExecutor._look_closer): named as asked, the approach follows;
+    something else, the call fails saying what it is; without the flag the call fails at once, as before."""
+    import math
+    import random
+
+    from qwen_stack.qwen_node.brain.world import OBJECT_STANDOFF, Faults, SymbolicWorld, Thing
+
+    def scene(look_closer, things):
+        w = SymbolicWorld(things, (0.0, 0.0, 0.0), Faults(), random.Random(0), True, look_closer)
+        w.detect()
+        return w
+
+    far_area = [Thing("green_square", 3.5, 0.2, area=True), Thing("red_cube", 1.0, 1.0)]
+    w = scene(True, far_area)
+    assert "green_object_1" in w.memory and w.look_candidate("green_square") == "green_object_1"
+    r = w.call("go_to_object", {"object_name": "green_square"})
+    assert r["status"] == "succeeded" and r["looked_closer_at"] == "green_object_1"
+    assert "green_square" in w.memory and "green_object_1" not in w.memory
+    e = w.memory["green_square"]
+    assert math.hypot(w.x - e.x, w.y - e.y) == pytest.approx(OBJECT_STANDOFF, abs=1e-6)
+
+    assert "green_square" in scene(False, far_area).memory   # before: areas were named at any range
+    before = scene(False, [Thing("green_cylinder", 3.5, 0.0)]).call("go_to_object", {"object_name": "green_cylinder"})
+    assert before["status"] == "failed" and before["error"].startswith("no object named 'green_cylinder' in memory")
+
+    w = scene(True, [Thing("green_ball", 3.5, 0.0)])
+    r = w.call("go_to_object", {"object_name": "green_cylinder"})
+    assert r["status"] == "failed" and r["looked_closer_at"] == "green_object_1" and "it is green_ball" in r["error"]
+    assert math.hypot(w.x - 3.5, w.y) == pytest.approx(1.0, abs=0.1)   # looked from about LOOK_M
+    # a ball asked as an area, or two unnamed green things: nothing to look at, nothing moves
+    for things, name in (([Thing("green_ball", 3.5, 0.0)], "green_square"),
+                         ([Thing("green_ball", 3.5, 0.0), Thing("green_cube", 3.4, 0.8)], "green_cylinder")):
+        w = scene(True, things)
+        r = w.call("go_to_object", {"object_name": name})
+        assert r["status"] == "failed" and "looked_closer_at" not in r and (w.x, w.y) == (0.0, 0.0)
+
+
+def test_look_closer_data_goes_to_the_name_itself_and_stays_honest():
+    """With --look-closer the expert asks go_to_object for the name itself where the stack would look closer
+    (before: for the unnamed entry, then detect), never misses on such a name, and every mission still ends
+    with an answer the world shows (generate_example raises otherwise); without it the data is unchanged."""
+    sp = D.default_system_prompt()
+    looks = 0
+    for seed in range(150):
+        a = D.generate_example(seed, "train", sp, 0.0, 0.5, True, 0.3, True)
+        b = D.generate_example(seed, "train", sp, 0.0, 0.5, True, 0.3, True, look_closer=True)
+        assert "looked_closer_at" not in json.dumps(a.messages)
+        for i, m in enumerate(b.messages):
+            if m["role"] == "tool" and "looked_closer_at" in m["content"]:
+                looks += 1
+                call = b.messages[i - 1]["content"]
+                assert "_object_" not in call.split("</think>")[-1] and "train" not in b.messages[i - 1]
+    assert looks >= 3
