@@ -5,28 +5,19 @@ from __future__ import annotations
 import math
 
 import pytest
-import yaml
 
 from qwen_stack.geometry import Pose2D
-from qwen_stack.paths import config_file
 from qwen_stack.perception.names import is_unnamed, named_parts, unnamed
 from qwen_stack.qwen_node.agent.look_closer import LOOK_M, look_candidate, looked_error
 from qwen_stack.qwen_node.agent.planner import CancelToken, Planner, PlannerConfig, ToolExecutor
-from qwen_stack.qwen_node.agent.tool_registry import ToolRegistry
 
 from .doubles import ScriptedModelDouble, TransportDouble, WorldDouble
-from .srv_files import srv_file_request_fields
-
-
-def call(name, **params):
-    body = "".join(f"<parameter={k}>\n{v}\n</parameter>\n" for k, v in params.items())
-    return f"<tool_call>\n<function={name}>\n{body}</function>\n</tool_call>"
+from .tool_calls import call, planner_registry
 
 
 @pytest.fixture(scope="module")
 def registry():
-    return ToolRegistry.from_dict(yaml.safe_load(config_file("tools.yaml").read_text()), srv_file_request_fields,
-                                  yaml.safe_load(config_file("safety_policy.yaml").read_text()))
+    return planner_registry()
 
 
 def entry(name, x, y, shape="object"):

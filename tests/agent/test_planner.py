@@ -19,18 +19,12 @@ from qwen_stack.qwen_node.agent.tool_registry import ToolRegistry
 
 from .doubles import ScriptedModelDouble, TransportDouble, WorldDouble
 from .srv_files import srv_file_request_fields
-
-
-def call(name, **params):
-    body = "".join(f"<parameter={k}>\n{v}\n</parameter>\n" for k, v in params.items())
-    return f"<tool_call>\n<function={name}>\n{body}</function>\n</tool_call>"
+from .tool_calls import call, planner_registry
 
 
 @pytest.fixture(scope="module")
 def registry():
-    """As qwen_node builds it: the tools with the safety policy's ranges (their only source)."""
-    return ToolRegistry.from_dict(yaml.safe_load(config_file("tools.yaml").read_text()), srv_file_request_fields,
-                                  yaml.safe_load(config_file("safety_policy.yaml").read_text()))
+    return planner_registry()
 
 
 def make(registry, outputs, transport=None, world=None, cfg=PlannerConfig(), frames=None):

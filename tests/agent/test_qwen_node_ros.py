@@ -25,14 +25,10 @@ from qwen_stack.paths import config_file  # noqa: E402
 from qwen_stack_interfaces.action import RunTask  # noqa: E402
 from qwen_stack_interfaces.msg import ToolCall  # noqa: E402
 from qwen_stack_interfaces.srv import CallTool, DescribeState  # noqa: E402
+from tests.agent.tool_calls import call  # noqa: E402
 from tests.ros_processes import SpinThread, ros_args, start_node, stop_all  # noqa: E402
 
 pytestmark = pytest.mark.ros
-
-
-def call(name, **params):
-    body = "".join(f"<parameter={k}>\n{v}\n</parameter>\n" for k, v in params.items())
-    return f"<tool_call>\n<function={name}>\n{body}</function>\n</tool_call>"
 
 
 class RobotServicesDouble:

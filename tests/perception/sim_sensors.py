@@ -17,3 +17,19 @@ def sensors(sim, w: int, h: int):
                         lz.range_max, sim.time)
     o = sim.odometry()
     return rgb, cam, pan, laser, Pose2D(o.x, o.y, o.yaw)
+
+
+def perceive(sim, perceiver, w: int = 320, h: int = 240):
+    """The simulator's current frame through `perceiver` (its FrameResult)."""
+    rgb, cam, pan, laser, odom = sensors(sim, w, h)
+    return perceiver.process(rgb, sim.time, cam, pan, odom, laser)
+
+
+def grasp(sim, perceiver, name: str) -> None:
+    """`name` put on the pick site and held by the magnet, and perception told so (as the gripper's report)."""
+    pick = sim.data.site_xpos[sim._pick_site]
+    sim.move_object(name, float(pick[0]), float(pick[1]))
+    sim.step_for(0.3)
+    assert sim.attach(name) == (True, name)
+    o = sim.odometry()
+    perceiver.hold(Pose2D(o.x, o.y, o.yaw), name)

@@ -12,20 +12,14 @@ import pytest
 
 pytest.importorskip("mujoco")
 
-from qwen_stack.geometry import Pose2D  # noqa: E402
 from qwen_stack.perception.config import PerceptionConfig  # noqa: E402
 from qwen_stack.perception.pipeline import Perceiver  # noqa: E402
 from qwen_stack.sim.scenario import layout_from_dict  # noqa: E402
 from qwen_stack.sim.simulator import Simulator  # noqa: E402
-from tests.perception.sim_sensors import sensors  # noqa: E402
+from tests.perception.sim_sensors import grasp, perceive  # noqa: E402
 
 YELLOW = [0.9, 0.85, 0.1, 1.0]
 RED = [0.9, 0.1, 0.1, 1.0]
-
-
-def _frame(sim: Simulator, p: Perceiver):
-    rgb, cam, pan, laser, odom = sensors(sim, 320, 240)
-    return p.process(rgb, sim.time, cam, pan, odom, laser)
 
 
 LOADS = {"ball": ("sphere", [0.05]), "cylinder": ("cylinder", [0.05, 0.08])}
@@ -51,18 +45,13 @@ def _drive_past(area_y: float, cube: tuple[float, float] | None, load: str = "ba
         sim.step_for(0.3)
         for _ in range(3):
             sim.step_for(0.2)
-            _frame(sim, p)
-        pick = sim.data.site_xpos[sim._pick_site]
-        sim.move_object(held, float(pick[0]), float(pick[1]))
-        sim.step_for(0.3)
-        assert sim.attach(held) == (True, held)
-        o = sim.odometry()
-        p.hold(Pose2D(o.x, o.y, o.yaw), held)
+            perceive(sim, p)
+        grasp(sim, p, held)
         solid = []
         for k in range(40):
             sim.set_cmd_vel(0.2 if sim.odometry().x < 1.6 else 0.0, 0.0)
             sim.step_for(0.2)
-            solid += [(k, d.shape, d.box) for d in _frame(sim, p).detections if d.colour == "yellow" and d.solid]
+            solid += [(k, d.shape, d.box) for d in perceive(sim, p).detections if d.colour == "yellow" and d.solid]
         return solid, [(e.name, round(e.x, 2), round(e.y, 2), e.solid) for e in p.memory.visible()]
     finally:
         sim.close()

@@ -18,7 +18,7 @@ from qwen_stack.perception.config import PerceptionConfig  # noqa: E402
 from qwen_stack.perception.pipeline import Perceiver  # noqa: E402
 from qwen_stack.sim.scenario import layout_from_dict  # noqa: E402
 from qwen_stack.sim.simulator import Simulator  # noqa: E402
-from tests.perception.sim_sensors import sensors  # noqa: E402
+from tests.perception.sim_sensors import grasp, perceive  # noqa: E402
 
 BLUE = [0.1, 0.2, 0.9, 1.0]
 SHAPES = {"cylinder": ("cylinder", [0.05, 0.08]), "cube": ("box", [0.04, 0.04, 0.04]), "ball": ("sphere", [0.05])}
@@ -33,20 +33,6 @@ def _scene(objects: list[dict]) -> Simulator:
     return sim
 
 
-def _frame(sim: Simulator, perceiver: Perceiver):
-    rgb, cam, pan, laser, odom = sensors(sim, 320, 240)
-    return perceiver.process(rgb, sim.time, cam, pan, odom, laser)
-
-
-def _grasp(sim: Simulator, perceiver: Perceiver, name: str) -> None:
-    pick = sim.data.site_xpos[sim._pick_site]
-    sim.move_object(name, float(pick[0]), float(pick[1]))
-    sim.step_for(0.3)
-    assert sim.attach(name) == (True, name)
-    o = sim.odometry()
-    perceiver.hold(Pose2D(o.x, o.y, o.yaw), name)
-
-
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_the_held_load_never_becomes_an_object_ahead(shape):
     geom, size = SHAPES[shape]
@@ -55,14 +41,14 @@ def test_the_held_load_never_becomes_an_object_ahead(shape):
     try:
         for _ in range(4):
             sim.step_for(0.2)
-            _frame(sim, p)
+            perceive(sim, p)
         assert [e.name for e in p.memory.visible()] == [f"blue_{shape}"]
-        _grasp(sim, p, f"blue_{shape}")
+        grasp(sim, p, f"blue_{shape}")
         seen = []
         for k in range(50):                    # a full turn in place, frames at 5 Hz (turning at 0.6 rad/s)
             sim.set_cmd_vel(0.0, 0.6 if k < 45 else 0.0)
             sim.step_for(0.2)
-            seen += [(k, d.colour, d.shape, round(d.distance, 2)) for d in _frame(sim, p).detections]
+            seen += [(k, d.colour, d.shape, round(d.distance, 2)) for d in perceive(sim, p).detections]
         assert seen == [], seen                 # nothing but the load is blue in this arena
         load = p.load
         o = sim.odometry()
@@ -92,17 +78,17 @@ def test_an_object_beside_the_load_is_still_seen(colour, ahead, left):
         sim.step_for(0.8)
         for _ in range(3):
             sim.step_for(0.2)
-            _frame(sim, p)
+            perceive(sim, p)
         sim.set_pan(0.0)
         sim.step_for(0.8)
-        _grasp(sim, p, "blue_cylinder")         # held tallest, the one whose top is seen mid-image
+        grasp(sim, p, "blue_cylinder")         # held tallest, the one whose top is seen mid-image
         gt = sim.ground_truth()
         c, s = math.cos(gt.yaw), math.sin(gt.yaw)
         sim.move_object("ball", gt.x + ahead * c - left * s, gt.y + ahead * s + left * c)
         found = []
         for _ in range(4):
             sim.step_for(0.2)
-            found = [(d.colour, round(d.x, 2), round(d.y, 2)) for d in _frame(sim, p).detections]
+            found = [(d.colour, round(d.x, 2), round(d.y, 2)) for d in perceive(sim, p).detections]
         assert len(found) == 1 and found[0][0] == colour, found
         assert abs(found[0][1] - ahead) < 0.1 and abs(found[0][2] - left) < 0.1, found
     finally:
