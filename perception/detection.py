@@ -48,6 +48,9 @@ class Detection:
     range_source: str                  # floor | laser | ball | width | area
     confidence: float                  # 0..1, of the position
     box: tuple[int, int, int, int]     # pixel bounding box (left, top, right, bottom)
+    # partly hidden (a floor area behind the held load): it is there and of this shape, but its visible part
+    # gives no honest centre or size; memory counts the sighting and keeps its position from whole ones
+    partial: bool = False
 
     @property
     def distance(self) -> float:

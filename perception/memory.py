@@ -112,6 +112,8 @@ class ObjectMemory:
             e = self._associate(d, ox, oy, matched, spot_in_clear_view)
             if e is None:
                 e = self._new_entry(d, ox, oy, stamp)
+            elif d.partial:
+                self._confirm(e, d, stamp)
             else:
                 self._fuse(e, d, ox, oy, stamp)
             matched.add(id(e))
@@ -153,19 +155,22 @@ class ObjectMemory:
     @staticmethod
     def _sighting_variance(d: Detection) -> float:
         s = POS_SIGMA_AT_1M * max(0.3, d.distance) ** 2 / max(d.confidence, 0.1)
+        if d.partial:      # its centre may be off by up to its width: the first whole sighting takes over
+            s = max(s, d.width)
         return s * s
 
     def _associate(self, d: Detection, ox: float, oy: float, matched: set[int],
                    in_view: Callable[[float, float], bool] | None) -> MemoryEntry | None:
         best, best_dist = None, math.inf
         for e in self.entries:
-            if id(e) in matched or e.held or e.colour != d.colour or e.solid != d.solid:
+            # the load can cut an area into pieces: each partial piece is a sighting of the same area
+            if (id(e) in matched and not d.partial) or e.held or e.colour != d.colour or e.solid != d.solid:
                 continue
             dist = math.hypot(e.x - ox, e.y - oy)
-            gate = self.cfg.associate_radius + 2.0 * math.sqrt(e.variance)
+            gate = self.cfg.associate_radius + 2.0 * math.sqrt(e.variance) + (e.width if d.partial else 0.0)
             if dist < gate and dist < best_dist:
                 best, best_dist = e, dist
-        if best is not None:
+        if best is not None or d.partial:
             return best
         # moved: the same kind of object, remembered where the camera does not see now (or gone)
         for e in self.entries:
@@ -195,6 +200,13 @@ class ObjectMemory:
         e.width += 0.3 * (d.width - e.width)
         e.height += 0.3 * (d.height - e.height)
         e.confidence = round(max(d.confidence, min(1.0, e.confidence + 0.02)), 3)
+        e.last_seen = max(e.last_seen, stamp)
+        e.times_seen += 1
+        if d.shape != "object":
+            e.shape_votes[d.shape] += d.shape_confidence
+
+    def _confirm(self, e: MemoryEntry, d: Detection, stamp: float) -> None:
+        """A partial sighting of `e`: it is there and of this shape; its position and size stay."""
         e.last_seen = max(e.last_seen, stamp)
         e.times_seen += 1
         if d.shape != "object":

@@ -227,6 +227,30 @@ def test_unsure_shapes_get_a_generic_name_that_becomes_specific_once_sure():
     assert [e.name for e in m.visible()] == ["green_cylinder"]
 
 
+def area(x, y, partial=False):
+    return Detection("blue", "square", 0.9, x, y, 0.5, 0.0, False, "area", 0.9, (0, 0, 1, 1), partial)
+
+
+def test_partial_sightings_of_an_area_name_it_without_moving_it_or_adding_another():
+    """An area partly hidden by the held load: each visible piece confirms it and votes its shape; its place
+    and size come from whole sightings only, and pieces 0.3 m off (or two in one frame) add no second area."""
+    m = ObjectMemory(PerceptionConfig())
+    m.update([area(1.5, 0.0)], _pose(), 1.0)
+    assert [e.name for e in m.visible()] == ["blue_object_1"]
+    m.update([area(1.8, 0.2, partial=True), area(1.8, -0.25, partial=True)], _pose(), 2.0)
+    (e,) = m.visible()
+    assert e.name == "blue_square" and (e.x, e.y, e.width) == (1.5, 0.0, 0.5) and e.times_seen == 3
+    assert e.in_view and e.last_seen == 2.0
+
+
+def test_an_area_first_seen_partly_is_placed_loosely_and_a_whole_sighting_takes_over():
+    m = ObjectMemory(PerceptionConfig())
+    m.update([area(1.8, 0.2, partial=True)], _pose(), 1.0)
+    m.update([area(1.5, 0.0)], _pose(), 2.0)
+    (e,) = m.visible()
+    assert e.name == "blue_square" and abs(e.x - 1.5) < 0.05 and abs(e.y) < 0.05
+
+
 def test_memory_is_in_the_odom_frame_and_stays_when_out_of_view():
     m = ObjectMemory(PerceptionConfig())
     for t in (0.5, 1.0):
