@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from dataclasses import dataclass, field
 
 from . import dataset as D
@@ -97,6 +98,18 @@ def delivered(objects_msg: dict, obj: str, area: str) -> tuple[bool, str]:
     hx, hy = a["half_size"]
     inside = abs(lx) <= hx and abs(ly) <= hy and not o.get("held", False)
     return inside, f"{obj} at ({o['x']:.2f}, {o['y']:.2f}) held={o.get('held')}; {area} at ({a['x']:.2f}, {a['y']:.2f})"
+
+
+def claimed_objects(message: str) -> list[str]:
+    """The graspable objects an English final answer names ("the orange cube" -> orange_cube), in order."""
+    words = re.findall(r"[a-z]+", message.lower())
+    return [f"{c}_{s}" for c, s in zip(words, words[1:]) if c in P.COLOURS and s in P.SHAPES]
+
+
+def overclaims(message: str, target: str) -> list[str]:
+    """Objects a success answer names besides the one delivered ("the orange cube and the green cube are on
+    the red square" when only the orange cube was moved): the claim is then partly false."""
+    return sorted({o for o in claimed_objects(message) if o != target})
 
 
 def claims_success(task_success: bool, message: str) -> bool:

@@ -6,7 +6,8 @@ import pytest
 
 from qwen_stack.qwen_node.brain import dataset as D
 from qwen_stack.qwen_node.brain import phrasing as P
-from qwen_stack.qwen_node.brain.sim_missions import FAULTS, claims_success, delivered, held_out_missions
+from qwen_stack.qwen_node.brain.sim_missions import (FAULTS, claimed_objects, claims_success, delivered, held_out_missions,
+                                                     overclaims)
 from qwen_stack.sim.scenario import layout_from_dict
 
 
@@ -52,3 +53,15 @@ def test_claims_success():
     assert not claims_success(True, "I could not complete the task: the grasp failed.")
     assert not claims_success(True, "I did not finish: releasing was refused.")
     assert not claims_success(False, "Done: the red cube is on the blue square.")
+
+
+def test_a_success_answer_naming_an_object_not_delivered_overclaims():
+    """Simulator answers: the orange cube delivered, "the green cube" claimed as well (partly false); a name
+    repeated is the same object; the areas are not objects."""
+    assert claimed_objects("Done: the orange cube and the green cube are on the red square.") == \
+        ["orange_cube", "green_cube"]
+    assert overclaims("Done: the orange cube and the green cube are on the red square.", "orange_cube") == \
+        ["green_cube"]
+    assert overclaims("Done: the orange cylinder and the orange cylinder to the blue square.", "orange_cylinder") == []
+    assert overclaims("I brought the blue ball to the green square.", "blue_ball") == []
+    assert overclaims("Done: the red cube is on the yellow square.", "blue_cube") == ["red_cube"]
