@@ -251,22 +251,10 @@ class Expert:
             far = sorted(n for n in self.w.memory if n.startswith(colour + "_object_") and n not in far_tried)
             if far:
                 far_tried.add(far[0])
-                if self.w.look_closer and self.w.look_candidate(name) == far[0]:
-                    # go_to_object itself drives closer to the one unnamed thing of the colour and looks
-                    r = yield from self._goto(name, f"{name} is not named yet, but {far[0]} has its colour and is far "
-                                                    f"away. go_to_object {name} drives closer to it to look.")
-                    if r is True:
-                        self.arrived = name      # the caller's go_to_object is done already
-                    if r is not False:
-                        return r
-                else:
-                    r = yield from self._goto(far[0], f"{name} is not named yet, but {far[0]} has its colour and "
-                                                      f"is far away. Drive closer to it and look again.")
-                    if r is True:
-                        r = yield Turn(f"Closer now. Detect again to see whether {far[0]} is {name}.",
-                                       ("detect_objects", {}))
-                        if name in self.w.memory:
-                            return True
+                r = yield from self._look_at_unnamed(name, far[0], f"{name} is not named yet, but {far[0]} has its "
+                                                                   f"colour and is far away.")
+                if r is not None:
+                    return r
             think = self.pick(f"{name} is not in view. Rotate to look further around (step {step + 1} of "
                               f"{SEARCH_STEPS}).",
                               f"No {name} in memory yet. Turn left and look again ({step + 1}/{SEARCH_STEPS}).")
@@ -287,20 +275,28 @@ class Expert:
             # report "not in the scene" while one may be it (far areas are unnamed too with the look closer)
             for far in sorted(n for n in self.w.memory if n.startswith(colour + "_object_") and n not in far_tried):
                 far_tried.add(far)
-                look = self.w.look_candidate(name) == far
-                r = yield from self._goto(name if look else far,
-                                          f"A full turn, and {far} has the colour of {name} but no name yet. "
-                                          + (f"go_to_object {name} drives closer to it to look." if look else
-                                             "Drive closer to it and look again."))
-                if look and r is True:
-                    self.arrived = name
-                if look and r is not False:
+                r = yield from self._look_at_unnamed(name, far, f"A full turn, and {far} has the colour of {name} but "
+                                                                f"no name yet.")
+                if r is not None:
                     return r
-                if not look and r is True:
-                    yield Turn(f"Closer now. Detect again to see whether {far} is {name}.", ("detect_objects", {}))
-                    if name in self.w.memory:
-                        return True
         return False
+
+    def _look_at_unnamed(self, name: str, far: str, why: str) -> Generator[Turn, dict, Any]:
+        """Drive closer to `far`, unnamed and of `name`'s colour, to see whether it is `name`: True (it is, and
+        the robot is there or in memory), a failure description (stop searching), None (search on). Where the
+        world's go_to_object looks closer at `far` itself (world.look_closer), the call is go_to_object `name`;
+        otherwise go_to_object `far`, then detect."""
+        if self.w.look_closer and self.w.look_candidate(name) == far:
+            r = yield from self._goto(name, f"{why} go_to_object {name} drives closer to it to look.")
+            if r is True:
+                self.arrived = name      # the caller's go_to_object is done already
+            return None if r is False else r
+        r = yield from self._goto(far, f"{why} Drive closer to it and look again.")
+        if r is True:
+            yield Turn(f"Closer now. Detect again to see whether {far} is {name}.", ("detect_objects", {}))
+            if name in self.w.memory:
+                return True
+        return None
 
     def _not_found(self, name: str, done: list[str], area: str, holding: str = "") -> Policy:
         seen = sorted(n for n in self.w.memory)
