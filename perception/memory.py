@@ -200,13 +200,11 @@ class ObjectMemory:
         e.width += 0.3 * (d.width - e.width)
         e.height += 0.3 * (d.height - e.height)
         e.confidence = round(max(d.confidence, min(1.0, e.confidence + 0.02)), 3)
-        e.last_seen = max(e.last_seen, stamp)
-        e.times_seen += 1
-        if d.shape != "object":
-            e.shape_votes[d.shape] += d.shape_confidence
+        self._confirm(e, d, stamp)
 
     def _confirm(self, e: MemoryEntry, d: Detection, stamp: float) -> None:
-        """A partial sighting of `e`: it is there and of this shape; its position and size stay."""
+        """A sighting of `e`: it is there and of this shape (all a partial sighting says: its position and
+        size stay; _fuse updates those from a whole one)."""
         e.last_seen = max(e.last_seen, stamp)
         e.times_seen += 1
         if d.shape != "object":

@@ -96,8 +96,9 @@ class Perceiver:
             x, y, bw, bh = cv2.boundingRect(load)
             self.cut_at_bottom.append((x, y, x + bw - 1, y + bh - 1))
         for blob in find_blobs(rgb, self.cfg.colours, min_px, masked_out):
-            if masked_out and blob.colour in masked_out and \
-                    (near_load[blob.top:blob.bottom + 1, blob.left:blob.right + 1][blob.mask]).any():
+            touches_load = near_load is not None and \
+                bool(near_load[blob.top:blob.bottom + 1, blob.left:blob.right + 1][blob.mask].any())
+            if touches_load and blob.colour in masked_out:
                 # touching the load in the image: a sliver of it, or something of its colour partly hidden
                 # behind it (no honest size or range; seen whole once the load is put down or turned away)
                 self.cut_at_bottom.append((blob.left, blob.top, blob.right, blob.bottom))
@@ -110,8 +111,7 @@ class Perceiver:
             d = estimate(blob, cam, pose, self.cfg, laser)
             if d is None or d.distance > self.cfg.max_range:
                 continue
-            if near_load is not None and not d.solid and \
-                    (near_load[blob.top:blob.bottom + 1, blob.left:blob.right + 1][blob.mask]).any():
+            if touches_load and not d.solid:
                 # a floor area partly hidden by the load (any colour): its visible part gives a wrong centre
                 # and size (placed from it, a square drifted 0.2 m and split in two), but it is there: seen
                 # from 1 m straight ahead while a cylinder is held, this is all the camera gets of it
