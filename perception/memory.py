@@ -8,7 +8,9 @@ its range (the camera is low: a pixel spans more floor farther away), and a litt
 lets a re-sighting correct an old estimate. The shape is a vote over sightings; an object is
 named `<colour>_<shape>` once the vote is confident over two sightings (`<colour>_<shape>_2` for
 a second one), else `<colour>_object_<n>`; a name is replaced when the vote settles on another
-shape. A remembered object whose spot has been in clear view for `gone_after_frames` frames
+shape. A new object is listed only once seen in `confirm_sightings` frames, and forgotten if not seen
+again within `confirm_within` s: one glitchy frame (an object placed 0.3 m too far) makes no phantom
+for the robot to drive to. A remembered object whose spot has been in clear view for `gone_after_frames` frames
 without a detection is marked gone (and no longer listed); a later sighting brings it back. One
 that went while a single object of its kind appeared elsewhere was moved: that one takes its name.
 """
@@ -41,7 +43,7 @@ class MemoryEntry:
     confidence: float
     first_seen: float                       # s, sensor time
     last_seen: float
-    times_seen: int = 1
+    times_seen: int = 1                     # frames with a sighting
     shape_votes: Counter = field(default_factory=Counter)
     missed_in_view: int = 0                 # frames in a row with the spot in view and no detection
     gone: bool = False
@@ -65,9 +67,13 @@ class ObjectMemory:
         self.entries: list[MemoryEntry] = []
         self._generic_index: Counter = Counter()     # colour -> last <colour>_object_<n> index
 
+    def listed(self, e: MemoryEntry) -> bool:
+        """Seen in enough frames to be told to anyone (a tentative entry waits for its next sighting)."""
+        return e.times_seen >= self.cfg.confirm_sightings
+
     def visible(self) -> list[MemoryEntry]:
-        """What memory lists: neither gone nor held."""
-        return [e for e in self.entries if not e.gone and not e.held]
+        """What memory lists: seen in enough frames, neither gone nor held."""
+        return [e for e in self.entries if not e.gone and not e.held and self.listed(e)]
 
     def get(self, name: str) -> MemoryEntry | None:
         for e in self.visible():
@@ -79,7 +85,7 @@ class ObjectMemory:
         """The gripper took something: the remembered floor object nearest the pick point (within
         0.35 m), else the one named `name_hint`, is held from now on (not listed, not matched)."""
         px, py = robot.to_odom(pick_x, 0.0)
-        cands = [(math.hypot(e.x - px, e.y - py), e) for e in self.visible() if e.solid]
+        cands = [(math.hypot(e.x - px, e.y - py), e) for e in self.entries if e.solid and not e.gone and not e.held]
         near = [c for c in cands if c[0] <= 0.35]
         e = min(near, key=lambda c: c[0])[1] if near else self.get(name_hint) if name_hint else None
         if e is not None:
@@ -93,6 +99,8 @@ class ObjectMemory:
                 e.x, e.y = robot.to_odom(pick_x, 0.0)
                 e.held, e.gone, e.missed_in_view = False, False, 0
                 e.variance = max(e.variance, 0.05 ** 2)    # where the gripper put it, give or take
+                e.times_seen = max(e.times_seen, self.cfg.confirm_sightings)   # it is there: listed
+                self._name(e)
                 return e
         return None
 
@@ -112,14 +120,21 @@ class ObjectMemory:
             e = self._associate(d, ox, oy, matched, spot_in_clear_view)
             if e is None:
                 e = self._new_entry(d, ox, oy, stamp)
-            elif d.partial:
-                self._confirm(e, d, stamp)
             else:
-                self._fuse(e, d, ox, oy, stamp)
+                # two pieces of one area (cut by the load) in a frame are one sighting
+                first_in_frame = id(e) not in matched
+                if d.partial:
+                    self._confirm(e, d, stamp, first_in_frame)
+                else:
+                    self._fuse(e, d, ox, oy, stamp, first_in_frame)
             matched.add(id(e))
             result[i] = e
             e.in_view, e.gone, e.missed_in_view = True, False, 0
-            self._name(e)
+            if self.listed(e):
+                self._name(e)
+        # a new object not seen again soon was a glitch of one frame
+        self.entries = [e for e in self.entries
+                        if self.listed(e) or e.held or stamp - e.first_seen <= self.cfg.confirm_within]
         if spot_in_clear_view is None:
             return result  # type: ignore[return-value]
         for e in list(self.entries):
@@ -142,7 +157,7 @@ class ObjectMemory:
         the one yellow ball stands in plain view."""
         if gone.shape == "object" or not gone.name or is_unnamed(gone.name):
             return
-        later = [o for o in self.entries if o is not gone and not o.gone and not o.held and o.colour == gone.colour
+        later = [o for o in self.visible() if o is not gone and o.colour == gone.colour
                  and o.solid == gone.solid and o.shape == gone.shape and o.first_seen > gone.last_seen]
         if len(later) != 1:
             return
@@ -178,7 +193,7 @@ class ObjectMemory:
                 continue
             same_kind = e.shape == d.shape and d.shape != "object" and e.shape_share() >= self.cfg.name_min_confidence
             if same_kind and (e.gone or (in_view is not None and not in_view(e.x, e.y))):
-                if sum(1 for o in self.entries if o.colour == e.colour and o.shape == e.shape) == 1:
+                if sum(1 for o in self.entries if o.colour == e.colour and o.shape == e.shape and self.listed(o)) == 1:
                     e.variance = 1e6                 # forget the old place: the next fuse takes the sighting
                     return e
         return None
@@ -190,7 +205,7 @@ class ObjectMemory:
         self.entries.append(e)
         return e
 
-    def _fuse(self, e: MemoryEntry, d: Detection, ox: float, oy: float, stamp: float) -> None:
+    def _fuse(self, e: MemoryEntry, d: Detection, ox: float, oy: float, stamp: float, new_frame: bool) -> None:
         prior = e.variance + PROCESS_SIGMA ** 2
         r = self._sighting_variance(d)
         k = prior / (prior + r)
@@ -200,13 +215,13 @@ class ObjectMemory:
         e.width += 0.3 * (d.width - e.width)
         e.height += 0.3 * (d.height - e.height)
         e.confidence = round(max(d.confidence, min(1.0, e.confidence + 0.02)), 3)
-        self._confirm(e, d, stamp)
+        self._confirm(e, d, stamp, new_frame)
 
-    def _confirm(self, e: MemoryEntry, d: Detection, stamp: float) -> None:
+    def _confirm(self, e: MemoryEntry, d: Detection, stamp: float, new_frame: bool) -> None:
         """A sighting of `e`: it is there and of this shape (all a partial sighting says: its position and
-        size stay; _fuse updates those from a whole one)."""
+        size stay; _fuse updates those from a whole one). `times_seen` counts frames."""
         e.last_seen = max(e.last_seen, stamp)
-        e.times_seen += 1
+        e.times_seen += int(new_frame)
         if d.shape != "object":
             e.shape_votes[d.shape] += d.shape_confidence
 

@@ -191,7 +191,8 @@ class PerceptionNode(Node):
 
     def _log_memory_changes(self) -> None:
         """One log line per object that appears in memory, is renamed or is marked gone."""
-        now = {id(e): (e.name, e.gone, round(e.x, 2), round(e.y, 2)) for e in self.perceiver.memory.entries}
+        now = {id(e): (e.name, e.gone, round(e.x, 2), round(e.y, 2)) for e in self.perceiver.memory.entries
+               if e.name}   # a tentative entry (seen in one frame) has no name yet
         for k, (name, gone, x, y) in now.items():
             before = self._logged.get(k)
             if before is None:

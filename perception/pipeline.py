@@ -168,7 +168,7 @@ class Perceiver:
         cam_s = cam if (cam.width, cam.height) == (w, h) else cam.scaled_to(w, h)
         entries = self.memory.update(res.detections, robot, stamp,
                                      self._clear_view_test(cam_s, pan, robot, res.detections, laser))
-        res.names = [e.name for e in entries]
+        res.names = [e.name or "?" for e in entries]     # "?": seen in one frame, not listed yet
         return res
 
     def _without_area_slivers(self, detections: list[Detection], robot: Pose2D, width: int) -> list[Detection]:

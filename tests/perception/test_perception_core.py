@@ -139,7 +139,7 @@ def test_a_red_patch_on_the_floor_is_placed_by_the_floor_plane():
     r, b = np.ceil(uv.max(axis=0)).astype(int)
     img[t:b, l:r] = (220, 25, 25)
     res = p.process(img, 1.0, CAM, 0.0, _pose(), None)
-    assert res.names == ["red_object_1"]                 # one sighting: the shape is not sure yet
+    assert res.names == ["?"] and p.memory.visible() == []   # one frame: not listed yet
     res = p.process(img, 1.2, CAM, 0.0, _pose(), None)
     assert len(res.detections) == 1
     d = res.detections[0]
@@ -195,7 +195,7 @@ def det(colour, shape, x, y, conf=0.9, solid=True):
 def test_memory_fuses_sightings_names_by_convention_and_numbers_duplicates():
     m = ObjectMemory(PerceptionConfig())
     m.update([det("red", "cube", 1.0, 0.0), det("red", "ball", 1.0, 1.0)], _pose(), 1.0)
-    assert sorted(e.name for e in m.visible()) == ["red_object_1", "red_object_2"]   # seen once: not sure yet
+    assert m.visible() == [] and len(m.entries) == 2                  # one frame: tentative, not listed
     m.update([det("red", "cube", 1.02, 0.0), det("red", "ball", 1.0, 1.0)], _pose(), 2.0)
     m.update([det("red", "cube", 1.02, 0.0)], _pose(), 3.0)
     cube = m.get("red_cube")
@@ -218,7 +218,8 @@ def test_a_name_follows_the_vote_when_it_settles_on_another_shape():
 
 def test_unsure_shapes_get_a_generic_name_that_becomes_specific_once_sure():
     m = ObjectMemory(PerceptionConfig())
-    m.update([det("green", "object", 1.0, 0.0)], _pose(), 1.0)
+    for t in (1.0, 1.2):
+        m.update([det("green", "object", 1.0, 0.0)], _pose(), t)
     assert [e.name for e in m.visible()] == ["green_object_1"]
     m.update([det("green", "cylinder", 1.0, 0.0)], _pose(), 2.0)
     assert [e.name for e in m.visible()] == ["green_cylinder"]
@@ -236,10 +237,10 @@ def test_partial_sightings_of_an_area_name_it_without_moving_it_or_adding_anothe
     and size come from whole sightings only, and pieces 0.3 m off (or two in one frame) add no second area."""
     m = ObjectMemory(PerceptionConfig())
     m.update([area(1.5, 0.0)], _pose(), 1.0)
-    assert [e.name for e in m.visible()] == ["blue_object_1"]
     m.update([area(1.8, 0.2, partial=True), area(1.8, -0.25, partial=True)], _pose(), 2.0)
     (e,) = m.visible()
-    assert e.name == "blue_square" and (e.x, e.y, e.width) == (1.5, 0.0, 0.5) and e.times_seen == 3
+    assert e.name == "blue_square" and (e.x, e.y, e.width) == (1.5, 0.0, 0.5)
+    assert e.times_seen == 2                                          # two pieces of one frame: one sighting
     assert e.in_view and e.last_seen == 2.0
 
 
@@ -321,6 +322,50 @@ def test_a_gone_object_does_not_rename_one_seen_before_it_went_or_one_of_two():
     assert sorted(e.name for e in m.visible()) == ["blue_ball_2", "blue_ball_3"]
 
 
+def test_an_object_seen_in_one_frame_is_never_listed_and_is_forgotten():
+    """Simulator none-13: one frame during an approach placed the blue cube and the green cylinder 0.3 m too far;
+    listed at once, `blue_object_2` was never seen again (hidden behind the real cube) and looking closer for
+    the blue square drove to it on every call."""
+    m = ObjectMemory(PerceptionConfig())
+    for t in (0.5, 1.0):
+        m.update([det("blue", "cube", 1.0, 0.0)], _pose(), t)
+    m.update([det("blue", "cube", 1.5, 0.0)], _pose(), 1.2)            # the glitch: a second blue thing behind
+    assert [e.name for e in m.visible()] == ["blue_cube"] and len(m.entries) == 2
+    assert m.get("blue_object_1") is None
+    for t in (1.4, 2.0, 3.0, 4.0, 4.3):                                # the real cube only, from now on
+        m.update([det("blue", "cube", 1.0, 0.0)], _pose(), t)
+    assert [e.name for e in m.visible()] == ["blue_cube"] and len(m.entries) == 1   # 3 s later: forgotten
+    # a real second object, seen in two frames, is listed (and numbered as if the glitch never was)
+    for t in (5.0, 5.2):
+        m.update([det("blue", "object", 1.0, 1.5)], _pose(), t)
+    assert sorted(e.name for e in m.visible()) == ["blue_cube", "blue_object_1"]
+
+
+def test_a_tentative_entry_does_not_block_a_moved_objects_rename():
+    """The pushed ball of the test above, with a one-frame glitch of a second yellow ball elsewhere: the glitch
+    is no second candidate for the ball that went (yellow_ball_2 would stay numbered)."""
+    m = ObjectMemory(PerceptionConfig(gone_after_frames=3))
+    in_view = lambda x, y: True  # noqa: E731
+    for t in (0.5, 1.0):
+        m.update([det("yellow", "ball", 1.0, 0.0)], _pose(), t, spot_in_clear_view=in_view)
+    m.update([det("yellow", "ball", 1.0, 0.8)], _pose(), 1.5, spot_in_clear_view=in_view)
+    m.update([det("yellow", "ball", 1.0, 0.8), det("yellow", "ball", 2.0, -1.2)], _pose(), 2.0,
+             spot_in_clear_view=in_view)
+    m.update([det("yellow", "ball", 1.0, 0.8)], _pose(), 2.5, spot_in_clear_view=in_view)
+    assert [e.name for e in m.visible()] == ["yellow_ball"]
+    assert (m.get("yellow_ball").x, m.get("yellow_ball").y) == pytest.approx((1.0, 0.8), abs=0.01)
+
+
+def test_an_object_grasped_before_its_second_sighting_is_listed_where_it_is_released():
+    m = ObjectMemory(PerceptionConfig())
+    m.update([det("orange", "ball", 0.45, 0.0)], _pose(), 1.0)         # seen once, right at the pick site
+    assert m.hold(_pose(), 0.45) is not None and m.visible() == []
+    for t in (2.0, 6.0):                                              # carried for longer than confirm_within
+        m.update([], Pose2D(1.0, 0.0, 0.0), t)
+    e = m.release(Pose2D(2.0, 0.0, 0.0), 0.45)
+    assert [x.name for x in m.visible()] == [e.name] and (e.x, e.y) == pytest.approx((2.45, 0.0))
+
+
 def test_memory_report_is_the_contract_shape_rounded():
     entries = [{"name": "red_cube", "colour": "red", "shape": "cube", "x": 1.2149, "y": -0.3549,
                 "confidence": 0.9712, "last_seen": 9.96, "in_view": True},
@@ -339,6 +384,7 @@ def test_memory_report_is_the_contract_shape_rounded():
 @pytest.mark.parametrize("bad, name", [
     ({"max_range": -1.0}, "max_range"), ({"camera_pitch": 0.2}, "camera_pitch.*come from robot_file"),
     ({"gone_after_frames": 0}, "gone_after_frames"), ({"name_min_confidence": 1.5}, "name_min_confidence"),
+    ({"confirm_sightings": 0}, "confirm_sightings"), ({"confirm_within": float("nan")}, "confirm_within"),
     ({"laser_xyz": [0.0, 0.0, 0.1]}, "laser_xyz"), ({"gone_view_margin": 0.6}, "gone_view_margin"),
     ({"colours": {"red": {"hue": [0, 200], "sat": [0, 255], "val": [0, 255]}}}, "colours"),
     ({"colours": {"red": {"sat": [0, 255]}}}, "colours"), ({"max_rnage": 3.0}, "max_rnage"),
