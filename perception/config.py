@@ -56,8 +56,10 @@ class PerceptionConfig:
     name_min_confidence: float = 0.6          # share of sightings that must agree on a shape before it names the object
     # --- memory ---
     associate_radius: float = 0.35            # m, a detection this close to a remembered object of its colour is that object
-    confirm_sightings: int = 2                # frames a new object must be seen in before it is listed (one glitchy frame makes no phantom)
-    confirm_within: float = 3.0               # s of sensor time: a new object not seen in that many frames by then is forgotten
+    confirm_radius: float = 1.0               # m, a new object this close to a listed one of its colour is tentative (a range error of
+                                              # one frame puts a copy of a known object just outside associate_radius)
+    confirm_sightings: int = 2                # frames a tentative object must be seen in before it is listed
+    confirm_within: float = 3.0               # s of sensor time: a tentative object not seen in that many frames by then is forgotten
     gone_after_frames: int = 6                # frames in a row in which a remembered spot is in view and empty before it is marked gone
     gone_view_margin: float = 0.1             # share of the image width kept free at the borders for the gone check
     gone_max_range: float = 2.5               # m, the gone check only trusts views of spots nearer than this
@@ -74,7 +76,7 @@ class PerceptionConfig:
             return PerceptionConfigError(f"perception parameter {name!r}: {why} (got {getattr(self, name)!r})")
 
         for name in ("max_range", "crate_min_size", "max_object_size",
-                     "flat_max_height", "load_max_size", "associate_radius", "confirm_within", "gone_max_range", "sensor_timeout", "max_pan_rate",
+                     "flat_max_height", "load_max_size", "associate_radius", "confirm_radius", "confirm_within", "gone_max_range", "sensor_timeout", "max_pan_rate",
                      "max_turn_rate"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):

@@ -8,9 +8,10 @@ its range (the camera is low: a pixel spans more floor farther away), and a litt
 lets a re-sighting correct an old estimate. The shape is a vote over sightings; an object is
 named `<colour>_<shape>` once the vote is confident over two sightings (`<colour>_<shape>_2` for
 a second one), else `<colour>_object_<n>`; a name is replaced when the vote settles on another
-shape. A new object is listed only once seen in `confirm_sightings` frames, and forgotten if not seen
-again within `confirm_within` s: one glitchy frame (an object placed 0.3 m too far) makes no phantom
-for the robot to drive to. A remembered object whose spot has been in clear view for `gone_after_frames` frames
+shape. A new object within `confirm_radius` of a listed one of its colour is tentative: listed only once
+seen in `confirm_sightings` frames, forgotten if that does not come within `confirm_within` s (one frame
+that ranges a known object 0.3 m too far makes no phantom for the robot to drive to). Elsewhere a new
+object is listed at once: a far area glimpsed in single frames at the edge of range must still be found. A remembered object whose spot has been in clear view for `gone_after_frames` frames
 without a detection is marked gone (and no longer listed); a later sighting brings it back. One
 that went while a single object of its kind appeared elsewhere was moved: that one takes its name.
 """
@@ -44,6 +45,7 @@ class MemoryEntry:
     first_seen: float                       # s, sensor time
     last_seen: float
     times_seen: int = 1                     # frames with a sighting
+    tentative: bool = False                 # new beside a listed object of its colour: listed from its 2nd frame
     shape_votes: Counter = field(default_factory=Counter)
     missed_in_view: int = 0                 # frames in a row with the spot in view and no detection
     gone: bool = False
@@ -68,8 +70,8 @@ class ObjectMemory:
         self._generic_index: Counter = Counter()     # colour -> last <colour>_object_<n> index
 
     def listed(self, e: MemoryEntry) -> bool:
-        """Seen in enough frames to be told to anyone (a tentative entry waits for its next sighting)."""
-        return e.times_seen >= self.cfg.confirm_sightings
+        """Told to anyone (a tentative entry waits for its next sighting)."""
+        return not e.tentative or e.times_seen >= self.cfg.confirm_sightings
 
     def visible(self) -> list[MemoryEntry]:
         """What memory lists: seen in enough frames, neither gone nor held."""
@@ -99,7 +101,7 @@ class ObjectMemory:
                 e.x, e.y = robot.to_odom(pick_x, 0.0)
                 e.held, e.gone, e.missed_in_view = False, False, 0
                 e.variance = max(e.variance, 0.05 ** 2)    # where the gripper put it, give or take
-                e.times_seen = max(e.times_seen, self.cfg.confirm_sightings)   # it is there: listed
+                e.tentative = False                        # it is there: listed
                 self._name(e)
                 return e
         return None
@@ -199,8 +201,12 @@ class ObjectMemory:
         return None
 
     def _new_entry(self, d: Detection, ox: float, oy: float, stamp: float) -> MemoryEntry:
+        # listed before this frame: two objects first seen together are both real
+        near_known = any(o.colour == d.colour and o.solid == d.solid and not o.gone and not o.held and self.listed(o)
+                         and o.first_seen < stamp
+                         and math.hypot(o.x - ox, o.y - oy) <= self.cfg.confirm_radius for o in self.entries)
         e = MemoryEntry("", d.colour, ox, oy, self._sighting_variance(d), d.width, d.height, d.solid,
-                        d.confidence, stamp, stamp)
+                        d.confidence, stamp, stamp, tentative=near_known)
         e.shape_votes[d.shape] += d.shape_confidence if d.shape != "object" else 0.0
         self.entries.append(e)
         return e
