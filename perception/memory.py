@@ -13,7 +13,8 @@ seen in `confirm_sightings` frames, forgotten if that does not come within `conf
 that ranges a known object 0.3 m too far makes no phantom for the robot to drive to). Elsewhere a new
 object is listed at once: a far area glimpsed in single frames at the edge of range must still be found.
 A remembered object whose spot has been in clear view for `gone_after_frames` frames without a
-detection is marked gone (and no longer listed); a later sighting brings it back. One that went while a single object of its kind appeared elsewhere was moved: that one takes its name.
+detection is marked gone (and no longer listed); a later sighting brings it back. One that went
+while a single object of its kind appeared elsewhere was moved: that one takes its name.
 """
 from __future__ import annotations
 
