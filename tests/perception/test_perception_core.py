@@ -218,8 +218,7 @@ def test_a_name_follows_the_vote_when_it_settles_on_another_shape():
 
 def test_unsure_shapes_get_a_generic_name_that_becomes_specific_once_sure():
     m = ObjectMemory(PerceptionConfig())
-    for t in (1.0, 1.2):
-        m.update([det("green", "object", 1.0, 0.0)], _pose(), t)
+    m.update([det("green", "object", 1.0, 0.0)], _pose(), 1.0)
     assert [e.name for e in m.visible()] == ["green_object_1"]
     m.update([det("green", "cylinder", 1.0, 0.0)], _pose(), 2.0)
     assert [e.name for e in m.visible()] == ["green_cylinder"]
@@ -331,7 +330,6 @@ def test_an_object_seen_in_one_frame_is_never_listed_and_is_forgotten():
         m.update([det("blue", "cube", 1.0, 0.0)], _pose(), t)
     m.update([det("blue", "cube", 1.5, 0.0)], _pose(), 1.2)            # the glitch: a second blue thing behind
     assert [e.name for e in m.visible()] == ["blue_cube"] and len(m.entries) == 2
-    assert m.get("blue_object_1") is None
     for t in (1.4, 2.0, 3.0, 4.0, 4.3):                                # the real cube only, from now on
         m.update([det("blue", "cube", 1.0, 0.0)], _pose(), t)
     assert [e.name for e in m.visible()] == ["blue_cube"] and len(m.entries) == 1   # 3 s later: forgotten
@@ -341,8 +339,9 @@ def test_an_object_seen_in_one_frame_is_never_listed_and_is_forgotten():
 
 
 def test_a_lone_object_glimpsed_in_one_frame_is_listed_at_once_and_kept():
-    """Simulator none-16 with every new object tentative: the green square, 3.8 m away near the edge of range,
-    came up in single frames only, was never listed, and the model searched until its 40 calls."""
+    """Only a copy beside a known object of its colour and kind waits: a lone object (here a far green square,
+    and a blue area beside a blue cube) seen in one frame is listed at once, as before: a far area at the edge
+    of range may come up in single frames only."""
     m = ObjectMemory(PerceptionConfig())
     for t in (0.5, 1.0):
         m.update([det("blue", "cube", 1.0, 0.0)], _pose(), t)
