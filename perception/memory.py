@@ -203,9 +203,8 @@ class ObjectMemory:
 
     def _new_entry(self, d: Detection, ox: float, oy: float, stamp: float) -> MemoryEntry:
         # listed before this frame: two objects first seen together are both real
-        near_known = any(o.colour == d.colour and o.solid == d.solid and not o.gone and not o.held and self.listed(o)
-                         and o.first_seen < stamp
-                         and math.hypot(o.x - ox, o.y - oy) <= self.cfg.confirm_radius for o in self.entries)
+        near_known = any(o.colour == d.colour and o.solid == d.solid and o.first_seen < stamp
+                         and math.hypot(o.x - ox, o.y - oy) <= self.cfg.confirm_radius for o in self.visible())
         e = MemoryEntry("", d.colour, ox, oy, self._sighting_variance(d), d.width, d.height, d.solid,
                         d.confidence, stamp, stamp, tentative=near_known)
         e.shape_votes[d.shape] += d.shape_confidence if d.shape != "object" else 0.0

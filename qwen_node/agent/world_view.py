@@ -20,7 +20,7 @@ from qwen_stack.qwen_node.agent.grounding import CameraMount, GroundedGoal, Lase
 # perception/objects older than this (receipt, monotonic) no longer says what is in view now
 IN_VIEW_FRESH_S = 1.5
 # detect_objects' fresh answer: a message received this long after the call (two of perception's frames at
-# 5 Hz: an object that came into view as the last motion ended is listed from its second sighting)
+# 5 Hz: a new object beside a known one of its colour is listed from its second sighting)
 FRESH_AFTER_S = 0.45
 
 
