@@ -19,6 +19,7 @@ vocab_map.json), which transformers loads too.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import random
@@ -58,7 +59,8 @@ def build_data(n_train: int, n_test: int, seed: int, tok, tools, system_prompt: 
                                     look_closer)
             ids, mask = D.encode(ex.messages, tl, tok)
             out[split].append((ids, mask))
-            meta[split].append({"kind": ex.kind, "lang": ex.lang, "outcome": ex.outcome})
+            meta[split].append({"kind": ex.kind, "lang": ex.lang, "outcome": ex.outcome,
+                                "faults": sorted(ex.faults)})
     return {"data": out, "meta": meta}
 
 
@@ -221,6 +223,19 @@ def shared_prefix(rows: list[list[int]], turn_start: int) -> list[int]:
     return first[:n]
 
 
+# the faults a mission recovers from or reports (what --fault-weight draws more often)
+RECOVERY_FAULTS = frozenset({"grasp_failures", "move_on_approach", "deny_release"})
+
+
+def weighted_sample(rng: random.Random, pool: list[int], cum: list[float], k: int) -> list[int]:
+    """k distinct items of pool, each draw in proportion to its weight (cum: the cumulative weights)."""
+    k = min(k, len(pool))
+    got: dict[int, None] = {}
+    while len(got) < k:
+        got.setdefault(rng.choices(pool, cum_weights=cum)[0])
+    return list(got)
+
+
 def first_turn_end(mask: list[int]) -> int:
     """Index after the first assistant turn (its last written token)."""
     return turn_ends(mask)[0]
@@ -320,6 +335,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="go_to_object for a name not in memory first drives up to the one unnamed thing of its colour "
                          "and kind and looks, as the stack's does (both splits; without it, the data of the earlier "
                          "checkpoints)")
+    ap.add_argument("--fault-weight", type=float, default=1.0,
+                    help="how much likelier a conversation with a recovery fault (a failed grasp, the object "
+                         "moved, the release denied) is drawn for the whole conversations and the cuts of a "
+                         "step; 1: as generated")
+    ap.add_argument("--aligned-cuts", action="store_true",
+                    help="cut the --short-cuts conversations of a step at turns of similar length (around one "
+                         "drawn at random) instead of independently, so a batch of them pads little")
     ap.add_argument("--init-from", default="",
                     help="start from this checkpoint folder (HF layout with vocab_map.json, e.g. a previous run's "
                          "model/) instead of a fresh initialisation: a fine-tune on new data")
@@ -351,8 +373,8 @@ def main(argv: list[str] | None = None) -> int:
                  "--variant-every >= 0")
     if not (0 <= a.slip_rate < 1 and 0 <= a.miss_rate < 1 and 0 <= a.miss_repeat < 1):
         ap.error("--slip-rate, --miss-rate and --miss-repeat must be in [0, 1)")
-    if not (a.decision_weight >= 1 and a.read_weight >= 1):
-        ap.error("--decision-weight and --read-weight must be >= 1")
+    if not (a.decision_weight >= 1 and a.read_weight >= 1 and 1 <= a.fault_weight < math.inf):
+        ap.error("--decision-weight, --read-weight and --fault-weight must be >= 1")
     init_from = Path(a.init_from) if a.init_from else None
     if init_from is not None:   # refused before the minutes of data generation, not after
         for name, why in (("model.safetensors", "a checkpoint folder, e.g. models/brain"),
@@ -420,6 +442,16 @@ def main(argv: list[str] | None = None) -> int:
     user_at = prefix.index(turn_start, 1)     # where the user turn starts
     variants = [i for i in range(len(train)) if train[i][0][:P] != prefix]
     by_length = sorted(canon, key=lambda i: len(train[i][0]))
+    draw_weight = [1.0] * len(train)
+    if a.fault_weight != 1:
+        meta = bundle["meta"]["train"]
+        if any("faults" not in m for m in meta):
+            ap.error(f"--fault-weight: {data_path} was generated before its missions' faults were recorded; "
+                     "use a new --out")
+        draw_weight = [a.fault_weight if RECOVERY_FAULTS & set(m["faults"]) else 1.0 for m in meta]
+    # cumulative weights of the whole-batch start (a conversation and its neighbours in length) and of the cuts
+    start_cum = list(itertools.accumulate(draw_weight[i] for i in by_length[:max(1, len(by_length) - a.batch + 1)]))
+    canon_cum = list(itertools.accumulate(draw_weight[i] for i in canon))
     test = [x for x in test if x[0][:P] == prefix]
     print(f"data: {len(train)} train ({len(variants)} with an edited prompt) / {len(test)} held-out conversations, "
           f"vocabulary {len(vmap)} rows, mean length {sum(len(r[0]) for r in train) / len(train):.0f} tokens, "
@@ -486,7 +518,10 @@ def main(argv: list[str] | None = None) -> int:
             break
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        k = order_rng.randrange(max(1, len(by_length) - a.batch + 1))   # neighbours in length: little padding
+        if a.fault_weight == 1:   # as the earlier runs drew (their commands make the same runs)
+            k = order_rng.randrange(max(1, len(by_length) - a.batch + 1))   # neighbours in length: little padding
+        else:
+            k = order_rng.choices(range(len(start_cum)), cum_weights=start_cum)[0]
         whole = [suffix(i) for i in by_length[k:k + a.batch]]
         firsts = [suffix(i, first_turn_end(train[i][1])) for i in order_rng.sample(canon, min(a.first_turns, len(canon)))]
         acc = {"loss": 0.0, "w": 0.0, "ce": 0.0, "n": 0, "tokens": P}   # the step's sums over every batch
@@ -510,8 +545,18 @@ def main(argv: list[str] | None = None) -> int:
             add([], short)
         if a.short_cuts:   # from the user turn on, cut after a random assistant turn
             cuts = []
-            for i in order_rng.sample(canon, min(a.short_cuts, len(canon))):
-                end = order_rng.choice(turn_ends(train[i][1]))
+            if a.fault_weight == 1:
+                picked = order_rng.sample(canon, min(a.short_cuts, len(canon)))
+            else:
+                picked = weighted_sample(order_rng, canon, canon_cum, a.short_cuts)
+            length = None
+            for i in picked:
+                ends = turn_ends(train[i][1])
+                if not a.aligned_cuts or length is None:
+                    end = order_rng.choice(ends)
+                    length = end - user_at
+                else:   # the turn end nearest the first cut's length: the batch pads little
+                    end = min(ends, key=lambda e: abs(e - user_at - length))
                 cuts.append((train[i][0][user_at:end], weights[i][user_at:end]))
             cuts.sort(key=lambda c: len(c[0]))
             for c0 in range(0, len(cuts), 4):   # similar lengths together: a batch pads to its longest

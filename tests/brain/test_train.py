@@ -124,3 +124,61 @@ def test_init_from_a_checkpoint_fine_tunes_it(run, tmp_path):
     assert torch.allclose(init[name], before[name], atol=0.05)
     with pytest.raises(SystemExit):
         train.main(["--out", str(tmp_path / "bad"), "--init-from", str(tmp_path)])
+
+
+def test_weighted_sample_draws_distinct_items_in_proportion():
+    import itertools
+    import random
+
+    pool = list(range(10))
+    cum = list(itertools.accumulate([1.0] * 9 + [20.0]))   # item 9 weighs 20 times the others
+    rng = random.Random(0)
+    draws = [train.weighted_sample(rng, pool, cum, 3) for _ in range(400)]
+    assert all(len(set(d)) == 3 for d in draws)
+    share = sum(9 in d for d in draws) / len(draws)
+    assert share > 0.9                                       # unweighted: 3 in 10
+    assert train.weighted_sample(rng, pool, cum, 50) and len(train.weighted_sample(rng, pool, cum, 50)) == 10
+
+
+@pytest.mark.parametrize("value", ["0.5", "nan", "inf"])
+def test_fault_weight_out_of_range_is_refused(value):
+    with pytest.raises(SystemExit):
+        train.main(["--out", "/tmp/x", "--fault-weight", value])
+
+
+def test_fault_weight_and_aligned_cuts(run, tmp_path, monkeypatch):
+    """The data records each mission's faults; --fault-weight refuses data generated without them; aligned cuts
+    pad a batch of cuts less than independent ones on the same data and draws."""
+    from qwen_stack.qwen_node.brain import shared_prefix as SP
+
+    out, _ = run
+    bundle = torch.load(out / "data.pt", weights_only=False)
+    assert all(isinstance(m["faults"], list) for m in bundle["meta"]["train"])
+    old = tmp_path / "old"
+    old.mkdir()
+    for m in bundle["meta"]["train"]:
+        del m["faults"]
+    torch.save(bundle, old / "data.pt")
+    base = ["--train-examples", "6", "--test-examples", "2", "--steps", "4", "--eval-every", "10",
+            "--eval-examples", "1", "--warmup", "1", "--batch", "2", "--first-turns", "0",
+            "--short-first-turns", "0", "--variant-every", "0", "--short-cuts", "4", "--size", "tiny"]
+    with pytest.raises(SystemExit):
+        train.main(["--out", str(old), "--fault-weight", "2"] + base)
+
+    padding = []
+    real = SP.batch_loss
+
+    def counting(model, prefix, suffixes, prefix_states=None):
+        if not prefix:   # the cuts: the only batches without the shared prompt here
+            longest = max(len(s) for s, _ in suffixes)
+            padding[-1] += sum(longest - len(s) for s, _ in suffixes)
+        return real(model, prefix, suffixes, prefix_states)
+
+    monkeypatch.setattr(SP, "batch_loss", counting)
+    for name, extra in (("free", []), ("aligned", ["--aligned-cuts"]), ("weighted", ["--aligned-cuts",
+                                                                                   "--fault-weight", "3"])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "data.pt").write_bytes((out / "data.pt").read_bytes())
+        padding.append(0)
+        assert train.main(["--out", str(tmp_path / name)] + base + extra) == 0
+    assert padding[1] < padding[0]
