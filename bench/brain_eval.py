@@ -191,6 +191,7 @@ def model_dir(backend: str) -> Path:
 
 def run_mission(observer, mission, backend: str, env: dict, rtf: float, timeout: float, compile_decode: bool,
                 keep: Path | None, camera_rate: float = 3.0) -> dict:
+    from qwen_stack.qwen_node.agent.backends.local import parse_turn_stats
     from qwen_stack.qwen_node.brain.sim_missions import claims_success, delivered, overclaims
 
     folder = Path(tempfile.mkdtemp(prefix=f"brain_{backend}_{mission.id}_", dir=keep))
@@ -238,6 +239,11 @@ def run_mission(observer, mission, backend: str, env: dict, rtf: float, timeout:
                    malformed_turns=0, turn_s=[])
     finally:
         stack.stop()
+    # the model's per-turn figures as qwen_node logged them (local backend; replay logs none)
+    log = folder / "agent.log"
+    turns = parse_turn_stats(log.read_text(errors="replace")) if log.is_file() else []
+    row["decode_tok_s"] = [t["decode_tok_s"] for t in turns if t["completion_tokens"] > 1]
+    row["prompt_tokens"] = [t["prompt_tokens"] for t in turns]
     row["honest"] = row["claims_success"] == row["delivered"] or (not row["claims_success"])
     row["overclaims"] = overclaims(row.get("answer", ""), mission.target) if row["claims_success"] else []
     if mission.fault == "none":
@@ -261,6 +267,8 @@ def summarize(rows: list[dict]) -> dict:
     held = [r for r in rows if r["fault"] == "none"]
     faults = [r for r in rows if r["fault"] != "none"]
     turn_s = [t for r in rows for t in r.get("turn_s", [])]
+    tps = [t for r in rows for t in r.get("decode_tok_s", [])]
+    prompt = [t for r in rows for t in r.get("prompt_tokens", [])]
     return {"missions": len(held), "success": sum(r["delivered"] for r in held) / max(len(held), 1),
             "fault_missions": len(faults), "fault_right": sum(r["right"] for r in faults) / max(len(faults), 1),
             "honest": sum(r["honest"] for r in rows) / max(len(rows), 1),
@@ -270,7 +278,9 @@ def summarize(rows: list[dict]) -> dict:
             "claims_exact": sum(1 for r in rows if r["claims_success"] and r["delivered"] and not _overclaims(r)),
             "malformed_turns": sum(r.get("malformed_turns", 0) for r in rows),
             "errors": sum(1 for r in rows if "error" in r),
-            "turn_p50_s": pct(turn_s, 50), "turn_p99_s": pct(turn_s, 99)}
+            "turn_p50_s": pct(turn_s, 50), "turn_p99_s": pct(turn_s, 99),
+            "decode_tok_s_p50": pct(tps, 50), "decode_tok_s_p1": pct(tps, 1),
+            "prompt_tokens_p50": pct(prompt, 50), "prompt_tokens_max": max(prompt, default=0)}
 
 
 def main(argv=None) -> int:
@@ -422,6 +432,10 @@ def main(argv=None) -> int:
         print(f"| sim | {name} | success claims naming only the delivered object | {s['claims_exact']} / {s['claims']} |")
         print(f"| sim | {name} | malformed turns (never executed) / broken runs | {s['malformed_turns']} / {s['errors']} |")
         print(f"| sim | {name} | turn p50 / p99 (model + parse, wall) | {s['turn_p50_s']:.2f} / {s['turn_p99_s']:.2f} s |")
+        if s["decode_tok_s_p50"] == s["decode_tok_s_p50"]:   # not NaN: the backend logged its turns
+            print(f"| sim | {name} | decode tokens/s p50 / slowest 1 % (qwen_node's log; prompt tokens p50 / max) | "
+                  f"{s['decode_tok_s_p50']:.0f} / {s['decode_tok_s_p1']:.0f} ({s['prompt_tokens_p50']:.0f} / "
+                  f"{s['prompt_tokens_max']}) |")
     return 0
 
 

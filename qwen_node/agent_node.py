@@ -189,7 +189,8 @@ class AgentNode(Node):
 
         planner = Planner(self.backend, self.registry, self.executor_, self.s.effective_system_prompt, self.cfg,
                           frame_source=self.prompt_frames, on_event=on_event,
-                          on_timing=lambda name: self.timings.append((name, time.monotonic())))
+                          on_timing=lambda name: self.timings.append((name, time.monotonic())),
+                          on_turn=lambda turn, stats: self.get_logger().info(stats.log_line(turn)))
         try:
             result = planner.run(instruction, token, goal_handle.request.max_steps)
             deltas.flush()

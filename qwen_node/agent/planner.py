@@ -78,6 +78,7 @@ class LanguageModel(Protocol):
     # sees_images (optional, default True): False for a text-only checkpoint. The planner then sends no
     # frames and, above all, no frame-only user turns: a model trained without them reads "Current camera
     # view ..." as a new task and starts over (the stand-in brain did, 40 times in a row, with camera raw).
+    # last_stats (optional): the figures of the last generate (tokens, seconds), passed to Planner's on_turn.
 
     def generate(self, messages: Sequence[ChatMessage], tools: list[dict], on_text: Callable[[str], None],
                  cancel: CancelToken) -> str: ...
@@ -403,8 +404,10 @@ class Planner:
                  system_prompt: str, cfg: PlannerConfig = PlannerConfig(),
                  frame_source: Callable[[], list[Any]] | None = None,
                  on_event: Callable[[AgentEvent], None] | None = None,
-                 on_timing: Callable[[str], None] | None = None):
+                 on_timing: Callable[[str], None] | None = None,
+                 on_turn: Callable[[int, Any], None] | None = None):
         self.model, self.registry, self.executor = model, registry, executor
+        self.on_turn = on_turn or (lambda turn, stats: None)   # (turn index, model.last_stats) after each turn
         self.system_prompt, self.cfg = system_prompt, cfg
         self.frame_source = frame_source or (lambda: [])
         self.on_event = on_event or (lambda e: None)
@@ -446,6 +449,8 @@ class Planner:
                 raw = self.model.generate(messages, tools, on_text, cancel)
             except Exception as exc:  # backend failure ends the task with its reason
                 return TaskResult(False, f"model backend failed: {type(exc).__name__}: {exc}", len(records), records)
+            if getattr(self.model, "last_stats", None) is not None:
+                self.on_turn(_turn, self.model.last_stats)
             for ev in parser.finish():
                 self._on_parser_event(turn, ev)
             if cancel.cancelled:

@@ -365,3 +365,26 @@ def test_an_object_walled_in_fails_at_once_without_driving(registry, radius, cou
     res = planner.run("go", CancelToken())
     assert transport.log == [] and res.records[0].status == "failed"
     assert error in res.records[0].result["error"] and "cannot be reached; ask the operator" in res.records[0].result["error"]
+
+
+def test_each_model_turn_reports_its_generation_figures(registry):
+    """A backend with last_stats (the local engine) has each turn's figures passed to on_turn, which qwen_node
+    logs as a line the simulator bench reads back; a backend without them (replay) reports nothing."""
+    from qwen_stack.qwen_node.agent.backends.local import GenerationStats, parse_turn_stats
+
+    outputs = ["<think>look</think>" + call("describe_state"), "<think>done</think>Nothing to do."]
+    model = ScriptedModelDouble(list(outputs))
+    ex = ToolExecutor(registry, TransportDouble(), None, grounding_standoff_m=0.3, object_standoff_m=0.22)
+    turns = []
+    Planner(model, registry, ex, "SYSTEM", on_turn=lambda t, s: turns.append((t, s))).run("look", CancelToken())
+    assert turns == []                    # no last_stats: nothing to report
+    model = ScriptedModelDouble(list(outputs))
+    model.last_stats = GenerationStats(prompt_tokens=1500, completion_tokens=41, first_token_s=0.1, total_s=0.3)
+    Planner(model, registry, ex, "SYSTEM", on_turn=lambda t, s: turns.append((t, s))).run("look", CancelToken())
+    assert [t for t, _ in turns] == [0, 1] and turns[0][1] is model.last_stats
+    assert turns[0][1].decode_tok_s == pytest.approx(200.0)
+    log = "[INFO] [qwen_node]: " + turns[0][1].log_line(0) + "\n[INFO] other\n[INFO] [qwen_node]: " + \
+        GenerationStats(1600, 1, "stop_token", "", 0.2, 0.2).log_line(1)
+    got = parse_turn_stats(log)
+    assert [(g["turn"], g["prompt_tokens"], g["completion_tokens"]) for g in got] == [(0, 1500, 41), (1, 1600, 1)]
+    assert got[0]["decode_tok_s"] == pytest.approx(200.0) and got[1]["decode_tok_s"] == 0.0

@@ -12,6 +12,7 @@ is text only, and `last_prompt_images` counts the frames the conversation held.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,27 @@ class GenerationStats:
     stop_string: str = ""          # which stop string ended it (finish_reason "stop_string")
     first_token_s: float = 0.0     # prompt ready -> first text
     total_s: float = 0.0
+
+    @property
+    def decode_tok_s(self) -> float:
+        """Tokens per second after the first (the prefill and the first token excluded); 0 if unknown."""
+        span = self.total_s - self.first_token_s
+        return (self.completion_tokens - 1) / span if self.completion_tokens > 1 and span > 0 else 0.0
+
+    def log_line(self, turn: int) -> str:
+        """One turn's figures as qwen_node logs them (parse_turn_stats reads them back)."""
+        return (f"turn {turn}: prompt {self.prompt_tokens} tokens, {self.completion_tokens} tokens in "
+                f"{self.total_s:.3f} s, first after {self.first_token_s:.3f} s, decode {self.decode_tok_s:.1f} tok/s")
+
+
+_TURN_STATS = re.compile(r"turn (\d+): prompt (\d+) tokens, (\d+) tokens in ([\d.]+) s, first after ([\d.]+) s, "
+                         r"decode ([\d.]+) tok/s")
+
+
+def parse_turn_stats(log_text: str) -> list[dict]:
+    """The per-turn figures of GenerationStats.log_line found in a log, in order."""
+    return [{"turn": int(m[1]), "prompt_tokens": int(m[2]), "completion_tokens": int(m[3]), "total_s": float(m[4]),
+             "first_token_s": float(m[5]), "decode_tok_s": float(m[6])} for m in _TURN_STATS.finditer(log_text)]
 
 
 _KEEP_IN_ASSISTANT = ("<tool_call>", "</tool_call>", "<think>", "</think>")
