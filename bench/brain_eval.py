@@ -138,12 +138,13 @@ def names_eval(model_dir: Path, n_conv: int) -> dict:
 
 
 def rollout_eval(model_dir: Path, n: int, faults: bool, out: Path, tag: str, detours: bool = True,
-                 detoured: bool = False, look_closer: bool = False) -> dict:
+                 detoured: bool = False, look_closer: bool = False, search_elsewhere: bool = False) -> dict:
     """Closed loop in the symbolic world (qwen_node/brain/rollout.py): the real planner drives the model
     through n held-out fetch missions of the generator (the kind the simulator part runs; faults False:
     none injected, True: one each; detours: go_to_object's results list the planner's waypoints as in the
     stack; detoured: only missions whose expert route goes round an object; look_closer: go_to_object looks
-    closer at the one unnamed thing a name may be, as the stack's does). Transcripts in
+    closer at the one unnamed thing a name may be, as the stack's does; search_elsewhere: floor areas seen only
+    as far as perception sees them in the simulator). Transcripts in
     out/rollout_<tag>.jsonl."""
     import torch
 
@@ -158,7 +159,7 @@ def rollout_eval(model_dir: Path, n: int, faults: bool, out: Path, tag: str, det
     rows = []
     with (out / f"rollout_{tag}.jsonl").open("w") as f:
         for seed in R.mission_seeds(n, kinds=("fetch",), faults=faults, detoured=detoured):
-            o = R.play(seed, "test", model, detours=detours, look_closer=look_closer)
+            o = R.play(seed, "test", model, detours=detours, look_closer=look_closer, search_elsewhere=search_elsewhere)
             rows.append(o)
             f.write(json.dumps(vars(o)) + "\n")
             print(f"rollout {tag:14} seed {seed} {o.kind:7} delivered={o.delivered!s:5} feasible={o.feasible!s:5} "
@@ -304,6 +305,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rollout-look-closer", action="store_true",
                     help="rollout with go_to_object's look closer at the one unnamed thing a name may be, as in the "
                          "stack since 2026-12-03 (the symbolic world of `train-brain --look-closer`)")
+    ap.add_argument("--rollout-search-elsewhere", action="store_true",
+                    help="rollout where floor areas are seen out to 3.2 m only, as perception sees them in the "
+                         "simulator (the symbolic world of `train-brain --search-elsewhere`)")
     ap.add_argument("--rollout-detoured", type=int, default=0,
                     help="also N fault-free missions whose route goes round an object (go_to_object's result lists "
                          "waypoints: a quarter of the simulator's missions), per backend")
@@ -358,7 +362,8 @@ def main(argv=None) -> int:
                     t0 = time.time()
                     report["rollout"][tag] = rollout_eval(model_dir(name), n, faults, out, tag,
                                                           detours=not a.rollout_straight, detoured=detoured,
-                                                          look_closer=a.rollout_look_closer)
+                                                          look_closer=a.rollout_look_closer,
+                                                          search_elsewhere=a.rollout_search_elsewhere)
                     print(f"rollout {tag}: {json.dumps(report['rollout'][tag])} ({time.time() - t0:.0f} s)",
                           flush=True)
         (out / "report.json").write_text(json.dumps(report, indent=1))

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 from . import phrasing as P
 from .expert import Expert, Mission, Turn
-from .world import Faults, SymbolicWorld, Thing, result_json
+from .world import AREA_RANGE, VIEW_RANGE, Faults, SymbolicWorld, Thing, result_json
 
 AREA_COLOURS = ("blue", "green", "red", "yellow")
 OBJECTS = tuple(f"{c}_{s}" for c in P.COLOURS if c != "grey" for s in P.SHAPES)
@@ -164,31 +164,36 @@ def make_mission(rng: random.Random, split: str) -> tuple[Mission, P.Instruction
 
 
 def setup_mission(seed: int, split: str, detours: bool = False,
-                  look_closer: bool = False) -> tuple[random.Random, Mission, P.Instruction, SymbolicWorld]:
+                  look_closer: bool = False,
+                  search_elsewhere: bool = False) -> tuple[random.Random, Mission, P.Instruction, SymbolicWorld]:
     """Mission `seed` of `split`: its random stream (shared by the world and the expert), the mission, the
     instruction and the symbolic world it starts in (the data generator and rollout.py play the same ones).
     detours: go_to_object's results carry the planner's waypoints around objects (SymbolicWorld.detours);
-    look_closer: go_to_object looks closer at the one unnamed thing a name may be (SymbolicWorld.look_closer)."""
+    look_closer: go_to_object looks closer at the one unnamed thing a name may be (SymbolicWorld.look_closer);
+    search_elsewhere: floor areas are seen out to AREA_RANGE only, as in the simulator (Expert.search_elsewhere
+    searches for them from the start point too)."""
     rng = random.Random(f"{split}:{seed}")
     mission, ins, things, faults = make_mission(rng, split)
     robot = (rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), rng.uniform(-math.pi, math.pi))
-    return rng, mission, ins, SymbolicWorld(things, robot, faults, rng, detours, look_closer)
+    return rng, mission, ins, SymbolicWorld(things, robot, faults, rng, detours, look_closer,
+                                            AREA_RANGE if search_elsewhere else VIEW_RANGE)
 
 
 def generate_example(seed: int, split: str, system_prompt: str, slip_rate: float = 0.0,
                      miss_rate: float = 0.0, look_after_grasp: bool = False, miss_repeat: float = 0.0,
-                     detours: bool = False, look_closer: bool = False) -> Example:
+                     detours: bool = False, look_closer: bool = False, search_elsewhere: bool = False) -> Example:
     """One mission played by the expert. slip_rate: its chance per go_to_object of a near-miss name
     first (Expert.slip_rate); miss_rate: its chance of calling go_to_object with a name not yet in memory
     before searching for it (Expert.miss_rate). Those turns carry "train": False and encode() masks them out;
     each has its own random stream, so at rate 0 the data is exactly as without it. look_after_grasp: the
     expert detects again after every grasp (Expert.look_after_grasp); miss_repeat: the chance (twice) that a
-    miss is repeated before the search (Expert.miss_repeat); detours, look_closer: see setup_mission."""
-    rng, mission, ins, world = setup_mission(seed, split, detours, look_closer)
+    miss is repeated before the search (Expert.miss_repeat); detours, look_closer, search_elsewhere: see
+    setup_mission (and Expert.search_elsewhere)."""
+    rng, mission, ins, world = setup_mission(seed, split, detours, look_closer, search_elsewhere)
     faults = world.faults
     expert = Expert(world, rng, slip_rate, random.Random(f"slip:{split}:{seed}"),
                     miss_rate, random.Random(f"miss:{split}:{seed}"), look_after_grasp,
-                    miss_repeat)
+                    miss_repeat, search_elsewhere)
     from qwen_stack.qwen_node.agent.planner import ChatMessage, PlannerConfig, fold_context
 
     chat = [ChatMessage("system", system_prompt), ChatMessage("user", ins.text)]

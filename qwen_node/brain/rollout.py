@@ -110,20 +110,21 @@ def mission_seeds(n: int, kinds: Iterable[str] = MISSION_KINDS, split: str = "te
 
 def play(seed: int, split: str, model=None, system_prompt: str = "", max_steps: int = 40,
          model_factory: Callable[[Expert, Any], Any] | None = None, detours: bool = True,
-         look_closer: bool = False) -> Outcome:
+         look_closer: bool = False, search_elsewhere: bool = False) -> Outcome:
     """One mission: `model` (a planner.LanguageModel) or `model_factory(expert, mission)` (the expert test
     double) plays it through the planner against the symbolic world. detours: go_to_object's results carry
     the planner's waypoints around remembered objects, as in the stack (False: as the data of the checkpoints
     trained without `train-brain --detours`); look_closer: go_to_object looks closer at the one unnamed thing a
-    name may be, as in the stack (SymbolicWorld.look_closer; False: as the data without `--look-closer`)."""
+    name may be, as in the stack (SymbolicWorld.look_closer; False: as the data without `--look-closer`);
+    search_elsewhere: floor areas are seen as far as in the simulator only (as the data of `--search-elsewhere`)."""
     from ..agent.planner import CancelToken, Planner, PlannerConfig
 
     system_prompt = system_prompt or D.default_system_prompt()
-    rng, mission, ins, world = D.setup_mission(seed, split, detours, look_closer)
+    rng, mission, ins, world = D.setup_mission(seed, split, detours, look_closer, search_elsewhere)
     expert_outcome = D.generate_example(seed, split, system_prompt, detours=detours,   # on its own world: feasible?
-                                        look_closer=look_closer)
+                                        look_closer=look_closer, search_elsewhere=search_elsewhere)
     if model is None:
-        model = model_factory(Expert(world, rng), mission)
+        model = model_factory(Expert(world, rng, search_elsewhere=search_elsewhere), mission)
     malformed = [0]
 
     def on_event(ev) -> None:

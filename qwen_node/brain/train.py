@@ -40,7 +40,7 @@ TOOL_CALL_OPEN = "<tool_call>"
 
 def build_data(n_train: int, n_test: int, seed: int, tok, tools, system_prompt: str, slip_rate: float = 0.0,
                miss_rate: float = 0.0, look_after_grasp: bool = False, miss_repeat: float = 0.0,
-               detours: bool = False, look_closer: bool = False) -> dict:
+               detours: bool = False, look_closer: bool = False, search_elsewhere: bool = False) -> dict:
     """Encoded examples: {"train": [(ids, mask)], "test": [(ids, mask, action_spans)]} in tokenizer ids.
     slip_rate, miss_rate: the expert's near-miss names and calls to names not yet in memory (training split
     only; the held-out split stays comparable); look_after_grasp: the expert's policy, detours: the planner's
@@ -56,7 +56,7 @@ def build_data(n_train: int, n_test: int, seed: int, tok, tools, system_prompt: 
             train = split == "train"
             ex = D.generate_example(seed * 1_000_000 + i, split, sp, slip_rate if train else 0.0,
                                     miss_rate if train else 0.0, look_after_grasp, miss_repeat, detours,
-                                    look_closer)
+                                    look_closer, search_elsewhere)
             ids, mask = D.encode(ex.messages, tl, tok)
             out[split].append((ids, mask))
             meta[split].append({"kind": ex.kind, "lang": ex.lang, "outcome": ex.outcome,
@@ -342,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--aligned-cuts", action="store_true",
                     help="cut the --short-cuts conversations of a step at turns of similar length (around one "
                          "drawn at random) instead of independently, so a batch of them pads little")
+    ap.add_argument("--search-elsewhere", action="store_true",
+                    help="floor areas are seen out to 3.2 m only, as perception sees them in the simulator, and after "
+                         "a full turn without the name the expert drives back to the start point and turns again "
+                         "(both splits; without it, the data of the earlier checkpoints)")
     ap.add_argument("--init-from", default="",
                     help="start from this checkpoint folder (HF layout with vocab_map.json, e.g. a previous run's "
                          "model/) instead of a fresh initialisation: a fine-tune on new data")
@@ -400,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generating {a.train_examples} + {a.test_examples} missions ...", flush=True)
         tools = D.planner_tools()
         bundle = build_data(a.train_examples, a.test_examples, a.seed, tok, tools, D.default_system_prompt(),
-                            a.slip_rate, a.miss_rate, a.look_after_grasp, a.miss_repeat, a.detours, a.look_closer)
+                            a.slip_rate, a.miss_rate, a.look_after_grasp, a.miss_repeat, a.detours, a.look_closer,
+                            a.search_elsewhere)
         bundle["tools"] = tools
         torch.save(bundle, data_path)
         (out / "tools.json").write_text(json.dumps(tools, indent=1))

@@ -26,6 +26,9 @@ from qwen_stack.robot import load_robot
 HALF_FOV = math.radians(37.0)     # camera: 60 deg vertical FOV at 4:3 -> ~75 deg horizontal
 VIEW_RANGE = 4.0                   # m, beyond this perception does not report objects (its max_range: a test holds them equal)
 CONFIDENT_RANGE = 2.8              # m, beyond this an object is named <colour>_object_<n>
+# m, the farthest a floor area first came into perception's memory in the simulator runs (runs/brain_eval_sim20,
+# sim21: 107 areas, none beyond 3.15 m; seen flat from 0.5 m up, a 0.5 m square farther off is a few pixels tall)
+AREA_RANGE = 3.2
 # The symbolic geometry of the training data: the goal 0.22 m short of the object, with the pick site there
 # (config/agent.yaml's object_standoff_m is 0.36 since the creep zone: the goal's numbers in a tool result are
 # not what the model decides on, and the shipped model's documented command must keep making the same data).
@@ -77,8 +80,11 @@ class MemoryEntry:
 
 class SymbolicWorld:
     def __init__(self, things: list[Thing], robot: tuple[float, float, float], faults: Faults, rng: random.Random,
-                 detours: bool = False, look_closer: bool = False):
+                 detours: bool = False, look_closer: bool = False, area_range: float = VIEW_RANGE):
         self.things = {t.name: t for t in things}
+        # floor areas farther than this are not seen (AREA_RANGE: as in the simulator; VIEW_RANGE: the data of the
+        # checkpoints before it)
+        self.area_range = area_range
         # detours: go_to_object routes around the remembered solid objects and its result lists the waypoints,
         # as the planner does (agent/route.py). Off, the data is exactly that of the checkpoints made before it.
         self.detours = detours
@@ -110,7 +116,8 @@ class SymbolicWorld:
                 continue
             dx, dy = t.x - self.x, t.y - self.y
             d = math.hypot(dx, dy)
-            if d > VIEW_RANGE or (d > 0.05 and abs(wrap_angle(math.atan2(dy, dx) - heading)) > HALF_FOV):
+            if d > (self.area_range if t.area else VIEW_RANGE) or \
+                    (d > 0.05 and abs(wrap_angle(math.atan2(dy, dx) - heading)) > HALF_FOV):
                 continue
             name = t.name
             # far floor areas too get an unnamed entry (as perception's, seen in the simulator) where go_to_object

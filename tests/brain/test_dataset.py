@@ -418,3 +418,66 @@ def test_look_closer_data_goes_to_the_name_itself_and_stays_honest():
                 call = b.messages[i - 1]["content"]
                 assert "_object_" not in call.split("</think>")[-1] and "train" not in b.messages[i - 1]
     assert looks >= 3
+
+
+def _drive(world, gen):
+    """Play an expert generator against the symbolic world: (the calls it made, what it returned)."""
+    calls, turn = [], next(gen)
+    try:
+        while True:
+            assert turn.call is not None, turn
+            calls.append(turn.call)
+            turn = gen.send(world.call(*turn.call))
+    except StopIteration as stop:
+        return calls, stop.value
+
+
+@pytest.mark.parametrize("elsewhere", [False, True])
+def test_search_elsewhere_drives_back_to_the_start_point_and_turns_again(elsewhere):
+    """--search-elsewhere: floor areas are seen out to AREA_RANGE only (as perception in the simulator); after a
+    full turn that misses the area, the expert drives to the start point (odom 0, 0) and turns again there,
+    where the simulator's none-16 square (3.9 m off the pick site) comes into range. Without it: one turn, not
+    found."""
+    import random
+
+    from qwen_stack.qwen_node.brain.expert import Expert
+    from qwen_stack.qwen_node.brain.world import AREA_RANGE, Faults, SymbolicWorld, Thing
+
+    things = [Thing("green_square", -1.72, 1.35, area=True), Thing("yellow_cylinder", 1.6, 0.2)]
+    world = SymbolicWorld(things, (0.97, -1.46, 0.0), Faults(), random.Random(0), look_closer=True,
+                          area_range=AREA_RANGE)
+    calls, found = _drive(world, Expert(world, random.Random(1), search_elsewhere=elsewhere)._find("green_square"))
+    names = [c[0] for c in calls]
+    assert names[:10] == ["rotate", "detect_objects"] * 5   # the full turn at the pick site first
+    if not elsewhere:
+        assert found is False and len(calls) == 10
+        return
+    assert found is True and calls[10] == ("go_to_pose", {"x": 0.0, "y": 0.0, "theta": 0.0, "use_theta": False})
+    assert names[11] == "detect_objects" and "green_square" in world.memory
+    # at the start point already (within MIDDLE_RADIUS): the one turn is the whole search
+    world = SymbolicWorld([Thing("green_square", -1.72, 1.35, area=True)], (0.2, 0.1, 0.0), Faults(),
+                          random.Random(0), area_range=2.0)
+    calls, found = _drive(world, Expert(world, random.Random(1), search_elsewhere=True)._find("green_square"))
+    assert found is False and "go_to_pose" not in [c[0] for c in calls]
+
+
+def test_search_elsewhere_data_is_valid_and_honest(tools):
+    """Missions generated with --search-elsewhere call real tools with valid arguments, the drive back is a
+    go_to_pose to the start point, and the answers stay honest (generate_example refuses a false success)."""
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+    sp = D.default_system_prompt()
+    drives = 0
+    for seed in range(600):   # about one mission in a hundred needs the drive back
+        ex = D.generate_example(seed, "train", sp, miss_rate=0.5, look_after_grasp=True, detours=True,
+                                look_closer=True, search_elsewhere=True)
+        for m in ex.messages:
+            if m["role"] != "assistant":
+                continue
+            out = parse_output(m["content"], schemas, start_in_thinking=True)
+            assert not out.errors, (ex.id, out.errors)
+            for c in out.calls:
+                if c.name == "go_to_pose":
+                    assert c.arguments == {"x": 0.0, "y": 0.0, "theta": 0.0, "use_theta": False}, ex.id
+                    drives += 1
+        assert ex.outcome != "success" or ex.world_success, ex.id
+    assert drives >= 3, drives

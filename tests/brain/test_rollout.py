@@ -8,15 +8,17 @@ from qwen_stack.qwen_node.brain import dataset as D
 from qwen_stack.qwen_node.brain import rollout as R
 
 
-@pytest.mark.parametrize("detours, look_closer", [(False, False), (True, False), (True, True)])
-def test_the_expert_through_the_planner_writes_the_generators_conversations(detours, look_closer):
+@pytest.mark.parametrize("detours, look_closer, elsewhere", [(False, False, False), (True, False, False),
+                                                             (True, True, False), (True, True, True)])
+def test_the_expert_through_the_planner_writes_the_generators_conversations(detours, look_closer, elsewhere):
     """The expert as the model (a test double of one) reproduces the data generator turn for turn, and the
     judgement agrees with the generator's: delivered when the world shows it, success claimed only then."""
     sp = D.default_system_prompt()
     seeds = R.mission_seeds(25, faults=None)
-    rows = [R.play(s, "test", model_factory=R.ExpertModel, detours=detours, look_closer=look_closer) for s in seeds]
+    rows = [R.play(s, "test", model_factory=R.ExpertModel, detours=detours, look_closer=look_closer,
+                   search_elsewhere=elsewhere) for s in seeds]
     for s, o in zip(seeds, rows):
-        ex = D.generate_example(s, "test", sp, detours=detours, look_closer=look_closer)
+        ex = D.generate_example(s, "test", sp, detours=detours, look_closer=look_closer, search_elsewhere=elsewhere)
         assert [(m["role"], m["content"]) for m in ex.messages] == [(m["role"], m["content"]) for m in o.transcript]
         assert o.delivered == (ex.world_success and ex.kind != "missing"), s
         assert o.claimed == (ex.outcome == "success") and o.honest and o.right and o.malformed == 0, s
