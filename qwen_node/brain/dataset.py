@@ -223,7 +223,7 @@ def generate_example(seed: int, split: str, system_prompt: str, slip_rate: float
         raise RuntimeError(f"expert claims success the world does not show ({mission.kind}, seed {seed})")
     return Example(f"{split}-{seed}", split, mission.kind, ins.lang, ins.text, ins.template, mission.targets,
                    mission.area,
-                   {k: v for k, v in asdict(faults).items() if v}, messages, expert.outcome, world_ok,
+                   faults.injected(), messages, expert.outcome, world_ok,
                    world.detours_taken)
 
 

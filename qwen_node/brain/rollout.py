@@ -99,7 +99,7 @@ def mission_seeds(n: int, kinds: Iterable[str] = MISSION_KINDS, split: str = "te
     sp = D.default_system_prompt() if detoured else ""
     while len(out) < n:
         _, m, _, w = D.setup_mission(seed, split)
-        has_fault = bool(_faults(w))
+        has_fault = bool(w.faults.injected())
         if m.kind in kinds and (faults is None or has_fault == faults) and \
                 (not detoured or D.generate_example(seed, split, sp, detours=True).detours):
             out.append(seed)
@@ -138,17 +138,9 @@ def play(seed: int, split: str, model=None, system_prompt: str = "", max_steps: 
     delivered = mission.kind in ("fetch", "fetch2") and all(world.in_area(o, mission.area) for o in mission.targets)
     claimed = claims_success(res.success, res.message)
     feasible = expert_outcome.world_success and mission.kind in ("fetch", "fetch2")
-    return Outcome(seed, mission.kind, _faults(world), delivered, feasible,
+    return Outcome(seed, mission.kind, world.faults.injected(), delivered, feasible,
                    claimed, not claimed or delivered, delivered or (not feasible and not claimed), res.steps, malformed[0],
                    res.message, model.transcript)
-
-
-def _faults(world: SymbolicWorld) -> dict:
-    """The faults injected into the mission (deny_reason is only the text of a denial)."""
-    f = {k: v for k, v in vars(world.faults).items() if v and k != "deny_reason"}
-    if f.get("deny_release"):
-        f["deny_reason"] = world.faults.deny_reason
-    return f
 
 
 def summarize(rows: list[Outcome]) -> dict:

@@ -66,6 +66,13 @@ class Faults:
     goto_timeout_once: bool = False     # the first go_to_object times out (skill), then works
     estop_latched: bool = False         # every actuating call is refused
 
+    def injected(self) -> dict:
+        """The faults injected into the mission (deny_reason is only the text of a denial: with one only)."""
+        f = {k: v for k, v in vars(self).items() if v and k != "deny_reason"}
+        if f.get("deny_release"):
+            f["deny_reason"] = self.deny_reason
+        return f
+
 
 @dataclass
 class MemoryEntry:

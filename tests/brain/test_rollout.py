@@ -60,7 +60,7 @@ def test_mission_seeds_filter_kinds_and_faults():
     assert not set(clean) & set(faulty) and len(set(clean)) == 15
     for seed, fault in [(s, False) for s in clean] + [(s, True) for s in faulty]:
         _, m, _, w = D.setup_mission(seed, "test")
-        assert m.kind == "fetch" and bool(R._faults(w)) == fault
+        assert m.kind == "fetch" and bool(w.faults.injected()) == fault
 
 
 def test_detoured_missions_are_found_by_the_worlds_count_not_by_reading_folded_results():
