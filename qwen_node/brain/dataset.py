@@ -181,19 +181,21 @@ def setup_mission(seed: int, split: str, detours: bool = False,
 
 def generate_example(seed: int, split: str, system_prompt: str, slip_rate: float = 0.0,
                      miss_rate: float = 0.0, look_after_grasp: bool = False, miss_repeat: float = 0.0,
-                     detours: bool = False, look_closer: bool = False, search_elsewhere: bool = False) -> Example:
+                     detours: bool = False, look_closer: bool = False, search_elsewhere: bool = False,
+                     quote_errors: bool = False) -> Example:
     """One mission played by the expert. slip_rate: its chance per go_to_object of a near-miss name
     first (Expert.slip_rate); miss_rate: its chance of calling go_to_object with a name not yet in memory
     before searching for it (Expert.miss_rate). Those turns carry "train": False and encode() masks them out;
     each has its own random stream, so at rate 0 the data is exactly as without it. look_after_grasp: the
     expert detects again after every grasp (Expert.look_after_grasp); miss_repeat: the chance (twice) that a
     miss is repeated before the search (Expert.miss_repeat); detours, look_closer, search_elsewhere: see
-    setup_mission (and Expert.search_elsewhere)."""
+    setup_mission (and Expert.search_elsewhere); quote_errors: the thought after a "no object named" failure
+    starts with the error's words (Expert.quote_errors)."""
     rng, mission, ins, world = setup_mission(seed, split, detours, look_closer, search_elsewhere)
     faults = world.faults
     expert = Expert(world, rng, slip_rate, random.Random(f"slip:{split}:{seed}"),
                     miss_rate, random.Random(f"miss:{split}:{seed}"), look_after_grasp,
-                    miss_repeat, search_elsewhere)
+                    miss_repeat, search_elsewhere, quote_errors)
     from qwen_stack.qwen_node.agent.planner import ChatMessage, PlannerConfig, fold_context
 
     chat = [ChatMessage("system", system_prompt), ChatMessage("user", ins.text)]

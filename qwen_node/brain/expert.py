@@ -68,8 +68,13 @@ class Expert:
     def __init__(self, world: SymbolicWorld, rng: random.Random, slip_rate: float = 0.0,
                  slip_rng: random.Random | None = None, miss_rate: float = 0.0,
                  miss_rng: random.Random | None = None, look_after_grasp: bool = False, miss_repeat: float = 0.0,
-                 search_elsewhere: bool = False):
+                 search_elsewhere: bool = False, quote_errors: bool = False):
         self.w, self.rng = world, rng
+        # the thought after a "no object named ..." failure starts with the error's own words, as the thoughts
+        # after a timeout, a failed grasp or a refusal do: the recovery is decided on the words just copied
+        # (runs/ro_brain12: after "no object named 'blue_cube' in memory" the model wrote the timeout's
+        # "go_to_object failed: timed out ... Try once more" and called again 20 times)
+        self.quote_errors = quote_errors
         # after a full turn without the name, drive back to where the robot started (the odom origin, near the
         # middle of the scene) and turn once more before giving up: a rotation in place never reaches an area out
         # of perception's range (runs/brain_eval_sim21 none-16: the square 3.9 m away, 37 rotations, never seen)
@@ -170,6 +175,9 @@ class Expert:
                 f"go_to_object failed: there is no {wrong} in memory. The name I need is {name}, which is in the "
                 f"known list; call it exactly.",
                 f"Wrong name: {wrong} is not known. The right one is {name}. Try again with it."))
+            if self.quote_errors:
+                thinking = (f"go_to_object failed: {_error_head(r)}. The name I need is {name}, which is in the "
+                            f"known list; call it exactly.")
         while True:
             tries += 1
             r = yield Turn(thinking, ("go_to_object", {"object_name": name}))
@@ -270,6 +278,7 @@ class Expert:
             for k in range(repeats):
                 r = yield Turn(f"Now drive to {name}." if k == 0 else f"Try go_to_object {name} again.",
                                ("go_to_object", {"object_name": name}), train=False)
+                miss_result = r
                 if r["status"] == "rejected":        # refused before the name was looked up (an e-stop)
                     return f"the safety supervisor refused to move ({'; '.join(r.get('reasons', []))})"
         colour = name.split("_")[0]
@@ -290,6 +299,11 @@ class Expert:
                     f"go_to_object failed: {name} is not in the known list, so perception has not seen it yet. "
                     f"Calling again would fail the same way: look around for it first.",
                     f"{name} is the right name but it is not in memory yet. Rotate and detect to find it."))
+                if self.quote_errors:
+                    think = f"go_to_object failed: {_error_head(miss_result)}. " + self.miss_rng.choice((
+                        "Perception has not seen it yet, and calling again would fail the same way: look around "
+                        "for it first.",
+                        f"{name} is the right name, not seen yet: rotate and detect to find it."))
             r = yield Turn(think, ("rotate", {"angle": SEARCH_TURN, "speed": SEARCH_SPEED}))
             if r["status"] != "succeeded":
                 reason = "; ".join(r.get("reasons", [])) or r.get("response", {}).get("message", "")
@@ -442,3 +456,10 @@ class Expert:
         why, answer = self._UNSAFE[m.unsafe_reason]
         self.outcome = "refused"
         yield Turn(f"{why} Refuse and explain, without calling any tool.", answer=answer)
+
+
+def _error_head(r: dict) -> str:
+    """The first clause of a failed call's error, as the thought after it quotes it: "no object named 'x' in
+    memory" (the list of known names and the advice after it left out)."""
+    err = r.get("error") or r.get("response", {}).get("message", "")
+    return err.split(" (known")[0].split("; ")[0].split(": drove")[0]

@@ -40,7 +40,8 @@ TOOL_CALL_OPEN = "<tool_call>"
 
 def build_data(n_train: int, n_test: int, seed: int, tok, tools, system_prompt: str, slip_rate: float = 0.0,
                miss_rate: float = 0.0, look_after_grasp: bool = False, miss_repeat: float = 0.0,
-               detours: bool = False, look_closer: bool = False, search_elsewhere: bool = False) -> dict:
+               detours: bool = False, look_closer: bool = False, search_elsewhere: bool = False,
+               quote_errors: bool = False) -> dict:
     """Encoded examples: {"train": [(ids, mask)], "test": [(ids, mask, action_spans)]} in tokenizer ids.
     slip_rate, miss_rate: the expert's near-miss names and calls to names not yet in memory (training split
     only; the held-out split stays comparable); look_after_grasp: the expert's policy, detours: the planner's
@@ -56,7 +57,7 @@ def build_data(n_train: int, n_test: int, seed: int, tok, tools, system_prompt: 
             train = split == "train"
             ex = D.generate_example(seed * 1_000_000 + i, split, sp, slip_rate if train else 0.0,
                                     miss_rate if train else 0.0, look_after_grasp, miss_repeat, detours,
-                                    look_closer, search_elsewhere)
+                                    look_closer, search_elsewhere, quote_errors)
             ids, mask = D.encode(ex.messages, tl, tok)
             out[split].append((ids, mask))
             meta[split].append({"kind": ex.kind, "lang": ex.lang, "outcome": ex.outcome,
@@ -342,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--aligned-cuts", action="store_true",
                     help="cut the --short-cuts conversations of a step at turns of similar length (around one "
                          "drawn at random) instead of independently, so a batch of them pads little")
+    ap.add_argument("--quote-errors", action="store_true",
+                    help="the expert's thought after go_to_object's \"no object named ... in memory\" starts with "
+                         "the error's own words, as after a timeout or a failed grasp (without it, the data of the "
+                         "earlier checkpoints)")
     ap.add_argument("--search-elsewhere", action="store_true",
                     help="floor areas are seen out to 3.2 m only, as perception sees them in the simulator, and after "
                          "a full turn without the name the expert drives back to the start point and turns again "
@@ -405,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         tools = D.planner_tools()
         bundle = build_data(a.train_examples, a.test_examples, a.seed, tok, tools, D.default_system_prompt(),
                             a.slip_rate, a.miss_rate, a.look_after_grasp, a.miss_repeat, a.detours, a.look_closer,
-                            a.search_elsewhere)
+                            a.search_elsewhere, a.quote_errors)
         bundle["tools"] = tools
         torch.save(bundle, data_path)
         (out / "tools.json").write_text(json.dumps(tools, indent=1))

@@ -481,3 +481,34 @@ def test_search_elsewhere_data_is_valid_and_honest(tools):
                     drives += 1
         assert ex.outcome != "success" or ex.world_success, ex.id
     assert drives >= 3, drives
+
+
+def test_quote_errors_starts_the_recovery_with_the_errors_words(tools):
+    """--quote-errors: after a slip or a miss, the trained thought starts "go_to_object failed: " and the
+    planner's error up to its list of known names, as the thoughts after a timeout or a failed grasp quote
+    theirs (runs/ro_brain12 answered a miss with the timeout's words); every call, result and other turn is
+    the data without it."""
+    tok = QwenTokenizer()
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+    sp = D.default_system_prompt()
+    rates = dict(slip_rate=0.3, miss_rate=0.3, miss_repeat=0.3, look_after_grasp=True, detours=True)
+    n_quoted = 0
+    for seed in range(120):
+        plain = D.generate_example(seed, "train", sp, **rates)
+        ex = D.generate_example(seed, "train", sp, **rates, quote_errors=True)
+        assert len(ex.messages) == len(plain.messages) and ex.outcome == plain.outcome, seed
+        for k, (m, p) in enumerate(zip(ex.messages, plain.messages)):
+            if m == p:
+                continue
+            # only a trained recovery right after an untrained call's error differs, in its thinking only
+            bad, err = ex.messages[k - 2], ex.messages[k - 1]["content"]
+            assert bad.get("train") is False and m.get("train") is not False and m["role"] == "assistant"
+            name = parse_output(bad["content"], schemas, start_in_thinking=True).calls[0].arguments["object_name"]
+            quote = f"no object named {name!r} in memory"
+            assert m["content"].startswith(f"go_to_object failed: {quote}. ")
+            assert err.startswith('{"error": "' + quote + " (known: [")
+            got, was = (parse_output(x["content"], schemas, start_in_thinking=True).calls for x in (m, p))
+            assert [(c.name, c.arguments) for c in got] == [(c.name, c.arguments) for c in was]
+            n_quoted += 1
+        _assert_only_trained_turns_written(ex, tools, tok)
+    assert n_quoted >= 20, n_quoted

@@ -182,3 +182,18 @@ def test_fault_weight_and_aligned_cuts(run, tmp_path, monkeypatch):
         padding.append(0)
         assert train.main(["--out", str(tmp_path / name)] + base + extra) == 0
     assert padding[1] < padding[0]
+
+
+def test_quote_errors_reaches_the_training_data():
+    """train-brain --quote-errors is the expert's (tests/brain/test_dataset.py): the encoded training turns after a
+    miss quote the planner's error; without it they are the earlier data's."""
+    from qwen_stack.qwen_node.brain import dataset as D
+    from qwen_stack.qwen_node.engine.tokenizer import QwenTokenizer
+
+    tok, tools = QwenTokenizer(), D.planner_tools()
+    texts = {}
+    for quote in (False, True):
+        b = train.build_data(12, 0, 0, tok, tools, D.default_system_prompt(), miss_rate=0.9, quote_errors=quote)
+        texts[quote] = [tok.decode(ids) for ids, _ in b["data"]["train"]]
+    quoted = "go_to_object failed: no object named '"
+    assert not any(quoted in t for t in texts[False]) and sum(t.count(quoted) for t in texts[True]) >= 3
