@@ -175,7 +175,7 @@ class Expert:
                 f"go_to_object failed: there is no {wrong} in memory. The name I need is {name}, which is in the "
                 f"known list; call it exactly.",
                 f"Wrong name: {wrong} is not known. The right one is {name}. Try again with it."))
-            if self.quote_errors:
+            if self.quote_errors:   # after the draw above, so the slip stream stays the data's without the flag
                 thinking = (f"go_to_object failed: {_error_head(r)}. The name I need is {name}, which is in the "
                             f"known list; call it exactly.")
         while True:
@@ -295,15 +295,16 @@ class Expert:
                               f"{SEARCH_STEPS}).",
                               f"No {name} in memory yet. Turn left and look again ({step + 1}/{SEARCH_STEPS}).")
             if missed and step == 0:
-                think = self.miss_rng.choice((
-                    f"go_to_object failed: {name} is not in the known list, so perception has not seen it yet. "
-                    f"Calling again would fail the same way: look around for it first.",
-                    f"{name} is the right name but it is not in memory yet. Rotate and detect to find it."))
-                if self.quote_errors:
-                    think = f"go_to_object failed: {_error_head(miss_result)}. " + self.miss_rng.choice((
-                        "Perception has not seen it yet, and calling again would fail the same way: look around "
-                        "for it first.",
-                        f"{name} is the right name, not seen yet: rotate and detect to find it."))
+                quoted = f"go_to_object failed: {_error_head(miss_result)}."
+                options = ((f"{quoted} Perception has not seen it yet, and calling again would fail the same way: "
+                            f"look around for it first.",
+                            f"{quoted} {name} is the right name, not seen yet: rotate and detect to find it.")
+                           if self.quote_errors else
+                           (f"go_to_object failed: {name} is not in the known list, so perception has not seen it "
+                            f"yet. Calling again would fail the same way: look around for it first.",
+                            f"{name} is the right name but it is not in memory yet. Rotate and detect to find it."))
+                # one draw either way: the miss stream, and so every later miss, stays the data's without the flag
+                think = self.miss_rng.choice(options)
             r = yield Turn(think, ("rotate", {"angle": SEARCH_TURN, "speed": SEARCH_SPEED}))
             if r["status"] != "succeeded":
                 reason = "; ".join(r.get("reasons", [])) or r.get("response", {}).get("message", "")

@@ -491,12 +491,15 @@ def test_quote_errors_starts_the_recovery_with_the_errors_words(tools):
     tok = QwenTokenizer()
     schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
     sp = D.default_system_prompt()
-    rates = dict(slip_rate=0.3, miss_rate=0.3, miss_repeat=0.3, look_after_grasp=True, detours=True)
+    rates = dict(slip_rate=0.3, miss_rate=0.5, miss_repeat=0.3, look_after_grasp=True, detours=True,
+                 look_closer=True, search_elsewhere=True)
     n_quoted = 0
-    for seed in range(120):
+    for seed in range(200):
         plain = D.generate_example(seed, "train", sp, **rates)
         ex = D.generate_example(seed, "train", sp, **rates, quote_errors=True)
         assert len(ex.messages) == len(plain.messages) and ex.outcome == plain.outcome, seed
+        assert [m["content"].split("</think>")[-1] for m in ex.messages] == \
+               [m["content"].split("</think>")[-1] for m in plain.messages], seed   # every call and result
         for k, (m, p) in enumerate(zip(ex.messages, plain.messages)):
             if m == p:
                 continue
