@@ -66,8 +66,8 @@ def test_loss_matches_the_conversations_one_by_one(model):
 
 
 def test_gradients_match_the_full_sequences(model):
-    rng = random.Random()
-    prefix, sufs = batch_of(rng, n=2)
+    seed = random.randrange(2 ** 32)
+    prefix, sufs = batch_of(random.Random(seed), n=2)
     model.zero_grad()
     SP.batch_loss(model, prefix, sufs)[0].backward()
     shared = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -83,8 +83,11 @@ def test_gradients_match_the_full_sequences(model):
     for n, p in model.named_parameters():
         if n in shared:
             err = (shared[n] - p.grad).abs().max() / p.grad.abs().max().clamp_min(1e-12)
-            # fp32 sums in another order (and a near-tie in routing may flip): up to ~1e-3; a lost path is O(0.1)
-            assert err < 5e-3, (n, float(err))
+            # The problem is ill-conditioned on this random model: scaling the weights by 1 + 1e-7 noise (fp32
+            # rounding) moves the reference gradient itself by up to 5e-3 (seen: 7.3e-3 between the two paths).
+            # A lost path is far larger: detaching the prefix's conv inputs, recurrent state or keys gives
+            # 6.6e-2 .. 1.6 (measured over 8 seeds each).
+            assert err < 2e-2, (seed, n, float(err))
     model.zero_grad()
 
 
