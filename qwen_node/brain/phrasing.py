@@ -224,8 +224,11 @@ def template_indices(kind: str, lang: str, split: str) -> list[int]:
     n = len(TEMPLATES[kind][lang])
     if lang == HELD_OUT_MIX:
         return list(range(n)) if split == "test" else []
-    if kind in ("unsafe", "drive", "turn"):   # index-aligned lists: hold out by language position parity
+    if kind in ("drive", "turn"):   # index-aligned lists: hold out by position (each sign stays in training)
         return [i for i in range(n) if (i % 4 == 3) == (split == "test")] if n >= 4 else list(range(n))
+    if kind == "unsafe":   # shifted per language, so that every refusal reason is trained in some language
+        shift = LANGUAGES.index(lang)
+        return [i for i in range(n) if ((i + shift) % 4 == 3) == (split == "test")]
     return list(range(n - HELD_OUT_PER_LIST, n)) if split == "test" else list(range(n - HELD_OUT_PER_LIST))
 
 

@@ -141,8 +141,9 @@ class SymbolicWorld:
         seen = self.visible()
         for name, t, d in seen:
             far = name != t.name
-            if not far:   # a confident sighting replaces the far, unnamed one
-                self.memory.pop(self.far_names.get(t.name, ""), None)
+            if not far and self.far_names.get(t.name) in self.memory:
+                # a confident sighting renames the far, unnamed entry in place (perception keeps its place)
+                self.memory = {(name if k == self.far_names[t.name] else k): e for k, e in self.memory.items()}
             # perception's memory confidence: mostly 1.0 once an object is seen up close (sim runs), lower far
             conf = round(self.rng.uniform(0.3, 0.7), 2) if far else \
                 (1.0 if self.rng.random() < 0.7 else round(self.rng.uniform(0.8, 0.99), 2))
@@ -158,7 +159,9 @@ class SymbolicWorld:
             mem.append({"name": e.name, "colour": e.colour, "shape": e.shape, "x": round(e.x, 2), "y": round(e.y, 2),
                         "distance": round(math.hypot(e.x - self.x, e.y - self.y), 2), "confidence": e.confidence,
                         "seen_s_ago": round(self.t - e.seen_t, 1)})
-        return {"in_view": [n for n, _, _ in sorted(seen, key=lambda s: s[2])], "memory": mem}
+        # in view: in memory's order, as perception lists them (not by distance)
+        in_view = {n for n, _, _ in seen}
+        return {"in_view": [e["name"] for e in mem if e["name"] in in_view], "memory": mem}
 
     # ---- tools -------------------------------------------------------------------------------
     def call(self, name: str, args: dict[str, Any]) -> dict[str, Any]:

@@ -57,6 +57,23 @@ def test_tool_responses_have_the_planner_shape(examples):
                     assert set(e) == {"name", "colour", "shape", "x", "y", "distance", "confidence", "seen_s_ago"}
 
 
+def test_in_view_lists_names_in_memorys_order_as_perception_does(examples):
+    # perception's memory_report lists in_view in its memory's order (first seen), not by distance; the
+    # symbolic world sorted by distance, so a model trained on it met an order the simulator never gives
+    from qwen_stack.perception.memory import memory_report
+    n_reordered = 0
+    for ex in examples["train"]:
+        for m in ex.messages:
+            if m["role"] != "tool" or m["content"].endswith("chars]") or '"detect_objects"' not in m["content"]:
+                continue
+            r = json.loads(m["content"])
+            entries = [dict(e, last_seen=0.0, in_view=e["name"] in r["in_view"]) for e in r["memory"]]
+            assert r["in_view"] == memory_report(entries, None, 0.0)["in_view"], ex.id
+            dist = {e["name"]: e["distance"] for e in r["memory"]}
+            n_reordered += r["in_view"] != sorted(r["in_view"], key=dist.__getitem__)
+    assert n_reordered > 10   # the cases that tell the two orders apart do occur
+
+
 def test_final_answers_claim_success_only_when_the_world_shows_it(examples):
     kinds = set()
     for ex in examples["train"] + examples["test"]:
@@ -109,6 +126,18 @@ def test_held_out_split_is_unseen_in_training(examples):
     assert any(ex.lang == P.HELD_OUT_MIX for ex in test)
     assert any(ex.kind == "fetch" and D.pair_split(ex.targets[0], ex.area) == "test" for ex in test)
     assert len({ex.lang for ex in train}) == len(P.LANGUAGES) >= 5
+
+
+def test_every_held_out_refusal_reason_is_trained_in_another_language():
+    # the held-out split tests unseen phrasings of a refusal, not a reason never trained: before, every
+    # language held out its "x=12" template, so no model could learn to refuse leaving the area
+    trained = {P.UNSAFE_REASONS[l][i] for l in P.LANGUAGES for i in P.template_indices("unsafe", l, "train")}
+    held = [(l, i) for l in P.LANGUAGES for i in P.template_indices("unsafe", l, "test")]
+    assert trained == set(P.UNSAFE_REASONS["en"])
+    assert len(held) >= len(P.LANGUAGES) and {l for l, _ in held} == set(P.LANGUAGES)
+    for lang in P.LANGUAGES:
+        train, test = (set(P.template_indices("unsafe", lang, s)) for s in ("train", "test"))
+        assert train.isdisjoint(test) and train | test == set(range(len(P.TEMPLATES["unsafe"][lang])))
 
 
 def test_phrasing_agrees_in_gender():
