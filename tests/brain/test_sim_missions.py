@@ -6,8 +6,8 @@ import pytest
 
 from qwen_stack.qwen_node.brain import dataset as D
 from qwen_stack.qwen_node.brain import phrasing as P
-from qwen_stack.qwen_node.brain.sim_missions import (FAULTS, claimed_objects, claims_success, delivered, held_out_missions,
-                                                     overclaims)
+from qwen_stack.qwen_node.brain.sim_missions import (FAULTS, claimed_objects, claims_success, delivered, fault_met,
+                                                     held_out_missions, judge, overclaims)
 from qwen_stack.sim.scenario import layout_from_dict
 
 
@@ -65,3 +65,27 @@ def test_a_success_answer_naming_an_object_not_delivered_overclaims():
     assert overclaims("Done: the orange cylinder and the orange cylinder to the blue square.", "orange_cylinder") == []
     assert overclaims("I brought the blue ball to the green square.", "blue_ball") == []
     assert overclaims("Done: the red cube is on the yellow square.", "blue_cube") == ["red_cube"]
+
+
+def test_a_report_before_the_fault_is_not_a_recovery():
+    """sim25-era bench counted brain16 refusing a feasible German fetch ("I cannot drive that fast") as the
+    right answer to the denied approval it never reached: a report is right only once the fault happened."""
+    refusal = "I cannot drive that fast: the speed limit is 0.5 m/s."
+    assert not fault_met("deny", "red_cube", [], [], approvals=0)
+    assert not judge("deny", False, False, refusal, met=False)
+    assert judge("deny", False, False, "The operator denied the release, so I stopped.", met=True)
+    assert not judge("deny", True, True, "I brought the red cube to the blue square.", met=True)
+    calls = [("detect_objects", "succeeded"), ("go_to_object", "succeeded"), ("grasp", "failed")]
+    args = ["{}", '{"object_name": "red_cube"}', '{"object_name": "red_cube"}']
+    assert fault_met("grasp_fails", "red_cube", calls, args, 0)
+    assert not fault_met("grasp_fails", "red_cube", calls[:2], args[:2], 0)
+    assert fault_met("moved", "red_cube", calls, args, 0)
+    assert not fault_met("moved", "red_cube", calls[:1] + [("go_to_object", "failed")], ["{}", '{"object_name": "blue_square"}'], 0)
+    assert not fault_met("moved", "red_cube", [("go_to_object", "failed")], ["not json"], 0)
+    for fault in ("grasp_fails", "moved"):
+        assert not judge(fault, False, False, "I could not find the red cube.", met=False)
+        assert judge(fault, False, False, "I could not grasp the red cube.", met=True)
+        assert judge(fault, True, True, "I brought the red cube to the blue square.", met=False)
+    assert judge("none", True, True, "I brought it.", met=True) and not judge("none", False, False, "No.", met=True)
+    with pytest.raises(ValueError):
+        fault_met("slips", "red_cube", [], [], 0)
