@@ -8,6 +8,7 @@ Spanish noun phrases) never appears in training.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 COLOURS = ("red", "orange", "yellow", "green", "blue", "grey")
@@ -53,6 +54,11 @@ def split_name(name: str) -> tuple[str, str]:
     return colour, shape
 
 
+def _de_inflect(adj: str, ending: str) -> str:
+    """German adjective ending on the stem: 'rot' + 'en' -> 'roten', 'orange' + 'en' -> 'orangen'."""
+    return (adj[:-1] if adj.endswith("e") else adj) + ending
+
+
 def noun_phrase(name: str, lang: str, case: str = "acc") -> str:
     """'red_cube' -> 'the red cube' / 'den roten Würfel' / 'le cube rouge' ... case: acc (object of
     the verb) or to (destination: 'to the blue square', 'zum blauen Quadrat', 'au carré bleu')."""
@@ -64,10 +70,9 @@ def noun_phrase(name: str, lang: str, case: str = "acc") -> str:
     if lang == "de":
         if case == "to":
             art = {"m": "zum", "n": "zum", "f": "zur"}[gender]
-            return f"{art} {adj}en {noun}"
+            return f"{art} {_de_inflect(adj, 'en')} {noun}"
         art = {"m": "den", "n": "das", "f": "die"}[gender]
-        ending = "en" if gender == "m" else "e"
-        return f"{art} {adj}{ending} {noun}"
+        return f"{art} {_de_inflect(adj, 'en' if gender == 'm' else 'e')} {noun}"
     if lang == "fr":
         if case == "to":
             return ("au " if gender == "m" else "à la ") + f"{noun} {adj}"
@@ -242,7 +247,26 @@ class Instruction:
 def _dative_de(name: str) -> str:
     colour, shape = split_name(name)
     noun, gender = _SHAPE["de"][shape]
-    return ("dem " if gender in "mn" else "der ") + f"{_COLOUR['de'][colour][0]}en {noun}"
+    return ("dem " if gender in "mn" else "der ") + f"{_de_inflect(_COLOUR['de'][colour][0], 'en')} {noun}"
+
+
+# preposition + article contract where the language requires it ('su il' is not Italian: 'sul').
+# Templates put a preposition before {obj} or {area}; these fix the seams after filling in.
+_CONTRACTIONS = {
+    "fr": {"de le": "du", "à le": "au", "de les": "des", "à les": "aux"},
+    "es": {"a el": "al", "de el": "del"},
+    "it": {"su il": "sul", "su la": "sulla", "a il": "al", "a la": "alla", "di il": "del", "di la": "della",
+           "da il": "dal", "da la": "dalla", "in il": "nel", "in la": "nella"},
+    "pt": {"em o": "no", "em a": "na", "de o": "do", "de a": "da", "a o": "ao", "a a": "à"},
+}
+_CONTRACTIONS[HELD_OUT_MIX] = _CONTRACTIONS["es"]
+
+
+def contract(text: str, lang: str) -> str:
+    """Apply the language's obligatory preposition + article contractions (whole words only)."""
+    for seam, joined in _CONTRACTIONS.get(lang, {}).items():
+        text = re.sub(rf"(?<!\w){seam}(?!\w)", joined, text)
+    return text
 
 
 def render(kind: str, lang: str, index: int, obj: str = "", obj2: str = "", area: str = "",
@@ -264,7 +288,7 @@ def render(kind: str, lang: str, index: int, obj: str = "", obj2: str = "", area
         fields["dist"] = (f"{dist:g}" if lang in ("en", HELD_OUT_MIX) else f"{dist:g}".replace(".", ","))
     if deg:
         fields["deg"] = str(deg)
-    return Instruction(t.format(**fields), lang, index)
+    return Instruction(contract(t.format(**fields), lang), lang, index)
 
 
 def choose_language(rng: random.Random, split: str) -> str:

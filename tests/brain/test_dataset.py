@@ -146,6 +146,41 @@ def test_phrasing_agrees_in_gender():
     assert P.noun_phrase("green_cube", "de") == "den grünen Würfel"
     assert P.noun_phrase("blue_square", "de", "to") == "zum blauen Quadrat"
     assert P.noun_phrase("yellow_ball", "it") == "la palla gialla"
+    assert P.noun_phrase("orange_cube", "de") == "den orangen Würfel"      # not 'orangeen'
+    assert P.noun_phrase("orange_square", "de", "to") == "zum orangen Quadrat"
+
+
+# seams no speaker writes (written out by hand, not derived from phrasing's own table)
+_UNGRAMMATICAL = {
+    "de": [r"\w+eeen\b", r"\borangee\b", r"\borangeen\b"],
+    "fr": [r"\bde le\b", r"\bà le\b"],
+    "es": [r"\ba el\b", r"\bde el\b"],
+    "it": [r"\bsu il\b", r"\bsu la\b", r"\ba il\b", r"\ba la\b"],
+    "pt": [r"\bem o\b", r"\bem a\b", r"\bde o\b", r"\bde a\b"],
+    P.HELD_OUT_MIX: [r"\ba el\b", r"\bde el\b"],
+}
+
+
+def test_every_rendered_instruction_contracts_prepositions_and_inflects_as_the_language_does():
+    import re
+
+    things = [f"{c}_{s}" for c in P.COLOURS for s in P.SHAPES]
+    areas = [f"{c}_{P.AREA_SHAPE}" for c in P.COLOURS]
+    bad = []
+    for kind, per_lang in P.TEMPLATES.items():
+        for lang, templates in per_lang.items():
+            for i in range(len(templates)):
+                for obj, obj2, area in zip(things, things[1:] + things[:1], areas * 3):
+                    text = P.render(kind, lang, i, obj=obj, obj2=obj2, area=area, dist=1.5, deg=30).text
+                    bad += [(lang, text) for pat in _UNGRAMMATICAL.get(lang, []) if re.search(pat, text)]
+    assert not bad, bad[:10]
+    assert P.render("fetch", "it", 2, obj="orange_cylinder", area="yellow_square").text == \
+        "Per favore, metti il cilindro arancione sul quadrato giallo."
+    assert P.render("goto", "pt", 1, obj="red_cube").text == "Aproxime-se do cubo vermelho."
+    assert P.render("goto", "fr", 1, obj="red_cube").text == "Approche-toi du cube rouge."
+    assert P.render("goto", "es", 1, obj="red_cube").text == "Acércate al cubo rojo."
+    assert P.render("fetch", "de", 6, obj="orange_cube", area="red_square").text == \
+        "Schaff bitte den orangen Würfel zum roten Quadrat."
 
 
 def test_loss_mask_covers_exactly_what_the_model_writes(examples, tools):
