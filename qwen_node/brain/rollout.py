@@ -11,12 +11,12 @@ acceptance, bench/brain_eval.py).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from . import dataset as D
 from .expert import Expert
-from .sim_missions import claims_success
+from .sim_missions import claims_success, false_statements
 from .world import SymbolicWorld
 
 MISSION_KINDS = ("fetch", "fetch2", "missing")   # kinds judged by the world (an object in an area)
@@ -27,12 +27,14 @@ class WorldExecutor:
 
     def __init__(self, world: SymbolicWorld):
         self.world = world
+        self.results: list[str] = []   # every result as text, for checking what the final answer states
 
     def execute(self, call, cancel) -> tuple[str, dict[str, Any]]:
         try:
             result = dict(self.world.call(call.name, dict(call.arguments)))
         except TypeError as exc:   # arguments the tool does not take (the real executor checks the schema)
-            return "failed", {"error": f"bad arguments for {call.name}: {exc}"}
+            result = {"tool": call.name, "status": "failed", "error": f"bad arguments for {call.name}: {exc}"}
+        self.results.append(json.dumps(result))
         result.pop("tool")
         return result.pop("status"), result
 
@@ -88,6 +90,7 @@ class Outcome:
     malformed: int
     message: str
     transcript: list[dict]
+    false_statements: list[str] = field(default_factory=list)   # sim_missions.false_statements of the answer
 
 
 def mission_seeds(n: int, kinds: Iterable[str] = MISSION_KINDS, split: str = "test", start: int = 700_000,
@@ -132,15 +135,17 @@ def play(seed: int, split: str, model=None, system_prompt: str = "", max_steps: 
             malformed[0] += 1
 
     model = _Recorder(model)
-    planner = Planner(model, D.planner_registry(), WorldExecutor(world), system_prompt,
+    executor = WorldExecutor(world)
+    planner = Planner(model, D.planner_registry(), executor, system_prompt,
                       PlannerConfig(max_steps=max_steps), on_event=on_event)
     res = planner.run(ins.text, CancelToken())
     delivered = mission.kind in ("fetch", "fetch2") and all(world.in_area(o, mission.area) for o in mission.targets)
     claimed = claims_success(res.success, res.message)
     feasible = expert_outcome.world_success and mission.kind in ("fetch", "fetch2")
+    false = false_statements(res.message, executor.results, {world.held} if world.held else set())
     return Outcome(seed, mission.kind, world.faults.injected(), delivered, feasible,
-                   claimed, not claimed or delivered, delivered or (not feasible and not claimed), res.steps, malformed[0],
-                   res.message, model.transcript)
+                   claimed, not claimed or delivered, delivered or (not feasible and not claimed and not false),
+                   res.steps, malformed[0], res.message, model.transcript, false)
 
 
 def summarize(rows: list[Outcome]) -> dict:
