@@ -438,7 +438,8 @@ def main(argv=None) -> int:
         print(f"| text | {name} | first-turn names right, teacher-forced ({r['conversations']}): object / area | "
               f"{r['object_right']:.2f} / {r['area_right']:.2f} |")
     for name, s in report.get("sim", {}).items():
-        print(f"| sim | {name} | delivered, held-out ({s['missions']}) | {s['success']:.2f} |")
+        if s["missions"]:
+            print(f"| sim | {name} | delivered, held-out ({s['missions']}) | {s['success']:.2f} |")
         if s["fault_missions"]:
             print(f"| sim | {name} | right recovery or honest report ({s['fault_missions']}) | {s['fault_right']:.2f} |")
         print(f"| sim | {name} | success claimed only when delivered | {s['honest']:.2f} |")

@@ -199,6 +199,13 @@ def bench_help(cmd, _ctx):
     assert "usage:" in out
 
 
+def bench_as_written(cmd, _ctx):
+    """`$R bench/X.py ...` run exactly as written with R as the README sets it (a probe of seconds)."""
+    r_line = next(c for c in readme_commands(README.read_text()) if c.startswith("R="))
+    out = _ok(_bash(f"{r_line}; {cmd}", 300))
+    assert re.search(r"zum blauen Quadrat\.\s+(call|ANSWER)$", out, re.M), out[-2000:]
+
+
 def r_assignment(cmd, _ctx):  # a shell variable for the lines below; used by each bench check
     _ok(_bash(f"{cmd}; $R -c 'import rclpy'", 120))
 
@@ -266,6 +273,8 @@ CHECKS = {
     **{f"$R bench/{name}.py": bench_help for name in (
         "camera_stream", "sim_rate", "safety_latency", "agent_latency", "perception", "console_estop_latency",
         "engine", "nvfp4", "trt_export", "brain_eval")},
+    '$R bench/brain_first_turn.py "Schaff bitte {obj} zum blauen Quadrat." --objects "den roten Ball"':
+        bench_as_written,
     "bash scripts/demo.sh qwen_node.model_dir:=models/brain": demo_check,
     "bash scripts/demo.sh qwen_node.backend:=replay": demo_check,
     '.venv/bin/qwen-stack generate --model models/brain --prompt "Bring the red cube to the blue square."': as_written,
@@ -293,7 +302,7 @@ CHECKS = {
     "pip install '.[gpu]'": pip_gpu_extra,
     "python -m qwen_stack.trt_engines.gpu_check": gpu_check,
 }
-SLOW = {demo, serve, generate, quantize, bench_help, as_written, script_help, script_options}
+SLOW = {demo, serve, generate, quantize, bench_help, bench_as_written, as_written, script_help, script_options}
 
 
 def part_readme_commands() -> list[tuple[str, str]]:
