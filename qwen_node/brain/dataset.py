@@ -182,7 +182,7 @@ def setup_mission(seed: int, split: str, detours: bool = False,
 def generate_example(seed: int, split: str, system_prompt: str, slip_rate: float = 0.0,
                      miss_rate: float = 0.0, look_after_grasp: bool = False, miss_repeat: float = 0.0,
                      detours: bool = False, look_closer: bool = False, search_elsewhere: bool = False,
-                     quote_errors: bool = False) -> Example:
+                     quote_errors: bool = False, release_slip: float = 0.0, polite_rate: float = 0.0) -> Example:
     """One mission played by the expert. slip_rate: its chance per go_to_object of a near-miss name
     first (Expert.slip_rate); miss_rate: its chance of calling go_to_object with a name not yet in memory
     before searching for it (Expert.miss_rate). Those turns carry "train": False and encode() masks them out;
@@ -190,14 +190,21 @@ def generate_example(seed: int, split: str, system_prompt: str, slip_rate: float
     expert detects again after every grasp (Expert.look_after_grasp); miss_repeat: the chance (twice) that a
     miss is repeated before the search (Expert.miss_repeat); detours, look_closer, search_elsewhere: see
     setup_mission (and Expert.search_elsewhere); quote_errors: the thought after a "no object named" failure
-    starts with the error's words (Expert.quote_errors)."""
+    starts with the error's words (Expert.quote_errors); release_slip: the chance of driving to the area and
+    releasing before the grasp, untrained, then the recovery (Expert.release_slip); polite_rate: the chance that
+    the instruction gets the language's politeness word (phrasing.polite), from its own stream."""
     rng, mission, ins, world = setup_mission(seed, split, detours, look_closer, search_elsewhere)
     faults = world.faults
     expert = Expert(world, rng, slip_rate, random.Random(f"slip:{split}:{seed}"),
                     miss_rate, random.Random(f"miss:{split}:{seed}"), look_after_grasp,
-                    miss_repeat, search_elsewhere, quote_errors)
+                    miss_repeat, search_elsewhere, quote_errors, release_slip,
+                    random.Random(f"release:{split}:{seed}"))
     from qwen_stack.qwen_node.agent.planner import ChatMessage, PlannerConfig, fold_context
 
+    if polite_rate:
+        polite_rng = random.Random(f"polite:{split}:{seed}")
+        if polite_rng.random() < polite_rate:
+            ins = P.Instruction(P.polite(ins.text, ins.lang, polite_rng), ins.lang, ins.template)
     chat = [ChatMessage("system", system_prompt), ChatMessage("user", ins.text)]
     fold_cfg = PlannerConfig()   # the planner's defaults (config/agent.yaml has the same values)
     policy = expert.run(mission)

@@ -68,8 +68,16 @@ class Expert:
     def __init__(self, world: SymbolicWorld, rng: random.Random, slip_rate: float = 0.0,
                  slip_rng: random.Random | None = None, miss_rate: float = 0.0,
                  miss_rng: random.Random | None = None, look_after_grasp: bool = False, miss_repeat: float = 0.0,
-                 search_elsewhere: bool = False, quote_errors: bool = False):
+                 search_elsewhere: bool = False, quote_errors: bool = False, release_slip: float = 0.0,
+                 release_rng: random.Random | None = None):
         self.w, self.rng = world, rng
+        # chance that, with the object found but not yet grasped, the expert first drives to the area and calls
+        # release (untrained, as the slips): the world answers "not holding anything" and the trained recovery
+        # reads that and goes back for the object. In the simulator the model lost track of what it held after
+        # a moved object and reported that failed release as an operator's denial (runs/sim_full16 moved-1,
+        # runs/sim_faults16 moved-0): the data never showed that result. Its own stream, as the slips.
+        self.release_slip = release_slip
+        self.release_rng = release_rng or random.Random(0)
         # the thought after a "no object named ..." failure starts with the error's own words, as the thoughts
         # after a timeout, a failed grasp or a refusal do: the recovery is decided on the words just copied
         # (runs/ro_brain12: after "no object named 'blue_cube' in memory" the model wrote the timeout's
@@ -124,7 +132,11 @@ class Expert:
                 return (yield from self._final_failure(found, done, m.area))
             if not found:
                 return (yield from self._not_found(obj, done, m.area))
-            ok = yield from self._pick_up(obj)
+            think = None
+            if (self.release_slip and self.release_rng.random() < self.release_slip and m.area in self.w.memory
+                    and not self.w.faults.deny_release and self.w.held is None):
+                think = yield from self._release_slip(obj, m.area)
+            ok = yield from self._pick_up(obj, think)
             if ok is not True:
                 return (yield from self._final_failure(ok, done, m.area))
             to_area = f"I hold {obj}. Now drive to {m.area}."
@@ -213,9 +225,20 @@ class Expert:
                                            for m in self.w.memory if m != name)]
         return self.slip_rng.choice(close or options) if options else None
 
-    def _pick_up(self, obj: str) -> Generator[Turn, dict, Any]:
+    def _release_slip(self, obj: str, area: str) -> Generator[Turn, dict, str]:
+        """The untrained mistake: drive to the area and release before grasping. Returns the thought that
+        starts the trained recovery (it quotes the result it read)."""
+        r = yield Turn(f"I hold {obj}. Now drive to {area}.", ("go_to_object", {"object_name": area}), train=False)
+        if r["status"] != "succeeded":
+            return f"I am not holding {obj} yet: it is still where I saw it. Drive up to it and grasp it first."
+        r = yield Turn(f"At {area} with {obj}. Put it down.", ("release", {}), train=False)
+        msg = r.get("response", {}).get("message", "") or "; ".join(r.get("reasons", []))
+        return (f"The release failed: {msg}. I never grasped {obj}, so nothing was released and I hold nothing. "
+                f"Drive back to {obj} and grasp it first.")
+
+    def _pick_up(self, obj: str, think: str | None = None) -> Generator[Turn, dict, Any]:
         attempts = 0
-        think = self.pick(f"I know where {obj} is. Drive up to it.", f"{obj} is in memory. Approach it.")
+        think = think or self.pick(f"I know where {obj} is. Drive up to it.", f"{obj} is in memory. Approach it.")
         while True:
             r = yield from self._goto(obj, think)
             if r is not True:

@@ -291,6 +291,39 @@ def render(kind: str, lang: str, index: int, obj: str = "", obj2: str = "", area
     return Instruction(contract(t.format(**fields), lang), lang, index)
 
 
+# the politeness word of each language, at the front ("Please bring ...") or the end ("..., bitte.")
+_POLITE = {"en": "please", "de": "bitte", "fr": "s'il te plaît", "es": "por favor", "it": "per favore",
+           "pt": "por favor"}
+# German imperatives that take "bitte" right after them ("Bring bitte den Würfel ...", "Fahr bitte 2 Meter ...")
+_DE_VERBS = {"Bring", "Hol", "Trag", "Finde", "Fahr", "Setz", "Dreh", "Leg", "Sammle", "Begib", "Stell", "Heb",
+             "Flieg", "Schalte", "Ignoriere"}
+
+
+def polite(text: str, lang: str, rng: random.Random) -> str:
+    """The instruction with the language's politeness word added where a speaker puts it: at the front, at the
+    end, or (German) right after the imperative. Training data only: a polite word carries no decision, so an
+    unseen phrasing with one ("Schaff bitte ...", refused by brain16 as too fast) is not pushed anywhere by it.
+    Unchanged when the text already has the word."""
+    word = _POLITE.get(lang)
+    if word is None or word in text.lower():
+        return text
+    body, end = (text[:-1], text[-1]) if text[-1] in ".?!" else (text, "")
+    first, _, rest = body.partition(" ")
+    spots = ["end"]
+    if lang == "de":
+        spots += ["after_verb", "front"] if first in _DE_VERBS and rest else []
+    elif end != "?":
+        spots.append("front")
+    spot = rng.choice(spots)
+    if spot == "after_verb":
+        return f"{first} {word} {rest}{end}"
+    if spot == "front":
+        head = word.capitalize() + ("," if lang in ("es", "it", "pt", "fr") else "")
+        return f"{head} {body[0].lower()}{body[1:]}{end}"
+    space = " " if body.endswith(" ") else ""   # French writes "Que vois-tu ?"
+    return f"{body.rstrip(' ')}, {word}{space}{end}"
+
+
 def choose_language(rng: random.Random, split: str) -> str:
     if split == "test" and rng.random() < 0.25:
         return HELD_OUT_MIX

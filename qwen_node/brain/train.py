@@ -41,10 +41,11 @@ TOOL_CALL_OPEN = "<tool_call>"
 def build_data(n_train: int, n_test: int, seed: int, tok, tools, system_prompt: str, slip_rate: float = 0.0,
                miss_rate: float = 0.0, look_after_grasp: bool = False, miss_repeat: float = 0.0,
                detours: bool = False, look_closer: bool = False, search_elsewhere: bool = False,
-               quote_errors: bool = False) -> dict:
+               quote_errors: bool = False, release_slip: float = 0.0, polite_rate: float = 0.0) -> dict:
     """Encoded examples: {"train": [(ids, mask)], "test": [(ids, mask, action_spans)]} in tokenizer ids.
-    slip_rate, miss_rate: the expert's near-miss names and calls to names not yet in memory (training split
-    only; the held-out split stays comparable); look_after_grasp: the expert's policy, detours: the planner's
+    slip_rate, miss_rate, release_slip: the expert's near-miss names, calls to names not yet in memory and
+    releases before the grasp, polite_rate: instructions with a politeness word (training split only; the
+    held-out split stays comparable); look_after_grasp: the expert's policy, detours: the planner's
     waypoints in go_to_object's results, look_closer: go_to_object's look closer (SymbolicWorld.look_closer),
     both splits."""
     out: dict[str, list] = {"train": [], "test": []}
@@ -57,7 +58,8 @@ def build_data(n_train: int, n_test: int, seed: int, tok, tools, system_prompt: 
             train = split == "train"
             ex = D.generate_example(seed * 1_000_000 + i, split, sp, slip_rate if train else 0.0,
                                     miss_rate if train else 0.0, look_after_grasp, miss_repeat, detours,
-                                    look_closer, search_elsewhere, quote_errors)
+                                    look_closer, search_elsewhere, quote_errors,
+                                    release_slip if train else 0.0, polite_rate if train else 0.0)
             ids, mask = D.encode(ex.messages, tl, tok)
             out[split].append((ids, mask))
             meta[split].append({"kind": ex.kind, "lang": ex.lang, "outcome": ex.outcome,
@@ -347,6 +349,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="the expert's thought after go_to_object's \"no object named ... in memory\" starts with "
                          "the error's own words, as after a timeout or a failed grasp (without it, the data of the "
                          "earlier checkpoints)")
+    ap.add_argument("--release-slips", type=float, default=0.0, metavar="RATE",
+                    help="chance per fetched object that the expert first drives to the area and releases before "
+                         "grasping (untrained), then reads the \"not holding anything\" and goes back for it "
+                         "(training split only; 0: the data of the earlier checkpoints)")
+    ap.add_argument("--polite", type=float, default=0.0, metavar="RATE",
+                    help="chance that a training instruction gets its language's politeness word (at the front, the "
+                         "end or after a German imperative), so the word decides nothing (brain16 refused \"Schaff "
+                         "bitte ...\"); training split only; 0: the data of the earlier checkpoints")
     ap.add_argument("--search-elsewhere", action="store_true",
                     help="floor areas are seen out to 3.2 m only, as perception sees them in the simulator, and after "
                          "a full turn without the name the expert drives back to the start point and turns again "
@@ -410,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         tools = D.planner_tools()
         bundle = build_data(a.train_examples, a.test_examples, a.seed, tok, tools, D.default_system_prompt(),
                             a.slip_rate, a.miss_rate, a.look_after_grasp, a.miss_repeat, a.detours, a.look_closer,
-                            a.search_elsewhere, a.quote_errors)
+                            a.search_elsewhere, a.quote_errors, a.release_slips, a.polite)
         bundle["tools"] = tools
         torch.save(bundle, data_path)
         (out / "tools.json").write_text(json.dumps(tools, indent=1))

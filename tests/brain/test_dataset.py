@@ -579,3 +579,70 @@ def test_quote_errors_starts_the_recovery_with_the_errors_words(tools):
             n_quoted += 1
         _assert_only_trained_turns_written(ex, tools, tok)
     assert n_quoted >= 20, n_quoted
+
+
+def test_release_slips_read_not_holding_anything_and_go_back_for_the_object(tools):
+    """--release-slips: with the object found, a drive to the area and a release before the grasp (untrained),
+    the world's "not holding anything", then the trained recovery: a thought quoting that result, the approach
+    to the object, the grasp, and on as usual; an honest answer at the end. Without the slip the data is
+    exactly what it was (_examples_with_untrained_turns). The failure it teaches: runs/sim_full16 moved-1."""
+    tok = QwenTokenizer()
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+    n = 0
+    for ex, untrained in _examples_with_untrained_turns(release_slip=0.5):
+        assert ex.kind in ("fetch", "fetch2", "missing") and "deny_release" not in ex.faults, ex.id
+        k = untrained[-1]
+        calls = [parse_output(ex.messages[i]["content"], schemas, start_in_thinking=True).calls[0]
+                 for i in untrained]
+        assert calls[0].name == "go_to_object" and calls[0].arguments["object_name"] == ex.area, ex.id
+        if len(calls) == 2:   # the drive to the area succeeded: the release comes back failed
+            n += 1
+            assert calls[1].name == "release" and '"not holding anything"' in ex.messages[k + 1]["content"]
+            fix = ex.messages[k + 2]
+            thought, call = fix["content"].split("</think>")[0], parse_output(
+                fix["content"], schemas, start_in_thinking=True).calls[0]
+            assert fix.get("train") is not False and "not holding anything" in thought
+            assert call.name == "go_to_object" and call.arguments["object_name"] in ex.targets, ex.id
+            later = [parse_output(m["content"], schemas, start_in_thinking=True).calls
+                     for m in ex.messages[k + 2:] if m["role"] == "assistant"]
+            assert any(c and c[0].name == "grasp" for c in later), ex.id
+        assert ex.world_success or ex.outcome != "success", ex.id
+        _assert_only_trained_turns_written(ex, tools, tok)
+    assert n >= 10
+
+
+def test_polite_adds_the_languages_word_where_a_speaker_puts_it():
+    import random
+
+    seen = set()
+    for seed in range(40):
+        rng = random.Random(seed)
+        seen.add(P.polite("Bring den roten Würfel zum blauen Quadrat.", "de", rng))
+        assert P.polite("Que vois-tu ?", "fr", rng) == "Que vois-tu, s'il te plaît ?"   # a question: at the end
+        assert P.polite("Was siehst du?", "de", rng) == "Was siehst du, bitte?"
+        assert P.polite("Bitte leg den Ball auf das Quadrat.", "de", rng) == "Bitte leg den Ball auf das Quadrat."
+        assert P.polite("Please put the ball on the square.", "en", rng) == "Please put the ball on the square."
+    assert seen == {"Bring bitte den roten Würfel zum blauen Quadrat.", "Bitte bring den roten Würfel zum blauen Quadrat.",
+                    "Bring den roten Würfel zum blauen Quadrat, bitte."}
+    rng = random.Random(3)
+    fronted = {P.polite("Trae el cubo rojo al cuadrado azul.", "es", rng) for _ in range(20)}
+    assert fronted == {"Por favor, trae el cubo rojo al cuadrado azul.", "Trae el cubo rojo al cuadrado azul, por favor."}
+
+
+def test_polite_instructions_are_training_data_only_and_change_nothing_else():
+    """--polite: a share of the training split's instructions get the word; the rest of each conversation, and
+    the held-out split, are exactly as without it."""
+    sp = D.default_system_prompt()
+    changed = 0
+    for seed in range(60):
+        for split in ("train", "test"):
+            plain = D.generate_example(seed, split, sp)
+            ex = D.generate_example(seed, split, sp, polite_rate=0.5 if split == "train" else 0.0)
+            assert ex.messages[2:] == plain.messages[2:] and ex.messages[0] == plain.messages[0]
+            if ex.messages[1] != plain.messages[1]:
+                changed += 1
+                assert split == "train" and ex.instruction != plain.instruction
+                words = {"en": "please", "de": "bitte", "fr": "s'il te plaît", "es": "por favor",
+                         "it": "per favore", "pt": "por favor"}
+                assert words[ex.lang] in ex.messages[1]["content"].lower(), ex.messages[1]
+    assert 15 <= changed <= 45

@@ -197,3 +197,44 @@ def test_quote_errors_reaches_the_training_data():
         texts[quote] = [tok.decode(ids) for ids, _ in b["data"]["train"]]
     quoted = "go_to_object failed: no object named '"
     assert not any(quoted in t for t in texts[False]) and sum(t.count(quoted) for t in texts[True]) >= 3
+
+
+def test_release_slips_reach_the_training_split_only(capsys):
+    """train-brain --release-slips is the expert's (tests/brain/test_dataset.py): the training split's turns read
+    the failed release and go back; the held-out split stays as without the flag; the CLI takes the option."""
+    from qwen_stack.qwen_node.brain import dataset as D
+    from qwen_stack.qwen_node.engine.tokenizer import QwenTokenizer
+
+    tok, tools = QwenTokenizer(), D.planner_tools()
+    texts = {}
+    for rate in (0.0, 1.0):
+        b = train.build_data(12, 6, 0, tok, tools, D.default_system_prompt(), release_slip=rate)
+        texts[rate] = {s: [tok.decode(ids) for ids, *_ in b["data"][s]] for s in ("train", "test")}
+    read = "The release failed: not holding anything. I never grasped"
+    assert not any(read in t for t in texts[0.0]["train"]) and sum(read in t for t in texts[1.0]["train"]) >= 3
+    assert texts[1.0]["test"] == texts[0.0]["test"]
+    with pytest.raises(SystemExit):   # the CLI has the option
+        train.main(["--help"])
+    assert "--release-slips RATE" in capsys.readouterr().out
+
+
+def test_polite_reaches_the_training_split_only(capsys):
+    """train-brain --polite (phrasing.polite): training instructions get the politeness word, the held-out
+    split stays as without the flag."""
+    from qwen_stack.qwen_node.brain import dataset as D
+    from qwen_stack.qwen_node.engine.tokenizer import QwenTokenizer
+
+    tok, tools = QwenTokenizer(), D.planner_tools()
+    users = {}
+    for rate in (0.0, 1.0):
+        b = train.build_data(16, 6, 0, tok, tools, D.default_system_prompt(), polite_rate=rate)
+        users[rate] = {s: [tok.decode(ids).split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
+                           for ids, *_ in b["data"][s]] for s in ("train", "test")}
+    words = ("please", "bitte", "s'il te plaît", "por favor", "per favore")
+    count = {r: sum(any(w in u.lower() for w in words) for u in users[r]["train"]) for r in users}
+    assert count[1.0] >= count[0.0] + 8
+    assert users[1.0]["test"] == users[0.0]["test"]
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    assert "--polite RATE" in capsys.readouterr().out
+
