@@ -361,13 +361,14 @@ _NAME_RE = re.compile(("(?:" + "|".join(P.COLOURS) + ")_(?:object_[0-9]+|[a-z]+)
 READ = 2                    # decision_flags: a name written for the first time (read from the instruction)
 
 
-def decision_flags(ids: list[int], mask: list[int], tokenizer) -> list[int]:
+def decision_flags(ids: list[int], mask: list[int], tokenizer, whole_answers: bool = False) -> list[int]:
     """Per token: READ for an object or area name the model writes for the first time in the
     conversation (it has to read it from the instruction or a tool result: the hard decision; later
     mentions copy it), 1 for the other written tokens that carry the turn's decisions (the other
     names in the thinking, the first TURN_HEAD_TOKENS tokens of each turn, whether it calls a tool,
     the tool's name and its argument values, the first ANSWER_HEAD_TOKENS tokens of a final
-    answer), 0 elsewhere (the thinking's filler, a call's fixed markup, <|im_end|>, the prompt)."""
+    answer, or all of it with `whole_answers`: the reason a report quotes from a tool result comes after
+    the opening), 0 elsewhere (the thinking's filler, a call's fixed markup, <|im_end|>, the prompt)."""
     if len(ids) != len(mask):
         raise ValueError(f"ids and mask differ in length ({len(ids)} vs {len(mask)})")
     pieces, offsets = token_pieces(ids, tokenizer)
@@ -406,7 +407,7 @@ def decision_flags(ids: list[int], mask: list[int], tokenizer) -> list[int]:
                         mark(m.start(1), m.end(1))
             else:
                 body = [n for n, k in enumerate(turn) if starts[n] >= after and pieces[k].strip()]
-                for n in body[:ANSWER_HEAD_TOKENS]:
+                for n in (body if whole_answers else body[:ANSWER_HEAD_TOKENS]):
                     flags[turn[n]] = 1
         i = j
     return flags

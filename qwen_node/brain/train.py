@@ -377,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", default="small", help="model_config preset")
     ap.add_argument("--decision-weight", type=float, default=4.0,
                     help="loss weight of the decision tokens (names, tool calls, an answer's opening); 1: plain")
+    ap.add_argument("--whole-answers", action="store_true",
+                    help="weight every token of a final answer as a decision, not only its opening: the reason "
+                         "a report quotes from a tool result and the object it says it holds come later (training "
+                         "weights only; the held-out figures still score the opening)")
     ap.add_argument("--read-weight", type=float, default=8.0,
                     help="loss weight of a name written for the first time (read from the instruction)")
     ap.add_argument("--export-only", action="store_true",
@@ -436,11 +440,11 @@ def main(argv: list[str] | None = None) -> int:
     mtok = MappedTokenizer(tok, vmap)
     think_end = mtok.token_id("</think>")
 
-    def to_rows(pairs):
+    def to_rows(pairs, whole_answers=False):
         res = []
         for ids, mask in pairs:
             ids, mask = ids[:a.max_tokens], mask[:a.max_tokens]
-            flags = D.decision_flags(ids, mask, tok)
+            flags = D.decision_flags(ids, mask, tok, whole_answers=whole_answers)
             rows = vmap.to_rows(ids, tok)
             if len(rows) != len(ids):   # byte fallback lengthened it: re-align mask and flags token by token
                 rows2, mask2, flags2 = [], [], []
@@ -453,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
             res.append((rows, mask, flags))
         return res
 
-    train, test = to_rows(bundle["data"]["train"]), to_rows(bundle["data"]["test"])
+    # the held-out figures keep one definition (an answer's opening) whatever the training weights
+    train, test = to_rows(bundle["data"]["train"], a.whole_answers), to_rows(bundle["data"]["test"])
     turn_start = mtok.token_id("<|im_start|>")
     prefix = shared_prefix([r for r, _, _ in train], turn_start)
     P = len(prefix)

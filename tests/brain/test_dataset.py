@@ -236,6 +236,32 @@ def test_decision_flags_mark_names_calls_and_the_answers_opening(examples, tools
     assert answer.split()[0] in flagged.rpartition("<tool_call>")[2]
 
 
+def test_whole_answers_flag_the_reason_a_report_quotes(examples, tools):
+    # brain16 reported "no operator approval within 30.0 s" after "operator denied the request": the reason
+    # comes after the answer's opening, so by default it weighs as the thinking's filler
+    tok = QwenTokenizer()
+    ex = next(e for e in examples["train"] if e.faults.get("deny_release") and e.outcome != "success")
+    reason = ex.messages[-1]["content"].rpartition("refused (")[2].rpartition(").")[0]
+    assert reason, ex.id
+    ids, mask = D.encode(ex.messages, tools, tok)
+    head = D.decision_flags(ids, mask, tok)
+    whole = D.decision_flags(ids, mask, tok, whole_answers=True)
+    answer_end = max(i for i, m in enumerate(mask) if m)
+    answer_start = max(i for i in range(answer_end) if ids[i] == tok.token_id("</think>"))
+
+    def flagged(flags):   # without spaces: whitespace-only tokens are never flagged
+        return "".join(tok.decode([t for t, f in zip(ids[answer_start + 1:answer_end],
+                                                      flags[answer_start + 1:answer_end]) if f]).split())
+
+    reason = "".join(reason.split())
+
+    assert reason not in flagged(head) and reason in flagged(whole)
+    assert "<|im_end|>" not in flagged(whole)
+    # only the answer changes: every flag before it, and the READ flags, are the same
+    assert head[:answer_start + 1] == whole[:answer_start + 1]
+    assert [f == D.READ for f in head] == [f == D.READ for f in whole]
+
+
 def test_decision_flags_refuse_misaligned_input():
     with pytest.raises(ValueError):
         D.decision_flags([1, 2, 3], [1, 1], QwenTokenizer())

@@ -238,3 +238,28 @@ def test_polite_reaches_the_training_split_only(capsys):
         train.main(["--help"])
     assert "--polite RATE" in capsys.readouterr().out
 
+
+
+def test_whole_answers_weighs_the_training_answers_only(run, tmp_path, monkeypatch):
+    """--whole-answers reaches dataset.decision_flags for the training split; the held-out split keeps the
+    answer's opening, so its figures mean the same with and without the flag."""
+    from qwen_stack.qwen_node.brain import dataset as D
+
+    out, _ = run
+    calls = []
+    real = D.decision_flags
+
+    def recording(ids, mask, tokenizer, whole_answers=False):
+        calls.append(whole_answers)
+        return real(ids, mask, tokenizer, whole_answers=whole_answers)
+
+    monkeypatch.setattr(D, "decision_flags", recording)
+    for flag in ([], ["--whole-answers"]):
+        calls.clear()
+        (tmp_path / str(len(flag))).mkdir()
+        (tmp_path / str(len(flag)) / "data.pt").write_bytes((out / "data.pt").read_bytes())
+        assert train.main(["--out", str(tmp_path / str(len(flag))), "--size", "tiny", "--train-examples", "6",
+                           "--test-examples", "2", "--steps", "1", "--eval-every", "5", "--eval-examples", "1",
+                           "--warmup", "1", "--batch", "2", "--first-turns", "0", "--short-first-turns", "0",
+                           "--variant-every", "0"] + flag) == 0
+        assert calls == [bool(flag)] * 6 + [False] * 2
