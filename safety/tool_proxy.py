@@ -30,6 +30,18 @@ from qwen_stack.safety.action_policy import ActionVetter, ApprovalBook
 from qwen_stack.ros_messages import InterfaceUnavailable, fill_message, message_to_dict, service_class
 from qwen_stack.safety.verdict import Verdict, VerdictLevel, bounded
 
+# A denial's words, as the agent reads them in the tool result (the brain's training data draws them too).
+OPERATOR_DENIED = "operator denied the request"
+
+
+def approval_timed_out(seconds: float, callers: bool = False) -> str:
+    """The reason of an approval that did not come in time: the proxy's own timeout, or the caller's
+    shorter deadline."""
+    if callers:
+        return f"no operator approval within the caller's deadline ({seconds:.1f} s) (denied)"
+    return f"no operator approval within {seconds} s (denied)"
+
+
 DEFAULT_CALL_TIMEOUT_S = 30.0      # CallTool.timeout_s <= 0 means this
 MAX_SERVICE_NAME_CHARS = 256       # longer names are refused (they also go into verdicts and the audit log)
 _OPERATOR = "teleop lock held: the operator has control, autonomous actions are refused"
@@ -169,10 +181,10 @@ class ToolProxy:
                 if outcome is False:
                     decided = self.book.pending[req.request_id].decision
                     if decided is False:
-                        return "operator denied the request"
+                        return OPERATOR_DENIED
                     if wait < self.approval_timeout:
-                        return f"no operator approval within the caller's deadline ({budget:.1f} s) (denied)"
-                    return f"no operator approval within {self.approval_timeout} s (denied)"
+                        return approval_timed_out(budget, callers=True)
+                    return approval_timed_out(self.approval_timeout)
                 time.sleep(0.02)
         finally:
             with self._lock:

@@ -19,6 +19,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
+from qwen_stack.safety.tool_proxy import OPERATOR_DENIED, approval_timed_out
+
 from . import phrasing as P
 from .expert import Expert, Mission, Turn
 from .world import AREA_RANGE, VIEW_RANGE, Faults, SymbolicWorld, Thing, result_json
@@ -120,8 +122,7 @@ def make_mission(rng: random.Random, split: str) -> tuple[Mission, P.Instruction
                 faults.move_on_approach = obj
             elif f < 0.38:
                 faults.deny_release = True
-                faults.deny_reason = rng.choice(("operator denied the request",
-                                                 "no operator approval within 30.0 s (denied)"))
+                faults.deny_reason = rng.choice((OPERATOR_DENIED, approval_timed_out(30.0)))
             elif f < 0.45:
                 faults.reject_first_goto = "rate limit: skills/go_to_pose allows 5 calls per 10.0 s"
             elif f < 0.5:
@@ -163,6 +164,17 @@ def make_mission(rng: random.Random, split: str) -> tuple[Mission, P.Instruction
             _scene(rng, [], [rng.choice(AREAS)], []), faults)
 
 
+def denial_reason(rng: random.Random) -> str:
+    """One of the safety proxy's denials of an approval, with a drawn timeout: with two fixed strings a
+    2.6 M model learns their frequencies and writes either (brain16 reported a timeout after an operator's
+    denial); with the seconds drawn, the report has to copy the tool result."""
+    k = rng.randrange(3)
+    if k == 0:
+        return OPERATOR_DENIED
+    return approval_timed_out(float(rng.choice((10, 15, 20, 30, 45, 60, 90))) if k == 1 else
+                              round(rng.uniform(2.0, 29.0), 1), callers=k == 2)
+
+
 def setup_mission(seed: int, split: str, detours: bool = False,
                   look_closer: bool = False,
                   search_elsewhere: bool = False) -> tuple[random.Random, Mission, P.Instruction, SymbolicWorld]:
@@ -182,7 +194,8 @@ def setup_mission(seed: int, split: str, detours: bool = False,
 def generate_example(seed: int, split: str, system_prompt: str, slip_rate: float = 0.0,
                      miss_rate: float = 0.0, look_after_grasp: bool = False, miss_repeat: float = 0.0,
                      detours: bool = False, look_closer: bool = False, search_elsewhere: bool = False,
-                     quote_errors: bool = False, release_slip: float = 0.0, polite_rate: float = 0.0) -> Example:
+                     quote_errors: bool = False, release_slip: float = 0.0, polite_rate: float = 0.0,
+                     varied_reasons: bool = False) -> Example:
     """One mission played by the expert. slip_rate: its chance per go_to_object of a near-miss name
     first (Expert.slip_rate); miss_rate: its chance of calling go_to_object with a name not yet in memory
     before searching for it (Expert.miss_rate). Those turns carry "train": False and encode() masks them out;
@@ -192,7 +205,8 @@ def generate_example(seed: int, split: str, system_prompt: str, slip_rate: float
     setup_mission (and Expert.search_elsewhere); quote_errors: the thought after a "no object named" failure
     starts with the error's words (Expert.quote_errors); release_slip: the chance of driving to the area and
     releasing before the grasp, untrained, then the recovery (Expert.release_slip); polite_rate: the chance that
-    the instruction gets the language's politeness word (phrasing.polite), from its own stream."""
+    the instruction gets the language's politeness word (phrasing.polite), from its own stream; varied_reasons:
+    a denied release reads one of the proxy's denials with a drawn timeout (denial_reason), from its own stream."""
     rng, mission, ins, world = setup_mission(seed, split, detours, look_closer, search_elsewhere)
     faults = world.faults
     expert = Expert(world, rng, slip_rate, random.Random(f"slip:{split}:{seed}"),
@@ -205,6 +219,8 @@ def generate_example(seed: int, split: str, system_prompt: str, slip_rate: float
         polite_rng = random.Random(f"polite:{split}:{seed}")
         if polite_rng.random() < polite_rate:
             ins = P.Instruction(P.polite(ins.text, ins.lang, polite_rng), ins.lang, ins.template)
+    if varied_reasons and faults.deny_release:
+        faults.deny_reason = denial_reason(random.Random(f"reasons:{split}:{seed}"))
     chat = [ChatMessage("system", system_prompt), ChatMessage("user", ins.text)]
     fold_cfg = PlannerConfig()   # the planner's defaults (config/agent.yaml has the same values)
     policy = expert.run(mission)

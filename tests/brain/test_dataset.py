@@ -3,6 +3,7 @@ answers like the expert, in the exact format the engine renders, with an honest 
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -197,7 +198,6 @@ def test_loss_mask_covers_exactly_what_the_model_writes(examples, tools):
 
 
 def test_prompt_variants_edit_wording_only(tools):
-    import random
 
     sp = D.default_system_prompt()
     assert D.prompt_variant(sp, tools, random.Random(0), p=0.0) == (sp, tools)
@@ -379,7 +379,6 @@ def test_detours_are_the_planners_route_around_remembered_objects():
     computes (agent/planner.py's ToolExecutor over the same memory, pose and standoff: the route of the
     stack's results), areas are driven over, and without detours the result is as before."""
     import math
-    import random
 
     from qwen_stack.geometry import Pose2D
     from qwen_stack.qwen_node.agent.planner import CancelToken, ToolExecutor
@@ -458,7 +457,6 @@ def test_look_closer_in_the_training_world_is_the_planners():
     kind and looks (agent/look_closer.py, as ToolExecutor._look_closer): named as asked, the approach follows;
     something else, the call fails saying what it is; without the flag the call fails at once, as before."""
     import math
-    import random
 
     from qwen_stack.qwen_node.brain.world import OBJECT_STANDOFF, Faults, SymbolicWorld, Thing
 
@@ -528,7 +526,6 @@ def test_search_elsewhere_drives_back_to_the_start_point_and_turns_again(elsewhe
     full turn that misses the area, the expert drives to the start point (odom 0, 0) and turns again there,
     where the simulator's none-16 square (3.9 m off the pick site) comes into range. Without it: one turn, not
     found."""
-    import random
 
     from qwen_stack.qwen_node.brain.expert import Expert
     from qwen_stack.qwen_node.brain.world import AREA_RANGE, Faults, SymbolicWorld, Thing
@@ -638,7 +635,6 @@ def test_release_slips_read_not_holding_anything_and_go_back_for_the_object(tool
 
 
 def test_polite_adds_the_languages_word_where_a_speaker_puts_it():
-    import random
 
     seen = set()
     for seed in range(40):
@@ -672,3 +668,32 @@ def test_polite_instructions_are_training_data_only_and_change_nothing_else():
                          "it": "per favore", "pt": "por favor"}
                 assert words[ex.lang] in ex.messages[1]["content"].lower(), ex.messages[1]
     assert 15 <= changed <= 45
+
+
+def test_denial_reason_draws_the_proxys_three_denials_with_varied_timeouts():
+    from qwen_stack.safety.tool_proxy import OPERATOR_DENIED
+    drawn = [D.denial_reason(random.Random(s)) for s in range(200)]
+    assert OPERATOR_DENIED in drawn
+    own = {r for r in drawn if r.startswith("no operator approval within ") and "deadline" not in r}
+    callers = {r for r in drawn if "the caller's deadline (" in r}
+    assert len(own) >= 5 and len(callers) >= 20 and len(own) + len(callers) + 1 == len(set(drawn))
+    assert all(r.endswith(" s (denied)") for r in own) and all(r.endswith(" s) (denied)") for r in callers)
+
+
+def test_varied_reasons_reach_the_tool_result_and_the_report_of_training_denials_only():
+    """--varied-reasons: a denied release's tool result carries a drawn denial and the expert's report quotes
+    that one; every other mission, and the held-out split, are exactly as without it."""
+    sp = D.default_system_prompt()
+    denials = set()
+    for seed in range(300):
+        for split in ("train", "test"):
+            plain = D.generate_example(seed, split, sp)
+            ex = D.generate_example(seed, split, sp, varied_reasons=split == "train")
+            if split == "test" or not ex.faults.get("deny_release"):
+                assert ex.messages == plain.messages, (split, seed)
+                continue
+            reason = ex.faults["deny_reason"]
+            denials.add(reason)
+            assert reason in ex.messages[-2]["content"] and ex.messages[-2]["role"] == "tool", seed
+            assert f"refused ({reason})" in ex.messages[-1]["content"].rpartition("</think>")[2], seed
+    assert len(denials) >= 6, denials
