@@ -195,7 +195,7 @@ def generate_example(seed: int, split: str, system_prompt: str, slip_rate: float
                      miss_rate: float = 0.0, look_after_grasp: bool = False, miss_repeat: float = 0.0,
                      detours: bool = False, look_closer: bool = False, search_elsewhere: bool = False,
                      quote_errors: bool = False, release_slip: float = 0.0, polite_rate: float = 0.0,
-                     varied_reasons: bool = False) -> Example:
+                     varied_reasons: bool = False, reason_first: bool = False) -> Example:
     """One mission played by the expert. slip_rate: its chance per go_to_object of a near-miss name
     first (Expert.slip_rate); miss_rate: its chance of calling go_to_object with a name not yet in memory
     before searching for it (Expert.miss_rate). Those turns carry "train": False and encode() masks them out;
@@ -206,13 +206,14 @@ def generate_example(seed: int, split: str, system_prompt: str, slip_rate: float
     starts with the error's words (Expert.quote_errors); release_slip: the chance of driving to the area and
     releasing before the grasp, untrained, then the recovery (Expert.release_slip); polite_rate: the chance that
     the instruction gets the language's politeness word (phrasing.polite), from its own stream; varied_reasons:
-    a denied release reads one of the proxy's denials with a drawn timeout (denial_reason), from its own stream."""
+    a denied release reads one of the proxy's denials with a drawn timeout (denial_reason), from its own stream;
+    reason_first: its report opens with the refusal in the thought's words (Expert.reason_first)."""
     rng, mission, ins, world = setup_mission(seed, split, detours, look_closer, search_elsewhere)
     faults = world.faults
     expert = Expert(world, rng, slip_rate, random.Random(f"slip:{split}:{seed}"),
                     miss_rate, random.Random(f"miss:{split}:{seed}"), look_after_grasp,
                     miss_repeat, search_elsewhere, quote_errors, release_slip,
-                    random.Random(f"release:{split}:{seed}"))
+                    random.Random(f"release:{split}:{seed}"), reason_first)
     from qwen_stack.qwen_node.agent.planner import ChatMessage, PlannerConfig, fold_context
 
     if polite_rate:

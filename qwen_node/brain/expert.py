@@ -69,8 +69,13 @@ class Expert:
                  slip_rng: random.Random | None = None, miss_rate: float = 0.0,
                  miss_rng: random.Random | None = None, look_after_grasp: bool = False, miss_repeat: float = 0.0,
                  search_elsewhere: bool = False, quote_errors: bool = False, release_slip: float = 0.0,
-                 release_rng: random.Random | None = None):
+                 release_rng: random.Random | None = None, reason_first: bool = False):
         self.w, self.rng = world, rng
+        # a denied release's report opens with the refusal in the thought's own words ("the release was refused
+        # (operator denied the request)"): the reason then follows the same words as in the thought just written,
+        # where the model copies it right, and falls in the answer's weighted opening; after "... at the blue
+        # square was refused (" the model wrote the other denial (runs/sim_faults16, sim_faults19, sim_faults20)
+        self.reason_first = reason_first
         # chance that, with the object found but not yet grasped, the expert first drives to the area and calls
         # release (untrained, as the slips): the world answers "not holding anything" and the trained recovery
         # reads that and goes back for the object. In the simulator the model lost track of what it held after
@@ -160,11 +165,16 @@ class Expert:
             if r["status"] != "succeeded":
                 reason = "; ".join(r.get("reasons", [])) or r.get("response", {}).get("message", "")
                 self.outcome = "failed"
+                delivered = f"; already delivered: {', '.join(human(d) for d in done)}" if done else ""
+                if self.reason_first:
+                    return (yield Turn(f"The release was refused ({reason}). I must not retry it; stop and report.",
+                                       answer=f"I did not finish: the release was refused ({reason}). I am still "
+                                              f"holding the {human(obj)}, not put down at the {human(m.area)}"
+                                              f"{delivered}. Please decide what to do."))
                 return (yield Turn(f"The release was refused: {reason}. I must not retry it; stop and report.",
                                    answer=f"I did not finish: releasing the {human(obj)} at the {human(m.area)} was "
                                           f"refused ({reason}). I am still holding the {human(obj)}"
-                                          + (f"; already delivered: {', '.join(human(d) for d in done)}" if done else "")
-                                          + ". Please decide what to do."))
+                                          + delivered + ". Please decide what to do."))
             done.append(obj)
         self.outcome = "success"
         objs = " and the ".join(human(o) for o in m.targets)

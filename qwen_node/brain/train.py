@@ -42,14 +42,14 @@ def build_data(n_train: int, n_test: int, seed: int, tok, tools, system_prompt: 
                miss_rate: float = 0.0, look_after_grasp: bool = False, miss_repeat: float = 0.0,
                detours: bool = False, look_closer: bool = False, search_elsewhere: bool = False,
                quote_errors: bool = False, release_slip: float = 0.0, polite_rate: float = 0.0,
-               varied_reasons: bool = False) -> dict:
+               varied_reasons: bool = False, reason_first: bool = False) -> dict:
     """Encoded examples: {"train": [(ids, mask)], "test": [(ids, mask, action_spans)]} in tokenizer ids.
     slip_rate, miss_rate, release_slip: the expert's near-miss names, calls to names not yet in memory and
     releases before the grasp, polite_rate: instructions with a politeness word, varied_reasons: the proxy's
-    denials with drawn timeouts (D.denial_reason) (training split only; the
-    held-out split stays comparable); look_after_grasp: the expert's policy, detours: the planner's
-    waypoints in go_to_object's results, look_closer: go_to_object's look closer (SymbolicWorld.look_closer),
-    both splits."""
+    denials with drawn timeouts (D.denial_reason): training split only, the held-out split stays comparable.
+    Both splits: reason_first, a denied release's report in the thought's words (Expert.reason_first: the
+    held-out split scores the format taught); look_after_grasp: the expert's policy, detours: the planner's
+    waypoints in go_to_object's results, look_closer: go_to_object's look closer (SymbolicWorld.look_closer)."""
     out: dict[str, list] = {"train": [], "test": []}
     meta: dict[str, list] = {"train": [], "test": []}
     rng = random.Random(seed)
@@ -62,7 +62,7 @@ def build_data(n_train: int, n_test: int, seed: int, tok, tools, system_prompt: 
                                     miss_rate if train else 0.0, look_after_grasp, miss_repeat, detours,
                                     look_closer, search_elsewhere, quote_errors,
                                     release_slip if train else 0.0, polite_rate if train else 0.0,
-                                    varied_reasons and train)
+                                    varied_reasons and train, reason_first)
             ids, mask = D.encode(ex.messages, tl, tok)
             out[split].append((ids, mask))
             meta[split].append({"kind": ex.kind, "lang": ex.lang, "outcome": ex.outcome,
@@ -364,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="a denied release reads one of the safety proxy's three denials, its timeout drawn, not "
                          "one of two fixed strings, so the report must copy the reason (brain16 wrote the other "
                          "one); training split only; without it, the data of the earlier checkpoints")
+    ap.add_argument("--reason-first", action="store_true",
+                    help="a denied release's report opens \"I did not finish: the release was refused (REASON)\", "
+                         "the thought's words, so the reason is copied where the thought copied it right (both "
+                         "splits); without it, the data of the earlier checkpoints")
     ap.add_argument("--search-elsewhere", action="store_true",
                     help="floor areas are seen out to 3.2 m only, as perception sees them in the simulator, and after "
                          "a full turn without the name the expert drives back to the start point and turns again "
@@ -431,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         tools = D.planner_tools()
         bundle = build_data(a.train_examples, a.test_examples, a.seed, tok, tools, D.default_system_prompt(),
                             a.slip_rate, a.miss_rate, a.look_after_grasp, a.miss_repeat, a.detours, a.look_closer,
-                            a.search_elsewhere, a.quote_errors, a.release_slips, a.polite, a.varied_reasons)
+                            a.search_elsewhere, a.quote_errors, a.release_slips, a.polite, a.varied_reasons,
+                            a.reason_first)
         bundle["tools"] = tools
         torch.save(bundle, data_path)
         (out / "tools.json").write_text(json.dumps(tools, indent=1))

@@ -697,3 +697,31 @@ def test_varied_reasons_reach_the_tool_result_and_the_report_of_training_denials
             assert reason in ex.messages[-2]["content"] and ex.messages[-2]["role"] == "tool", seed
             assert f"refused ({reason})" in ex.messages[-1]["content"].rpartition("</think>")[2], seed
     assert len(denials) >= 6, denials
+
+
+def test_reason_first_reports_the_denial_in_the_thoughts_words_and_the_judge_reads_it():
+    """--reason-first: a denied release's thought and report share the words before the reason; every call and
+    result is as without it; sim_missions.false_statements reads the new report (a swapped reason is false)."""
+    from qwen_stack.qwen_node.brain.sim_missions import false_statements
+
+    sp = D.default_system_prompt()
+    n = 0
+    for seed in range(300):
+        plain = D.generate_example(seed, "train", sp, varied_reasons=True)
+        ex = D.generate_example(seed, "train", sp, varied_reasons=True, reason_first=True)
+        assert [m["content"] for m in ex.messages if m["role"] != "assistant"] == \
+               [m["content"] for m in plain.messages if m["role"] != "assistant"], seed
+        if not ex.faults.get("deny_release") or "release" not in ex.messages[-2]["content"]:
+            assert ex.messages == plain.messages, seed
+            continue
+        n += 1
+        reason = ex.faults["deny_reason"]
+        thought, _, answer = ex.messages[-1]["content"].rpartition("</think>")
+        assert f"The release was refused ({reason})." in thought
+        assert answer.strip().startswith(f"I did not finish: the release was refused ({reason}).")
+        results = [m["content"] for m in ex.messages if m["role"] == "tool"]
+        held = {ex.targets[0]}
+        assert false_statements(answer, results, held) == []
+        other = "operator denied the request" if "approval" in reason else "no operator approval within 30.0 s (denied)"
+        assert false_statements(answer.replace(reason, other), results, held)
+    assert n >= 5, n

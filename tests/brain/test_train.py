@@ -239,6 +239,28 @@ def test_polite_reaches_the_training_split_only(capsys):
     assert "--polite RATE" in capsys.readouterr().out
 
 
+def test_denial_flags_reach_the_data(monkeypatch, capsys):
+    """--varied-reasons reaches the training split only, --reason-first both splits (dataset.generate_example
+    is tested for what they do)."""
+    from qwen_stack.qwen_node.brain import dataset as D
+    from qwen_stack.qwen_node.engine.tokenizer import QwenTokenizer
+
+    seen = []
+    real = D.generate_example
+
+    def recording(seed, split, *args):
+        seen.append((split, args[-2], args[-1]))
+        return real(seed, split, *args)
+
+    monkeypatch.setattr(D, "generate_example", recording)
+    tok, tools = QwenTokenizer(), D.planner_tools()
+    train.build_data(2, 2, 0, tok, tools, D.default_system_prompt(), varied_reasons=True, reason_first=True)
+    assert seen == [("train", True, True)] * 2 + [("test", False, True)] * 2
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    out = capsys.readouterr().out
+    assert "--varied-reasons" in out and "--reason-first" in out
+
 
 def test_whole_answers_weighs_the_training_answers_only(run, tmp_path, monkeypatch):
     """--whole-answers reaches dataset.decision_flags for the training split; the held-out split keeps the
