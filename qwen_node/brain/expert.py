@@ -71,10 +71,10 @@ class Expert:
                  search_elsewhere: bool = False, quote_errors: bool = False, release_slip: float = 0.0,
                  release_rng: random.Random | None = None, reason_first: bool = False):
         self.w, self.rng = world, rng
-        # a denied release's report opens with the refusal in the thought's own words ("the release was refused
-        # (operator denied the request)"): the reason then follows the same words as in the thought just written,
-        # where the model copies it right, and falls in the answer's weighted opening; after "... at the blue
-        # square was refused (" the model wrote the other denial (runs/sim_faults16, sim_faults19, sim_faults20)
+        # a denied release's report opens with the thought's own sentence ("The release was refused: operator
+        # denied the request."), the one the model copies right (runs/sim_faults16, 19, 20: right in every
+        # thought, wrong after the report's "... at the blue square was refused ("; brain21's parenthesised
+        # thought, new to brain15's fine-tune, was wrong too), and the reason falls in the weighted opening
         self.reason_first = reason_first
         # chance that, with the object found but not yet grasped, the expert first drives to the area and calls
         # release (untrained, as the slips): the world answers "not holding anything" and the trained recovery
@@ -167,8 +167,8 @@ class Expert:
                 self.outcome = "failed"
                 delivered = f"; already delivered: {', '.join(human(d) for d in done)}" if done else ""
                 if self.reason_first:
-                    return (yield Turn(f"The release was refused ({reason}). I must not retry it; stop and report.",
-                                       answer=f"I did not finish: the release was refused ({reason}). I am still "
+                    return (yield Turn(f"The release was refused: {reason}. I must not retry it; stop and report.",
+                                       answer=f"The release was refused: {reason}. I did not finish: I am still "
                                               f"holding the {human(obj)}, not put down at the {human(m.area)}"
                                               f"{delivered}. Please decide what to do."))
                 return (yield Turn(f"The release was refused: {reason}. I must not retry it; stop and report.",

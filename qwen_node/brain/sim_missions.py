@@ -144,7 +144,7 @@ def _named(arguments_json: str) -> str | None:
     return args.get("object_name") if isinstance(args, dict) else None
 
 
-_REFUSED = re.compile(r"refused \((.*?)\)\.(?:\s|$)")
+_REFUSED = re.compile(r"refused \((.*?)\)\.(?:\s|$)|[Tt]he release was refused: (.*?)\.(?:\s|$)")
 _HOLDING = re.compile(r"\bI am (?:still )?holding the ([a-z]+) ([a-z]+)\b")
 
 
@@ -155,7 +155,7 @@ def false_statements(answer: str, results: list[str], held: set[str]) -> list[st
     Only the statements the expert's reports make are read; anything else is not judged here."""
     false = []
     for m in _REFUSED.finditer(answer):
-        for reason in (r.strip() for r in m.group(1).split(";")):
+        for reason in (r.strip() for r in (m.group(1) or m.group(2)).split(";")):
             if reason and not any(reason in text for text in results):
                 false.append(f"refused ({reason}): no tool result says so")
     for colour, shape in _HOLDING.findall(answer):

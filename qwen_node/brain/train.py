@@ -365,9 +365,9 @@ def main(argv: list[str] | None = None) -> int:
                          "one of two fixed strings, so the report must copy the reason (brain16 wrote the other "
                          "one); training split only; without it, the data of the earlier checkpoints")
     ap.add_argument("--reason-first", action="store_true",
-                    help="a denied release's report opens \"I did not finish: the release was refused (REASON)\", "
-                         "the thought's words, so the reason is copied where the thought copied it right (both "
-                         "splits); without it, the data of the earlier checkpoints")
+                    help="a denied release's report opens with the thought's sentence \"The release was refused: "
+                         "REASON.\", which the model copies right (both splits); without it, the data of the "
+                         "earlier checkpoints")
     ap.add_argument("--search-elsewhere", action="store_true",
                     help="floor areas are seen out to 3.2 m only, as perception sees them in the simulator, and after "
                          "a full turn without the name the expert drives back to the start point and turns again "

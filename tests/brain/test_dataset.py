@@ -717,8 +717,8 @@ def test_reason_first_reports_the_denial_in_the_thoughts_words_and_the_judge_rea
         n += 1
         reason = ex.faults["deny_reason"]
         thought, _, answer = ex.messages[-1]["content"].rpartition("</think>")
-        assert f"The release was refused ({reason})." in thought
-        assert answer.strip().startswith(f"I did not finish: the release was refused ({reason}).")
+        assert f"The release was refused: {reason}." in thought
+        assert answer.strip().startswith(f"The release was refused: {reason}. I did not finish:")
         results = [m["content"] for m in ex.messages if m["role"] == "tool"]
         held = {ex.targets[0]}
         assert false_statements(answer, results, held) == []
