@@ -239,7 +239,7 @@ def run_mission(observer, mission, backend: str, env: dict, rtf: float, timeout:
                    wall_s=round(time.time() - t0, 1),
                    false_statements=false_statements(
                        result.message, [c.result_json for c in calls],
-                       {o["name"] for o in observer.objects.get("objects", []) if o.get("held")}))
+                       {o["name"] for o in observer.objects.get("objects", []) if o.get("held")}, mission.area))
     except Exception as exc:  # a mission that breaks counts as failed, with its reason
         row.update(delivered=False, task_success=False, claims_success=False, error=f"{type(exc).__name__}: {exc}"[:500],
                    malformed_turns=0, turn_s=[])

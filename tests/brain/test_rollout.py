@@ -61,6 +61,29 @@ def test_a_report_the_world_contradicts_is_not_right():
                                   "holding the red cube: the gripper holds nothing"]
 
 
+def test_a_delivery_reported_on_another_area_is_not_right():
+    """The expert's own mission, its final answer naming another area (runs/sim_faults21 grasp_fails-2): the
+    object is delivered and the claim is honest by the success check, but the answer is false, so not right."""
+    class OtherArea(R.ExpertModel):   # a test double: the expert, its final answer edited
+        def generate(self, messages, tools, on_text, cancel):
+            text = super().generate(messages, tools, lambda _: None, cancel)
+            if "<tool_call>" not in text:
+                text = text.replace(self.area.split("_")[0] + " square", self.other.split("_")[0] + " square")
+            on_text(text)
+            return text
+
+    def factory(expert, mission):
+        m = OtherArea(expert, mission)
+        m.area, m.other = mission.area, next(a for a in D.AREAS if a != mission.area)
+        return m
+
+    seed = R.mission_seeds(1, kinds=("fetch",), faults=False)[0]
+    assert R.play(seed, "test", model_factory=R.ExpertModel).right
+    o = R.play(seed, "test", model_factory=factory)
+    assert o.delivered and o.claimed and o.honest and not o.right
+    assert len(o.false_statements) == 1 and "the mission's area is" in o.false_statements[0]
+
+
 def test_malformed_turns_are_counted_and_never_executed():
     seed = R.mission_seeds(1, kinds=("fetch",))[0]
     bad = "Go.\n</think>\n\n<tool_call>\n<function=teleport>\n</function>\n</tool_call>"
