@@ -166,15 +166,12 @@ class Expert:
                 reason = "; ".join(r.get("reasons", [])) or r.get("response", {}).get("message", "")
                 self.outcome = "failed"
                 delivered = f"; already delivered: {', '.join(human(d) for d in done)}" if done else ""
-                if self.reason_first:
-                    return (yield Turn(f"The release was refused: {reason}. I must not retry it; stop and report.",
-                                       answer=f"The release was refused: {reason}. I did not finish: I am still "
-                                              f"holding the {human(obj)}, not put down at the {human(m.area)}"
-                                              f"{delivered}. Please decide what to do."))
-                return (yield Turn(f"The release was refused: {reason}. I must not retry it; stop and report.",
-                                   answer=f"I did not finish: releasing the {human(obj)} at the {human(m.area)} was "
-                                          f"refused ({reason}). I am still holding the {human(obj)}"
-                                          + delivered + ". Please decide what to do."))
+                thought = f"The release was refused: {reason}."
+                answer = (f"{thought} I did not finish: I am still holding the {human(obj)}, not put down at the "
+                          f"{human(m.area)}{delivered}. Please decide what to do." if self.reason_first else
+                          f"I did not finish: releasing the {human(obj)} at the {human(m.area)} was refused "
+                          f"({reason}). I am still holding the {human(obj)}{delivered}. Please decide what to do.")
+                return (yield Turn(f"{thought} I must not retry it; stop and report.", answer=answer))
             done.append(obj)
         self.outcome = "success"
         objs = " and the ".join(human(o) for o in m.targets)
