@@ -195,7 +195,7 @@ def run_mission(observer, mission, backend: str, env: dict, rtf: float, timeout:
                 keep: Path | None, camera_rate: float = 3.0) -> dict:
     from qwen_stack.qwen_node.agent.backends.local import parse_turn_stats
     from qwen_stack.qwen_node.brain.sim_missions import (claims_success, delivered, false_statements, fault_met,
-                                                         judge, model_answer, overclaims)
+                                                         overclaims)
 
     folder = Path(tempfile.mkdtemp(prefix=f"brain_{backend}_{mission.id}_", dir=keep))
     observer.deny_approvals = mission.fault == "deny"
@@ -255,9 +255,7 @@ def run_mission(observer, mission, backend: str, env: dict, rtf: float, timeout:
     row["approvals"] = len(observer.approvals)
     row["fault_met"] = fault_met(mission.fault, mission.target, row.get("calls", []), row.get("call_arguments", []),
                                  row["approvals"])
-    row["right"] = judge(mission.fault, row["delivered"], row["claims_success"],
-                         model_answer(row["task_success"], row.get("answer", "")),
-                         row["fault_met"], row.get("false_statements", []))
+    row["right"] = judge_row(row)
     return row
 
 
@@ -268,8 +266,9 @@ def _overclaims(row: dict) -> list[str]:
     return overclaims(row.get("answer", ""), row.get("where", "").split(" at ")[0])
 
 
-def rejudge(row: dict) -> bool:
-    """A stored row's `right` by today's `judge` (a row of a mission that broke stays wrong)."""
+def judge_row(row: dict) -> bool:
+    """A row's `right` by today's `judge`: for a mission just run and for a stored row alike (a row of a
+    mission that broke is wrong)."""
     from qwen_stack.qwen_node.brain.sim_missions import judge, model_answer
     if "error" in row:
         return False
@@ -346,9 +345,12 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.summarize:
         rows = [json.loads(x) for x in Path(a.summarize).read_text().splitlines() if x.strip()]
-        changed = [f"{r['backend']} {r['mission']}" for r in rows if r["right"] != rejudge(r)]
+        changed = []
         for r in rows:
-            r["right"] = rejudge(r)
+            right = judge_row(r)
+            if right != r["right"]:
+                changed.append(f"{r['backend']} {r['mission']}")
+            r["right"] = right
         print(f"judged again by today's judge: {len(changed)} row(s) changed {changed}")
         for b in dict.fromkeys(r["backend"] for r in rows):
             print(b, json.dumps(summarize([r for r in rows if r["backend"] == b])))
