@@ -63,6 +63,18 @@ def graph(ros_env, tmp_path_factory):
         rclpy.try_shutdown()
 
 
+@pytest.fixture(autouse=True)
+def clean_start(graph):
+    """Every test (and every rerun) starts released and with nobody in control, whatever a failed one left."""
+    _, client, _, _, _ = graph
+    if client.get("/api/state").json()["estop_latched"]:
+        client.post("/api/estop/reset", json={"reason": "test set-up"}, headers=H)
+    # a take-over nobody keeps alive ends after teleop_session_timeout_s (1.5 s)
+    wait_for(lambda: not any(client.get("/api/state").json()[k] for k in ("estop_latched", "teleop_in_control")),
+             10, "e-stop released and nobody in control")
+    yield
+
+
 def test_estop_latches_supervisor_and_state_comes_back(graph):
     url, client, sup, _, _ = graph
     r = client.post("/api/estop", headers=H)
