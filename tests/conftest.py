@@ -62,3 +62,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name in LIVE_GRAPH_MODULES and not item.get_closest_marker("flaky"):
             item.add_marker(pytest.mark.flaky(reruns=2, reruns_delay=2))
+
+
+# Why each rerun happened: CI prints only the end of its output, and a rerun that then passes leaves no trace of
+# its first failure (the console test that failed after Take over in CI could not be diagnosed for that reason).
+_RERUN_REASONS: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.outcome == "rerun":
+        crash = getattr(report.longrepr, "reprcrash", None)
+        why = f"{crash.path}:{crash.lineno}: {crash.message}" if crash else str(report.longrepr)[-600:]
+        _RERUN_REASONS.append((report.nodeid, why))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _RERUN_REASONS:
+        terminalreporter.section("why tests were rerun")
+        for nodeid, why in _RERUN_REASONS:
+            terminalreporter.write_line(f"{nodeid}: {why}")
