@@ -252,7 +252,7 @@ def test_approval_request_appears_and_denial_blocks_the_action(stack):
 
 
 def test_task_typed_on_page_streams_thinking_and_tool_calls_then_cancel(stack):
-    page, watcher, _ = stack
+    page, _, _ = stack
     page.get_by_label("Instruction").fill("bring the red cube to the blue square")
     page.get_by_role("button", name="Start task").click()
     expect(page.get_by_role("status").filter(has_text="Task")).to_contain_text(
@@ -295,7 +295,7 @@ def test_task_started_outside_the_console_is_shown_and_can_be_cancelled(stack):
     from qwen_stack_interfaces.action import RunTask
     from rclpy.action import ActionClient
 
-    page, watcher, node = stack
+    page, _, node = stack
     client = ActionClient(node, RunTask, topics.AGENT_RUN_TASK)
     assert client.wait_for_server(timeout_sec=30)
 
