@@ -19,6 +19,7 @@ vocab_map.json), which transformers loads too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import math
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 from . import dataset as D
 from . import shared_prefix as SP
 from .model_config import brain_config
+from .qat import NVFP4FakeQuant, hf_tensors
 
 TOOL_CALL_OPEN = "<tool_call>"
 
@@ -156,6 +158,11 @@ def evaluate(model, prefix: list[int], examples, think_end: int, limit: int) -> 
             "heldout_names_read_acc": read_right / max(read_n, 1), "heldout_names_read": read_n}
 
 
+def nvfp4_figures(figures: dict) -> dict:
+    """evaluate()'s figures under NVFP4 fake quantization, named apart from the full-precision ones."""
+    return {"nvfp4_" + k: v for k, v in figures.items()}
+
+
 def turn_decisions(mask: list[int], flags: list[int], right: list[bool]) -> tuple[int, int]:
     """(turns with decision tokens, those whose decision tokens were all predicted right); right[q]:
     token q was predicted right. A turn's thinking decides before its action copies the decision
@@ -186,24 +193,8 @@ def save_checkpoint(model, init_dir: Path, vmap, tok_mapped, out_dir: Path, dtyp
     transformers), and the vocabulary map."""
     from safetensors.torch import save_file
 
-    from ..engine.loader import _FUSED, _tensors_of, checkpoint_name
-
     out_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {}
-    for _, _, full, t in _tensors_of(model):
-        name = checkpoint_name(model.config, full)
-        t = t.detach().to(dtype)
-        m = _FUSED.match(name)
-        if m is None:
-            tensors[name] = t.contiguous()
-            continue
-        half = t.shape[1] // 2
-        for e in range(t.shape[0]):          # gate rows first in the fused gate_up_proj (engine/model.py)
-            if m["kind"] == "gate_up_proj":
-                tensors[f"{m['p']}.{e}.gate_proj.weight"] = t[e, :half].contiguous()
-                tensors[f"{m['p']}.{e}.up_proj.weight"] = t[e, half:].contiguous()
-            else:
-                tensors[f"{m['p']}.{e}.down_proj.weight"] = t[e].contiguous()
+    tensors = {name: t.to(dtype).contiguous() for name, t in hf_tensors(model)}
     save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     for name in ("config.json", "generation_config.json"):
         if (init_dir / name).exists():
@@ -394,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
                          "weights only; the held-out figures still score the opening)")
     ap.add_argument("--read-weight", type=float, default=8.0,
                     help="loss weight of a name written for the first time (read from the instruction)")
+    ap.add_argument("--qat", action="store_true",
+                    help="quantization-aware: each step's forward and backward pass through the weights' NVFP4 round "
+                         "trip (what `qwen-stack quantize` will store), the gradient applied to the full-precision "
+                         "weights; the held-out figures are logged for both (nvfp4_ keys)")
     ap.add_argument("--export-only", action="store_true",
                     help="write DIR/model-step<N> from the saved state (a look at a run in progress) and exit")
     a = ap.parse_args(argv)
@@ -525,6 +520,9 @@ def main(argv: list[str] | None = None) -> int:
         plot_loss(out / "log.jsonl", out / "loss.png")
         print(f"saved {out / f'model-step{step}'} and {out / 'loss.png'}", flush=True)
         return 0
+    fake_quant = NVFP4FakeQuant(model, init_dir) if a.qat else None
+    if fake_quant is not None:
+        print(f"quantization-aware: {len(fake_quant.names)} weights pass through their NVFP4 round trip", flush=True)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f} M parameters ({a.size}), {a.threads} thread(s)", flush=True)
 
@@ -571,6 +569,8 @@ def main(argv: list[str] | None = None) -> int:
             acc["tokens"] += sum(len(s_) for s_, _ in batch)
             return st
 
+        fq = fake_quant if fake_quant is not None else contextlib.nullcontext()
+        fq.__enter__()
         past = add(prefix, whole)
         if firsts:
             add(prefix, firsts, past)
@@ -606,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
             acc["tokens"] += p
         weighted = acc["loss"] / acc["w"]
         weighted.backward()
+        fq.__exit__(None, None, None)   # the full-precision weights again, for the optimiser step
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -624,17 +625,27 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
         if step % a.eval_every == 0 or step == a.steps:
             rec.update(evaluate(model, prefix, test, think_end, a.eval_examples))
+            if fake_quant is not None:
+                with fake_quant:
+                    rec.update(nvfp4_figures(evaluate(model, prefix, test, think_end, a.eval_examples)))
             print(f"  held-out: loss {rec['heldout_loss']:.4f}, next-action accuracy "
                   f"{rec['heldout_next_action_acc']:.3f} over {rec['heldout_turns']} turns, decision-token accuracy "
                   f"{rec['heldout_decision_token_acc']:.3f}, turn decisions {rec['heldout_turn_decision_acc']:.3f}, "
                   f"names read {rec['heldout_names_read_acc']:.3f} "
                   f"of {rec['heldout_names_read']}", flush=True)
+            if fake_quant is not None:
+                print(f"  held-out, NVFP4 weights: loss {rec['nvfp4_heldout_loss']:.4f}, next-action accuracy "
+                      f"{rec['nvfp4_heldout_next_action_acc']:.3f}, names read {rec['nvfp4_heldout_names_read_acc']:.3f}",
+                      flush=True)
         log.write(json.dumps(rec) + "\n")
         log.flush()
         if step % a.save_every == 0:
             save_state()
     save_state()
     final = evaluate(model, prefix, test, think_end, min(len(test), 100))
+    if fake_quant is not None:
+        with fake_quant:
+            final.update(nvfp4_figures(evaluate(model, prefix, test, think_end, min(len(test), 100))))
     final.update(step=step, stop=stop_reason, minutes=round((time.time() - t_start) / 60, 1))
     log.write(json.dumps({"final": final}) + "\n")
     log.close()
