@@ -13,6 +13,8 @@ Two parts, one table each:
    comparison of checkpoints; the simulator below is the acceptance. go_to_object's results carry the
    planner's detour waypoints as in the stack (--rollout-straight: without, as before 2026-12-03);
    --rollout-detoured N adds N missions whose route goes round an object.
+   first turns (--sim-first-turns N): the first turn of part 2's held-out missions, written by each backend;
+   does its first thought name the target and the area (deterministic: the turn reads only the instruction)?
 2. sim: the real stack over ROS (sim_node, skills, safety supervisor, perception, qwen_node with
    the local backend and this checkpoint; no ground truth reaches the agent), one fresh stack per
    mission: held-out fetch missions, then missions with an injected fault (the first grasp fails;
@@ -166,6 +168,41 @@ def rollout_eval(model_dir: Path, n: int, faults: bool, out: Path, tag: str, det
             print(f"rollout {tag:14} seed {seed} {o.kind:7} delivered={o.delivered!s:5} feasible={o.feasible!s:5} "
                   f"claimed={o.claimed!s:5} calls={o.calls:2} {o.message[:90]}", flush=True)
     return R.summarize(rows)
+
+
+def first_turn_eval(model_dir: Path, n: int, seed: int, out: Path | None = None, tag: str = "") -> dict:
+    """The first turn of the first n simulator held-out missions (sim_missions.held_out_missions, the part-2
+    missions), written by the checkpoint as qwen_node writes it (local backend, greedy, thinking on): does the
+    first thought name both the target and the area? The turn depends on the instruction alone, so this is
+    deterministic and takes seconds: where an NVFP4 copy reads a name its bf16 model reads right, and why a
+    mission fails before the simulator starts. Rows in out/first_turns_<tag>.jsonl."""
+    import torch
+
+    from qwen_stack.qwen_node.agent.backends.local import LocalChatEngine, LocalEngineBackend
+    from qwen_stack.qwen_node.agent.config import AgentSettings
+    from qwen_stack.qwen_node.agent.planner import CancelToken, ChatMessage
+    from qwen_stack.qwen_node.brain import dataset as D
+    from qwen_stack.qwen_node.brain.sim_missions import held_out_missions
+
+    torch.set_num_threads(1)
+    s = AgentSettings()
+    model = LocalEngineBackend(LocalChatEngine(str(model_dir), device="cpu"), s.max_new_tokens, s.temperature,
+                               s.enable_thinking, vision=False)
+    tools, system = D.planner_registry().function_specs(), D.default_system_prompt()
+    rows = []
+    for m in held_out_missions(n, seed):
+        text = model.generate([ChatMessage("system", system), ChatMessage("user", m.instruction)], tools,
+                              lambda _t: None, CancelToken())
+        thought = text.strip().split("\n")[0]
+        rows.append({"mission": m.id, "instruction": m.instruction, "target": m.target, "area": m.area,
+                     "thought": thought, "right": m.target in thought and m.area in thought})
+        print(f"first turn {tag:6} {m.id:8} {'right' if rows[-1]['right'] else 'WRONG'} {m.instruction[:60]!r} -> "
+              f"{thought[:90]!r}", flush=True)
+    if out is not None:
+        with (out / f"first_turns_{tag}.jsonl").open("w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    return {"missions": len(rows), "right": sum(r["right"] for r in rows) / max(len(rows), 1),
+            "wrong": [r["mission"] for r in rows if not r["right"]]}
 
 
 # ---- 2. in the simulator -----------------------------------------------------------------------
@@ -329,6 +366,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rollout-detoured", type=int, default=0,
                     help="also N fault-free missions whose route goes round an object (go_to_object's result lists "
                          "waypoints: a quarter of the simulator's missions), per backend")
+    ap.add_argument("--sim-first-turns", type=int, default=0, metavar="N",
+                    help="part 1: the first turn of the first N simulator held-out missions per backend; does the "
+                         "first thought name the target and the area? (deterministic, seconds)")
     ap.add_argument("--text-only", action="store_true", help="part 1 only")
     ap.add_argument("--sim-only", action="store_true", help="part 2 only")
     ap.add_argument("--rtf", type=float, default=3.0, help="simulator real-time factor")
@@ -392,6 +432,10 @@ def main(argv=None) -> int:
                     print(f"rollout {tag}: {json.dumps(report['rollout'][tag])} ({time.time() - t0:.0f} s)",
                           flush=True)
         (out / "report.json").write_text(json.dumps(report, indent=1))
+    if not a.sim_only and a.sim_first_turns:
+        report["first_turns"] = {name: first_turn_eval(model_dir(name), a.sim_first_turns, a.seed, out, name)
+                                 for name in a.backends.split(",") if name != "replay"}
+        (out / "report.json").write_text(json.dumps(report, indent=1))
     if not a.sim_only and a.names:
         report["names"] = {name: names_eval(model_dir(name), a.names) for name in a.backends.split(",")
                            if name in ("bf16", "base")}
@@ -454,6 +498,9 @@ def main(argv=None) -> int:
     for name, r in report.get("names", {}).items():
         print(f"| text | {name} | first-turn names right, teacher-forced ({r['conversations']}): object / area | "
               f"{r['object_right']:.2f} / {r['area_right']:.2f} |")
+    for name, r in report.get("first_turns", {}).items():
+        print(f"| text | {name} | sim held-out first turns naming target and area ({r['missions']}) | "
+              f"{r['right']:.2f} (wrong: {', '.join(r['wrong']) or 'none'}) |")
     for name, s in report.get("sim", {}).items():
         if s["missions"]:
             print(f"| sim | {name} | delivered, held-out ({s['missions']}) | {s['success']:.2f} |")

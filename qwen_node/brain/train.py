@@ -14,7 +14,8 @@ for the first time --read-weight times. Logged per step to DIR/log.jsonl and the
 ETA); the held-out split's next-action accuracy (teacher-forced: every token of the turn's action,
 i.e. the tool call or the answer's opening, predicted right) and name-reading accuracy every
 --eval-every steps; DIR/loss.png at the end. The checkpoint goes to DIR/model (HF layout, bf16,
-vocab_map.json), which transformers loads too.
+vocab_map.json), which transformers loads too. --qat (qat.py) runs each step through the weights' NVFP4
+round trip, for a fine-tune whose NVFP4 copy should decide as the bf16 model does.
 """
 from __future__ import annotations
 
@@ -569,44 +570,43 @@ def main(argv: list[str] | None = None) -> int:
             acc["tokens"] += sum(len(s_) for s_, _ in batch)
             return st
 
-        fq = fake_quant if fake_quant is not None else contextlib.nullcontext()
-        fq.__enter__()
-        past = add(prefix, whole)
-        if firsts:
-            add(prefix, firsts, past)
-        if a.short_first_turns:   # the same first turns from the user turn on, at positions 0..
-            short = []
-            for i in order_rng.sample(canon, min(a.short_first_turns, len(canon))):
-                end = first_turn_end(train[i][1])
-                short.append((train[i][0][user_at:end], weights[i][user_at:end]))
-            add([], short)
-        if a.short_cuts:   # from the user turn on, cut after a random assistant turn
-            cuts = []
-            if a.fault_weight == 1:
-                picked = order_rng.sample(canon, min(a.short_cuts, len(canon)))
-            else:
-                picked = weighted_sample(order_rng, canon, canon_cum, a.short_cuts)
-            length = None
-            for i in picked:
-                ends = turn_ends(train[i][1])
-                if not a.aligned_cuts or length is None:
-                    end = order_rng.choice(ends)
-                    length = end - user_at
-                else:   # the turn end nearest the first cut's length: the batch pads little
-                    end = min(ends, key=lambda e: abs(e - user_at - length))
-                cuts.append((train[i][0][user_at:end], weights[i][user_at:end]))
-            cuts.sort(key=lambda c: len(c[0]))
-            for c0 in range(0, len(cuts), 4):   # similar lengths together: a batch pads to its longest
-                add([], cuts[c0:c0 + 4])
-        if a.variant_every and variants and step % a.variant_every == 0:
-            i = order_rng.choice(variants)
-            rows, _, _ = train[i]
-            p = rows.index(turn_start, 1) + 1      # its own prompt, up to the user turn
-            add(rows[:p], [(rows[p:], weights[i][p:])])
-            acc["tokens"] += p
-        weighted = acc["loss"] / acc["w"]
-        weighted.backward()
-        fq.__exit__(None, None, None)   # the full-precision weights again, for the optimiser step
+        # with --qat the pass runs through the NVFP4 round trip; the optimiser steps the full-precision weights
+        with fake_quant if fake_quant is not None else contextlib.nullcontext():
+            past = add(prefix, whole)
+            if firsts:
+                add(prefix, firsts, past)
+            if a.short_first_turns:   # the same first turns from the user turn on, at positions 0..
+                short = []
+                for i in order_rng.sample(canon, min(a.short_first_turns, len(canon))):
+                    end = first_turn_end(train[i][1])
+                    short.append((train[i][0][user_at:end], weights[i][user_at:end]))
+                add([], short)
+            if a.short_cuts:   # from the user turn on, cut after a random assistant turn
+                cuts = []
+                if a.fault_weight == 1:
+                    picked = order_rng.sample(canon, min(a.short_cuts, len(canon)))
+                else:
+                    picked = weighted_sample(order_rng, canon, canon_cum, a.short_cuts)
+                length = None
+                for i in picked:
+                    ends = turn_ends(train[i][1])
+                    if not a.aligned_cuts or length is None:
+                        end = order_rng.choice(ends)
+                        length = end - user_at
+                    else:   # the turn end nearest the first cut's length: the batch pads little
+                        end = min(ends, key=lambda e: abs(e - user_at - length))
+                    cuts.append((train[i][0][user_at:end], weights[i][user_at:end]))
+                cuts.sort(key=lambda c: len(c[0]))
+                for c0 in range(0, len(cuts), 4):   # similar lengths together: a batch pads to its longest
+                    add([], cuts[c0:c0 + 4])
+            if a.variant_every and variants and step % a.variant_every == 0:
+                i = order_rng.choice(variants)
+                rows, _, _ = train[i]
+                p = rows.index(turn_start, 1) + 1      # its own prompt, up to the user turn
+                add(rows[:p], [(rows[p:], weights[i][p:])])
+                acc["tokens"] += p
+            weighted = acc["loss"] / acc["w"]
+            weighted.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -635,8 +635,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"of {rec['heldout_names_read']}", flush=True)
             if fake_quant is not None:
                 print(f"  held-out, NVFP4 weights: loss {rec['nvfp4_heldout_loss']:.4f}, next-action accuracy "
-                      f"{rec['nvfp4_heldout_next_action_acc']:.3f}, names read {rec['nvfp4_heldout_names_read_acc']:.3f}",
-                      flush=True)
+                      f"{rec['nvfp4_heldout_next_action_acc']:.3f}, "
+                      f"names read {rec['nvfp4_heldout_names_read_acc']:.3f}", flush=True)
         log.write(json.dumps(rec) + "\n")
         log.flush()
         if step % a.save_every == 0:

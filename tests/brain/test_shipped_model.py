@@ -93,3 +93,18 @@ def test_generate_cli_runs_the_shipped_model():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "decode:" in out.stdout + out.stderr and len(out.stdout.strip()) > 0
+
+
+def test_first_turn_eval_reads_the_sim_missions_names(tmp_path):
+    """bench/brain_eval.py --sim-first-turns: the shipped NVFP4 brain's first thought on the first simulator
+    held-out missions names their target and area, and the rows say what it thought."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("brain_eval", SOURCE_ROOT / "bench" / "brain_eval.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    res = bench.first_turn_eval(NVFP4, 3, 0, tmp_path, "nvfp4")
+    rows = [json.loads(x) for x in (tmp_path / "first_turns_nvfp4.jsonl").read_text().splitlines()]
+    assert [r["mission"] for r in rows] == ["none-0", "none-1", "none-2"]
+    assert res == {"missions": 3, "right": 1.0, "wrong": []}, rows
+    assert all(r["target"] in r["thought"] and r["area"] in r["thought"] for r in rows)
