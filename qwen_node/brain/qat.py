@@ -14,30 +14,9 @@ from pathlib import Path
 
 import torch
 
+from ..engine.loader import hf_tensors
 from ..engine.nvfp4 import dequantize_nvfp4, quantize_nvfp4
 from ..engine.nvfp4_checkpoint import DEFAULT_EXCLUDE, engine_module_kinds, plan_quantization
-
-
-def hf_tensors(model):
-    """(checkpoint name, tensor) for every tensor the engine model's checkpoint holds, in transformers' names,
-    routed experts one by one as Qwen publishes them. The tensors are views of the model's own (detached):
-    writing into one writes the model's weight."""
-    from ..engine.loader import _FUSED, _tensors_of, checkpoint_name
-
-    for _, _, full, t in _tensors_of(model):
-        name = checkpoint_name(model.config, full)
-        t = t.detach()
-        m = _FUSED.match(name)
-        if m is None:
-            yield name, t
-            continue
-        half = t.shape[1] // 2
-        for e in range(t.shape[0]):          # gate rows first in the fused gate_up_proj (engine/model.py)
-            if m["kind"] == "gate_up_proj":
-                yield f"{m['p']}.{e}.gate_proj.weight", t[e, :half]
-                yield f"{m['p']}.{e}.up_proj.weight", t[e, half:]
-            else:
-                yield f"{m['p']}.{e}.down_proj.weight", t[e]
 
 
 def nvfp4_round_trip(w: torch.Tensor) -> torch.Tensor:

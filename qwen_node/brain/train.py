@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from . import dataset as D
 from . import shared_prefix as SP
 from .model_config import brain_config
-from .qat import NVFP4FakeQuant, hf_tensors
+from .qat import NVFP4FakeQuant
 
 TOOL_CALL_OPEN = "<tool_call>"
 
@@ -193,6 +193,8 @@ def save_checkpoint(model, init_dir: Path, vmap, tok_mapped, out_dir: Path, dtyp
     publishes them), config.json and generation_config.json of the run's initial checkpoint (made by
     transformers), and the vocabulary map."""
     from safetensors.torch import save_file
+
+    from ..engine.loader import hf_tensors
 
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.to(dtype).contiguous() for name, t in hf_tensors(model)}

@@ -196,6 +196,26 @@ def _tensors_of(model: nn.Module):
                 yield mod, local, f"{mod_name}.{local}" if mod_name else local, t
 
 
+def hf_tensors(model):
+    """(checkpoint name, tensor) for every tensor the engine model's checkpoint holds, in transformers' names,
+    routed experts one by one as Qwen publishes them. The tensors are views of the model's own (detached):
+    writing into one writes the model's weight. The inverse of loading: train-brain saves through it."""
+    for _, _, full, t in _tensors_of(model):
+        name = checkpoint_name(model.config, full)
+        t = t.detach()
+        m = _FUSED.match(name)
+        if m is None:
+            yield name, t
+            continue
+        half = t.shape[1] // 2
+        for e in range(t.shape[0]):          # gate rows first in the fused gate_up_proj (engine/model.py)
+            if m["kind"] == "gate_up_proj":
+                yield f"{m['p']}.{e}.gate_proj.weight", t[e, :half]
+                yield f"{m['p']}.{e}.up_proj.weight", t[e, half:]
+            else:
+                yield f"{m['p']}.{e}.down_proj.weight", t[e]
+
+
 def load_model(model_dir: str | Path, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu",
                builders: LayerBuilders | None = None, source: TensorSource | None = None,
                progress: bool = True, check_only: bool = False) -> Qwen35ForGeneration:

@@ -10,8 +10,8 @@ import torch
 
 from qwen_stack.qwen_node.brain import train
 from qwen_stack.qwen_node.brain.model_config import brain_config
-from qwen_stack.qwen_node.brain.qat import NVFP4FakeQuant, hf_tensors, nvfp4_round_trip
-from qwen_stack.qwen_node.engine.loader import load_model
+from qwen_stack.qwen_node.brain.qat import NVFP4FakeQuant, nvfp4_round_trip
+from qwen_stack.qwen_node.engine.loader import hf_tensors, load_model
 from qwen_stack.qwen_node.engine.nvfp4_checkpoint import NVFP4CheckpointReader, quantize_checkpoint
 
 
